@@ -1,0 +1,31 @@
+//! cronlease: a leader-gated distributed cron scheduler.
+//!
+//! Several identical nodes read the same `jobs.toml`. Every job has its own election, a lease in
+//! a shared store; on each cron tick only the node holding the job's lease runs it.
+//!
+//! Crate map, by role:
+//!
+//! | module       | job                                                                   |
+//! |--------------|-----------------------------------------------------------------------|
+//! | [`config`]   | `jobs.toml` → [`config::Config`]; every error names file, line, column |
+//! | [`schedule`] | cron expression + IANA time zone → fire times (croner, DST-correct)    |
+//! | [`ticker`]   | the tick source: tokio-cron-scheduler pulses, croner fire times        |
+//! | [`store`]    | the storage seam (one trait, storage only) and its backends            |
+//! | [`session`]  | the node's session: one heartbeat write per renew period, its deadline |
+//! | [`election`] | observes leases, judges expiry on the local monotonic clock, acquires  |
+//! | [`tick`]     | one tick: claim (fenced by term) then run, or sit out                  |
+//! | [`runner`]   | runs an action, labels its output, enforces the timeout               |
+//! | [`logging`]  | the two log formats (pretty, flat JSON) and the stable field names     |
+//! | [`check`]    | `cronlease check`: the validated config and next fire times           |
+//! | [`app`]      | wiring and the one shutdown path                                       |
+pub mod app;
+pub mod check;
+pub mod config;
+pub mod election;
+pub mod logging;
+pub mod runner;
+pub mod schedule;
+pub mod session;
+pub mod store;
+pub mod tick;
+pub mod ticker;
