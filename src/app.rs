@@ -1,5 +1,31 @@
-//! Wiring. (in progress)
+//! Wiring, and the one shutdown path.
+//!
+//! Start: connect to the store and register this node's session (retrying with backoff while
+//! the store is unreachable), then run three loops: the session's heartbeat, the election's
+//! poll, and the tick source.
+//!
+//! Stop (SIGINT or SIGTERM): stop taking ticks and leases; let running jobs finish within
+//! `shutdown_grace`, then kill them; release this node's leases and delete its record, so other
+//! nodes take over at their next poll; exit 0. A second signal skips the grace period.
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
 use crate::config::Config;
+use crate::election::Election;
+use crate::session::Session;
+use crate::store::{self, Store};
+use crate::tick::Ticks;
+use crate::ticker::Ticker;
+
+/// How long killed jobs get to be reaped and recorded before the node gives up on them.
+const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// A random, readable node id such as `quiet-otter-0412`.
 pub fn random_node_id() -> String {
@@ -7,7 +33,152 @@ pub fn random_node_id() -> String {
     generator.next().unwrap_or_else(|| "node".to_string())
 }
 
-pub async fn run(config: Config, node: String) -> anyhow::Result<()> {
-    let _ = (config, node);
+/// The shutdown tree: `stop` (stop taking ticks and leases) → `kill` (kill running jobs).
+struct Shutdown {
+    stop: CancellationToken,
+    kill: CancellationToken,
+}
+
+fn watch_signals(shutdown: &Shutdown) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let stop = shutdown.stop.clone();
+    let kill = shutdown.kill.clone();
+    tokio::spawn(async move {
+        let mut seen = 0;
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            seen += 1;
+            if seen == 1 {
+                info!(event = "signal", signal = name, "stopping: no new ticks; running jobs may finish");
+                stop.cancel();
+            } else {
+                info!(event = "signal", signal = name, "second signal: killing running jobs now");
+                kill.cancel();
+            }
+        }
+    });
     Ok(())
+}
+
+pub async fn run(config: Config, node: String) -> anyhow::Result<()> {
+    let shutdown = Shutdown { stop: CancellationToken::new(), kill: CancellationToken::new() };
+    watch_signals(&shutdown)?;
+    let jobs = Arc::new(config.jobs.clone());
+    info!(event = "node_starting", jobs = jobs.len(), config = %config.source.display(),
+        "starting with {} jobs", jobs.len());
+
+    let Some(store) = connect_store(&config, &shutdown.stop).await? else {
+        info!(event = "node_stopped", "stopped before the store was reached");
+        return Ok(());
+    };
+    let session = Arc::new(Session::new(node.clone(), store.clone(), config.election));
+    if !session.register(&shutdown.stop).await {
+        info!(event = "node_stopped", "stopped before registering");
+        return Ok(());
+    }
+    info!(event = "node_started", store = %store.describe(), "registered; lease {:?}, renew {:?}, poll {:?}",
+        config.election.lease, config.election.renew, config.election.poll);
+
+    // The heartbeat outlives `stop`: leases must stay alive while running jobs finish.
+    let heartbeat_stop = CancellationToken::new();
+    let heartbeat = {
+        let session = session.clone();
+        let token = heartbeat_stop.clone();
+        tokio::spawn(async move { session.renew_loop(token).await })
+    };
+
+    let election =
+        Arc::new(Election::new(session.clone(), store.clone(), config.election, jobs.clone()));
+    let tracker = TaskTracker::new();
+    let ticks = Arc::new(Ticks::new(
+        node.clone(),
+        store.clone(),
+        election.clone(),
+        jobs.clone(),
+        config.election.lease,
+        tracker.clone(),
+        shutdown.stop.clone(),
+        shutdown.kill.clone(),
+    ));
+    {
+        let ticks = ticks.clone();
+        election.set_on_acquired(Box::new(move |idx, term| ticks.caught_up(idx, term)));
+    }
+    let election_task = {
+        let election = election.clone();
+        let token = shutdown.stop.clone();
+        tokio::spawn(async move { election.run(token).await })
+    };
+    let ticker = {
+        let ticks = ticks.clone();
+        Ticker::start(
+            jobs.iter().map(|j| j.schedule.clone()).collect(),
+            Utc::now(),
+            Arc::new(move |idx, t| ticks.fire(idx, t)),
+            shutdown.stop.clone(),
+        )
+        .await
+        .context("starting the tick source")?
+    };
+
+    shutdown.stop.cancelled().await;
+
+    // 1. No new ticks, no new leases.
+    ticker.stop().await;
+    let _ = election_task.await;
+    // 2. Running jobs finish within the grace period, else they are killed.
+    tracker.close();
+    let grace = config.node.shutdown_grace;
+    if !tracker.is_empty() {
+        info!(event = "draining", running = tracker.len(), "waiting up to {grace:?} for running jobs");
+    }
+    tokio::select! {
+        _ = tracker.wait() => {}
+        _ = tokio::time::sleep(grace) => {
+            warn!(event = "grace_exceeded", "shutdown grace of {grace:?} exceeded: killing running jobs");
+            shutdown.kill.cancel();
+        }
+        _ = shutdown.kill.cancelled() => {}
+    }
+    if tokio::time::timeout(KILL_WAIT, tracker.wait()).await.is_err() {
+        warn!(event = "grace_exceeded", "jobs still not reaped after {KILL_WAIT:?}; leaving them");
+    }
+    // 3. Hand the leases back and end the session.
+    let released = election.release_all().await;
+    heartbeat_stop.cancel();
+    let _ = heartbeat.await;
+    if let Err(e) = session.remove().await {
+        warn!(event = "store_error", "cannot delete this node's record: {e}");
+    }
+    info!(event = "node_stopped", released, "stopped");
+    Ok(())
+}
+
+/// Connect to the store, retrying with backoff until it answers or the node is stopped.
+/// A configuration problem (no project, bad credentials) is fatal at once.
+async fn connect_store(
+    config: &Config,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<Arc<dyn Store>>> {
+    let timeout = config.election.renew.clamp(Duration::from_secs(1), Duration::from_secs(10));
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match store::connect(&config.store, timeout).await {
+            Ok(s) => return Ok(Some(s)),
+            Err(store::StoreError::Other(msg)) => anyhow::bail!("{msg}"),
+            Err(e) => {
+                warn!(event = "store_error", retry_in_ms = backoff.as_millis() as u64,
+                    "store unreachable, retrying: {e}");
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
 }

@@ -1,9 +1,168 @@
-//! `cronlease check`: a validated config, described. (stub: helper fills in)
-use chrono::{DateTime, Utc};
+//! `cronlease check`: a validated config, described.
+use std::fmt::Write as _;
 
-use crate::config::Config;
+use chrono::{DateTime, SecondsFormat, Utc};
+use humantime::format_duration;
+
+use crate::config::{Action, Config, Job};
+
+/// How many upcoming fire times `check` lists per job.
+pub const NEXT_FIRES: usize = 3;
+/// Longer `say` texts and shell scripts are cut to this many characters in the summary.
+const MAX_SHOWN_CHARS: usize = 60;
 
 pub fn report(config: &Config, now: DateTime<Utc>) -> String {
-    let _ = (config, now);
-    todo!()
+    let mut out = String::new();
+    let e = &config.election;
+    let n = config.jobs.len();
+    let _ = writeln!(
+        out,
+        "{}: {n} {}; lease {}, renew {} (deadline {}), poll {}",
+        config.source.display(),
+        if n == 1 { "job" } else { "jobs" },
+        format_duration(e.lease),
+        format_duration(e.renew),
+        format_duration(e.renew_deadline()),
+        format_duration(e.poll),
+    );
+    for job in &config.jobs {
+        let _ = writeln!(out, "{}", header(job));
+        let fires = job.schedule.upcoming(now, NEXT_FIRES);
+        if fires.is_empty() {
+            let _ = writeln!(out, "  (no upcoming fire times)");
+        }
+        for t in fires {
+            let _ = writeln!(
+                out,
+                "  {} ({})",
+                t.to_rfc3339_opts(SecondsFormat::Secs, true),
+                t.with_timezone(&job.schedule.tz)
+                    .format("%Y-%m-%d %H:%M:%S %Z"),
+            );
+        }
+    }
+    out
+}
+
+/// `name: "expr" in Zone, action[, timeout T]`
+fn header(job: &Job) -> String {
+    let mut line = format!(
+        "{}: {:?} in {}, {}",
+        job.name,
+        job.schedule.expr,
+        job.schedule.tz.name(),
+        action_summary(&job.action)
+    );
+    if let Some(t) = job.timeout {
+        let _ = write!(line, ", timeout {}", format_duration(t));
+    }
+    line
+}
+
+/// `say "…" x5, pause 1s` / `command ["a", "b"]` / `shell "…"`
+pub fn action_summary(action: &Action) -> String {
+    match action {
+        Action::Say {
+            text,
+            repeat,
+            pause,
+        } => {
+            let mut s = format!("say {:?} x{repeat}", shorten(text));
+            if *repeat > 1 {
+                let _ = write!(s, ", pause {}", format_duration(*pause));
+            }
+            s
+        }
+        Action::Command { argv } => format!("command {argv:?}"),
+        Action::Shell { script } => format!("shell {:?}", shorten(script)),
+    }
+}
+
+fn shorten(text: &str) -> String {
+    if text.chars().count() <= MAX_SHOWN_CHARS {
+        text.to_string()
+    } else {
+        let mut s: String = text.chars().take(MAX_SHOWN_CHARS - 1).collect();
+        s.push('…');
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[election]
+lease = "10s"
+renew = "2s"
+poll = "1s"
+
+[[job]]
+name = "go_preacher"
+schedule = "*/10 * * * * *"
+timezone = "Europe/Berlin"
+say = "Go is the best modern programming language"
+repeat = 5
+pause = "1s"
+
+[[job]]
+name = "backup"
+schedule = "0 */5 * * * *"
+command = ["/usr/bin/env", "sh", "-c", "echo backing up"]
+timeout = "2m"
+
+[[job]]
+name = "nightly"
+schedule = "30 2 * * *"
+timezone = "Europe/Berlin"
+shell = "echo this is a rather long shell script that goes on and on and on"
+"#;
+
+    #[test]
+    fn report_lists_jobs_and_next_fire_times() {
+        let config = crate::config::parse("jobs.toml", CONFIG).unwrap();
+        // The day before Berlin springs forward: the nightly 02:30 runs at 03:00 CEST.
+        let now = DateTime::parse_from_rfc3339("2025-03-29T01:29:55Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let expected = "\
+jobs.toml: 3 jobs; lease 10s, renew 2s (deadline 6s), poll 1s
+go_preacher: \"*/10 * * * * *\" in Europe/Berlin, say \"Go is the best modern programming language\" x5, pause 1s
+  2025-03-29T01:30:00Z (2025-03-29 02:30:00 CET)
+  2025-03-29T01:30:10Z (2025-03-29 02:30:10 CET)
+  2025-03-29T01:30:20Z (2025-03-29 02:30:20 CET)
+backup: \"0 */5 * * * *\" in UTC, command [\"/usr/bin/env\", \"sh\", \"-c\", \"echo backing up\"], timeout 2m
+  2025-03-29T01:30:00Z (2025-03-29 01:30:00 UTC)
+  2025-03-29T01:35:00Z (2025-03-29 01:35:00 UTC)
+  2025-03-29T01:40:00Z (2025-03-29 01:40:00 UTC)
+nightly: \"30 2 * * *\" in Europe/Berlin, shell \"echo this is a rather long shell script that goes on and on…\"
+  2025-03-29T01:30:00Z (2025-03-29 02:30:00 CET)
+  2025-03-30T01:00:00Z (2025-03-30 03:00:00 CEST)
+  2025-03-31T00:30:00Z (2025-03-31 02:30:00 CEST)
+";
+        assert_eq!(report(&config, now), expected);
+    }
+
+    #[test]
+    fn one_job_and_repeat_once() {
+        let config = crate::config::parse(
+            "j.toml",
+            "[[job]]\nname = \"a\"\nschedule = \"0 0 12 * * *\"\nsay = \"hi\"\n",
+        )
+        .unwrap();
+        let now = DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let r = report(&config, now);
+        assert!(
+            r.starts_with("j.toml: 1 job; lease 10s, renew 2s (deadline 6s), poll 1s\n"),
+            "{r}"
+        );
+        assert!(
+            r.contains("a: \"0 0 12 * * *\" in UTC, say \"hi\" x1\n"),
+            "{r}"
+        );
+        assert_eq!(r.lines().count(), 5);
+    }
 }

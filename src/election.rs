@@ -1,1 +1,440 @@
-//! TODO
+//! One election per job: observe the leases, judge expiry on the local monotonic clock, acquire
+//! free or expired leases up to this node's fair share, hand back the excess.
+//!
+//! All lease timing lives in [`Election::poll_once`]; the store only compares and sets.
+//!
+//! How a lease is judged, each poll (one batched read of every lease and every node record):
+//! - free (no holder), or held under a session that is no longer its holder's current session,
+//!   or held by a node whose record is gone: **available** now;
+//! - held by a live session: available only once this observer has seen that node's heartbeat
+//!   stay unchanged for a full `lease`, measured on this process's monotonic clock from the poll
+//!   that first saw the value. Stored wall-clock times are never compared with the local clock,
+//!   so clock skew between nodes cannot make two leaders.
+//!
+//! Taking an available lease is a compare-and-set against exactly what was observed (the lease
+//! and its holder's heartbeat), so a holder that renewed meanwhile keeps it, and of two nodes
+//! racing for it one wins. The winner's term is the old term + 1: the fencing token every tick
+//! claim checks.
+//!
+//! Spreading: a node takes an available lease only while it holds fewer than its fair share,
+//! `ceil(jobs / live nodes)`, unless the lease has stayed available for two polls (then anyone
+//! takes it, so one surviving node still leads everything). A node that holds more than its
+//! share for two polls releases one lease per poll, the one whose next tick is furthest away.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::{ElectionConfig, Job};
+use crate::session::Session;
+use crate::store::{LeaseRecord, Observed, Snapshot, Store};
+
+/// Who leads a job, as this node last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LeaseView {
+    /// Empty when free or unknown.
+    pub holder: String,
+    pub term: i64,
+}
+
+/// This node's standing lease on a job, valid while its session is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leadership {
+    pub term: i64,
+    pub session: String,
+}
+
+/// Called when this node acquires a job's lease (job index, term).
+pub type OnAcquired = Box<dyn Fn(usize, i64) + Send + Sync>;
+
+pub struct Election {
+    node: String,
+    store: Arc<dyn Store>,
+    session: Arc<Session>,
+    config: ElectionConfig,
+    jobs: Arc<Vec<Job>>,
+    names: Vec<String>,
+    state: Mutex<State>,
+    on_acquired: Mutex<Option<OnAcquired>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Leases this node holds: job -> leadership.
+    held: HashMap<String, Leadership>,
+    /// The last seen lease of every job.
+    view: HashMap<String, LeaseView>,
+    /// Per other node: (session, heartbeat) last seen and when that value was first seen.
+    watch: HashMap<String, Watched>,
+    /// Per job: since when it has been continuously available.
+    available_since: HashMap<String, Instant>,
+    /// When this node first held more than its share, if it still does.
+    excess_since: Option<Instant>,
+    /// When the first successful poll happened; acquisitions wait one poll after it.
+    first_poll: Option<Instant>,
+    /// Consecutive failed polls, for log throttling.
+    failures: u32,
+}
+
+struct Watched {
+    session: String,
+    heartbeat: i64,
+    since: Instant,
+}
+
+/// How one job's lease looks to this node in one poll.
+enum Standing {
+    Mine,
+    Other,
+    Available,
+}
+
+impl Election {
+    pub fn new(
+        session: Arc<Session>,
+        store: Arc<dyn Store>,
+        config: ElectionConfig,
+        jobs: Arc<Vec<Job>>,
+    ) -> Self {
+        let names = jobs.iter().map(|j| j.name.clone()).collect();
+        Election {
+            node: session.node().to_string(),
+            store,
+            session,
+            config,
+            jobs,
+            names,
+            state: Mutex::new(State::default()),
+            on_acquired: Mutex::new(None),
+        }
+    }
+
+    pub fn set_on_acquired(&self, f: OnAcquired) {
+        *self.on_acquired.lock().unwrap() = Some(f);
+    }
+
+    /// This node's leadership of `job`, if it holds the lease under its current, valid session.
+    /// Leases of a lapsed session are dropped (and logged as lost) here.
+    pub fn leading(&self, job: &str) -> Option<Leadership> {
+        let current = self.session.current();
+        let mut st = self.state.lock().unwrap();
+        drop_stale(&mut st, current.as_deref(), &self.node);
+        st.held.get(job).cloned()
+    }
+
+    /// Who leads `job` as last seen.
+    pub fn view(&self, job: &str) -> LeaseView {
+        self.state.lock().unwrap().view.get(job).cloned().unwrap_or_default()
+    }
+
+    /// The jobs this node holds now.
+    pub fn held(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.state.lock().unwrap().held.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// A fenced claim showed that the lease of `job` with `term` is no longer ours.
+    pub fn lost(&self, job: &str, term: i64, why: &str) {
+        let mut st = self.state.lock().unwrap();
+        if st.held.get(job).is_some_and(|l| l.term == term) {
+            st.held.remove(job);
+            info!(event = "lease_lost", job, node = %self.node, term, "lease lost: {why}");
+        }
+    }
+
+    /// Poll every `poll` until `cancel` fires.
+    pub async fn run(&self, cancel: CancellationToken) {
+        let mut interval = tokio::time::interval(self.config.poll);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            self.poll_once(&cancel).await;
+        }
+    }
+
+    /// One round: read everything in batches, update observations, acquire and release.
+    pub async fn poll_once(&self, cancel: &CancellationToken) {
+        let snapshot = match self.store.snapshot(&self.names).await {
+            Ok(s) => s,
+            Err(e) => {
+                let failures = {
+                    let mut st = self.state.lock().unwrap();
+                    st.failures += 1;
+                    st.failures
+                };
+                if failures == 1 || failures % 20 == 0 {
+                    warn!(event = "store_error", failures, "cannot read leases: {e}");
+                }
+                // Still make a lapse visible.
+                let current = self.session.current();
+                drop_stale(&mut self.state.lock().unwrap(), current.as_deref(), &self.node);
+                return;
+            }
+        };
+        let now = Instant::now();
+        let current = self.session.current();
+        let plan = {
+            let mut st = self.state.lock().unwrap();
+            st.failures = 0;
+            st.first_poll.get_or_insert(now);
+            drop_stale(&mut st, current.as_deref(), &self.node);
+            self.observe(&mut st, &snapshot, current.as_deref(), now)
+        };
+        self.session.set_jobs(self.held());
+        let Some(session) = current else { return };
+        if cancel.is_cancelled() {
+            return;
+        }
+        for (job, observed) in plan.acquire {
+            self.try_acquire(&job, observed, &session).await;
+        }
+        if let Some(job) = plan.release {
+            self.release_one(&job, &session).await;
+        }
+        self.session.set_jobs(self.held());
+    }
+
+    /// Update observations from a snapshot and decide what to acquire and release.
+    fn observe(
+        &self,
+        st: &mut State,
+        snap: &Snapshot,
+        session: Option<&str>,
+        now: Instant,
+    ) -> Plan {
+        // Heartbeat watches: restart the clock whenever (session, heartbeat) changes.
+        st.watch.retain(|id, _| snap.nodes.contains_key(id));
+        for (id, rec) in &snap.nodes {
+            if id == &self.node {
+                continue;
+            }
+            let changed = st
+                .watch
+                .get(id)
+                .is_none_or(|w| w.session != rec.session || w.heartbeat != rec.heartbeat);
+            if changed {
+                st.watch.insert(
+                    id.clone(),
+                    Watched { session: rec.session.clone(), heartbeat: rec.heartbeat, since: now },
+                );
+            }
+        }
+        let lease_time = self.config.lease;
+        let alive = |st: &State, id: &str| {
+            st.watch.get(id).is_some_and(|w| now.duration_since(w.since) < lease_time)
+        };
+        let live_others = snap
+            .nodes
+            .keys()
+            .filter(|id| *id != &self.node && alive(st, id))
+            .count();
+        let live = live_others + 1;
+        let share = self.names.len().div_ceil(live);
+
+        let mut available = Vec::new();
+        for job in &self.names {
+            let lease = snap.leases.get(job);
+            let rec = lease.cloned().unwrap_or_default();
+            let standing = if rec.holder.is_empty() {
+                Standing::Available
+            } else if rec.holder == self.node {
+                if session == Some(rec.session.as_str()) {
+                    Standing::Mine
+                } else {
+                    Standing::Available // a lease of an earlier session of ours: dead
+                }
+            } else {
+                match snap.nodes.get(&rec.holder) {
+                    None => Standing::Available, // holder gone (stopped gracefully)
+                    Some(n) if n.session != rec.session => Standing::Available, // holder restarted
+                    Some(_) if alive(st, &rec.holder) => Standing::Other,
+                    Some(_) => Standing::Available, // heartbeat unchanged for a full lease
+                }
+            };
+            st.view.insert(job.clone(), LeaseView { holder: rec.holder.clone(), term: rec.term });
+            match standing {
+                Standing::Mine => {
+                    st.available_since.remove(job);
+                    if st.held.get(job).is_none_or(|l| l.term != rec.term) {
+                        // Ours in the store but not in memory: an acquire whose answer was lost.
+                        info!(event = "lease_acquired", job, node = %self.node, term = rec.term,
+                            "lease acquired (found in the store)");
+                        st.held.insert(
+                            job.clone(),
+                            Leadership { term: rec.term, session: rec.session.clone() },
+                        );
+                    }
+                }
+                Standing::Other | Standing::Available => {
+                    if let Some(l) = st.held.remove(job) {
+                        info!(event = "lease_lost", job, node = %self.node, term = l.term,
+                            holder = %rec.holder, "lease lost: the store shows another holder");
+                    }
+                    if matches!(standing, Standing::Available) {
+                        let since = *st.available_since.entry(job.clone()).or_insert(now);
+                        let holder_node = snap
+                            .nodes
+                            .get(&rec.holder)
+                            .filter(|_| !rec.holder.is_empty())
+                            .map(|n| (n.session.clone(), n.heartbeat));
+                        available.push((job.clone(), since, Observed { lease: lease.cloned(), holder_node }));
+                    } else {
+                        st.available_since.remove(job);
+                    }
+                }
+            }
+        }
+
+        let mut plan = Plan::default();
+        // Wait one poll after the first one, so the nodes starting together see each other.
+        let settled = st.first_poll.is_some_and(|t| now.duration_since(t) >= self.config.poll);
+        if session.is_none() || !settled {
+            return plan;
+        }
+        let mut count = st.held.len();
+        let patience = self.config.poll * 2;
+        for (job, since, observed) in available {
+            let long_free = now.duration_since(since) >= patience;
+            if count < share || long_free {
+                plan.acquire.push((job, observed));
+                count += 1;
+            }
+        }
+        // Hand back the excess, one lease per poll, after it has lasted two polls.
+        if st.held.len() > share {
+            let since = *st.excess_since.get_or_insert(now);
+            if now.duration_since(since) >= patience {
+                plan.release = self.furthest_next_tick(st.held.keys());
+                st.excess_since = None;
+            }
+        } else {
+            st.excess_since = None;
+        }
+        plan
+    }
+
+    async fn try_acquire(&self, job: &str, observed: Observed, session: &str) -> bool {
+        let old_term = observed.lease.as_ref().map(|l| l.term).unwrap_or(0);
+        let previous = observed.lease.as_ref().map(|l| l.holder.clone()).unwrap_or_default();
+        let new = LeaseRecord {
+            holder: self.node.clone(),
+            session: session.to_string(),
+            term: old_term + 1,
+            acquired_at: Some(Utc::now()),
+        };
+        match self.store.acquire(job, &observed, &new).await {
+            Ok(true) => {
+                {
+                    let mut st = self.state.lock().unwrap();
+                    st.held.insert(
+                        job.to_string(),
+                        Leadership { term: new.term, session: session.to_string() },
+                    );
+                    st.available_since.remove(job);
+                    st.view.insert(job.to_string(), LeaseView { holder: self.node.clone(), term: new.term });
+                }
+                let from = if previous.is_empty() { "free".to_string() } else { previous };
+                info!(event = "lease_acquired", job, node = %self.node, term = new.term,
+                    previous = %from, "lease acquired");
+                if let Some(idx) = self.names.iter().position(|n| n == job) {
+                    if let Some(f) = self.on_acquired.lock().unwrap().as_ref() {
+                        f(idx, new.term);
+                    }
+                }
+                true
+            }
+            Ok(false) => {
+                debug!(job, "lease taken by another node first");
+                false
+            }
+            Err(e) => {
+                warn!(event = "store_error", job, "cannot acquire lease: {e}");
+                false
+            }
+        }
+    }
+
+    async fn release_one(&self, job: &str, session: &str) {
+        let Some(term) = self.state.lock().unwrap().held.get(job).map(|l| l.term) else {
+            return;
+        };
+        match self.store.release(&[job.to_string()], &self.node, session).await {
+            Ok(_) => {
+                self.state.lock().unwrap().held.remove(job);
+                info!(event = "lease_released", job, node = %self.node, term,
+                    reason = "rebalance", "lease released to spread jobs over the nodes");
+            }
+            Err(e) => warn!(event = "store_error", job, "cannot release lease: {e}"),
+        }
+    }
+
+    /// Release every lease this node holds (graceful stop). Returns how many were freed.
+    pub async fn release_all(&self) -> usize {
+        let held: Vec<(String, Leadership)> =
+            self.state.lock().unwrap().held.drain().collect();
+        if held.is_empty() {
+            return 0;
+        }
+        // Leases of one session are released together; there is only ever one live session.
+        let session = held[0].1.session.clone();
+        let jobs: Vec<String> = held.iter().map(|(j, _)| j.clone()).collect();
+        match self.store.release(&jobs, &self.node, &session).await {
+            Ok(n) => {
+                for (job, l) in &held {
+                    info!(event = "lease_released", job = %job, node = %self.node, term = l.term,
+                        reason = "shutdown", "lease released");
+                }
+                n
+            }
+            Err(e) => {
+                warn!(event = "store_error", "cannot release leases ({e}); they expire with this node's record");
+                0
+            }
+        }
+    }
+
+    fn furthest_next_tick<'a>(&self, held: impl Iterator<Item = &'a String>) -> Option<String> {
+        let now = Utc::now();
+        held.filter_map(|name| {
+            let job = self.jobs.iter().find(|j| &j.name == name)?;
+            Some((job.schedule.next_after(now), name.clone()))
+        })
+        .max_by_key(|(next, _)| *next)
+        .map(|(_, name)| name)
+    }
+
+    /// The poll period (for callers that wait on the election).
+    pub fn poll_period(&self) -> Duration {
+        self.config.poll
+    }
+}
+
+#[derive(Default)]
+struct Plan {
+    acquire: Vec<(String, Observed)>,
+    release: Option<String>,
+}
+
+/// Drop leases held under a session that is not the current one (lapsed), logging each.
+fn drop_stale(st: &mut State, current: Option<&str>, node: &str) {
+    let stale: Vec<String> = st
+        .held
+        .iter()
+        .filter(|(_, l)| Some(l.session.as_str()) != current)
+        .map(|(j, _)| j.clone())
+        .collect();
+    for job in stale {
+        if let Some(l) = st.held.remove(&job) {
+            info!(event = "lease_lost", job = %job, node, term = l.term,
+                "lease lost: the session lapsed (no successful heartbeat within the renew deadline)");
+        }
+    }
+}

@@ -1,0 +1,692 @@
+//! The Google Cloud Datastore backend (and its local emulator), over gcloud-sdk's Datastore v1
+//! gRPC API.
+//!
+//! Kinds, in the configured namespace: `Node` (key: node id), `Lease` (key: job name), `Run`
+//! (key: `{job}@{unix fire time}`). Acquire, release and claim are read-write transactions:
+//! Datastore commits them optimistically, so a transaction whose reads changed underneath it is
+//! ABORTED and two nodes cannot both win. A claim inserts the `Run`; inserting an existing key
+//! fails with ALREADY_EXISTS, so a fire time is claimed at most once, ever.
+//!
+//! With `DATASTORE_EMULATOR_HOST` set the client talks plain HTTP/2 to the emulator with
+//! anonymous credentials (gcloud-sdk has no emulator switch of its own); otherwise it uses
+//! `https://datastore.googleapis.com` with Application Default Credentials.
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use gcloud_sdk::google::datastore::v1 as ds;
+use gcloud_sdk::google::datastore::v1::datastore_client::DatastoreClient;
+use gcloud_sdk::tonic::{Code, Status};
+use gcloud_sdk::{GoogleApi, GoogleAuthMiddleware};
+
+use ds::key::path_element::IdType;
+use ds::value::ValueType;
+
+use super::{
+    Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Snapshot, Store, StoreError, StoreResult,
+};
+use crate::config::StoreConfig;
+
+const KIND_NODE: &str = "Node";
+const KIND_LEASE: &str = "Lease";
+const KIND_RUN: &str = "Run";
+/// Datastore's limit on keys per lookup.
+const LOOKUP_BATCH: usize = 1000;
+/// Datastore's limit on mutations per commit.
+const COMMIT_BATCH: usize = 500;
+/// How often a transaction is retried after ABORTED before the caller is told it lost.
+const ABORT_RETRIES: usize = 3;
+/// Project used with the emulator when none is configured.
+const EMULATOR_DEFAULT_PROJECT: &str = "cronlease-dev";
+
+type Client = DatastoreClient<GoogleAuthMiddleware>;
+
+pub struct DatastoreStore {
+    api: GoogleApi<Client>,
+    project: String,
+    namespace: String,
+    endpoint: String,
+    emulator: bool,
+    timeout: Duration,
+}
+
+impl DatastoreStore {
+    /// Connect to the emulator (`DATASTORE_EMULATOR_HOST`) or to real Datastore.
+    ///
+    /// Fails with [`StoreError::Unavailable`] when the endpoint cannot be reached: the caller
+    /// retries with backoff.
+    pub async fn connect(config: &StoreConfig) -> StoreResult<Self> {
+        Self::connect_with_timeout(config, Duration::from_secs(5)).await
+    }
+
+    /// As [`connect`](Self::connect), with a bound on every call to the store.
+    pub async fn connect_with_timeout(config: &StoreConfig, timeout: Duration) -> StoreResult<Self> {
+        let emulator_host = std::env::var("DATASTORE_EMULATOR_HOST")
+            .ok()
+            .filter(|h| !h.trim().is_empty());
+        let project = config
+            .project
+            .clone()
+            .or_else(|| env_nonempty("DATASTORE_PROJECT_ID"))
+            .or_else(|| env_nonempty("GOOGLE_CLOUD_PROJECT"))
+            .or_else(|| emulator_host.as_ref().map(|_| EMULATOR_DEFAULT_PROJECT.to_string()))
+            .ok_or_else(|| {
+                StoreError::Other(
+                    "no Datastore project: set [store] project, DATASTORE_PROJECT_ID or \
+                     GOOGLE_CLOUD_PROJECT (or DATASTORE_EMULATOR_HOST for the emulator)"
+                        .to_string(),
+                )
+            })?;
+        match emulator_host {
+            Some(host) => {
+                Self::open(&host, true, project, config.namespace.clone(), timeout).await
+            }
+            None => {
+                let endpoint = "https://datastore.googleapis.com";
+                Self::open(endpoint, false, project, config.namespace.clone(), timeout).await
+            }
+        }
+    }
+
+    /// Connect to an emulator at `host` ("127.0.0.1:8081") explicitly (tests, tools).
+    pub async fn connect_emulator(
+        host: &str,
+        project: &str,
+        namespace: &str,
+        timeout: Duration,
+    ) -> StoreResult<Self> {
+        Self::open(host, true, project.to_string(), namespace.to_string(), timeout).await
+    }
+
+    async fn open(
+        host_or_url: &str,
+        emulator: bool,
+        project: String,
+        namespace: String,
+        timeout: Duration,
+    ) -> StoreResult<Self> {
+        let endpoint = if emulator {
+            format!("http://{}", host_or_url.trim())
+        } else {
+            host_or_url.to_string()
+        };
+        let connecting = async {
+            if emulator {
+                let credentials =
+                    gcloud_sdk::google_cloud_auth::credentials::anonymous::Builder::new().build();
+                GoogleApi::from_function_with_credentials(
+                    DatastoreClient::new,
+                    &endpoint,
+                    None,
+                    credentials,
+                )
+                .await
+            } else {
+                GoogleApi::from_function(DatastoreClient::new, &endpoint, None).await
+            }
+        };
+        let api = match tokio::time::timeout(timeout.max(Duration::from_secs(2)), connecting).await
+        {
+            Ok(Ok(api)) => api,
+            Ok(Err(e)) => {
+                return Err(StoreError::Unavailable(format!("cannot connect to {endpoint}: {e:?}")))
+            }
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "cannot connect to {endpoint}: no answer within {timeout:?}"
+                )))
+            }
+        };
+        Ok(DatastoreStore { api, project, namespace, endpoint, emulator, timeout })
+    }
+
+    fn client(&self) -> Client {
+        self.api.get()
+    }
+
+    fn key(&self, kind: &str, name: &str) -> ds::Key {
+        ds::Key {
+            partition_id: Some(ds::PartitionId {
+                project_id: self.project.clone(),
+                database_id: String::new(),
+                namespace_id: self.namespace.clone(),
+            }),
+            path: vec![ds::key::PathElement {
+                kind: kind.to_string(),
+                id_type: Some(IdType::Name(name.to_string())),
+            }],
+        }
+    }
+
+    /// Bound a call by the store timeout and map its status.
+    async fn call<T, F>(&self, what: &str, fut: F) -> Result<T, Status>
+    where
+        F: std::future::Future<Output = Result<gcloud_sdk::tonic::Response<T>, Status>>,
+    {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r.map(|resp| resp.into_inner()),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "{what}: no answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    async fn begin(&self) -> StoreResult<Vec<u8>> {
+        let req = ds::BeginTransactionRequest {
+            project_id: self.project.clone(),
+            transaction_options: Some(ds::TransactionOptions {
+                mode: Some(ds::transaction_options::Mode::ReadWrite(
+                    ds::transaction_options::ReadWrite::default(),
+                )),
+            }),
+            ..Default::default()
+        };
+        let mut client = self.client();
+        let resp = self
+            .call("begin transaction", client.begin_transaction(req))
+            .await
+            .map_err(map_status)?;
+        Ok(resp.transaction)
+    }
+
+    async fn rollback(&self, transaction: Vec<u8>) {
+        let req = ds::RollbackRequest {
+            project_id: self.project.clone(),
+            transaction,
+            ..Default::default()
+        };
+        let mut client = self.client();
+        // Best effort: an abandoned transaction expires on its own.
+        let _ = self.call("rollback", client.rollback(req)).await;
+    }
+
+    /// Look keys up (in a transaction if given), following `deferred` keys; returns the found
+    /// entities by key name.
+    async fn lookup(
+        &self,
+        keys: Vec<ds::Key>,
+        transaction: Option<&[u8]>,
+    ) -> StoreResult<HashMap<String, ds::Entity>> {
+        let mut found = HashMap::new();
+        let mut pending = keys;
+        while !pending.is_empty() {
+            let req = ds::LookupRequest {
+                project_id: self.project.clone(),
+                read_options: transaction.map(|tx| ds::ReadOptions {
+                    consistency_type: Some(ds::read_options::ConsistencyType::Transaction(
+                        tx.to_vec(),
+                    )),
+                }),
+                keys: std::mem::take(&mut pending),
+                ..Default::default()
+            };
+            let mut client = self.client();
+            let resp = self
+                .call("lookup", client.lookup(req))
+                .await
+                .map_err(map_status)?;
+            for result in resp.found {
+                if let Some(entity) = result.entity {
+                    if let Some(name) = key_name(entity.key.as_ref()) {
+                        found.insert(name, entity);
+                    }
+                }
+            }
+            pending = resp.deferred;
+        }
+        Ok(found)
+    }
+
+    async fn lookup_batched(&self, keys: Vec<ds::Key>) -> StoreResult<HashMap<String, ds::Entity>> {
+        let batches = keys
+            .chunks(LOOKUP_BATCH)
+            .map(|chunk| self.lookup(chunk.to_vec(), None));
+        let mut all = HashMap::new();
+        for part in futures::future::try_join_all(batches).await? {
+            all.extend(part);
+        }
+        Ok(all)
+    }
+
+    async fn commit(
+        &self,
+        transaction: Option<Vec<u8>>,
+        mutations: Vec<ds::Mutation>,
+    ) -> Result<ds::CommitResponse, Status> {
+        let (mode, selector) = match transaction {
+            Some(tx) => (
+                ds::commit_request::Mode::Transactional,
+                Some(ds::commit_request::TransactionSelector::Transaction(tx)),
+            ),
+            None => (ds::commit_request::Mode::NonTransactional, None),
+        };
+        let req = ds::CommitRequest {
+            project_id: self.project.clone(),
+            mode: mode as i32,
+            mutations,
+            transaction_selector: selector,
+            ..Default::default()
+        };
+        let mut client = self.client();
+        self.call("commit", client.commit(req)).await
+    }
+
+    /// Run a query over one kind, following cursors to the end.
+    async fn query_all(&self, kind: &str, filter: Option<ds::Filter>) -> StoreResult<Vec<ds::Entity>> {
+        let mut out = Vec::new();
+        let mut cursor = Vec::new();
+        loop {
+            let query = ds::Query {
+                kind: vec![ds::KindExpression { name: kind.to_string() }],
+                filter: filter.clone(),
+                start_cursor: cursor.clone(),
+                ..Default::default()
+            };
+            let req = ds::RunQueryRequest {
+                project_id: self.project.clone(),
+                partition_id: Some(ds::PartitionId {
+                    project_id: self.project.clone(),
+                    database_id: String::new(),
+                    namespace_id: self.namespace.clone(),
+                }),
+                query_type: Some(ds::run_query_request::QueryType::Query(query)),
+                ..Default::default()
+            };
+            let mut client = self.client();
+            let resp = self
+                .call("query", client.run_query(req))
+                .await
+                .map_err(map_status)?;
+            let Some(batch) = resp.batch else { break };
+            let n = batch.entity_results.len();
+            out.extend(batch.entity_results.into_iter().filter_map(|r| r.entity));
+            let more = ds::query_result_batch::MoreResultsType::try_from(batch.more_results)
+                .unwrap_or(ds::query_result_batch::MoreResultsType::NoMoreResults);
+            if more != ds::query_result_batch::MoreResultsType::NotFinished || n == 0 {
+                break;
+            }
+            cursor = batch.end_cursor;
+        }
+        Ok(out)
+    }
+
+    fn lease_entity(&self, job: &str, lease: &LeaseRecord) -> ds::Entity {
+        let mut props = HashMap::new();
+        props.insert("holder".into(), string(&lease.holder, true));
+        props.insert("session".into(), string(&lease.session, false));
+        props.insert("term".into(), integer(lease.term, false));
+        if let Some(at) = lease.acquired_at {
+            props.insert("acquired_at".into(), timestamp(at, false));
+        }
+        ds::Entity {
+            key: Some(self.key(KIND_LEASE, job)),
+            properties: props,
+        }
+    }
+
+    fn node_entity(&self, node: &NodeRecord) -> ds::Entity {
+        let mut props = HashMap::new();
+        props.insert("session".into(), string(&node.session, false));
+        props.insert("heartbeat".into(), integer(node.heartbeat, false));
+        props.insert("started_at".into(), timestamp(node.started_at, false));
+        props.insert(
+            "jobs".into(),
+            ds::Value {
+                value_type: Some(ValueType::ArrayValue(ds::ArrayValue {
+                    values: node.jobs.iter().map(|j| string(j, true)).collect(),
+                })),
+                ..Default::default()
+            },
+        );
+        props.insert("version".into(), string(env!("CARGO_PKG_VERSION"), true));
+        ds::Entity {
+            key: Some(self.key(KIND_NODE, &node.id)),
+            properties: props,
+        }
+    }
+
+    fn run_entity(&self, run: &RunRecord) -> ds::Entity {
+        let mut props = HashMap::new();
+        props.insert("job".into(), string(&run.job, true));
+        props.insert("fire_time".into(), timestamp(run.fire_time, true));
+        props.insert("node".into(), string(&run.node, true));
+        props.insert("term".into(), integer(run.term, true));
+        props.insert("started_at".into(), timestamp(run.started_at, true));
+        if let Some(at) = run.finished_at {
+            props.insert("finished_at".into(), timestamp(at, true));
+        }
+        props.insert("outcome".into(), string(&run.outcome, false));
+        if let Some(code) = run.exit_code {
+            props.insert("exit_code".into(), integer(code as i64, true));
+        }
+        ds::Entity {
+            key: Some(self.key(KIND_RUN, &RunRecord::key(&run.job, run.fire_time))),
+            properties: props,
+        }
+    }
+}
+
+#[async_trait]
+impl Store for DatastoreStore {
+    fn describe(&self) -> String {
+        if self.emulator {
+            format!(
+                "datastore emulator at {} (project {}, namespace {})",
+                self.endpoint, self.project, self.namespace
+            )
+        } else {
+            format!("datastore (project {}, namespace {})", self.project, self.namespace)
+        }
+    }
+
+    async fn put_node(&self, node: &NodeRecord) -> StoreResult<()> {
+        let m = mutation(ds::mutation::Operation::Upsert(self.node_entity(node)));
+        self.commit(None, vec![m]).await.map_err(map_status)?;
+        Ok(())
+    }
+
+    async fn delete_node(&self, id: &str) -> StoreResult<()> {
+        let m = mutation(ds::mutation::Operation::Delete(self.key(KIND_NODE, id)));
+        self.commit(None, vec![m]).await.map_err(map_status)?;
+        Ok(())
+    }
+
+    async fn snapshot(&self, jobs: &[String]) -> StoreResult<Snapshot> {
+        let keys = jobs.iter().map(|j| self.key(KIND_LEASE, j)).collect();
+        let (leases, nodes) =
+            tokio::try_join!(self.lookup_batched(keys), self.query_all(KIND_NODE, None))?;
+        let leases = leases
+            .into_iter()
+            .map(|(job, e)| (job, parse_lease(&e)))
+            .collect();
+        let nodes = nodes
+            .iter()
+            .filter_map(parse_node)
+            .map(|n| (n.id.clone(), n))
+            .collect();
+        Ok(Snapshot { leases, nodes })
+    }
+
+    async fn acquire(&self, job: &str, observed: &Observed, new: &LeaseRecord) -> StoreResult<bool> {
+        let holder = observed
+            .lease
+            .as_ref()
+            .map(|l| l.holder.clone())
+            .unwrap_or_default();
+        let tx = self.begin().await?;
+        let mut keys = vec![self.key(KIND_LEASE, job)];
+        if !holder.is_empty() {
+            keys.push(self.key(KIND_NODE, &holder));
+        }
+        let found = match self.lookup(keys, Some(&tx)).await {
+            Ok(found) => found,
+            Err(e) => {
+                self.rollback(tx).await;
+                return Err(e);
+            }
+        };
+        let lease_now = found.get(job).map(parse_lease);
+        let node_now = if holder.is_empty() {
+            None
+        } else {
+            found
+                .get(&holder)
+                .and_then(parse_node)
+                .map(|n| (n.session, n.heartbeat))
+        };
+        let unchanged = same_lease(lease_now.as_ref(), observed.lease.as_ref())
+            && (holder.is_empty() || node_now == observed.holder_node);
+        if !unchanged {
+            self.rollback(tx).await;
+            return Ok(false);
+        }
+        let m = mutation(ds::mutation::Operation::Upsert(self.lease_entity(job, new)));
+        match self.commit(Some(tx), vec![m]).await {
+            Ok(_) => Ok(true),
+            Err(s) if s.code() == Code::Aborted => Ok(false),
+            Err(s) => Err(map_status(s)),
+        }
+    }
+
+    async fn release(&self, jobs: &[String], node: &str, session: &str) -> StoreResult<usize> {
+        let mut freed = 0;
+        for chunk in jobs.chunks(COMMIT_BATCH) {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let tx = self.begin().await?;
+                let keys = chunk.iter().map(|j| self.key(KIND_LEASE, j)).collect();
+                let found = match self.lookup(keys, Some(&tx)).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        self.rollback(tx).await;
+                        return Err(e);
+                    }
+                };
+                let mut mutations = Vec::new();
+                for job in chunk {
+                    if let Some(lease) = found.get(job).map(parse_lease) {
+                        if lease.holder == node && lease.session == session {
+                            let free = LeaseRecord {
+                                holder: String::new(),
+                                session: String::new(),
+                                term: lease.term,
+                                acquired_at: lease.acquired_at,
+                            };
+                            mutations
+                                .push(mutation(ds::mutation::Operation::Update(self.lease_entity(job, &free))));
+                        }
+                    }
+                }
+                if mutations.is_empty() {
+                    self.rollback(tx).await;
+                    break;
+                }
+                let n = mutations.len();
+                match self.commit(Some(tx), mutations).await {
+                    Ok(_) => {
+                        freed += n;
+                        break;
+                    }
+                    Err(s) if s.code() == Code::Aborted && attempt < ABORT_RETRIES => continue,
+                    Err(s) => return Err(map_status(s)),
+                }
+            }
+        }
+        Ok(freed)
+    }
+
+    async fn claim(&self, run: &RunRecord, session: &str) -> StoreResult<Claim> {
+        for attempt in 1..=ABORT_RETRIES {
+            let tx = self.begin().await?;
+            let found = match self.lookup(vec![self.key(KIND_LEASE, &run.job)], Some(&tx)).await {
+                Ok(found) => found,
+                Err(e) => {
+                    self.rollback(tx).await;
+                    return Err(e);
+                }
+            };
+            let ours = found.get(&run.job).map(parse_lease).is_some_and(|l| {
+                l.holder == run.node && l.session == session && l.term == run.term
+            });
+            if !ours {
+                self.rollback(tx).await;
+                return Ok(Claim::Fenced);
+            }
+            let m = mutation(ds::mutation::Operation::Insert(self.run_entity(run)));
+            match self.commit(Some(tx), vec![m]).await {
+                Ok(_) => return Ok(Claim::Won),
+                Err(s) if s.code() == Code::AlreadyExists => return Ok(Claim::AlreadyRun),
+                Err(s) if s.code() == Code::Aborted => {
+                    if attempt == ABORT_RETRIES {
+                        return Ok(Claim::Fenced);
+                    }
+                }
+                Err(s) => return Err(map_status(s)),
+            }
+        }
+        Ok(Claim::Fenced)
+    }
+
+    async fn finish(&self, run: &RunRecord) -> StoreResult<()> {
+        let m = mutation(ds::mutation::Operation::Upsert(self.run_entity(run)));
+        self.commit(None, vec![m]).await.map_err(map_status)?;
+        Ok(())
+    }
+
+    async fn run_exists(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<bool> {
+        let key = self.key(KIND_RUN, &RunRecord::key(job, fire_time));
+        Ok(!self.lookup(vec![key], None).await?.is_empty())
+    }
+
+    async fn runs(&self, job: &str) -> StoreResult<Vec<RunRecord>> {
+        let filter = ds::Filter {
+            filter_type: Some(ds::filter::FilterType::PropertyFilter(ds::PropertyFilter {
+                property: Some(ds::PropertyReference { name: "job".into() }),
+                op: ds::property_filter::Operator::Equal as i32,
+                value: Some(string(job, true)),
+            })),
+        };
+        let mut runs: Vec<RunRecord> = self
+            .query_all(KIND_RUN, Some(filter))
+            .await?
+            .iter()
+            .filter_map(parse_run)
+            .collect();
+        runs.sort_by_key(|r| r.fire_time);
+        Ok(runs)
+    }
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Transport trouble and overload are worth retrying; everything else is a refusal.
+fn map_status(s: Status) -> StoreError {
+    match s.code() {
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Cancelled
+        | Code::Unknown
+        | Code::ResourceExhausted
+        | Code::Internal
+        | Code::Aborted => StoreError::Unavailable(format!("{:?}: {}", s.code(), s.message())),
+        _ => StoreError::Other(format!("{:?}: {}", s.code(), s.message())),
+    }
+}
+
+fn mutation(op: ds::mutation::Operation) -> ds::Mutation {
+    ds::Mutation {
+        operation: Some(op),
+        ..Default::default()
+    }
+}
+
+fn same_lease(a: Option<&LeaseRecord>, b: Option<&LeaseRecord>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.holder == b.holder && a.session == b.session && a.term == b.term,
+        _ => false,
+    }
+}
+
+fn key_name(key: Option<&ds::Key>) -> Option<String> {
+    match key?.path.last()?.id_type.as_ref()? {
+        IdType::Name(n) => Some(n.clone()),
+        IdType::Id(id) => Some(id.to_string()),
+    }
+}
+
+fn string(s: &str, indexed: bool) -> ds::Value {
+    ds::Value {
+        value_type: Some(ValueType::StringValue(s.to_string())),
+        exclude_from_indexes: !indexed,
+        ..Default::default()
+    }
+}
+
+fn integer(i: i64, indexed: bool) -> ds::Value {
+    ds::Value {
+        value_type: Some(ValueType::IntegerValue(i)),
+        exclude_from_indexes: !indexed,
+        ..Default::default()
+    }
+}
+
+fn timestamp(t: DateTime<Utc>, indexed: bool) -> ds::Value {
+    ds::Value {
+        value_type: Some(ValueType::TimestampValue(gcloud_sdk::prost_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: t.timestamp_subsec_nanos() as i32,
+        })),
+        exclude_from_indexes: !indexed,
+        ..Default::default()
+    }
+}
+
+fn get_str(e: &ds::Entity, name: &str) -> String {
+    match e.properties.get(name).and_then(|v| v.value_type.as_ref()) {
+        Some(ValueType::StringValue(s)) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+fn get_int(e: &ds::Entity, name: &str) -> Option<i64> {
+    match e.properties.get(name).and_then(|v| v.value_type.as_ref()) {
+        Some(ValueType::IntegerValue(i)) => Some(*i),
+        _ => None,
+    }
+}
+
+fn get_time(e: &ds::Entity, name: &str) -> Option<DateTime<Utc>> {
+    match e.properties.get(name).and_then(|v| v.value_type.as_ref()) {
+        Some(ValueType::TimestampValue(t)) => DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32),
+        _ => None,
+    }
+}
+
+fn parse_lease(e: &ds::Entity) -> LeaseRecord {
+    LeaseRecord {
+        holder: get_str(e, "holder"),
+        session: get_str(e, "session"),
+        term: get_int(e, "term").unwrap_or(0),
+        acquired_at: get_time(e, "acquired_at"),
+    }
+}
+
+fn parse_node(e: &ds::Entity) -> Option<NodeRecord> {
+    let jobs = match e.properties.get("jobs").and_then(|v| v.value_type.as_ref()) {
+        Some(ValueType::ArrayValue(a)) => a
+            .values
+            .iter()
+            .filter_map(|v| match &v.value_type {
+                Some(ValueType::StringValue(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some(NodeRecord {
+        id: key_name(e.key.as_ref())?,
+        session: get_str(e, "session"),
+        heartbeat: get_int(e, "heartbeat").unwrap_or(0),
+        started_at: get_time(e, "started_at").unwrap_or_default(),
+        jobs,
+    })
+}
+
+fn parse_run(e: &ds::Entity) -> Option<RunRecord> {
+    Some(RunRecord {
+        job: get_str(e, "job"),
+        fire_time: get_time(e, "fire_time")?,
+        node: get_str(e, "node"),
+        term: get_int(e, "term").unwrap_or(0),
+        started_at: get_time(e, "started_at").unwrap_or_default(),
+        finished_at: get_time(e, "finished_at"),
+        outcome: get_str(e, "outcome"),
+        exit_code: get_int(e, "exit_code").map(|c| c as i32),
+    })
+}
