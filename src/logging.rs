@@ -30,7 +30,7 @@ pub enum LogFormat {
 
 /// The filter used when `RUST_LOG` is not set.
 pub const DEFAULT_FILTER: &str =
-    "info,hyper=warn,hyper_util=warn,h2=warn,tonic=warn,tower=warn,tokio_cron_scheduler=warn";
+    "info,hyper=warn,hyper_util=warn,h2=warn,tonic=warn,tower=warn,tokio_cron_scheduler=warn,gcloud_sdk=off";
 
 /// Installs the global subscriber: events go to stdout, one line each, in `format`.
 /// The level filter comes from `RUST_LOG` if set, else [`DEFAULT_FILTER`].

@@ -1,0 +1,313 @@
+//! The core guarantees, end to end: real `cronlease` processes against a real Datastore
+//! emulator, each test on its own emulator and port. Lease 3 s, renew 500 ms, poll 250 ms.
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use cronlease::store::datastore::DatastoreStore;
+use cronlease::store::Store;
+use serde_json::Value;
+
+use common::{wait_until, write_config, Emulator, Node};
+
+const LEASE: Duration = Duration::from_secs(3);
+const POLL: Duration = Duration::from_millis(250);
+const TICK: Duration = Duration::from_secs(1);
+
+fn config(jobs: &[&str]) -> String {
+    let mut s = String::from(
+        "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n\n[node]\nshutdown_grace = \"5s\"\n",
+    );
+    for job in jobs {
+        s.push_str(&format!(
+            "\n[[job]]\nname = \"{job}\"\nschedule = \"* * * * * *\"\n\
+             shell = \"echo $CRONLEASE_JOB fired $CRONLEASE_FIRE_TIME term $CRONLEASE_TERM\"\ntimeout = \"5s\"\n"
+        ));
+    }
+    s
+}
+
+/// One `tick_run` line.
+#[derive(Debug, Clone)]
+struct TickRun {
+    job: String,
+    fire_time: DateTime<Utc>,
+    node: String,
+    term: i64,
+    at: DateTime<Utc>,
+}
+
+fn time(v: &Value, field: &str) -> DateTime<Utc> {
+    let s = v[field].as_str().unwrap_or_else(|| panic!("no {field} in {v}"));
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn tick_runs(nodes: &[&Node]) -> Vec<TickRun> {
+    let mut out = Vec::new();
+    for n in nodes {
+        for e in n.events_named("tick_run") {
+            out.push(TickRun {
+                job: e["job"].as_str().unwrap().to_string(),
+                fire_time: time(&e, "fire_time"),
+                node: e["node"].as_str().unwrap().to_string(),
+                term: e["term"].as_i64().unwrap(),
+                at: time(&e, "ts"),
+            });
+        }
+    }
+    out.sort_by_key(|t| (t.at, t.job.clone()));
+    out
+}
+
+/// Every (job, fire time) ran at most once across the nodes' logs.
+fn assert_no_fire_time_twice(runs: &[TickRun]) {
+    let mut seen: BTreeMap<(String, DateTime<Utc>), &TickRun> = BTreeMap::new();
+    for r in runs {
+        if let Some(first) = seen.insert((r.job.clone(), r.fire_time), r) {
+            panic!("fire time ran twice: {first:?} and {r:?}");
+        }
+    }
+}
+
+/// Every (job, fire time) in the store's Run records is unique and matches the logs.
+async fn assert_store_agrees(emu: &Emulator, jobs: &[&str], runs: &[TickRun]) {
+    let store = DatastoreStore::connect_emulator(&emu.host(), "cronlease-test", "cronlease", Duration::from_secs(10))
+        .await
+        .unwrap();
+    for job in jobs {
+        let stored = store.runs(job).await.unwrap();
+        let stored_set: BTreeSet<(DateTime<Utc>, String)> =
+            stored.iter().map(|r| (r.fire_time, r.node.clone())).collect();
+        assert_eq!(stored_set.len(), stored.len(), "duplicate run records for {job}");
+        let logged: BTreeSet<(DateTime<Utc>, String)> = runs
+            .iter()
+            .filter(|r| r.job == *job)
+            .map(|r| (r.fire_time, r.node.clone()))
+            .collect();
+        assert_eq!(stored_set, logged, "the store's runs of {job} match the tick_run lines");
+    }
+}
+
+fn leader_of(runs: &[TickRun], job: &str) -> Option<String> {
+    runs.iter().rev().find(|r| r.job == job).map(|r| r.node.clone())
+}
+
+fn start_nodes(emu: &Emulator, cfg: &std::path::Path, n: usize) -> Vec<Node> {
+    (0..n).map(|i| Node::spawn(emu, cfg, &format!("node-{i}"))).collect()
+}
+
+fn refs(nodes: &[Node]) -> Vec<&Node> {
+    nodes.iter().collect()
+}
+
+/// Wait until `job` has ticked on some node; returns that node's index.
+fn wait_for_leader(nodes: &[Node], job: &str, timeout: Duration) -> usize {
+    let mut found = None;
+    assert!(
+        wait_until(timeout, || {
+            found = nodes.iter().position(|n| {
+                n.events_named("tick_run").iter().any(|e| e["job"] == job)
+            });
+            found.is_some()
+        }),
+        "no node ran {job} within {timeout:?}"
+    );
+    // The latest runner is the leader.
+    let runs = tick_runs(&refs(nodes));
+    let leader = leader_of(&runs, job).unwrap();
+    nodes.iter().position(|n| n.id == leader).unwrap()
+}
+
+#[test]
+fn three_nodes_run_every_fire_time_exactly_once() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &config(&["alpha", "beta"]));
+    let nodes = start_nodes(&emu, &cfg, 3);
+
+    // Settle: both jobs tick, led by different nodes.
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let runs = tick_runs(&refs(&nodes));
+            match (leader_of(&runs, "alpha"), leader_of(&runs, "beta")) {
+                (Some(a), Some(b)) => a != b,
+                _ => false,
+            }
+        }),
+        "the two jobs never ran on two different nodes"
+    );
+    let window_start = Utc::now() + chrono::Duration::seconds(1);
+    let window_end = window_start + chrono::Duration::seconds(12);
+    assert!(wait_until(Duration::from_secs(20), || Utc::now() > window_end + chrono::Duration::seconds(2)));
+    let mut nodes = nodes;
+    for n in &nodes {
+        n.signal(libc::SIGTERM);
+    }
+    for n in &mut nodes {
+        let status = n.wait_exit(Duration::from_secs(20)).expect("node exits after SIGTERM");
+        assert!(status.success(), "{} exit status {status:?}: {}", n.id, n.stderr_text());
+    }
+
+    let runs = tick_runs(&refs(&nodes));
+    assert_no_fire_time_twice(&runs);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(assert_store_agrees(&emu, &["alpha", "beta"], &runs));
+
+    // Every second of the window ran exactly once per job.
+    for job in ["alpha", "beta"] {
+        let mut t = window_start.with_nanosecond_zero();
+        while t <= window_end {
+            let n = runs.iter().filter(|r| r.job == job && r.fire_time == t).count();
+            assert_eq!(n, 1, "{job} at {t}: ran {n} times");
+            t += chrono::Duration::seconds(1);
+        }
+    }
+    // The others sat out, naming the holder.
+    for job in ["alpha", "beta"] {
+        let runner = leader_of(&runs, job).unwrap();
+        let sat_out = nodes
+            .iter()
+            .filter(|n| n.id != runner)
+            .flat_map(|n| n.events_named("sitting_out"))
+            .filter(|e| e["job"] == job && e["holder"] == runner.as_str())
+            .count();
+        assert!(sat_out >= 10, "{job}: only {sat_out} sitting_out lines naming {runner}");
+    }
+    // The job's own output is labelled.
+    let outputs: usize = nodes.iter().map(|n| n.events_named("job_output").len()).sum();
+    assert!(outputs >= 24, "job output lines: {outputs}");
+}
+
+trait Truncate {
+    fn with_nanosecond_zero(self) -> Self;
+}
+impl Truncate for DateTime<Utc> {
+    fn with_nanosecond_zero(self) -> Self {
+        DateTime::from_timestamp(self.timestamp(), 0).unwrap()
+    }
+}
+
+#[test]
+fn kill_9_of_a_leader_fails_over_within_lease_poll_and_a_tick() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &config(&["solo"]));
+    let mut nodes = start_nodes(&emu, &cfg, 3);
+    let leader = wait_for_leader(&nodes, "solo", Duration::from_secs(20));
+    // Let it lead for a couple of ticks, then kill it hard.
+    let id = nodes[leader].id.clone();
+    assert!(wait_until(Duration::from_secs(10), || {
+        nodes[leader].events_named("tick_run").len() >= 2
+    }));
+    nodes[leader].kill9();
+    let killed_at = Utc::now();
+    let _ = nodes[leader].wait_exit(Duration::from_secs(5));
+
+    let mut first_after = None;
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            first_after = tick_runs(&refs(&nodes))
+                .into_iter()
+                .find(|r| r.node != id && r.at > killed_at);
+            first_after.is_some()
+        }),
+        "no other node ran the job after the leader was killed"
+    );
+    let first = first_after.unwrap();
+    let gap = (first.at - killed_at).to_std().unwrap();
+    let bound = LEASE + POLL + TICK;
+    eprintln!("failover after kill -9: {gap:?} (bound {bound:?}); new leader {} term {}", first.node, first.term);
+    assert!(gap <= bound, "failover took {gap:?}, more than lease + poll + tick = {bound:?}");
+
+    // A few more ticks on the new leader, then check nothing ran twice.
+    let new = nodes.iter().position(|n| n.id == first.node).unwrap();
+    let before = nodes[new].events_named("tick_run").len();
+    assert!(wait_until(Duration::from_secs(10), || nodes[new].events_named("tick_run").len() >= before + 3));
+    let runs = tick_runs(&refs(&nodes));
+    assert_no_fire_time_twice(&runs);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(assert_store_agrees(&emu, &["solo"], &runs));
+}
+
+#[test]
+fn sigterm_of_a_leader_releases_and_hands_over_within_a_poll_and_a_tick() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &config(&["solo"]));
+    let mut nodes = start_nodes(&emu, &cfg, 3);
+    let leader = wait_for_leader(&nodes, "solo", Duration::from_secs(20));
+    let id = nodes[leader].id.clone();
+    nodes[leader].signal(libc::SIGTERM);
+    let status = nodes[leader].wait_exit(Duration::from_secs(15)).expect("leader exits after SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+    let released = nodes[leader]
+        .events_named("lease_released")
+        .into_iter()
+        .find(|e| e["job"] == "solo")
+        .expect("the leader logged lease_released");
+    let released_at = time(&released, "ts");
+    assert!(
+        nodes[leader].events_named("node_stopped").len() == 1,
+        "the leader logged node_stopped"
+    );
+
+    let mut first_after = None;
+    assert!(wait_until(Duration::from_secs(10), || {
+        first_after = tick_runs(&refs(&nodes)).into_iter().find(|r| r.node != id && r.at > released_at);
+        first_after.is_some()
+    }));
+    let first = first_after.unwrap();
+    let gap = (first.at - released_at).to_std().unwrap();
+    let bound = POLL + TICK;
+    eprintln!("handover after SIGTERM: {gap:?} (bound {bound:?})");
+    assert!(gap <= bound, "handover took {gap:?}, more than poll + tick = {bound:?}");
+    let runs = tick_runs(&refs(&nodes));
+    assert_no_fire_time_twice(&runs);
+}
+
+#[test]
+fn a_leader_paused_past_its_lease_is_fenced_when_it_wakes() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &config(&["solo"]));
+    let nodes = start_nodes(&emu, &cfg, 3);
+    let leader = wait_for_leader(&nodes, "solo", Duration::from_secs(20));
+    let id = nodes[leader].id.clone();
+    let old_term = tick_runs(&refs(&nodes)).iter().rev().find(|r| r.node == id).unwrap().term;
+
+    nodes[leader].stop();
+    let stopped_at = std::time::Instant::now();
+    // Another node takes over while it sleeps ...
+    assert!(wait_until(Duration::from_secs(15), || {
+        tick_runs(&refs(&nodes)).iter().any(|r| r.node != id && r.term > old_term)
+    }));
+    // ... and the pause lasts twice the lease.
+    assert!(wait_until(LEASE * 3, || stopped_at.elapsed() >= LEASE * 2));
+    let before_wake = nodes[leader].events().len();
+    nodes[leader].cont();
+
+    assert!(
+        nodes[leader]
+            .wait_for(Duration::from_secs(5), |e| e["event"] == "lease_lost" && e["job"] == "solo")
+            .is_some(),
+        "the woken node logged lease_lost"
+    );
+    // Let the cluster run on for a few ticks.
+    let count = |nodes: &[Node]| tick_runs(&refs(nodes)).len();
+    let n0 = count(&nodes);
+    assert!(wait_until(Duration::from_secs(10), || count(&nodes) >= n0 + 3));
+
+    let woken: Vec<Value> = nodes[leader].events()[before_wake..].to_vec();
+    for e in woken.iter().filter(|e| e["event"] == "tick_run") {
+        assert!(
+            e["term"].as_i64().unwrap() > old_term,
+            "the woken node ran a tick under its old term: {e}"
+        );
+    }
+    let runs = tick_runs(&refs(&nodes));
+    assert_no_fire_time_twice(&runs);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(assert_store_agrees(&emu, &["solo"], &runs));
+}
