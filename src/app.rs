@@ -53,10 +53,18 @@ fn watch_signals(shutdown: &Shutdown) -> anyhow::Result<()> {
             };
             seen += 1;
             if seen == 1 {
-                info!(event = "signal", signal = name, "stopping: no new ticks; running jobs may finish");
+                info!(
+                    event = "signal",
+                    signal = name,
+                    "stopping: no new ticks; running jobs may finish"
+                );
                 stop.cancel();
             } else {
-                info!(event = "signal", signal = name, "second signal: killing running jobs now");
+                info!(
+                    event = "signal",
+                    signal = name,
+                    "second signal: killing running jobs now"
+                );
                 kill.cancel();
             }
         }
@@ -65,14 +73,20 @@ fn watch_signals(shutdown: &Shutdown) -> anyhow::Result<()> {
 }
 
 pub async fn run(config: Config, node: String) -> anyhow::Result<()> {
-    let shutdown = Shutdown { stop: CancellationToken::new(), kill: CancellationToken::new() };
+    let shutdown = Shutdown {
+        stop: CancellationToken::new(),
+        kill: CancellationToken::new(),
+    };
     watch_signals(&shutdown)?;
     let jobs = Arc::new(config.jobs.clone());
     info!(event = "node_starting", jobs = jobs.len(), config = %config.source.display(),
         "starting with {} jobs", jobs.len());
 
     let Some(store) = connect_store(&config, &shutdown.stop).await? else {
-        info!(event = "node_stopped", "stopped before the store was reached");
+        info!(
+            event = "node_stopped",
+            "stopped before the store was reached"
+        );
         return Ok(());
     };
     let session = Arc::new(Session::new(node.clone(), store.clone(), config.election));
@@ -91,8 +105,12 @@ pub async fn run(config: Config, node: String) -> anyhow::Result<()> {
         tokio::spawn(async move { session.renew_loop(token).await })
     };
 
-    let election =
-        Arc::new(Election::new(session.clone(), store.clone(), config.election, jobs.clone()));
+    let election = Arc::new(Election::new(
+        session.clone(),
+        store.clone(),
+        config.election,
+        jobs.clone(),
+    ));
     let tracker = TaskTracker::new();
     let ticks = Arc::new(Ticks::new(
         node.clone(),
@@ -134,7 +152,11 @@ pub async fn run(config: Config, node: String) -> anyhow::Result<()> {
     tracker.close();
     let grace = config.node.shutdown_grace;
     if !tracker.is_empty() {
-        info!(event = "draining", running = tracker.len(), "waiting up to {grace:?} for running jobs");
+        info!(
+            event = "draining",
+            running = tracker.len(),
+            "waiting up to {grace:?} for running jobs"
+        );
     }
     tokio::select! {
         _ = tracker.wait() => {}
@@ -144,15 +166,24 @@ pub async fn run(config: Config, node: String) -> anyhow::Result<()> {
         }
         _ = shutdown.kill.cancelled() => {}
     }
-    if tokio::time::timeout(KILL_WAIT, tracker.wait()).await.is_err() {
-        warn!(event = "grace_exceeded", "jobs still not reaped after {KILL_WAIT:?}; leaving them");
+    if tokio::time::timeout(KILL_WAIT, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            event = "grace_exceeded",
+            "jobs still not reaped after {KILL_WAIT:?}; leaving them"
+        );
     }
     // 3. Hand the leases back and end the session.
     let released = election.release_all().await;
     heartbeat_stop.cancel();
     let _ = heartbeat.await;
     if let Err(e) = session.remove().await {
-        warn!(event = "store_error", "cannot delete this node's record: {e}");
+        warn!(
+            event = "store_error",
+            "cannot delete this node's record: {e}"
+        );
     }
     info!(event = "node_stopped", released, "stopped");
     Ok(())
@@ -164,15 +195,21 @@ async fn connect_store(
     config: &Config,
     stop: &CancellationToken,
 ) -> anyhow::Result<Option<Arc<dyn Store>>> {
-    let timeout = config.election.renew.clamp(Duration::from_secs(1), Duration::from_secs(10));
+    let timeout = config
+        .election
+        .renew
+        .clamp(Duration::from_secs(1), Duration::from_secs(10));
     let mut backoff = Duration::from_millis(250);
     loop {
         match store::connect(&config.store, timeout).await {
             Ok(s) => return Ok(Some(s)),
             Err(store::StoreError::Other(msg)) => anyhow::bail!("{msg}"),
             Err(e) => {
-                warn!(event = "store_error", retry_in_ms = backoff.as_millis() as u64,
-                    "store unreachable, retrying: {e}");
+                warn!(
+                    event = "store_error",
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "store unreachable, retrying: {e}"
+                );
             }
         }
         tokio::select! {

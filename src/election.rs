@@ -128,7 +128,13 @@ impl Election {
 
     /// Who leads `job` as last seen.
     pub fn view(&self, job: &str) -> LeaseView {
-        self.state.lock().unwrap().view.get(job).cloned().unwrap_or_default()
+        self.state
+            .lock()
+            .unwrap()
+            .view
+            .get(job)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The jobs this node holds now.
@@ -175,7 +181,11 @@ impl Election {
                 }
                 // Still make a lapse visible.
                 let current = self.session.current();
-                drop_stale(&mut self.state.lock().unwrap(), current.as_deref(), &self.node);
+                drop_stale(
+                    &mut self.state.lock().unwrap(),
+                    current.as_deref(),
+                    &self.node,
+                );
                 return;
             }
         };
@@ -223,13 +233,19 @@ impl Election {
             if changed {
                 st.watch.insert(
                     id.clone(),
-                    Watched { session: rec.session.clone(), heartbeat: rec.heartbeat, since: now },
+                    Watched {
+                        session: rec.session.clone(),
+                        heartbeat: rec.heartbeat,
+                        since: now,
+                    },
                 );
             }
         }
         let lease_time = self.config.lease;
         let alive = |st: &State, id: &str| {
-            st.watch.get(id).is_some_and(|w| now.duration_since(w.since) < lease_time)
+            st.watch
+                .get(id)
+                .is_some_and(|w| now.duration_since(w.since) < lease_time)
         };
         let live_others = snap
             .nodes
@@ -259,7 +275,13 @@ impl Election {
                     Some(_) => Standing::Available, // heartbeat unchanged for a full lease
                 }
             };
-            st.view.insert(job.clone(), LeaseView { holder: rec.holder.clone(), term: rec.term });
+            st.view.insert(
+                job.clone(),
+                LeaseView {
+                    holder: rec.holder.clone(),
+                    term: rec.term,
+                },
+            );
             match standing {
                 Standing::Mine => {
                     st.available_since.remove(job);
@@ -269,7 +291,10 @@ impl Election {
                             "lease acquired (found in the store)");
                         st.held.insert(
                             job.clone(),
-                            Leadership { term: rec.term, session: rec.session.clone() },
+                            Leadership {
+                                term: rec.term,
+                                session: rec.session.clone(),
+                            },
                         );
                     }
                 }
@@ -285,7 +310,14 @@ impl Election {
                             .get(&rec.holder)
                             .filter(|_| !rec.holder.is_empty())
                             .map(|n| (n.session.clone(), n.heartbeat));
-                        available.push((job.clone(), since, Observed { lease: lease.cloned(), holder_node }));
+                        available.push((
+                            job.clone(),
+                            since,
+                            Observed {
+                                lease: lease.cloned(),
+                                holder_node,
+                            },
+                        ));
                     } else {
                         st.available_since.remove(job);
                     }
@@ -295,7 +327,9 @@ impl Election {
 
         let mut plan = Plan::default();
         // Wait one poll after the first one, so the nodes starting together see each other.
-        let settled = st.first_poll.is_some_and(|t| now.duration_since(t) >= self.config.poll);
+        let settled = st
+            .first_poll
+            .is_some_and(|t| now.duration_since(t) >= self.config.poll);
         if session.is_none() || !settled {
             return plan;
         }
@@ -323,7 +357,11 @@ impl Election {
 
     async fn try_acquire(&self, job: &str, observed: Observed, session: &str) -> bool {
         let old_term = observed.lease.as_ref().map(|l| l.term).unwrap_or(0);
-        let previous = observed.lease.as_ref().map(|l| l.holder.clone()).unwrap_or_default();
+        let previous = observed
+            .lease
+            .as_ref()
+            .map(|l| l.holder.clone())
+            .unwrap_or_default();
         let new = LeaseRecord {
             holder: self.node.clone(),
             session: session.to_string(),
@@ -336,12 +374,25 @@ impl Election {
                     let mut st = self.state.lock().unwrap();
                     st.held.insert(
                         job.to_string(),
-                        Leadership { term: new.term, session: session.to_string() },
+                        Leadership {
+                            term: new.term,
+                            session: session.to_string(),
+                        },
                     );
                     st.available_since.remove(job);
-                    st.view.insert(job.to_string(), LeaseView { holder: self.node.clone(), term: new.term });
+                    st.view.insert(
+                        job.to_string(),
+                        LeaseView {
+                            holder: self.node.clone(),
+                            term: new.term,
+                        },
+                    );
                 }
-                let from = if previous.is_empty() { "free".to_string() } else { previous };
+                let from = if previous.is_empty() {
+                    "free".to_string()
+                } else {
+                    previous
+                };
                 info!(event = "lease_acquired", job, node = %self.node, term = new.term,
                     previous = %from, "lease acquired");
                 if let Some(idx) = self.names.iter().position(|n| n == job) {
@@ -366,7 +417,11 @@ impl Election {
         let Some(term) = self.state.lock().unwrap().held.get(job).map(|l| l.term) else {
             return;
         };
-        match self.store.release(&[job.to_string()], &self.node, session).await {
+        match self
+            .store
+            .release(&[job.to_string()], &self.node, session)
+            .await
+        {
             Ok(_) => {
                 self.state.lock().unwrap().held.remove(job);
                 info!(event = "lease_released", job, node = %self.node, term,
@@ -378,8 +433,7 @@ impl Election {
 
     /// Release every lease this node holds (graceful stop). Returns how many were freed.
     pub async fn release_all(&self) -> usize {
-        let held: Vec<(String, Leadership)> =
-            self.state.lock().unwrap().held.drain().collect();
+        let held: Vec<(String, Leadership)> = self.state.lock().unwrap().held.drain().collect();
         if held.is_empty() {
             return 0;
         }
@@ -395,7 +449,10 @@ impl Election {
                 n
             }
             Err(e) => {
-                warn!(event = "store_error", "cannot release leases ({e}); they expire with this node's record");
+                warn!(
+                    event = "store_error",
+                    "cannot release leases ({e}); they expire with this node's record"
+                );
                 0
             }
         }

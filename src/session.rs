@@ -129,7 +129,11 @@ impl Session {
                     }
                 }
                 if st.failures > 0 {
-                    info!(event = "store_recovered", failures = st.failures, "store reachable again");
+                    info!(
+                        event = "store_recovered",
+                        failures = st.failures,
+                        "store reachable again"
+                    );
                 }
                 st.failures = 0;
                 Ok(())

@@ -75,7 +75,11 @@ impl Ticks {
             Some(lead) => self.claim_and_run(idx, fire_time, lead),
             None => {
                 let view = self.election.view(&job.name);
-                let holder = if view.holder.is_empty() { "nobody" } else { view.holder.as_str() };
+                let holder = if view.holder.is_empty() {
+                    "nobody"
+                } else {
+                    view.holder.as_str()
+                };
                 info!(
                     event = "sitting_out",
                     job = %job.name,
@@ -94,8 +98,13 @@ impl Ticks {
     pub fn caught_up(self: &Arc<Self>, idx: usize, term: i64) {
         let job = &self.jobs[idx];
         let now = Utc::now();
-        let Some(latest) = job.schedule.latest_at_or_before(now) else { return };
-        let age = now.signed_duration_since(latest).to_std().unwrap_or_default();
+        let Some(latest) = job.schedule.latest_at_or_before(now) else {
+            return;
+        };
+        let age = now
+            .signed_duration_since(latest)
+            .to_std()
+            .unwrap_or_default();
         if age >= self.lease || self.stopping.is_cancelled() {
             return;
         }
@@ -123,7 +132,8 @@ impl Ticks {
             claimed.insert(idx, fire_time);
         }
         let this = self.clone();
-        self.tracker.spawn(async move { this.tick(idx, fire_time, lead).await });
+        self.tracker
+            .spawn(async move { this.tick(idx, fire_time, lead).await });
     }
 
     async fn tick(&self, idx: usize, fire_time: DateTime<Utc>, lead: Leadership) {
@@ -148,7 +158,8 @@ impl Ticks {
                 return;
             }
             Ok(Claim::Fenced) => {
-                self.election.lost(&job.name, lead.term, "a tick claim was fenced");
+                self.election
+                    .lost(&job.name, lead.term, "a tick claim was fenced");
                 info!(event = "sitting_out", job = %job.name, node = %self.node, fire_time = %fire,
                     term = lead.term, reason = "fenced",
                     "sitting out: the lease is no longer ours with term {}", lead.term);
@@ -160,10 +171,16 @@ impl Ticks {
                 return;
             }
         }
-        let lateness_ms = Utc::now().signed_duration_since(fire_time).num_milliseconds();
+        let lateness_ms = Utc::now()
+            .signed_duration_since(fire_time)
+            .num_milliseconds();
         info!(event = "tick_run", job = %job.name, node = %self.node, fire_time = %fire,
             term = lead.term, lateness_ms, "running tick");
-        let ctx = RunContext { node: self.node.clone(), fire_time, term: lead.term };
+        let ctx = RunContext {
+            node: self.node.clone(),
+            fire_time,
+            term: lead.term,
+        };
         let started = std::time::Instant::now();
         let result = runner::run(job, &ctx, self.kill.clone()).await;
         let duration_ms = started.elapsed().as_millis() as u64;

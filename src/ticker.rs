@@ -3,14 +3,15 @@
 //! tokio-cron-scheduler 0.15 polls every 500 ms, does not pass the fire time to the job,
 //! captures a time zone's UTC offset once (its open DST bugs #87/#107), parses day-of-month and
 //! day-of-week with AND instead of cron's OR, and neither stops overlapping runs nor awaits them
-//! on shutdown. So it is used for one thing only: a UTC pulse every second (UTC has no DST, so
-//! the captured offset is right forever). On each pulse the [`Ticker`] asks every job's
-//! [`Schedule`](crate::schedule::Schedule) (croner, in the job's own zone, DST-correct) which
-//! fire times fell due since the previous pulse and hands each one, as the scheduled instant, to
-//! the callback. A pulse that comes late or twice loses or repeats nothing: fire times are
-//! computed from a per-job cursor, not from the pulse. Overlap and shutdown are the caller's.
-//!
-//! Lateness: a fire time is handed over within one pulse poll (≤ ~500 ms) after it is due.
+//! on shutdown. So none of its scheduling is trusted. It gives a UTC pulse every second (UTC has
+//! no DST, so its captured offset is right forever), which re-reads the wall clock; between
+//! pulses the [`Ticker`] also sleeps until the earliest next fire time, so a tick is handed over
+//! within a millisecond or two of its instant instead of up to 500 ms late. On each wake it asks
+//! every due job's [`Schedule`](crate::schedule::Schedule) (croner, in the job's own zone,
+//! DST-correct) which fire times fell due since its cursor and hands each one, as the scheduled
+//! instant, to the callback. A wake that comes late or twice loses or repeats nothing: fire
+//! times are computed from the per-job cursor, not from the wake. A wall-clock step is caught at
+//! the next pulse at the latest. Overlap and shutdown are the caller's.
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -22,6 +23,8 @@ use crate::schedule::Schedule;
 
 /// More fire times than this due at once (after a long pause) collapse to the latest one.
 const MAX_DUE_AT_ONCE: usize = 64;
+/// The longest the ticker sleeps without looking at the wall clock again.
+const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 #[error("tick source: {0}")]
@@ -43,22 +46,36 @@ impl Ticker {
         cancel: CancellationToken,
     ) -> Result<Ticker, TickerError> {
         let (pulse_tx, mut pulse_rx) = tokio::sync::mpsc::channel::<()>(1);
-        let scheduler = JobScheduler::new().await.map_err(|e| TickerError(e.to_string()))?;
+        let scheduler = JobScheduler::new()
+            .await
+            .map_err(|e| TickerError(e.to_string()))?;
         let pulse = PulseJob::new_async("* * * * * *", move |_id, _lock| {
             // Coalesce: if a pulse is already pending, this one adds nothing.
             let _ = pulse_tx.try_send(());
             Box::pin(async {})
         })
         .map_err(|e| TickerError(e.to_string()))?;
-        scheduler.add(pulse).await.map_err(|e| TickerError(e.to_string()))?;
-        scheduler.start().await.map_err(|e| TickerError(e.to_string()))?;
+        scheduler
+            .add(pulse)
+            .await
+            .map_err(|e| TickerError(e.to_string()))?;
+        scheduler
+            .start()
+            .await
+            .map_err(|e| TickerError(e.to_string()))?;
 
         tokio::spawn(async move {
             let mut cursors = Cursors::new(schedules, start);
             loop {
+                let wait = cursors
+                    .next_due()
+                    .map(|t| (t - Utc::now()).to_std().unwrap_or_default())
+                    .unwrap_or(MAX_SLEEP)
+                    .min(MAX_SLEEP);
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     p = pulse_rx.recv() => if p.is_none() { return },
+                    _ = tokio::time::sleep(wait) => {}
                 }
                 for (job, fire_time) in cursors.due(Utc::now()) {
                     if cancel.is_cancelled() {
@@ -83,12 +100,24 @@ impl Ticker {
 pub struct Cursors {
     schedules: Vec<Schedule>,
     cursors: Vec<DateTime<Utc>>,
+    /// Per job, its first fire time after its cursor (cached: croner searches are not free).
+    next: Vec<Option<DateTime<Utc>>>,
 }
 
 impl Cursors {
     pub fn new(schedules: Vec<Schedule>, start: DateTime<Utc>) -> Self {
         let cursors = vec![start; schedules.len()];
-        Cursors { schedules, cursors }
+        let next = schedules.iter().map(|s| s.next_after(start)).collect();
+        Cursors {
+            schedules,
+            cursors,
+            next,
+        }
+    }
+
+    /// The earliest fire time still to hand over.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.next.iter().flatten().min().copied()
     }
 
     /// Every (job, fire time) with cursor < fire time ≤ now, oldest first per job; advances the
@@ -97,7 +126,7 @@ impl Cursors {
         let mut out = Vec::new();
         for (i, schedule) in self.schedules.iter().enumerate() {
             let after = self.cursors[i];
-            if now <= after {
+            if now <= after || self.next[i].is_none_or(|n| n > now) {
                 continue;
             }
             let due = schedule.between(after, now, MAX_DUE_AT_ONCE + 1);
@@ -114,6 +143,7 @@ impl Cursors {
                 out.extend(due.into_iter().map(|t| (i, t)));
             }
             self.cursors[i] = now;
+            self.next[i] = schedule.next_after(now);
         }
         out
     }
@@ -131,7 +161,10 @@ mod tests {
     fn hands_over_each_fire_time_once_whatever_the_pulses() {
         let every_second = Schedule::parse("* * * * * *", "UTC").unwrap();
         let every_ten = Schedule::parse("*/10 * * * * *", "UTC").unwrap();
-        let mut c = Cursors::new(vec![every_second, every_ten], at("2026-01-01T00:00:00.200Z"));
+        let mut c = Cursors::new(
+            vec![every_second, every_ten],
+            at("2026-01-01T00:00:00.200Z"),
+        );
         // A late pulse covers several seconds; a double pulse adds nothing.
         let first = c.due(at("2026-01-01T00:00:03.700Z"));
         assert_eq!(
@@ -143,8 +176,13 @@ mod tests {
             ]
         );
         assert!(c.due(at("2026-01-01T00:00:03.700Z")).is_empty());
+        assert_eq!(
+            c.next_due(),
+            Some(at("2026-01-01T00:00:04Z")),
+            "the ticker sleeps until then"
+        );
         let next = c.due(at("2026-01-01T00:00:10.100Z"));
-        assert_eq!(next.len(), 7);
+        assert_eq!(next.len(), 8);
         assert!(next.contains(&(1, at("2026-01-01T00:00:10Z"))));
     }
 

@@ -40,7 +40,9 @@ struct TickRun {
 }
 
 fn time(v: &Value, field: &str) -> DateTime<Utc> {
-    let s = v[field].as_str().unwrap_or_else(|| panic!("no {field} in {v}"));
+    let s = v[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {field} in {v}"));
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
@@ -73,29 +75,48 @@ fn assert_no_fire_time_twice(runs: &[TickRun]) {
 
 /// Every (job, fire time) in the store's Run records is unique and matches the logs.
 async fn assert_store_agrees(emu: &Emulator, jobs: &[&str], runs: &[TickRun]) {
-    let store = DatastoreStore::connect_emulator(&emu.host(), "cronlease-test", "cronlease", Duration::from_secs(10))
-        .await
-        .unwrap();
+    let store = DatastoreStore::connect_emulator(
+        &emu.host(),
+        "cronlease-test",
+        "cronlease",
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     for job in jobs {
         let stored = store.runs(job).await.unwrap();
-        let stored_set: BTreeSet<(DateTime<Utc>, String)> =
-            stored.iter().map(|r| (r.fire_time, r.node.clone())).collect();
-        assert_eq!(stored_set.len(), stored.len(), "duplicate run records for {job}");
+        let stored_set: BTreeSet<(DateTime<Utc>, String)> = stored
+            .iter()
+            .map(|r| (r.fire_time, r.node.clone()))
+            .collect();
+        assert_eq!(
+            stored_set.len(),
+            stored.len(),
+            "duplicate run records for {job}"
+        );
         let logged: BTreeSet<(DateTime<Utc>, String)> = runs
             .iter()
             .filter(|r| r.job == *job)
             .map(|r| (r.fire_time, r.node.clone()))
             .collect();
-        assert_eq!(stored_set, logged, "the store's runs of {job} match the tick_run lines");
+        assert_eq!(
+            stored_set, logged,
+            "the store's runs of {job} match the tick_run lines"
+        );
     }
 }
 
 fn leader_of(runs: &[TickRun], job: &str) -> Option<String> {
-    runs.iter().rev().find(|r| r.job == job).map(|r| r.node.clone())
+    runs.iter()
+        .rev()
+        .find(|r| r.job == job)
+        .map(|r| r.node.clone())
 }
 
 fn start_nodes(emu: &Emulator, cfg: &std::path::Path, n: usize) -> Vec<Node> {
-    (0..n).map(|i| Node::spawn(emu, cfg, &format!("node-{i}"))).collect()
+    (0..n)
+        .map(|i| Node::spawn(emu, cfg, &format!("node-{i}")))
+        .collect()
 }
 
 fn refs(nodes: &[Node]) -> Vec<&Node> {
@@ -107,9 +128,9 @@ fn wait_for_leader(nodes: &[Node], job: &str, timeout: Duration) -> usize {
     let mut found = None;
     assert!(
         wait_until(timeout, || {
-            found = nodes.iter().position(|n| {
-                n.events_named("tick_run").iter().any(|e| e["job"] == job)
-            });
+            found = nodes
+                .iter()
+                .position(|n| n.events_named("tick_run").iter().any(|e| e["job"] == job));
             found.is_some()
         }),
         "no node ran {job} within {timeout:?}"
@@ -140,14 +161,22 @@ fn three_nodes_run_every_fire_time_exactly_once() {
     );
     let window_start = Utc::now() + chrono::Duration::seconds(1);
     let window_end = window_start + chrono::Duration::seconds(12);
-    assert!(wait_until(Duration::from_secs(20), || Utc::now() > window_end + chrono::Duration::seconds(2)));
+    assert!(wait_until(Duration::from_secs(20), || Utc::now()
+        > window_end + chrono::Duration::seconds(2)));
     let mut nodes = nodes;
     for n in &nodes {
         n.signal(libc::SIGTERM);
     }
     for n in &mut nodes {
-        let status = n.wait_exit(Duration::from_secs(20)).expect("node exits after SIGTERM");
-        assert!(status.success(), "{} exit status {status:?}: {}", n.id, n.stderr_text());
+        let status = n
+            .wait_exit(Duration::from_secs(20))
+            .expect("node exits after SIGTERM");
+        assert!(
+            status.success(),
+            "{} exit status {status:?}: {}",
+            n.id,
+            n.stderr_text()
+        );
     }
 
     let runs = tick_runs(&refs(&nodes));
@@ -159,7 +188,10 @@ fn three_nodes_run_every_fire_time_exactly_once() {
     for job in ["alpha", "beta"] {
         let mut t = window_start.with_nanosecond_zero();
         while t <= window_end {
-            let n = runs.iter().filter(|r| r.job == job && r.fire_time == t).count();
+            let n = runs
+                .iter()
+                .filter(|r| r.job == job && r.fire_time == t)
+                .count();
             assert_eq!(n, 1, "{job} at {t}: ran {n} times");
             t += chrono::Duration::seconds(1);
         }
@@ -173,10 +205,16 @@ fn three_nodes_run_every_fire_time_exactly_once() {
             .flat_map(|n| n.events_named("sitting_out"))
             .filter(|e| e["job"] == job && e["holder"] == runner.as_str())
             .count();
-        assert!(sat_out >= 10, "{job}: only {sat_out} sitting_out lines naming {runner}");
+        assert!(
+            sat_out >= 10,
+            "{job}: only {sat_out} sitting_out lines naming {runner}"
+        );
     }
     // The job's own output is labelled.
-    let outputs: usize = nodes.iter().map(|n| n.events_named("job_output").len()).sum();
+    let outputs: usize = nodes
+        .iter()
+        .map(|n| n.events_named("job_output").len())
+        .sum();
     assert!(outputs >= 24, "job output lines: {outputs}");
 }
 
@@ -218,13 +256,22 @@ fn kill_9_of_a_leader_fails_over_within_lease_poll_and_a_tick() {
     let first = first_after.unwrap();
     let gap = (first.at - killed_at).to_std().unwrap();
     let bound = LEASE + POLL + TICK;
-    eprintln!("failover after kill -9: {gap:?} (bound {bound:?}); new leader {} term {}", first.node, first.term);
-    assert!(gap <= bound, "failover took {gap:?}, more than lease + poll + tick = {bound:?}");
+    eprintln!(
+        "failover after kill -9: {gap:?} (bound {bound:?}); new leader {} term {}",
+        first.node, first.term
+    );
+    assert!(
+        gap <= bound,
+        "failover took {gap:?}, more than lease + poll + tick = {bound:?}"
+    );
 
     // A few more ticks on the new leader, then check nothing ran twice.
     let new = nodes.iter().position(|n| n.id == first.node).unwrap();
     let before = nodes[new].events_named("tick_run").len();
-    assert!(wait_until(Duration::from_secs(10), || nodes[new].events_named("tick_run").len() >= before + 3));
+    assert!(wait_until(Duration::from_secs(10), || nodes[new]
+        .events_named("tick_run")
+        .len()
+        >= before + 3));
     let runs = tick_runs(&refs(&nodes));
     assert_no_fire_time_twice(&runs);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -240,7 +287,9 @@ fn sigterm_of_a_leader_releases_and_hands_over_within_a_poll_and_a_tick() {
     let leader = wait_for_leader(&nodes, "solo", Duration::from_secs(20));
     let id = nodes[leader].id.clone();
     nodes[leader].signal(libc::SIGTERM);
-    let status = nodes[leader].wait_exit(Duration::from_secs(15)).expect("leader exits after SIGTERM");
+    let status = nodes[leader]
+        .wait_exit(Duration::from_secs(15))
+        .expect("leader exits after SIGTERM");
     assert!(status.success(), "exit status {status:?}");
     let released = nodes[leader]
         .events_named("lease_released")
@@ -255,14 +304,19 @@ fn sigterm_of_a_leader_releases_and_hands_over_within_a_poll_and_a_tick() {
 
     let mut first_after = None;
     assert!(wait_until(Duration::from_secs(10), || {
-        first_after = tick_runs(&refs(&nodes)).into_iter().find(|r| r.node != id && r.at > released_at);
+        first_after = tick_runs(&refs(&nodes))
+            .into_iter()
+            .find(|r| r.node != id && r.at > released_at);
         first_after.is_some()
     }));
     let first = first_after.unwrap();
     let gap = (first.at - released_at).to_std().unwrap();
     let bound = POLL + TICK;
     eprintln!("handover after SIGTERM: {gap:?} (bound {bound:?})");
-    assert!(gap <= bound, "handover took {gap:?}, more than poll + tick = {bound:?}");
+    assert!(
+        gap <= bound,
+        "handover took {gap:?}, more than poll + tick = {bound:?}"
+    );
     let runs = tick_runs(&refs(&nodes));
     assert_no_fire_time_twice(&runs);
 }
@@ -275,13 +329,20 @@ fn a_leader_paused_past_its_lease_is_fenced_when_it_wakes() {
     let nodes = start_nodes(&emu, &cfg, 3);
     let leader = wait_for_leader(&nodes, "solo", Duration::from_secs(20));
     let id = nodes[leader].id.clone();
-    let old_term = tick_runs(&refs(&nodes)).iter().rev().find(|r| r.node == id).unwrap().term;
+    let old_term = tick_runs(&refs(&nodes))
+        .iter()
+        .rev()
+        .find(|r| r.node == id)
+        .unwrap()
+        .term;
 
     nodes[leader].stop();
     let stopped_at = std::time::Instant::now();
     // Another node takes over while it sleeps ...
     assert!(wait_until(Duration::from_secs(15), || {
-        tick_runs(&refs(&nodes)).iter().any(|r| r.node != id && r.term > old_term)
+        tick_runs(&refs(&nodes))
+            .iter()
+            .any(|r| r.node != id && r.term > old_term)
     }));
     // ... and the pause lasts twice the lease.
     assert!(wait_until(LEASE * 3, || stopped_at.elapsed() >= LEASE * 2));
@@ -290,7 +351,8 @@ fn a_leader_paused_past_its_lease_is_fenced_when_it_wakes() {
 
     assert!(
         nodes[leader]
-            .wait_for(Duration::from_secs(5), |e| e["event"] == "lease_lost" && e["job"] == "solo")
+            .wait_for(Duration::from_secs(5), |e| e["event"] == "lease_lost"
+                && e["job"] == "solo")
             .is_some(),
         "the woken node logged lease_lost"
     );

@@ -61,7 +61,10 @@ fn fire(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
 }
 
-const FREE: Observed = Observed { lease: None, holder_node: None };
+const FREE: Observed = Observed {
+    lease: None,
+    holder_node: None,
+};
 
 /// Take `job` for `who` from the state the store holds now.
 async fn take(store: &dyn Store, job: &str, who: &str, session: &str) -> i64 {
@@ -73,8 +76,14 @@ async fn take(store: &dyn Store, job: &str, who: &str, session: &str) -> i64 {
         .and_then(|l| snap.nodes.get(&l.holder))
         .map(|n| (n.session.clone(), n.heartbeat));
     let term = cur.as_ref().map(|l| l.term).unwrap_or(0) + 1;
-    let observed = Observed { lease: cur, holder_node };
-    assert!(store.acquire(job, &observed, &lease(who, session, term)).await.unwrap());
+    let observed = Observed {
+        lease: cur,
+        holder_node,
+    };
+    assert!(store
+        .acquire(job, &observed, &lease(who, session, term))
+        .await
+        .unwrap());
     term
 }
 
@@ -106,7 +115,13 @@ async fn term_grows_on_every_change_of_holder(store: Arc<dyn Store>) {
     store.put_node(&node("b", "sb", 1)).await.unwrap();
     assert_eq!(take(&*store, "job", "a", "sa").await, 1);
     assert_eq!(take(&*store, "job", "b", "sb").await, 2);
-    assert_eq!(store.release(&["job".to_string()], "b", "sb").await.unwrap(), 1);
+    assert_eq!(
+        store
+            .release(&["job".to_string()], "b", "sb")
+            .await
+            .unwrap(),
+        1
+    );
     let snap = store.snapshot(&["job".to_string()]).await.unwrap();
     assert!(snap.leases["job"].is_free());
     assert_eq!(snap.leases["job"].term, 2, "release keeps the term");
@@ -116,21 +131,45 @@ async fn term_grows_on_every_change_of_holder(store: Arc<dyn Store>) {
 async fn acquire_fails_when_anything_observed_changed(store: Arc<dyn Store>) {
     store.put_node(&node("a", "sa", 1)).await.unwrap();
     let t = take(&*store, "job", "a", "sa").await;
-    let seen = Observed { lease: Some(lease("a", "sa", t)), holder_node: Some(("sa".into(), 1)) };
+    let seen = Observed {
+        lease: Some(lease("a", "sa", t)),
+        holder_node: Some(("sa".into(), 1)),
+    };
     // The holder renewed after the observation: its lease stays.
     store.put_node(&node("a", "sa", 2)).await.unwrap();
-    assert!(!store.acquire("job", &seen, &lease("b", "sb", t + 1)).await.unwrap());
+    assert!(!store
+        .acquire("job", &seen, &lease("b", "sb", t + 1))
+        .await
+        .unwrap());
     // A stale lease observation loses too.
-    let stale = Observed { lease: Some(lease("a", "sa", t - 1)), holder_node: Some(("sa".into(), 2)) };
-    assert!(!store.acquire("job", &stale, &lease("b", "sb", t + 1)).await.unwrap());
+    let stale = Observed {
+        lease: Some(lease("a", "sa", t - 1)),
+        holder_node: Some(("sa".into(), 2)),
+    };
+    assert!(!store
+        .acquire("job", &stale, &lease("b", "sb", t + 1))
+        .await
+        .unwrap());
     // An exact observation wins.
-    let exact = Observed { lease: Some(lease("a", "sa", t)), holder_node: Some(("sa".into(), 2)) };
-    assert!(store.acquire("job", &exact, &lease("b", "sb", t + 1)).await.unwrap());
+    let exact = Observed {
+        lease: Some(lease("a", "sa", t)),
+        holder_node: Some(("sa".into(), 2)),
+    };
+    assert!(store
+        .acquire("job", &exact, &lease("b", "sb", t + 1))
+        .await
+        .unwrap());
     // Holder's node record gone (graceful stop): observed as gone, acquirable.
     store.put_node(&node("b", "sb", 1)).await.unwrap();
     store.delete_node("b").await.unwrap();
-    let gone = Observed { lease: Some(lease("b", "sb", t + 1)), holder_node: None };
-    assert!(store.acquire("job", &gone, &lease("a", "sa", t + 2)).await.unwrap());
+    let gone = Observed {
+        lease: Some(lease("b", "sb", t + 1)),
+        holder_node: None,
+    };
+    assert!(store
+        .acquire("job", &gone, &lease("a", "sa", t + 2))
+        .await
+        .unwrap());
 }
 
 async fn a_fire_time_is_claimed_once_across_contenders(store: Arc<dyn Store>) {
@@ -139,7 +178,9 @@ async fn a_fire_time_is_claimed_once_across_contenders(store: Arc<dyn Store>) {
     let mut handles = Vec::new();
     for _ in 0..8 {
         let store = store.clone();
-        handles.push(tokio::spawn(async move { store.claim(&run("job", fire(0), "a", t), "sa").await }));
+        handles.push(tokio::spawn(async move {
+            store.claim(&run("job", fire(0), "a", t), "sa").await
+        }));
     }
     let mut won = 0;
     for h in handles {
@@ -148,7 +189,13 @@ async fn a_fire_time_is_claimed_once_across_contenders(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(won, 1, "one claim of 8 wins");
-    assert_eq!(store.claim(&run("job", fire(0), "a", t), "sa").await.unwrap(), Claim::AlreadyRun);
+    assert_eq!(
+        store
+            .claim(&run("job", fire(0), "a", t), "sa")
+            .await
+            .unwrap(),
+        Claim::AlreadyRun
+    );
     assert!(store.run_exists("job", fire(0)).await.unwrap());
     assert!(!store.run_exists("job", fire(1)).await.unwrap());
 }
@@ -158,12 +205,39 @@ async fn a_stale_holder_cannot_claim(store: Arc<dyn Store>) {
     store.put_node(&node("b", "sb", 1)).await.unwrap();
     let ta = take(&*store, "job", "a", "sa").await;
     let tb = take(&*store, "job", "b", "sb").await;
-    assert_eq!(store.claim(&run("job", fire(1), "a", ta), "sa").await.unwrap(), Claim::Fenced);
+    assert_eq!(
+        store
+            .claim(&run("job", fire(1), "a", ta), "sa")
+            .await
+            .unwrap(),
+        Claim::Fenced
+    );
     // Right node, wrong session (a restarted process) or wrong term: fenced as well.
-    assert_eq!(store.claim(&run("job", fire(1), "b", tb), "old").await.unwrap(), Claim::Fenced);
-    assert_eq!(store.claim(&run("job", fire(1), "b", tb - 1), "sb").await.unwrap(), Claim::Fenced);
-    assert!(!store.run_exists("job", fire(1)).await.unwrap(), "a fenced claim writes nothing");
-    assert_eq!(store.claim(&run("job", fire(1), "b", tb), "sb").await.unwrap(), Claim::Won);
+    assert_eq!(
+        store
+            .claim(&run("job", fire(1), "b", tb), "old")
+            .await
+            .unwrap(),
+        Claim::Fenced
+    );
+    assert_eq!(
+        store
+            .claim(&run("job", fire(1), "b", tb - 1), "sb")
+            .await
+            .unwrap(),
+        Claim::Fenced
+    );
+    assert!(
+        !store.run_exists("job", fire(1)).await.unwrap(),
+        "a fenced claim writes nothing"
+    );
+    assert_eq!(
+        store
+            .claim(&run("job", fire(1), "b", tb), "sb")
+            .await
+            .unwrap(),
+        Claim::Won
+    );
 }
 
 async fn claim_racing_a_takeover_never_both(store: Arc<dyn Store>) {
@@ -174,12 +248,19 @@ async fn claim_racing_a_takeover_never_both(store: Arc<dyn Store>) {
     for round in 0..10 {
         let job = format!("race{round}");
         let ta = take(&*store, &job, "a", "sa").await;
-        let observed = Observed { lease: Some(lease("a", "sa", ta)), holder_node: Some(("sa".into(), 1)) };
+        let observed = Observed {
+            lease: Some(lease("a", "sa", ta)),
+            holder_node: Some(("sa".into(), 1)),
+        };
         let (s1, s2) = (store.clone(), store.clone());
         let j1 = job.clone();
-        let claim = tokio::spawn(async move { s1.claim(&run(&j1, fire(round), "a", ta), "sa").await });
+        let claim =
+            tokio::spawn(async move { s1.claim(&run(&j1, fire(round), "a", ta), "sa").await });
         let j2 = job.clone();
-        let takeover = tokio::spawn(async move { s2.acquire(&j2, &observed, &lease("b", "sb", ta + 1)).await });
+        let takeover =
+            tokio::spawn(
+                async move { s2.acquire(&j2, &observed, &lease("b", "sb", ta + 1)).await },
+            );
         let claim = claim.await.unwrap();
         let took = takeover.await.unwrap();
         // Either may win the race; what must hold is that after a takeover the old holder's
@@ -187,9 +268,16 @@ async fn claim_racing_a_takeover_never_both(store: Arc<dyn Store>) {
         if let Ok(Claim::Won) = claim {
             assert!(store.run_exists(&job, fire(round)).await.unwrap());
         }
-        let after = store.claim(&run(&job, fire(round + 100), "a", ta), "sa").await.unwrap();
+        let after = store
+            .claim(&run(&job, fire(round + 100), "a", ta), "sa")
+            .await
+            .unwrap();
         if matches!(took, Ok(true)) {
-            assert_eq!(after, Claim::Fenced, "after a takeover the old holder is fenced");
+            assert_eq!(
+                after,
+                Claim::Fenced,
+                "after a takeover the old holder is fenced"
+            );
         }
     }
 }
@@ -214,7 +302,10 @@ async fn snapshot_reads_many_leases_and_all_nodes_in_batches(store: Arc<dyn Stor
     store.put_node(&node("a", "sa", 7)).await.unwrap();
     store.put_node(&node("b", "sb", 3)).await.unwrap();
     for job in jobs.iter().step_by(100) {
-        assert!(store.acquire(job, &FREE, &lease("a", "sa", 1)).await.unwrap());
+        assert!(store
+            .acquire(job, &FREE, &lease("a", "sa", 1))
+            .await
+            .unwrap());
     }
     let snap = store.snapshot(&jobs).await.unwrap();
     assert_eq!(snap.leases.len(), 12);

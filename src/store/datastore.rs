@@ -61,7 +61,10 @@ impl DatastoreStore {
     }
 
     /// As [`connect`](Self::connect), with a bound on every call to the store.
-    pub async fn connect_with_timeout(config: &StoreConfig, timeout: Duration) -> StoreResult<Self> {
+    pub async fn connect_with_timeout(
+        config: &StoreConfig,
+        timeout: Duration,
+    ) -> StoreResult<Self> {
         let emulator_host = std::env::var("DATASTORE_EMULATOR_HOST")
             .ok()
             .filter(|h| !h.trim().is_empty());
@@ -70,7 +73,11 @@ impl DatastoreStore {
             .clone()
             .or_else(|| env_nonempty("DATASTORE_PROJECT_ID"))
             .or_else(|| env_nonempty("GOOGLE_CLOUD_PROJECT"))
-            .or_else(|| emulator_host.as_ref().map(|_| EMULATOR_DEFAULT_PROJECT.to_string()))
+            .or_else(|| {
+                emulator_host
+                    .as_ref()
+                    .map(|_| EMULATOR_DEFAULT_PROJECT.to_string())
+            })
             .ok_or_else(|| {
                 StoreError::Other(
                     "no Datastore project: set [store] project, DATASTORE_PROJECT_ID or \
@@ -79,9 +86,7 @@ impl DatastoreStore {
                 )
             })?;
         match emulator_host {
-            Some(host) => {
-                Self::open(&host, true, project, config.namespace.clone(), timeout).await
-            }
+            Some(host) => Self::open(&host, true, project, config.namespace.clone(), timeout).await,
             None => {
                 let endpoint = "https://datastore.googleapis.com";
                 Self::open(endpoint, false, project, config.namespace.clone(), timeout).await
@@ -96,7 +101,14 @@ impl DatastoreStore {
         namespace: &str,
         timeout: Duration,
     ) -> StoreResult<Self> {
-        Self::open(host, true, project.to_string(), namespace.to_string(), timeout).await
+        Self::open(
+            host,
+            true,
+            project.to_string(),
+            namespace.to_string(),
+            timeout,
+        )
+        .await
     }
 
     async fn open(
@@ -130,7 +142,9 @@ impl DatastoreStore {
         {
             Ok(Ok(api)) => api,
             Ok(Err(e)) => {
-                return Err(StoreError::Unavailable(format!("cannot connect to {endpoint}: {e:?}")))
+                return Err(StoreError::Unavailable(format!(
+                    "cannot connect to {endpoint}: {e:?}"
+                )))
             }
             Err(_) => {
                 return Err(StoreError::Unavailable(format!(
@@ -138,7 +152,14 @@ impl DatastoreStore {
                 )))
             }
         };
-        Ok(DatastoreStore { api, project, namespace, endpoint, emulator, timeout })
+        Ok(DatastoreStore {
+            api,
+            project,
+            namespace,
+            endpoint,
+            emulator,
+            timeout,
+        })
     }
 
     fn client(&self) -> Client {
@@ -274,12 +295,18 @@ impl DatastoreStore {
     }
 
     /// Run a query over one kind, following cursors to the end.
-    async fn query_all(&self, kind: &str, filter: Option<ds::Filter>) -> StoreResult<Vec<ds::Entity>> {
+    async fn query_all(
+        &self,
+        kind: &str,
+        filter: Option<ds::Filter>,
+    ) -> StoreResult<Vec<ds::Entity>> {
         let mut out = Vec::new();
         let mut cursor = Vec::new();
         loop {
             let query = ds::Query {
-                kind: vec![ds::KindExpression { name: kind.to_string() }],
+                kind: vec![ds::KindExpression {
+                    name: kind.to_string(),
+                }],
                 filter: filter.clone(),
                 start_cursor: cursor.clone(),
                 ..Default::default()
@@ -377,7 +404,10 @@ impl Store for DatastoreStore {
                 self.endpoint, self.project, self.namespace
             )
         } else {
-            format!("datastore (project {}, namespace {})", self.project, self.namespace)
+            format!(
+                "datastore (project {}, namespace {})",
+                self.project, self.namespace
+            )
         }
     }
 
@@ -409,7 +439,12 @@ impl Store for DatastoreStore {
         Ok(Snapshot { leases, nodes })
     }
 
-    async fn acquire(&self, job: &str, observed: &Observed, new: &LeaseRecord) -> StoreResult<bool> {
+    async fn acquire(
+        &self,
+        job: &str,
+        observed: &Observed,
+        new: &LeaseRecord,
+    ) -> StoreResult<bool> {
         let holder = observed
             .lease
             .as_ref()
@@ -475,8 +510,9 @@ impl Store for DatastoreStore {
                                 term: lease.term,
                                 acquired_at: lease.acquired_at,
                             };
-                            mutations
-                                .push(mutation(ds::mutation::Operation::Update(self.lease_entity(job, &free))));
+                            mutations.push(mutation(ds::mutation::Operation::Update(
+                                self.lease_entity(job, &free),
+                            )));
                         }
                     }
                 }
@@ -501,7 +537,10 @@ impl Store for DatastoreStore {
     async fn claim(&self, run: &RunRecord, session: &str) -> StoreResult<Claim> {
         for attempt in 1..=ABORT_RETRIES {
             let tx = self.begin().await?;
-            let found = match self.lookup(vec![self.key(KIND_LEASE, &run.job)], Some(&tx)).await {
+            let found = match self
+                .lookup(vec![self.key(KIND_LEASE, &run.job)], Some(&tx))
+                .await
+            {
                 Ok(found) => found,
                 Err(e) => {
                     self.rollback(tx).await;
@@ -618,10 +657,12 @@ fn integer(i: i64, indexed: bool) -> ds::Value {
 
 fn timestamp(t: DateTime<Utc>, indexed: bool) -> ds::Value {
     ds::Value {
-        value_type: Some(ValueType::TimestampValue(gcloud_sdk::prost_types::Timestamp {
-            seconds: t.timestamp(),
-            nanos: t.timestamp_subsec_nanos() as i32,
-        })),
+        value_type: Some(ValueType::TimestampValue(
+            gcloud_sdk::prost_types::Timestamp {
+                seconds: t.timestamp(),
+                nanos: t.timestamp_subsec_nanos() as i32,
+            },
+        )),
         exclude_from_indexes: !indexed,
         ..Default::default()
     }
@@ -643,7 +684,9 @@ fn get_int(e: &ds::Entity, name: &str) -> Option<i64> {
 
 fn get_time(e: &ds::Entity, name: &str) -> Option<DateTime<Utc>> {
     match e.properties.get(name).and_then(|v| v.value_type.as_ref()) {
-        Some(ValueType::TimestampValue(t)) => DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32),
+        Some(ValueType::TimestampValue(t)) => {
+            DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+        }
         _ => None,
     }
 }

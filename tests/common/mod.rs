@@ -1,0 +1,752 @@
+//! The integration-test harness shared by every file in `tests/`: a real Datastore emulator on a
+//! free port, real `cronlease` processes, and polling helpers with deadlines.
+//!
+//! ```ignore
+//! mod common;
+//! use common::{wait_until, write_config, Emulator, Node};
+//!
+//! let emu = Emulator::start();                       // own port, own temp dir, own process group
+//! let dir = tempfile::tempdir().unwrap();
+//! let cfg = write_config(dir.path(), "[[job]]\nname = \"a\"\nschedule = \"* * * * * *\"\nsay = \"hi\"\n");
+//! let node = Node::spawn(&emu, &cfg, "node-a");      // `cronlease run --log-format json`
+//! let ev = node.wait_for(Duration::from_secs(10), |e| e["event"] == "tick_run");
+//! assert!(ev.is_some(), "{}", node.output_text());
+//! ```
+//!
+//! Process hygiene. Emulators and nodes run in their own process groups (so a signal meant for
+//! one never reaches the test runner, and stopping one stops its children too). Being in their
+//! own group, they would not get the Ctrl-C of `cargo test`, nor die when nextest kills a test
+//! that timed out. So each is started under a tiny `sh` guard: the guard forks a watcher that
+//! blocks reading a pipe whose only writer is this test process, then `exec`s the real program
+//! (same pid, so signals reach it directly). When the test process ends for any reason, even
+//! SIGKILL, the pipe closes and the watcher kills the whole group. Normal teardown (`stop`,
+//! `Drop`) kills the group itself.
+//!
+//! Environment: `CRONLEASE_EMULATOR` overrides the emulator launcher path;
+//! `CRONLEASE_TEST_RUST_LOG` is passed to nodes as `RUST_LOG` (otherwise `RUST_LOG` is removed
+//! so the events the tests read are always logged).
+#![allow(dead_code)]
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Default location of the emulator launcher (Google Cloud SDK from the Debian/apt packages).
+pub const DEFAULT_EMULATOR: &str =
+    "/usr/lib/google-cloud-sdk/platform/cloud-datastore-emulator/cloud_datastore_emulator";
+/// The project id every test uses.
+pub const PROJECT_ID: &str = "cronlease-test";
+/// How long an emulator may take to answer its health check.
+pub const EMULATOR_START_DEADLINE: Duration = Duration::from_secs(60);
+/// Poll interval of every wait in this module.
+const POLL: Duration = Duration::from_millis(20);
+
+/// `sh -c GUARD PROGRAM ARGS...`: start a watcher that kills the whole process group (`kill -9
+/// 0`) when the guard pipe on stdin reaches end of file, then become PROGRAM (same pid) with
+/// stdin from /dev/null.
+const GUARD: &str =
+    r#"exec 3<&0; ( read -r _ <&3; kill -9 0 ) </dev/null & exec "$0" "$@" </dev/null 3<&-"#;
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+/// A port that was free a moment ago on 127.0.0.1 (bind port 0 and read what the kernel chose).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// Polls `f` every ~20 ms until it returns true (→ true) or `timeout` passes (→ false, after
+/// one last try at the deadline).
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(POLL.min(deadline.saturating_duration_since(Instant::now())));
+    }
+}
+
+/// Writes `body` to `dir/jobs.toml` and returns its path.
+pub fn write_config(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("jobs.toml");
+    std::fs::write(&path, body).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    path
+}
+
+/// Whether the child `pid` has exited, without reaping it (so its pid, which is also its
+/// process group id, stays reserved and `killpg` cannot hit a stranger).
+fn exited_nowait(pid: i32) -> bool {
+    // SAFETY: waitid only writes into `info`, which is zeroed and large enough.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let r = libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        // r < 0: not our child any more (already reaped): treat as exited.
+        r < 0 || info.si_pid() != 0
+    }
+}
+
+/// SIGKILL the process group `pgid`. Call only while its leader is not yet reaped.
+fn kill_group(pgid: i32) {
+    // SAFETY: plain syscall.
+    unsafe {
+        libc::killpg(pgid, libc::SIGKILL);
+    }
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A tiny HTTP/1.1 client for the emulator's admin endpoints: returns (status, body).
+fn http(port: u16, method: &str, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match s.read(&mut chunk) {
+            Ok(n) => n,
+            // A server that hangs up abruptly after answering (e.g. /shutdown) is fine.
+            Err(e) if !buf.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => return Err(e),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let length = head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())?
+            });
+            let body = &buf[end + 4..];
+            if n == 0 || length.is_some_and(|len| body.len() >= len) {
+                let status = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let body = &body[..length.unwrap_or(body.len()).min(body.len())];
+                return Ok((status, String::from_utf8_lossy(body).to_string()));
+            }
+        }
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed before a full HTTP response",
+            ));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Datastore emulator
+
+/// The emulator launcher: `$CRONLEASE_EMULATOR` or [`DEFAULT_EMULATOR`]; panics with a clear
+/// message if it or `java` is missing.
+pub fn emulator_path() -> PathBuf {
+    let path = std::env::var_os("CRONLEASE_EMULATOR")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_EMULATOR));
+    assert!(
+        path.is_file(),
+        "Datastore emulator not found at {} (install google-cloud-cli-datastore-emulator, or set \
+         CRONLEASE_EMULATOR to the cloud_datastore_emulator launcher)",
+        path.display()
+    );
+    let java = std::env::var_os("JAVA").unwrap_or_else(|| "java".into());
+    let java_ok = Command::new(&java)
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        java_ok,
+        "{:?} -version failed: the Datastore emulator needs Java 11+ on PATH (or set JAVA)",
+        java
+    );
+    path
+}
+
+enum Startup {
+    Ready,
+    /// The process exited; `bind` says whether it was because the port was taken.
+    Died {
+        bind: bool,
+    },
+    Timeout,
+}
+
+/// A Datastore emulator of this test's own: free port, temp data dir, own process group.
+/// Dropping it stops it.
+pub struct Emulator {
+    pub port: u16,
+    on_disk: bool,
+    launcher: PathBuf,
+    /// Holds the data dir (`project/`) and `emulator.log`; deleted on drop.
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    /// Write end of the guard pipe (see the module docs); dropping it kills the group.
+    guard: Option<ChildStdin>,
+}
+
+impl Emulator {
+    /// In-memory emulator (`--store_on_disk=False`, `--consistency=1.0`) on a free port.
+    pub fn start() -> Emulator {
+        Emulator::launch(false)
+    }
+
+    /// Like [`Emulator::start`] but keeping its data on disk, so that [`Emulator::restart`]
+    /// comes back with the same data.
+    pub fn start_on_disk() -> Emulator {
+        Emulator::launch(true)
+    }
+
+    fn launch(on_disk: bool) -> Emulator {
+        let launcher = emulator_path();
+        let dir = tempfile::Builder::new()
+            .prefix("cronlease-emulator-")
+            .tempdir()
+            .expect("create a temp dir for the emulator");
+        let mut emu = Emulator {
+            port: 0,
+            on_disk,
+            launcher,
+            dir,
+            child: None,
+            guard: None,
+        };
+        let out = emu.log_file();
+        let status = Command::new(&emu.launcher)
+            .arg("create")
+            .arg(emu.data_dir())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup log file"))
+            .stderr(out)
+            .status()
+            .unwrap_or_else(|e| panic!("run {} create: {e}", emu.launcher.display()));
+        assert!(
+            status.success(),
+            "{} create failed ({status}):\n{}",
+            emu.launcher.display(),
+            tail(&emu.log_text(), 40)
+        );
+        // Another process may grab a port between free_port() and the emulator's bind:
+        // then try another one.
+        for attempt in 1..=5 {
+            emu.port = free_port();
+            match emu.spawn() {
+                Startup::Ready => return emu,
+                Startup::Died { bind: true } if attempt < 5 => emu.reap(),
+                Startup::Died { .. } => {
+                    emu.reap();
+                    panic!(
+                        "the Datastore emulator on port {} exited during start-up; log tail:\n{}",
+                        emu.port,
+                        tail(&emu.log_text(), 40)
+                    )
+                }
+                Startup::Timeout => {
+                    emu.stop();
+                    panic!(
+                        "the Datastore emulator on port {} did not answer GET / with Ok within \
+                         {EMULATOR_START_DEADLINE:?}; log tail:\n{}",
+                        emu.port,
+                        tail(&emu.log_text(), 40)
+                    )
+                }
+            }
+        }
+        unreachable!()
+    }
+
+    /// Starts the emulator process on `self.port` and waits until it is healthy.
+    fn spawn(&mut self) -> Startup {
+        let log_start = self.log_text().len();
+        let out = self.log_file();
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(GUARD)
+            .arg(&self.launcher)
+            .arg("start")
+            .arg("--host=127.0.0.1")
+            .arg(format!("--port={}", self.port))
+            .arg(format!(
+                "--store_on_disk={}",
+                if self.on_disk { "True" } else { "False" }
+            ))
+            .arg("--consistency=1.0")
+            .arg(self.data_dir())
+            .stdin(Stdio::piped())
+            .stdout(out.try_clone().expect("dup log file"))
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", self.launcher.display()));
+        self.guard = child.stdin.take();
+        let pid = child.id() as i32;
+        self.child = Some(child);
+
+        let deadline = Instant::now() + EMULATOR_START_DEADLINE;
+        let mut first_ok: Option<Instant> = None;
+        loop {
+            if exited_nowait(pid) {
+                let log = self.log_text();
+                let log = log.get(log_start..).unwrap_or_default();
+                let bind = log.contains("BindException") || log.contains("Address already in use");
+                return Startup::Died { bind };
+            }
+            let ok = matches!(
+                http(self.port, "GET", "/", Duration::from_secs(1)),
+                Ok((200, ref body)) if body.trim() == "Ok"
+            );
+            if ok {
+                // Make sure it is *our* emulator answering, not another one that already had
+                // the port (ours would then exit with a BindException): ours logs its banner
+                // only after binding. Accept without the banner after a while, in case a
+                // future emulator version words it differently.
+                let log = self.log_text();
+                let log = log.get(log_start..).unwrap_or_default();
+                let banner = log.contains("now running") || log.contains("health check endpoint");
+                let since = *first_ok.get_or_insert_with(Instant::now);
+                if banner || since.elapsed() > Duration::from_secs(3) {
+                    if !exited_nowait(pid) {
+                        return Startup::Ready;
+                    }
+                    continue;
+                }
+            }
+            if Instant::now() >= deadline {
+                return Startup::Timeout;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// "127.0.0.1:PORT", the value of `DATASTORE_EMULATOR_HOST`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The environment a client of this emulator needs.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("DATASTORE_EMULATOR_HOST".into(), self.host()),
+            ("DATASTORE_PROJECT_ID".into(), PROJECT_ID.into()),
+        ]
+    }
+
+    /// The emulator's project directory (made by `cloud_datastore_emulator create`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("project")
+    }
+
+    /// Everything the emulator printed so far (all starts).
+    pub fn log_text(&self) -> String {
+        std::fs::read(self.dir.path().join("emulator.log"))
+            .map(|b| String::from_utf8_lossy(&b).to_string())
+            .unwrap_or_default()
+    }
+
+    fn log_file(&self) -> File {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("emulator.log"))
+            .expect("open the emulator log")
+    }
+
+    /// The pid (= process group id) of the running emulator, if any.
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// Whether the emulator process is still running.
+    pub fn is_running(&self) -> bool {
+        self.pid().is_some_and(|pid| !exited_nowait(pid))
+    }
+
+    /// Whether `GET /` answers `Ok`.
+    pub fn healthy(&self) -> bool {
+        matches!(
+            http(self.port, "GET", "/", Duration::from_secs(2)),
+            Ok((200, ref body)) if body.trim() == "Ok"
+        )
+    }
+
+    /// Clears all data (`POST /reset`).
+    pub fn reset(&self) {
+        match http(self.port, "POST", "/reset", Duration::from_secs(10)) {
+            Ok((200, _)) => {}
+            other => panic!("POST /reset on the emulator at {}: {other:?}", self.host()),
+        }
+    }
+
+    /// Stops the emulator: `POST /shutdown` (lets an on-disk store write its data), waits up to
+    /// 10 s for it to exit, then SIGKILLs its process group and reaps it. Idempotent.
+    pub fn stop(&mut self) {
+        let Some(pid) = self.pid() else { return };
+        if !exited_nowait(pid) {
+            let _ = http(self.port, "POST", "/shutdown", Duration::from_secs(2));
+            wait_until(Duration::from_secs(10), || exited_nowait(pid));
+        }
+        self.reap();
+    }
+
+    /// Kills the emulator abruptly (SIGKILL to its group, no shutdown): a store outage. Data not
+    /// yet written to disk is lost. Idempotent.
+    pub fn kill(&mut self) {
+        self.reap();
+    }
+
+    /// SIGKILL the group (its leader is not reaped yet, so the id is still ours), then reap.
+    fn reap(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_group(child.id() as i32);
+            let _ = child.wait();
+        }
+        self.guard = None;
+    }
+
+    /// Stops the emulator (if running) and starts it again on the same port and data dir.
+    /// With [`Emulator::start_on_disk`] the data survives; in memory it starts empty.
+    pub fn restart(&mut self) {
+        self.stop();
+        // The port may still be held for a moment by the old process's sockets.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.spawn() {
+                Startup::Ready => return,
+                Startup::Died { bind: true } if Instant::now() < deadline => {
+                    self.reap();
+                    thread::sleep(Duration::from_millis(200));
+                }
+                Startup::Died { .. } => {
+                    self.reap();
+                    panic!(
+                        "the Datastore emulator did not restart on port {}; log tail:\n{}",
+                        self.port,
+                        tail(&self.log_text(), 40)
+                    )
+                }
+                Startup::Timeout => {
+                    self.stop();
+                    panic!(
+                        "the restarted Datastore emulator on port {} did not become healthy; \
+                         log tail:\n{}",
+                        self.port,
+                        tail(&self.log_text(), 40)
+                    )
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if thread::panicking() && self.child.is_some() {
+            eprintln!(
+                "--- emulator {} log tail ---\n{}",
+                self.host(),
+                tail(&self.log_text(), 20)
+            );
+        }
+        self.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// cronlease nodes
+
+/// One line a node printed on stdout: parsed if it is JSON.
+#[derive(Debug, Clone)]
+struct Line {
+    raw: String,
+    json: Option<Value>,
+}
+
+/// A `cronlease run` process in its own process group, with its output collected by threads.
+/// Dropping it SIGKILLs its group.
+pub struct Node {
+    pub id: String,
+    pub pid: i32,
+    child: Child,
+    guard: Option<ChildStdin>,
+    status: Option<ExitStatus>,
+    stdout: Arc<Mutex<Vec<Line>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    stdout_eof: Arc<AtomicBool>,
+    stderr_eof: Arc<AtomicBool>,
+}
+
+impl Node {
+    /// `cronlease run --config CONFIG --node-id ID --log-format json` against `emu`.
+    pub fn spawn(emu: &Emulator, config: &Path, id: &str) -> Node {
+        Node::spawn_with_env(emu, config, id, &[])
+    }
+
+    /// Like [`Node::spawn`] with extra environment variables (e.g. `LD_PRELOAD`/`FAKETIME`).
+    pub fn spawn_with_env(emu: &Emulator, config: &Path, id: &str, env: &[(&str, &str)]) -> Node {
+        let mut all = emu.env();
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let args = [
+            "run".to_string(),
+            "--config".into(),
+            config.display().to_string(),
+            "--node-id".into(),
+            id.into(),
+            "--log-format".into(),
+            "json".into(),
+        ];
+        Node::spawn_args(id, &args, &all)
+    }
+
+    /// The `cronlease` binary with any arguments and extra environment, in its own group.
+    pub fn spawn_args(id: &str, args: &[String], env: &[(String, String)]) -> Node {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(GUARD)
+            .arg(env!("CARGO_BIN_EXE_cronlease"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if let Some(filter) = std::env::var_os("CRONLEASE_TEST_RUST_LOG") {
+            cmd.env("RUST_LOG", filter);
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn cronlease node {id}: {e}"));
+        let guard = child.stdin.take();
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stdout_eof = Arc::new(AtomicBool::new(false));
+        let stderr_eof = Arc::new(AtomicBool::new(false));
+        {
+            let (pipe, lines, eof) = (
+                child.stdout.take().unwrap(),
+                stdout.clone(),
+                stdout_eof.clone(),
+            );
+            thread::spawn(move || {
+                read_lines(pipe, |raw| {
+                    let json = serde_json::from_str::<Value>(&raw)
+                        .ok()
+                        .filter(Value::is_object);
+                    lines.lock().unwrap().push(Line { raw, json });
+                });
+                eof.store(true, Ordering::SeqCst);
+            });
+        }
+        {
+            let (pipe, lines, eof) = (
+                child.stderr.take().unwrap(),
+                stderr.clone(),
+                stderr_eof.clone(),
+            );
+            thread::spawn(move || {
+                read_lines(pipe, |raw| lines.lock().unwrap().push(raw));
+                eof.store(true, Ordering::SeqCst);
+            });
+        }
+        Node {
+            id: id.to_string(),
+            pid: child.id() as i32,
+            child,
+            guard,
+            status: None,
+            stdout,
+            stderr,
+            stdout_eof,
+            stderr_eof,
+        }
+    }
+
+    /// Every JSON object the node printed on stdout so far, in order.
+    pub fn events(&self) -> Vec<Value> {
+        let lines = self.stdout.lock().unwrap();
+        lines.iter().filter_map(|l| l.json.clone()).collect()
+    }
+
+    /// The events whose `event` field is `event`.
+    pub fn events_named(&self, event: &str) -> Vec<Value> {
+        let lines = self.stdout.lock().unwrap();
+        lines
+            .iter()
+            .filter_map(|l| l.json.as_ref())
+            .filter(|v| v["event"] == event)
+            .cloned()
+            .collect()
+    }
+
+    /// Stdout lines that were not JSON objects.
+    pub fn raw_lines(&self) -> Vec<String> {
+        let lines = self.stdout.lock().unwrap();
+        lines
+            .iter()
+            .filter(|l| l.json.is_none())
+            .map(|l| l.raw.clone())
+            .collect()
+    }
+
+    /// The first event (from the start of the output) matching `pred`, waiting up to `timeout`.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let mut found = None;
+        wait_until(timeout, || {
+            let lines = self.stdout.lock().unwrap();
+            found = lines
+                .iter()
+                .filter_map(|l| l.json.as_ref())
+                .find(|v| pred(v))
+                .cloned();
+            found.is_some()
+        });
+        found
+    }
+
+    /// Sends `sig` to the node process (not its group). A no-op once it has been reaped.
+    pub fn signal(&self, sig: i32) {
+        if self.status.is_none() {
+            // SAFETY: plain syscall; the pid is our unreaped child, so it cannot be reused.
+            unsafe {
+                libc::kill(self.pid, sig);
+            }
+        }
+    }
+
+    pub fn kill9(&self) {
+        self.signal(libc::SIGKILL);
+    }
+
+    /// SIGSTOP: freeze the node (as a long GC pause or a suspended VM would).
+    pub fn stop(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT: wake a node frozen by [`Node::stop`].
+    pub fn cont(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    /// Whether the process is still running (a stopped process counts as running).
+    pub fn is_running(&mut self) -> bool {
+        self.poll_exit().is_none()
+    }
+
+    fn poll_exit(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.status = Some(status);
+            }
+        }
+        self.status
+    }
+
+    /// Waits up to `timeout` for the node to exit; then also waits (briefly) until its output
+    /// has been read to the end, so `events()` is complete.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let exited = {
+            let mut status = None;
+            wait_until(timeout, || {
+                status = self.poll_exit();
+                status.is_some()
+            });
+            status
+        };
+        if exited.is_some() {
+            wait_until(Duration::from_secs(2), || {
+                self.stdout_eof.load(Ordering::SeqCst) && self.stderr_eof.load(Ordering::SeqCst)
+            });
+        }
+        exited
+    }
+
+    /// Everything the node printed on stderr so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Everything the node printed on stdout so far, as printed.
+    pub fn output_text(&self) -> String {
+        let lines = self.stdout.lock().unwrap();
+        lines
+            .iter()
+            .map(|l| l.raw.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!(
+                "--- node {} stdout (last 60 lines) ---\n{}\n--- node {} stderr ---\n{}",
+                self.id,
+                tail(&self.output_text(), 60),
+                self.id,
+                tail(&self.stderr_text(), 30)
+            );
+        }
+        if self.poll_exit().is_none() {
+            kill_group(self.pid);
+            let _ = self.child.wait();
+        }
+        // Closing the guard pipe makes the watcher kill whatever is left in the group.
+        self.guard = None;
+    }
+}
+
+/// Calls `f` with each line (lossy UTF-8, without the line ending) until end of file.
+fn read_lines(pipe: impl Read, mut f: impl FnMut(String)) {
+    let mut reader = BufReader::new(pipe);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    buf.pop();
+                }
+                f(String::from_utf8_lossy(&buf).to_string());
+            }
+        }
+    }
+}
