@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
+use rand::seq::SliceRandom;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -203,7 +204,18 @@ impl Election {
         if cancel.is_cancelled() {
             return;
         }
-        for (job, observed) in plan.acquire {
+        // Under the fair share: try candidates until the share is reached (a lost race moves on
+        // to the next one). Long-available leases: everyone takes them.
+        let mut quota = plan.quota;
+        for (job, observed) in plan.within_share {
+            if quota == 0 {
+                break;
+            }
+            if self.try_acquire(&job, observed, &session).await {
+                quota -= 1;
+            }
+        }
+        for (job, observed) in plan.anyway {
             self.try_acquire(&job, observed, &session).await;
         }
         if let Some(job) = plan.release {
@@ -333,13 +345,18 @@ impl Election {
         if session.is_none() || !settled {
             return plan;
         }
-        let mut count = st.held.len();
         let patience = self.config.poll * 2;
+        // Patience counts from when this node could first have acted, not from start-up.
+        let settled_at = st.first_poll.map(|t| t + self.config.poll).unwrap_or(now);
+        // Nodes polling at the same moment should not all race for the same lease first.
+        available.shuffle(&mut rand::rng());
+        plan.quota = share.saturating_sub(st.held.len());
         for (job, since, observed) in available {
-            let long_free = now.duration_since(since) >= patience;
-            if count < share || long_free {
-                plan.acquire.push((job, observed));
-                count += 1;
+            let long_free = now.duration_since(since.max(settled_at)) >= patience;
+            if long_free {
+                plan.anyway.push((job, observed));
+            } else {
+                plan.within_share.push((job, observed));
             }
         }
         // Hand back the excess, one lease per poll, after it has lasted two polls.
@@ -476,7 +493,12 @@ impl Election {
 
 #[derive(Default)]
 struct Plan {
-    acquire: Vec<(String, Observed)>,
+    /// How many more leases this node may take before it reaches its fair share.
+    quota: usize,
+    /// Available leases, in random order, taken while under the share.
+    within_share: Vec<(String, Observed)>,
+    /// Leases available for two polls or more: taken regardless of the share.
+    anyway: Vec<(String, Observed)>,
     release: Option<String>,
 }
 

@@ -36,6 +36,8 @@ pub struct Ticks {
     stopping: CancellationToken,
     /// Cancelled when running jobs must be killed (shutdown grace exceeded).
     kill: CancellationToken,
+    /// When this node started taking part.
+    started_at: DateTime<Utc>,
     /// Per job, the latest fire time this node has tried to claim as leader.
     claimed: Mutex<HashMap<usize, DateTime<Utc>>>,
 }
@@ -61,6 +63,7 @@ impl Ticks {
             tracker,
             stopping,
             kill,
+            started_at: Utc::now(),
             claimed: Mutex::new(HashMap::new()),
         }
     }
@@ -105,7 +108,9 @@ impl Ticks {
             .signed_duration_since(latest)
             .to_std()
             .unwrap_or_default();
-        if age >= self.lease || self.stopping.is_cancelled() {
+        // Not a fire time from before this node started: a cluster that was down entirely does
+        // not replay its downtime.
+        if age >= self.lease || latest < self.started_at || self.stopping.is_cancelled() {
             return;
         }
         let Some(lead) = self.election.leading(&job.name).filter(|l| l.term == term) else {
