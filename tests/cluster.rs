@@ -74,7 +74,12 @@ fn assert_no_fire_time_twice(runs: &[TickRun]) {
 }
 
 /// Every (job, fire time) in the store's Run records is unique and matches the logs.
-async fn assert_store_agrees(emu: &Emulator, jobs: &[&str], runs: &[TickRun]) {
+fn assert_store_agrees(emu: &Emulator, jobs: &[&str], runs: &[TickRun]) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(store_agrees(emu, jobs, runs));
+}
+
+async fn store_agrees(emu: &Emulator, jobs: &[&str], runs: &[TickRun]) {
     let store = DatastoreStore::connect_emulator(
         &emu.host(),
         "cronlease-test",
@@ -141,6 +146,33 @@ fn wait_for_leader(nodes: &[Node], job: &str, timeout: Duration) -> usize {
     nodes.iter().position(|n| n.id == leader).unwrap()
 }
 
+/// An emulator and three nodes sharing one every-second job; returns the leader's index.
+fn solo_cluster() -> (Emulator, tempfile::TempDir, Vec<Node>, usize) {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &config(&["solo"]));
+    let nodes = start_nodes(&emu, &cfg, 3);
+    let leader = wait_for_leader(&nodes, "solo", Duration::from_secs(20));
+    (emu, dir, nodes, leader)
+}
+
+/// The first tick run by a node other than `id` after `after`, waiting up to `timeout`.
+fn first_tick_elsewhere(
+    nodes: &[Node],
+    id: &str,
+    after: DateTime<Utc>,
+    timeout: Duration,
+) -> Option<TickRun> {
+    let mut found = None;
+    wait_until(timeout, || {
+        found = tick_runs(&refs(nodes))
+            .into_iter()
+            .find(|r| r.node != id && r.at > after);
+        found.is_some()
+    });
+    found
+}
+
 #[test]
 fn three_nodes_run_every_fire_time_exactly_once() {
     let emu = Emulator::start();
@@ -181,12 +213,11 @@ fn three_nodes_run_every_fire_time_exactly_once() {
 
     let runs = tick_runs(&refs(&nodes));
     assert_no_fire_time_twice(&runs);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(assert_store_agrees(&emu, &["alpha", "beta"], &runs));
+    assert_store_agrees(&emu, &["alpha", "beta"], &runs);
 
     // Every second of the window ran exactly once per job.
     for job in ["alpha", "beta"] {
-        let mut t = window_start.with_nanosecond_zero();
+        let mut t = DateTime::from_timestamp(window_start.timestamp(), 0).unwrap();
         while t <= window_end {
             let n = runs
                 .iter()
@@ -218,22 +249,9 @@ fn three_nodes_run_every_fire_time_exactly_once() {
     assert!(outputs >= 24, "job output lines: {outputs}");
 }
 
-trait Truncate {
-    fn with_nanosecond_zero(self) -> Self;
-}
-impl Truncate for DateTime<Utc> {
-    fn with_nanosecond_zero(self) -> Self {
-        DateTime::from_timestamp(self.timestamp(), 0).unwrap()
-    }
-}
-
 #[test]
 fn kill_9_of_a_leader_fails_over_within_lease_poll_and_a_tick() {
-    let emu = Emulator::start();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &config(&["solo"]));
-    let mut nodes = start_nodes(&emu, &cfg, 3);
-    let leader = wait_for_leader(&nodes, "solo", Duration::from_secs(20));
+    let (emu, _dir, mut nodes, leader) = solo_cluster();
     // Let it lead for a couple of ticks, then kill it hard.
     let id = nodes[leader].id.clone();
     assert!(wait_until(Duration::from_secs(10), || {
@@ -243,17 +261,8 @@ fn kill_9_of_a_leader_fails_over_within_lease_poll_and_a_tick() {
     let killed_at = Utc::now();
     let _ = nodes[leader].wait_exit(Duration::from_secs(5));
 
-    let mut first_after = None;
-    assert!(
-        wait_until(Duration::from_secs(15), || {
-            first_after = tick_runs(&refs(&nodes))
-                .into_iter()
-                .find(|r| r.node != id && r.at > killed_at);
-            first_after.is_some()
-        }),
-        "no other node ran the job after the leader was killed"
-    );
-    let first = first_after.unwrap();
+    let first = first_tick_elsewhere(&nodes, &id, killed_at, Duration::from_secs(15))
+        .expect("no other node ran the job after the leader was killed");
     let gap = (first.at - killed_at).to_std().unwrap();
     let bound = LEASE + POLL + TICK;
     eprintln!(
@@ -274,17 +283,12 @@ fn kill_9_of_a_leader_fails_over_within_lease_poll_and_a_tick() {
         >= before + 3));
     let runs = tick_runs(&refs(&nodes));
     assert_no_fire_time_twice(&runs);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(assert_store_agrees(&emu, &["solo"], &runs));
+    assert_store_agrees(&emu, &["solo"], &runs);
 }
 
 #[test]
 fn sigterm_of_a_leader_releases_and_hands_over_within_a_poll_and_a_tick() {
-    let emu = Emulator::start();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &config(&["solo"]));
-    let mut nodes = start_nodes(&emu, &cfg, 3);
-    let leader = wait_for_leader(&nodes, "solo", Duration::from_secs(20));
+    let (_emu, _dir, mut nodes, leader) = solo_cluster();
     let id = nodes[leader].id.clone();
     nodes[leader].signal(libc::SIGTERM);
     let status = nodes[leader]
@@ -302,14 +306,8 @@ fn sigterm_of_a_leader_releases_and_hands_over_within_a_poll_and_a_tick() {
         "the leader logged node_stopped"
     );
 
-    let mut first_after = None;
-    assert!(wait_until(Duration::from_secs(10), || {
-        first_after = tick_runs(&refs(&nodes))
-            .into_iter()
-            .find(|r| r.node != id && r.at > released_at);
-        first_after.is_some()
-    }));
-    let first = first_after.unwrap();
+    let first = first_tick_elsewhere(&nodes, &id, released_at, Duration::from_secs(10))
+        .expect("no other node ran the job after the leader released it");
     let gap = (first.at - released_at).to_std().unwrap();
     let bound = POLL + TICK;
     eprintln!("handover after SIGTERM: {gap:?} (bound {bound:?})");
@@ -323,11 +321,7 @@ fn sigterm_of_a_leader_releases_and_hands_over_within_a_poll_and_a_tick() {
 
 #[test]
 fn a_leader_paused_past_its_lease_is_fenced_when_it_wakes() {
-    let emu = Emulator::start();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &config(&["solo"]));
-    let nodes = start_nodes(&emu, &cfg, 3);
-    let leader = wait_for_leader(&nodes, "solo", Duration::from_secs(20));
+    let (emu, _dir, nodes, leader) = solo_cluster();
     let id = nodes[leader].id.clone();
     let old_term = tick_runs(&refs(&nodes))
         .iter()
@@ -370,6 +364,5 @@ fn a_leader_paused_past_its_lease_is_fenced_when_it_wakes() {
     }
     let runs = tick_runs(&refs(&nodes));
     assert_no_fire_time_twice(&runs);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(assert_store_agrees(&emu, &["solo"], &runs));
+    assert_store_agrees(&emu, &["solo"], &runs);
 }
