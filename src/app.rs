@@ -89,7 +89,12 @@ pub async fn run(config: Config, node: String) -> anyhow::Result<()> {
         );
         return Ok(());
     };
-    let session = Arc::new(Session::new(node.clone(), store.clone(), config.election));
+    let session = Arc::new(Session::new(
+        node.clone(),
+        store.clone(),
+        config.election,
+        None,
+    ));
     if !session.register(&shutdown.stop).await {
         info!(event = "node_stopped", "stopped before registering");
         return Ok(());

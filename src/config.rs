@@ -48,6 +48,9 @@ pub struct StoreConfig {
     pub backend: Backend,
     pub project: Option<String>,
     pub namespace: String,
+    /// How many runs per job the store keeps (newest first); older ones are deleted in the
+    /// background.
+    pub history: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +106,10 @@ pub const MAX_NAME_CHARS: usize = 100;
 pub const MAX_REPEAT: i64 = 10_000;
 
 pub const DEFAULT_NAMESPACE: &str = "cronlease";
+/// Runs kept per job by default.
+pub const DEFAULT_HISTORY: usize = 100;
+/// Largest `history`: pruning reads past this many keys per job.
+pub const MAX_HISTORY: i64 = 100_000;
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 pub const DEFAULT_RENEW: Duration = Duration::from_secs(2);
 pub const DEFAULT_POLL: Duration = Duration::from_secs(1);
@@ -206,6 +213,7 @@ struct RawStore {
     backend: Option<Spanned<String>>,
     project: Option<Spanned<String>>,
     namespace: Option<Spanned<String>>,
+    history: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -328,6 +336,7 @@ impl Validator<'_> {
                 backend: Backend::Datastore,
                 project: None,
                 namespace: DEFAULT_NAMESPACE.into(),
+                history: DEFAULT_HISTORY,
             });
         };
         let mut ok = true;
@@ -380,10 +389,25 @@ impl Validator<'_> {
                 s.clone()
             }
         };
+        let history = match &raw.history {
+            None => DEFAULT_HISTORY,
+            Some(h) => {
+                let n = *h.get_ref();
+                if !(1..=MAX_HISTORY).contains(&n) {
+                    self.error(
+                        h.span().start,
+                        format!("history must be between 1 and {MAX_HISTORY}, got {n}"),
+                    );
+                    ok = false;
+                }
+                n.clamp(1, MAX_HISTORY) as usize
+            }
+        };
         ok.then(|| StoreConfig {
             backend,
             project: raw.project.map(|p| p.into_inner()),
             namespace,
+            history,
         })
     }
 
@@ -670,6 +694,7 @@ mod tests {
 backend = "datastore"   # only "datastore" for now (default)
 project = "my-proj"     # optional
 namespace = "cronlease" # default "cronlease"
+history = 100           # runs kept per job, default 100
 
 [election]              # optional table; defaults lease 10s, renew 2s, poll 1s
 lease = "10s"
@@ -725,6 +750,23 @@ shell = "echo hi"
     }
 
     const JOB: &str = "[[job]]\nname = \"a\"\nschedule = \"* * * * *\"\nsay = \"hi\"\n";
+
+    #[test]
+    fn history_bound() {
+        assert_eq!(parse("j", JOB).unwrap().store.history, DEFAULT_HISTORY);
+        let c = parse("j", &format!("[store]\nhistory = 7\n{JOB}")).unwrap();
+        assert_eq!(c.store.history, 7);
+        assert_err(
+            &format!("[store]\nhistory = 0\n{JOB}"),
+            2,
+            "history must be between 1",
+        );
+        assert_err(
+            &format!("[store]\nhistory = \"5\"\n{JOB}"),
+            2,
+            "expected i64",
+        );
+    }
 
     #[test]
     fn demo_config() {

@@ -41,6 +41,8 @@ pub struct Session {
     store: Arc<dyn Store>,
     election: ElectionConfig,
     started_at: DateTime<Utc>,
+    /// This node's HTTP address, advertised in its record for `cronlease status`.
+    http: Option<String>,
     state: Mutex<State>,
 }
 
@@ -56,12 +58,18 @@ struct State {
 }
 
 impl Session {
-    pub fn new(node: String, store: Arc<dyn Store>, election: ElectionConfig) -> Self {
+    pub fn new(
+        node: String,
+        store: Arc<dyn Store>,
+        election: ElectionConfig,
+        http: Option<String>,
+    ) -> Self {
         Session {
             node,
             store,
             election,
             started_at: Utc::now(),
+            http,
             state: Mutex::new(State {
                 id: new_session_id(),
                 heartbeat: 0,
@@ -112,7 +120,9 @@ impl Session {
                 session: st.id.clone(),
                 heartbeat: st.heartbeat,
                 started_at: self.started_at,
+                renewed_at: Utc::now(),
                 jobs: st.jobs.clone(),
+                http: self.http.clone(),
             }
         };
         let result = self.store.put_node(&record).await;

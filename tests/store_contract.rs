@@ -31,7 +31,9 @@ fn node(id: &str, session: &str, heartbeat: i64) -> NodeRecord {
         session: session.to_string(),
         heartbeat,
         started_at: Utc::now(),
+        renewed_at: Utc::now(),
         jobs: vec![],
+        http: None,
     }
 }
 
@@ -331,6 +333,64 @@ async fn runs_record_outcomes(store: Arc<dyn Store>) {
     assert_eq!(runs[0].fire_time, fire(5));
 }
 
+async fn history_keeps_the_newest_runs(store: Arc<dyn Store>) {
+    // 1,200 runs of one job (more than one delete batch) and 5 of another.
+    let total = 1200;
+    let all: Vec<RunRecord> = (0..total)
+        .map(|i| run("busy", fire(i), "a", 1))
+        .chain((0..5).map(|i| run("quiet", fire(i), "a", 1)))
+        .collect();
+    for chunk in all.chunks(100) {
+        futures::future::try_join_all(chunk.iter().map(|r| store.finish(r)))
+            .await
+            .unwrap();
+    }
+    let newest = store.recent_runs("busy", 3).await.unwrap();
+    let times: Vec<_> = newest.iter().map(|r| r.fire_time).collect();
+    assert_eq!(
+        times,
+        vec![fire(total - 1), fire(total - 2), fire(total - 3)]
+    );
+
+    assert_eq!(store.prune_runs("busy", 100).await.unwrap(), 1100);
+    let kept = store.runs("busy").await.unwrap();
+    assert_eq!(kept.len(), 100);
+    assert_eq!(kept[0].fire_time, fire(total - 100), "the oldest kept");
+    assert_eq!(kept[99].fire_time, fire(total - 1), "the newest kept");
+    // Nothing left to prune; the other job is untouched.
+    assert_eq!(store.prune_runs("busy", 100).await.unwrap(), 0);
+    assert_eq!(store.runs("quiet").await.unwrap().len(), 5);
+    assert_eq!(store.prune_runs("quiet", 2).await.unwrap(), 3);
+    let quiet = store.recent_runs("quiet", 10).await.unwrap();
+    assert_eq!(quiet.len(), 2);
+    assert_eq!(quiet[0].fire_time, fire(4));
+}
+
+async fn dead_nodes_are_removed_only_if_unchanged(store: Arc<dyn Store>) {
+    let mut rec = node("gone", "s1", 4);
+    rec.http = Some("127.0.0.1:9000".into());
+    store.put_node(&rec).await.unwrap();
+    let snap = store.snapshot(&[]).await.unwrap();
+    assert_eq!(snap.nodes["gone"].http.as_deref(), Some("127.0.0.1:9000"));
+    assert_eq!(
+        snap.nodes["gone"].renewed_at.timestamp_millis(),
+        rec.renewed_at.timestamp_millis()
+    );
+    // It beat again, or it is a new session: keep it.
+    assert!(!store.delete_node_if("gone", "s1", 3).await.unwrap());
+    assert!(!store.delete_node_if("gone", "s0", 4).await.unwrap());
+    assert!(store
+        .snapshot(&[])
+        .await
+        .unwrap()
+        .nodes
+        .contains_key("gone"));
+    // Exactly as observed: gone.
+    assert!(store.delete_node_if("gone", "s1", 4).await.unwrap());
+    assert!(store.snapshot(&[]).await.unwrap().nodes.is_empty());
+    assert!(!store.delete_node_if("gone", "s1", 4).await.unwrap());
+}
+
 // ---- Datastore (emulator) ----
 
 macro_rules! datastore_contract {
@@ -358,4 +418,6 @@ datastore_contract!(
     release_frees_only_own_leases,
     snapshot_reads_many_leases_and_all_nodes_in_batches,
     runs_record_outcomes,
+    history_keeps_the_newest_runs,
+    dead_nodes_are_removed_only_if_unchanged,
 );

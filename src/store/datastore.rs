@@ -300,17 +300,21 @@ impl DatastoreStore {
         kind: &str,
         filter: Option<ds::Filter>,
     ) -> StoreResult<Vec<ds::Entity>> {
+        self.query(ds::Query {
+            kind: vec![ds::KindExpression {
+                name: kind.to_string(),
+            }],
+            filter,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Run a query, following cursors until its limit (if any) or its end.
+    async fn query(&self, mut query: ds::Query) -> StoreResult<Vec<ds::Entity>> {
         let mut out = Vec::new();
-        let mut cursor = Vec::new();
+        let mut left = query.limit.map(|l| l.max(0) as usize);
         loop {
-            let query = ds::Query {
-                kind: vec![ds::KindExpression {
-                    name: kind.to_string(),
-                }],
-                filter: filter.clone(),
-                start_cursor: cursor.clone(),
-                ..Default::default()
-            };
             let req = ds::RunQueryRequest {
                 project_id: self.project.clone(),
                 partition_id: Some(ds::PartitionId {
@@ -318,7 +322,7 @@ impl DatastoreStore {
                     database_id: String::new(),
                     namespace_id: self.namespace.clone(),
                 }),
-                query_type: Some(ds::run_query_request::QueryType::Query(query)),
+                query_type: Some(ds::run_query_request::QueryType::Query(query.clone())),
                 ..Default::default()
             };
             let mut client = self.client();
@@ -331,12 +335,54 @@ impl DatastoreStore {
             out.extend(batch.entity_results.into_iter().filter_map(|r| r.entity));
             let more = ds::query_result_batch::MoreResultsType::try_from(batch.more_results)
                 .unwrap_or(ds::query_result_batch::MoreResultsType::NoMoreResults);
-            if more != ds::query_result_batch::MoreResultsType::NotFinished || n == 0 {
+            if let Some(left) = left.as_mut() {
+                *left = left.saturating_sub(n);
+                if *left == 0 {
+                    break;
+                }
+                query.limit = Some(*left as i32);
+            }
+            // A batch may skip only part of the offset and return nothing yet: go on from its
+            // cursor until a batch neither returns nor skips anything.
+            if more != ds::query_result_batch::MoreResultsType::NotFinished
+                || (n == 0 && batch.skipped_results == 0)
+            {
                 break;
             }
-            cursor = batch.end_cursor;
+            // The offset was consumed by the first batch (skipped_results); never skip twice.
+            query.offset = query.offset.saturating_sub(batch.skipped_results);
+            query.start_cursor = batch.end_cursor;
         }
         Ok(out)
+    }
+
+    /// A job's runs, newest fire time first: `offset` skipped, at most `limit`, optionally
+    /// keys only. Needs the composite index (job, -fire_time) of `index.yaml`.
+    fn runs_query(job: &str, offset: usize, limit: usize, keys_only: bool) -> ds::Query {
+        ds::Query {
+            kind: vec![ds::KindExpression {
+                name: KIND_RUN.to_string(),
+            }],
+            projection: if keys_only {
+                vec![ds::Projection {
+                    property: Some(ds::PropertyReference {
+                        name: "__key__".into(),
+                    }),
+                }]
+            } else {
+                Vec::new()
+            },
+            filter: Some(job_filter(job)),
+            order: vec![ds::PropertyOrder {
+                property: Some(ds::PropertyReference {
+                    name: "fire_time".into(),
+                }),
+                direction: ds::property_order::Direction::Descending as i32,
+            }],
+            offset: offset.min(i32::MAX as usize) as i32,
+            limit: Some(limit.min(i32::MAX as usize) as i32),
+            ..Default::default()
+        }
     }
 
     fn lease_entity(&self, job: &str, lease: &LeaseRecord) -> ds::Entity {
@@ -358,6 +404,10 @@ impl DatastoreStore {
         props.insert("session".into(), string(&node.session, false));
         props.insert("heartbeat".into(), integer(node.heartbeat, false));
         props.insert("started_at".into(), timestamp(node.started_at, false));
+        props.insert("renewed_at".into(), timestamp(node.renewed_at, false));
+        if let Some(http) = &node.http {
+            props.insert("http".into(), string(http, false));
+        }
         props.insert(
             "jobs".into(),
             ds::Value {
@@ -421,6 +471,31 @@ impl Store for DatastoreStore {
         let m = mutation(ds::mutation::Operation::Delete(self.key(KIND_NODE, id)));
         self.commit(None, vec![m]).await.map_err(map_status)?;
         Ok(())
+    }
+
+    async fn delete_node_if(&self, id: &str, session: &str, heartbeat: i64) -> StoreResult<bool> {
+        let tx = self.begin().await?;
+        let found = match self.lookup(vec![self.key(KIND_NODE, id)], Some(&tx)).await {
+            Ok(found) => found,
+            Err(e) => {
+                self.rollback(tx).await;
+                return Err(e);
+            }
+        };
+        let same = found
+            .get(id)
+            .and_then(parse_node)
+            .is_some_and(|n| n.session == session && n.heartbeat == heartbeat);
+        if !same {
+            self.rollback(tx).await;
+            return Ok(false);
+        }
+        let m = mutation(ds::mutation::Operation::Delete(self.key(KIND_NODE, id)));
+        match self.commit(Some(tx), vec![m]).await {
+            Ok(_) => Ok(true),
+            Err(s) if s.code() == Code::Aborted => Ok(false),
+            Err(s) => Err(map_status(s)),
+        }
     }
 
     async fn snapshot(&self, jobs: &[String]) -> StoreResult<Snapshot> {
@@ -581,21 +656,62 @@ impl Store for DatastoreStore {
     }
 
     async fn runs(&self, job: &str) -> StoreResult<Vec<RunRecord>> {
-        let filter = ds::Filter {
-            filter_type: Some(ds::filter::FilterType::PropertyFilter(ds::PropertyFilter {
-                property: Some(ds::PropertyReference { name: "job".into() }),
-                op: ds::property_filter::Operator::Equal as i32,
-                value: Some(string(job, true)),
-            })),
-        };
         let mut runs: Vec<RunRecord> = self
-            .query_all(KIND_RUN, Some(filter))
+            .query_all(KIND_RUN, Some(job_filter(job)))
             .await?
             .iter()
             .filter_map(parse_run)
             .collect();
         runs.sort_by_key(|r| r.fire_time);
         Ok(runs)
+    }
+
+    async fn recent_runs(&self, job: &str, limit: usize) -> StoreResult<Vec<RunRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut runs: Vec<RunRecord> = self
+            .query(Self::runs_query(job, 0, limit, false))
+            .await?
+            .iter()
+            .filter_map(parse_run)
+            .collect();
+        runs.sort_by(|a, b| b.fire_time.cmp(&a.fire_time));
+        runs.truncate(limit);
+        Ok(runs)
+    }
+
+    async fn prune_runs(&self, job: &str, keep: usize) -> StoreResult<usize> {
+        let mut deleted = 0;
+        loop {
+            let old = self
+                .query(Self::runs_query(job, keep, COMMIT_BATCH, true))
+                .await?;
+            let n = old.len();
+            let mutations: Vec<_> = old
+                .into_iter()
+                .filter_map(|e| e.key)
+                .map(|k| mutation(ds::mutation::Operation::Delete(k)))
+                .collect();
+            if mutations.is_empty() {
+                return Ok(deleted);
+            }
+            self.commit(None, mutations).await.map_err(map_status)?;
+            deleted += n;
+            if n < COMMIT_BATCH {
+                return Ok(deleted);
+            }
+        }
+    }
+}
+
+fn job_filter(job: &str) -> ds::Filter {
+    ds::Filter {
+        filter_type: Some(ds::filter::FilterType::PropertyFilter(ds::PropertyFilter {
+            property: Some(ds::PropertyReference { name: "job".into() }),
+            op: ds::property_filter::Operator::Equal as i32,
+            value: Some(string(job, true)),
+        })),
     }
 }
 
@@ -717,7 +833,9 @@ fn parse_node(e: &ds::Entity) -> Option<NodeRecord> {
         session: get_str(e, "session"),
         heartbeat: get_int(e, "heartbeat").unwrap_or(0),
         started_at: get_time(e, "started_at").unwrap_or_default(),
+        renewed_at: get_time(e, "renewed_at").unwrap_or_default(),
         jobs,
+        http: Some(get_str(e, "http")).filter(|h| !h.is_empty()),
     })
 }
 

@@ -48,8 +48,12 @@ pub struct NodeRecord {
     pub heartbeat: i64,
     /// Informational only: never compared with another node's clock.
     pub started_at: DateTime<Utc>,
+    /// Informational only, for `cronlease status`: this node's wall clock at the write.
+    pub renewed_at: DateTime<Utc>,
     /// Informational: the jobs this node believes it leads.
     pub jobs: Vec<String>,
+    /// Informational: the node's HTTP address (`--http`), if it serves one.
+    pub http: Option<String>,
 }
 
 /// A job's lease.
@@ -143,6 +147,10 @@ pub trait Store: Send + Sync {
     async fn put_node(&self, node: &NodeRecord) -> StoreResult<()>;
     /// Delete this node's record (graceful stop).
     async fn delete_node(&self, id: &str) -> StoreResult<()>;
+    /// Delete another node's record, atomically, only if it still shows exactly `session` and
+    /// `heartbeat` (garbage collection of a node that died without a goodbye). `Ok(true)` if
+    /// it was deleted.
+    async fn delete_node_if(&self, id: &str, session: &str, heartbeat: i64) -> StoreResult<bool>;
     /// Read the given jobs' leases and every node record.
     async fn snapshot(&self, jobs: &[String]) -> StoreResult<Snapshot>;
     /// Compare-and-set of a lease; `Ok(true)` if `new` was written.
@@ -157,8 +165,13 @@ pub trait Store: Send + Sync {
     async fn finish(&self, run: &RunRecord) -> StoreResult<()>;
     /// Whether a run exists for this job and fire time.
     async fn run_exists(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<bool>;
-    /// All run records of a job (tests and tools; not on any hot path).
+    /// All run records of a job, oldest first (tests and tools; not on any hot path).
     async fn runs(&self, job: &str) -> StoreResult<Vec<RunRecord>>;
+    /// The newest `limit` runs of a job, newest first, in one bounded read.
+    async fn recent_runs(&self, job: &str, limit: usize) -> StoreResult<Vec<RunRecord>>;
+    /// Delete a job's runs older than its newest `keep`; returns how many were deleted. Its
+    /// cost is bounded by `keep` plus the number deleted, not by the whole history.
+    async fn prune_runs(&self, job: &str, keep: usize) -> StoreResult<usize>;
 }
 
 /// Build the configured store; every call to it is bounded by `timeout`.
