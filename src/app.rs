@@ -19,10 +19,21 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::election::Election;
+use crate::history::History;
+use crate::http::{self, NodeState, Running};
+use crate::metrics::Metrics;
 use crate::session::Session;
-use crate::store::{self, Store};
-use crate::tick::Ticks;
+use crate::store::{self, metered::Metered, Store};
+use crate::tick::{TickContext, Ticks};
 use crate::ticker::Ticker;
+
+/// How one node runs, besides its jobs file.
+pub struct RunOptions {
+    /// This node's id.
+    pub node: String,
+    /// Serve health, status and metrics here (`--http`); no listener without it.
+    pub http: Option<std::net::SocketAddr>,
+}
 
 /// How long killed jobs get to be reaped and recorded before the node gives up on them.
 const KILL_WAIT: Duration = Duration::from_secs(5);
@@ -72,7 +83,8 @@ fn watch_signals(shutdown: &Shutdown) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(config: Config, node: String) -> anyhow::Result<()> {
+pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
+    let node = options.node;
     let shutdown = Shutdown {
         stop: CancellationToken::new(),
         kill: CancellationToken::new(),
@@ -82,6 +94,49 @@ pub async fn run(config: Config, node: String) -> anyhow::Result<()> {
     info!(event = "node_starting", jobs = jobs.len(), config = %config.source.display(),
         "starting with {} jobs", jobs.len());
 
+    // HTTP first: "alive, not ready" while the store is being reached. It stops last.
+    let metrics = Arc::new(Metrics::new());
+    let node_state = Arc::new(NodeState {
+        node: node.clone(),
+        jobs: jobs.clone(),
+        metrics: metrics.clone(),
+        running: std::sync::OnceLock::new(),
+        stopping: shutdown.stop.clone(),
+    });
+    let http_stop = CancellationToken::new();
+    let http_server = match options.http {
+        Some(addr) => {
+            let (bound, task) = http::serve(addr, node_state.clone(), http_stop.clone()).await?;
+            info!(event = "http_listening", addr = %bound, "serving /healthz /readyz /status /metrics on http://{bound}");
+            Some((bound, task))
+        }
+        None => None,
+    };
+    let result = run_node(
+        config,
+        node,
+        metrics,
+        node_state,
+        http_server.as_ref().map(|(a, _)| *a),
+        shutdown,
+    )
+    .await;
+    http_stop.cancel();
+    if let Some((_, task)) = http_server {
+        let _ = task.await;
+    }
+    result
+}
+
+async fn run_node(
+    config: Config,
+    node: String,
+    metrics: Arc<Metrics>,
+    node_state: Arc<NodeState>,
+    http: Option<std::net::SocketAddr>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let jobs = node_state.jobs.clone();
     let Some(store) = connect_store(&config, &shutdown.stop).await? else {
         info!(
             event = "node_stopped",
@@ -89,11 +144,12 @@ pub async fn run(config: Config, node: String) -> anyhow::Result<()> {
         );
         return Ok(());
     };
+    let store: Arc<dyn Store> = Arc::new(Metered::new(store, metrics.clone()));
     let session = Arc::new(Session::new(
         node.clone(),
         store.clone(),
         config.election,
-        None,
+        http.map(|a| a.to_string()),
     ));
     if !session.register(&shutdown.stop).await {
         info!(event = "node_stopped", "stopped before registering");
@@ -115,22 +171,49 @@ pub async fn run(config: Config, node: String) -> anyhow::Result<()> {
         store.clone(),
         config.election,
         jobs.clone(),
+        metrics.clone(),
     ));
     let tracker = TaskTracker::new();
-    let ticks = Arc::new(Ticks::new(
-        node.clone(),
+    let history = Arc::new(History::new(
         store.clone(),
-        election.clone(),
+        config.store.history,
+        metrics.clone(),
+    ));
+    let ticks = Arc::new(Ticks::new(
+        TickContext {
+            node: node.clone(),
+            store: store.clone(),
+            election: election.clone(),
+            metrics: metrics.clone(),
+            history: history.clone(),
+            lease: config.election.lease,
+            tracker: tracker.clone(),
+            stopping: shutdown.stop.clone(),
+            kill: shutdown.kill.clone(),
+        },
         jobs.clone(),
-        config.election.lease,
-        tracker.clone(),
-        shutdown.stop.clone(),
-        shutdown.kill.clone(),
     ));
     {
         let ticks = ticks.clone();
-        election.set_on_acquired(Box::new(move |idx, term| ticks.caught_up(idx, term)));
+        let history = history.clone();
+        let names: Vec<String> = jobs.iter().map(|j| j.name.clone()).collect();
+        election.set_on_acquired(Box::new(move |idx, term| {
+            ticks.caught_up(idx, term);
+            history.acquired(&names[idx]);
+        }));
     }
+    let _ = node_state.running.set(Running {
+        store: store.describe(),
+        session: session.clone(),
+        election: election.clone(),
+        ticks: ticks.clone(),
+    });
+    // Pruning old runs is background work: it stops with the ticks.
+    let pruner = {
+        let history = history.clone();
+        let token = shutdown.stop.clone();
+        tokio::spawn(async move { history.run(token).await })
+    };
     let election_task = {
         let election = election.clone();
         let token = shutdown.stop.clone();
@@ -153,6 +236,7 @@ pub async fn run(config: Config, node: String) -> anyhow::Result<()> {
     // 1. No new ticks, no new leases.
     ticker.stop().await;
     let _ = election_task.await;
+    let _ = pruner.await;
     // 2. Running jobs finish within the grace period, else they are killed.
     tracker.close();
     let grace = config.node.shutdown_grace;

@@ -20,6 +20,11 @@
 //! `ceil(jobs / live nodes)`, unless the lease has stayed available for two polls (then anyone
 //! takes it, so one surviving node still leads everything). A node that holds more than its
 //! share for two polls releases one lease per poll, the one whose next tick is furthest away.
+//!
+//! Garbage: a node record whose heartbeat has not changed for [`GC_AFTER_LEASES`] lease times
+//! (a node killed without a goodbye) is deleted by whoever sees it first, atomically and only if
+//! it still shows what was observed; a node that was merely frozen writes a new record (with a
+//! new session) when it wakes.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::{ElectionConfig, Job};
+use crate::metrics::Metrics;
 use crate::session::Session;
 use crate::store::{LeaseRecord, Observed, Snapshot, Store};
 
@@ -49,6 +55,9 @@ pub struct Leadership {
     pub session: String,
 }
 
+/// A silent node's record is removed after this many lease times without a heartbeat change.
+pub const GC_AFTER_LEASES: u32 = 3;
+
 /// Called when this node acquires a job's lease (job index, term).
 pub type OnAcquired = Box<dyn Fn(usize, i64) + Send + Sync>;
 
@@ -61,6 +70,7 @@ pub struct Election {
     names: Vec<String>,
     state: Mutex<State>,
     on_acquired: Mutex<Option<OnAcquired>>,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Default)]
@@ -79,6 +89,9 @@ struct State {
     first_poll: Option<Instant>,
     /// Consecutive failed polls, for log throttling.
     failures: u32,
+    /// Leases were lost because the session lapsed, and no session has been valid since:
+    /// the node is unhealthy (it cannot renew).
+    lapsed_holding: bool,
 }
 
 struct Watched {
@@ -100,6 +113,7 @@ impl Election {
         store: Arc<dyn Store>,
         config: ElectionConfig,
         jobs: Arc<Vec<Job>>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let names = jobs.iter().map(|j| j.name.clone()).collect();
         Election {
@@ -111,7 +125,21 @@ impl Election {
             names,
             state: Mutex::new(State::default()),
             on_acquired: Mutex::new(None),
+            metrics,
         }
+    }
+
+    /// Healthy unless this node held leases when its session lapsed and has not renewed since
+    /// (the client-go health-adaptor idea: a leader that cannot renew is unhealthy; a follower
+    /// that cannot reach the store harms nobody).
+    pub fn healthy(&self) -> bool {
+        let current = self.session.current();
+        let mut st = self.state.lock().unwrap();
+        drop_stale(&mut st, current.as_deref(), &self.node, &self.metrics);
+        if current.is_some() {
+            st.lapsed_holding = false;
+        }
+        !st.lapsed_holding
     }
 
     pub fn set_on_acquired(&self, f: OnAcquired) {
@@ -123,7 +151,7 @@ impl Election {
     pub fn leading(&self, job: &str) -> Option<Leadership> {
         let current = self.session.current();
         let mut st = self.state.lock().unwrap();
-        drop_stale(&mut st, current.as_deref(), &self.node);
+        drop_stale(&mut st, current.as_deref(), &self.node, &self.metrics);
         st.held.get(job).cloned()
     }
 
@@ -150,6 +178,8 @@ impl Election {
         let mut st = self.state.lock().unwrap();
         if st.held.get(job).is_some_and(|l| l.term == term) {
             st.held.remove(job);
+            self.metrics.lease_lost(job);
+            self.metrics.set_leases_held(st.held.len());
             info!(event = "lease_lost", job, node = %self.node, term, "lease lost: {why}");
         }
     }
@@ -186,6 +216,7 @@ impl Election {
                     &mut self.state.lock().unwrap(),
                     current.as_deref(),
                     &self.node,
+                    &self.metrics,
                 );
                 return;
             }
@@ -196,7 +227,7 @@ impl Election {
             let mut st = self.state.lock().unwrap();
             st.failures = 0;
             st.first_poll.get_or_insert(now);
-            drop_stale(&mut st, current.as_deref(), &self.node);
+            drop_stale(&mut st, current.as_deref(), &self.node, &self.metrics);
             self.observe(&mut st, &snapshot, current.as_deref(), now)
         };
         self.session.set_jobs(self.held());
@@ -221,7 +252,18 @@ impl Election {
         if let Some(job) = plan.release {
             self.release_one(&job, &session).await;
         }
-        self.session.set_jobs(self.held());
+        for (id, session, heartbeat) in plan.silent {
+            match self.store.delete_node_if(&id, &session, heartbeat).await {
+                Ok(true) => info!(event = "node_removed", removed = %id, node = %self.node,
+                    "removed the record of node {id}: no heartbeat for {} lease times",
+                    GC_AFTER_LEASES),
+                Ok(false) => {}
+                Err(e) => debug!(removed = %id, "cannot remove a silent node's record: {e}"),
+            }
+        }
+        let held = self.held();
+        self.metrics.set_leases_held(held.len());
+        self.session.set_jobs(held);
     }
 
     /// Update observations from a snapshot and decide what to acquire and release.
@@ -299,6 +341,7 @@ impl Election {
                     st.available_since.remove(job);
                     if st.held.get(job).is_none_or(|l| l.term != rec.term) {
                         // Ours in the store but not in memory: an acquire whose answer was lost.
+                        self.metrics.lease_acquired(job);
                         info!(event = "lease_acquired", job, node = %self.node, term = rec.term,
                             "lease acquired (found in the store)");
                         st.held.insert(
@@ -312,6 +355,7 @@ impl Election {
                 }
                 Standing::Other | Standing::Available => {
                     if let Some(l) = st.held.remove(job) {
+                        self.metrics.lease_lost(job);
                         info!(event = "lease_lost", job, node = %self.node, term = l.term,
                             holder = %rec.holder, "lease lost: the store shows another holder");
                     }
@@ -338,6 +382,13 @@ impl Election {
         }
 
         let mut plan = Plan::default();
+        let gc_after = lease_time * GC_AFTER_LEASES;
+        plan.silent = st
+            .watch
+            .iter()
+            .filter(|(_, w)| now.duration_since(w.since) >= gc_after)
+            .map(|(id, w)| (id.clone(), w.session.clone(), w.heartbeat))
+            .collect();
         // Wait one poll after the first one, so the nodes starting together see each other.
         let settled = st
             .first_poll
@@ -387,6 +438,7 @@ impl Election {
         };
         match self.store.acquire(job, &observed, &new).await {
             Ok(true) => {
+                self.metrics.lease_acquired(job);
                 {
                     let mut st = self.state.lock().unwrap();
                     st.held.insert(
@@ -500,18 +552,25 @@ struct Plan {
     /// Leases available for two polls or more: taken regardless of the share.
     anyway: Vec<(String, Observed)>,
     release: Option<String>,
+    /// Other nodes silent for [`GC_AFTER_LEASES`] lease times: (id, session, heartbeat).
+    silent: Vec<(String, String, i64)>,
 }
 
 /// Drop leases held under a session that is not the current one (lapsed), logging each.
-fn drop_stale(st: &mut State, current: Option<&str>, node: &str) {
+fn drop_stale(st: &mut State, current: Option<&str>, node: &str, metrics: &Metrics) {
     let stale: Vec<String> = st
         .held
         .iter()
         .filter(|(_, l)| Some(l.session.as_str()) != current)
         .map(|(j, _)| j.clone())
         .collect();
+    if !stale.is_empty() && current.is_none() {
+        st.lapsed_holding = true;
+    }
     for job in stale {
         if let Some(l) = st.held.remove(&job) {
+            metrics.lease_lost(&job);
+            metrics.set_leases_held(st.held.len());
             info!(event = "lease_lost", job = %job, node, term = l.term,
                 "lease lost: the session lapsed (no successful heartbeat within the renew deadline)");
         }

@@ -14,18 +14,26 @@
 //! | [`session`]  | the node's session: one heartbeat write per renew period, its deadline |
 //! | [`election`] | observes leases, judges expiry on the local monotonic clock, acquires  |
 //! | [`tick`]     | one tick: claim (fenced by term) then run, or sit out                  |
+//! | [`history`]  | keeps the newest `[store] history` runs per job, prunes in background  |
 //! | [`runner`]   | runs an action, labels its output, enforces the timeout               |
+//! | [`metrics`]  | Prometheus counters and histograms of one node                         |
+//! | [`http`]     | `--http`: /healthz, /readyz, /status, /metrics                         |
 //! | [`logging`]  | the two log formats (pretty, flat JSON) and the stable field names     |
 //! | [`check`]    | `cronlease check`: the validated config and next fire times           |
+//! | [`status`]   | `cronlease status`: leases, nodes and last runs, read from the store   |
 //! | [`app`]      | wiring and the one shutdown path                                       |
 pub mod app;
 pub mod check;
 pub mod config;
 pub mod election;
+pub mod history;
+pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod runner;
 pub mod schedule;
 pub mod session;
+pub mod status;
 pub mod store;
 pub mod tick;
 pub mod ticker;

@@ -268,16 +268,22 @@ where
         let _ = write!(out, "{time} {level} ");
     }
     out.push_str(&label);
-    let msg = match &rec.message {
-        Some(m) => m.clone(),
-        None => event.unwrap_or_default(),
+    let (msg, covered) = match human(rec, tz) {
+        Some((m, covered)) => (m, covered),
+        None => (
+            rec.message
+                .clone()
+                .unwrap_or_else(|| event.unwrap_or_default()),
+            &[][..],
+        ),
     };
     if !msg.is_empty() {
         out.push(' ');
         push_escaped_controls(&mut out, &msg);
     }
     for (k, v) in &rec.fields {
-        if matches!(k.as_str(), "event" | "job" | "node" | "line") {
+        if matches!(k.as_str(), "event" | "job" | "node" | "line") || covered.contains(&k.as_str())
+        {
             continue;
         }
         let _ = write!(out, " {k}=");
@@ -287,6 +293,93 @@ where
         }
     }
     out
+}
+
+/// The human sentence of the events an operator reads most, with the fields it states (which
+/// the pretty line then leaves out). JSON keeps every field; this is presentation only.
+fn human<Tz: TimeZone>(rec: &Record, tz: &Tz) -> Option<(String, &'static [&'static str])>
+where
+    Tz::Offset: fmt::Display,
+{
+    let text = |k: &str| rec.get_text(k).unwrap_or_default();
+    let term = text("term");
+    // Fire times in the same zone as the line's own time, seconds only.
+    let fire = rec.get_text("fire_time").map(|f| {
+        DateTime::parse_from_rfc3339(&f)
+            .map(|t| t.with_timezone(tz).format("%H:%M:%S").to_string())
+            .unwrap_or(f)
+    });
+    let event = rec.get_text("event")?;
+    if matches!(event.as_str(), "tick_run" | "sitting_out" | "job_finished") && fire.is_none() {
+        return None;
+    }
+    let fire = fire.unwrap_or_default();
+    let sentence = match event.as_str() {
+        "tick_run" => {
+            let late = rec
+                .get_text("lateness_ms")
+                .map(|ms| format!(", {ms} ms late"))
+                .unwrap_or_default();
+            (
+                format!("running the {fire} tick (term {term}{late})"),
+                &["fire_time", "term", "lateness_ms"][..],
+            )
+        }
+        "sitting_out" => {
+            let why = match rec.get_text("reason").as_deref() {
+                Some("already_run") => "it already ran".to_string(),
+                Some("fenced") => format!("the lease is no longer ours (term {term})"),
+                _ => {
+                    let holder = rec.get_text("holder").filter(|h| !h.is_empty());
+                    match holder {
+                        Some(h) => format!("{h} leads (term {term})"),
+                        None => "nobody leads yet".to_string(),
+                    }
+                }
+            };
+            (
+                format!("sitting out the {fire} tick: {why}"),
+                &["fire_time", "term", "holder", "reason"][..],
+            )
+        }
+        "job_finished" => {
+            let outcome = text("outcome");
+            let code = rec
+                .get_text("exit_code")
+                .filter(|c| outcome != "ok" || c != "0")
+                .map(|c| format!(" (exit {c})"))
+                .unwrap_or_default();
+            let secs = rec
+                .get_text("duration_ms")
+                .and_then(|d| d.parse::<f64>().ok())
+                .map(|ms| format!(" in {:.1}s", ms / 1000.0))
+                .unwrap_or_default();
+            (
+                format!("the {fire} tick finished: {outcome}{code}{secs}"),
+                &["fire_time", "term", "outcome", "exit_code", "duration_ms"][..],
+            )
+        }
+        "lease_acquired" => {
+            let from = rec
+                .get_text("previous")
+                .map(|p| format!(", from {p}"))
+                .unwrap_or_default();
+            (
+                format!("leading now (term {term}{from})"),
+                &["term", "previous"][..],
+            )
+        }
+        "lease_released" => (
+            format!("lease released (term {term}, {})", text("reason")),
+            &["term", "reason"][..],
+        ),
+        "lease_lost" => {
+            let why = rec.message.clone().unwrap_or_else(|| "lease lost".into());
+            (format!("{why} (term {term})"), &["term"][..])
+        }
+        _ => return None,
+    };
+    Some(sentence)
 }
 
 fn level_color(level: Level) -> &'static str {
@@ -592,7 +685,30 @@ mod tests {
         let line = format_pretty(&tick_record(), "n1", &Utc, false);
         assert_eq!(
             line,
-            r#"14:35:01.123 INFO  [a@n1] running tick term=3 fire_time=2026-11-22T14:35:00Z holder="" ok=true"#
+            r#"14:35:01.123 INFO  [a@n1] running the 14:35:00 tick (term 3) holder="" ok=true"#
+        );
+        let out = Record::new(ts(), Level::INFO)
+            .with("event", "sitting_out")
+            .with("job", "a")
+            .with("node", "n2")
+            .with("fire_time", "2026-11-22T14:35:00Z")
+            .with("holder", "n1")
+            .with("term", 4i64);
+        assert_eq!(
+            format_pretty(&out, "n1", &Utc, false),
+            "14:35:01.123 INFO  [a@n2] sitting out the 14:35:00 tick: n1 leads (term 4)"
+        );
+        let done = Record::new(ts(), Level::INFO)
+            .with("event", "job_finished")
+            .with("job", "a")
+            .with("fire_time", "2026-11-22T14:35:00Z")
+            .with("term", 4i64)
+            .with("outcome", "failed")
+            .with("exit_code", 3i64)
+            .with("duration_ms", 1250i64);
+        assert_eq!(
+            format_pretty(&done, "n1", &Utc, false),
+            "14:35:01.123 INFO  [a@n1] the 14:35:00 tick finished: failed (exit 3) in 1.2s"
         );
         let mut r = Record::new(ts(), Level::ERROR)
             .with("event", "store_error")
@@ -605,16 +721,16 @@ mod tests {
         );
         // No message: the event name stands in.
         let r = Record::new(ts(), Level::WARN)
-            .with("event", "lease_lost")
+            .with("event", "lease_gone")
             .with("job", "b");
         assert_eq!(
             format_pretty(&r, "n1", &Utc, false),
-            "14:35:01.123 WARN  [b@n1] lease_lost"
+            "14:35:01.123 WARN  [b@n1] lease_gone"
         );
         let tz = chrono::FixedOffset::east_opt(3600).unwrap();
         assert!(format_pretty(&r, "n1", &tz, false).starts_with("15:35:01.123 "));
         let colored = format_pretty(&r, "n1", &Utc, true);
-        assert!(colored.contains("\x1b[33mWARN \x1b[0m [b@n1] lease_lost"));
+        assert!(colored.contains("\x1b[33mWARN \x1b[0m [b@n1] lease_gone"));
     }
 
     #[test]

@@ -31,12 +31,25 @@ enum Command {
         /// Log format: human-readable lines, or one flat JSON object per line.
         #[arg(long, value_enum, default_value = "pretty")]
         log_format: LogFormat,
+        /// Serve /healthz, /readyz, /status and /metrics on this address, e.g. 127.0.0.1:9100.
+        /// No listener without it.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<std::net::SocketAddr>,
     },
     /// Validate the jobs file and print each job's next fire times.
     Check {
         /// The jobs file.
         #[arg(short, long, default_value = "jobs.toml")]
         config: PathBuf,
+    },
+    /// Show every job's lease, the registered nodes and each job's last runs, from the store.
+    Status {
+        /// The jobs file.
+        #[arg(short, long, default_value = "jobs.toml")]
+        config: PathBuf,
+        /// Print one JSON document instead of the tables.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -55,10 +68,12 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Status { config, json } => status(&config, json),
         Command::Run {
             config,
             node_id,
             log_format,
+            http,
         } => {
             let cfg = match cronlease::config::load(&config) {
                 Ok(cfg) => cfg,
@@ -76,7 +91,8 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(cronlease::app::run(cfg, node)) {
+            let options = cronlease::app::RunOptions { node, http };
+            match runtime.block_on(cronlease::app::run(cfg, options)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(event = "fatal", "{e:#}");
@@ -86,4 +102,47 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `cronlease status`: one attempt at the store, no retries; exit 1 if it cannot be read.
+fn status(config: &std::path::Path, json: bool) -> ExitCode {
+    use std::io::Write as _;
+    let cfg = match cronlease::config::load(config) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = match runtime.block_on(cronlease::status::fetch(&cfg)) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = if json {
+        match cronlease::status::to_json(&report) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("error: cannot encode the status as JSON: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        cronlease::status::render(&report)
+    };
+    // A closed stdout (`| head`) is not worth a panic.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    ExitCode::SUCCESS
 }

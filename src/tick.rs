@@ -19,23 +19,54 @@ use tracing::{info, warn};
 
 use crate::config::Job;
 use crate::election::{Election, Leadership};
+use crate::history::History;
+use crate::metrics::Metrics;
 use crate::runner::{self, RunContext};
 use crate::store::{Claim, RunRecord, Store};
 
 /// How often recording a finished run is attempted before giving up (logged).
 const FINISH_ATTEMPTS: u32 = 5;
 
+/// The last run of a job on this node, for `/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LastRun {
+    pub fire_time: String,
+    pub term: i64,
+    /// `running` until it finishes.
+    pub outcome: String,
+    pub exit_code: Option<i32>,
+    pub duration_ms: Option<u64>,
+}
+
+/// What a tick needs besides the job list: the store, the election, bookkeeping.
+pub struct TickContext {
+    pub node: String,
+    pub store: Arc<dyn Store>,
+    pub election: Arc<Election>,
+    pub metrics: Arc<Metrics>,
+    pub history: Arc<History>,
+    /// Catch-up looks back at most this far (the lease time).
+    pub lease: Duration,
+    pub tracker: TaskTracker,
+    /// Cancelled when the node stops taking ticks.
+    pub stopping: CancellationToken,
+    /// Cancelled when running jobs must be killed (shutdown grace exceeded).
+    pub kill: CancellationToken,
+}
+
 pub struct Ticks {
     node: String,
     store: Arc<dyn Store>,
     election: Arc<Election>,
+    metrics: Arc<Metrics>,
+    history: Arc<History>,
     jobs: Arc<Vec<Job>>,
     lease: Duration,
     tracker: TaskTracker,
-    /// Cancelled when the node stops taking ticks.
     stopping: CancellationToken,
-    /// Cancelled when running jobs must be killed (shutdown grace exceeded).
     kill: CancellationToken,
+    /// Per job, this node's last run.
+    last: Mutex<HashMap<usize, LastRun>>,
     /// When this node started taking part.
     started_at: DateTime<Utc>,
     /// Per job, the latest fire time this node has tried to claim as leader.
@@ -43,29 +74,27 @@ pub struct Ticks {
 }
 
 impl Ticks {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        node: String,
-        store: Arc<dyn Store>,
-        election: Arc<Election>,
-        jobs: Arc<Vec<Job>>,
-        lease: Duration,
-        tracker: TaskTracker,
-        stopping: CancellationToken,
-        kill: CancellationToken,
-    ) -> Self {
+    pub fn new(ctx: TickContext, jobs: Arc<Vec<Job>>) -> Self {
         Ticks {
-            node,
-            store,
-            election,
+            node: ctx.node,
+            store: ctx.store,
+            election: ctx.election,
+            metrics: ctx.metrics,
+            history: ctx.history,
             jobs,
-            lease,
-            tracker,
-            stopping,
-            kill,
+            lease: ctx.lease,
+            tracker: ctx.tracker,
+            stopping: ctx.stopping,
+            kill: ctx.kill,
+            last: Mutex::new(HashMap::new()),
             started_at: Utc::now(),
             claimed: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// This node's last run of job `idx`, if it ran one.
+    pub fn last_run(&self, idx: usize) -> Option<LastRun> {
+        self.last.lock().unwrap().get(&idx).cloned()
     }
 
     /// A scheduled fire time of job `idx` fell due.
@@ -83,6 +112,7 @@ impl Ticks {
                 } else {
                     view.holder.as_str()
                 };
+                self.metrics.tick_sat_out(&job.name);
                 info!(
                     event = "sitting_out",
                     job = %job.name,
@@ -157,12 +187,14 @@ impl Ticks {
         match self.store.claim(&run, &lead.session).await {
             Ok(Claim::Won) => {}
             Ok(Claim::AlreadyRun) => {
+                self.metrics.tick_sat_out(&job.name);
                 info!(event = "sitting_out", job = %job.name, node = %self.node, fire_time = %fire,
                     term = lead.term, holder = %self.node, reason = "already_run",
                     "sitting out: this fire time already ran");
                 return;
             }
             Ok(Claim::Fenced) => {
+                self.metrics.tick_sat_out(&job.name);
                 self.election
                     .lost(&job.name, lead.term, "a tick claim was fenced");
                 info!(event = "sitting_out", job = %job.name, node = %self.node, fire_time = %fire,
@@ -179,6 +211,9 @@ impl Ticks {
         let lateness_ms = Utc::now()
             .signed_duration_since(fire_time)
             .num_milliseconds();
+        self.metrics
+            .tick_run(&job.name, Duration::from_millis(lateness_ms.max(0) as u64));
+        self.set_last(idx, &run, None);
         info!(event = "tick_run", job = %job.name, node = %self.node, fire_time = %fire,
             term = lead.term, lateness_ms, "running tick");
         let ctx = RunContext {
@@ -188,10 +223,14 @@ impl Ticks {
         };
         let started = std::time::Instant::now();
         let result = runner::run(job, &ctx, self.kill.clone()).await;
-        let duration_ms = started.elapsed().as_millis() as u64;
+        let took = started.elapsed();
+        let duration_ms = took.as_millis() as u64;
         run.finished_at = Some(Utc::now());
         run.outcome = result.outcome.as_str().to_string();
         run.exit_code = result.exit_code;
+        self.metrics
+            .job_finished(&job.name, result.outcome.as_str(), took);
+        self.set_last(idx, &run, Some(duration_ms));
         match result.exit_code {
             Some(code) => info!(event = "job_finished", job = %job.name, node = %self.node,
                 fire_time = %fire, term = lead.term, outcome = result.outcome.as_str(),
@@ -202,7 +241,10 @@ impl Ticks {
         }
         for attempt in 1..=FINISH_ATTEMPTS {
             match self.store.finish(&run).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.history.recorded(&job.name);
+                    break;
+                }
                 Err(e) if attempt == FINISH_ATTEMPTS => {
                     warn!(event = "store_error", job = %job.name, fire_time = %fire,
                         "cannot record the run's outcome: {e}")
@@ -210,6 +252,19 @@ impl Ticks {
                 Err(_) => tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await,
             }
         }
+    }
+}
+
+impl Ticks {
+    fn set_last(&self, idx: usize, run: &RunRecord, duration_ms: Option<u64>) {
+        let last = LastRun {
+            fire_time: rfc3339(run.fire_time),
+            term: run.term,
+            outcome: run.outcome.clone(),
+            exit_code: run.exit_code,
+            duration_ms,
+        };
+        self.last.lock().unwrap().insert(idx, last);
     }
 }
 

@@ -143,7 +143,8 @@ impl DatastoreStore {
             Ok(Ok(api)) => api,
             Ok(Err(e)) => {
                 return Err(StoreError::Unavailable(format!(
-                    "cannot connect to {endpoint}: {e:?}"
+                    "cannot connect to {endpoint}: {}",
+                    causes(&e)
                 )))
             }
             Err(_) => {
@@ -676,7 +677,7 @@ impl Store for DatastoreStore {
             .iter()
             .filter_map(parse_run)
             .collect();
-        runs.sort_by(|a, b| b.fire_time.cmp(&a.fire_time));
+        runs.sort_by_key(|r| std::cmp::Reverse(r.fire_time));
         runs.truncate(limit);
         Ok(runs)
     }
@@ -713,6 +714,21 @@ fn job_filter(job: &str) -> ds::Filter {
             value: Some(string(job, true)),
         })),
     }
+}
+
+/// An error and its sources on one line, innermost last, repeats left out:
+/// "transport error: tcp connect error: Connection refused (os error 111)".
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
 }
 
 fn env_nonempty(name: &str) -> Option<String> {

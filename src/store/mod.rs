@@ -15,6 +15,7 @@
 //! - [`RunRecord`]: one per executed tick, keyed `{job}@{unix fire time}`. Inserting it is the
 //!   claim; a second insert for the same fire time fails.
 pub mod datastore;
+pub mod metered;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,0 +1,265 @@
+//! Prometheus metrics of one node, served on `/metrics` by [`crate::http`].
+//!
+//! Counted where the thing happens (the tick, the election, the store wrapper in
+//! [`crate::store::metered`]), not derived from log lines: a log filter must never change what
+//! the metrics say. Label values are bounded: job names come from `jobs.toml`, store operations
+//! and outcomes are fixed sets.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `cronlease_ticks_run_total` | counter | job |
+//! | `cronlease_ticks_sat_out_total` | counter | job |
+//! | `cronlease_tick_lateness_seconds` | histogram | — |
+//! | `cronlease_job_runs_total` | counter | job, outcome |
+//! | `cronlease_job_duration_seconds` | histogram | job |
+//! | `cronlease_lease_acquisitions_total` | counter | job |
+//! | `cronlease_lease_losses_total` | counter | job |
+//! | `cronlease_leases_held` | gauge | — |
+//! | `cronlease_store_calls_total` | counter | op |
+//! | `cronlease_store_errors_total` | counter | op |
+//! | `cronlease_store_writes_total` | counter | op |
+//! | `cronlease_store_call_duration_seconds` | histogram | op |
+//! | `cronlease_runs_pruned_total` | counter | — |
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabel {
+    job: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobOutcome {
+    job: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    op: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every metric of the node, and the registry that encodes them.
+pub struct Metrics {
+    registry: Registry,
+    ticks_run: Family<JobLabel, Counter>,
+    ticks_sat_out: Family<JobLabel, Counter>,
+    tick_lateness: Histogram,
+    job_runs: Family<JobOutcome, Counter>,
+    job_duration: HistogramFamily<JobLabel>,
+    lease_acquisitions: Family<JobLabel, Counter>,
+    lease_losses: Family<JobLabel, Counter>,
+    leases_held: Gauge,
+    store_calls: Family<OpLabel, Counter>,
+    store_errors: Family<OpLabel, Counter>,
+    store_writes: Family<OpLabel, Counter>,
+    store_latency: HistogramFamily<OpLabel>,
+    runs_pruned: Counter,
+}
+
+fn job_duration_histogram() -> Histogram {
+    // 10 ms .. ~1.5 h
+    Histogram::new(exponential_buckets(0.01, 4.0, 10))
+}
+
+fn store_latency_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut m = Metrics {
+            registry: Registry::default(),
+            ticks_run: Family::default(),
+            ticks_sat_out: Family::default(),
+            tick_lateness: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            job_runs: Family::default(),
+            job_duration: Family::new_with_constructor(job_duration_histogram),
+            lease_acquisitions: Family::default(),
+            lease_losses: Family::default(),
+            leases_held: Gauge::default(),
+            store_calls: Family::default(),
+            store_errors: Family::default(),
+            store_writes: Family::default(),
+            store_latency: Family::new_with_constructor(store_latency_histogram),
+            runs_pruned: Counter::default(),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "cronlease_ticks_run",
+            "Ticks this node claimed and ran",
+            m.ticks_run.clone(),
+        );
+        r.register(
+            "cronlease_ticks_sat_out",
+            "Ticks this node sat out (another node leads, or the claim was refused)",
+            m.ticks_sat_out.clone(),
+        );
+        r.register(
+            "cronlease_tick_lateness_seconds",
+            "From a tick's fire time to its claim committed",
+            m.tick_lateness.clone(),
+        );
+        r.register(
+            "cronlease_job_runs",
+            "Finished runs by outcome (ok, failed, timeout, killed)",
+            m.job_runs.clone(),
+        );
+        r.register(
+            "cronlease_job_duration_seconds",
+            "How long runs took",
+            m.job_duration.clone(),
+        );
+        r.register(
+            "cronlease_lease_acquisitions",
+            "Leases this node acquired",
+            m.lease_acquisitions.clone(),
+        );
+        r.register(
+            "cronlease_lease_losses",
+            "Leases this node lost without releasing them",
+            m.lease_losses.clone(),
+        );
+        r.register(
+            "cronlease_leases_held",
+            "Leases this node holds now",
+            m.leases_held.clone(),
+        );
+        r.register(
+            "cronlease_store_calls",
+            "Store operations by name",
+            m.store_calls.clone(),
+        );
+        r.register(
+            "cronlease_store_errors",
+            "Store operations that failed",
+            m.store_errors.clone(),
+        );
+        r.register(
+            "cronlease_store_writes",
+            "Entities written or deleted, by store operation",
+            m.store_writes.clone(),
+        );
+        r.register(
+            "cronlease_store_call_duration_seconds",
+            "Store operation latency",
+            m.store_latency.clone(),
+        );
+        r.register(
+            "cronlease_runs_pruned",
+            "Old run records deleted to keep [store] history",
+            m.runs_pruned.clone(),
+        );
+        m
+    }
+
+    fn job(job: &str) -> JobLabel {
+        JobLabel {
+            job: job.to_string(),
+        }
+    }
+
+    pub fn tick_run(&self, job: &str, lateness: Duration) {
+        self.ticks_run.get_or_create(&Self::job(job)).inc();
+        self.tick_lateness.observe(lateness.as_secs_f64());
+    }
+
+    pub fn tick_sat_out(&self, job: &str) {
+        self.ticks_sat_out.get_or_create(&Self::job(job)).inc();
+    }
+
+    pub fn job_finished(&self, job: &str, outcome: &str, duration: Duration) {
+        self.job_runs
+            .get_or_create(&JobOutcome {
+                job: job.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        self.job_duration
+            .get_or_create(&Self::job(job))
+            .observe(duration.as_secs_f64());
+    }
+
+    pub fn lease_acquired(&self, job: &str) {
+        self.lease_acquisitions.get_or_create(&Self::job(job)).inc();
+    }
+
+    pub fn lease_lost(&self, job: &str) {
+        self.lease_losses.get_or_create(&Self::job(job)).inc();
+    }
+
+    pub fn set_leases_held(&self, n: usize) {
+        self.leases_held.set(n as i64);
+    }
+
+    /// One store operation: its latency, whether it failed, how many entities it wrote.
+    pub fn store_call(&self, op: &str, took: Duration, ok: bool, writes: u64) {
+        let label = OpLabel { op: op.to_string() };
+        self.store_calls.get_or_create(&label).inc();
+        self.store_latency
+            .get_or_create(&label)
+            .observe(took.as_secs_f64());
+        if !ok {
+            self.store_errors.get_or_create(&label).inc();
+        }
+        if writes > 0 {
+            self.store_writes.get_or_create(&label).inc_by(writes);
+        }
+    }
+
+    pub fn runs_pruned(&self, n: usize) {
+        self.runs_pruned.inc_by(n as u64);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_show_in_the_text_exposition() {
+        let m = Metrics::new();
+        m.tick_run("backup", Duration::from_millis(12));
+        m.tick_run("backup", Duration::from_millis(12));
+        m.tick_sat_out("report");
+        m.job_finished("backup", "ok", Duration::from_millis(1500));
+        m.store_call("claim", Duration::from_millis(3), true, 1);
+        m.store_call("snapshot", Duration::from_millis(3), false, 0);
+        m.set_leases_held(2);
+        let text = m.encode();
+        assert!(
+            text.contains("cronlease_ticks_run_total{job=\"backup\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("cronlease_ticks_sat_out_total{job=\"report\"} 1"));
+        assert!(text.contains("cronlease_job_runs_total{job=\"backup\",outcome=\"ok\"} 1"));
+        assert!(text.contains("cronlease_job_duration_seconds_count{job=\"backup\"} 1"));
+        assert!(text.contains("cronlease_store_writes_total{op=\"claim\"} 1"));
+        assert!(text.contains("cronlease_store_errors_total{op=\"snapshot\"} 1"));
+        assert!(text.contains("cronlease_leases_held 2"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

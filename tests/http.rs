@@ -1,0 +1,288 @@
+//! `cronlease run --http ADDR`: health, readiness, status and metrics of a real node against a
+//! real emulator; and the run history bound (`[store] history`).
+mod common;
+
+use std::time::Duration;
+
+use cronlease::store::datastore::DatastoreStore;
+use cronlease::store::Store;
+use serde_json::Value;
+
+use common::{free_port, http, wait_until, write_config, Emulator, Node};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn config(extra: &str, jobs: &[&str]) -> String {
+    let mut s = format!(
+        "{extra}\n[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n\n[node]\nshutdown_grace = \"5s\"\n"
+    );
+    for job in jobs {
+        s.push_str(&format!(
+            "\n[[job]]\nname = \"{job}\"\nschedule = \"* * * * * *\"\nshell = \"echo tick\"\n"
+        ));
+    }
+    s
+}
+
+/// A node with `--http 127.0.0.1:PORT`; returns it and the port.
+fn node_with_http(emu: &Emulator, cfg: &std::path::Path, id: &str) -> (Node, u16) {
+    let port = free_port();
+    let args = [
+        "run".to_string(),
+        "--config".into(),
+        cfg.display().to_string(),
+        "--node-id".into(),
+        id.into(),
+        "--log-format".into(),
+        "json".into(),
+        "--http".into(),
+        format!("127.0.0.1:{port}"),
+    ];
+    (Node::spawn_args(id, &args, &emu.env()), port)
+}
+
+fn get(port: u16, path: &str) -> (u16, String) {
+    http(port, "GET", path, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("GET {path} on port {port}: {e}"))
+}
+
+fn code(port: u16, path: &str) -> Option<u16> {
+    http(port, "GET", path, Duration::from_secs(5))
+        .ok()
+        .map(|(c, _)| c)
+}
+
+/// The value of one sample line of `/metrics`, e.g. `cronlease_ticks_run_total{job="a"}`.
+fn metric(port: u16, sample: &str) -> f64 {
+    let (status, body) = get(port, "/metrics");
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn every_endpoint_answers_and_metrics_rise_with_ticks() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &config("", &["every"]));
+    let (node, port) = node_with_http(&emu, &cfg, "web-1");
+
+    assert!(
+        wait_until(WAIT, || code(port, "/readyz") == Some(200)),
+        "never ready; stderr:\n{}",
+        node.stderr_text()
+    );
+    for path in ["/healthz", "/.well-known/live", "/.well-known/ready"] {
+        assert_eq!(get(port, path).0, 200, "{path}");
+    }
+    assert_eq!(get(port, "/nope").0, 404);
+
+    // It leads its only job and runs ticks.
+    assert!(node
+        .wait_for(WAIT, |e| e["event"] == "job_finished")
+        .is_some());
+    let (status, body) = get(port, "/status");
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["node"], "web-1");
+    assert_eq!(v["state"], "ready");
+    assert_eq!(v["healthy"], true);
+    let job = &v["jobs"][0];
+    assert_eq!(job["name"], "every");
+    assert_eq!(job["role"], "leader");
+    assert_eq!(job["holder"], "web-1");
+    assert!(job["term"].as_i64().unwrap() >= 1);
+    assert!(job["next_fire_time"].as_str().unwrap().ends_with('Z'));
+    assert!(job["last_run"]["fire_time"].is_string(), "{v}");
+
+    // Counters rise as ticks run.
+    let sample = r#"cronlease_ticks_run_total{job="every"}"#;
+    let before = metric(port, sample);
+    assert!(before >= 1.0);
+    assert!(
+        wait_until(WAIT, || metric(port, sample) >= before + 2.0),
+        "ticks_run did not rise"
+    );
+    let (_, text) = get(port, "/metrics");
+    for needed in [
+        r#"cronlease_job_runs_total{job="every",outcome="ok"}"#,
+        r#"cronlease_job_duration_seconds_count{job="every"}"#,
+        r#"cronlease_lease_acquisitions_total{job="every"} 1"#,
+        "cronlease_leases_held 1",
+        r#"cronlease_store_calls_total{op="claim"}"#,
+        r#"cronlease_store_calls_total{op="put_node"}"#,
+        r#"cronlease_store_call_duration_seconds_bucket{le="#,
+        "# EOF",
+    ] {
+        assert!(text.contains(needed), "{needed} missing from:\n{text}");
+    }
+    let node_id_in_record = {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let store = DatastoreStore::connect_emulator(
+                &emu.host(),
+                "cronlease-test",
+                "cronlease",
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+            store.snapshot(&[]).await.unwrap().nodes["web-1"]
+                .http
+                .clone()
+        })
+    };
+    assert_eq!(
+        node_id_in_record,
+        Some(format!("127.0.0.1:{port}")),
+        "the node advertises its address"
+    );
+}
+
+#[test]
+fn readiness_waits_for_the_store_and_liveness_does_not() {
+    let mut emu = Emulator::start();
+    emu.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &config("", &["every"]));
+    let (node, port) = node_with_http(&emu, &cfg, "early");
+
+    assert!(
+        wait_until(WAIT, || code(port, "/healthz").is_some()),
+        "the listener is up before the store is reached"
+    );
+    assert_eq!(get(port, "/healthz").0, 200);
+    assert_eq!(get(port, "/readyz").0, 503);
+    assert_eq!(get(port, "/.well-known/ready").0, 503);
+    let v: Value = serde_json::from_str(&get(port, "/status").1).unwrap();
+    assert_eq!(v["state"], "starting");
+
+    emu.restart();
+    assert!(
+        wait_until(WAIT, || code(port, "/readyz") == Some(200)),
+        "ready once the store answers; stderr:\n{}",
+        node.stderr_text()
+    );
+}
+
+#[test]
+fn healthz_fails_for_a_leader_that_cannot_renew_and_recovers() {
+    let mut emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &config("", &["every"]));
+    let (leader, port) = node_with_http(&emu, &cfg, "leader");
+    assert!(leader
+        .wait_for(WAIT, |e| e["event"] == "lease_acquired")
+        .is_some());
+    let (follower, follower_port) = node_with_http(&emu, &cfg, "follower");
+    assert!(
+        wait_until(WAIT, || code(follower_port, "/readyz") == Some(200)),
+        "follower ready"
+    );
+    assert_eq!(get(port, "/healthz").0, 200);
+
+    emu.kill();
+    assert!(
+        wait_until(WAIT, || code(port, "/healthz") == Some(503)),
+        "the leader's /healthz did not turn 503"
+    );
+    assert!(leader
+        .wait_for(WAIT, |e| e["event"] == "lease_lost")
+        .is_some());
+    assert_eq!(get(port, "/readyz").0, 503);
+    // The follower held nothing: once its own session lapses it is not ready, but alive.
+    assert!(
+        wait_until(WAIT, || code(follower_port, "/readyz") == Some(503)),
+        "follower not ready without the store"
+    );
+    assert_eq!(get(follower_port, "/healthz").0, 200);
+    assert!(follower.events_named("lease_lost").is_empty());
+
+    emu.restart();
+    assert!(
+        wait_until(WAIT, || code(port, "/healthz") == Some(200)
+            && code(port, "/readyz") == Some(200)),
+        "healthy and ready again once the store is back"
+    );
+}
+
+#[test]
+fn without_http_there_is_no_listener_and_a_taken_address_is_a_clear_error() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &config("", &["every"]));
+    let plain = Node::spawn(&emu, &cfg, "plain");
+    assert!(plain
+        .wait_for(WAIT, |e| e["event"] == "node_started")
+        .is_some());
+    assert!(plain.events_named("http_listening").is_empty());
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let args = [
+        "run".to_string(),
+        "--config".into(),
+        cfg.display().to_string(),
+        "--http".into(),
+        addr.to_string(),
+    ];
+    let mut clash = Node::spawn_args("clash", &args, &emu.env());
+    let status = clash.wait_exit(WAIT).expect("exits");
+    assert_eq!(status.code(), Some(1));
+    let err = clash.stderr_text();
+    assert!(
+        err.contains(&format!("cannot listen for HTTP on {addr}")),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn history_stays_at_its_bound_over_many_ticks() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &config("[store]\nhistory = 5\n", &["every"]));
+    let (node, port) = node_with_http(&emu, &cfg, "keeper");
+    assert!(
+        wait_until(Duration::from_secs(60), || node
+            .events_named("job_finished")
+            .len()
+            >= 20),
+        "20 runs"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(async {
+        DatastoreStore::connect_emulator(
+            &emu.host(),
+            "cronlease-test",
+            "cronlease",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap()
+    });
+    let finished: Vec<String> = node
+        .events_named("job_finished")
+        .iter()
+        .map(|e| e["fire_time"].as_str().unwrap().to_string())
+        .collect();
+    // Pruning follows every run at this bound: at most the bound plus the run in flight.
+    let mut stored = Vec::new();
+    assert!(
+        wait_until(WAIT, || {
+            stored = rt.block_on(store.runs("every")).unwrap();
+            stored.len() <= 6
+        }),
+        "{} runs stored, bound 5",
+        stored.len()
+    );
+    // The oldest runs are the ones gone: none of the first ten of 20+ is left.
+    let oldest_kept = stored.first().unwrap().fire_time;
+    let tenth = chrono::DateTime::parse_from_rfc3339(&finished[9]).unwrap();
+    assert!(
+        oldest_kept > tenth,
+        "oldest kept {oldest_kept}, 10th run {tenth}"
+    );
+    assert!(metric(port, "cronlease_runs_pruned_total") >= 14.0);
+}
