@@ -91,10 +91,13 @@ export DATASTORE_PROJECT_ID=cronlease-dev
 # Each node in its own process group (setsid): a Ctrl-C on the terminal reaches only this
 # script, which then stops the nodes in order (SIGTERM, wait) instead of them all at once.
 for ((i = 1; i <= NODES; i++)); do
-    setsid "$BIN" run --config "$CONFIG" --log-format pretty </dev/null &
+    # --http on a free loopback port: each node logs its address, and `status` lists them.
+    setsid "$BIN" run --config "$CONFIG" --log-format pretty --http 127.0.0.1:0 </dev/null &
     PIDS+=("$!")
 done
 say "${NODES} node(s) running (pids ${PIDS[*]}) against the emulator on $DATASTORE_EMULATOR_HOST; Ctrl-C stops everything"
+say "the cluster at a glance, from another terminal:"
+say "  DATASTORE_EMULATOR_HOST=$DATASTORE_EMULATOR_HOST $BIN status --config $CONFIG"
 
 # Run until a signal arrives or a node exits on its own (then stop the rest).
 status=0

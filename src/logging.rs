@@ -352,7 +352,13 @@ where
             let secs = rec
                 .get_text("duration_ms")
                 .and_then(|d| d.parse::<f64>().ok())
-                .map(|ms| format!(" in {:.1}s", ms / 1000.0))
+                .map(|ms| {
+                    if ms < 1000.0 {
+                        format!(" in {ms:.0} ms")
+                    } else {
+                        format!(" in {:.1}s", ms / 1000.0)
+                    }
+                })
                 .unwrap_or_default();
             (
                 format!("the {fire} tick finished: {outcome}{code}{secs}"),
