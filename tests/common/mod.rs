@@ -755,3 +755,24 @@ fn read_lines(pipe: impl Read, mut f: impl FnMut(String)) {
         }
     }
 }
+
+/// A drill reports what it checked: one JSON line `{"drill": NAME, ...figures}` on stderr
+/// (shown with `--nocapture`) and appended to `$CRONLEASE_DRILL_REPORT` when that is set
+/// (`scripts/reliability.sh` collects them into docs/RELIABILITY.md).
+pub fn report(drill: &str, figures: Value) {
+    let mut line = serde_json::json!({ "drill": drill });
+    if let (Some(obj), Value::Object(extra)) = (line.as_object_mut(), figures) {
+        obj.extend(extra);
+    }
+    let text = line.to_string();
+    eprintln!("DRILL {text}");
+    if let Some(path) = std::env::var_os("CRONLEASE_DRILL_REPORT") {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", PathBuf::from(&path).display()));
+        writeln!(f, "{text}").unwrap();
+    }
+}
