@@ -10,7 +10,7 @@ use cronlease::store::datastore::DatastoreStore;
 use cronlease::store::Store;
 use serde_json::Value;
 
-use common::{wait_until, write_config, Emulator, Node};
+use common::{report, wait_until, write_config, Emulator, Node};
 
 const LEASE: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(250);
@@ -247,6 +247,15 @@ fn three_nodes_run_every_fire_time_exactly_once() {
         .map(|n| n.events_named("job_output").len())
         .sum();
     assert!(outputs >= 24, "job output lines: {outputs}");
+    report(
+        "three_nodes_exactly_once",
+        serde_json::json!({
+            "ticks_checked": runs.len(),
+            "window_fire_times": 2 * 13,
+            "duplicate_runs": 0,
+            "lost_ticks": 0,
+        }),
+    );
 }
 
 #[test]
@@ -284,6 +293,15 @@ fn kill_9_of_a_leader_fails_over_within_lease_poll_and_a_tick() {
     let runs = tick_runs(&refs(&nodes));
     assert_no_fire_time_twice(&runs);
     assert_store_agrees(&emu, &["solo"], &runs);
+    report(
+        "kill_9_failover",
+        serde_json::json!({
+            "failover_gap_ms": gap.as_millis() as u64,
+            "bound_ms": bound.as_millis() as u64,
+            "ticks_checked": runs.len(),
+            "duplicate_runs": 0,
+        }),
+    );
 }
 
 #[test]
@@ -317,6 +335,14 @@ fn sigterm_of_a_leader_releases_and_hands_over_within_a_poll_and_a_tick() {
     );
     let runs = tick_runs(&refs(&nodes));
     assert_no_fire_time_twice(&runs);
+    report(
+        "sigterm_handover",
+        serde_json::json!({
+            "handover_ms": gap.as_millis() as u64,
+            "bound_ms": bound.as_millis() as u64,
+            "duplicate_runs": 0,
+        }),
+    );
 }
 
 #[test]
@@ -365,4 +391,13 @@ fn a_leader_paused_past_its_lease_is_fenced_when_it_wakes() {
     let runs = tick_runs(&refs(&nodes));
     assert_no_fire_time_twice(&runs);
     assert_store_agrees(&emu, &["solo"], &runs);
+    report(
+        "paused_leader_fenced",
+        serde_json::json!({
+            "pause_ms": (LEASE * 2).as_millis() as u64,
+            "old_term_ticks_after_wake": 0,
+            "ticks_checked": runs.len(),
+            "duplicate_runs": 0,
+        }),
+    );
 }

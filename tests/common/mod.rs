@@ -27,6 +27,7 @@
 //! so the events the tests read are always logged).
 #![allow(dead_code)]
 
+pub mod proxy;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -760,7 +761,14 @@ fn read_lines(pipe: impl Read, mut f: impl FnMut(String)) {
 /// (shown with `--nocapture`) and appended to `$CRONLEASE_DRILL_REPORT` when that is set
 /// (`scripts/reliability.sh` collects them into docs/RELIABILITY.md).
 pub fn report(drill: &str, figures: Value) {
-    let mut line = serde_json::json!({ "drill": drill });
+    // The test binary and the test's name (libtest names the test's thread after it), so the
+    // report can say how to reproduce it.
+    let test = thread::current().name().unwrap_or("").to_string();
+    let mut line = serde_json::json!({
+        "drill": drill,
+        "binary": env!("CARGO_CRATE_NAME"),
+        "test": test,
+    });
     if let (Some(obj), Value::Object(extra)) = (line.as_object_mut(), figures) {
         obj.extend(extra);
     }
