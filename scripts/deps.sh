@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Installs what the tests need beyond the toolchain, Java and the Datastore emulator (which
+# .ci/run sees to): libfaketime, used by the fault drills (tests/drills.rs) to give a node a
+# skewed or DST-edge wall clock, and jq, which scripts/reliability.sh uses. Idempotent: installs
+# only what is missing, and nothing when all is there. Works as root or through passwordless
+# sudo (Debian/Ubuntu: apt-get).
+#
+#   scripts/deps.sh
+set -euo pipefail
+
+say() { echo "deps.sh: $*"; }
+
+# The preload library, wherever the architecture puts it (x86_64-linux-gnu, aarch64-linux-gnu, ...).
+find_libfaketime() {
+    local lib
+    for lib in /usr/lib/*/faketime/libfaketime.so.1 /usr/lib/faketime/libfaketime.so.1; do
+        if [[ -f $lib ]]; then
+            echo "$lib"
+            return 0
+        fi
+    done
+    if command -v dpkg >/dev/null 2>&1; then
+        lib=$(dpkg -L libfaketime 2>/dev/null | grep -m1 '/libfaketime\.so\.1$' || true)
+        if [[ -n $lib && -f $lib ]]; then
+            echo "$lib"
+            return 0
+        fi
+    fi
+    return 1
+}
+
+as_root() {
+    if [[ $(id -u) == 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        sudo -n "$@"
+    else
+        say "need root or passwordless sudo to run: $*"
+        return 1
+    fi
+}
+
+missing=()
+if lib=$(find_libfaketime); then
+    say "libfaketime present: $lib"
+else
+    missing+=(faketime)
+fi
+# jq: scripts/reliability.sh tabulates the drills' JSON reports with it.
+if command -v jq >/dev/null 2>&1; then
+    say "jq present: $(command -v jq)"
+else
+    missing+=(jq)
+fi
+# redis-server: the Redis store's contract and cluster tests start their own (tests/common/redis_server.rs).
+if command -v redis-server >/dev/null 2>&1 || [[ -x /usr/bin/redis-server ]]; then
+    say "redis-server present: $(command -v redis-server || echo /usr/bin/redis-server)"
+else
+    missing+=(redis-server)
+fi
+# zookeeper: the ZooKeeper store's tests run a standalone server from its jars in /usr/share/java
+# (tests/common/zookeeper_server.rs).
+if [[ -f /usr/share/java/zookeeper.jar ]]; then
+    say "zookeeper present: /usr/share/java/zookeeper.jar"
+else
+    missing+=(zookeeper)
+fi
+if ((${#missing[@]} == 0)); then
+    say "nothing to install"
+    exit 0
+fi
+
+command -v apt-get >/dev/null 2>&1 || {
+    say "missing: ${missing[*]}, and apt-get is not available: install them by hand (libfaketime.so.1 comes with the faketime package)"
+    exit 1
+}
+say "installing ${missing[*]} (apt-get)"
+as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+lib=$(find_libfaketime) || { say "libfaketime.so.1 is still not found after installing faketime"; exit 1; }
+command -v jq >/dev/null 2>&1 || { say "jq is still not found after installing it"; exit 1; }
+[[ -x /usr/bin/redis-server ]] || command -v redis-server >/dev/null 2>&1 || { say "redis-server is still not found after installing it"; exit 1; }
+[[ -f /usr/share/java/zookeeper.jar ]] || { say "zookeeper.jar is still not found after installing zookeeper"; exit 1; }
+say "installed ${missing[*]}; libfaketime: $lib"
