@@ -11,6 +11,7 @@
 //! | `cronlease_ticks_sat_out_total` | counter | job |
 //! | `cronlease_tick_lateness_seconds` | histogram | — |
 //! | `cronlease_job_runs_total` | counter | job, outcome |
+//! | `cronlease_job_retries_total` | counter | job |
 //! | `cronlease_job_duration_seconds` | histogram | job |
 //! | `cronlease_lease_acquisitions_total` | counter | job |
 //! | `cronlease_lease_losses_total` | counter | job |
@@ -54,6 +55,7 @@ pub struct Metrics {
     ticks_sat_out: Family<JobLabel, Counter>,
     tick_lateness: Histogram,
     job_runs: Family<JobOutcome, Counter>,
+    job_retries: Family<JobLabel, Counter>,
     job_duration: HistogramFamily<JobLabel>,
     lease_acquisitions: Family<JobLabel, Counter>,
     lease_losses: Family<JobLabel, Counter>,
@@ -89,6 +91,7 @@ impl Metrics {
             ticks_sat_out: Family::default(),
             tick_lateness: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             job_runs: Family::default(),
+            job_retries: Family::default(),
             job_duration: Family::new_with_constructor(job_duration_histogram),
             lease_acquisitions: Family::default(),
             lease_losses: Family::default(),
@@ -117,8 +120,13 @@ impl Metrics {
         );
         r.register(
             "cronlease_job_runs",
-            "Finished runs by outcome (ok, failed, timeout, killed)",
+            "Finished runs by outcome (ok, failed, timeout, killed, replaced, skipped)",
             m.job_runs.clone(),
+        );
+        r.register(
+            "cronlease_job_retries",
+            "Attempts started again after a failed or timed-out attempt",
+            m.job_retries.clone(),
         );
         r.register(
             "cronlease_job_duration_seconds",
@@ -195,6 +203,22 @@ impl Metrics {
             .observe(duration.as_secs_f64());
     }
 
+    /// A claimed tick that was not run because the job's previous run still went on: counted
+    /// as a run with outcome `skipped`, without a duration (nothing ran).
+    pub fn job_skipped(&self, job: &str) {
+        self.job_runs
+            .get_or_create(&JobOutcome {
+                job: job.to_string(),
+                outcome: "skipped".to_string(),
+            })
+            .inc();
+    }
+
+    /// One more attempt of a run (`retries`).
+    pub fn job_retry(&self, job: &str) {
+        self.job_retries.get_or_create(&Self::job(job)).inc();
+    }
+
     pub fn lease_acquired(&self, job: &str) {
         self.lease_acquisitions.get_or_create(&Self::job(job)).inc();
     }
@@ -249,6 +273,9 @@ mod tests {
         m.store_call("claim", Duration::from_millis(3), true, 1);
         m.store_call("snapshot", Duration::from_millis(3), false, 0);
         m.set_leases_held(2);
+        m.job_retry("backup");
+        m.job_retry("backup");
+        m.job_skipped("report");
         let text = m.encode();
         assert!(
             text.contains("cronlease_ticks_run_total{job=\"backup\"} 2"),
@@ -260,6 +287,9 @@ mod tests {
         assert!(text.contains("cronlease_store_writes_total{op=\"claim\"} 1"));
         assert!(text.contains("cronlease_store_errors_total{op=\"snapshot\"} 1"));
         assert!(text.contains("cronlease_leases_held 2"));
+        assert!(text.contains("cronlease_job_retries_total{job=\"backup\"} 2"));
+        assert!(text.contains("cronlease_job_runs_total{job=\"report\",outcome=\"skipped\"} 1"));
+        assert!(!text.contains("cronlease_job_duration_seconds_count{job=\"report\"}"));
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -11,6 +11,8 @@
 //! SIGTERM, then SIGKILL if anything in it still lives [`TERM_GRACE`] later. When the main
 //! process exits on its own, processes it left behind in the group are ended the same way, so
 //! a finished run leaves nothing running. If the run future is dropped, the group gets SIGKILL.
+//! `kill` is the run's own token: a child of the node's kill switch, which a newer tick of the
+//! same job also cancels to replace the run (`overlap = "replace"`, see [`crate::tick`]).
 //!
 //! The caller logs `tick_run` / `job_finished` from the returned [`RunResult`]; the runner logs
 //! only output, start errors (`job_error`) and termination steps.
@@ -174,7 +176,7 @@ impl Labels<'_> {
                 node = self.node,
                 fire_time = self.fire_time.as_str(),
                 term = self.term,
-                "the node is shutting down; stopping the job"
+                "killed (the node is shutting down, or a newer run replaces it); stopping the job"
             ),
         }
     }
@@ -590,6 +592,7 @@ mod tests {
             schedule: Schedule::parse("* * * * * *", "UTC").unwrap(),
             timeout,
             action,
+            policy: Default::default(),
         }
     }
 

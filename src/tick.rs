@@ -5,10 +5,52 @@
 //! node that was paused past its lease, or lost it a moment ago, cannot run the tick, and no fire
 //! time can be claimed twice. Every other node logs that it is sitting out and who leads.
 //!
-//! Catch-up: when this node acquires a lease, the job's latest fire time that fell due within
-//! one lease time and has no run yet is claimed and run at once, so a failover or a hand-over
-//! loses at most the older fire times of the gap (bounded: at most one per acquisition).
-use std::collections::HashMap;
+//! After the claim the job's [`Policy`] decides what happens; every rule acts on this node only
+//! (a run left behind on a node that lost its lease is out of reach, see the README's limits).
+//!
+//! - **Overlap**, while the same job's previous run on this node is still going. `skip`
+//!   (default): the tick stays claimed, so no other node runs that fire time either, but it is
+//!   not run; its record is finished at once with outcome `skipped` (0 attempts) and
+//!   `tick_skipped` is logged with reason `overlap` and the running run's fire time. `allow`:
+//!   it runs alongside. `replace`: the older run's token is cancelled (its process group gets
+//!   SIGTERM, then SIGKILL, as on timeout), the tick waits for it to end (at most
+//!   [`REPLACE_WAIT`]), then runs; the older run's outcome is `replaced`, not `killed`, so a
+//!   shutdown and a replacement stay apart in records and metrics. A tick never replaces a
+//!   *newer* run (a caught-up fire time behind a current one): it is skipped instead. Each run
+//!   gets its own child of the node's kill token, registered per job, for this. A run counts
+//!   as going until its last attempt ends, retry backoffs included.
+//! - **Retries**: an attempt that ends `failed` or `timeout` is started again, at most
+//!   `retries` times, `retry_backoff` later, doubling per retry up to
+//!   [`RETRY_BACKOFF_CAP`](crate::config::RETRY_BACKOFF_CAP): under the same claim, on this
+//!   node, with no new claim. Before each retry (before and after the backoff) the lease must
+//!   still be this node's with the claimed term and the node must not be stopping or the run
+//!   replaced; otherwise the run ends with the last attempt's outcome (`job_retry_abandoned`).
+//!   The record holds the last attempt's outcome and the number of attempts.
+//!
+//! Catch-up, when this node acquires a job's lease ([`Ticks::caught_up`]), for fire times that
+//! fell due while nobody led the job. Which fire times are young enough: younger than the
+//! job's `starting_deadline`. Left out, that is the election's lease, and additionally no fire
+//! time from before this node started is replayed, so a cluster that was down entirely does
+//! not replay its downtime; a job that sets `starting_deadline` (itself or in `[defaults]`)
+//! asks for its downtime to be replayed, up to that age, and gets no such cut.
+//!
+//! - `none`: nothing.
+//! - `latest` (default): the newest young-enough fire time, unless it already ran (a newer run
+//!   supersedes older misses). One store lookup.
+//! - `all`: every young-enough fire time without a run record, oldest first, one after the
+//!   other (each waits for the previous to finish), at most [`MAX_CATCH_UP`]: the newest ones
+//!   are kept, older ones are dropped and logged (`catch_up_dropped`). Which ran is learnt from
+//!   one `recent_runs` read of as many runs as there are candidates ([`CATCH_UP_SCAN`] at
+//!   most). A fire time older than the oldest run that read returns is never caught up: its
+//!   record may simply have been pruned (`[store] history`); for a job with no runs at all,
+//!   fire times from before this node started are not caught up either (the job may not have
+//!   existed then).
+//!
+//! Catch-up runs take the ordinary path: the fenced claim (which refuses a fire time another
+//! node already ran, so none runs twice), the overlap policy, retries. Before each one the
+//! lease must still be ours with the acquiring term and the node must not be stopping.
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,15 +59,29 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::Job;
+use crate::config::{CatchUp, Job, Overlap, Policy};
 use crate::election::{Election, Leadership};
 use crate::history::History;
 use crate::metrics::Metrics;
-use crate::runner::{self, RunContext};
+use crate::runner::{self, Outcome, RunContext, RunResult};
 use crate::store::{Claim, RunRecord, Store};
 
 /// How often recording a finished run is attempted before giving up (logged).
 const FINISH_ATTEMPTS: u32 = 5;
+/// The most missed fire times one lease acquisition catches up (`catch_up = "all"`).
+pub const MAX_CATCH_UP: usize = 10;
+/// How many of the newest fire times within the starting deadline `catch_up = "all"` looks at
+/// (and so how many runs it reads): bounds the work of a long deadline on a frequent schedule.
+pub const CATCH_UP_SCAN: usize = 100;
+/// Runs read beyond the candidates by `catch_up = "all"` (see [`Ticks::caught_up`]).
+const CATCH_UP_SLACK: usize = 5;
+/// How long a replacing tick waits for the run it replaces to end before starting anyway
+/// (logged): the runner needs [`runner::TERM_GRACE`] and a little more to end a process group
+/// that ignores SIGTERM.
+pub const REPLACE_WAIT: Duration = Duration::from_secs(10);
+/// How many tried fire times per job this node remembers, so that the pulse and a catch-up
+/// that meet on one fire time do not both claim it (the store would refuse the second anyway).
+const TRIED_KEEP: usize = 256;
 
 /// The last run of a job on this node, for `/status`.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -45,12 +101,14 @@ pub struct TickContext {
     pub election: Arc<Election>,
     pub metrics: Arc<Metrics>,
     pub history: Arc<History>,
-    /// Catch-up looks back at most this far (the lease time).
+    /// The election's lease: how far catch-up looks back for a job without a
+    /// `starting_deadline`.
     pub lease: Duration,
     pub tracker: TaskTracker,
     /// Cancelled when the node stops taking ticks.
     pub stopping: CancellationToken,
-    /// Cancelled when running jobs must be killed (shutdown grace exceeded).
+    /// Cancelled when running jobs must be killed (shutdown grace exceeded). Each run gets a
+    /// child of it, which `overlap = "replace"` cancels alone.
     pub kill: CancellationToken,
 }
 
@@ -69,8 +127,52 @@ pub struct Ticks {
     last: Mutex<HashMap<usize, LastRun>>,
     /// When this node started taking part.
     started_at: DateTime<Utc>,
-    /// Per job, the latest fire time this node has tried to claim as leader.
-    claimed: Mutex<HashMap<usize, DateTime<Utc>>>,
+    /// Per job, the newest fire times this node has tried to claim as leader.
+    tried: Mutex<HashMap<usize, BTreeSet<DateTime<Utc>>>>,
+    /// Per job, the runs going on this node now (the overlap policy looks here).
+    active: Mutex<HashMap<usize, Vec<Active>>>,
+    next_run_id: AtomicU64,
+}
+
+/// A run going on this node, as the overlap policy sees it.
+struct Active {
+    id: u64,
+    fire_time: DateTime<Utc>,
+    /// The run's own token, a child of the node's kill token: cancelling it stops the run.
+    cancel: CancellationToken,
+    /// Set before `cancel` when a newer run replaces this one.
+    replaced: Arc<AtomicBool>,
+    /// Cancelled when the run has ended (its process group is gone).
+    done: CancellationToken,
+}
+
+/// A run's entry in [`Ticks::active`]; dropping it (the run ended, or its task was dropped)
+/// removes the entry and wakes a tick waiting to replace it.
+struct Slot<'a> {
+    ticks: &'a Ticks,
+    idx: usize,
+    id: u64,
+    cancel: CancellationToken,
+    replaced: Arc<AtomicBool>,
+    done: CancellationToken,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Some(runs) = self.ticks.active.lock().unwrap().get_mut(&self.idx) {
+            runs.retain(|r| r.id != self.id);
+        }
+        self.done.cancel();
+    }
+}
+
+/// What the overlap policy decided for a claimed tick.
+enum Start<'a> {
+    /// Run it; first wait for these runs (fire time, ended) to end: they were told to stop.
+    Run(Slot<'a>, Vec<(DateTime<Utc>, CancellationToken)>),
+    /// Do not run it: the run of this fire time is going (`newer`: and it is newer than this
+    /// tick, which `replace` does not replace).
+    Skip { running: DateTime<Utc>, newer: bool },
 }
 
 impl Ticks {
@@ -88,7 +190,9 @@ impl Ticks {
             kill: ctx.kill,
             last: Mutex::new(HashMap::new()),
             started_at: Utc::now(),
-            claimed: Mutex::new(HashMap::new()),
+            tried: Mutex::new(HashMap::new()),
+            active: Mutex::new(HashMap::new()),
+            next_run_id: AtomicU64::new(1),
         }
     }
 
@@ -127,48 +231,205 @@ impl Ticks {
         }
     }
 
-    /// This node just acquired job `idx`'s lease: run the latest missed fire time, if any.
+    /// This node just acquired job `idx`'s lease with `term`: catch up the missed fire times
+    /// its `catch_up` policy asks for (module docs), in a task of their own.
     pub fn caught_up(self: &Arc<Self>, idx: usize, term: i64) {
         let job = &self.jobs[idx];
-        let now = Utc::now();
-        let Some(latest) = job.schedule.latest_at_or_before(now) else {
-            return;
-        };
-        let age = now
-            .signed_duration_since(latest)
-            .to_std()
-            .unwrap_or_default();
-        // Not a fire time from before this node started: a cluster that was down entirely does
-        // not replay its downtime.
-        if age >= self.lease || latest < self.started_at || self.stopping.is_cancelled() {
+        if job.policy.catch_up == CatchUp::None || self.stopping.is_cancelled() {
             return;
         }
         let Some(lead) = self.election.leading(&job.name).filter(|l| l.term == term) else {
             return;
         };
+        let now = Utc::now();
+        let after = catch_up_after(&job.policy, now, self.lease, self.started_at);
         let this = self.clone();
-        let name = job.name.clone();
-        self.tracker.spawn(async move {
-            // Only if nobody ran it: the claim would say so too, but quietly is better here.
-            match this.store.run_exists(&name, latest).await {
-                Ok(false) => this.claim_and_run(idx, latest, lead),
-                Ok(true) => {}
-                Err(e) => warn!(event = "store_error", job = %name, "catch-up check failed: {e}"),
+        self.tracker
+            .spawn(async move { this.catch_up(idx, lead, after, now).await });
+    }
+
+    async fn catch_up(
+        &self,
+        idx: usize,
+        lead: Leadership,
+        after: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) {
+        let job = &self.jobs[idx];
+        let missed = match job.policy.catch_up {
+            CatchUp::None => return,
+            CatchUp::Latest => {
+                let Some(latest) = job.schedule.latest_at_or_before(now).filter(|t| *t > after)
+                else {
+                    return;
+                };
+                // Only if nobody ran it: the claim would say so too, but quietly is better.
+                match self.store.run_exists(&job.name, latest).await {
+                    Ok(false) => vec![latest],
+                    Ok(true) => return,
+                    Err(e) => {
+                        warn!(event = "store_error", job = %job.name, node = %self.node,
+                            term = lead.term, "catch-up check failed, not catching up: {e}");
+                        return;
+                    }
+                }
             }
-        });
+            CatchUp::All => match self.missed(idx, &lead, after, now).await {
+                Some(missed) => missed,
+                None => return,
+            },
+        };
+        for fire_time in missed {
+            if self.stopping.is_cancelled() {
+                return;
+            }
+            if !self.still_leading(job, &lead) {
+                info!(event = "catch_up_stopped", job = %job.name, node = %self.node,
+                    term = lead.term, reason = "lease_lost",
+                    "catch-up stopped: the lease is no longer ours with term {}", lead.term);
+                return;
+            }
+            if !self.try_mark(idx, fire_time) {
+                continue; // the pulse got there first
+            }
+            info!(event = "catch_up", job = %job.name, node = %self.node,
+                fire_time = %rfc3339(fire_time), term = lead.term,
+                catch_up = job.policy.catch_up.as_str(), "catching up a missed fire time");
+            self.tick(idx, fire_time, lead.clone()).await;
+        }
+    }
+
+    /// `catch_up = "all"`: the young-enough fire times with no run, oldest first, at most
+    /// [`MAX_CATCH_UP`] (the newest ones). `None` when the store cannot say (logged).
+    async fn missed(
+        &self,
+        idx: usize,
+        lead: &Leadership,
+        after: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<Vec<DateTime<Utc>>> {
+        let job = &self.jobs[idx];
+        let (candidates, more) = recent_fire_times(job, after, now, CATCH_UP_SCAN);
+        if candidates.is_empty() {
+            return Some(Vec::new());
+        }
+        // A few more than the candidates: runs newer than `now` (this node's pulse goes on
+        // meanwhile) must not push the oldest candidate's record out of the read.
+        let read = candidates.len() + CATCH_UP_SLACK;
+        let runs = match self.store.recent_runs(&job.name, read).await {
+            Ok(runs) => runs,
+            Err(e) => {
+                warn!(event = "store_error", job = %job.name, node = %self.node,
+                    term = lead.term, "catch-up check failed, not catching up: {e}");
+                return None;
+            }
+        };
+        let ran: HashSet<DateTime<Utc>> = runs.iter().map(|r| r.fire_time).collect();
+        let floor = runs
+            .iter()
+            .map(|r| r.fire_time)
+            .min()
+            .unwrap_or(self.started_at - chrono::Duration::nanoseconds(1));
+        // Newest first.
+        let mut missed: Vec<DateTime<Utc>> = candidates
+            .into_iter()
+            .filter(|t| *t > floor && !ran.contains(t))
+            .collect();
+        if missed.len() > MAX_CATCH_UP {
+            let dropped = &missed[MAX_CATCH_UP..];
+            let oldest = rfc3339(*dropped.last().expect("not empty"));
+            let newest = rfc3339(dropped[0]);
+            warn!(event = "catch_up_dropped", job = %job.name, node = %self.node,
+                term = lead.term, missed = missed.len(), dropped = dropped.len(),
+                oldest_dropped = %oldest, newest_dropped = %newest,
+                "{} missed fire times{}: catching up the newest {MAX_CATCH_UP}, dropping {oldest} .. {newest}",
+                missed.len(), if more { " (and maybe older ones)" } else { "" });
+            missed.truncate(MAX_CATCH_UP);
+        }
+        missed.reverse();
+        Some(missed)
+    }
+
+    fn still_leading(&self, job: &Job, lead: &Leadership) -> bool {
+        self.election
+            .leading(&job.name)
+            .is_some_and(|l| l.term == lead.term)
+    }
+
+    /// Remember that this node tries `fire_time` of job `idx`; false if it already did.
+    fn try_mark(&self, idx: usize, fire_time: DateTime<Utc>) -> bool {
+        let mut tried = self.tried.lock().unwrap();
+        let set = tried.entry(idx).or_default();
+        if !set.insert(fire_time) {
+            return false;
+        }
+        while set.len() > TRIED_KEEP {
+            set.pop_first();
+        }
+        true
     }
 
     fn claim_and_run(self: &Arc<Self>, idx: usize, fire_time: DateTime<Utc>, lead: Leadership) {
-        {
-            let mut claimed = self.claimed.lock().unwrap();
-            if claimed.get(&idx).is_some_and(|t| *t >= fire_time) {
-                return; // already tried (the pulse and a catch-up can meet)
-            }
-            claimed.insert(idx, fire_time);
+        if !self.try_mark(idx, fire_time) {
+            return; // already tried (the pulse and a catch-up can meet)
         }
         let this = self.clone();
         self.tracker
             .spawn(async move { this.tick(idx, fire_time, lead).await });
+    }
+
+    /// The overlap policy's decision for a claimed tick of job `idx`; registers the new run.
+    fn start(&self, idx: usize, fire_time: DateTime<Utc>) -> Start<'_> {
+        let overlap = self.jobs[idx].policy.overlap;
+        let mut active = self.active.lock().unwrap();
+        let runs = active.entry(idx).or_default();
+        let mut replacing = Vec::new();
+        if let Some(newest) = runs.iter().map(|r| r.fire_time).max() {
+            match overlap {
+                Overlap::Skip => {
+                    return Start::Skip {
+                        running: newest,
+                        newer: newest > fire_time,
+                    }
+                }
+                Overlap::Replace if newest > fire_time => {
+                    return Start::Skip {
+                        running: newest,
+                        newer: true,
+                    }
+                }
+                Overlap::Replace => {
+                    for r in runs.iter() {
+                        r.replaced.store(true, Ordering::SeqCst);
+                        r.cancel.cancel();
+                        replacing.push((r.fire_time, r.done.clone()));
+                    }
+                }
+                Overlap::Allow => {}
+            }
+        }
+        let id = self.next_run_id.fetch_add(1, Ordering::Relaxed);
+        let cancel = self.kill.child_token();
+        let replaced = Arc::new(AtomicBool::new(false));
+        let done = CancellationToken::new();
+        runs.push(Active {
+            id,
+            fire_time,
+            cancel: cancel.clone(),
+            replaced: replaced.clone(),
+            done: done.clone(),
+        });
+        Start::Run(
+            Slot {
+                ticks: self,
+                idx,
+                id,
+                cancel,
+                replaced,
+                done,
+            },
+            replacing,
+        )
     }
 
     async fn tick(&self, idx: usize, fire_time: DateTime<Utc>, lead: Leadership) {
@@ -182,6 +443,7 @@ impl Ticks {
             finished_at: None,
             outcome: "running".to_string(),
             exit_code: None,
+            attempts: 1,
         };
         let fire = rfc3339(fire_time);
         match self.store.claim(&run, &lead.session).await {
@@ -204,13 +466,43 @@ impl Ticks {
             }
             Err(e) => {
                 warn!(event = "tick_skipped", job = %job.name, node = %self.node, fire_time = %fire,
-                    term = lead.term, "cannot claim the tick, not running it: {e}");
+                    term = lead.term, reason = "store_error",
+                    "cannot claim the tick, not running it: {e}");
                 return;
             }
         }
         let lateness_ms = Utc::now()
             .signed_duration_since(fire_time)
             .num_milliseconds();
+
+        let slot = match self.start(idx, fire_time) {
+            Start::Run(slot, replacing) => {
+                self.wait_replaced(job, &fire, lead.term, &slot, replacing)
+                    .await;
+                slot
+            }
+            Start::Skip { running, newer } => {
+                let running = rfc3339(running);
+                self.metrics.job_skipped(&job.name);
+                if newer {
+                    info!(event = "tick_skipped", job = %job.name, node = %self.node,
+                        fire_time = %fire, term = lead.term, reason = "overlap",
+                        running_fire_time = %running,
+                        "skipped: the newer run of {running} is still going");
+                } else {
+                    info!(event = "tick_skipped", job = %job.name, node = %self.node,
+                        fire_time = %fire, term = lead.term, reason = "overlap",
+                        running_fire_time = %running,
+                        "skipped: the run of {running} is still going (overlap = skip)");
+                }
+                run.finished_at = Some(Utc::now());
+                run.outcome = "skipped".to_string();
+                run.attempts = 0;
+                self.record(&run).await;
+                return;
+            }
+        };
+
         self.metrics
             .tick_run(&job.name, Duration::from_millis(lateness_ms.max(0) as u64));
         self.set_last(idx, &run, None);
@@ -222,40 +514,145 @@ impl Ticks {
             term: lead.term,
         };
         let started = std::time::Instant::now();
-        let result = runner::run(job, &ctx, self.kill.clone()).await;
+        let (result, attempts) = self.attempts(job, &ctx, &lead, &slot).await;
+        let outcome = if result.outcome == Outcome::Killed && slot.replaced.load(Ordering::SeqCst) {
+            "replaced"
+        } else {
+            result.outcome.as_str()
+        };
         let took = started.elapsed();
         let duration_ms = took.as_millis() as u64;
         run.finished_at = Some(Utc::now());
-        run.outcome = result.outcome.as_str().to_string();
+        run.outcome = outcome.to_string();
         run.exit_code = result.exit_code;
-        self.metrics
-            .job_finished(&job.name, result.outcome.as_str(), took);
+        run.attempts = attempts;
+        self.metrics.job_finished(&job.name, outcome, took);
         self.set_last(idx, &run, Some(duration_ms));
         match result.exit_code {
             Some(code) => info!(event = "job_finished", job = %job.name, node = %self.node,
-                fire_time = %fire, term = lead.term, outcome = result.outcome.as_str(),
-                exit_code = code, duration_ms, "finished: {}", result.outcome.as_str()),
+                fire_time = %fire, term = lead.term, outcome, exit_code = code, attempts,
+                duration_ms, "finished: {outcome}"),
             None => info!(event = "job_finished", job = %job.name, node = %self.node,
-                fire_time = %fire, term = lead.term, outcome = result.outcome.as_str(),
-                duration_ms, "finished: {}", result.outcome.as_str()),
+                fire_time = %fire, term = lead.term, outcome, attempts, duration_ms,
+                "finished: {outcome}"),
         }
+        // The run is over (its process group is gone): the next tick may start, and a tick
+        // waiting to replace it does. After `job_finished`, so that the log shows the order.
+        drop(slot);
+        self.record(&run).await;
+    }
+
+    /// `replace`: wait until the runs told to stop have ended, at most [`REPLACE_WAIT`].
+    async fn wait_replaced(
+        &self,
+        job: &Job,
+        fire: &str,
+        term: i64,
+        slot: &Slot<'_>,
+        replacing: Vec<(DateTime<Utc>, CancellationToken)>,
+    ) {
+        if replacing.is_empty() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + REPLACE_WAIT;
+        for (old, ended) in replacing {
+            let old = rfc3339(old);
+            info!(event = "job_replacing", job = %job.name, node = %self.node, fire_time = %fire,
+                term, replaced_fire_time = %old,
+                "replacing the run of {old}: stopping it (overlap = replace)");
+            tokio::select! {
+                _ = ended.cancelled() => {}
+                // This tick was replaced in turn, or the node kills its jobs.
+                _ = slot.cancel.cancelled() => return,
+                _ = tokio::time::sleep_until(deadline) => {
+                    warn!(event = "job_replacing", job = %job.name, node = %self.node,
+                        fire_time = %fire, term, replaced_fire_time = %old,
+                        "the run of {old} has not ended after {REPLACE_WAIT:?}; starting anyway");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs the job, again after a `failed` or `timeout` attempt while the policy allows it;
+    /// returns the last attempt's result and the number of attempts.
+    async fn attempts(
+        &self,
+        job: &Job,
+        ctx: &RunContext,
+        lead: &Leadership,
+        slot: &Slot<'_>,
+    ) -> (RunResult, u32) {
+        let policy = &job.policy;
+        let fire = rfc3339(ctx.fire_time);
+        let mut attempt = 1;
+        loop {
+            let result = runner::run(job, ctx, slot.cancel.clone()).await;
+            let retryable = matches!(result.outcome, Outcome::Failed | Outcome::Timeout);
+            if !retryable || attempt > policy.retries {
+                return (result, attempt);
+            }
+            let backoff = policy.backoff(attempt);
+            // Checked before the backoff (no point waiting) and after it.
+            let mut refused = self.retry_refused(job, lead, slot);
+            if refused.is_none() {
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = slot.cancel.cancelled() => {}
+                    _ = self.stopping.cancelled() => {}
+                }
+                refused = self.retry_refused(job, lead, slot);
+            }
+            let outcome = result.outcome.as_str();
+            if let Some(reason) = refused {
+                warn!(event = "job_retry_abandoned", job = %job.name, node = %self.node,
+                    fire_time = %fire, term = lead.term, reason, attempt, outcome,
+                    "not retrying ({reason}): attempt {attempt} ended {outcome}");
+                return (result, attempt);
+            }
+            attempt += 1;
+            let of = policy.retries + 1;
+            let backoff_ms = backoff.as_millis() as u64;
+            self.metrics.job_retry(&job.name);
+            info!(event = "job_retry", job = %job.name, node = %self.node, fire_time = %fire,
+                term = lead.term, attempt, of, backoff_ms, outcome,
+                "attempt {attempt} of {of} after {backoff_ms} ms: the last one ended {outcome}");
+        }
+    }
+
+    /// Why the next attempt must not start, if it must not.
+    fn retry_refused(&self, job: &Job, lead: &Leadership, slot: &Slot<'_>) -> Option<&'static str> {
+        if slot.replaced.load(Ordering::SeqCst) {
+            Some("replaced")
+        } else if slot.cancel.is_cancelled() {
+            Some("killed")
+        } else if self.stopping.is_cancelled() {
+            Some("stopping")
+        } else if !self.still_leading(job, lead) {
+            Some("lease_lost")
+        } else {
+            None
+        }
+    }
+
+    /// Writes a claimed run's final record, retrying a few times (logged when it gives up).
+    async fn record(&self, run: &RunRecord) {
         for attempt in 1..=FINISH_ATTEMPTS {
-            match self.store.finish(&run).await {
+            match self.store.finish(run).await {
                 Ok(()) => {
-                    self.history.recorded(&job.name);
-                    break;
+                    self.history.recorded(&run.job);
+                    return;
                 }
                 Err(e) if attempt == FINISH_ATTEMPTS => {
-                    warn!(event = "store_error", job = %job.name, fire_time = %fire,
+                    warn!(event = "store_error", job = %run.job, node = %self.node,
+                        fire_time = %rfc3339(run.fire_time),
                         "cannot record the run's outcome: {e}")
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await,
             }
         }
     }
-}
 
-impl Ticks {
     fn set_last(&self, idx: usize, run: &RunRecord, duration_ms: Option<u64>) {
         let last = LastRun {
             fire_time: rfc3339(run.fire_time),
@@ -268,7 +665,300 @@ impl Ticks {
     }
 }
 
+/// Catch-up considers fire times strictly after this instant (module docs).
+fn catch_up_after(
+    policy: &Policy,
+    now: DateTime<Utc>,
+    lease: Duration,
+    started_at: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let minus = |d: Duration| {
+        chrono::Duration::from_std(d)
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    };
+    match policy.starting_deadline {
+        Some(deadline) => minus(deadline),
+        // Fire times are whole seconds: "after started_at - 1 ns" keeps one at started_at.
+        None => minus(lease).max(started_at - chrono::Duration::nanoseconds(1)),
+    }
+}
+
+/// The job's fire times `T` with `after < T <= now`, newest first, at most `limit`; and whether
+/// older ones within the bound were left out.
+fn recent_fire_times(
+    job: &Job,
+    after: DateTime<Utc>,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> (Vec<DateTime<Utc>>, bool) {
+    let mut out = Vec::new();
+    let mut cur = job.schedule.latest_at_or_before(now);
+    while let Some(t) = cur.filter(|t| *t > after) {
+        if out.len() == limit {
+            return (out, true);
+        }
+        out.push(t);
+        // Fire times are whole seconds: the previous one is at or before t - 1 s.
+        cur = job
+            .schedule
+            .latest_at_or_before(t - chrono::Duration::seconds(1));
+    }
+    (out, false)
+}
+
 /// RFC 3339 in UTC with a `Z`, seconds precision (fire times are whole seconds).
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Action, ElectionConfig};
+    use crate::schedule::Schedule;
+    use crate::session::Session;
+    use crate::store::{LeaseRecord, NodeRecord, Observed, Snapshot, StoreError, StoreResult};
+
+    /// A store that is never reached: these tests stop before any store call.
+    struct Unreachable;
+
+    fn down<T>() -> StoreResult<T> {
+        Err(StoreError::Unavailable("not in this test".into()))
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Unreachable {
+        fn describe(&self) -> String {
+            "unreachable".into()
+        }
+        async fn put_node(&self, _: &NodeRecord) -> StoreResult<()> {
+            down()
+        }
+        async fn delete_node(&self, _: &str) -> StoreResult<()> {
+            down()
+        }
+        async fn delete_node_if(&self, _: &str, _: &str, _: i64) -> StoreResult<bool> {
+            down()
+        }
+        async fn snapshot(&self, _: &[String]) -> StoreResult<Snapshot> {
+            down()
+        }
+        async fn acquire(&self, _: &str, _: &Observed, _: &LeaseRecord) -> StoreResult<bool> {
+            down()
+        }
+        async fn release(&self, _: &[String], _: &str, _: &str) -> StoreResult<usize> {
+            down()
+        }
+        async fn claim(&self, _: &RunRecord, _: &str) -> StoreResult<Claim> {
+            down()
+        }
+        async fn finish(&self, _: &RunRecord) -> StoreResult<()> {
+            down()
+        }
+        async fn run_exists(&self, _: &str, _: DateTime<Utc>) -> StoreResult<bool> {
+            down()
+        }
+        async fn runs(&self, _: &str) -> StoreResult<Vec<RunRecord>> {
+            down()
+        }
+        async fn recent_runs(&self, _: &str, _: usize) -> StoreResult<Vec<RunRecord>> {
+            down()
+        }
+        async fn prune_runs(&self, _: &str, _: usize) -> StoreResult<usize> {
+            down()
+        }
+    }
+
+    fn job(expr: &str, overlap: Overlap) -> Job {
+        Job {
+            name: "j".into(),
+            schedule: Schedule::parse(expr, "UTC").unwrap(),
+            timeout: None,
+            action: Action::Shell {
+                script: "true".into(),
+            },
+            policy: Policy {
+                overlap,
+                ..Policy::default()
+            },
+        }
+    }
+
+    fn ticks(jobs: Vec<Job>) -> (Ticks, CancellationToken) {
+        let store: Arc<dyn Store> = Arc::new(Unreachable);
+        let election = ElectionConfig {
+            lease: Duration::from_secs(3),
+            renew: Duration::from_millis(500),
+            poll: Duration::from_millis(250),
+        };
+        let jobs = Arc::new(jobs);
+        let metrics = Arc::new(Metrics::new());
+        let session = Arc::new(Session::new("n1".into(), store.clone(), election, None));
+        let kill = CancellationToken::new();
+        let ticks = Ticks::new(
+            TickContext {
+                node: "n1".into(),
+                store: store.clone(),
+                election: Arc::new(Election::new(
+                    session,
+                    store.clone(),
+                    election,
+                    jobs.clone(),
+                    metrics.clone(),
+                )),
+                metrics: metrics.clone(),
+                history: Arc::new(History::new(store, 100, metrics)),
+                lease: election.lease,
+                tracker: TaskTracker::new(),
+                stopping: CancellationToken::new(),
+                kill: kill.clone(),
+            },
+            jobs,
+        );
+        (ticks, kill)
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    fn running(start: Start<'_>) -> (Slot<'_>, Vec<DateTime<Utc>>) {
+        match start {
+            Start::Run(slot, replacing) => (slot, replacing.into_iter().map(|r| r.0).collect()),
+            Start::Skip { running, newer } => panic!("skipped for {running} (newer: {newer})"),
+        }
+    }
+
+    #[test]
+    fn skip_keeps_one_run_at_a_time() {
+        let (t, _) = ticks(vec![job("* * * * * *", Overlap::Skip)]);
+        let (first, replacing) = running(t.start(0, at(0)));
+        assert!(replacing.is_empty());
+        match t.start(0, at(1)) {
+            Start::Skip { running, newer } => {
+                assert_eq!(running, at(0));
+                assert!(!newer);
+            }
+            Start::Run(..) => panic!("ran alongside"),
+        }
+        assert!(!first.cancel.is_cancelled());
+        // Once the run ends, the next tick runs.
+        drop(first);
+        let (_second, _) = running(t.start(0, at(2)));
+    }
+
+    #[test]
+    fn allow_runs_alongside_and_jobs_do_not_share_slots() {
+        let (t, _) = ticks(vec![
+            job("* * * * * *", Overlap::Allow),
+            job("* * * * * *", Overlap::Skip),
+        ]);
+        let (a, _) = running(t.start(0, at(0)));
+        let (b, replacing) = running(t.start(0, at(1)));
+        assert!(replacing.is_empty());
+        assert!(!a.cancel.is_cancelled() && !b.cancel.is_cancelled());
+        assert_eq!(t.active.lock().unwrap()[&0].len(), 2);
+        // The other job's skip policy does not see job 0's runs.
+        let (_c, _) = running(t.start(1, at(1)));
+    }
+
+    #[test]
+    fn replace_stops_the_older_run_and_never_a_newer_one() {
+        let (t, kill) = ticks(vec![job("* * * * * *", Overlap::Replace)]);
+        let (old, _) = running(t.start(0, at(0)));
+        let (new, replacing) = running(t.start(0, at(1)));
+        assert_eq!(replacing, [at(0)]);
+        assert!(old.cancel.is_cancelled());
+        assert!(old.replaced.load(Ordering::SeqCst));
+        assert!(!new.cancel.is_cancelled());
+        assert!(!new.replaced.load(Ordering::SeqCst));
+        // The replacing tick waits on the old run's `done`, cancelled when its slot goes.
+        let done = t.active.lock().unwrap()[&0][0].done.clone();
+        assert!(!done.is_cancelled());
+        drop(old);
+        assert!(done.is_cancelled());
+        assert_eq!(t.active.lock().unwrap()[&0].len(), 1);
+        // A caught-up fire time older than the running one is skipped, not run over it.
+        match t.start(0, at(-5)) {
+            Start::Skip { running, newer } => {
+                assert_eq!(running, at(1));
+                assert!(newer);
+            }
+            Start::Run(..) => panic!("an older tick replaced a newer run"),
+        }
+        assert!(!new.cancel.is_cancelled());
+        // The node's kill switch reaches every run's own token.
+        kill.cancel();
+        assert!(new.cancel.is_cancelled());
+        assert!(!new.replaced.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_fire_time_is_tried_once_and_the_memory_is_bounded() {
+        let (t, _) = ticks(vec![job("* * * * * *", Overlap::Skip)]);
+        assert!(t.try_mark(0, at(5)));
+        assert!(!t.try_mark(0, at(5)));
+        // Older fire times (catch-up) are still tried once each.
+        assert!(t.try_mark(0, at(3)));
+        assert!(!t.try_mark(0, at(3)));
+        for i in 0..1000 {
+            t.try_mark(0, at(100 + i));
+        }
+        assert_eq!(t.tried.lock().unwrap()[&0].len(), TRIED_KEEP);
+        assert!(!t.try_mark(0, at(1099)));
+    }
+
+    #[test]
+    fn catch_up_window() {
+        let now = at(100) + chrono::Duration::milliseconds(400);
+        let lease = Duration::from_secs(3);
+        let long_ago = at(0);
+        let p = Policy::default();
+        // Default: one lease back ...
+        assert_eq!(
+            catch_up_after(&p, now, lease, long_ago),
+            now - chrono::Duration::seconds(3)
+        );
+        // ... and never before this node started (a fire time at the start itself counts).
+        let started = at(99);
+        let after = catch_up_after(&p, now, lease, started);
+        assert!(after < at(99) && after > at(98));
+        // An explicit deadline is the only bound.
+        let explicit = Policy {
+            starting_deadline: Some(Duration::from_secs(30)),
+            ..Policy::default()
+        };
+        assert_eq!(
+            catch_up_after(&explicit, now, lease, started),
+            now - chrono::Duration::seconds(30)
+        );
+        let huge = Policy {
+            starting_deadline: Some(crate::config::MAX_DURATION),
+            ..Policy::default()
+        };
+        assert!(catch_up_after(&huge, now, lease, started) < at(-86_400 * 364));
+    }
+
+    #[test]
+    fn recent_fire_times_are_newest_first_and_bounded() {
+        let every_second = job("* * * * * *", Overlap::Skip);
+        let now = at(100) + chrono::Duration::milliseconds(400);
+        let (t, more) = recent_fire_times(&every_second, at(95), now, 100);
+        assert_eq!(t, [at(100), at(99), at(98), at(97), at(96)]);
+        assert!(!more);
+        let (t, more) = recent_fire_times(&every_second, at(95), now, 3);
+        assert_eq!(t, [at(100), at(99), at(98)]);
+        assert!(more);
+        let (t, more) = recent_fire_times(&every_second, at(95), now, 5);
+        assert_eq!(t.len(), 5);
+        assert!(!more);
+        // 1_800_000_000 is a multiple of ten.
+        let every_ten = job("*/10 * * * * *", Overlap::Skip);
+        let (t, _) = recent_fire_times(&every_ten, at(75), now, 100);
+        assert_eq!(t, [at(100), at(90), at(80)]);
+        let (t, more) = recent_fire_times(&every_ten, at(100), now, 100);
+        assert!(t.is_empty() && !more);
+    }
 }
