@@ -86,6 +86,19 @@ impl Schedule {
                 }
             }
         }
+        // An empty list item (", * * * * *", "1,,2") is refused here: croner takes a field of
+        // only commas as an empty set, and proving that it never fires then walks croner's
+        // whole search limit (tens of seconds).
+        if let Some((n, field)) = trimmed
+            .split_whitespace()
+            .enumerate()
+            .find(|(_, f)| f.split(',').any(str::is_empty))
+        {
+            return Err(bad(format!(
+                "field {} ({field:?}) has an empty item between commas",
+                n + 1
+            )));
+        }
         let cron = CronParser::builder()
             .seconds(Seconds::Optional)
             .year(Year::Disallowed)
@@ -417,6 +430,20 @@ mod tests {
             times
         );
         assert_eq!(s.between(first - Duration::seconds(1), last, 2), times[..2]);
+    }
+
+    #[test]
+    fn empty_list_items_are_refused_at_once() {
+        for expr in [
+            ", * * * * *",
+            ",,, * * * *",
+            "1,,2 * * * * *",
+            "0 1, * * * *",
+        ] {
+            // Refused by the up-front check, before croner's search could run.
+            let err = Schedule::parse(expr, "UTC").unwrap_err().to_string();
+            assert!(err.contains("empty item between commas"), "{expr}: {err}");
+        }
     }
 
     #[test]

@@ -72,6 +72,11 @@ fn refused(file: &Path) -> Vec<String> {
         .map(|(cmd, o)| {
             assert_eq!(o.code, Some(2), "`{cmd}` exit code; stderr:\n{}", o.stderr);
             assert!(
+                !o.stderr.contains("panicked"),
+                "`{cmd}` panicked; stderr:\n{}",
+                o.stderr
+            );
+            assert!(
                 o.stdout.trim().is_empty(),
                 "`{cmd}` printed on stdout:\n{}",
                 o.stdout
@@ -325,6 +330,72 @@ fn a_directory_as_config_exits_2() {
         assert!(
             err.to_lowercase().contains("directory"),
             "expected 'directory' in {err:?}"
+        );
+    }
+}
+
+#[test]
+fn a_path_through_a_file_exits_2() {
+    // A path component is a regular file: the OS says ENOTDIR ("Not a directory").
+    let dir = tempfile::tempdir().unwrap();
+    let file = common::write_config(dir.path(), job!());
+    let through = file.join("jobs.toml");
+    for err in refused(&through) {
+        assert!(
+            err.to_lowercase().contains("not a directory"),
+            "expected 'Not a directory' in {err:?}"
+        );
+    }
+}
+
+#[test]
+fn an_unreadable_file_exits_2() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = common::write_config(dir.path(), job!());
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // With CAP_DAC_OVERRIDE (root) a mode-000 file is still readable: nothing to test then.
+    if std::fs::read(&file).is_ok() {
+        eprintln!(
+            "SKIPPED an_unreadable_file_exits_2: this process can read a mode-000 file \
+             (running as root?), so the binary could too"
+        );
+        return;
+    }
+    for err in refused(&file) {
+        assert!(
+            err.to_lowercase().contains("permission denied"),
+            "expected 'Permission denied' in {err:?}"
+        );
+    }
+}
+
+#[test]
+fn a_file_over_the_size_limit_exits_2() {
+    let limit = cronlease::config::MAX_FILE_BYTES as usize;
+    let dir = tempfile::tempdir().unwrap();
+    // A valid config padded with a comment: valid but for its size.
+    let mut text = String::from(job!());
+    text.push('#');
+    text.push_str(&"x".repeat(limit - text.len() - 1));
+    text.push('\n');
+    assert_eq!(text.len(), limit);
+    // Exactly at the limit it is accepted...
+    let file = common::write_config(dir.path(), &text);
+    let o = cronlease(&["check", "--config", file.to_str().unwrap()]);
+    assert_eq!(
+        o.code,
+        Some(0),
+        "a file of exactly {limit} bytes; stderr:\n{}",
+        o.stderr
+    );
+    // ... one byte more and it is refused before it is parsed.
+    text.insert(text.len() - 1, 'x');
+    let file = common::write_config(dir.path(), &text);
+    for err in refused(&file) {
+        assert!(
+            err.contains("larger than 1 MiB"),
+            "expected 'larger than 1 MiB' in {err:?}"
         );
     }
 }
