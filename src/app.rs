@@ -288,6 +288,17 @@ async fn connect_store(
         .election
         .renew
         .clamp(Duration::from_secs(1), Duration::from_secs(10));
+    // Said once, before any retry: which directory the node shares, and why it was chosen.
+    if let store::Resolved::File { dir, default } = store::resolve(&config.store) {
+        let why = if default {
+            "no Datastore configured ([store] backend, DATASTORE_PROJECT_ID, \
+             GOOGLE_CLOUD_PROJECT, DATASTORE_EMULATOR_HOST)"
+        } else {
+            "[store] backend = \"file\""
+        };
+        info!(event = "store_selected", backend = "file", path = %dir.display(), default,
+            "using the file store at {} ({why}); only nodes on this host share it", dir.display());
+    }
     let mut backoff = Duration::from_millis(250);
     loop {
         match store::connect(&config.store, timeout).await {

@@ -5,6 +5,28 @@
 //! syntax to a lease shorter than its renew period, becomes [`ConfigError::At`] with the 1-based
 //! line and column of the offending key or value. When a file has several problems, the one
 //! that comes first in the file is reported.
+//!
+//! Scheduling policies are per job, with file-wide defaults in an optional `[defaults]` table:
+//! a job's own key wins, else the `[defaults]` key, else the built-in default. They live in
+//! one table rather than being repeated per job because they are usually a property of the
+//! cluster (how much a missed tick matters), not of one command.
+//!
+//! ```toml
+//! [defaults]                  # optional; these are the built-in defaults
+//! overlap = "skip"            # previous run still going on this node: skip | allow | replace
+//! retries = 0                 # extra attempts after `failed` or `timeout` (0..=100)
+//! retry_backoff = "1s"        # before the first retry; doubles per retry, capped at 5m
+//! catch_up = "latest"         # on lease acquisition: none | latest | all
+//! # starting_deadline = "1m"  # how old a missed fire time may be; default: the lease, and
+//! #                           # never from before this node started
+//! # timeout = "10m"           # applies to jobs that set none
+//!
+//! [[job]]
+//! name = "backup"
+//! schedule = "0 */5 * * * *"
+//! command = ["/usr/local/bin/backup"]
+//! retries = 2                 # overrides [defaults]
+//! ```
 use std::collections::HashMap;
 use std::io::Read;
 use std::ops::Range;
@@ -40,13 +62,45 @@ pub struct Config {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {
+    /// No `backend`, `path` or `project` given: Datastore if the environment names one, else
+    /// the file store in the local state directory. Decided at connect time
+    /// ([`crate::store::resolve`]), because it depends on the environment, not on the file.
+    Auto,
+    /// `backend = "datastore"`, or a `project` given.
     Datastore,
+    /// `backend = "file"`, or a `path` given.
+    File,
+    /// `backend = "redis"`, or a `url` given.
+    Redis,
+    /// `backend = "zookeeper"`, or `hosts` given.
+    ZooKeeper,
+}
+
+impl Backend {
+    /// The name used in jobs.toml.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Datastore => "datastore",
+            Backend::File => "file",
+            Backend::Redis => "redis",
+            Backend::ZooKeeper => "zookeeper",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub backend: Backend,
+    /// The file store's base directory (the namespace is a subdirectory of it); a relative
+    /// `path` is taken from the config file's directory, so that nodes started from different
+    /// working directories still share one store. `None`: the local state directory.
+    pub path: Option<PathBuf>,
     pub project: Option<String>,
+    /// The Redis server, `redis://host:port[/db]` (redis backend).
+    pub url: Option<String>,
+    /// The ZooKeeper ensemble, `host:port[,host:port...]` (zookeeper backend).
+    pub hosts: Option<String>,
     pub namespace: String,
     /// How many runs per job the store keeps (newest first); older ones are deleted in the
     /// background.
@@ -77,8 +131,105 @@ pub struct NodeConfig {
 pub struct Job {
     pub name: String,
     pub schedule: Schedule,
+    /// The job's own `timeout`, else `[defaults] timeout`, else none.
     pub timeout: Option<Duration>,
     pub action: Action,
+    pub policy: Policy,
+}
+
+/// How a job is scheduled beyond its cron expression; see [`crate::tick`] for how each is
+/// carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub overlap: Overlap,
+    /// Extra attempts after a `failed` or `timeout` attempt, under the same claim.
+    pub retries: u32,
+    /// The wait before the first retry; see [`Policy::backoff`].
+    pub retry_backoff: Duration,
+    pub catch_up: CatchUp,
+    /// How old a missed fire time may be and still be caught up. `None`: the election's lease,
+    /// and no fire time from before this node started (a cluster that was down entirely does
+    /// not replay its downtime); set explicitly, it is the only bound.
+    pub starting_deadline: Option<Duration>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            overlap: Overlap::default(),
+            retries: 0,
+            retry_backoff: DEFAULT_RETRY_BACKOFF,
+            catch_up: CatchUp::default(),
+            starting_deadline: None,
+        }
+    }
+}
+
+impl Policy {
+    /// The wait before retry `retry` (1 = the first retry, i.e. the second attempt):
+    /// `retry_backoff` doubled per further retry, at most [`RETRY_BACKOFF_CAP`] (or
+    /// `retry_backoff` itself, when that is longer).
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let doublings = retry.saturating_sub(1).min(31);
+        let cap = RETRY_BACKOFF_CAP.max(self.retry_backoff);
+        self.retry_backoff.saturating_mul(1 << doublings).min(cap)
+    }
+}
+
+/// What a tick does while the same job's previous run on this node is still going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overlap {
+    /// Claim the tick (so no other node runs it) but do not run it; record it as `skipped`.
+    #[default]
+    Skip,
+    /// Run it alongside.
+    Allow,
+    /// Stop the older run (its process group, as a timeout does), then run this one.
+    Replace,
+}
+
+impl Overlap {
+    pub const NAMES: [(&'static str, Overlap); 3] = [
+        ("skip", Overlap::Skip),
+        ("allow", Overlap::Allow),
+        ("replace", Overlap::Replace),
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Overlap::Skip => "skip",
+            Overlap::Allow => "allow",
+            Overlap::Replace => "replace",
+        }
+    }
+}
+
+/// Which fire times missed while nobody led a job are run when this node acquires its lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CatchUp {
+    None,
+    /// The newest fire time within the starting deadline, unless it already ran.
+    #[default]
+    Latest,
+    /// Every fire time within the starting deadline that has no run, oldest first, at most
+    /// [`crate::tick::MAX_CATCH_UP`].
+    All,
+}
+
+impl CatchUp {
+    pub const NAMES: [(&'static str, CatchUp); 3] = [
+        ("none", CatchUp::None),
+        ("latest", CatchUp::Latest),
+        ("all", CatchUp::All),
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CatchUp::None => "none",
+            CatchUp::Latest => "latest",
+            CatchUp::All => "all",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +266,13 @@ pub const DEFAULT_RENEW: Duration = Duration::from_secs(2);
 pub const DEFAULT_POLL: Duration = Duration::from_secs(1);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
+/// Largest `retries`: a job that fails a hundred times in a row needs a person, not a loop.
+pub const MAX_RETRIES: i64 = 100;
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest wait between two attempts that doubling reaches (unless `retry_backoff` itself
+/// is longer): long enough to ride out a restart of a dependency, short enough that the retry
+/// still belongs to its tick.
+pub const RETRY_BACKOFF_CAP: Duration = Duration::from_secs(5 * 60);
 
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
@@ -204,14 +362,30 @@ struct RawFile {
     store: Option<RawStore>,
     election: Option<RawElection>,
     node: Option<RawNode>,
+    defaults: Option<RawDefaults>,
     job: Option<Spanned<Vec<Spanned<RawJob>>>>,
+}
+
+/// `[defaults]`: the policy keys of a job, for every job that does not set its own.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    timeout: Option<Spanned<String>>,
+    overlap: Option<Spanned<String>>,
+    retries: Option<Spanned<i64>>,
+    retry_backoff: Option<Spanned<String>>,
+    catch_up: Option<Spanned<String>>,
+    starting_deadline: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStore {
     backend: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
     project: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    hosts: Option<Spanned<String>>,
     namespace: Option<Spanned<String>>,
     history: Option<Spanned<i64>>,
 }
@@ -242,6 +416,32 @@ struct RawJob {
     pause: Option<Spanned<String>>,
     command: Option<Spanned<Vec<Spanned<String>>>>,
     shell: Option<Spanned<String>>,
+    overlap: Option<Spanned<String>>,
+    retries: Option<Spanned<i64>>,
+    retry_backoff: Option<Spanned<String>>,
+    catch_up: Option<Spanned<String>>,
+    starting_deadline: Option<Spanned<String>>,
+}
+
+/// The policy keys as written in `[defaults]` or in one `[[job]]`.
+struct PolicyKeys<'r> {
+    timeout: &'r Option<Spanned<String>>,
+    overlap: &'r Option<Spanned<String>>,
+    retries: &'r Option<Spanned<i64>>,
+    retry_backoff: &'r Option<Spanned<String>>,
+    catch_up: &'r Option<Spanned<String>>,
+    starting_deadline: &'r Option<Spanned<String>>,
+}
+
+/// Validated policy keys; `None` where a key was not given (or was invalid, error recorded).
+#[derive(Debug, Clone, Default)]
+struct Settings {
+    timeout: Option<Duration>,
+    overlap: Option<Overlap>,
+    retries: Option<u32>,
+    retry_backoff: Option<Duration>,
+    catch_up: Option<CatchUp>,
+    starting_deadline: Option<Duration>,
 }
 
 struct Validator<'a> {
@@ -316,11 +516,108 @@ impl Validator<'_> {
         }
     }
 
+    /// One of a fixed set of words; the error lists them all.
+    fn choice<T: Copy>(
+        &mut self,
+        raw: &Option<Spanned<String>>,
+        what: &str,
+        names: &[(&str, T)],
+    ) -> Option<T> {
+        let raw = raw.as_ref()?;
+        let given = raw.get_ref();
+        if let Some((_, value)) = names.iter().find(|(name, _)| name == given) {
+            return Some(*value);
+        }
+        let quoted: Vec<String> = names.iter().map(|(name, _)| format!("{name:?}")).collect();
+        let allowed = match quoted.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        self.error(
+            raw.span().start,
+            format!("unknown {what} {given:?}: it must be one of {allowed}"),
+        );
+        None
+    }
+
+    /// The policy keys of `[defaults]` or of one job, each validated on its own.
+    fn settings(&mut self, keys: PolicyKeys<'_>) -> Settings {
+        let timeout = keys
+            .timeout
+            .as_ref()
+            .and_then(|t| match self.duration(t, "timeout") {
+                Some(d) if d.is_zero() => {
+                    self.error(
+                        t.span().start,
+                        "timeout must be longer than zero (leave it out for no limit)".into(),
+                    );
+                    None
+                }
+                d => d,
+            });
+        let overlap = self.choice(keys.overlap, "overlap", &Overlap::NAMES);
+        let retries = keys.retries.as_ref().and_then(|r| {
+            let n = *r.get_ref();
+            if (0..=MAX_RETRIES).contains(&n) {
+                Some(n as u32)
+            } else {
+                self.error(
+                    r.span().start,
+                    format!("retries must be between 0 and {MAX_RETRIES}, got {n}"),
+                );
+                None
+            }
+        });
+        let retry_backoff = keys
+            .retry_backoff
+            .as_ref()
+            .and_then(|b| self.duration(b, "retry_backoff"));
+        let catch_up = self.choice(keys.catch_up, "catch_up", &CatchUp::NAMES);
+        let starting_deadline = keys.starting_deadline.as_ref().and_then(|d| {
+            match self.duration(d, "starting_deadline") {
+                Some(v) if v.is_zero() => {
+                    self.error(
+                        d.span().start,
+                        "starting_deadline must be longer than zero (leave it out for the \
+                         election's lease; catch_up = \"none\" turns catch-up off)"
+                            .into(),
+                    );
+                    None
+                }
+                v => v,
+            }
+        });
+        Settings {
+            timeout,
+            overlap,
+            retries,
+            retry_backoff,
+            catch_up,
+            starting_deadline,
+        }
+    }
+
+    fn defaults(&mut self, raw: Option<RawDefaults>) -> Settings {
+        match raw {
+            None => Settings::default(),
+            Some(raw) => self.settings(PolicyKeys {
+                timeout: &raw.timeout,
+                overlap: &raw.overlap,
+                retries: &raw.retries,
+                retry_backoff: &raw.retry_backoff,
+                catch_up: &raw.catch_up,
+                starting_deadline: &raw.starting_deadline,
+            }),
+        }
+    }
+
     fn config(&mut self, file: &str, raw: RawFile) -> Option<Config> {
-        let store = self.store(raw.store);
+        let store = self.store(raw.store, file);
         let election = self.election(raw.election);
         let node = self.node(raw.node);
-        let jobs = self.jobs(raw.job);
+        let defaults = self.defaults(raw.defaults);
+        let jobs = self.jobs(raw.job, &defaults);
         Some(Config {
             source: PathBuf::from(file),
             store: store?,
@@ -330,30 +627,124 @@ impl Validator<'_> {
         })
     }
 
-    fn store(&mut self, raw: Option<RawStore>) -> Option<StoreConfig> {
+    /// `[store]`; `file` is the config file's path, which a relative `path` is taken from.
+    fn store(&mut self, raw: Option<RawStore>, file: &str) -> Option<StoreConfig> {
         let Some(raw) = raw else {
             return Some(StoreConfig {
-                backend: Backend::Datastore,
+                backend: Backend::Auto,
+                path: None,
                 project: None,
+                url: None,
+                hosts: None,
                 namespace: DEFAULT_NAMESPACE.into(),
                 history: DEFAULT_HISTORY,
             });
         };
         let mut ok = true;
+        // A `path` only makes sense for files and a `project` only for Datastore, so either
+        // one settles the backend as well as `backend` would.
         let backend = match &raw.backend {
-            None => Backend::Datastore,
+            None if raw.path.is_some() => Backend::File,
+            None if raw.project.is_some() => Backend::Datastore,
+            None if raw.url.is_some() => Backend::Redis,
+            None if raw.hosts.is_some() => Backend::ZooKeeper,
+            None => Backend::Auto,
             Some(b) if b.get_ref() == "datastore" => Backend::Datastore,
+            Some(b) if b.get_ref() == "file" => Backend::File,
+            Some(b) if b.get_ref() == "redis" => Backend::Redis,
+            Some(b) if b.get_ref() == "zookeeper" => Backend::ZooKeeper,
             Some(b) => {
                 self.error(
                     b.span().start,
                     format!(
-                        "unknown store backend {:?}: the only backend is \"datastore\"",
+                        "unknown store backend {:?}: the backends are \"datastore\", \
+                         \"file\", \"redis\" and \"zookeeper\" (leave it out for Datastore \
+                         when DATASTORE_PROJECT_ID, GOOGLE_CLOUD_PROJECT or \
+                         DATASTORE_EMULATOR_HOST is set, else a file store in the local state \
+                         directory)",
                         b.get_ref()
                     ),
                 );
                 ok = false;
-                Backend::Datastore
+                Backend::Auto
             }
+        };
+        if let Some(b) = &raw.backend {
+            if !crate::store::compiled_in(&backend) {
+                self.error(
+                    b.span().start,
+                    format!(
+                        "this build of cronlease has no {:?} store (cargo feature {:?} is off)",
+                        backend.name(),
+                        backend.name()
+                    ),
+                );
+                ok = false;
+            }
+        }
+        // Each backend-specific key belongs to one backend.
+        for (key, value, owner) in [
+            ("path", &raw.path, Backend::File),
+            ("project", &raw.project, Backend::Datastore),
+            ("url", &raw.url, Backend::Redis),
+            ("hosts", &raw.hosts, Backend::ZooKeeper),
+        ] {
+            if let Some(v) = value {
+                if backend != owner && backend != Backend::Auto {
+                    let at = self.key_offset(&v.span(), key);
+                    self.error(
+                        at,
+                        format!(
+                            "{key} is a setting of the {:?} backend, not of {:?}",
+                            owner.name(),
+                            backend.name()
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        for (key, value, owner, example) in [
+            ("url", &raw.url, Backend::Redis, "redis://127.0.0.1:6379"),
+            ("hosts", &raw.hosts, Backend::ZooKeeper, "127.0.0.1:2181"),
+        ] {
+            match (value, &raw.backend) {
+                (Some(v), _) if v.get_ref().trim().is_empty() => {
+                    self.error(v.span().start, format!("{key} must not be empty"));
+                    ok = false;
+                }
+                (None, Some(b)) if backend == owner => {
+                    self.error(
+                        b.span().start,
+                        format!(
+                            "the {:?} backend needs {key}, e.g. {key} = {example:?}",
+                            owner.name()
+                        ),
+                    );
+                    ok = false;
+                }
+                _ => {}
+            }
+        }
+        let path = match &raw.path {
+            None => None,
+            Some(p) if p.get_ref().trim().is_empty() || p.get_ref().contains('\0') => {
+                self.error(
+                    p.span().start,
+                    "path must be a directory name, not empty (leave it out for the local \
+                     state directory)"
+                        .into(),
+                );
+                ok = false;
+                None
+            }
+            // Relative to the config file, not to the working directory of each node.
+            Some(p) => Some(
+                Path::new(file)
+                    .parent()
+                    .unwrap_or(Path::new(""))
+                    .join(p.get_ref()),
+            ),
         };
         if let Some(p) = &raw.project {
             if p.get_ref().trim().is_empty() {
@@ -379,6 +770,9 @@ impl Validator<'_> {
                     Some("may only contain letters, digits, '_', '.' and '-'")
                 } else if s.starts_with("__") {
                     Some("must not start with \"__\" (reserved by Datastore)")
+                } else if s == "." || s == ".." {
+                    // The file store's directory is named after it.
+                    Some("must not be \".\" or \"..\"")
                 } else {
                     None
                 };
@@ -405,6 +799,9 @@ impl Validator<'_> {
         };
         ok.then(|| StoreConfig {
             backend,
+            url: raw.url.map(|u| u.into_inner()),
+            hosts: raw.hosts.map(|h| h.into_inner()),
+            path,
             project: raw.project.map(|p| p.into_inner()),
             namespace,
             history,
@@ -481,7 +878,11 @@ impl Validator<'_> {
         })
     }
 
-    fn jobs(&mut self, raw: Option<Spanned<Vec<Spanned<RawJob>>>>) -> Option<Vec<Job>> {
+    fn jobs(
+        &mut self,
+        raw: Option<Spanned<Vec<Spanned<RawJob>>>>,
+        defaults: &Settings,
+    ) -> Option<Vec<Job>> {
         let Some(raw) = raw else {
             self.error(
                 0,
@@ -517,7 +918,7 @@ impl Validator<'_> {
             } else {
                 seen.insert(name.clone(), name_at.start);
             }
-            match self.job(job) {
+            match self.job(job, defaults) {
                 Some(job) => jobs.push(job),
                 None => ok = false,
             }
@@ -525,7 +926,7 @@ impl Validator<'_> {
         ok.then_some(jobs)
     }
 
-    fn job(&mut self, raw: RawJob) -> Option<Job> {
+    fn job(&mut self, raw: RawJob, defaults: &Settings) -> Option<Job> {
         let errors_before = self.errors.len();
         let name = raw.name.get_ref().clone();
         let name_at = raw.name.span().start;
@@ -570,18 +971,29 @@ impl Validator<'_> {
             }
         };
 
-        let timeout = match &raw.timeout {
-            None => None,
-            Some(t) => match self.duration(t, "timeout") {
-                Some(d) if d.is_zero() => {
-                    self.error(
-                        t.span().start,
-                        "timeout must be longer than zero (leave it out for no limit)".into(),
-                    );
-                    None
-                }
-                d => d,
-            },
+        // The policy: the job's own keys, else [defaults], else the built-in defaults.
+        let own = self.settings(PolicyKeys {
+            timeout: &raw.timeout,
+            overlap: &raw.overlap,
+            retries: &raw.retries,
+            retry_backoff: &raw.retry_backoff,
+            catch_up: &raw.catch_up,
+            starting_deadline: &raw.starting_deadline,
+        });
+        let builtin = Policy::default();
+        let timeout = own.timeout.or(defaults.timeout);
+        let policy = Policy {
+            overlap: own.overlap.or(defaults.overlap).unwrap_or(builtin.overlap),
+            retries: own.retries.or(defaults.retries).unwrap_or(builtin.retries),
+            retry_backoff: own
+                .retry_backoff
+                .or(defaults.retry_backoff)
+                .unwrap_or(builtin.retry_backoff),
+            catch_up: own
+                .catch_up
+                .or(defaults.catch_up)
+                .unwrap_or(builtin.catch_up),
+            starting_deadline: own.starting_deadline.or(defaults.starting_deadline),
         };
 
         // Exactly one action.
@@ -680,6 +1092,7 @@ impl Validator<'_> {
             schedule: schedule?,
             timeout,
             action: action?,
+            policy,
         })
     }
 }
@@ -691,7 +1104,7 @@ mod tests {
     /// The shape of the repository's demo config.
     const DEMO: &str = r#"
 [store]                 # optional table
-backend = "datastore"   # only "datastore" for now (default)
+backend = "datastore"   # "datastore" | "file"; default: datastore if named, else file
 project = "my-proj"     # optional
 namespace = "cronlease" # default "cronlease"
 history = 100           # runs kept per job, default 100
@@ -838,6 +1251,194 @@ shell = "echo hi"
     }
 
     #[test]
+    fn policy_defaults_are_built_in() {
+        let c = parse("j.toml", JOB).unwrap();
+        let p = &c.jobs[0].policy;
+        assert_eq!(*p, Policy::default());
+        assert_eq!(p.overlap, Overlap::Skip);
+        assert_eq!(p.retries, 0);
+        assert_eq!(p.retry_backoff, DEFAULT_RETRY_BACKOFF);
+        assert_eq!(p.catch_up, CatchUp::Latest);
+        assert_eq!(p.starting_deadline, None);
+        assert_eq!(c.jobs[0].timeout, None);
+    }
+
+    #[test]
+    fn defaults_table_applies_unless_the_job_sets_its_own() {
+        let text = format!(
+            "[defaults]\noverlap = \"allow\"\nretries = 3\nretry_backoff = \"250ms\"\n\
+             catch_up = \"all\"\nstarting_deadline = \"1m\"\ntimeout = \"30s\"\n\n{JOB}\n\
+             [[job]]\nname = \"b\"\nschedule = \"* * * * *\"\nshell = \"x\"\n\
+             overlap = \"replace\"\nretries = 0\nretry_backoff = \"2s\"\ncatch_up = \"none\"\n\
+             starting_deadline = \"5s\"\ntimeout = \"1h\"\n"
+        );
+        let c = parse("j.toml", &text).unwrap();
+        let a = &c.jobs[0];
+        assert_eq!(
+            a.policy,
+            Policy {
+                overlap: Overlap::Allow,
+                retries: 3,
+                retry_backoff: Duration::from_millis(250),
+                catch_up: CatchUp::All,
+                starting_deadline: Some(Duration::from_secs(60)),
+            }
+        );
+        assert_eq!(a.timeout, Some(Duration::from_secs(30)));
+        let b = &c.jobs[1];
+        assert_eq!(
+            b.policy,
+            Policy {
+                overlap: Overlap::Replace,
+                retries: 0,
+                retry_backoff: Duration::from_secs(2),
+                catch_up: CatchUp::None,
+                starting_deadline: Some(Duration::from_secs(5)),
+            }
+        );
+        assert_eq!(b.timeout, Some(Duration::from_secs(3600)));
+
+        // Only some keys in [defaults]; the table may come after the jobs.
+        let c = parse("j.toml", &format!("{JOB}\n[defaults]\nretries = 2\n")).unwrap();
+        let p = &c.jobs[0].policy;
+        assert_eq!(p.retries, 2);
+        assert_eq!(p.overlap, Overlap::Skip);
+        assert_eq!(p.retry_backoff, DEFAULT_RETRY_BACKOFF);
+        // An empty [defaults] is fine.
+        let c = parse("j.toml", &format!("[defaults]\n{JOB}")).unwrap();
+        assert_eq!(c.jobs[0].policy, Policy::default());
+        // A job's own key without any [defaults].
+        let c = parse("j.toml", &format!("{JOB}overlap = \"allow\"\n")).unwrap();
+        assert_eq!(c.jobs[0].policy.overlap, Overlap::Allow);
+    }
+
+    #[test]
+    fn unknown_policy_values_point_at_the_value_and_list_the_allowed_ones() {
+        let (l, c, m) = err(&format!("[defaults]\noverlap = \"queue\"\n{JOB}"));
+        assert_eq!((l, c), (2, 11));
+        assert_eq!(
+            m,
+            "unknown overlap \"queue\": it must be one of \"skip\", \"allow\" or \"replace\""
+        );
+        let (l, c, m) = err(&format!("{JOB}overlap = \"Skip\"\n"));
+        assert_eq!((l, c), (5, 11));
+        assert!(m.contains("\"skip\", \"allow\" or \"replace\""), "{m}");
+        let (l, c, m) = err(&format!("{JOB}catch_up   = \"every\"\n"));
+        assert_eq!((l, c), (5, 14));
+        assert_eq!(
+            m,
+            "unknown catch_up \"every\": it must be one of \"none\", \"latest\" or \"all\""
+        );
+        assert_err(
+            &format!("[defaults]\n\ncatch_up = \"\"\n{JOB}"),
+            3,
+            "unknown catch_up \"\"",
+        );
+        assert_err(
+            &format!("[defaults]\noverlap = 1\n{JOB}"),
+            2,
+            "expected a string",
+        );
+        assert_err(
+            &format!("[defaults]\nrepeat = 2\n{JOB}"),
+            2,
+            "unknown field `repeat`",
+        );
+    }
+
+    #[test]
+    fn retries_are_bounded() {
+        let c = parse("j", &format!("{JOB}retries = 100\n")).unwrap();
+        assert_eq!(c.jobs[0].policy.retries, 100);
+        let (l, c, m) = err(&format!("{JOB}retries = 101\n"));
+        assert_eq!((l, c), (5, 11));
+        assert_eq!(m, "retries must be between 0 and 100, got 101");
+        assert_err(
+            &format!("[defaults]\nretries = -1\n{JOB}"),
+            2,
+            "retries must be between 0 and 100, got -1",
+        );
+        assert_err(&format!("{JOB}retries = \"3\"\n"), 5, "expected i64");
+    }
+
+    #[test]
+    fn policy_durations_are_checked() {
+        let (l, c, m) = err(&format!("{JOB}retry_backoff = \"soon\"\n"));
+        assert_eq!((l, c), (5, 17));
+        assert!(m.starts_with("retry_backoff: bad duration \"soon\""), "{m}");
+        assert_err(
+            &format!("[defaults]\nretry_backoff = \"400days\"\n{JOB}"),
+            2,
+            "too long",
+        );
+        // Retrying at once is allowed.
+        let c = parse("j", &format!("{JOB}retry_backoff = \"0s\"\n")).unwrap();
+        assert_eq!(c.jobs[0].policy.retry_backoff, Duration::ZERO);
+
+        let (l, c, m) = err(&format!("{JOB}starting_deadline = \"0s\"\n"));
+        assert_eq!((l, c), (5, 21));
+        assert!(
+            m.starts_with("starting_deadline must be longer than zero"),
+            "{m}"
+        );
+        assert_err(
+            &format!("[defaults]\nstarting_deadline = \"0ms\"\n{JOB}"),
+            2,
+            "starting_deadline must be longer than zero",
+        );
+        assert_err(
+            &format!("[defaults]\nstarting_deadline = \"an hour\"\n{JOB}"),
+            2,
+            "starting_deadline: bad duration",
+        );
+        assert_err(
+            &format!("[defaults]\ntimeout = \"0s\"\n{JOB}"),
+            2,
+            "timeout must be longer than zero",
+        );
+        assert_err(
+            &format!("[defaults]\ntimeout = \"x\"\n{JOB}"),
+            2,
+            "timeout: bad duration",
+        );
+    }
+
+    #[test]
+    fn a_bad_default_is_reported_once_at_the_defaults_table() {
+        // Two jobs rely on the bad default: the error names [defaults], not the jobs.
+        let text = format!("{JOB}\n[[job]]\nname = \"b\"\nschedule = \"* * * * *\"\nsay = \"x\"\n\n[defaults]\noverlap = \"never\"\n");
+        let (l, _, m) = err(&text);
+        assert_eq!(l, 12);
+        assert!(m.starts_with("unknown overlap \"never\""), "{m}");
+    }
+
+    #[test]
+    fn retry_backoff_doubles_up_to_the_cap() {
+        let p = Policy {
+            retry_backoff: Duration::from_secs(10),
+            ..Policy::default()
+        };
+        let waits: Vec<u64> = (1..=7).map(|r| p.backoff(r).as_secs()).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(p.backoff(100), RETRY_BACKOFF_CAP);
+        assert_eq!(p.backoff(u32::MAX), RETRY_BACKOFF_CAP);
+        // A base longer than the cap is kept, not cut.
+        let long = Policy {
+            retry_backoff: Duration::from_secs(600),
+            ..Policy::default()
+        };
+        assert_eq!(long.backoff(1), Duration::from_secs(600));
+        assert_eq!(long.backoff(5), Duration::from_secs(600));
+        let zero = Policy {
+            retry_backoff: Duration::ZERO,
+            ..Policy::default()
+        };
+        assert_eq!(zero.backoff(9), Duration::ZERO);
+        assert_eq!(Policy::default().backoff(1), Duration::from_secs(1));
+        assert_eq!(Policy::default().backoff(2), Duration::from_secs(2));
+    }
+
+    #[test]
     fn display_format() {
         let e = parse("jobs.toml", "[[job]]\nname = 5\n").unwrap_err();
         assert_eq!(
@@ -938,9 +1539,30 @@ shell = "echo hi"
     #[test]
     fn store_errors() {
         assert_err(
-            &format!("[store]\nbackend = \"file\"\n{JOB}"),
+            &format!("[store]\nbackend = \"sqlite\"\n{JOB}"),
             2,
-            "unknown store backend \"file\"",
+            "unknown store backend \"sqlite\": the backends are \"datastore\" and \"file\"",
+        );
+        assert_err(
+            &format!("[store]\nbackend = \"datastore\"\npath = \"/x\"\n{JOB}"),
+            3,
+            "path is a setting of the \"file\" backend",
+        );
+        assert_err(
+            &format!("[store]\nbackend = \"file\"\nproject = \"p\"\n{JOB}"),
+            3,
+            "project is a setting of the \"datastore\" backend",
+        );
+        assert_err(
+            &format!("[store]\npath = \"/x\"\nproject = \"p\"\n{JOB}"),
+            3,
+            "project is a setting of the \"datastore\" backend",
+        );
+        assert_err(&format!("[store]\npath = \" \"\n{JOB}"), 2, "path must be");
+        assert_err(
+            &format!("[store]\nnamespace = \"..\"\n{JOB}"),
+            2,
+            "namespace",
         );
         assert_err(
             &format!("[store]\nproject = \"\"\n{JOB}"),
@@ -953,6 +1575,32 @@ shell = "echo hi"
             "namespace",
         );
         assert_err(&format!("[store]\nnamespace = \"\"\n{JOB}"), 2, "namespace");
+    }
+
+    #[test]
+    fn store_backends() {
+        let store = |text: &str| {
+            parse("conf/jobs.toml", &format!("{text}{JOB}"))
+                .unwrap()
+                .store
+        };
+        let auto = store("");
+        assert_eq!((auto.backend, auto.path), (Backend::Auto, None));
+        assert_eq!(store("[store]\nhistory = 3\n").backend, Backend::Auto);
+        assert_eq!(
+            store("[store]\nproject = \"p\"\n").backend,
+            Backend::Datastore
+        );
+        let ds = store("[store]\nbackend = \"datastore\"\n");
+        assert_eq!((ds.backend, ds.path), (Backend::Datastore, None));
+        let f = store("[store]\nbackend = \"file\"\n");
+        assert_eq!((f.backend, f.path), (Backend::File, None));
+        // A path implies the file backend; a relative one is taken from the config's directory.
+        let rel = store("[store]\npath = \"state\"\n");
+        assert_eq!(rel.backend, Backend::File);
+        assert_eq!(rel.path, Some(PathBuf::from("conf/state")));
+        let abs = store("[store]\nbackend = \"file\"\npath = \"/var/lib/cl\"\n");
+        assert_eq!(abs.path, Some(PathBuf::from("/var/lib/cl")));
     }
 
     #[test]
@@ -1160,6 +1808,14 @@ shell = "echo hi"
             "\u{0}",
             "# comment\n",
             "job = 5\n",
+            "[defaults]\n",
+            "overlap = \"replace\"\n",
+            "overlap = \"x\"\n",
+            "retries = 3\n",
+            "retries = 1000\n",
+            "retry_backoff = \"10s\"\n",
+            "catch_up = \"all\"\n",
+            "starting_deadline = \"0s\"\n",
         ];
         let base = DEMO.as_bytes();
         for i in 0..600 {

@@ -31,7 +31,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Serialize, Serializer};
 
-use crate::config::{Backend, Config, StoreConfig};
+use crate::config::{Config, StoreConfig};
 use crate::store::{self, LeaseRecord, NodeRecord, RunRecord, Snapshot, Store, StoreError};
 
 /// How many of each job's newest runs `status` shows.
@@ -318,8 +318,15 @@ pub async fn gather(
 /// How the configured store will be reached, for errors before a connection exists.
 pub fn describe_config(config: &StoreConfig) -> String {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-    match config.backend {
-        Backend::Datastore => {
+    match store::resolve(config) {
+        store::Resolved::File { dir, .. } => format!("file store at {}", dir.display()),
+        store::Resolved::Redis { url } => {
+            format!("redis at {url} (namespace {})", config.namespace)
+        }
+        store::Resolved::ZooKeeper { hosts } => {
+            format!("zookeeper at {hosts} (namespace {})", config.namespace)
+        }
+        store::Resolved::Datastore => {
             let project = config
                 .project
                 .clone()
@@ -708,6 +715,7 @@ shell = "true"
                 "failed" => Some(3),
                 _ => None,
             },
+            attempts: 1,
         }
     }
 

@@ -1,16 +1,20 @@
 //! The core guarantees, end to end: real `cronlease` processes against a real Datastore
 //! emulator, each test on its own emulator and port. Lease 3 s, renew 500 ms, poll 250 ms.
+//! Exactly-once and kill -9 failover hold for every store: they also run against the file
+//! store (`*_on_the_file_store`), each test in its own directory.
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cronlease::store::datastore::DatastoreStore;
+use cronlease::store::file::FileStore;
 use cronlease::store::Store;
 use serde_json::Value;
 
-use common::{report, wait_until, write_config, Emulator, Node};
+use common::{report, wait_until, write_config, Backend, Node};
 
 const LEASE: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(250);
@@ -74,20 +78,29 @@ fn assert_no_fire_time_twice(runs: &[TickRun]) {
 }
 
 /// Every (job, fire time) in the store's Run records is unique and matches the logs.
-fn assert_store_agrees(emu: &Emulator, jobs: &[&str], runs: &[TickRun]) {
+fn assert_store_agrees(backend: &Backend, jobs: &[&str], runs: &[TickRun]) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(store_agrees(emu, jobs, runs));
+    rt.block_on(store_agrees(backend, jobs, runs));
 }
 
-async fn store_agrees(emu: &Emulator, jobs: &[&str], runs: &[TickRun]) {
-    let store = DatastoreStore::connect_emulator(
-        &emu.host(),
-        "cronlease-test",
-        "cronlease",
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
+/// The store the nodes of `backend` used, opened directly.
+async fn open_store(backend: &Backend) -> Box<dyn Store> {
+    let timeout = Duration::from_secs(10);
+    match backend {
+        Backend::Datastore(emu) => Box::new(
+            DatastoreStore::connect_emulator(&emu.host(), "cronlease-test", "cronlease", timeout)
+                .await
+                .unwrap(),
+        ),
+        Backend::File(_) => {
+            let dir = backend.file_store_dir().unwrap();
+            Box::new(FileStore::open(dir, timeout).await.unwrap())
+        }
+    }
+}
+
+async fn store_agrees(backend: &Backend, jobs: &[&str], runs: &[TickRun]) {
+    let store = open_store(backend).await;
     for job in jobs {
         let stored = store.runs(job).await.unwrap();
         let stored_set: BTreeSet<(DateTime<Utc>, String)> = stored
@@ -118,9 +131,14 @@ fn leader_of(runs: &[TickRun], job: &str) -> Option<String> {
         .map(|r| r.node.clone())
 }
 
-fn start_nodes(emu: &Emulator, cfg: &std::path::Path, n: usize) -> Vec<Node> {
+/// Writes the jobs file for `jobs` on `backend` into `dir`.
+fn write_cluster_config(backend: &Backend, dir: &std::path::Path, jobs: &[&str]) -> PathBuf {
+    write_config(dir, &format!("{}{}", backend.store_table(), config(jobs)))
+}
+
+fn start_nodes(backend: &Backend, cfg: &std::path::Path, n: usize) -> Vec<Node> {
     (0..n)
-        .map(|i| Node::spawn(emu, cfg, &format!("node-{i}")))
+        .map(|i| Node::spawn_on(backend, cfg, &format!("node-{i}")))
         .collect()
 }
 
@@ -146,14 +164,13 @@ fn wait_for_leader(nodes: &[Node], job: &str, timeout: Duration) -> usize {
     nodes.iter().position(|n| n.id == leader).unwrap()
 }
 
-/// An emulator and three nodes sharing one every-second job; returns the leader's index.
-fn solo_cluster() -> (Emulator, tempfile::TempDir, Vec<Node>, usize) {
-    let emu = Emulator::start();
+/// Three nodes on `backend` sharing one every-second job; returns the leader's index.
+fn solo_cluster(backend: Backend) -> (Backend, tempfile::TempDir, Vec<Node>, usize) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &config(&["solo"]));
-    let nodes = start_nodes(&emu, &cfg, 3);
+    let cfg = write_cluster_config(&backend, dir.path(), &["solo"]);
+    let nodes = start_nodes(&backend, &cfg, 3);
     let leader = wait_for_leader(&nodes, "solo", Duration::from_secs(20));
-    (emu, dir, nodes, leader)
+    (backend, dir, nodes, leader)
 }
 
 /// The first tick run by a node other than `id` after `after`, waiting up to `timeout`.
@@ -175,10 +192,18 @@ fn first_tick_elsewhere(
 
 #[test]
 fn three_nodes_run_every_fire_time_exactly_once() {
-    let emu = Emulator::start();
+    exactly_once(Backend::datastore(), "three_nodes_exactly_once");
+}
+
+#[test]
+fn three_nodes_run_every_fire_time_exactly_once_on_the_file_store() {
+    exactly_once(Backend::file(), "three_nodes_exactly_once_file_store");
+}
+
+fn exactly_once(backend: Backend, drill: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &config(&["alpha", "beta"]));
-    let nodes = start_nodes(&emu, &cfg, 3);
+    let cfg = write_cluster_config(&backend, dir.path(), &["alpha", "beta"]);
+    let nodes = start_nodes(&backend, &cfg, 3);
 
     // Settle: both jobs tick, led by different nodes.
     assert!(
@@ -213,7 +238,7 @@ fn three_nodes_run_every_fire_time_exactly_once() {
 
     let runs = tick_runs(&refs(&nodes));
     assert_no_fire_time_twice(&runs);
-    assert_store_agrees(&emu, &["alpha", "beta"], &runs);
+    assert_store_agrees(&backend, &["alpha", "beta"], &runs);
 
     // Every second of the window ran exactly once per job.
     for job in ["alpha", "beta"] {
@@ -248,7 +273,7 @@ fn three_nodes_run_every_fire_time_exactly_once() {
         .sum();
     assert!(outputs >= 24, "job output lines: {outputs}");
     report(
-        "three_nodes_exactly_once",
+        drill,
         serde_json::json!({
             "ticks_checked": runs.len(),
             "window_fire_times": 2 * 13,
@@ -260,7 +285,16 @@ fn three_nodes_run_every_fire_time_exactly_once() {
 
 #[test]
 fn kill_9_of_a_leader_fails_over_within_lease_poll_and_a_tick() {
-    let (emu, _dir, mut nodes, leader) = solo_cluster();
+    kill_9_failover(Backend::datastore(), "kill_9_failover");
+}
+
+#[test]
+fn kill_9_of_a_leader_fails_over_within_lease_poll_and_a_tick_on_the_file_store() {
+    kill_9_failover(Backend::file(), "kill_9_failover_file_store");
+}
+
+fn kill_9_failover(backend: Backend, drill: &str) {
+    let (backend, _dir, mut nodes, leader) = solo_cluster(backend);
     // Let it lead for a couple of ticks, then kill it hard.
     let id = nodes[leader].id.clone();
     assert!(wait_until(Duration::from_secs(10), || {
@@ -292,9 +326,9 @@ fn kill_9_of_a_leader_fails_over_within_lease_poll_and_a_tick() {
         >= before + 3));
     let runs = tick_runs(&refs(&nodes));
     assert_no_fire_time_twice(&runs);
-    assert_store_agrees(&emu, &["solo"], &runs);
+    assert_store_agrees(&backend, &["solo"], &runs);
     report(
-        "kill_9_failover",
+        drill,
         serde_json::json!({
             "failover_gap_ms": gap.as_millis() as u64,
             "bound_ms": bound.as_millis() as u64,
@@ -306,7 +340,7 @@ fn kill_9_of_a_leader_fails_over_within_lease_poll_and_a_tick() {
 
 #[test]
 fn sigterm_of_a_leader_releases_and_hands_over_within_a_poll_and_a_tick() {
-    let (_emu, _dir, mut nodes, leader) = solo_cluster();
+    let (_backend, _dir, mut nodes, leader) = solo_cluster(Backend::datastore());
     let id = nodes[leader].id.clone();
     nodes[leader].signal(libc::SIGTERM);
     let status = nodes[leader]
@@ -347,7 +381,7 @@ fn sigterm_of_a_leader_releases_and_hands_over_within_a_poll_and_a_tick() {
 
 #[test]
 fn a_leader_paused_past_its_lease_is_fenced_when_it_wakes() {
-    let (emu, _dir, nodes, leader) = solo_cluster();
+    let (backend, _dir, nodes, leader) = solo_cluster(Backend::datastore());
     let id = nodes[leader].id.clone();
     let old_term = tick_runs(&refs(&nodes))
         .iter()
@@ -390,7 +424,7 @@ fn a_leader_paused_past_its_lease_is_fenced_when_it_wakes() {
     }
     let runs = tick_runs(&refs(&nodes));
     assert_no_fire_time_twice(&runs);
-    assert_store_agrees(&emu, &["solo"], &runs);
+    assert_store_agrees(&backend, &["solo"], &runs);
     report(
         "paused_leader_fenced",
         serde_json::json!({

@@ -1,5 +1,7 @@
 //! The store contract: what the election and the tick logic rely on, checked against every
-//! backend. Each backend gets one test per clause, on a fresh, real server.
+//! backend. Each backend gets one test per clause (`contract!` below), on a fresh store: its
+//! own emulator for Datastore, its own temp directory for the file store. Tests only the file
+//! store needs (other processes, crashed writers, the lock) follow at the end.
 mod common;
 
 use std::sync::Arc;
@@ -7,12 +9,22 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use cronlease::store::datastore::DatastoreStore;
-use cronlease::store::{Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Store};
+use cronlease::store::file::FileStore;
+use cronlease::store::{Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError};
 
 use common::Emulator;
 
+/// A fresh file store in its own temp directory (deleted with the returned guard).
+async fn file_store() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = FileStore::open(dir.path(), Duration::from_secs(10))
+        .await
+        .expect("open the file store");
+    (Arc::new(store), dir)
+}
+
 /// A fresh Datastore store on its own emulator (kept alive by the returned guard).
-async fn datastore() -> (Arc<dyn Store>, Emulator) {
+async fn datastore_store() -> (Arc<dyn Store>, Emulator) {
     let emu = Emulator::start();
     let store = DatastoreStore::connect_emulator(
         &emu.host(),
@@ -56,6 +68,7 @@ fn run(job: &str, fire: DateTime<Utc>, node: &str, term: i64) -> RunRecord {
         finished_at: None,
         outcome: "running".to_string(),
         exit_code: None,
+        attempts: 1,
     }
 }
 
@@ -321,16 +334,36 @@ async fn runs_record_outcomes(store: Arc<dyn Store>) {
     let t = take(&*store, "job", "a", "sa").await;
     let mut r = run("job", fire(5), "a", t);
     assert_eq!(store.claim(&r, "sa").await.unwrap(), Claim::Won);
+    let claimed = store.runs("job").await.unwrap();
+    assert_eq!(claimed[0].outcome, "running");
+    assert_eq!(claimed[0].attempts, 1);
     r.finished_at = Some(Utc::now());
     r.outcome = "failed".into();
     r.exit_code = Some(3);
+    r.attempts = 3;
     store.finish(&r).await.unwrap();
     let runs = store.runs("job").await.unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].outcome, "failed");
     assert_eq!(runs[0].exit_code, Some(3));
+    assert_eq!(runs[0].attempts, 3);
     assert_eq!(runs[0].term, t);
     assert_eq!(runs[0].fire_time, fire(5));
+    // A skipped tick made no attempt; recent_runs reads the field too.
+    let mut skipped = run("job", fire(6), "a", t);
+    assert_eq!(store.claim(&skipped, "sa").await.unwrap(), Claim::Won);
+    skipped.outcome = "skipped".into();
+    skipped.finished_at = Some(skipped.started_at);
+    skipped.attempts = 0;
+    store.finish(&skipped).await.unwrap();
+    let recent = store.recent_runs("job", 2).await.unwrap();
+    assert_eq!(
+        recent
+            .iter()
+            .map(|r| (r.outcome.as_str(), r.attempts))
+            .collect::<Vec<_>>(),
+        [("skipped", 0), ("failed", 3)]
+    );
 }
 
 async fn history_keeps_the_newest_runs(store: Arc<dyn Store>) {
@@ -391,16 +424,33 @@ async fn dead_nodes_are_removed_only_if_unchanged(store: Arc<dyn Store>) {
     assert!(!store.delete_node_if("gone", "s1", 4).await.unwrap());
 }
 
-// ---- Datastore (emulator) ----
+// ---- every clause, for every backend ----
 
-macro_rules! datastore_contract {
-    ($($name:ident),* $(,)?) => {
-        mod datastore {
-            use super::*;
+/// `contract!(module, constructor)`: one test per clause in `mod module`, each on a fresh store
+/// from `constructor` (an async fn returning the store and a guard that keeps it alive).
+macro_rules! contract {
+    ($backend:ident, $make:ident) => {
+        contract!(
+            @clauses $backend, $make,
+            concurrent_acquirers_exactly_one_wins,
+            term_grows_on_every_change_of_holder,
+            acquire_fails_when_anything_observed_changed,
+            a_fire_time_is_claimed_once_across_contenders,
+            a_stale_holder_cannot_claim,
+            claim_racing_a_takeover_never_both,
+            release_frees_only_own_leases,
+            snapshot_reads_many_leases_and_all_nodes_in_batches,
+            runs_record_outcomes,
+            history_keeps_the_newest_runs,
+            dead_nodes_are_removed_only_if_unchanged,
+        );
+    };
+    (@clauses $backend:ident, $make:ident, $($name:ident),* $(,)?) => {
+        mod $backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let (store, _emu) = datastore().await;
+                    let (store, _guard) = super::$make().await;
                     super::$name(store).await;
                 }
             )*
@@ -408,16 +458,306 @@ macro_rules! datastore_contract {
     };
 }
 
-datastore_contract!(
-    concurrent_acquirers_exactly_one_wins,
-    term_grows_on_every_change_of_holder,
-    acquire_fails_when_anything_observed_changed,
-    a_fire_time_is_claimed_once_across_contenders,
-    a_stale_holder_cannot_claim,
-    claim_racing_a_takeover_never_both,
-    release_frees_only_own_leases,
-    snapshot_reads_many_leases_and_all_nodes_in_batches,
-    runs_record_outcomes,
-    history_keeps_the_newest_runs,
-    dead_nodes_are_removed_only_if_unchanged,
-);
+contract!(datastore, datastore_store);
+contract!(file, file_store);
+
+// ---- the file store only ----
+
+mod file_only {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    async fn open(dir: &Path) -> FileStore {
+        FileStore::open(dir, Duration::from_secs(10))
+            .await
+            .expect("open the file store")
+    }
+
+    /// Eight tasks, each with its OWN store on one directory (so nothing in-process orders
+    /// them: only the OS lock does), race round after round for a free lease and for a fire
+    /// time: exactly one winner each time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn separate_instances_contend_through_the_os_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let setup = open(dir.path()).await;
+        setup.put_node(&node("a", "sa", 1)).await.unwrap();
+        let t = take(&setup, "c", "a", "sa").await;
+        const TASKS: usize = 8;
+        const ROUNDS: i64 = 15;
+        let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
+        let mut handles = Vec::new();
+        for i in 0..TASKS {
+            let (barrier, path) = (barrier.clone(), dir.path().to_path_buf());
+            handles.push(tokio::spawn(async move {
+                let store = open(&path).await;
+                let who = format!("n{i}");
+                let mut results = Vec::new();
+                for r in 0..ROUNDS {
+                    barrier.wait().await;
+                    let won = store
+                        .acquire(&format!("p{r}"), &FREE, &lease(&who, "s", 1))
+                        .await
+                        .unwrap();
+                    barrier.wait().await;
+                    let claim = store.claim(&run("c", fire(r), "a", t), "sa").await.unwrap();
+                    results.push((r, won, claim));
+                }
+                results
+            }));
+        }
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(h.await.unwrap());
+        }
+        assert_one_winner_per_round(&all, ROUNDS);
+        assert_eq!(setup.runs("c").await.unwrap().len(), ROUNDS as usize);
+    }
+
+    /// Checks the (round, acquire won, claim) results of every contender.
+    fn assert_one_winner_per_round(all: &[(i64, bool, Claim)], rounds: i64) {
+        for r in 0..rounds {
+            let this: Vec<_> = all.iter().filter(|(round, ..)| *round == r).collect();
+            let acquired = this.iter().filter(|(_, won, _)| *won).count();
+            assert_eq!(acquired, 1, "round {r}: {acquired} acquirers won: {this:?}");
+            let claimed = this.iter().filter(|(.., c)| *c == Claim::Won).count();
+            assert_eq!(claimed, 1, "round {r}: {claimed} claims won: {this:?}");
+            assert!(
+                this.iter()
+                    .all(|(.., c)| matches!(c, Claim::Won | Claim::AlreadyRun)),
+                "round {r}: {this:?}"
+            );
+        }
+    }
+
+    /// Set in the child processes of `processes_contend_through_the_os_lock`.
+    const CHILD_DIR: &str = "CRONLEASE_CONTRACT_CHILD_DIR";
+    const CHILD_ROUNDS: i64 = 30;
+
+    /// Four real processes (this test binary, running [`child_process`]) race for free leases
+    /// and for fire times in one directory: exactly one winner each time.
+    #[test]
+    fn processes_contend_through_the_os_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let setup = open(dir.path()).await;
+            setup.put_node(&node("a", "sa", 1)).await.unwrap();
+            assert_eq!(take(&setup, "c", "a", "sa").await, 1);
+        });
+        let exe = std::env::current_exe().unwrap();
+        let mut children: Vec<_> = (0..4)
+            .map(|_| {
+                Command::new(&exe)
+                    .args(["--exact", "file_only::child_process", "--nocapture"])
+                    .args(["--test-threads", "1"])
+                    .env(CHILD_DIR, dir.path())
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("start a child test process")
+            })
+            .collect();
+        // The start line: every child waits for end of file on its stdin.
+        for child in &mut children {
+            drop(child.stdin.take());
+        }
+        let mut all = Vec::new();
+        for (i, child) in children.into_iter().enumerate() {
+            let out = child.wait_with_output().unwrap();
+            let (stdout, stderr) = (
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+            );
+            assert!(
+                out.status.success(),
+                "child {i}: {:?}\n{stdout}\n{stderr}",
+                out.status
+            );
+            let lines: Vec<_> = stderr.lines().filter_map(parse_child_line).collect();
+            assert_eq!(lines.len(), CHILD_ROUNDS as usize, "child {i}:\n{stderr}");
+            all.extend(lines);
+        }
+        assert_one_winner_per_round(&all, CHILD_ROUNDS);
+        let runs = rt.block_on(async { open(dir.path()).await.runs("c").await.unwrap() });
+        assert_eq!(runs.len(), CHILD_ROUNDS as usize);
+    }
+
+    /// "CHILD {round} {won} {claim:?}" → (round, won, claim).
+    fn parse_child_line(line: &str) -> Option<(i64, bool, Claim)> {
+        let mut words = line.strip_prefix("CHILD ")?.split(' ');
+        let round = words.next()?.parse().ok()?;
+        let won = words.next()?.parse().ok()?;
+        let claim = match words.next()? {
+            "Won" => Claim::Won,
+            "AlreadyRun" => Claim::AlreadyRun,
+            "Fenced" => Claim::Fenced,
+            _ => return None,
+        };
+        Some((round, won, claim))
+    }
+
+    /// The body of one child process of `processes_contend_through_the_os_lock`; without its
+    /// environment (a normal test run) it does nothing.
+    #[test]
+    fn child_process() {
+        let Some(dir) = std::env::var_os(CHILD_DIR) else {
+            return;
+        };
+        // Wait for the start line (the parent closes our stdin once all children exist).
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        let me = format!("pid{}", std::process::id());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let store = open(Path::new(&dir)).await;
+            for r in 0..CHILD_ROUNDS {
+                let won = store
+                    .acquire(&format!("p{r}"), &FREE, &lease(&me, &me, 1))
+                    .await
+                    .unwrap();
+                let claim = store.claim(&run("c", fire(r), "a", 1), "sa").await.unwrap();
+                // On stderr: libtest writes its own progress to stdout, without line ends.
+                eprintln!("CHILD {r} {won} {claim:?}");
+            }
+        });
+    }
+
+    /// The store still reads exactly what `a_crashed_writers_leftovers_do_not_corrupt_reads`
+    /// wrote before the leftovers appeared.
+    async fn reads_unchanged(store: &FileStore, before: &cronlease::store::Snapshot) {
+        let snap = store.snapshot(&["job".to_string()]).await.unwrap();
+        assert_eq!(snap.leases, before.leases);
+        assert_eq!(snap.nodes, before.nodes);
+        let runs = store.runs("job").await.unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].fire_time, fire(1));
+        assert_eq!(store.recent_runs("job", 5).await.unwrap().len(), 1);
+        assert!(!store.run_exists("job", fire(2)).await.unwrap());
+    }
+
+    /// What a writer killed mid-write leaves behind (an empty temp file, one cut off halfway
+    /// through a record, one complete but never renamed) and stray files in the record
+    /// directories change no read; reopening the store removes the temp files.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crashed_writers_leftovers_do_not_corrupt_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        store.put_node(&node("a", "sa", 1)).await.unwrap();
+        let t = take(&store, "job", "a", "sa").await;
+        let claim = store.claim(&run("job", fire(1), "a", t), "sa").await;
+        assert_eq!(claim.unwrap(), Claim::Won);
+        let before = store.snapshot(&["job".to_string()]).await.unwrap();
+
+        let tmp = dir.path().join("tmp");
+        let leases = std::fs::read(dir.path().join("leases.json")).unwrap();
+        let write = |path: std::path::PathBuf, bytes: &[u8]| std::fs::write(path, bytes).unwrap();
+        write(tmp.join("dead1.leases.json"), b"");
+        write(tmp.join("dead2.leases.json"), &leases[..leases.len() / 2]);
+        write(
+            tmp.join("dead3.a.json"),
+            br#"{"id":"a","session":"x","heartbeat":9"#,
+        );
+        write(
+            tmp.join("dead4.leases.json"),
+            br#"{"version":1,"leases":{}}"#,
+        );
+        write(dir.path().join("nodes/.a.json.swp"), &leases);
+        write(dir.path().join("nodes/notes.txt"), b"x");
+        write(dir.path().join("runs/job/2.json.tmp"), b"{");
+
+        reads_unchanged(&store, &before).await;
+        // A restarted node reopens the store: dead writers' temp files go, records stay.
+        drop(store);
+        let store = open(dir.path()).await;
+        reads_unchanged(&store, &before).await;
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+        let claim = store.claim(&run("job", fire(2), "a", t), "sa").await;
+        assert_eq!(claim.unwrap(), Claim::Won);
+        let claim = store.claim(&run("job", fire(1), "a", t), "sa").await;
+        assert_eq!(claim.unwrap(), Claim::AlreadyRun);
+    }
+
+    /// `r` failed as [`StoreError::Other`] with a message naming `what`.
+    fn refused<T>(r: Result<T, StoreError>, what: &str) {
+        match r {
+            Err(StoreError::Other(m)) => assert!(m.contains(what), "{m}"),
+            Err(e) => panic!("not Other: {e}"),
+            Ok(_) => panic!("a damaged {what} was read"),
+        }
+    }
+
+    /// A record damaged from outside (the store's own writes cannot tear one) is an error that
+    /// names the file; never a panic, and never read as "no lease" (that would reset terms).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_damaged_record_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        store.put_node(&node("a", "sa", 1)).await.unwrap();
+        take(&store, "job", "a", "sa").await;
+        store.finish(&run("job", fire(1), "a", 1)).await.unwrap();
+        let write =
+            |path: &str, bytes: &[u8]| std::fs::write(dir.path().join(path), bytes).unwrap();
+
+        write("leases.json", br#"{"version":1,"lea"#);
+        refused(store.snapshot(&["job".into()]).await, "leases.json");
+        let lease_b = lease("b", "sb", 1);
+        refused(store.acquire("job", &FREE, &lease_b).await, "leases.json");
+        write("leases.json", br#"{"version":7,"leases":{}}"#);
+        refused(store.snapshot(&[]).await, "format version 7");
+
+        write("runs/job/1800000001.json", b"[]");
+        refused(store.runs("job").await, "1800000001.json");
+        write("nodes/b.json", b"");
+        std::fs::remove_file(dir.path().join("leases.json")).unwrap();
+        refused(store.snapshot(&[]).await, "b.json");
+    }
+
+    /// A directory that cannot be created is a configuration error that names it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unusable_directory_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"").unwrap();
+        let at = file.join("store");
+        match FileStore::open(&at, Duration::from_secs(1)).await {
+            Err(StoreError::Other(m)) => {
+                assert!(m.contains("cannot create the file store directory"), "{m}");
+                assert!(m.contains(&at.display().to_string()), "{m}");
+            }
+            Err(e) => panic!("not Other: {e}"),
+            Ok(_) => panic!("opened a store under a regular file"),
+        }
+    }
+
+    /// While another process holds the lock, changes wait at most the store timeout and then
+    /// fail as unavailable; reads do not wait at all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_held_lock_bounds_changes_not_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let timeout = Duration::from_millis(300);
+        let store = FileStore::open(dir.path(), timeout).await.unwrap();
+        store.put_node(&node("a", "sa", 1)).await.unwrap();
+        // The lock as another process would hold it: its own open file description.
+        let held = std::fs::File::open(dir.path().join("lock")).unwrap();
+        // SAFETY: plain syscall on a descriptor `held` owns.
+        assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let start = std::time::Instant::now();
+        match store.put_node(&node("a", "sa", 2)).await {
+            Err(StoreError::Unavailable(m)) => assert!(m.contains("busy"), "{m}"),
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+        let waited = start.elapsed();
+        assert!(
+            waited >= timeout && waited < timeout * 4,
+            "waited {waited:?}"
+        );
+        assert_eq!(store.snapshot(&[]).await.unwrap().nodes["a"].heartbeat, 1);
+        drop(held);
+        store.put_node(&node("a", "sa", 2)).await.unwrap();
+        assert_eq!(store.snapshot(&[]).await.unwrap().nodes["a"].heartbeat, 2);
+    }
+}

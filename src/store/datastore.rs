@@ -35,6 +35,8 @@ const KIND_RUN: &str = "Run";
 const LOOKUP_BATCH: usize = 1000;
 /// Datastore's limit on mutations per commit.
 const COMMIT_BATCH: usize = 500;
+/// How many of the jobs a node leads its record lists (the rest are in the leases).
+const NODE_JOBS_LISTED: usize = 100;
 /// How often a transaction is retried after ABORTED before the caller is told it lost.
 const ABORT_RETRIES: usize = 3;
 /// Project used with the emulator when none is configured.
@@ -413,7 +415,14 @@ impl DatastoreStore {
             "jobs".into(),
             ds::Value {
                 value_type: Some(ValueType::ArrayValue(ds::ArrayValue {
-                    values: node.jobs.iter().map(|j| string(j, true)).collect(),
+                    // Informational and unindexed: a heartbeat must not cost an index write
+                    // per job, nor grow without bound with 10,000 jobs.
+                    values: node
+                        .jobs
+                        .iter()
+                        .take(NODE_JOBS_LISTED)
+                        .map(|j| string(j, false))
+                        .collect(),
                 })),
                 ..Default::default()
             },
@@ -439,6 +448,7 @@ impl DatastoreStore {
         if let Some(code) = run.exit_code {
             props.insert("exit_code".into(), integer(code as i64, true));
         }
+        props.insert("attempts".into(), integer(run.attempts as i64, false));
         ds::Entity {
             key: Some(self.key(KIND_RUN, &RunRecord::key(&run.job, run.fire_time))),
             properties: props,
@@ -865,5 +875,41 @@ fn parse_run(e: &ds::Entity) -> Option<RunRecord> {
         finished_at: get_time(e, "finished_at"),
         outcome: get_str(e, "outcome"),
         exit_code: get_int(e, "exit_code").map(|c| c as i32),
+        // Absent in records written before retries existed: those made one attempt.
+        attempts: get_int(e, "attempts")
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(1),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_entity_without_attempts() -> ds::Entity {
+        let mut props = HashMap::new();
+        props.insert("job".into(), string("j", true));
+        props.insert(
+            "fire_time".into(),
+            timestamp(DateTime::from_timestamp(1_800_000_000, 0).unwrap(), true),
+        );
+        props.insert("outcome".into(), string("ok", false));
+        ds::Entity {
+            key: None,
+            properties: props,
+        }
+    }
+
+    #[test]
+    fn attempts_default_to_one_when_absent() {
+        let mut e = run_entity_without_attempts();
+        assert_eq!(parse_run(&e).unwrap().attempts, 1);
+        e.properties.insert("attempts".into(), integer(3, false));
+        assert_eq!(parse_run(&e).unwrap().attempts, 3);
+        e.properties.insert("attempts".into(), integer(0, false));
+        assert_eq!(parse_run(&e).unwrap().attempts, 0);
+        // Nonsense reads as the default rather than wrapping.
+        e.properties.insert("attempts".into(), integer(-4, false));
+        assert_eq!(parse_run(&e).unwrap().attempts, 1);
+    }
 }

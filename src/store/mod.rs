@@ -14,10 +14,21 @@
 //!   grows by one on every acquisition and never goes back.
 //! - [`RunRecord`]: one per executed tick, keyed `{job}@{unix fire time}`. Inserting it is the
 //!   claim; a second insert for the same fire time fails.
+//!
+//! Backends: [`datastore`] (Google Cloud Datastore, or its emulator: nodes on many hosts) and
+//! [`file`] (a directory shared by the processes of one host). Which one a config means is
+//! decided by [`resolve`], from the config and the environment.
 pub mod datastore;
+pub mod file;
 pub mod metered;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(feature = "zookeeper")]
+pub mod zookeeper;
 
 use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,9 +106,13 @@ pub struct RunRecord {
     pub term: i64,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// `running` until finished, then `ok`, `failed`, `timeout` or `killed`.
+    /// `running` until finished, then `ok`, `failed`, `timeout`, `killed`, `replaced` (stopped
+    /// for a newer run) or `skipped` (claimed while a run was still going, not run).
     pub outcome: String,
     pub exit_code: Option<i32>,
+    /// Attempts made under this claim (retries included); the outcome is the last one's. 0 for
+    /// `skipped`; records written before the field existed read as 1.
+    pub attempts: u32,
 }
 
 impl RunRecord {
@@ -175,11 +190,209 @@ pub trait Store: Send + Sync {
     async fn prune_runs(&self, job: &str, keep: usize) -> StoreResult<usize>;
 }
 
+/// The store a config means in this environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    Datastore,
+    /// The file store in `dir` (namespace included); `default` when it was chosen because no
+    /// backend was configured and no Datastore was named.
+    File {
+        dir: PathBuf,
+        default: bool,
+    },
+    /// A Redis server (`url`).
+    Redis {
+        url: String,
+    },
+    /// A ZooKeeper ensemble (`hosts`).
+    ZooKeeper {
+        hosts: String,
+    },
+}
+
+/// Whether this build has the given backend (Redis and ZooKeeper are cargo features, on by
+/// default).
+pub fn compiled_in(backend: &Backend) -> bool {
+    match backend {
+        Backend::Redis => cfg!(feature = "redis"),
+        Backend::ZooKeeper => cfg!(feature = "zookeeper"),
+        Backend::Auto | Backend::Datastore | Backend::File => true,
+    }
+}
+
+/// Environment variables that name a Datastore: any of them set (non-empty) makes a config
+/// without a `backend` use Datastore.
+const DATASTORE_ENV: [&str; 3] = [
+    "DATASTORE_EMULATOR_HOST",
+    "DATASTORE_PROJECT_ID",
+    "GOOGLE_CLOUD_PROJECT",
+];
+
+/// Decide the backend: an explicit `backend` (or a `path` / `project`, which imply one) wins;
+/// otherwise Datastore if the environment names one, else the embedded file store in the local
+/// state directory. Never falls back from an explicit Datastore to files.
+pub fn resolve(config: &StoreConfig) -> Resolved {
+    resolve_with(config, &|name| std::env::var_os(name))
+}
+
+fn resolve_with(config: &StoreConfig, env: &dyn Fn(&str) -> Option<OsString>) -> Resolved {
+    let set = |name: &str| env(name).filter(|v| !v.to_string_lossy().trim().is_empty());
+    let file = |base: PathBuf, default| {
+        let dir = base.join(&config.namespace);
+        // Absolute, so that the log line and `status` name the directory unambiguously.
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        Resolved::File { dir, default }
+    };
+    match config.backend {
+        Backend::Datastore => Resolved::Datastore,
+        Backend::Redis => Resolved::Redis {
+            url: config.url.clone().unwrap_or_default(),
+        },
+        Backend::ZooKeeper => Resolved::ZooKeeper {
+            hosts: config.hosts.clone().unwrap_or_default(),
+        },
+        Backend::File => match &config.path {
+            Some(path) => file(path.clone(), false),
+            None => file(state_dir(&set), false),
+        },
+        Backend::Auto => {
+            if config.project.is_some() || DATASTORE_ENV.iter().any(|v| set(v).is_some()) {
+                Resolved::Datastore
+            } else {
+                file(state_dir(&set), true)
+            }
+        }
+    }
+}
+
+/// The local state directory: `$XDG_STATE_HOME/cronlease`, else
+/// `$HOME/.local/state/cronlease`, else `./.cronlease`. A relative `XDG_STATE_HOME` is ignored,
+/// as the XDG spec says.
+fn state_dir(set: &dyn Fn(&str) -> Option<OsString>) -> PathBuf {
+    if let Some(xdg) = set("XDG_STATE_HOME").map(PathBuf::from) {
+        if xdg.is_absolute() {
+            return xdg.join("cronlease");
+        }
+    }
+    match set("HOME") {
+        Some(home) => Path::new(&home).join(".local/state/cronlease"),
+        None => PathBuf::from(".cronlease"),
+    }
+}
+
 /// Build the configured store; every call to it is bounded by `timeout`.
 pub async fn connect(config: &StoreConfig, timeout: Duration) -> StoreResult<Arc<dyn Store>> {
-    match config.backend {
-        Backend::Datastore => Ok(Arc::new(
+    match resolve(config) {
+        Resolved::Datastore => Ok(Arc::new(
             datastore::DatastoreStore::connect_with_timeout(config, timeout).await?,
         )),
+        Resolved::File { dir, .. } => Ok(Arc::new(file::FileStore::open(dir, timeout).await?)),
+        #[cfg(feature = "redis")]
+        Resolved::Redis { url } => redis::connect(&url, &config.namespace, timeout).await,
+        #[cfg(feature = "zookeeper")]
+        Resolved::ZooKeeper { hosts } => {
+            zookeeper::connect(&hosts, &config.namespace, timeout).await
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(StoreError::Other(format!(
+            "this build of cronlease has no {other:?} store (its cargo feature is off)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(backend: Backend, path: Option<&str>, project: Option<&str>) -> StoreConfig {
+        StoreConfig {
+            backend,
+            path: path.map(PathBuf::from),
+            project: project.map(String::from),
+            url: None,
+            hosts: None,
+            namespace: "ns".into(),
+            history: 10,
+        }
+    }
+
+    fn resolve_in(config: &StoreConfig, vars: &[(&str, &str)]) -> Resolved {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        resolve_with(config, &|name| {
+            vars.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| OsString::from(v))
+        })
+    }
+
+    fn file(dir: &str, default: bool) -> Resolved {
+        Resolved::File {
+            dir: PathBuf::from(dir),
+            default,
+        }
+    }
+
+    #[test]
+    fn auto_uses_datastore_only_when_one_is_named() {
+        let auto = config(Backend::Auto, None, None);
+        let home = [("HOME", "/home/u")];
+        assert_eq!(
+            resolve_in(&auto, &home),
+            file("/home/u/.local/state/cronlease/ns", true)
+        );
+        for var in DATASTORE_ENV {
+            assert_eq!(
+                resolve_in(&auto, &[("HOME", "/home/u"), (var, "x")]),
+                Resolved::Datastore,
+                "{var}"
+            );
+            // Set but blank: as good as unset.
+            assert_eq!(
+                resolve_in(&auto, &[("HOME", "/home/u"), (var, " ")]),
+                file("/home/u/.local/state/cronlease/ns", true),
+                "{var}"
+            );
+        }
+        let with_project = config(Backend::Auto, None, Some("p"));
+        assert_eq!(resolve_in(&with_project, &home), Resolved::Datastore);
+    }
+
+    #[test]
+    fn state_dir_prefers_xdg_then_home_then_cwd() {
+        let auto = config(Backend::Auto, None, None);
+        assert_eq!(
+            resolve_in(&auto, &[("XDG_STATE_HOME", "/st"), ("HOME", "/home/u")]),
+            file("/st/cronlease/ns", true)
+        );
+        assert_eq!(
+            resolve_in(&auto, &[("XDG_STATE_HOME", "rel"), ("HOME", "/home/u")]),
+            file("/home/u/.local/state/cronlease/ns", true),
+            "a relative XDG_STATE_HOME is ignored"
+        );
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            resolve_in(&auto, &[]),
+            Resolved::File {
+                dir: cwd.join(".cronlease/ns"),
+                default: true
+            }
+        );
+    }
+
+    #[test]
+    fn explicit_backends_ignore_the_environment() {
+        let ds = config(Backend::Datastore, None, None);
+        assert_eq!(resolve_in(&ds, &[("HOME", "/h")]), Resolved::Datastore);
+        let at = config(Backend::File, Some("/srv/cl"), None);
+        let emu = [("DATASTORE_EMULATOR_HOST", "127.0.0.1:1")];
+        assert_eq!(resolve_in(&at, &emu), file("/srv/cl/ns", false));
+        let default_dir = config(Backend::File, None, None);
+        assert_eq!(
+            resolve_in(&default_dir, &[("HOME", "/h"), emu[0]]),
+            file("/h/.local/state/cronlease/ns", false)
+        );
     }
 }

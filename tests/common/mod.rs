@@ -1,5 +1,7 @@
 //! The integration-test harness shared by every file in `tests/`: a real Datastore emulator on a
-//! free port, real `cronlease` processes, and polling helpers with deadlines.
+//! free port, real `cronlease` processes, and polling helpers with deadlines. Tests that must
+//! hold for every store take a [`Backend`] (an emulator, or a directory for the file store)
+//! and start their nodes with [`Node::spawn_on`].
 //!
 //! ```ignore
 //! mod common;
@@ -494,6 +496,59 @@ impl Drop for Emulator {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The store a test's nodes share
+
+/// What a cluster test runs against: a Datastore emulator of its own, or a directory of its own
+/// for the file store. Dropping it stops the emulator or deletes the directory.
+pub enum Backend {
+    Datastore(Emulator),
+    File(tempfile::TempDir),
+}
+
+impl Backend {
+    pub fn datastore() -> Backend {
+        Backend::Datastore(Emulator::start())
+    }
+
+    pub fn file() -> Backend {
+        let dir = tempfile::Builder::new()
+            .prefix("cronlease-store-")
+            .tempdir()
+            .expect("create a temp dir for the file store");
+        Backend::File(dir)
+    }
+
+    /// What a jobs file needs to use this store, to put before its other tables: nothing for
+    /// Datastore (the environment names it), a `[store]` table for the file store.
+    pub fn store_table(&self) -> String {
+        match self {
+            Backend::Datastore(_) => String::new(),
+            Backend::File(dir) => {
+                let path = toml::Value::String(dir.path().display().to_string());
+                format!("[store]\nbackend = \"file\"\npath = {path}\n\n")
+            }
+        }
+    }
+
+    /// The environment a node needs to reach this store.
+    pub fn env(&self) -> Vec<(String, String)> {
+        match self {
+            Backend::Datastore(emu) => emu.env(),
+            Backend::File(_) => Vec::new(),
+        }
+    }
+
+    /// The file store's directory as nodes of [`Backend::store_table`] use it (the default
+    /// namespace `cronlease` is a subdirectory of `path`); `None` for Datastore.
+    pub fn file_store_dir(&self) -> Option<PathBuf> {
+        match self {
+            Backend::Datastore(_) => None,
+            Backend::File(dir) => Some(dir.path().join("cronlease")),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // cronlease nodes
 
 /// One line a node printed on stdout: parsed if it is JSON.
@@ -527,6 +582,16 @@ impl Node {
     pub fn spawn_with_env(emu: &Emulator, config: &Path, id: &str, env: &[(&str, &str)]) -> Node {
         let mut all = emu.env();
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Node::spawn_run(config, id, &all)
+    }
+
+    /// `cronlease run` on `backend`, whose [`Backend::store_table`] `config` starts with.
+    pub fn spawn_on(backend: &Backend, config: &Path, id: &str) -> Node {
+        Node::spawn_run(config, id, &backend.env())
+    }
+
+    /// `cronlease run --config CONFIG --node-id ID --log-format json` with extra environment.
+    fn spawn_run(config: &Path, id: &str, all: &[(String, String)]) -> Node {
         let args = [
             "run".to_string(),
             "--config".into(),
@@ -536,7 +601,7 @@ impl Node {
             "--log-format".into(),
             "json".into(),
         ];
-        Node::spawn_args(id, &args, &all)
+        Node::spawn_args(id, &args, all)
     }
 
     /// The `cronlease` binary with any arguments and extra environment, in its own group.

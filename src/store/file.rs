@@ -1,0 +1,553 @@
+//! The file store: the processes of ONE host sharing a directory. No server to run; the
+//! embedded default when no Datastore is configured.
+//!
+//! Layout of the store directory (`{path}/{namespace}`):
+//!
+//! ```text
+//! lock                       the lock file (empty): every change holds flock(LOCK_EX) on it
+//! leases.json                every job's lease, one JSON document {"version":1,"leases":{..}}
+//! nodes/{id}.json            one node record per file
+//! runs/{job}/{unix}.json     one run record per fire time
+//! tmp/                       files being written; anything left here is from a dead writer
+//! ```
+//!
+//! Why this split. A poll reads all leases and all nodes: with the leases in one file that is
+//! one read and one parse (about 130 KB at 1,000 jobs) plus one small file per node, whatever
+//! the number of jobs. A lease changes rarely (acquisition, release) and a release of all of a
+//! node's leases is one write. Node records change on every heartbeat, so each is its own small
+//! file: a heartbeat never rewrites the leases. Runs are one file per fire time so that a claim
+//! writes one small file and the history is a directory listing: `recent_runs` and
+//! `prune_runs` list one job's directory and sort the names, never reading the others.
+//! Job names and node ids become file names with [`disk::encode`].
+//!
+//! Atomicity. Every change (put and delete of nodes, acquire, release, claim, finish, prune)
+//! is a read-modify-write under an exclusive `flock` on `lock`, so the checks of
+//! [`Store::acquire`], [`Store::claim`], [`Store::release`] and [`Store::delete_node_if`] and
+//! their writes are one step for every process on the host. A heartbeat takes the lock too: an
+//! acquire compares the holder's heartbeat, so a heartbeat must not land between that
+//! comparison and the lease write (in Datastore the transaction would abort). Reads take no
+//! lock: every file is replaced by rename, so a reader sees a whole old or a whole new file.
+//! Within one process calls first queue on an async mutex (fair, and only one thread at a time
+//! polls the OS lock); a wait longer than the store timeout is [`StoreError::Unavailable`].
+//!
+//! Crash safety. A file is replaced by writing a new one in `tmp/`, fsyncing it, renaming it
+//! over the target and fsyncing the target's directory ([`disk::replace`]); a claim is durable
+//! before the job runs. A writer killed at any point leaves the old or the new record and at
+//! most a stray file in `tmp/`, which no reader looks at and the next [`FileStore::open`]
+//! removes (under the lock, so never a live writer's). The kernel drops a dead process's
+//! `flock`, so `kill -9` never leaves the store locked.
+//!
+//! Limits. One host: `flock` and rename are atomic for the processes of one kernel. Network
+//! file systems are refused (NFS, SMB/CIFS; see [`disk::check_local`]): their locks are
+//! emulated by a lock server that a partitioned client can lose without knowing, and their
+//! client caches can show a reader an old file, so two hosts could both win a lease or a fire
+//! time. A process frozen (SIGSTOP, a suspended VM) in the few milliseconds it holds the lock
+//! stalls every change until it resumes or dies; changes then fail as unavailable. Every change
+//! costs two fsyncs (on a VM disk about 10 ms), which bounds the store to some 100 changes per
+//! second: fine for a heartbeat per node and a claim and finish per run, not for thousands of
+//! every-second jobs.
+mod disk;
+mod records;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{
+    Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Snapshot, Store, StoreError, StoreResult,
+};
+use records::{Lease, LeasesFile, LEASES_VERSION};
+
+const LOCK: &str = "lock";
+const LEASES: &str = "leases.json";
+const NODES: &str = "nodes";
+const RUNS: &str = "runs";
+const TMP: &str = "tmp";
+
+pub struct FileStore {
+    dir: Arc<Dir>,
+    timeout: Duration,
+    /// Queues this process's own changes before they compete for the OS lock.
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The store directory's paths.
+struct Dir {
+    root: PathBuf,
+    nodes: PathBuf,
+    runs: PathBuf,
+    tmp: PathBuf,
+}
+
+impl FileStore {
+    /// Open the store in `dir`, creating it (and its parents) if missing; remove what dead
+    /// writers left in `tmp/`. Every later call is bounded by `timeout`.
+    ///
+    /// A directory that cannot be created or used, or that is on a network file system, is
+    /// [`StoreError::Other`] (a configuration problem, not worth retrying); a lock held longer
+    /// than `timeout` is [`StoreError::Unavailable`].
+    pub async fn open(dir: impl AsRef<Path>, timeout: Duration) -> StoreResult<FileStore> {
+        let root = std::path::absolute(dir.as_ref()).map_err(|e| {
+            StoreError::Other(format!(
+                "file store {}: cannot resolve the path: {e}",
+                dir.as_ref().display()
+            ))
+        })?;
+        let dir = Arc::new(Dir {
+            nodes: root.join(NODES),
+            runs: root.join(RUNS),
+            tmp: root.join(TMP),
+            root,
+        });
+        let store = FileStore {
+            dir: dir.clone(),
+            timeout,
+            gate: Arc::new(tokio::sync::Mutex::new(())),
+        };
+        store.blocking("open", move || prepare(&dir)).await?;
+        store
+            .change("open", |dir| {
+                disk::clear(&dir.tmp).map_err(|e| unavailable("clearing", &dir.tmp, e))
+            })
+            .await?;
+        Ok(store)
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir.root
+    }
+
+    /// Run `op` on a blocking thread, bounded by the timeout (twice: the lock wait inside has
+    /// the first, a file system that hangs gets the second).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        op: impl FnOnce() -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let task = tokio::task::spawn_blocking(op);
+        match tokio::time::timeout(self.timeout * 2, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(StoreError::Other(format!("file store {what}: {e}"))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "file store {what}: no answer from the file system within {:?}",
+                self.timeout * 2
+            ))),
+        }
+    }
+
+    /// Run `op` holding this process's gate and the OS lock, both waited for at most the
+    /// timeout. The guards move into the blocking thread: if the caller stops waiting, the
+    /// change still runs to its end before anyone else's starts.
+    async fn change<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        op: impl FnOnce(&Dir) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let busy = || {
+            StoreError::Unavailable(format!(
+                "file store {what}: the lock on {} stayed busy for {:?}",
+                self.dir.root.display(),
+                self.timeout
+            ))
+        };
+        let gate = tokio::time::timeout_at(deadline, self.gate.clone().lock_owned())
+            .await
+            .map_err(|_| busy())?;
+        let dir = self.dir.clone();
+        let lock_path = dir.root.join(LOCK);
+        let deadline = deadline.into_std();
+        let result = self
+            .blocking(what, move || {
+                let _gate = gate;
+                let lock = disk::lock(&lock_path, deadline)
+                    .map_err(|e| unavailable("locking", &lock_path, e))?;
+                let Some(_lock) = lock else {
+                    return Ok(None);
+                };
+                op(&dir).map(Some)
+            })
+            .await?;
+        result.ok_or_else(busy)
+    }
+
+    /// Run a read on a blocking thread (no lock: files are replaced atomically).
+    async fn read<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        op: impl FnOnce(&Dir) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let dir = self.dir.clone();
+        self.blocking(what, move || op(&dir)).await
+    }
+}
+
+/// Create the directory and its subdirectories; refuse a network file system.
+fn prepare(dir: &Dir) -> StoreResult<()> {
+    let refuse = |e: std::io::Error| {
+        StoreError::Other(format!(
+            "cannot create the file store directory {}: {e}",
+            dir.root.display()
+        ))
+    };
+    std::fs::create_dir_all(&dir.root).map_err(refuse)?;
+    if let Err(why) = disk::check_local(&dir.root) {
+        return Err(StoreError::Other(format!(
+            "the file store directory {} cannot be used: {why}; the file store needs a local \
+             file system (use Datastore to share a store between hosts)",
+            dir.root.display()
+        )));
+    }
+    for sub in [NODES, RUNS, TMP] {
+        disk::ensure_dir(&dir.root, sub).map_err(refuse)?;
+    }
+    // The lock file is created here so that a read-only directory is refused at start, not at
+    // the first heartbeat.
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.root.join(LOCK))
+        .map_err(refuse)?;
+    Ok(())
+}
+
+fn unavailable(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Unavailable(format!("file store: {what} {}: {e}", path.display()))
+}
+
+fn malformed(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Other(format!(
+        "file store: {} is not a valid record: {e}",
+        path.display()
+    ))
+}
+
+/// A name as a file name, or a refusal (empty, or too long for a file name).
+fn file_name(kind: &str, name: &str) -> StoreResult<String> {
+    disk::encode(name).ok_or_else(|| {
+        StoreError::Other(format!(
+            "file store: {kind} {name:?} cannot be a file name (empty or too long)"
+        ))
+    })
+}
+
+fn to_json(value: &impl serde::Serialize) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(value)
+        .map_err(|e| StoreError::Other(format!("file store: cannot encode a record: {e}")))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> StoreResult<Option<T>> {
+    match disk::read(path).map_err(|e| unavailable("reading", path, e))? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| malformed(path, e)),
+    }
+}
+
+impl Dir {
+    fn read_leases(&self) -> StoreResult<LeasesFile> {
+        let path = self.root.join(LEASES);
+        let file: LeasesFile = read_json(&path)?.unwrap_or(LeasesFile {
+            version: LEASES_VERSION,
+            leases: Default::default(),
+        });
+        if file.version != LEASES_VERSION {
+            return Err(malformed(
+                &path,
+                format!(
+                    "format version {} (this cronlease reads {LEASES_VERSION})",
+                    file.version
+                ),
+            ));
+        }
+        Ok(file)
+    }
+
+    fn write_leases(&self, file: &LeasesFile) -> StoreResult<()> {
+        disk::replace(&self.tmp, &self.root, LEASES, &to_json(file)?)
+            .map_err(|e| unavailable("writing", &self.root.join(LEASES), e))
+    }
+
+    fn node_file(&self, id: &str) -> StoreResult<String> {
+        Ok(format!("{}.json", file_name("node id", id)?))
+    }
+
+    fn read_node(&self, id: &str) -> StoreResult<Option<NodeRecord>> {
+        let path = self.nodes.join(self.node_file(id)?);
+        Ok(read_json::<records::Node>(&path)?.map(NodeRecord::from))
+    }
+
+    fn read_nodes(&self) -> StoreResult<HashMap<String, NodeRecord>> {
+        let stems =
+            disk::json_stems(&self.nodes).map_err(|e| unavailable("listing", &self.nodes, e))?;
+        let mut nodes = HashMap::new();
+        for stem in stems {
+            if disk::decode(&stem).is_none() {
+                continue; // not a name this store wrote
+            }
+            let path = self.nodes.join(format!("{stem}.json"));
+            // Gone between listing and reading: deleted meanwhile, as good as never seen.
+            if let Some(node) = read_json::<records::Node>(&path)? {
+                nodes.insert(node.id.clone(), NodeRecord::from(node));
+            }
+        }
+        Ok(nodes)
+    }
+
+    fn job_dir(&self, job: &str) -> StoreResult<PathBuf> {
+        Ok(self.runs.join(file_name("job name", job)?))
+    }
+
+    fn run_path(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<PathBuf> {
+        Ok(self
+            .job_dir(job)?
+            .join(format!("{}.json", fire_time.timestamp())))
+    }
+
+    /// Write (create or overwrite) a run record, creating its job's directory if needed.
+    fn write_run(&self, run: &RunRecord) -> StoreResult<()> {
+        let name = file_name("job name", &run.job)?;
+        disk::ensure_dir(&self.runs, &name).map_err(|e| unavailable("creating", &self.runs, e))?;
+        let dir = self.runs.join(&name);
+        let file = format!("{}.json", run.fire_time.timestamp());
+        disk::replace(&self.tmp, &dir, &file, &to_json(&records::Run::from(run))?)
+            .map_err(|e| unavailable("writing", &dir.join(&file), e))
+    }
+
+    /// A job's run fire times (unix seconds), newest first.
+    fn run_times(&self, job: &str) -> StoreResult<(PathBuf, Vec<i64>)> {
+        let dir = self.job_dir(job)?;
+        let stems = disk::json_stems(&dir).map_err(|e| unavailable("listing", &dir, e))?;
+        let mut times: Vec<i64> = stems.iter().filter_map(|s| s.parse().ok()).collect();
+        times.sort_unstable_by_key(|t| std::cmp::Reverse(*t));
+        Ok((dir, times))
+    }
+
+    /// The run records of `times` in that order; one deleted meanwhile is left out.
+    fn read_runs(&self, dir: &Path, times: &[i64]) -> StoreResult<Vec<RunRecord>> {
+        let mut runs = Vec::with_capacity(times.len());
+        for t in times {
+            if let Some(run) = read_json::<records::Run>(&dir.join(format!("{t}.json")))? {
+                runs.push(RunRecord::from(run));
+            }
+        }
+        Ok(runs)
+    }
+}
+
+fn same_lease(a: Option<&Lease>, b: Option<&LeaseRecord>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.holder == b.holder && a.session == b.session && a.term == b.term,
+        _ => false,
+    }
+}
+
+#[async_trait]
+impl Store for FileStore {
+    fn describe(&self) -> String {
+        format!("file store at {}", self.dir.root.display())
+    }
+
+    async fn put_node(&self, node: &NodeRecord) -> StoreResult<()> {
+        let record = records::Node::from(node);
+        let id = node.id.clone();
+        self.change("put_node", move |dir| {
+            let name = dir.node_file(&id)?;
+            disk::replace(&dir.tmp, &dir.nodes, &name, &to_json(&record)?)
+                .map_err(|e| unavailable("writing", &dir.nodes.join(&name), e))
+        })
+        .await
+    }
+
+    async fn delete_node(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_string();
+        self.change("delete_node", move |dir| {
+            let name = dir.node_file(&id)?;
+            disk::remove(&dir.nodes, &name)
+                .map(|_| ())
+                .map_err(|e| unavailable("deleting", &dir.nodes.join(&name), e))
+        })
+        .await
+    }
+
+    async fn delete_node_if(&self, id: &str, session: &str, heartbeat: i64) -> StoreResult<bool> {
+        let (id, session) = (id.to_string(), session.to_string());
+        self.change("delete_node_if", move |dir| {
+            let same = dir
+                .read_node(&id)?
+                .is_some_and(|n| n.session == session && n.heartbeat == heartbeat);
+            if !same {
+                return Ok(false);
+            }
+            let name = dir.node_file(&id)?;
+            disk::remove(&dir.nodes, &name)
+                .map_err(|e| unavailable("deleting", &dir.nodes.join(&name), e))
+        })
+        .await
+    }
+
+    async fn snapshot(&self, jobs: &[String]) -> StoreResult<Snapshot> {
+        let jobs = jobs.to_vec();
+        self.read("snapshot", move |dir| {
+            let mut all = dir.read_leases()?.leases;
+            let leases = jobs
+                .into_iter()
+                .filter_map(|job| {
+                    let lease = all.remove(&job)?;
+                    Some((job, LeaseRecord::from(lease)))
+                })
+                .collect();
+            Ok(Snapshot {
+                leases,
+                nodes: dir.read_nodes()?,
+            })
+        })
+        .await
+    }
+
+    async fn acquire(
+        &self,
+        job: &str,
+        observed: &Observed,
+        new: &LeaseRecord,
+    ) -> StoreResult<bool> {
+        let (job, observed, new) = (job.to_string(), observed.clone(), Lease::from(new));
+        self.change("acquire", move |dir| {
+            let mut file = dir.read_leases()?;
+            let holder = observed
+                .lease
+                .as_ref()
+                .map(|l| l.holder.clone())
+                .unwrap_or_default();
+            let node_now = if holder.is_empty() {
+                None
+            } else {
+                dir.read_node(&holder)?.map(|n| (n.session, n.heartbeat))
+            };
+            let unchanged = same_lease(file.leases.get(&job), observed.lease.as_ref())
+                && (holder.is_empty() || node_now == observed.holder_node);
+            if !unchanged {
+                return Ok(false);
+            }
+            file.leases.insert(job, new);
+            dir.write_leases(&file)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn release(&self, jobs: &[String], node: &str, session: &str) -> StoreResult<usize> {
+        let (jobs, node, session) = (jobs.to_vec(), node.to_string(), session.to_string());
+        self.change("release", move |dir| {
+            let mut file = dir.read_leases()?;
+            let mut freed = 0;
+            for job in &jobs {
+                if let Some(lease) = file.leases.get_mut(job) {
+                    if lease.holder == node && lease.session == session {
+                        // Free, keeping the term: the next holder's term is still higher.
+                        lease.holder.clear();
+                        lease.session.clear();
+                        freed += 1;
+                    }
+                }
+            }
+            if freed > 0 {
+                dir.write_leases(&file)?;
+            }
+            Ok(freed)
+        })
+        .await
+    }
+
+    async fn claim(&self, run: &RunRecord, session: &str) -> StoreResult<Claim> {
+        let (run, session) = (run.clone(), session.to_string());
+        self.change("claim", move |dir| {
+            let ours = dir.read_leases()?.leases.get(&run.job).is_some_and(|l| {
+                l.holder == run.node && l.session == session && l.term == run.term
+            });
+            if !ours {
+                return Ok(Claim::Fenced);
+            }
+            let path = dir.run_path(&run.job, run.fire_time)?;
+            match std::fs::symlink_metadata(&path) {
+                Ok(_) => return Ok(Claim::AlreadyRun),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(unavailable("checking", &path, e)),
+            }
+            dir.write_run(&run)?;
+            Ok(Claim::Won)
+        })
+        .await
+    }
+
+    async fn finish(&self, run: &RunRecord) -> StoreResult<()> {
+        let run = run.clone();
+        self.change("finish", move |dir| dir.write_run(&run)).await
+    }
+
+    async fn run_exists(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<bool> {
+        let job = job.to_string();
+        self.read("run_exists", move |dir| {
+            let path = dir.run_path(&job, fire_time)?;
+            match std::fs::symlink_metadata(&path) {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(unavailable("checking", &path, e)),
+            }
+        })
+        .await
+    }
+
+    async fn runs(&self, job: &str) -> StoreResult<Vec<RunRecord>> {
+        let job = job.to_string();
+        self.read("runs", move |dir| {
+            let (path, mut times) = dir.run_times(&job)?;
+            times.reverse();
+            dir.read_runs(&path, &times)
+        })
+        .await
+    }
+
+    async fn recent_runs(&self, job: &str, limit: usize) -> StoreResult<Vec<RunRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let job = job.to_string();
+        self.read("recent_runs", move |dir| {
+            let (path, times) = dir.run_times(&job)?;
+            dir.read_runs(&path, &times[..times.len().min(limit)])
+        })
+        .await
+    }
+
+    async fn prune_runs(&self, job: &str, keep: usize) -> StoreResult<usize> {
+        let job = job.to_string();
+        self.change("prune_runs", move |dir| {
+            let (path, times) = dir.run_times(&job)?;
+            let mut deleted = 0;
+            for t in times.iter().skip(keep) {
+                let name = format!("{t}.json");
+                match std::fs::remove_file(path.join(&name)) {
+                    Ok(()) => deleted += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(unavailable("deleting", &path.join(&name), e)),
+                }
+            }
+            if deleted > 0 {
+                // One directory fsync for the whole batch.
+                disk::sync_dir(&path).map_err(|e| unavailable("syncing", &path, e))?;
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+}

@@ -1,0 +1,183 @@
+//! The file store's records as JSON. They are separate from the store's own types so that the
+//! on-disk format changes only on purpose: fields added later get a `serde(default)` that says
+//! what older files meant, and the leases file carries a format version.
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{LeaseRecord, NodeRecord, RunRecord};
+
+/// The leases file's format version; a newer one is refused rather than misread.
+pub(super) const LEASES_VERSION: u32 = 1;
+
+/// `leases.json`: every job's lease, by job name.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct LeasesFile {
+    pub version: u32,
+    pub leases: BTreeMap<String, Lease>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Lease {
+    pub holder: String,
+    pub session: String,
+    pub term: i64,
+    #[serde(default)]
+    pub acquired_at: Option<DateTime<Utc>>,
+}
+
+/// `nodes/{id}.json`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Node {
+    pub id: String,
+    pub session: String,
+    pub heartbeat: i64,
+    pub started_at: DateTime<Utc>,
+    pub renewed_at: DateTime<Utc>,
+    #[serde(default)]
+    pub jobs: Vec<String>,
+    #[serde(default)]
+    pub http: Option<String>,
+    /// The cronlease version that wrote it; informational, as in Datastore.
+    #[serde(default)]
+    pub version: String,
+}
+
+/// `runs/{job}/{unix fire time}.json`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Run {
+    pub job: String,
+    pub fire_time: DateTime<Utc>,
+    pub node: String,
+    pub term: i64,
+    pub started_at: DateTime<Utc>,
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: String,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Absent in records written before retries existed: those made one attempt.
+    #[serde(default = "one")]
+    pub attempts: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl From<&LeaseRecord> for Lease {
+    fn from(l: &LeaseRecord) -> Self {
+        Lease {
+            holder: l.holder.clone(),
+            session: l.session.clone(),
+            term: l.term,
+            acquired_at: l.acquired_at,
+        }
+    }
+}
+
+impl From<Lease> for LeaseRecord {
+    fn from(l: Lease) -> Self {
+        LeaseRecord {
+            holder: l.holder,
+            session: l.session,
+            term: l.term,
+            acquired_at: l.acquired_at,
+        }
+    }
+}
+
+impl From<&NodeRecord> for Node {
+    fn from(n: &NodeRecord) -> Self {
+        Node {
+            id: n.id.clone(),
+            session: n.session.clone(),
+            heartbeat: n.heartbeat,
+            started_at: n.started_at,
+            renewed_at: n.renewed_at,
+            jobs: n.jobs.clone(),
+            http: n.http.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+impl From<Node> for NodeRecord {
+    fn from(n: Node) -> Self {
+        NodeRecord {
+            id: n.id,
+            session: n.session,
+            heartbeat: n.heartbeat,
+            started_at: n.started_at,
+            renewed_at: n.renewed_at,
+            jobs: n.jobs,
+            http: n.http,
+        }
+    }
+}
+
+impl From<&RunRecord> for Run {
+    fn from(r: &RunRecord) -> Self {
+        Run {
+            job: r.job.clone(),
+            fire_time: r.fire_time,
+            node: r.node.clone(),
+            term: r.term,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            outcome: r.outcome.clone(),
+            exit_code: r.exit_code,
+            attempts: r.attempts,
+        }
+    }
+}
+
+impl From<Run> for RunRecord {
+    fn from(r: Run) -> Self {
+        RunRecord {
+            job: r.job,
+            fire_time: r.fire_time,
+            node: r.node,
+            term: r.term,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            outcome: r.outcome,
+            exit_code: r.exit_code,
+            attempts: r.attempts,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_without_attempts_reads_as_one_attempt() {
+        let old = r#"{"job":"j","fire_time":"2027-01-15T08:00:00Z","node":"a","term":2,
+            "started_at":"2027-01-15T08:00:00.1Z","outcome":"ok"}"#;
+        let run: RunRecord = serde_json::from_str::<Run>(old).unwrap().into();
+        assert_eq!(run.attempts, 1);
+        assert_eq!(run.finished_at, None);
+        assert_eq!(run.fire_time.timestamp(), 1_800_000_000);
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let run = RunRecord {
+            job: "j".into(),
+            fire_time: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            node: "a".into(),
+            term: 3,
+            started_at: DateTime::from_timestamp(1_800_000_000, 123_456_789).unwrap(),
+            finished_at: Some(DateTime::from_timestamp(1_800_000_001, 5).unwrap()),
+            outcome: "failed".into(),
+            exit_code: Some(-1),
+            attempts: 0,
+        };
+        let json = serde_json::to_vec(&Run::from(&run)).unwrap();
+        let back: RunRecord = serde_json::from_slice::<Run>(&json).unwrap().into();
+        assert_eq!(back, run);
+    }
+}
