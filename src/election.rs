@@ -19,7 +19,8 @@
 //! Spreading: a node takes an available lease only while it holds fewer than its fair share,
 //! `ceil(jobs / live nodes)`, unless the lease has stayed available for two polls (then anyone
 //! takes it, so one surviving node still leads everything). A node that holds more than its
-//! share for two polls releases one lease per poll, the one whose next tick is furthest away.
+//! share for two polls releases the excess at once, the leases whose next ticks are furthest
+//! away (with 10,000 jobs, one lease per poll would take hours to spread).
 //!
 //! Garbage: a node record whose heartbeat has not changed for [`GC_AFTER_LEASES`] lease times
 //! (a node killed without a goodbye) is deleted by whoever sees it first, atomically and only if
@@ -68,6 +69,8 @@ pub struct Election {
     config: ElectionConfig,
     jobs: Arc<Vec<Job>>,
     names: Vec<String>,
+    /// Job name → index in `jobs`.
+    index: HashMap<String, usize>,
     state: Mutex<State>,
     on_acquired: Mutex<Option<OnAcquired>>,
     metrics: Arc<Metrics>,
@@ -115,8 +118,14 @@ impl Election {
         jobs: Arc<Vec<Job>>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let names = jobs.iter().map(|j| j.name.clone()).collect();
+        let names: Vec<String> = jobs.iter().map(|j| j.name.clone()).collect();
+        let index = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect();
         Election {
+            index,
             node: session.node().to_string(),
             store,
             session,
@@ -249,8 +258,8 @@ impl Election {
         for (job, observed) in plan.anyway {
             self.try_acquire(&job, observed, &session).await;
         }
-        if let Some(job) = plan.release {
-            self.release_one(&job, &session).await;
+        if !plan.release.is_empty() {
+            self.release_excess(&plan.release, &session).await;
         }
         for (id, session, heartbeat) in plan.silent {
             match self.store.delete_node_if(&id, &session, heartbeat).await {
@@ -410,11 +419,11 @@ impl Election {
                 plan.within_share.push((job, observed));
             }
         }
-        // Hand back the excess, one lease per poll, after it has lasted two polls.
+        // Hand back the excess after it has lasted two polls.
         if st.held.len() > share {
             let since = *st.excess_since.get_or_insert(now);
             if now.duration_since(since) >= patience {
-                plan.release = self.furthest_next_tick(st.held.keys());
+                plan.release = self.furthest_next_ticks(st.held.keys(), st.held.len() - share);
                 st.excess_since = None;
             }
         } else {
@@ -464,7 +473,7 @@ impl Election {
                 };
                 info!(event = "lease_acquired", job, node = %self.node, term = new.term,
                     previous = %from, "lease acquired");
-                if let Some(idx) = self.names.iter().position(|n| n == job) {
+                if let Some(&idx) = self.index.get(job) {
                     if let Some(f) = self.on_acquired.lock().unwrap().as_ref() {
                         f(idx, new.term);
                     }
@@ -482,21 +491,28 @@ impl Election {
         }
     }
 
-    async fn release_one(&self, job: &str, session: &str) {
-        let Some(term) = self.state.lock().unwrap().held.get(job).map(|l| l.term) else {
-            return;
+    /// Hand `jobs` back (rebalancing), in one store call.
+    async fn release_excess(&self, jobs: &[String], session: &str) {
+        let terms: Vec<(String, i64)> = {
+            let st = self.state.lock().unwrap();
+            jobs.iter()
+                .filter_map(|j| st.held.get(j).map(|l| (j.clone(), l.term)))
+                .collect()
         };
-        match self
-            .store
-            .release(&[job.to_string()], &self.node, session)
-            .await
-        {
+        if terms.is_empty() {
+            return;
+        }
+        let names: Vec<String> = terms.iter().map(|(j, _)| j.clone()).collect();
+        match self.store.release(&names, &self.node, session).await {
             Ok(_) => {
-                self.state.lock().unwrap().held.remove(job);
-                info!(event = "lease_released", job, node = %self.node, term,
-                    reason = "rebalance", "lease released to spread jobs over the nodes");
+                let mut st = self.state.lock().unwrap();
+                for (job, term) in &terms {
+                    st.held.remove(job);
+                    info!(event = "lease_released", job = %job, node = %self.node, term = *term,
+                        reason = "rebalance", "lease released to spread jobs over the nodes");
+                }
             }
-            Err(e) => warn!(event = "store_error", job, "cannot release lease: {e}"),
+            Err(e) => warn!(event = "store_error", "cannot release leases: {e}"),
         }
     }
 
@@ -527,14 +543,21 @@ impl Election {
         }
     }
 
-    fn furthest_next_tick<'a>(&self, held: impl Iterator<Item = &'a String>) -> Option<String> {
+    /// The `n` held jobs whose next fire times are furthest away.
+    fn furthest_next_ticks<'a>(
+        &self,
+        held: impl Iterator<Item = &'a String>,
+        n: usize,
+    ) -> Vec<String> {
         let now = Utc::now();
-        held.filter_map(|name| {
-            let job = self.jobs.iter().find(|j| &j.name == name)?;
-            Some((job.schedule.next_after(now), name.clone()))
-        })
-        .max_by_key(|(next, _)| *next)
-        .map(|(_, name)| name)
+        let mut by_next: Vec<_> = held
+            .filter_map(|name| {
+                let job = &self.jobs[*self.index.get(name)?];
+                Some((job.schedule.next_after(now), name.clone()))
+            })
+            .collect();
+        by_next.sort_by_key(|(next, _)| std::cmp::Reverse(*next));
+        by_next.into_iter().take(n).map(|(_, name)| name).collect()
     }
 
     /// The poll period (for callers that wait on the election).
@@ -551,7 +574,8 @@ struct Plan {
     within_share: Vec<(String, Observed)>,
     /// Leases available for two polls or more: taken regardless of the share.
     anyway: Vec<(String, Observed)>,
-    release: Option<String>,
+    /// Leases to hand back: the excess over the fair share.
+    release: Vec<String>,
     /// Other nodes silent for [`GC_AFTER_LEASES`] lease times: (id, session, heartbeat).
     silent: Vec<(String, String, i64)>,
 }

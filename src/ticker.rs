@@ -25,6 +25,9 @@ use crate::schedule::Schedule;
 const MAX_DUE_AT_ONCE: usize = 64;
 /// The longest the ticker sleeps without looking at the wall clock again.
 const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(1);
+/// Benchmarks only (`scripts/bench.sh`): with this set to 1 the ticker wakes only on
+/// tokio-cron-scheduler's pulse, to show what its 500 ms polling alone would cost in lateness.
+pub const PULSE_ONLY_ENV: &str = "CRONLEASE_BENCH_PULSE_ONLY";
 
 #[derive(Debug, thiserror::Error)]
 #[error("tick source: {0}")]
@@ -64,14 +67,19 @@ impl Ticker {
             .await
             .map_err(|e| TickerError(e.to_string()))?;
 
+        let pulse_only = std::env::var(PULSE_ONLY_ENV).is_ok_and(|v| v == "1");
         tokio::spawn(async move {
             let mut cursors = Cursors::new(schedules, start);
             loop {
-                let wait = cursors
-                    .next_due()
-                    .map(|t| (t - Utc::now()).to_std().unwrap_or_default())
-                    .unwrap_or(MAX_SLEEP)
-                    .min(MAX_SLEEP);
+                let wait = if pulse_only {
+                    std::time::Duration::from_secs(3600)
+                } else {
+                    cursors
+                        .next_due()
+                        .map(|t| (t - Utc::now()).to_std().unwrap_or_default())
+                        .unwrap_or(MAX_SLEEP)
+                        .min(MAX_SLEEP)
+                };
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     p = pulse_rx.recv() => if p.is_none() { return },
