@@ -6,7 +6,9 @@
 #   scripts/test.sh -E 'binary(bad_config)'   # extra arguments go to cargo nextest (or cargo test)
 #
 # Needs: cargo (with rustfmt and clippy), Java 11+, the Cloud Datastore emulator
-# (CRONLEASE_EMULATOR overrides its path). Uses cargo-nextest if installed, else cargo test.
+# (CRONLEASE_EMULATOR overrides its path). Installs the other servers and tools the tests use
+# when they are missing (scripts/deps.sh: libfaketime, jq, redis-server, zookeeper; root or
+# passwordless sudo). Uses cargo-nextest if installed, else cargo test.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -38,6 +40,7 @@ echo "cargo:    $(cargo --version)"
 echo "java:     $("${JAVA:-java}" -version 2>&1 | head -n 1)"
 echo "emulator: $CRONLEASE_EMULATOR"
 
+step scripts/deps.sh
 step cargo fmt --all -- --check
 step cargo clippy --all-targets -- -D warnings
 step cargo build --all-targets

@@ -215,6 +215,64 @@ impl DatastoreStore {
         Ok(resp.transaction)
     }
 
+    /// Begin a read-write transaction and read `keys` in it, in one round trip (a lookup with
+    /// `new_transaction`), instead of begin + lookup. Falls back to the two calls if the server
+    /// does not return a transaction from the lookup.
+    async fn begin_with(
+        &self,
+        keys: Vec<ds::Key>,
+    ) -> StoreResult<(Vec<u8>, HashMap<String, ds::Entity>)> {
+        let req = ds::LookupRequest {
+            project_id: self.project.clone(),
+            read_options: Some(ds::ReadOptions {
+                consistency_type: Some(ds::read_options::ConsistencyType::NewTransaction(
+                    ds::TransactionOptions {
+                        mode: Some(ds::transaction_options::Mode::ReadWrite(
+                            ds::transaction_options::ReadWrite::default(),
+                        )),
+                    },
+                )),
+            }),
+            keys: keys.clone(),
+            ..Default::default()
+        };
+        let mut client = self.client();
+        let resp = self
+            .call("lookup", client.lookup(req))
+            .await
+            .map_err(map_status)?;
+        if resp.transaction.is_empty() {
+            tracing::debug!("the lookup returned no transaction: begin + lookup instead");
+            let tx = self.begin().await?;
+            return match self.lookup(keys, Some(&tx)).await {
+                Ok(found) => Ok((tx, found)),
+                Err(e) => {
+                    self.rollback(tx).await;
+                    Err(e)
+                }
+            };
+        }
+        let tx = resp.transaction;
+        let mut found = HashMap::new();
+        for result in resp.found {
+            if let Some(entity) = result.entity {
+                if let Some(name) = key_name(entity.key.as_ref()) {
+                    found.insert(name, entity);
+                }
+            }
+        }
+        if !resp.deferred.is_empty() {
+            match self.lookup(resp.deferred, Some(&tx)).await {
+                Ok(more) => found.extend(more),
+                Err(e) => {
+                    self.rollback(tx).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok((tx, found))
+    }
+
     async fn rollback(&self, transaction: Vec<u8>) {
         let req = ds::RollbackRequest {
             project_id: self.project.clone(),
@@ -485,14 +543,7 @@ impl Store for DatastoreStore {
     }
 
     async fn delete_node_if(&self, id: &str, session: &str, heartbeat: i64) -> StoreResult<bool> {
-        let tx = self.begin().await?;
-        let found = match self.lookup(vec![self.key(KIND_NODE, id)], Some(&tx)).await {
-            Ok(found) => found,
-            Err(e) => {
-                self.rollback(tx).await;
-                return Err(e);
-            }
-        };
+        let (tx, found) = self.begin_with(vec![self.key(KIND_NODE, id)]).await?;
         let same = found
             .get(id)
             .and_then(parse_node)
@@ -536,18 +587,11 @@ impl Store for DatastoreStore {
             .as_ref()
             .map(|l| l.holder.clone())
             .unwrap_or_default();
-        let tx = self.begin().await?;
         let mut keys = vec![self.key(KIND_LEASE, job)];
         if !holder.is_empty() {
             keys.push(self.key(KIND_NODE, &holder));
         }
-        let found = match self.lookup(keys, Some(&tx)).await {
-            Ok(found) => found,
-            Err(e) => {
-                self.rollback(tx).await;
-                return Err(e);
-            }
-        };
+        let (tx, found) = self.begin_with(keys).await?;
         let lease_now = found.get(job).map(parse_lease);
         let node_now = if holder.is_empty() {
             None
@@ -577,15 +621,8 @@ impl Store for DatastoreStore {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let tx = self.begin().await?;
                 let keys = chunk.iter().map(|j| self.key(KIND_LEASE, j)).collect();
-                let found = match self.lookup(keys, Some(&tx)).await {
-                    Ok(found) => found,
-                    Err(e) => {
-                        self.rollback(tx).await;
-                        return Err(e);
-                    }
-                };
+                let (tx, found) = self.begin_with(keys).await?;
                 let mut mutations = Vec::new();
                 for job in chunk {
                     if let Some(lease) = found.get(job).map(parse_lease) {
@@ -622,17 +659,9 @@ impl Store for DatastoreStore {
 
     async fn claim(&self, run: &RunRecord, session: &str) -> StoreResult<Claim> {
         for attempt in 1..=ABORT_RETRIES {
-            let tx = self.begin().await?;
-            let found = match self
-                .lookup(vec![self.key(KIND_LEASE, &run.job)], Some(&tx))
-                .await
-            {
-                Ok(found) => found,
-                Err(e) => {
-                    self.rollback(tx).await;
-                    return Err(e);
-                }
-            };
+            let (tx, found) = self
+                .begin_with(vec![self.key(KIND_LEASE, &run.job)])
+                .await?;
             let ours = found.get(&run.job).map(parse_lease).is_some_and(|l| {
                 l.holder == run.node && l.session == session && l.term == run.term
             });
