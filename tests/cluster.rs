@@ -96,6 +96,20 @@ async fn open_store(backend: &Backend) -> Box<dyn Store> {
             let dir = backend.file_store_dir().unwrap();
             Box::new(FileStore::open(dir, timeout).await.unwrap())
         }
+        Backend::Redis(server) => Box::new(
+            cronlease::store::redis::RedisStore::connect(&server.url(), "cronlease", timeout)
+                .await
+                .unwrap(),
+        ),
+        Backend::ZooKeeper(server) => Box::new(
+            cronlease::store::zookeeper::ZooKeeperStore::connect(
+                &server.hosts(),
+                "cronlease",
+                timeout,
+            )
+            .await
+            .unwrap(),
+        ),
     }
 }
 
@@ -200,6 +214,16 @@ fn three_nodes_run_every_fire_time_exactly_once_on_the_file_store() {
     exactly_once(Backend::file(), "three_nodes_exactly_once_file_store");
 }
 
+#[test]
+fn three_nodes_run_every_fire_time_exactly_once_on_redis() {
+    exactly_once(Backend::redis(), "three_nodes_exactly_once_redis");
+}
+
+#[test]
+fn three_nodes_run_every_fire_time_exactly_once_on_zookeeper() {
+    exactly_once(Backend::zookeeper(), "three_nodes_exactly_once_zookeeper");
+}
+
 fn exactly_once(backend: Backend, drill: &str) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_cluster_config(&backend, dir.path(), &["alpha", "beta"]);
@@ -291,6 +315,16 @@ fn kill_9_of_a_leader_fails_over_within_lease_poll_and_a_tick() {
 #[test]
 fn kill_9_of_a_leader_fails_over_within_lease_poll_and_a_tick_on_the_file_store() {
     kill_9_failover(Backend::file(), "kill_9_failover_file_store");
+}
+
+#[test]
+fn kill_9_of_a_leader_fails_over_within_lease_poll_and_a_tick_on_redis() {
+    kill_9_failover(Backend::redis(), "kill_9_failover_redis");
+}
+
+#[test]
+fn kill_9_of_a_leader_fails_over_within_lease_poll_and_a_tick_on_zookeeper() {
+    kill_9_failover(Backend::zookeeper(), "kill_9_failover_zookeeper");
 }
 
 fn kill_9_failover(backend: Backend, drill: &str) {

@@ -37,6 +37,26 @@ async fn datastore_store() -> (Arc<dyn Store>, Emulator) {
     (Arc::new(store), emu)
 }
 
+/// A fresh Redis store on its own `redis-server` (kept alive by the returned guard).
+async fn redis_store() -> (Arc<dyn Store>, common::redis_server::RedisServer) {
+    let server = common::redis_server::RedisServer::start();
+    let store =
+        cronlease::store::redis::connect(&server.url(), "contract", Duration::from_secs(10))
+            .await
+            .expect("connect to redis-server");
+    (store, server)
+}
+
+/// A fresh ZooKeeper store on its own standalone server (kept alive by the returned guard).
+async fn zookeeper_store() -> (Arc<dyn Store>, common::zookeeper_server::ZooKeeperServer) {
+    let server = common::zookeeper_server::ZooKeeperServer::start();
+    let store =
+        cronlease::store::zookeeper::connect(&server.hosts(), "contract", Duration::from_secs(10))
+            .await
+            .expect("connect to ZooKeeper");
+    (store, server)
+}
+
 fn node(id: &str, session: &str, heartbeat: i64) -> NodeRecord {
     NodeRecord {
         id: id.to_string(),
@@ -460,6 +480,8 @@ macro_rules! contract {
 
 contract!(datastore, datastore_store);
 contract!(file, file_store);
+contract!(redis, redis_store);
+contract!(zookeeper, zookeeper_store);
 
 // ---- the file store only ----
 
@@ -759,5 +781,86 @@ mod file_only {
         drop(held);
         store.put_node(&node("a", "sa", 2)).await.unwrap();
         assert_eq!(store.snapshot(&[]).await.unwrap().nodes["a"].heartbeat, 2);
+    }
+}
+
+// ---- the Redis store only ----
+
+mod redis_only {
+    use super::*;
+    use common::redis_server::RedisServer;
+    use cronlease::store::redis::RedisStore;
+
+    /// A killed server is unavailable within the timeout, and the same store works again once
+    /// a server is back (the connection is re-made); a server without persistence comes back
+    /// empty, terms included.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_outage_is_unavailable_and_the_store_reconnects() {
+        let mut server = RedisServer::start();
+        let timeout = Duration::from_millis(500);
+        let store = RedisStore::connect(&server.url(), "outage", timeout)
+            .await
+            .unwrap();
+        store.put_node(&node("a", "sa", 1)).await.unwrap();
+        assert_eq!(take(&store, "job", "a", "sa").await, 1);
+        server.stop();
+        let start = std::time::Instant::now();
+        match store.put_node(&node("a", "sa", 2)).await {
+            Err(StoreError::Unavailable(_)) => {}
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+        assert!(start.elapsed() < timeout * 3, "{:?}", start.elapsed());
+        server.restart();
+        // The same store, without reconnecting by hand: the connection is re-made.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while let Err(e) = store.put_node(&node("a", "sa", 3)).await {
+            assert!(std::time::Instant::now() < deadline, "no reconnect: {e}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let snap = store.snapshot(&["job".to_string()]).await.unwrap();
+        assert_eq!(snap.nodes["a"].heartbeat, 3);
+        assert!(snap.leases.is_empty(), "no persistence: the lease is gone");
+        assert_eq!(take(&store, "job", "a", "sa").await, 1, "terms start over");
+    }
+
+    /// The acquire script refuses a term that is not above the stored one; node records carry
+    /// an expiry (a backstop only); a lease without a term is an error, never "free, term 0".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn terms_never_go_back_and_damage_is_refused() {
+        let server = RedisServer::start();
+        let store = RedisStore::connect(&server.url(), "ns", Duration::from_secs(10))
+            .await
+            .unwrap();
+        store.put_node(&node("a", "sa", 1)).await.unwrap();
+        let t = take(&store, "job", "a", "sa").await;
+        let exact = Observed {
+            lease: Some(lease("a", "sa", t)),
+            holder_node: Some(("sa".into(), 1)),
+        };
+        match store.acquire("job", &exact, &lease("b", "sb", t)).await {
+            Err(StoreError::Other(m)) => assert!(m.contains("terms never go back"), "{m}"),
+            other => panic!("a term that does not grow was accepted: {other:?}"),
+        }
+
+        let client = ::redis::Client::open(server.url()).unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let ttl: i64 = ::redis::cmd("PTTL")
+            .arg("cronlease:ns:node:a")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let max = cronlease::store::redis::NODE_TTL.as_millis() as i64;
+        assert!(ttl > max - 60_000 && ttl <= max, "node record ttl {ttl} ms");
+
+        let _: () = ::redis::cmd("HDEL")
+            .arg("cronlease:ns:lease:job")
+            .arg("term")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        match store.snapshot(&["job".to_string()]).await {
+            Err(StoreError::Other(m)) => assert!(m.contains("no term"), "{m}"),
+            other => panic!("a lease without a term was read: {other:?}"),
+        }
     }
 }

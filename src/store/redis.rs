@@ -1,13 +1,947 @@
-//! The Redis store (cargo feature `redis`). Not built yet: connecting fails with a clear error.
+//! The Redis store (cargo feature `redis`): one Redis server (or a primary) shared by nodes on
+//! many hosts.
+//!
+//! Keys, all under `cronlease:{namespace}:` (`P` below):
+//!
+//! ```text
+//! P:lease:{job}          hash  holder, session, term, acquired_at
+//! P:node:{id}            hash  id, session, heartbeat, started_at, renewed_at, jobs, http, version
+//! P:nodes                set   every node id with a record (the snapshot's index of nodes)
+//! P:run:{job}:{unix}     hash  job, fire_time, node, term, started_at, finished_at, outcome,
+//!                              exit_code, attempts
+//! P:runs:{job}           zset  the fire times (unix seconds) of a job's runs, scored by them
+//! ```
+//!
+//! A job name or node id may hold any character, `:` included: the unix fire time is always
+//! the last segment of a run key and has no `:`, so no two records share a key.
+//!
+//! Atomicity. Redis runs a Lua script as one step, with nothing interleaved, so every check and
+//! its write are one script: [`Store::acquire`] compares the lease and the observed holder's
+//! (session, heartbeat) with what the caller saw and only then writes the new lease;
+//! [`Store::claim`] checks (holder, session, term) and inserts the run only if its key does not
+//! exist; [`Store::release`] frees, in one script per batch, the leases still held by the node
+//! and session; [`Store::delete_node_if`] deletes a node only if it still shows the session and
+//! heartbeat. Terms live in the lease hash and only the acquire script writes them, refusing a
+//! term that is not above the stored one. Plain writes (a heartbeat, a finished run) are
+//! `MULTI`/`EXEC` transactions of delete-then-write, so a reader never sees half a record.
+//!
+//! Reads are batched: a snapshot is `SMEMBERS` plus pipelined `HGETALL`s, 1,000 to a round
+//! trip; the history is read through the sorted set (`ZREVRANGE 0 n-1`, then the hashes), and
+//! pruning deletes what `ZRANGE 0 -(keep+1)` names, so its cost is the number deleted.
+//!
+//! Expiry. A node record expires [`NODE_TTL`] after its last write: a backstop that removes the
+//! records of a cluster that is gone entirely. Nothing relies on it: the election judges
+//! liveness by a heartbeat's change on its own monotonic clock and removes dead nodes itself,
+//! and the TTL is far above any renew period, so it never removes a live node's record.
+//!
+//! Every call is bounded by the store timeout: no answer in time, and connection failures, are
+//! [`StoreError::Unavailable`]; refusals (a script error, a malformed record, a bad URL) are
+//! [`StoreError::Other`]. The connection is a [`ConnectionManager`], which reconnects after a
+//! failure; a call that timed out may still have been applied (a retried claim then reads
+//! `AlreadyRun`, as with Datastore).
+//!
+//! Limits. Redis keeps its data in memory: a server without persistence (`appendonly yes`)
+//! that restarts comes back empty, so leases are free again and terms start over from 1 (runs
+//! of the last moments before a crash can be lost with `appendfsync everysec`). Replication is
+//! asynchronous: a failover to a replica that had not yet received a claim can let that fire
+//! time run a second time. A Redis Cluster is not supported (the client speaks to one server).
+use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Store, StoreError, StoreResult};
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
+
+use super::{
+    Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Snapshot, Store, StoreError, StoreResult,
+};
+
+/// Records read or written per round trip.
+const BATCH: usize = 1000;
+/// How many of the jobs a node leads its record lists (the rest are in the leases).
+const NODE_JOBS_LISTED: usize = 100;
+/// A node record expires this long after its last write (a renew rewrites it): a backstop for
+/// a cluster that is gone, never the judge of a live one.
+pub const NODE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Compare-and-set of a lease.
+///
+/// KEYS: lease, the observed holder's node record (the lease key again when free).
+/// ARGV: lease seen ("0" absent, "1" present), holder, session, term; holder node seen ("0"
+/// absent, "1" present), its session, heartbeat; the new holder, session, term, acquired_at.
+const ACQUIRE: &str = r#"
+local cur = redis.call('HMGET', KEYS[1], 'holder', 'session', 'term')
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+if ARGV[1] == '0' then
+  if exists then return 0 end
+else
+  if not exists then return 0 end
+  if (cur[1] or '') ~= ARGV[2] or (cur[2] or '') ~= ARGV[3] or cur[3] ~= ARGV[4] then
+    return 0
+  end
+end
+if ARGV[2] ~= '' then
+  local node_exists = redis.call('EXISTS', KEYS[2]) == 1
+  if ARGV[5] == '0' then
+    if node_exists then return 0 end
+  else
+    if not node_exists then return 0 end
+    local n = redis.call('HMGET', KEYS[2], 'session', 'heartbeat')
+    if n[1] ~= ARGV[6] or n[2] ~= ARGV[7] then return 0 end
+  end
+end
+if exists and tonumber(ARGV[10]) <= tonumber(cur[3] or '0') then
+  return redis.error_reply('cronlease: refusing to move the term of ' .. KEYS[1] ..
+    ' from ' .. tostring(cur[3]) .. ' to ' .. ARGV[10] .. ': terms never go back')
+end
+redis.call('HSET', KEYS[1], 'holder', ARGV[8], 'session', ARGV[9], 'term', ARGV[10],
+  'acquired_at', ARGV[11])
+return 1
+"#;
+
+/// Claim a tick: insert the run only if the lease is (node, session, term) and the run is new.
+///
+/// KEYS: lease, run, runs index. ARGV: node, session, term, unix fire time, then the run's
+/// field/value pairs.
+const CLAIM: &str = r#"
+local l = redis.call('HMGET', KEYS[1], 'holder', 'session', 'term')
+if l[1] ~= ARGV[1] or l[2] ~= ARGV[2] or l[3] ~= ARGV[3] then return 'fenced' end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'already' end
+redis.call('HSET', KEYS[2], unpack(ARGV, 5))
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[4])
+return 'won'
+"#;
+
+/// Free the leases (KEYS) held by node ARGV[1] in session ARGV[2], keeping their terms.
+const RELEASE: &str = r#"
+local freed = 0
+for _, key in ipairs(KEYS) do
+  local l = redis.call('HMGET', key, 'holder', 'session')
+  if l[1] == ARGV[1] and l[2] == ARGV[2] then
+    redis.call('HSET', key, 'holder', '', 'session', '')
+    freed = freed + 1
+  end
+end
+return freed
+"#;
+
+/// Delete node record KEYS[1] (id ARGV[1], listed in set KEYS[2]) if it shows session ARGV[2]
+/// and heartbeat ARGV[3].
+const DELETE_NODE_IF: &str = r#"
+local n = redis.call('HMGET', KEYS[1], 'session', 'heartbeat')
+if n[1] == ARGV[2] and n[2] == ARGV[3] then
+  redis.call('DEL', KEYS[1])
+  redis.call('SREM', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"#;
+
+/// Drop ids (ARGV) from the node set KEYS[1] whose records (KEYS[2..]) are gone (expired).
+const FORGET_EXPIRED: &str = r#"
+local n = 0
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    n = n + redis.call('SREM', KEYS[1], ARGV[i - 1])
+  end
+end
+return n
+"#;
+
+pub struct RedisStore {
+    con: ConnectionManager,
+    keys: Keys,
+    /// The URL without credentials, for messages.
+    shown: String,
+    namespace: String,
+    timeout: Duration,
+    scripts: Arc<Scripts>,
+}
+
+struct Scripts {
+    acquire: Script,
+    claim: Script,
+    release: Script,
+    delete_node_if: Script,
+    forget_expired: Script,
+}
 
 /// Connect to Redis at `url`, keeping this cluster's records under `namespace`.
 pub async fn connect(url: &str, namespace: &str, timeout: Duration) -> StoreResult<Arc<dyn Store>> {
-    let _ = (namespace, timeout);
-    Err(StoreError::Other(format!(
-        "the redis store (url {url}) is not implemented yet"
-    )))
+    Ok(Arc::new(
+        RedisStore::connect(url, namespace, timeout).await?,
+    ))
+}
+
+impl RedisStore {
+    /// Connect to `url` (`redis://[user:password@]host:port[/db]`); every later call is bounded
+    /// by `timeout`. A URL that cannot be used is [`StoreError::Other`]; a server that cannot
+    /// be reached in time is [`StoreError::Unavailable`].
+    pub async fn connect(url: &str, namespace: &str, timeout: Duration) -> StoreResult<Self> {
+        let shown = redact(url);
+        if url.trim().is_empty() {
+            return Err(StoreError::Other(
+                "the redis store needs a url (redis://host:port[/db]) in [store]".into(),
+            ));
+        }
+        let client = redis::Client::open(url)
+            .map_err(|e| StoreError::Other(format!("redis url {shown:?} cannot be used: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(timeout);
+        let con =
+            match tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, config))
+                .await
+            {
+                Ok(Ok(con)) => con,
+                Ok(Err(e)) => return Err(classify(&format!("connecting to {shown}"), e)),
+                Err(_) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "redis at {shown}: no connection within {timeout:?}"
+                    )))
+                }
+            };
+        Ok(RedisStore {
+            con,
+            keys: Keys::new(namespace),
+            shown,
+            namespace: namespace.to_string(),
+            timeout,
+            scripts: Arc::new(Scripts {
+                acquire: Script::new(ACQUIRE),
+                claim: Script::new(CLAIM),
+                release: Script::new(RELEASE),
+                delete_node_if: Script::new(DELETE_NODE_IF),
+                forget_expired: Script::new(FORGET_EXPIRED),
+            }),
+        })
+    }
+
+    /// Run `op` (any number of round trips) within the store timeout.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        op: impl Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        match tokio::time::timeout(self.timeout, op).await {
+            Ok(result) => result.map_err(|e| match e {
+                StoreError::Unavailable(m) => {
+                    StoreError::Unavailable(format!("redis {what} ({}): {m}", self.shown))
+                }
+                StoreError::Other(m) => {
+                    StoreError::Other(format!("redis {what} ({}): {m}", self.shown))
+                }
+            }),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "redis {what} ({}): no answer within {:?}",
+                self.shown, self.timeout
+            ))),
+        }
+    }
+
+    fn con(&self) -> ConnectionManager {
+        self.con.clone()
+    }
+
+    /// `HGETALL` of every key, `BATCH` keys per round trip, in order.
+    async fn hgetall_many(&self, keys: &[String]) -> StoreResult<Vec<HashMap<String, String>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut con = self.con();
+        for chunk in keys.chunks(BATCH) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.cmd("HGETALL").arg(key);
+            }
+            let maps: Vec<HashMap<String, String>> = pipe.query_async(&mut con).await.ctx()?;
+            out.extend(maps);
+        }
+        Ok(out)
+    }
+
+    /// The run records of `job` at the unix fire times `times`, in that order; one deleted
+    /// meanwhile is left out.
+    async fn read_runs(&self, job: &str, times: &[i64]) -> StoreResult<Vec<RunRecord>> {
+        let keys: Vec<String> = times.iter().map(|t| self.keys.run(job, *t)).collect();
+        let maps = self.hgetall_many(&keys).await?;
+        let mut runs = Vec::with_capacity(maps.len());
+        for (t, map) in times.iter().zip(maps) {
+            if !map.is_empty() {
+                runs.push(parse_run(job, *t, &map)?);
+            }
+        }
+        Ok(runs)
+    }
+}
+
+/// The key names of one namespace.
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn new(namespace: &str) -> Keys {
+        Keys {
+            prefix: format!("cronlease:{namespace}:"),
+        }
+    }
+    fn lease(&self, job: &str) -> String {
+        format!("{}lease:{job}", self.prefix)
+    }
+    fn node(&self, id: &str) -> String {
+        format!("{}node:{id}", self.prefix)
+    }
+    fn nodes(&self) -> String {
+        format!("{}nodes", self.prefix)
+    }
+    fn run(&self, job: &str, unix: i64) -> String {
+        format!("{}run:{job}:{unix}", self.prefix)
+    }
+    fn runs(&self, job: &str) -> String {
+        format!("{}runs:{job}", self.prefix)
+    }
+}
+
+/// The URL as it may be shown: without a password.
+fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// A Redis failure as a store error: the connection or a busy/failing-over server is
+/// unavailable (worth retrying); anything else (a script error, a refused command, a reply of
+/// the wrong type) is a refusal.
+fn classify(what: &str, e: RedisError) -> StoreError {
+    let transient = e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ReadOnly
+            )
+        )
+        || e.code() == Some("BUSY");
+    if transient {
+        StoreError::Unavailable(format!("{what}: {e}"))
+    } else {
+        StoreError::Other(format!("{what}: {e}"))
+    }
+}
+
+/// `.ctx()`: a Redis result as a store result.
+trait Ctx<T> {
+    fn ctx(self) -> StoreResult<T>;
+}
+
+impl<T> Ctx<T> for RedisResult<T> {
+    fn ctx(self) -> StoreResult<T> {
+        self.map_err(|e| classify("request failed", e))
+    }
+}
+
+// ---- records as hash fields ----
+
+fn time_text(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// RFC 3339, or milliseconds since the epoch.
+fn parse_time(field: &str, text: &str) -> StoreResult<DateTime<Utc>> {
+    let parsed = if !text.is_empty()
+        && text
+            .trim_start_matches('-')
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+    {
+        text.parse::<i64>()
+            .ok()
+            .and_then(DateTime::from_timestamp_millis)
+    } else {
+        DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
+    parsed.ok_or_else(|| malformed(field, text))
+}
+
+fn malformed(field: &str, text: &str) -> StoreError {
+    StoreError::Other(format!("field {field} is not valid: {text:?}"))
+}
+
+/// Field `name` of a record: absent is `None`, unparseable an error.
+fn field<T: std::str::FromStr>(
+    map: &HashMap<String, String>,
+    name: &str,
+) -> StoreResult<Option<T>> {
+    match map.get(name) {
+        None => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(|_| malformed(name, text)),
+    }
+}
+
+/// An optional field that may also be written empty.
+fn opt_text(map: &HashMap<String, String>, name: &str) -> Option<String> {
+    map.get(name).filter(|s| !s.is_empty()).cloned()
+}
+
+fn opt_time(map: &HashMap<String, String>, name: &str) -> StoreResult<Option<DateTime<Utc>>> {
+    match opt_text(map, name) {
+        None => Ok(None),
+        Some(text) => parse_time(name, &text).map(Some),
+    }
+}
+
+fn text(map: &HashMap<String, String>, name: &str) -> String {
+    map.get(name).cloned().unwrap_or_default()
+}
+
+/// A lease hash (`None` if the key does not exist). A lease without a term is refused, not
+/// read as term 0: that would let terms go back.
+fn parse_lease(job: &str, map: &HashMap<String, String>) -> StoreResult<Option<LeaseRecord>> {
+    if map.is_empty() {
+        return Ok(None);
+    }
+    let what = |e: StoreError| StoreError::Other(format!("the lease of {job:?}: {e}"));
+    let term = field::<i64>(map, "term")
+        .map_err(what)?
+        .ok_or_else(|| what(StoreError::Other("no term".into())))?;
+    Ok(Some(LeaseRecord {
+        holder: text(map, "holder"),
+        session: text(map, "session"),
+        term,
+        acquired_at: opt_time(map, "acquired_at").map_err(what)?,
+    }))
+}
+
+fn node_fields(n: &NodeRecord) -> StoreResult<Vec<(&'static str, String)>> {
+    let jobs = &n.jobs[..n.jobs.len().min(NODE_JOBS_LISTED)];
+    let jobs = serde_json::to_string(jobs)
+        .map_err(|e| StoreError::Other(format!("cannot encode a node record: {e}")))?;
+    let mut fields = vec![
+        ("id", n.id.clone()),
+        ("session", n.session.clone()),
+        ("heartbeat", n.heartbeat.to_string()),
+        ("started_at", time_text(n.started_at)),
+        ("renewed_at", time_text(n.renewed_at)),
+        ("jobs", jobs),
+        ("version", env!("CARGO_PKG_VERSION").to_string()),
+    ];
+    if let Some(http) = &n.http {
+        fields.push(("http", http.clone()));
+    }
+    Ok(fields)
+}
+
+/// A node hash; session and heartbeat are required, the informational fields are not.
+fn parse_node(id: &str, map: &HashMap<String, String>) -> StoreResult<NodeRecord> {
+    let what = |e: StoreError| StoreError::Other(format!("the record of node {id:?}: {e}"));
+    let missing = |name: &str| what(StoreError::Other(format!("no {name}")));
+    let session = map
+        .get("session")
+        .cloned()
+        .ok_or_else(|| missing("session"))?;
+    let heartbeat = field::<i64>(map, "heartbeat")
+        .map_err(what)?
+        .ok_or_else(|| missing("heartbeat"))?;
+    let epoch = DateTime::<Utc>::UNIX_EPOCH;
+    let started_at = opt_time(map, "started_at").map_err(what)?.unwrap_or(epoch);
+    let renewed_at = opt_time(map, "renewed_at").map_err(what)?.unwrap_or(epoch);
+    let jobs = match opt_text(map, "jobs") {
+        None => Vec::new(),
+        Some(json) => serde_json::from_str(&json).map_err(|_| what(malformed("jobs", &json)))?,
+    };
+    Ok(NodeRecord {
+        id: opt_text(map, "id").unwrap_or_else(|| id.to_string()),
+        session,
+        heartbeat,
+        started_at,
+        renewed_at,
+        jobs,
+        http: opt_text(map, "http"),
+    })
+}
+
+fn run_fields(r: &RunRecord) -> Vec<(&'static str, String)> {
+    let mut fields = vec![
+        ("job", r.job.clone()),
+        ("fire_time", time_text(r.fire_time)),
+        ("node", r.node.clone()),
+        ("term", r.term.to_string()),
+        ("started_at", time_text(r.started_at)),
+        ("outcome", r.outcome.clone()),
+        ("attempts", r.attempts.to_string()),
+    ];
+    if let Some(t) = r.finished_at {
+        fields.push(("finished_at", time_text(t)));
+    }
+    if let Some(code) = r.exit_code {
+        fields.push(("exit_code", code.to_string()));
+    }
+    fields
+}
+
+/// A run hash of `job` at `unix`. Missing fields read as what older or partial records meant:
+/// no attempts field is one attempt; the fire time is the key's.
+fn parse_run(job: &str, unix: i64, map: &HashMap<String, String>) -> StoreResult<RunRecord> {
+    let what = |e: StoreError| StoreError::Other(format!("the run of {job:?} at {unix}: {e}"));
+    let fire_time = match opt_time(map, "fire_time").map_err(what)? {
+        Some(t) => t,
+        None => DateTime::from_timestamp(unix, 0)
+            .ok_or_else(|| what(malformed("fire_time", &unix.to_string())))?,
+    };
+    Ok(RunRecord {
+        job: opt_text(map, "job").unwrap_or_else(|| job.to_string()),
+        fire_time,
+        node: text(map, "node"),
+        term: field(map, "term").map_err(what)?.unwrap_or(0),
+        started_at: opt_time(map, "started_at")
+            .map_err(what)?
+            .unwrap_or(fire_time),
+        finished_at: opt_time(map, "finished_at").map_err(what)?,
+        outcome: opt_text(map, "outcome").unwrap_or_else(|| "unknown".to_string()),
+        exit_code: field(map, "exit_code").map_err(what)?,
+        attempts: field(map, "attempts").map_err(what)?.unwrap_or(1),
+    })
+}
+
+/// The unix fire times of a sorted-set reply.
+fn times(members: Vec<String>) -> StoreResult<Vec<i64>> {
+    members
+        .into_iter()
+        .map(|m| m.parse().map_err(|_| malformed("runs index member", &m)))
+        .collect()
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn describe(&self) -> String {
+        format!("redis at {} (namespace {})", self.shown, self.namespace)
+    }
+
+    async fn put_node(&self, node: &NodeRecord) -> StoreResult<()> {
+        let fields = node_fields(node)?;
+        let key = self.keys.node(&node.id);
+        self.bounded("put_node", async {
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .del(&key)
+                .ignore()
+                .hset_multiple(&key, &fields)
+                .ignore()
+                .pexpire(&key, NODE_TTL.as_millis() as i64)
+                .ignore()
+                .sadd(self.keys.nodes(), &node.id)
+                .ignore();
+            pipe.query_async::<()>(&mut self.con()).await.ctx()
+        })
+        .await
+    }
+
+    async fn delete_node(&self, id: &str) -> StoreResult<()> {
+        self.bounded("delete_node", async {
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .del(self.keys.node(id))
+                .ignore()
+                .srem(self.keys.nodes(), id)
+                .ignore();
+            pipe.query_async::<()>(&mut self.con()).await.ctx()
+        })
+        .await
+    }
+
+    async fn delete_node_if(&self, id: &str, session: &str, heartbeat: i64) -> StoreResult<bool> {
+        self.bounded("delete_node_if", async {
+            let deleted: i64 = self
+                .scripts
+                .delete_node_if
+                .key(self.keys.node(id))
+                .key(self.keys.nodes())
+                .arg(id)
+                .arg(session)
+                .arg(heartbeat)
+                .invoke_async(&mut self.con())
+                .await
+                .ctx()?;
+            Ok(deleted == 1)
+        })
+        .await
+    }
+
+    async fn snapshot(&self, jobs: &[String]) -> StoreResult<Snapshot> {
+        self.bounded("snapshot", async {
+            let ids: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(self.keys.nodes())
+                .query_async(&mut self.con())
+                .await
+                .ctx()?;
+            let node_keys: Vec<String> = ids.iter().map(|id| self.keys.node(id)).collect();
+            let node_maps = self.hgetall_many(&node_keys).await?;
+            let mut nodes = HashMap::with_capacity(ids.len());
+            let mut expired = Vec::new();
+            for (id, map) in ids.iter().zip(&node_maps) {
+                if map.is_empty() {
+                    expired.push(id.clone());
+                } else {
+                    nodes.insert(id.clone(), parse_node(id, map)?);
+                }
+            }
+            if !expired.is_empty() {
+                // Records that expired: drop them from the index (only if still gone).
+                let mut call = self.scripts.forget_expired.prepare_invoke();
+                call.key(self.keys.nodes());
+                for id in &expired {
+                    call.key(self.keys.node(id)).arg(id);
+                }
+                call.invoke_async::<i64>(&mut self.con()).await.ctx()?;
+            }
+            let lease_keys: Vec<String> = jobs.iter().map(|j| self.keys.lease(j)).collect();
+            let lease_maps = self.hgetall_many(&lease_keys).await?;
+            let mut leases = HashMap::new();
+            for (job, map) in jobs.iter().zip(&lease_maps) {
+                if let Some(lease) = parse_lease(job, map)? {
+                    leases.insert(job.clone(), lease);
+                }
+            }
+            Ok(Snapshot { leases, nodes })
+        })
+        .await
+    }
+
+    async fn acquire(
+        &self,
+        job: &str,
+        observed: &Observed,
+        new: &LeaseRecord,
+    ) -> StoreResult<bool> {
+        let lease_key = self.keys.lease(job);
+        let seen = observed.lease.as_ref();
+        let holder = seen.map(|l| l.holder.as_str()).unwrap_or("");
+        let node_key = if holder.is_empty() {
+            lease_key.clone()
+        } else {
+            self.keys.node(holder)
+        };
+        let (node_seen, node_session, node_heartbeat) = match &observed.holder_node {
+            Some((session, heartbeat)) => ("1", session.as_str(), heartbeat.to_string()),
+            None => ("0", "", String::new()),
+        };
+        let acquired_at = new.acquired_at.map(time_text).unwrap_or_default();
+        self.bounded("acquire", async {
+            let won: i64 = self
+                .scripts
+                .acquire
+                .key(&lease_key)
+                .key(&node_key)
+                .arg(if seen.is_some() { "1" } else { "0" })
+                .arg(holder)
+                .arg(seen.map(|l| l.session.as_str()).unwrap_or(""))
+                .arg(seen.map(|l| l.term).unwrap_or(0))
+                .arg(node_seen)
+                .arg(node_session)
+                .arg(&node_heartbeat)
+                .arg(&new.holder)
+                .arg(&new.session)
+                .arg(new.term)
+                .arg(&acquired_at)
+                .invoke_async(&mut self.con())
+                .await
+                .ctx()?;
+            Ok(won == 1)
+        })
+        .await
+    }
+
+    async fn release(&self, jobs: &[String], node: &str, session: &str) -> StoreResult<usize> {
+        self.bounded("release", async {
+            let mut freed = 0;
+            for chunk in jobs.chunks(BATCH) {
+                let mut call = self.scripts.release.prepare_invoke();
+                for job in chunk {
+                    call.key(self.keys.lease(job));
+                }
+                call.arg(node).arg(session);
+                let n: i64 = call.invoke_async(&mut self.con()).await.ctx()?;
+                freed += n as usize;
+            }
+            Ok(freed)
+        })
+        .await
+    }
+
+    async fn claim(&self, run: &RunRecord, session: &str) -> StoreResult<Claim> {
+        let unix = run.fire_time.timestamp();
+        self.bounded("claim", async {
+            let mut call = self.scripts.claim.prepare_invoke();
+            call.key(self.keys.lease(&run.job))
+                .key(self.keys.run(&run.job, unix))
+                .key(self.keys.runs(&run.job))
+                .arg(&run.node)
+                .arg(session)
+                .arg(run.term)
+                .arg(unix);
+            for (name, value) in run_fields(run) {
+                call.arg(name).arg(value);
+            }
+            let answer: String = call.invoke_async(&mut self.con()).await.ctx()?;
+            match answer.as_str() {
+                "won" => Ok(Claim::Won),
+                "already" => Ok(Claim::AlreadyRun),
+                "fenced" => Ok(Claim::Fenced),
+                other => Err(StoreError::Other(format!(
+                    "unexpected answer of the claim script: {other:?}"
+                ))),
+            }
+        })
+        .await
+    }
+
+    async fn finish(&self, run: &RunRecord) -> StoreResult<()> {
+        let unix = run.fire_time.timestamp();
+        let key = self.keys.run(&run.job, unix);
+        let fields = run_fields(run);
+        self.bounded("finish", async {
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .del(&key)
+                .ignore()
+                .hset_multiple(&key, &fields)
+                .ignore()
+                .zadd(self.keys.runs(&run.job), unix, unix)
+                .ignore();
+            pipe.query_async::<()>(&mut self.con()).await.ctx()
+        })
+        .await
+    }
+
+    async fn run_exists(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<bool> {
+        self.bounded("run_exists", async {
+            let n: i64 = redis::cmd("EXISTS")
+                .arg(self.keys.run(job, fire_time.timestamp()))
+                .query_async(&mut self.con())
+                .await
+                .ctx()?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn runs(&self, job: &str) -> StoreResult<Vec<RunRecord>> {
+        self.bounded("runs", async {
+            let members: Vec<String> = redis::cmd("ZRANGE")
+                .arg(self.keys.runs(job))
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut self.con())
+                .await
+                .ctx()?;
+            self.read_runs(job, &times(members)?).await
+        })
+        .await
+    }
+
+    async fn recent_runs(&self, job: &str, limit: usize) -> StoreResult<Vec<RunRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.bounded("recent_runs", async {
+            let members: Vec<String> = redis::cmd("ZREVRANGE")
+                .arg(self.keys.runs(job))
+                .arg(0)
+                .arg(limit.saturating_sub(1).min(i64::MAX as usize) as i64)
+                .query_async(&mut self.con())
+                .await
+                .ctx()?;
+            self.read_runs(job, &times(members)?).await
+        })
+        .await
+    }
+
+    async fn prune_runs(&self, job: &str, keep: usize) -> StoreResult<usize> {
+        self.bounded("prune_runs", async {
+            // Everything but the newest `keep`, oldest first: O(log n + deleted).
+            let stop = -(keep.min(i64::MAX as usize - 1) as i64) - 1;
+            let members: Vec<String> = redis::cmd("ZRANGE")
+                .arg(self.keys.runs(job))
+                .arg(0)
+                .arg(stop)
+                .query_async(&mut self.con())
+                .await
+                .ctx()?;
+            let old = times(members)?;
+            let mut deleted = 0;
+            for chunk in old.chunks(BATCH) {
+                let keys: Vec<String> = chunk.iter().map(|t| self.keys.run(job, *t)).collect();
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .del(&keys)
+                    .ignore()
+                    .zrem(self.keys.runs(job), chunk);
+                // ZREM counts what this call removed: a concurrent prune is not counted twice.
+                let (removed,): (i64,) = pipe.query_async(&mut self.con()).await.ctx()?;
+                deleted += removed as usize;
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, String)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn records_round_trip_through_hash_fields() {
+        let run = RunRecord {
+            job: "a:b".into(),
+            fire_time: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            node: "n".into(),
+            term: 7,
+            started_at: DateTime::from_timestamp(1_800_000_000, 123_456_789).unwrap(),
+            finished_at: Some(DateTime::from_timestamp(1_800_000_001, 5).unwrap()),
+            outcome: "failed".into(),
+            exit_code: Some(-1),
+            attempts: 0,
+        };
+        let back = parse_run("a:b", 1_800_000_000, &map(&run_fields(&run))).unwrap();
+        assert_eq!(back, run);
+
+        let node = NodeRecord {
+            id: "n:1".into(),
+            session: "s".into(),
+            heartbeat: 42,
+            started_at: DateTime::from_timestamp(1_800_000_000, 1).unwrap(),
+            renewed_at: DateTime::from_timestamp(1_800_000_100, 999_999_999).unwrap(),
+            jobs: (0..150).map(|i| format!("job{i}")).collect(),
+            http: Some("127.0.0.1:9000".into()),
+        };
+        let back = parse_node("n:1", &map(&node_fields(&node).unwrap())).unwrap();
+        assert_eq!(back.jobs.len(), NODE_JOBS_LISTED, "the job list is capped");
+        assert_eq!(back.jobs[..], node.jobs[..NODE_JOBS_LISTED]);
+        assert_eq!(
+            NodeRecord {
+                jobs: node.jobs.clone(),
+                ..back
+            },
+            node
+        );
+    }
+
+    #[test]
+    fn missing_fields_read_as_older_records_meant() {
+        let run = parse_run("j", 1_800_000_000, &map(&[("outcome", "ok".into())])).unwrap();
+        assert_eq!(run.attempts, 1);
+        assert_eq!(run.fire_time.timestamp(), 1_800_000_000);
+        assert_eq!(run.started_at, run.fire_time);
+        assert_eq!((run.finished_at, run.exit_code), (None, None));
+
+        let node = parse_node(
+            "n",
+            &map(&[
+                ("session", "s".into()),
+                ("heartbeat", "3".into()),
+                ("renewed_at", "1800000000123".into()),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(node.id, "n");
+        assert_eq!(node.renewed_at.timestamp_millis(), 1_800_000_000_123);
+        assert!(node.jobs.is_empty() && node.http.is_none());
+
+        let lease = parse_lease("j", &map(&[("term", "4".into())]))
+            .unwrap()
+            .unwrap();
+        assert!(lease.is_free());
+        assert_eq!((lease.term, lease.acquired_at), (4, None));
+        assert_eq!(parse_lease("j", &HashMap::new()).unwrap(), None);
+    }
+
+    #[test]
+    fn damaged_records_are_refused_not_guessed() {
+        // A lease without a term would reset terms: refused.
+        assert!(matches!(
+            parse_lease("j", &map(&[("holder", "a".into())])),
+            Err(StoreError::Other(m)) if m.contains("no term")
+        ));
+        assert!(parse_lease("j", &map(&[("term", "x".into())])).is_err());
+        assert!(parse_node("n", &map(&[("session", "s".into())])).is_err());
+        assert!(parse_run("j", 1, &map(&[("attempts", "-1".into())])).is_err());
+        assert!(parse_run("j", 1, &map(&[("started_at", "yesterday".into())])).is_err());
+    }
+
+    #[test]
+    fn keys_keep_jobs_apart_and_urls_hide_passwords() {
+        let k = Keys::new("ns");
+        assert_eq!(k.lease("a"), "cronlease:ns:lease:a");
+        assert_ne!(k.run("a:1", 2), k.run("a", 12));
+        assert_eq!(k.run("a:1", 2), "cronlease:ns:run:a:1:2");
+        assert_eq!(
+            redact("redis://user:secret@db.example:6379/2"),
+            "redis://***@db.example:6379/2"
+        );
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn connection_failures_are_unavailable_script_errors_are_not() {
+        let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(matches!(classify("x", io), StoreError::Unavailable(_)));
+        let script = RedisError::from((ErrorKind::Server(ServerErrorKind::ResponseError), "bad"));
+        assert!(matches!(classify("x", script), StoreError::Other(_)));
+        let loading = RedisError::from((ErrorKind::Server(ServerErrorKind::BusyLoading), "wait"));
+        assert!(matches!(classify("x", loading), StoreError::Unavailable(_)));
+    }
+
+    /// A URL the client cannot use is a configuration error, without a connection attempt.
+    #[tokio::test]
+    async fn a_bad_url_is_refused() {
+        for url in ["", "http://127.0.0.1:6379", "redis://:x@[bad"] {
+            match RedisStore::connect(url, "ns", Duration::from_secs(1)).await {
+                Err(StoreError::Other(m)) => assert!(!m.contains(":x@"), "{m}"),
+                Err(e) => panic!("{url}: not Other: {e}"),
+                Ok(_) => panic!("{url}: connected"),
+            }
+        }
+    }
+
+    /// Nothing listening: unavailable (retried by the node), within the timeout.
+    #[tokio::test]
+    async fn no_server_is_unavailable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("redis://127.0.0.1:{port}");
+        let start = std::time::Instant::now();
+        match RedisStore::connect(&url, "ns", Duration::from_secs(1)).await {
+            Err(StoreError::Unavailable(_)) => {}
+            Err(e) => panic!("not Unavailable: {e}"),
+            Ok(_) => panic!("connected to a closed port"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(3));
+    }
 }

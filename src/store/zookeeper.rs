@@ -1,8 +1,64 @@
-//! The ZooKeeper store (cargo feature `zookeeper`). Not built yet: connecting fails with a clear error.
-use std::sync::Arc;
+//! The ZooKeeper store (cargo feature `zookeeper`): nodes on many hosts sharing a ZooKeeper
+//! ensemble (`[store] backend = "zookeeper"`, `hosts = "zk1:2181,zk2:2181"`).
+//!
+//! Layout, under `/cronlease/{namespace}` (names escaped with [`encode`]):
+//!
+//! ```text
+//! leases/{job}               JSON lease; compare-and-set on the znode's data version
+//! nodes/{id}                 JSON node record; EPHEMERAL, owned by the writer's ZooKeeper session
+//! runs/{job}/{unix}          JSON run record, one per fire time; creating it is the claim
+//! ```
+//!
+//! Atomicity. Every conditional write is one ZooKeeper `multi` (all its operations or none):
+//! - [`Store::acquire`] reads the lease and its holder's node record with their versions,
+//!   compares them with the observation, then commits {check the holder's node version (or, if
+//!   it was absent, create-and-delete it: fails if it appeared), set the lease at its version
+//!   (or create it if it was absent)}. A heartbeat or another acquire in between changes a
+//!   version and the multi fails: `Ok(false)`.
+//! - [`Store::claim`] reads the lease, checks holder, session and term, then commits {check the
+//!   lease version, create the run znode}: a changed lease is [`Claim::Fenced`], an existing run
+//!   znode [`Claim::AlreadyRun`]. Terms live in the lease data and only these version-checked
+//!   writes change them, so they never go back.
+//! - [`Store::release`] and [`Store::delete_node_if`] write or delete at the version they read.
+//!
+//! Node records are ephemeral znodes of the writing process's ZooKeeper session: when that
+//! session ends (the process exits, or ZooKeeper expires it after a crash or a partition longer
+//! than the session timeout) the record vanishes, which the election reads as "holder gone" —
+//! the same verdict a stopped heartbeat gives, only sooner. Correctness never rests on it: the
+//! heartbeat counter in the record is what the election watches, and every lease change is a
+//! version-checked `multi`.
+//!
+//! Sessions. The session timeout asked for is 5 × the store timeout, within 4 s..40 s (the
+//! server clamps it to its own min/max, by default 2..20 ticks). A session that expires is
+//! replaced by a new one at the next call; the next `put_node` recreates the node record.
+//! Every call is bounded by the store timeout: connection loss, an expired session or no answer
+//! in time is [`StoreError::Unavailable`]; anything else ZooKeeper refuses is
+//! [`StoreError::Other`].
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Store, StoreError, StoreResult};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use zookeeper_client as zk;
+
+use super::{
+    Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Snapshot, Store, StoreError, StoreResult,
+};
+
+const PERSISTENT: zk::CreateOptions<'static> =
+    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+const EPHEMERAL: zk::CreateOptions<'static> =
+    zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+/// Requests in flight at once when one call reads or deletes many znodes (pipelined on the one
+/// connection: a batch costs about one round trip, not one per znode).
+const PIPELINE: usize = 256;
+/// Longest escaped name (a job name or node id as one path segment).
+const MAX_NAME: usize = 1000;
+/// Retries of a read-modify-write that lost a race it may still win (release, put_node).
+const RETRIES: usize = 5;
 
 /// Connect to ZooKeeper at `hosts`, keeping this cluster's records under `namespace`.
 pub async fn connect(
@@ -10,8 +66,896 @@ pub async fn connect(
     namespace: &str,
     timeout: Duration,
 ) -> StoreResult<Arc<dyn Store>> {
-    let _ = (namespace, timeout);
-    Err(StoreError::Other(format!(
-        "the zookeeper store (hosts {hosts}) is not implemented yet"
-    )))
+    Ok(Arc::new(
+        ZooKeeperStore::connect(hosts, namespace, timeout).await?,
+    ))
+}
+
+pub struct ZooKeeperStore {
+    hosts: String,
+    /// `/cronlease/{namespace}`.
+    root: String,
+    timeout: Duration,
+    session_timeout: Duration,
+    /// The current session's client; replaced when its session has ended.
+    client: Mutex<zk::Client>,
+    /// One reconnection at a time.
+    reconnecting: tokio::sync::Mutex<()>,
+}
+
+/// The session timeout asked of ZooKeeper for a store timeout.
+fn session_timeout(timeout: Duration) -> Duration {
+    (timeout * 5).clamp(Duration::from_secs(4), Duration::from_secs(40))
+}
+
+impl ZooKeeperStore {
+    /// Connect and create the namespace's directories if missing; bounded by `timeout`.
+    pub async fn connect(
+        hosts: &str,
+        namespace: &str,
+        timeout: Duration,
+    ) -> StoreResult<ZooKeeperStore> {
+        let hosts = hosts.trim();
+        if hosts.is_empty() {
+            return Err(StoreError::Other(
+                "the zookeeper store needs `hosts` (\"host:port[,host:port...]\") in [store]"
+                    .into(),
+            ));
+        }
+        let root = format!("/cronlease/{}", name("namespace", namespace)?);
+        let session_timeout = session_timeout(timeout);
+        let client = bounded("connect", timeout, open(hosts, session_timeout, timeout)).await?;
+        let store = ZooKeeperStore {
+            hosts: hosts.to_string(),
+            root,
+            timeout,
+            session_timeout,
+            client: Mutex::new(client.clone()),
+            reconnecting: tokio::sync::Mutex::new(()),
+        };
+        bounded("connect", timeout, store.make_dirs(&client)).await?;
+        Ok(store)
+    }
+
+    /// Create the namespace's directories if missing (`mkdir -p`).
+    async fn make_dirs(&self, client: &zk::Client) -> StoreResult<()> {
+        let dirs = ["leases", "nodes", "runs"].map(|d| format!("{}/{d}", self.root));
+        futures::future::try_join_all(dirs.iter().map(|dir| async {
+            let dir = dir.as_str();
+            client
+                .mkdir(dir, &PERSISTENT)
+                .await
+                .map_err(|e| zk_err(&format!("creating {dir}"), e))
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// The client of a live session: a new session if the last one ended (expired, closed).
+    async fn client(&self) -> StoreResult<zk::Client> {
+        let current = self.client.lock().unwrap().clone();
+        if !current.state().is_terminated() {
+            return Ok(current);
+        }
+        let _one = self.reconnecting.lock().await;
+        let current = self.client.lock().unwrap().clone();
+        if !current.state().is_terminated() {
+            return Ok(current);
+        }
+        let fresh = open(&self.hosts, self.session_timeout, self.timeout).await?;
+        // A session ends by expiry, or because the ensemble lost its data (restored from an
+        // old backup, wiped): then the directories are gone too.
+        self.make_dirs(&fresh).await?;
+        tracing::warn!(
+            event = "store_session_renewed",
+            old = %current.session_id(),
+            new = %fresh.session_id(),
+            "the ZooKeeper session ended ({:?}); opened a new one",
+            current.state()
+        );
+        *self.client.lock().unwrap() = fresh.clone();
+        Ok(fresh)
+    }
+
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        op: impl Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        bounded(what, self.timeout, op).await
+    }
+
+    fn lease_path(&self, job: &str) -> StoreResult<String> {
+        Ok(format!("{}/leases/{}", self.root, name("job name", job)?))
+    }
+
+    fn node_path(&self, id: &str) -> StoreResult<String> {
+        Ok(format!("{}/nodes/{}", self.root, name("node id", id)?))
+    }
+
+    fn runs_dir(&self, job: &str) -> StoreResult<String> {
+        Ok(format!("{}/runs/{}", self.root, name("job name", job)?))
+    }
+
+    fn run_path(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<String> {
+        Ok(format!("{}/{}", self.runs_dir(job)?, fire_time.timestamp()))
+    }
+
+    /// A job's run fire times (unix seconds), newest first; none if it has no runs directory.
+    async fn run_times(&self, c: &zk::Client, dir: &str) -> StoreResult<Vec<i64>> {
+        let names = match c.list_children(dir).await {
+            Ok(names) => names,
+            Err(zk::Error::NoNode) => return Ok(Vec::new()),
+            Err(e) => return Err(zk_err("listing runs", e)),
+        };
+        let mut times: Vec<i64> = names.iter().filter_map(|n| n.parse().ok()).collect();
+        times.sort_unstable_by_key(|t| std::cmp::Reverse(*t));
+        Ok(times)
+    }
+
+    /// The run records at `times` in that order (pipelined); one deleted meanwhile is left out.
+    async fn read_runs(
+        &self,
+        c: &zk::Client,
+        dir: &str,
+        times: &[i64],
+    ) -> StoreResult<Vec<RunRecord>> {
+        let reads: Vec<_> = times
+            .iter()
+            .map(|t| read::<Run>(c, format!("{dir}/{t}")))
+            .collect();
+        let runs: Vec<Option<(Run, zk::Stat)>> = futures::stream::iter(reads)
+            .buffered(PIPELINE)
+            .try_collect()
+            .await?;
+        Ok(runs.into_iter().flatten().map(|(r, _)| r.into()).collect())
+    }
+
+    /// Write (create or overwrite) a run record, creating its job's directory if needed.
+    async fn write_run(&self, c: &zk::Client, run: &RunRecord) -> StoreResult<()> {
+        let dir = self.runs_dir(&run.job)?;
+        let path = self.run_path(&run.job, run.fire_time)?;
+        let data = to_json(&Run::from(run))?;
+        for _ in 0..RETRIES {
+            match c.set_data(&path, &data, None).await {
+                Ok(_) => return Ok(()),
+                Err(zk::Error::NoNode) => {}
+                Err(e) => return Err(zk_err("writing a run", e)),
+            }
+            match c.create(&path, &data, &PERSISTENT).await {
+                Ok(_) => return Ok(()),
+                Err(zk::Error::NodeExists) => {} // created meanwhile: overwrite it
+                Err(zk::Error::NoNode) => ensure_dir(c, &dir).await?,
+                Err(e) => return Err(zk_err("writing a run", e)),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "zookeeper: writing {path} kept racing other writers"
+        )))
+    }
+
+    /// Free `job`'s lease if `node` holds it in `session`: 1 if freed, else 0.
+    async fn release_one(
+        &self,
+        c: &zk::Client,
+        job: &str,
+        node: &str,
+        session: &str,
+    ) -> StoreResult<usize> {
+        let path = self.lease_path(job)?;
+        for _ in 0..RETRIES {
+            let Some((mut lease, stat)) = read::<Lease>(c, path.clone()).await? else {
+                return Ok(0);
+            };
+            if lease.holder != node || lease.session != session {
+                return Ok(0);
+            }
+            // Free, keeping the term: the next holder's term is still higher.
+            lease.holder.clear();
+            lease.session.clear();
+            match c
+                .set_data(&path, &to_json(&lease)?, Some(stat.version))
+                .await
+            {
+                Ok(_) => return Ok(1),
+                Err(zk::Error::BadVersion) => continue, // changed meanwhile: look again
+                Err(zk::Error::NoNode) => return Ok(0),
+                Err(e) => return Err(zk_err("releasing a lease", e)),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "zookeeper: releasing {path} kept racing other writers"
+        )))
+    }
+}
+
+/// Open a session (the whole attempt bounded by the caller).
+async fn open(
+    hosts: &str,
+    session_timeout: Duration,
+    timeout: Duration,
+) -> StoreResult<zk::Client> {
+    zk::Client::connector()
+        .with_session_timeout(session_timeout)
+        .with_connection_timeout(timeout)
+        .connect(hosts)
+        .await
+        .map_err(|e| zk_err(&format!("connecting to {hosts}"), e))
+}
+
+async fn bounded<T>(
+    what: &str,
+    timeout: Duration,
+    op: impl Future<Output = StoreResult<T>>,
+) -> StoreResult<T> {
+    match tokio::time::timeout(timeout, op).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "zookeeper {what}: no answer within {timeout:?}"
+        ))),
+    }
+}
+
+/// Create a persistent directory znode if missing.
+async fn ensure_dir(c: &zk::Client, dir: &str) -> StoreResult<()> {
+    match c.create(dir, &[], &PERSISTENT).await {
+        Ok(_) | Err(zk::Error::NodeExists) => Ok(()),
+        Err(e) => Err(zk_err(&format!("creating {dir}"), e)),
+    }
+}
+
+/// Read and decode a znode; `None` if it does not exist.
+async fn read<T: DeserializeOwned>(
+    c: &zk::Client,
+    path: String,
+) -> StoreResult<Option<(T, zk::Stat)>> {
+    match c.get_data(&path).await {
+        Ok((bytes, stat)) => serde_json::from_slice(&bytes)
+            .map(|v| Some((v, stat)))
+            .map_err(|e| {
+                StoreError::Other(format!("zookeeper: {path} is not a valid record: {e}"))
+            }),
+        Err(zk::Error::NoNode) => Ok(None),
+        Err(e) => Err(zk_err(&format!("reading {path}"), e)),
+    }
+}
+
+fn to_json(value: &impl Serialize) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(value)
+        .map_err(|e| StoreError::Other(format!("zookeeper: cannot encode a record: {e}")))
+}
+
+/// Connection loss, an ended session, no server or an overloaded one: may be retried. The
+/// client reports a socket failure (a server that went away mid-request) as `Custom` with the
+/// I/O error inside.
+fn is_transient(e: &zk::Error) -> bool {
+    matches!(
+        e,
+        zk::Error::ConnectionLoss
+            | zk::Error::Timeout
+            | zk::Error::SessionExpired
+            | zk::Error::SessionMoved
+            | zk::Error::ClientClosed
+            | zk::Error::NoHosts
+            | zk::Error::Throttled
+            | zk::Error::NotReadOnly
+            | zk::Error::Custom(_)
+    )
+}
+
+fn zk_err(what: &str, e: zk::Error) -> StoreError {
+    if is_transient(&e) {
+        StoreError::Unavailable(format!("zookeeper {what}: {e}"))
+    } else {
+        StoreError::Other(format!("zookeeper {what}: {e}"))
+    }
+}
+
+fn op_err(e: zk::Error) -> StoreError {
+    zk_err("building a multi", e)
+}
+
+/// A job name, node id or namespace as one znode name: ASCII letters, digits, `_`, `-` and
+/// `.` (not first, so never `.` or `..`) as they are, every other byte as `%XX`. `None` if
+/// empty or longer than [`MAX_NAME`].
+pub fn encode(name: &str) -> Option<String> {
+    let mut out = String::with_capacity(name.len());
+    for (i, b) in name.bytes().enumerate() {
+        let keep = b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0);
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    (!out.is_empty() && out.len() <= MAX_NAME).then_some(out)
+}
+
+/// The inverse of [`encode`]; `None` for a name `encode` cannot have produced.
+pub fn decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = segment.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let name = String::from_utf8(out).ok()?;
+    (encode(&name).as_deref() == Some(segment)).then_some(name)
+}
+
+fn name(kind: &str, value: &str) -> StoreResult<String> {
+    encode(value).ok_or_else(|| {
+        StoreError::Other(format!(
+            "zookeeper: {kind} {value:?} cannot be a znode name (empty or too long)"
+        ))
+    })
+}
+
+#[async_trait]
+impl Store for ZooKeeperStore {
+    fn describe(&self) -> String {
+        format!("zookeeper at {} under {}", self.hosts, self.root)
+    }
+
+    async fn put_node(&self, node: &NodeRecord) -> StoreResult<()> {
+        let path = self.node_path(&node.id)?;
+        let data = to_json(&Node::from(node))?;
+        self.bounded("put_node", async {
+            let c = self.client().await?;
+            let ours = c.session_id().0;
+            for _ in 0..RETRIES {
+                match c.set_data(&path, &data, None).await {
+                    Ok(stat) if stat.ephemeral_owner == ours => return Ok(()),
+                    Ok(stat) => {
+                        // Owned by an ended session of this id (a restarted process) or not
+                        // ephemeral: replace it with ours in one step, so it never vanishes with
+                        // that old session and is never seen missing.
+                        let mut txn = c.new_multi_writer();
+                        txn.add_delete(&path, Some(stat.version)).map_err(op_err)?;
+                        txn.add_create(&path, &data, &EPHEMERAL).map_err(op_err)?;
+                        match txn.commit().await {
+                            Ok(_) => return Ok(()),
+                            Err(zk::MultiWriteError::OperationFailed {
+                                source: zk::Error::BadVersion | zk::Error::NoNode,
+                                ..
+                            }) => continue,
+                            Err(e) => return Err(zk_err("put_node", e.into())),
+                        }
+                    }
+                    Err(zk::Error::NoNode) => match c.create(&path, &data, &EPHEMERAL).await {
+                        Ok(_) => return Ok(()),
+                        Err(zk::Error::NodeExists) => continue,
+                        Err(e) => return Err(zk_err("put_node", e)),
+                    },
+                    Err(e) => return Err(zk_err("put_node", e)),
+                }
+            }
+            Err(StoreError::Unavailable(format!(
+                "zookeeper: writing {path} kept racing other writers"
+            )))
+        })
+        .await
+    }
+
+    async fn delete_node(&self, id: &str) -> StoreResult<()> {
+        let path = self.node_path(id)?;
+        self.bounded("delete_node", async {
+            let c = self.client().await?;
+            match c.delete(&path, None).await {
+                Ok(()) | Err(zk::Error::NoNode) => Ok(()),
+                Err(e) => Err(zk_err("delete_node", e)),
+            }
+        })
+        .await
+    }
+
+    async fn delete_node_if(&self, id: &str, session: &str, heartbeat: i64) -> StoreResult<bool> {
+        let path = self.node_path(id)?;
+        self.bounded("delete_node_if", async {
+            let c = self.client().await?;
+            let Some((node, stat)) = read::<Node>(&c, path.clone()).await? else {
+                return Ok(false);
+            };
+            if node.session != session || node.heartbeat != heartbeat {
+                return Ok(false);
+            }
+            match c.delete(&path, Some(stat.version)).await {
+                Ok(()) => Ok(true),
+                Err(zk::Error::BadVersion | zk::Error::NoNode) => Ok(false),
+                Err(e) => Err(zk_err("delete_node_if", e)),
+            }
+        })
+        .await
+    }
+
+    async fn snapshot(&self, jobs: &[String]) -> StoreResult<Snapshot> {
+        let mut wanted = std::collections::HashMap::new();
+        for job in jobs {
+            wanted.insert(name("job name", job)?, job.clone());
+        }
+        self.bounded("snapshot", async {
+            let c = self.client().await?;
+            // Two listings, then pipelined reads of the leases asked for that exist and of every
+            // node: a few round trips, whatever the number of jobs.
+            let (leases, nodes) = futures::join!(
+                c.list_children(&format!("{}/leases", self.root)),
+                c.list_children(&format!("{}/nodes", self.root)),
+            );
+            let leases = leases.map_err(|e| zk_err("listing leases", e))?;
+            let nodes = nodes.map_err(|e| zk_err("listing nodes", e))?;
+            let lease_reads = leases
+                .into_iter()
+                .filter_map(|n| wanted.get(&n).map(|job| (n, job.clone())))
+                .map(|(n, job)| {
+                    let c = &c;
+                    let path = format!("{}/leases/{n}", self.root);
+                    async move { Ok::<_, StoreError>((job, read::<Lease>(c, path).await?)) }
+                });
+            let leases: Vec<_> = futures::stream::iter(lease_reads)
+                .buffered(PIPELINE)
+                .try_collect()
+                .await?;
+            let node_reads = nodes
+                .into_iter()
+                .filter(|n| decode(n).is_some())
+                .map(|n| read::<Node>(&c, format!("{}/nodes/{n}", self.root)));
+            let nodes: Vec<_> = futures::stream::iter(node_reads)
+                .buffered(PIPELINE)
+                .try_collect()
+                .await?;
+            Ok(Snapshot {
+                leases: leases
+                    .into_iter()
+                    .filter_map(|(job, l)| Some((job, LeaseRecord::from(l?.0))))
+                    .collect(),
+                // A node deleted between the listing and the read: as good as never seen.
+                nodes: nodes
+                    .into_iter()
+                    .flatten()
+                    .map(|(n, _)| (n.id.clone(), NodeRecord::from(n)))
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    async fn acquire(
+        &self,
+        job: &str,
+        observed: &Observed,
+        new: &LeaseRecord,
+    ) -> StoreResult<bool> {
+        let lease_path = self.lease_path(job)?;
+        let data = to_json(&Lease::from(new))?;
+        let holder = observed
+            .lease
+            .as_ref()
+            .map(|l| l.holder.clone())
+            .unwrap_or_default();
+        let node_path = if holder.is_empty() {
+            None
+        } else {
+            Some(self.node_path(&holder)?)
+        };
+        self.bounded("acquire", async {
+            let c = self.client().await?;
+            let current = read::<Lease>(&c, lease_path.clone()).await?;
+            let same = match (&current, &observed.lease) {
+                (None, None) => true,
+                (Some((a, _)), Some(b)) => {
+                    a.holder == b.holder && a.session == b.session && a.term == b.term
+                }
+                _ => false,
+            };
+            if !same {
+                return Ok(false);
+            }
+            let mut txn = c.new_multi_writer();
+            if let Some(node_path) = &node_path {
+                let node = read::<Node>(&c, node_path.clone()).await?;
+                let now = node.as_ref().map(|(n, _)| (n.session.clone(), n.heartbeat));
+                if now != observed.holder_node {
+                    return Ok(false);
+                }
+                match node {
+                    Some((_, stat)) => txn.add_check_version(node_path, stat.version),
+                    // Seen absent: still absent at commit, or the create fails.
+                    None => txn
+                        .add_create(node_path, &[], &PERSISTENT)
+                        .and_then(|()| txn.add_delete(node_path, None)),
+                }
+                .map_err(op_err)?;
+            }
+            match &current {
+                Some((_, stat)) => txn.add_set_data(&lease_path, &data, Some(stat.version)),
+                None => txn.add_create(&lease_path, &data, &PERSISTENT),
+            }
+            .map_err(op_err)?;
+            match txn.commit().await {
+                Ok(_) => Ok(true),
+                Err(zk::MultiWriteError::OperationFailed {
+                    source: zk::Error::BadVersion | zk::Error::NodeExists | zk::Error::NoNode,
+                    ..
+                }) => Ok(false),
+                Err(e) => Err(zk_err("acquire", e.into())),
+            }
+        })
+        .await
+    }
+
+    async fn release(&self, jobs: &[String], node: &str, session: &str) -> StoreResult<usize> {
+        self.bounded("release", async {
+            let c = self.client().await?;
+            let releases: Vec<_> = jobs
+                .iter()
+                .map(|job| self.release_one(&c, job, node, session))
+                .collect();
+            let freed: Vec<usize> = futures::stream::iter(releases)
+                .buffered(PIPELINE)
+                .try_collect()
+                .await?;
+            Ok(freed.into_iter().sum())
+        })
+        .await
+    }
+
+    async fn claim(&self, run: &RunRecord, session: &str) -> StoreResult<Claim> {
+        let lease_path = self.lease_path(&run.job)?;
+        let dir = self.runs_dir(&run.job)?;
+        let path = self.run_path(&run.job, run.fire_time)?;
+        let data = to_json(&Run::from(run))?;
+        self.bounded("claim", async {
+            let c = self.client().await?;
+            let lease = read::<Lease>(&c, lease_path.clone()).await?;
+            let Some((_, stat)) = lease.filter(|(l, _)| {
+                l.holder == run.node && l.session == session && l.term == run.term
+            }) else {
+                return Ok(Claim::Fenced);
+            };
+            for attempt in 0..2 {
+                let mut txn = c.new_multi_writer();
+                txn.add_check_version(&lease_path, stat.version)
+                    .map_err(op_err)?;
+                txn.add_create(&path, &data, &PERSISTENT).map_err(op_err)?;
+                match txn.commit().await {
+                    Ok(_) => return Ok(Claim::Won),
+                    Err(zk::MultiWriteError::OperationFailed {
+                        index: 0,
+                        source: zk::Error::BadVersion | zk::Error::NoNode,
+                    }) => return Ok(Claim::Fenced),
+                    Err(zk::MultiWriteError::OperationFailed {
+                        index: 1,
+                        source: zk::Error::NodeExists,
+                    }) => return Ok(Claim::AlreadyRun),
+                    // The job's first run: make its directory and try once more.
+                    Err(zk::MultiWriteError::OperationFailed {
+                        index: 1,
+                        source: zk::Error::NoNode,
+                    }) if attempt == 0 => ensure_dir(&c, &dir).await?,
+                    Err(e) => return Err(zk_err("claim", e.into())),
+                }
+            }
+            Err(StoreError::Other(format!(
+                "zookeeper claim: {dir} is missing right after it was created"
+            )))
+        })
+        .await
+    }
+
+    async fn finish(&self, run: &RunRecord) -> StoreResult<()> {
+        self.bounded("finish", async {
+            let c = self.client().await?;
+            self.write_run(&c, run).await
+        })
+        .await
+    }
+
+    async fn run_exists(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<bool> {
+        let path = self.run_path(job, fire_time)?;
+        self.bounded("run_exists", async {
+            let c = self.client().await?;
+            c.check_stat(&path)
+                .await
+                .map(|stat| stat.is_some())
+                .map_err(|e| zk_err("run_exists", e))
+        })
+        .await
+    }
+
+    async fn runs(&self, job: &str) -> StoreResult<Vec<RunRecord>> {
+        let dir = self.runs_dir(job)?;
+        self.bounded("runs", async {
+            let c = self.client().await?;
+            let mut times = self.run_times(&c, &dir).await?;
+            times.reverse();
+            self.read_runs(&c, &dir, &times).await
+        })
+        .await
+    }
+
+    async fn recent_runs(&self, job: &str, limit: usize) -> StoreResult<Vec<RunRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let dir = self.runs_dir(job)?;
+        self.bounded("recent_runs", async {
+            let c = self.client().await?;
+            let times = self.run_times(&c, &dir).await?;
+            self.read_runs(&c, &dir, &times[..times.len().min(limit)])
+                .await
+        })
+        .await
+    }
+
+    async fn prune_runs(&self, job: &str, keep: usize) -> StoreResult<usize> {
+        let dir = self.runs_dir(job)?;
+        self.bounded("prune_runs", async {
+            let c = self.client().await?;
+            let times = self.run_times(&c, &dir).await?;
+            let deletes: Vec<_> = times
+                .iter()
+                .skip(keep)
+                .map(|t| {
+                    let path = format!("{dir}/{t}");
+                    let c = &c;
+                    async move {
+                        match c.delete(&path, None).await {
+                            Ok(()) => Ok(true),
+                            Err(zk::Error::NoNode) => Ok(false), // pruned by someone else
+                            Err(e) => Err(zk_err("pruning runs", e)),
+                        }
+                    }
+                })
+                .collect();
+            let deleted: Vec<bool> = futures::stream::iter(deletes)
+                .buffered(PIPELINE)
+                .try_collect()
+                .await?;
+            Ok(deleted.into_iter().filter(|d| *d).count())
+        })
+        .await
+    }
+}
+
+// ---- records as JSON (the znodes' data) ----
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Lease {
+    holder: String,
+    session: String,
+    term: i64,
+    #[serde(default)]
+    acquired_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Node {
+    id: String,
+    session: String,
+    heartbeat: i64,
+    started_at: DateTime<Utc>,
+    renewed_at: DateTime<Utc>,
+    #[serde(default)]
+    jobs: Vec<String>,
+    #[serde(default)]
+    http: Option<String>,
+    /// The cronlease version that wrote it; informational.
+    #[serde(default)]
+    version: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Run {
+    job: String,
+    fire_time: DateTime<Utc>,
+    node: String,
+    term: i64,
+    started_at: DateTime<Utc>,
+    #[serde(default)]
+    finished_at: Option<DateTime<Utc>>,
+    outcome: String,
+    #[serde(default)]
+    exit_code: Option<i32>,
+    #[serde(default = "one")]
+    attempts: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl From<&LeaseRecord> for Lease {
+    fn from(l: &LeaseRecord) -> Self {
+        Lease {
+            holder: l.holder.clone(),
+            session: l.session.clone(),
+            term: l.term,
+            acquired_at: l.acquired_at,
+        }
+    }
+}
+
+impl From<Lease> for LeaseRecord {
+    fn from(l: Lease) -> Self {
+        LeaseRecord {
+            holder: l.holder,
+            session: l.session,
+            term: l.term,
+            acquired_at: l.acquired_at,
+        }
+    }
+}
+
+impl From<&NodeRecord> for Node {
+    fn from(n: &NodeRecord) -> Self {
+        Node {
+            id: n.id.clone(),
+            session: n.session.clone(),
+            heartbeat: n.heartbeat,
+            started_at: n.started_at,
+            renewed_at: n.renewed_at,
+            jobs: n.jobs.clone(),
+            http: n.http.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+impl From<Node> for NodeRecord {
+    fn from(n: Node) -> Self {
+        NodeRecord {
+            id: n.id,
+            session: n.session,
+            heartbeat: n.heartbeat,
+            started_at: n.started_at,
+            renewed_at: n.renewed_at,
+            jobs: n.jobs,
+            http: n.http,
+        }
+    }
+}
+
+impl From<&RunRecord> for Run {
+    fn from(r: &RunRecord) -> Self {
+        Run {
+            job: r.job.clone(),
+            fire_time: r.fire_time,
+            node: r.node.clone(),
+            term: r.term,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            outcome: r.outcome.clone(),
+            exit_code: r.exit_code,
+            attempts: r.attempts,
+        }
+    }
+}
+
+impl From<Run> for RunRecord {
+    fn from(r: Run) -> Self {
+        RunRecord {
+            job: r.job,
+            fire_time: r.fire_time,
+            node: r.node,
+            term: r.term,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            outcome: r.outcome,
+            exit_code: r.exit_code,
+            attempts: r.attempts,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_single_safe_path_segments() {
+        assert_eq!(
+            encode("backup-db_1.daily").as_deref(),
+            Some("backup-db_1.daily")
+        );
+        assert_eq!(encode("a/b").as_deref(), Some("a%2Fb"));
+        assert_eq!(encode(".").as_deref(), Some("%2E"));
+        assert_eq!(encode("..").as_deref(), Some("%2E."));
+        assert_eq!(encode(".hidden").as_deref(), Some("%2Ehidden"));
+        assert_eq!(encode("zookeeper").as_deref(), Some("zookeeper"));
+        assert_eq!(encode("50%").as_deref(), Some("50%25"));
+        assert_eq!(encode("é x").as_deref(), Some("%C3%A9%20x"));
+        assert_eq!(encode("\0").as_deref(), Some("%00"));
+        assert_eq!(encode(""), None);
+        assert_eq!(encode(&"x".repeat(MAX_NAME + 1)), None);
+        for name in [
+            "a/b",
+            ".",
+            "..",
+            "é x",
+            "50%",
+            "node-1.example.com:8080",
+            "\u{1}",
+        ] {
+            let enc = encode(name).unwrap();
+            assert!(!enc.contains('/') && enc != "." && enc != "..", "{enc}");
+            assert!(enc.bytes().all(|b| b.is_ascii_graphic()), "{enc}");
+            assert_eq!(decode(&enc).as_deref(), Some(name));
+        }
+    }
+
+    #[test]
+    fn decode_refuses_what_encode_never_writes() {
+        for seg in ["a%2", "a%zz", "%61", "a/b", ".x", "%FF"] {
+            assert_eq!(decode(seg), None, "{seg}");
+        }
+    }
+
+    #[test]
+    fn the_session_timeout_follows_the_store_timeout_within_bounds() {
+        assert_eq!(
+            session_timeout(Duration::from_secs(2)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            session_timeout(Duration::from_millis(100)),
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            session_timeout(Duration::from_secs(60)),
+            Duration::from_secs(40)
+        );
+    }
+
+    #[test]
+    fn connection_trouble_is_unavailable_refusals_are_other() {
+        for e in [
+            zk::Error::ConnectionLoss,
+            zk::Error::SessionExpired,
+            zk::Error::Timeout,
+            zk::Error::ClientClosed,
+        ] {
+            assert!(matches!(zk_err("x", e), StoreError::Unavailable(_)));
+        }
+        for e in [
+            zk::Error::NoAuth,
+            zk::Error::InvalidAcl,
+            zk::Error::BadVersion,
+        ] {
+            assert!(matches!(zk_err("x", e), StoreError::Other(_)));
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let run = RunRecord {
+            job: "j".into(),
+            fire_time: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            node: "a".into(),
+            term: 3,
+            started_at: DateTime::from_timestamp(1_800_000_000, 123_456_789).unwrap(),
+            finished_at: Some(DateTime::from_timestamp(1_800_000_001, 5).unwrap()),
+            outcome: "failed".into(),
+            exit_code: Some(-1),
+            attempts: 0,
+        };
+        let json = serde_json::to_vec(&Run::from(&run)).unwrap();
+        let back: RunRecord = serde_json::from_slice::<Run>(&json).unwrap().into();
+        assert_eq!(back, run);
+        let lease = LeaseRecord {
+            holder: "a".into(),
+            session: "s".into(),
+            term: 7,
+            acquired_at: None,
+        };
+        let json = serde_json::to_vec(&Lease::from(&lease)).unwrap();
+        let back: LeaseRecord = serde_json::from_slice::<Lease>(&json).unwrap().into();
+        assert_eq!(back, lease);
+    }
 }

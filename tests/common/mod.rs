@@ -30,6 +30,8 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod redis_server;
+pub mod zookeeper_server;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -503,6 +505,8 @@ impl Drop for Emulator {
 pub enum Backend {
     Datastore(Emulator),
     File(tempfile::TempDir),
+    Redis(redis_server::RedisServer),
+    ZooKeeper(zookeeper_server::ZooKeeperServer),
 }
 
 impl Backend {
@@ -518,6 +522,14 @@ impl Backend {
         Backend::File(dir)
     }
 
+    pub fn redis() -> Backend {
+        Backend::Redis(redis_server::RedisServer::start())
+    }
+
+    pub fn zookeeper() -> Backend {
+        Backend::ZooKeeper(zookeeper_server::ZooKeeperServer::start())
+    }
+
     /// What a jobs file needs to use this store, to put before its other tables: nothing for
     /// Datastore (the environment names it), a `[store]` table for the file store.
     pub fn store_table(&self) -> String {
@@ -527,6 +539,18 @@ impl Backend {
                 let path = toml::Value::String(dir.path().display().to_string());
                 format!("[store]\nbackend = \"file\"\npath = {path}\n\n")
             }
+            Backend::Redis(server) => {
+                format!(
+                    "[store]\nbackend = \"redis\"\nurl = \"{}\"\n\n",
+                    server.url()
+                )
+            }
+            Backend::ZooKeeper(server) => {
+                format!(
+                    "[store]\nbackend = \"zookeeper\"\nhosts = \"{}\"\n\n",
+                    server.hosts()
+                )
+            }
         }
     }
 
@@ -535,6 +559,8 @@ impl Backend {
         match self {
             Backend::Datastore(emu) => emu.env(),
             Backend::File(_) => Vec::new(),
+            Backend::Redis(_) => Vec::new(),
+            Backend::ZooKeeper(_) => Vec::new(),
         }
     }
 
@@ -544,6 +570,8 @@ impl Backend {
         match self {
             Backend::Datastore(_) => None,
             Backend::File(dir) => Some(dir.path().join("cronlease")),
+            Backend::Redis(_) => None,
+            Backend::ZooKeeper(_) => None,
         }
     }
 }
