@@ -92,6 +92,8 @@ pub struct LastRun {
     pub outcome: String,
     pub exit_code: Option<i32>,
     pub duration_ms: Option<u64>,
+    /// Attempts so far (retries included).
+    pub attempts: u32,
 }
 
 /// What a tick needs besides the job list: the store, the election, bookkeeping.
@@ -660,6 +662,7 @@ impl Ticks {
             outcome: run.outcome.clone(),
             exit_code: run.exit_code,
             duration_ms,
+            attempts: run.attempts,
         };
         self.last.lock().unwrap().insert(idx, last);
     }

@@ -95,6 +95,7 @@ fn every_endpoint_answers_and_metrics_rise_with_ticks() {
     assert!(job["term"].as_i64().unwrap() >= 1);
     assert!(job["next_fire_time"].as_str().unwrap().ends_with('Z'));
     assert!(job["last_run"]["fire_time"].is_string(), "{v}");
+    assert!(job["last_run"]["attempts"].as_u64().unwrap() <= 1, "{v}");
 
     // Counters rise as ticks run.
     let sample = r#"cronlease_ticks_run_total{job="every"}"#;
