@@ -56,6 +56,26 @@ fn header(job: &Job) -> String {
     if let Some(t) = job.timeout {
         let _ = write!(line, ", timeout {}", format_duration(t));
     }
+    // Policies, where they differ from the defaults.
+    let p = &job.policy;
+    let d = crate::config::Policy::default();
+    if p.overlap != d.overlap {
+        let _ = write!(line, ", overlap {}", p.overlap.as_str());
+    }
+    if p.retries > 0 {
+        let _ = write!(
+            line,
+            ", retries {} (backoff {})",
+            p.retries,
+            format_duration(p.retry_backoff)
+        );
+    }
+    if p.catch_up != d.catch_up || p.starting_deadline.is_some() {
+        let _ = write!(line, ", catch-up {}", p.catch_up.as_str());
+        if let Some(dl) = p.starting_deadline {
+            let _ = write!(line, " within {}", format_duration(dl));
+        }
+    }
     line
 }
 
@@ -142,6 +162,20 @@ nightly: \"30 2 * * *\" in Europe/Berlin, shell \"echo this is a rather long she
   2025-03-31T00:30:00Z (2025-03-31 02:30:00 CEST)
 ";
         assert_eq!(report(&config, now), expected);
+    }
+
+    #[test]
+    fn policies_that_differ_from_the_defaults_are_shown() {
+        let text = "[[job]]\nname = \"a\"\nschedule = \"0 0 12 * * *\"\nsay = \"hi\"\n\
+                    overlap = \"replace\"\nretries = 2\ncatch_up = \"all\"\nstarting_deadline = \"1h\"\n";
+        let config = crate::config::parse("j.toml", text).unwrap();
+        let out = report(&config, Utc::now());
+        assert!(
+            out.contains(
+                "say \"hi\" x1, overlap replace, retries 2 (backoff 1s), catch-up all within 1h"
+            ),
+            "{out}"
+        );
     }
 
     #[test]
