@@ -16,10 +16,14 @@ OUT=docs/RELIABILITY.md
 BINARIES=(cluster drills)
 command -v jq >/dev/null || { echo "reliability.sh: jq is missing (scripts/deps.sh installs it)" >&2; exit 1; }
 
-report=$(mktemp)
-log=$(mktemp)
-trap 'rm -f "$report" "$log"' EXIT
-export CRONLEASE_DRILL_REPORT=$report
+mkdir -p "$(dirname "$OUT")"
+# The raw reports stay next to the table (one JSON line per passing drill), and so does the log
+# of the test runs, so a failure can be read afterwards.
+report=${OUT%.md}.jsonl
+log=${OUT%.md}.log
+: >"$report"
+: >"$log"
+export CRONLEASE_DRILL_REPORT=$PWD/$report
 
 args=()
 for b in "${BINARIES[@]}"; do args+=(--test "$b"); done
@@ -28,7 +32,7 @@ for ((i = 1; i <= RUNS; i++)); do
     echo "==> reliability.sh: run $i of $RUNS: cargo nextest run ${args[*]}" >&2
     if ! cargo nextest run --no-fail-fast "${args[@]}" >>"$log" 2>&1; then
         failed_runs=$((failed_runs + 1))
-        echo "==> reliability.sh: run $i had failures (see the table)" >&2
+        echo "==> reliability.sh: run $i had failures (see $log)" >&2
     fi
 done
 # Tests per binary, to count attempts (a failed test reports nothing).
