@@ -19,8 +19,10 @@
 //! Spreading: a node takes an available lease only while it holds fewer than its fair share,
 //! `ceil(jobs / live nodes)`, unless the lease has stayed available for two polls (then anyone
 //! takes it, so one surviving node still leads everything). A node that holds more than its
-//! share for two polls releases the excess at once, the leases whose next ticks are furthest
-//! away (with 10,000 jobs, one lease per poll would take hours to spread).
+//! share for two polls releases the excess, up to [`RELEASE_BATCH`] per poll, the leases whose
+//! next ticks are furthest away (with 10,000 jobs, one lease per poll would take hours to
+//! spread). "Available for two polls" counts both time and completed polls, because with
+//! thousands of jobs one poll's acquisitions can take many poll periods.
 //!
 //! Garbage: a node record whose heartbeat has not changed for [`GC_AFTER_LEASES`] lease times
 //! (a node killed without a goodbye) is deleted by whoever sees it first, atomically and only if
@@ -56,6 +58,9 @@ pub struct Leadership {
     pub session: String,
 }
 
+/// At most this many excess leases are handed back per poll (one store transaction each way).
+pub const RELEASE_BATCH: usize = 100;
+
 /// A silent node's record is removed after this many lease times without a heartbeat change.
 pub const GC_AFTER_LEASES: u32 = 3;
 
@@ -85,7 +90,11 @@ struct State {
     /// Per other node: (session, heartbeat) last seen and when that value was first seen.
     watch: HashMap<String, Watched>,
     /// Per job: since when it has been continuously available.
-    available_since: HashMap<String, Instant>,
+    /// Per job: since when (and since which poll) it has been continuously available.
+    available_since: HashMap<String, (Instant, u64)>,
+    /// Successful polls so far. "Available for two polls" counts polls, not only time: with
+    /// thousands of jobs one poll's acquisitions take many poll periods.
+    polls: u64,
     /// When this node first held more than its share, if it still does.
     excess_since: Option<Instant>,
     /// When the first successful poll happened; acquisitions wait one poll after it.
@@ -235,6 +244,7 @@ impl Election {
         let plan = {
             let mut st = self.state.lock().unwrap();
             st.failures = 0;
+            st.polls += 1;
             st.first_poll.get_or_insert(now);
             drop_stale(&mut st, current.as_deref(), &self.node, &self.metrics);
             self.observe(&mut st, &snapshot, current.as_deref(), now)
@@ -369,7 +379,11 @@ impl Election {
                             holder = %rec.holder, "lease lost: the store shows another holder");
                     }
                     if matches!(standing, Standing::Available) {
-                        let since = *st.available_since.entry(job.clone()).or_insert(now);
+                        let polls = st.polls;
+                        let since = *st
+                            .available_since
+                            .entry(job.clone())
+                            .or_insert((now, polls));
                         let holder_node = snap
                             .nodes
                             .get(&rec.holder)
@@ -399,9 +413,12 @@ impl Election {
             .map(|(id, w)| (id.clone(), w.session.clone(), w.heartbeat))
             .collect();
         // Wait one poll after the first one, so the nodes starting together see each other.
+        // "One poll later" with a tenth of slack: polls are a period apart, but each instant is
+        // taken after its read returns, so the second poll can come out a hair short of a full
+        // period, which cost a whole extra poll at start-up (2 s instead of 1 by default).
         let settled = st
             .first_poll
-            .is_some_and(|t| now.duration_since(t) >= self.config.poll);
+            .is_some_and(|t| now.duration_since(t) + self.config.poll / 10 >= self.config.poll);
         if session.is_none() || !settled {
             return plan;
         }
@@ -411,8 +428,9 @@ impl Election {
         // Nodes polling at the same moment should not all race for the same lease first.
         available.shuffle(&mut rand::rng());
         plan.quota = share.saturating_sub(st.held.len());
-        for (job, since, observed) in available {
-            let long_free = now.duration_since(since.max(settled_at)) >= patience;
+        for (job, (since, since_poll), observed) in available {
+            let long_free = now.duration_since(since.max(settled_at)) >= patience
+                && st.polls.saturating_sub(since_poll) >= 2;
             if long_free {
                 plan.anyway.push((job, observed));
             } else {
@@ -423,7 +441,8 @@ impl Election {
         if st.held.len() > share {
             let since = *st.excess_since.get_or_insert(now);
             if now.duration_since(since) >= patience {
-                plan.release = self.furthest_next_ticks(st.held.keys(), st.held.len() - share);
+                let excess = (st.held.len() - share).min(RELEASE_BATCH);
+                plan.release = self.furthest_next_ticks(st.held.keys(), excess);
                 st.excess_since = None;
             }
         } else {

@@ -5,6 +5,14 @@
 //! node that was paused past its lease, or lost it a moment ago, cannot run the tick, and no fire
 //! time can be claimed twice. Every other node logs that it is sitting out and who leads.
 //!
+//! Claims are made ahead: the ticker hands each fire time over
+//! [`CLAIM_AHEAD`](crate::ticker::CLAIM_AHEAD) before its instant, the holder claims it then,
+//! waits for the instant and checks once more that it still leads with the claimed term (its
+//! session is checked on the local monotonic clock, as for any act of leadership). So the job
+//! starts at its instant, not one store round trip later. If the lease was lost in between,
+//! the claim stands and the fire time is not run by anyone (`tick_skipped`, reason
+//! `lease_lost`): at most once, never twice.
+//!
 //! After the claim the job's [`Policy`] decides what happens; every rule acts on this node only
 //! (a run left behind on a node that lost its lease is out of reach, see the README's limits).
 //!
@@ -473,9 +481,30 @@ impl Ticks {
                 return;
             }
         }
+        // The ticker hands fire times over ahead of their instant (`ticker::CLAIM_AHEAD`), so
+        // the claim's round trip is done by now: wait for the instant, then check that this
+        // node still leads with the claimed term (its session may have lapsed meanwhile). If
+        // not, the claim stands and nobody runs this fire time: at most once.
+        if let Ok(wait) = (fire_time - Utc::now()).to_std() {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.kill.cancelled() => {}
+            }
+        }
+        if !self.still_leading(job, &lead) || self.kill.is_cancelled() {
+            warn!(event = "tick_skipped", job = %job.name, node = %self.node, fire_time = %fire,
+                term = lead.term, reason = "lease_lost",
+                "claimed, but the lease was lost before the fire time: not running it");
+            run.finished_at = Some(Utc::now());
+            run.outcome = "skipped".to_string();
+            run.attempts = 0;
+            self.record(&run).await;
+            return;
+        }
         let lateness_ms = Utc::now()
             .signed_duration_since(fire_time)
             .num_milliseconds();
+        run.started_at = Utc::now();
 
         let slot = match self.start(idx, fire_time) {
             Start::Run(slot, replacing) => {

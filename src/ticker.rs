@@ -23,6 +23,10 @@ use crate::schedule::Schedule;
 
 /// More fire times than this due at once (after a long pause) collapse to the latest one.
 const MAX_DUE_AT_ONCE: usize = 64;
+/// Fire times are handed over this long before their instant, so that the leader's claim (a
+/// store round trip) is done when the instant comes and the job starts on time; the tick waits
+/// for the instant itself ([`crate::tick`]).
+pub const CLAIM_AHEAD: std::time::Duration = std::time::Duration::from_millis(250);
 /// The longest the ticker sleeps without looking at the wall clock again.
 const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(1);
 /// Benchmarks only (`scripts/bench.sh`): with this set to 1 the ticker wakes only on
@@ -68,6 +72,7 @@ impl Ticker {
             .map_err(|e| TickerError(e.to_string()))?;
 
         let pulse_only = std::env::var(PULSE_ONLY_ENV).is_ok_and(|v| v == "1");
+        let ahead = chrono::Duration::from_std(CLAIM_AHEAD).unwrap_or_default();
         tokio::spawn(async move {
             let mut cursors = Cursors::new(schedules, start);
             loop {
@@ -76,7 +81,7 @@ impl Ticker {
                 } else {
                     cursors
                         .next_due()
-                        .map(|t| (t - Utc::now()).to_std().unwrap_or_default())
+                        .map(|t| (t - ahead - Utc::now()).to_std().unwrap_or_default())
                         .unwrap_or(MAX_SLEEP)
                         .min(MAX_SLEEP)
                 };
@@ -85,7 +90,7 @@ impl Ticker {
                     p = pulse_rx.recv() => if p.is_none() { return },
                     _ = tokio::time::sleep(wait) => {}
                 }
-                for (job, fire_time) in cursors.due(Utc::now()) {
+                for (job, fire_time) in cursors.due(Utc::now() + ahead) {
                     if cancel.is_cancelled() {
                         return;
                     }
