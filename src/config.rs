@@ -1541,7 +1541,7 @@ shell = "echo hi"
         assert_err(
             &format!("[store]\nbackend = \"sqlite\"\n{JOB}"),
             2,
-            "unknown store backend \"sqlite\": the backends are \"datastore\" and \"file\"",
+            "unknown store backend \"sqlite\": the backends are \"datastore\", \"file\", \"redis\" and \"zookeeper\"",
         );
         assert_err(
             &format!("[store]\nbackend = \"datastore\"\npath = \"/x\"\n{JOB}"),
@@ -1559,6 +1559,26 @@ shell = "echo hi"
             "project is a setting of the \"datastore\" backend",
         );
         assert_err(&format!("[store]\npath = \" \"\n{JOB}"), 2, "path must be");
+        assert_err(
+            &format!("[store]\nbackend = \"redis\"\n{JOB}"),
+            2,
+            "the \"redis\" backend needs url",
+        );
+        assert_err(
+            &format!("[store]\nbackend = \"zookeeper\"\n{JOB}"),
+            2,
+            "the \"zookeeper\" backend needs hosts",
+        );
+        assert_err(
+            &format!("[store]\nbackend = \"file\"\nurl = \"redis://x\"\n{JOB}"),
+            3,
+            "url is a setting of the \"redis\" backend, not of \"file\"",
+        );
+        assert_err(
+            &format!("[store]\nurl = \"\"\n{JOB}"),
+            2,
+            "url must not be empty",
+        );
         assert_err(
             &format!("[store]\nnamespace = \"..\"\n{JOB}"),
             2,
