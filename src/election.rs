@@ -95,6 +95,9 @@ struct State {
     /// Successful polls so far. "Available for two polls" counts polls, not only time: with
     /// thousands of jobs one poll's acquisitions take many poll periods.
     polls: u64,
+    /// The last poll that saw any lease change holder or term: while leases keep moving, the
+    /// other nodes are still taking their shares, and nobody takes leases beyond its own.
+    last_change_poll: u64,
     /// When this node first held more than its share, if it still does.
     excess_since: Option<Instant>,
     /// When the first successful poll happened; acquisitions wait one poll after it.
@@ -348,13 +351,14 @@ impl Election {
                     Some(_) => Standing::Available, // heartbeat unchanged for a full lease
                 }
             };
-            st.view.insert(
-                job.clone(),
-                LeaseView {
-                    holder: rec.holder.clone(),
-                    term: rec.term,
-                },
-            );
+            let seen = LeaseView {
+                holder: rec.holder.clone(),
+                term: rec.term,
+            };
+            if st.view.get(job) != Some(&seen) {
+                st.last_change_poll = st.polls;
+            }
+            st.view.insert(job.clone(), seen);
             match standing {
                 Standing::Mine => {
                     st.available_since.remove(job);
@@ -430,7 +434,8 @@ impl Election {
         plan.quota = share.saturating_sub(st.held.len());
         for (job, (since, since_poll), observed) in available {
             let long_free = now.duration_since(since.max(settled_at)) >= patience
-                && st.polls.saturating_sub(since_poll) >= 2;
+                && st.polls.saturating_sub(since_poll) >= 2
+                && st.polls.saturating_sub(st.last_change_poll) >= 2;
             if long_free {
                 plan.anyway.push((job, observed));
             } else {
@@ -477,6 +482,7 @@ impl Election {
                         },
                     );
                     st.available_since.remove(job);
+                    self.metrics.set_leases_held(st.held.len());
                     st.view.insert(
                         job.to_string(),
                         LeaseView {

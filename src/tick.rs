@@ -245,13 +245,23 @@ impl Ticks {
     /// its `catch_up` policy asks for (module docs), in a task of their own.
     pub fn caught_up(self: &Arc<Self>, idx: usize, term: i64) {
         let job = &self.jobs[idx];
-        if job.policy.catch_up == CatchUp::None || self.stopping.is_cancelled() {
+        if self.stopping.is_cancelled() {
             return;
         }
         let Some(lead) = self.election.leading(&job.name).filter(|l| l.term == term) else {
             return;
         };
         let now = Utc::now();
+        // The ticker hands fire times over CLAIM_AHEAD early: one due within that window was
+        // handed over (and sat out) before this node led. Claim it now; the tick waits for its
+        // instant. `try_mark` keeps it from running twice on this node.
+        let ahead = chrono::Duration::from_std(crate::ticker::CLAIM_AHEAD).unwrap_or_default();
+        if let Some(next) = job.schedule.next_after(now).filter(|t| *t <= now + ahead) {
+            self.claim_and_run(idx, next, lead.clone());
+        }
+        if job.policy.catch_up == CatchUp::None {
+            return;
+        }
         let after = catch_up_after(&job.policy, now, self.lease, self.started_at);
         let this = self.clone();
         self.tracker
