@@ -117,6 +117,12 @@ async fn store_agrees(backend: &Backend, jobs: &[&str], runs: &[TickRun]) {
     let store = open_store(backend).await;
     for job in jobs {
         let stored = store.runs(job).await.unwrap();
+        // A claim that was not run (outcome `skipped`: overlap, or the lease lost between a
+        // claim made ahead and its instant) has a record and no tick_run line, by design.
+        let stored: Vec<_> = stored
+            .into_iter()
+            .filter(|r| r.outcome != "skipped")
+            .collect();
         let stored_set: BTreeSet<(DateTime<Utc>, String)> = stored
             .iter()
             .map(|r| (r.fire_time, r.node.clone()))
