@@ -812,11 +812,11 @@ mod redis_only {
         assert!(start.elapsed() < timeout * 3, "{:?}", start.elapsed());
         server.restart();
         // The same store, without reconnecting by hand: the connection is re-made.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while let Err(e) = store.put_node(&node("a", "sa", 3)).await {
-            assert!(std::time::Instant::now() < deadline, "no reconnect: {e}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let reconnected = common::wait_until_async(Duration::from_secs(10), || async {
+            store.put_node(&node("a", "sa", 3)).await.is_ok()
+        })
+        .await;
+        assert!(reconnected, "no reconnect");
         let snap = store.snapshot(&["job".to_string()]).await.unwrap();
         assert_eq!(snap.nodes["a"].heartbeat, 3);
         assert!(snap.leases.is_empty(), "no persistence: the lease is gone");

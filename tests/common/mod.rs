@@ -209,13 +209,102 @@ pub fn emulator_path() -> PathBuf {
     path
 }
 
-enum Startup {
+/// How starting a server process ended.
+pub enum Startup {
     Ready,
     /// The process exited; `bind` says whether it was because the port was taken.
     Died {
         bind: bool,
     },
     Timeout,
+}
+
+/// A server process of the test's own (emulator, redis-server, ZooKeeper), in its own process
+/// group, on a port of its own.
+pub trait Server {
+    /// For messages: "the Datastore emulator", "redis-server", ...
+    const NAME: &'static str;
+    fn port(&self) -> u16;
+    fn set_port(&mut self, port: u16);
+    /// Start the process on its port and wait until it serves, dies or times out.
+    fn spawn(&mut self) -> Startup;
+    /// SIGKILL its group and reap it. Idempotent.
+    fn reap(&mut self);
+    /// The end of its log, for failure messages.
+    fn log_tail(&self) -> String;
+}
+
+fn failed<S: Server>(server: &mut S, how: Startup, doing: &str) -> ! {
+    server.reap();
+    let why = match how {
+        Startup::Died { .. } => "exited",
+        _ => "did not become ready in time",
+    };
+    panic!(
+        "{} on port {} {why} during {doing}; log tail:\n{}",
+        S::NAME,
+        server.port(),
+        server.log_tail()
+    )
+}
+
+/// Start `server` on a free port. Another process may take the port between `free_port()` and
+/// the bind: then try another one (five tries).
+pub fn start_on_free_port<S: Server>(server: &mut S) {
+    for attempt in 1..=5 {
+        server.set_port(free_port());
+        match server.spawn() {
+            Startup::Ready => return,
+            Startup::Died { bind: true } if attempt < 5 => server.reap(),
+            other => failed(server, other, "start-up"),
+        }
+    }
+}
+
+/// Start `server` again on its port. The old process's sockets may hold the port for a moment:
+/// a bind clash is retried for up to 20 s.
+pub fn restart_on_port<S: Server>(server: &mut S) {
+    let mut last = Startup::Timeout;
+    wait_until(Duration::from_secs(20), || {
+        last = server.spawn();
+        let clash = matches!(last, Startup::Died { bind: true });
+        if clash {
+            server.reap();
+        }
+        !clash
+    });
+    if !matches!(last, Startup::Ready) {
+        failed(server, last, "a restart");
+    }
+}
+
+/// Polls `f` (every ~20 ms, as [`wait_until`]) until it gives an answer or `timeout` passes.
+pub fn poll_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let mut out = None;
+    wait_until(timeout, || {
+        out = f();
+        out.is_some()
+    });
+    out
+}
+
+/// [`wait_until`] for async conditions, inside a tokio test.
+pub async fn wait_until_async<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut tick = tokio::time::interval(POLL);
+    loop {
+        tick.tick().await;
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+    }
 }
 
 /// A Datastore emulator of this test's own: free port, temp data dir, own process group.
@@ -272,33 +361,8 @@ impl Emulator {
             emu.launcher.display(),
             tail(&emu.log_text(), 40)
         );
-        // Another process may grab a port between free_port() and the emulator's bind:
-        // then try another one.
-        for attempt in 1..=5 {
-            emu.port = free_port();
-            match emu.spawn() {
-                Startup::Ready => return emu,
-                Startup::Died { bind: true } if attempt < 5 => emu.reap(),
-                Startup::Died { .. } => {
-                    emu.reap();
-                    panic!(
-                        "the Datastore emulator on port {} exited during start-up; log tail:\n{}",
-                        emu.port,
-                        tail(&emu.log_text(), 40)
-                    )
-                }
-                Startup::Timeout => {
-                    emu.stop();
-                    panic!(
-                        "the Datastore emulator on port {} did not answer GET / with Ok within \
-                         {EMULATOR_START_DEADLINE:?}; log tail:\n{}",
-                        emu.port,
-                        tail(&emu.log_text(), 40)
-                    )
-                }
-            }
-        }
-        unreachable!()
+        start_on_free_port(&mut emu);
+        emu
     }
 
     /// Starts the emulator process on `self.port` and waits until it is healthy.
@@ -328,14 +392,13 @@ impl Emulator {
         let pid = child.id() as i32;
         self.child = Some(child);
 
-        let deadline = Instant::now() + EMULATOR_START_DEADLINE;
         let mut first_ok: Option<Instant> = None;
-        loop {
+        poll_for(EMULATOR_START_DEADLINE, || {
             if exited_nowait(pid) {
                 let log = self.log_text();
                 let log = log.get(log_start..).unwrap_or_default();
                 let bind = log.contains("BindException") || log.contains("Address already in use");
-                return Startup::Died { bind };
+                return Some(Startup::Died { bind });
             }
             let ok = matches!(
                 http(self.port, "GET", "/", Duration::from_secs(1)),
@@ -350,18 +413,13 @@ impl Emulator {
                 let log = log.get(log_start..).unwrap_or_default();
                 let banner = log.contains("now running") || log.contains("health check endpoint");
                 let since = *first_ok.get_or_insert_with(Instant::now);
-                if banner || since.elapsed() > Duration::from_secs(3) {
-                    if !exited_nowait(pid) {
-                        return Startup::Ready;
-                    }
-                    continue;
+                if (banner || since.elapsed() > Duration::from_secs(3)) && !exited_nowait(pid) {
+                    return Some(Startup::Ready);
                 }
             }
-            if Instant::now() >= deadline {
-                return Startup::Timeout;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+            None
+        })
+        .unwrap_or(Startup::Timeout)
     }
 
     /// "127.0.0.1:PORT", the value of `DATASTORE_EMULATOR_HOST`.
@@ -453,34 +511,26 @@ impl Emulator {
     /// With [`Emulator::start_on_disk`] the data survives; in memory it starts empty.
     pub fn restart(&mut self) {
         self.stop();
-        // The port may still be held for a moment by the old process's sockets.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match self.spawn() {
-                Startup::Ready => return,
-                Startup::Died { bind: true } if Instant::now() < deadline => {
-                    self.reap();
-                    thread::sleep(Duration::from_millis(200));
-                }
-                Startup::Died { .. } => {
-                    self.reap();
-                    panic!(
-                        "the Datastore emulator did not restart on port {}; log tail:\n{}",
-                        self.port,
-                        tail(&self.log_text(), 40)
-                    )
-                }
-                Startup::Timeout => {
-                    self.stop();
-                    panic!(
-                        "the restarted Datastore emulator on port {} did not become healthy; \
-                         log tail:\n{}",
-                        self.port,
-                        tail(&self.log_text(), 40)
-                    )
-                }
-            }
-        }
+        restart_on_port(self);
+    }
+}
+
+impl Server for Emulator {
+    const NAME: &'static str = "the Datastore emulator";
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn set_port(&mut self, port: u16) {
+        self.port = port;
+    }
+    fn spawn(&mut self) -> Startup {
+        Emulator::spawn(self)
+    }
+    fn reap(&mut self) {
+        Emulator::reap(self)
+    }
+    fn log_tail(&self) -> String {
+        tail(&self.log_text(), 40)
     }
 }
 

@@ -14,7 +14,10 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{exited_nowait, free_port, kill_group, tail, GUARD};
+use super::{
+    exited_nowait, kill_group, poll_for, restart_on_port, start_on_free_port, tail, Server,
+    Startup, GUARD,
+};
 
 /// How long a fresh server may take to answer PING.
 pub const REDIS_START_DEADLINE: Duration = Duration::from_secs(20);
@@ -34,12 +37,6 @@ pub fn redis_server_path() -> PathBuf {
          (it installs the Debian package redis-server)"
     );
     path
-}
-
-enum Startup {
-    Ready,
-    Died { bind: bool },
-    Timeout,
 }
 
 /// A Redis server of this test's own. Dropping it kills it (and its data: nothing is saved).
@@ -66,32 +63,8 @@ impl RedisServer {
             child: None,
             guard: None,
         };
-        // Another process may take the port between free_port() and the bind: try another.
-        for attempt in 1..=5 {
-            server.port = free_port();
-            match server.spawn() {
-                Startup::Ready => return server,
-                Startup::Died { bind: true } if attempt < 5 => server.reap(),
-                Startup::Died { .. } => {
-                    server.reap();
-                    panic!(
-                        "redis-server on port {} exited during start-up; log tail:\n{}",
-                        server.port,
-                        tail(&server.log_text(), 30)
-                    )
-                }
-                Startup::Timeout => {
-                    server.reap();
-                    panic!(
-                        "redis-server on port {} did not answer PING within \
-                         {REDIS_START_DEADLINE:?}; log tail:\n{}",
-                        server.port,
-                        tail(&server.log_text(), 30)
-                    )
-                }
-            }
-        }
-        unreachable!()
+        start_on_free_port(&mut server);
+        server
     }
 
     /// `redis://127.0.0.1:PORT`.
@@ -135,28 +108,24 @@ impl RedisServer {
         self.guard = child.stdin.take();
         let pid = child.id() as i32;
         self.child = Some(child);
-        let deadline = Instant::now() + REDIS_START_DEADLINE;
-        loop {
+        // Answering PING for 50 ms while still alive: ours, not another server that had the
+        // port (ours would have exited on the clash).
+        let mut first_pong: Option<Instant> = None;
+        poll_for(REDIS_START_DEADLINE, || {
             if exited_nowait(pid) {
                 let log = self.log_text();
                 let log = log.get(log_start..).unwrap_or_default();
-                return Startup::Died {
+                return Some(Startup::Died {
                     bind: log.contains("Address already in use"),
-                };
+                });
             }
-            // Answering PING, and still alive (not another server that had the port).
-            if ping(self.port) {
-                thread::sleep(Duration::from_millis(50));
-                if !exited_nowait(pid) {
-                    return Startup::Ready;
-                }
-                continue;
+            if !ping(self.port) {
+                return None;
             }
-            if Instant::now() >= deadline {
-                return Startup::Timeout;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+            let since = *first_pong.get_or_insert_with(Instant::now);
+            (since.elapsed() >= Duration::from_millis(50)).then_some(Startup::Ready)
+        })
+        .unwrap_or(Startup::Timeout)
     }
 
     /// SIGKILL the group (its leader is not reaped yet), then reap. Idempotent.
@@ -177,24 +146,26 @@ impl RedisServer {
     /// Redis without `appendonly` comes back after a crash.
     pub fn restart(&mut self) {
         self.stop();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match self.spawn() {
-                Startup::Ready => return,
-                Startup::Died { bind: true } if Instant::now() < deadline => {
-                    self.reap();
-                    thread::sleep(Duration::from_millis(200));
-                }
-                _ => {
-                    self.reap();
-                    panic!(
-                        "redis-server did not restart on port {}; log tail:\n{}",
-                        self.port,
-                        tail(&self.log_text(), 30)
-                    )
-                }
-            }
-        }
+        restart_on_port(self);
+    }
+}
+
+impl Server for RedisServer {
+    const NAME: &'static str = "redis-server";
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn set_port(&mut self, port: u16) {
+        self.port = port;
+    }
+    fn spawn(&mut self) -> Startup {
+        RedisServer::spawn(self)
+    }
+    fn reap(&mut self) {
+        RedisServer::reap(self)
+    }
+    fn log_tail(&self) -> String {
+        tail(&self.log_text(), 30)
     }
 }
 

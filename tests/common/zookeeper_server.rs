@@ -14,9 +14,12 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{exited_nowait, free_port, kill_group, tail, GUARD};
+use super::{
+    exited_nowait, kill_group, poll_for, restart_on_port, start_on_free_port, tail, Server,
+    Startup, GUARD,
+};
 
 /// The server jar of the Debian package `zookeeper` (libzookeeper-java).
 pub const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
@@ -37,12 +40,6 @@ pub fn zookeeper_jar() -> PathBuf {
         jar.display()
     );
     jar
-}
-
-enum Startup {
-    Ready,
-    Died { bind: bool },
-    Timeout,
 }
 
 /// A ZooKeeper server of this test's own. Dropping it kills it and deletes its data.
@@ -69,32 +66,8 @@ impl ZooKeeperServer {
             child: None,
             guard: None,
         };
-        // Another process may take the port between free_port() and the server's bind.
-        for attempt in 1..=5 {
-            server.port = free_port();
-            match server.spawn() {
-                Startup::Ready => return server,
-                Startup::Died { bind: true } if attempt < 5 => server.reap(),
-                Startup::Died { .. } => {
-                    server.reap();
-                    panic!(
-                        "ZooKeeper on port {} exited during start-up; log tail:\n{}",
-                        server.port,
-                        tail(&server.log_text(), 40)
-                    )
-                }
-                Startup::Timeout => {
-                    server.reap();
-                    panic!(
-                        "ZooKeeper on port {} did not answer ruok within \
-                         {ZOOKEEPER_START_DEADLINE:?}; log tail:\n{}",
-                        server.port,
-                        tail(&server.log_text(), 40)
-                    )
-                }
-            }
-        }
-        unreachable!()
+        start_on_free_port(&mut server);
+        server
     }
 
     /// `127.0.0.1:PORT`, as `[store] hosts` takes it.
@@ -152,22 +125,18 @@ impl ZooKeeperServer {
         self.guard = child.stdin.take();
         let pid = child.id() as i32;
         self.child = Some(child);
-        let deadline = Instant::now() + ZOOKEEPER_START_DEADLINE;
-        loop {
+        poll_for(ZOOKEEPER_START_DEADLINE, || {
             if self.ruok() {
-                return Startup::Ready;
+                return Some(Startup::Ready);
             }
-            if exited_nowait(pid) {
+            exited_nowait(pid).then(|| {
                 let log = self.log_text();
-                return Startup::Died {
+                Startup::Died {
                     bind: log.contains("Address already in use") || log.contains("BindException"),
-                };
-            }
-            if Instant::now() >= deadline {
-                return Startup::Timeout;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+                }
+            })
+        })
+        .unwrap_or(Startup::Timeout)
     }
 
     /// The server jar (its manifest names its dependencies), plus slf4j-simple when installed
@@ -205,27 +174,11 @@ impl ZooKeeperServer {
         if wipe {
             let _ = std::fs::remove_dir_all(self.dir.path().join("data"));
         }
-        // The port may still be held for a moment by the old process's sockets.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match self.spawn() {
-                Startup::Ready => return,
-                Startup::Died { bind: true } if Instant::now() < deadline => {
-                    self.reap();
-                    thread::sleep(Duration::from_millis(200));
-                }
-                _ => {
-                    self.reap();
-                    panic!(
-                        "ZooKeeper did not restart on port {}; log tail:\n{}",
-                        self.port,
-                        tail(&self.log_text(), 40)
-                    )
-                }
-            }
-        }
+        restart_on_port(self);
     }
+}
 
+impl ZooKeeperServer {
     /// Kills the server abruptly (SIGKILL to its group): a store outage. Idempotent.
     pub fn kill(&mut self) {
         self.reap();
@@ -238,6 +191,25 @@ impl ZooKeeperServer {
             let _ = child.wait();
         }
         self.guard = None;
+    }
+}
+
+impl Server for ZooKeeperServer {
+    const NAME: &'static str = "ZooKeeper";
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn set_port(&mut self, port: u16) {
+        self.port = port;
+    }
+    fn spawn(&mut self) -> Startup {
+        ZooKeeperServer::spawn(self)
+    }
+    fn reap(&mut self) {
+        ZooKeeperServer::reap(self)
+    }
+    fn log_tail(&self) -> String {
+        tail(&self.log_text(), 40)
     }
 }
 
