@@ -47,7 +47,6 @@
 //! second: fine for a heartbeat per node and a claim and finish per run, not for thousands of
 //! every-second jobs.
 mod disk;
-mod records;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -57,10 +56,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::json_records::{self as records, Lease, LeasesFile, LEASES_VERSION};
 use super::{
     Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Snapshot, Store, StoreError, StoreResult,
 };
-use records::{Lease, LeasesFile, LEASES_VERSION};
 
 const LOCK: &str = "lock";
 const LEASES: &str = "leases.json";

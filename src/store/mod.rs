@@ -20,6 +20,7 @@
 //! decided by [`resolve`], from the config and the environment.
 pub mod datastore;
 pub mod file;
+mod json_records;
 pub mod metered;
 #[cfg(feature = "redis")]
 pub mod redis;

@@ -41,9 +41,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Serialize};
 use zookeeper_client as zk;
 
+use super::json_records::{Lease, Node, Run};
 use super::{
     Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Snapshot, Store, StoreError, StoreResult,
 };
@@ -725,134 +726,6 @@ impl Store for ZooKeeperStore {
 }
 
 // ---- records as JSON (the znodes' data) ----
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Lease {
-    holder: String,
-    session: String,
-    term: i64,
-    #[serde(default)]
-    acquired_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Node {
-    id: String,
-    session: String,
-    heartbeat: i64,
-    started_at: DateTime<Utc>,
-    renewed_at: DateTime<Utc>,
-    #[serde(default)]
-    jobs: Vec<String>,
-    #[serde(default)]
-    http: Option<String>,
-    /// The cronlease version that wrote it; informational.
-    #[serde(default)]
-    version: String,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Run {
-    job: String,
-    fire_time: DateTime<Utc>,
-    node: String,
-    term: i64,
-    started_at: DateTime<Utc>,
-    #[serde(default)]
-    finished_at: Option<DateTime<Utc>>,
-    outcome: String,
-    #[serde(default)]
-    exit_code: Option<i32>,
-    #[serde(default = "one")]
-    attempts: u32,
-}
-
-fn one() -> u32 {
-    1
-}
-
-impl From<&LeaseRecord> for Lease {
-    fn from(l: &LeaseRecord) -> Self {
-        Lease {
-            holder: l.holder.clone(),
-            session: l.session.clone(),
-            term: l.term,
-            acquired_at: l.acquired_at,
-        }
-    }
-}
-
-impl From<Lease> for LeaseRecord {
-    fn from(l: Lease) -> Self {
-        LeaseRecord {
-            holder: l.holder,
-            session: l.session,
-            term: l.term,
-            acquired_at: l.acquired_at,
-        }
-    }
-}
-
-impl From<&NodeRecord> for Node {
-    fn from(n: &NodeRecord) -> Self {
-        Node {
-            id: n.id.clone(),
-            session: n.session.clone(),
-            heartbeat: n.heartbeat,
-            started_at: n.started_at,
-            renewed_at: n.renewed_at,
-            jobs: n.jobs.clone(),
-            http: n.http.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-        }
-    }
-}
-
-impl From<Node> for NodeRecord {
-    fn from(n: Node) -> Self {
-        NodeRecord {
-            id: n.id,
-            session: n.session,
-            heartbeat: n.heartbeat,
-            started_at: n.started_at,
-            renewed_at: n.renewed_at,
-            jobs: n.jobs,
-            http: n.http,
-        }
-    }
-}
-
-impl From<&RunRecord> for Run {
-    fn from(r: &RunRecord) -> Self {
-        Run {
-            job: r.job.clone(),
-            fire_time: r.fire_time,
-            node: r.node.clone(),
-            term: r.term,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
-            outcome: r.outcome.clone(),
-            exit_code: r.exit_code,
-            attempts: r.attempts,
-        }
-    }
-}
-
-impl From<Run> for RunRecord {
-    fn from(r: Run) -> Self {
-        RunRecord {
-            job: r.job,
-            fire_time: r.fire_time,
-            node: r.node,
-            term: r.term,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
-            outcome: r.outcome,
-            exit_code: r.exit_code,
-            attempts: r.attempts,
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,7 @@
-//! The file store's records as JSON. They are separate from the store's own types so that the
-//! on-disk format changes only on purpose: fields added later get a `serde(default)` that says
-//! what older files meant, and the leases file carries a format version.
+//! The store records as JSON, for the backends that keep JSON documents (the file store's files,
+//! ZooKeeper's znodes). They are separate from the store's own types so that the stored format
+//! changes only on purpose: fields added later get a `serde(default)` that says what older
+//! records meant, and the file store's leases file carries a format version.
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -9,17 +10,17 @@ use serde::{Deserialize, Serialize};
 use crate::store::{LeaseRecord, NodeRecord, RunRecord};
 
 /// The leases file's format version; a newer one is refused rather than misread.
-pub(super) const LEASES_VERSION: u32 = 1;
+pub(crate) const LEASES_VERSION: u32 = 1;
 
 /// `leases.json`: every job's lease, by job name.
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub(super) struct LeasesFile {
+pub(crate) struct LeasesFile {
     pub version: u32,
     pub leases: BTreeMap<String, Lease>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct Lease {
+pub(crate) struct Lease {
     pub holder: String,
     pub session: String,
     pub term: i64,
@@ -29,7 +30,7 @@ pub(super) struct Lease {
 
 /// `nodes/{id}.json`.
 #[derive(Debug, Serialize, Deserialize)]
-pub(super) struct Node {
+pub(crate) struct Node {
     pub id: String,
     pub session: String,
     pub heartbeat: i64,
@@ -46,7 +47,7 @@ pub(super) struct Node {
 
 /// `runs/{job}/{unix fire time}.json`.
 #[derive(Debug, Serialize, Deserialize)]
-pub(super) struct Run {
+pub(crate) struct Run {
     pub job: String,
     pub fire_time: DateTime<Utc>,
     pub node: String,
