@@ -3,7 +3,18 @@
 //!
 //! All lease timing lives in [`Election::poll_once`]; the store only compares and sets.
 //!
-//! How a lease is judged, each poll (one batched read of every lease and every node record):
+//! What a poll reads: every node record (one small query: a handful of entities however many
+//! jobs there are), and the leases (one batched read of all of them) only when they may have
+//! changed: when some node's `lease_epoch` or session differs from the last lease read (a node
+//! bumps its epoch and writes its record right after every lease change it makes, see
+//! [`Session::leases_changed`]), when this node's own change or a lost compare-and-set showed
+//! its copy is stale, or at least every [`FULL_READ_EVERY`]. Leases are renewed through the
+//! node records, so a lease table that did not change needs no re-reading to judge expiry: with
+//! 1,000 jobs a follower reads a few entities per poll instead of 1,000. A copy that is stale
+//! anyway (a change whose announcement was lost with its node) is harmless: any action on it is
+//! a compare-and-set that fails, which forces a re-read.
+//!
+//! How a lease is judged, each poll:
 //! - free (no holder), or held under a session that is no longer its holder's current session,
 //!   or held by a node whose record is gone: **available** now;
 //! - held by a live session: available only once this observer has seen that node's heartbeat
@@ -41,7 +52,7 @@ use tracing::{debug, info, warn};
 use crate::config::{ElectionConfig, Job};
 use crate::metrics::Metrics;
 use crate::session::Session;
-use crate::store::{LeaseRecord, Observed, Snapshot, Store};
+use crate::store::{LeaseRecord, NodeRecord, Observed, Store, StoreResult};
 
 /// Who leads a job, as this node last saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -60,6 +71,18 @@ pub struct Leadership {
 
 /// At most this many excess leases are handed back per poll (one store transaction each way).
 pub const RELEASE_BATCH: usize = 100;
+
+/// The leases are re-read at least this often even when no node announced a change (a safety
+/// net for edits made outside cronlease); with a longer `lease`, at least once per lease.
+pub const FULL_READ_EVERY: Duration = Duration::from_secs(60);
+
+/// What a job without a lease record looks like: free, never held.
+static FREE_LEASE: LeaseRecord = LeaseRecord {
+    holder: String::new(),
+    session: String::new(),
+    term: 0,
+    acquired_at: None,
+};
 
 /// A silent node's record is removed after this many lease times without a heartbeat change.
 pub const GC_AFTER_LEASES: u32 = 3;
@@ -107,6 +130,18 @@ struct State {
     /// Leases were lost because the session lapsed, and no session has been valid since:
     /// the node is unhealthy (it cannot renew).
     lapsed_holding: bool,
+    /// The leases as last read, and what the node records announced at that read.
+    leases: Option<LeaseCache>,
+    /// The copy in `leases` is known stale (this node changed a lease, or a compare-and-set or
+    /// a claim showed another holder): re-read at the next poll.
+    leases_dirty: bool,
+}
+
+struct LeaseCache {
+    leases: Arc<HashMap<String, LeaseRecord>>,
+    /// Per node id at the read: (session, lease_epoch).
+    epochs: HashMap<String, (String, i64)>,
+    read_at: Instant,
 }
 
 struct Watched {
@@ -197,6 +232,7 @@ impl Election {
     /// A fenced claim showed that the lease of `job` with `term` is no longer ours.
     pub fn lost(&self, job: &str, term: i64, why: &str) {
         let mut st = self.state.lock().unwrap();
+        st.leases_dirty = true;
         if st.held.get(job).is_some_and(|l| l.term == term) {
             st.held.remove(job);
             self.metrics.lease_lost(job);
@@ -218,10 +254,15 @@ impl Election {
         }
     }
 
-    /// One round: read everything in batches, update observations, acquire and release.
+    /// One round: read the node records (and the leases if they may have changed), update
+    /// observations, acquire and release.
     pub async fn poll_once(&self, cancel: &CancellationToken) {
-        let snapshot = match self.store.snapshot(&self.names).await {
-            Ok(s) => s,
+        let read = match self.store.nodes().await {
+            Ok(nodes) => self.leases_for(&nodes).await.map(|leases| (nodes, leases)),
+            Err(e) => Err(e),
+        };
+        let (nodes, leases) = match read {
+            Ok(r) => r,
             Err(e) => {
                 let failures = {
                     let mut st = self.state.lock().unwrap();
@@ -250,7 +291,7 @@ impl Election {
             st.polls += 1;
             st.first_poll.get_or_insert(now);
             drop_stale(&mut st, current.as_deref(), &self.node, &self.metrics);
-            self.observe(&mut st, &snapshot, current.as_deref(), now)
+            self.observe(&mut st, &leases, &nodes, current.as_deref(), now)
         };
         self.session.set_jobs(self.held());
         let Some(session) = current else { return };
@@ -260,19 +301,21 @@ impl Election {
         // Under the fair share: try candidates until the share is reached (a lost race moves on
         // to the next one). Long-available leases: everyone takes them.
         let mut quota = plan.quota;
+        let mut changed = false;
         for (job, observed) in plan.within_share {
             if quota == 0 {
                 break;
             }
             if self.try_acquire(&job, observed, &session).await {
                 quota -= 1;
+                changed = true;
             }
         }
         for (job, observed) in plan.anyway {
-            self.try_acquire(&job, observed, &session).await;
+            changed |= self.try_acquire(&job, observed, &session).await;
         }
         if !plan.release.is_empty() {
-            self.release_excess(&plan.release, &session).await;
+            changed |= self.release_excess(&plan.release, &session).await;
         }
         for (id, session, heartbeat) in plan.silent {
             match self.store.delete_node_if(&id, &session, heartbeat).await {
@@ -285,20 +328,69 @@ impl Election {
         }
         let held = self.held();
         self.metrics.set_leases_held(held.len());
-        self.session.set_jobs(held);
+        if changed {
+            self.session.leases_changed(held);
+        } else {
+            self.session.set_jobs(held);
+        }
+    }
+
+    /// The leases: the copy from the last read unless they may have changed since (see the
+    /// module doc), else a fresh batched read. `nodes` must have been read just before: a node
+    /// announces a lease change only after it committed, so a read after seeing the
+    /// announcement includes the change.
+    async fn leases_for(
+        &self,
+        nodes: &HashMap<String, NodeRecord>,
+    ) -> StoreResult<Arc<HashMap<String, LeaseRecord>>> {
+        let epochs: HashMap<String, (String, i64)> = nodes
+            .iter()
+            .map(|(id, n)| (id.clone(), (n.session.clone(), n.lease_epoch)))
+            .collect();
+        let started = Instant::now();
+        {
+            let mut st = self.state.lock().unwrap();
+            let every = FULL_READ_EVERY.max(self.config.lease);
+            if let Some(c) = &st.leases {
+                if !st.leases_dirty
+                    && c.epochs == epochs
+                    && started.duration_since(c.read_at) < every
+                {
+                    return Ok(c.leases.clone());
+                }
+            }
+            // Cleared before the read: a change noticed while it is under way marks it again.
+            st.leases_dirty = false;
+        }
+        match self.store.leases(&self.names).await {
+            Ok(leases) => {
+                let leases = Arc::new(leases);
+                self.state.lock().unwrap().leases = Some(LeaseCache {
+                    leases: leases.clone(),
+                    epochs,
+                    read_at: started,
+                });
+                Ok(leases)
+            }
+            Err(e) => {
+                self.state.lock().unwrap().leases_dirty = true;
+                Err(e)
+            }
+        }
     }
 
     /// Update observations from a snapshot and decide what to acquire and release.
     fn observe(
         &self,
         st: &mut State,
-        snap: &Snapshot,
+        leases: &HashMap<String, LeaseRecord>,
+        nodes: &HashMap<String, NodeRecord>,
         session: Option<&str>,
         now: Instant,
     ) -> Plan {
         // Heartbeat watches: restart the clock whenever (session, heartbeat) changes.
-        st.watch.retain(|id, _| snap.nodes.contains_key(id));
-        for (id, rec) in &snap.nodes {
+        st.watch.retain(|id, _| nodes.contains_key(id));
+        for (id, rec) in nodes {
             if id == &self.node {
                 continue;
             }
@@ -323,8 +415,7 @@ impl Election {
                 .get(id)
                 .is_some_and(|w| now.duration_since(w.since) < lease_time)
         };
-        let live_others = snap
-            .nodes
+        let live_others = nodes
             .keys()
             .filter(|id| *id != &self.node && alive(st, id))
             .count();
@@ -333,8 +424,9 @@ impl Election {
 
         let mut available = Vec::new();
         for job in &self.names {
-            let lease = snap.leases.get(job);
-            let rec = lease.cloned().unwrap_or_default();
+            let lease = leases.get(job);
+            // By reference: this loop runs over every job on every poll.
+            let rec = lease.unwrap_or(&FREE_LEASE);
             let standing = if rec.holder.is_empty() {
                 Standing::Available
             } else if rec.holder == self.node {
@@ -344,21 +436,27 @@ impl Election {
                     Standing::Available // a lease of an earlier session of ours: dead
                 }
             } else {
-                match snap.nodes.get(&rec.holder) {
+                match nodes.get(&rec.holder) {
                     None => Standing::Available, // holder gone (stopped gracefully)
                     Some(n) if n.session != rec.session => Standing::Available, // holder restarted
                     Some(_) if alive(st, &rec.holder) => Standing::Other,
                     Some(_) => Standing::Available, // heartbeat unchanged for a full lease
                 }
             };
-            let seen = LeaseView {
-                holder: rec.holder.clone(),
-                term: rec.term,
-            };
-            if st.view.get(job) != Some(&seen) {
+            let unchanged = st
+                .view
+                .get(job)
+                .is_some_and(|v| v.holder == rec.holder && v.term == rec.term);
+            if !unchanged {
                 st.last_change_poll = st.polls;
+                st.view.insert(
+                    job.clone(),
+                    LeaseView {
+                        holder: rec.holder.clone(),
+                        term: rec.term,
+                    },
+                );
             }
-            st.view.insert(job.clone(), seen);
             match standing {
                 Standing::Mine => {
                     st.available_since.remove(job);
@@ -388,8 +486,7 @@ impl Election {
                             .available_since
                             .entry(job.clone())
                             .or_insert((now, polls));
-                        let holder_node = snap
-                            .nodes
+                        let holder_node = nodes
                             .get(&rec.holder)
                             .filter(|_| !rec.holder.is_empty())
                             .map(|n| (n.session.clone(), n.heartbeat));
@@ -469,7 +566,11 @@ impl Election {
             term: old_term + 1,
             acquired_at: Some(Utc::now()),
         };
-        match self.store.acquire(job, &observed, &new).await {
+        let result = self.store.acquire(job, &observed, &new).await;
+        // Whatever the answer, the copy of the leases no longer matches the store: ours changed,
+        // or somebody else's change made the compare-and-set fail, or the answer was lost.
+        self.state.lock().unwrap().leases_dirty = true;
+        match result {
             Ok(true) => {
                 self.metrics.lease_acquired(job);
                 {
@@ -516,8 +617,8 @@ impl Election {
         }
     }
 
-    /// Hand `jobs` back (rebalancing), in one store call.
-    async fn release_excess(&self, jobs: &[String], session: &str) {
+    /// Hand `jobs` back (rebalancing), in one store call. True if it was done.
+    async fn release_excess(&self, jobs: &[String], session: &str) -> bool {
         let terms: Vec<(String, i64)> = {
             let st = self.state.lock().unwrap();
             jobs.iter()
@@ -525,19 +626,25 @@ impl Election {
                 .collect()
         };
         if terms.is_empty() {
-            return;
+            return false;
         }
         let names: Vec<String> = terms.iter().map(|(j, _)| j.clone()).collect();
-        match self.store.release(&names, &self.node, session).await {
+        let result = self.store.release(&names, &self.node, session).await;
+        let mut st = self.state.lock().unwrap();
+        st.leases_dirty = true;
+        match result {
             Ok(_) => {
-                let mut st = self.state.lock().unwrap();
                 for (job, term) in &terms {
                     st.held.remove(job);
                     info!(event = "lease_released", job = %job, node = %self.node, term = *term,
                         reason = "rebalance", "lease released to spread jobs over the nodes");
                 }
+                true
             }
-            Err(e) => warn!(event = "store_error", "cannot release leases: {e}"),
+            Err(e) => {
+                warn!(event = "store_error", "cannot release leases: {e}");
+                false
+            }
         }
     }
 

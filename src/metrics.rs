@@ -19,6 +19,7 @@
 //! | `cronlease_store_calls_total` | counter | op |
 //! | `cronlease_store_errors_total` | counter | op |
 //! | `cronlease_store_writes_total` | counter | op |
+//! | `cronlease_store_reads_total` | counter | op |
 //! | `cronlease_store_call_duration_seconds` | histogram | op |
 //! | `cronlease_runs_pruned_total` | counter | — |
 use std::time::Duration;
@@ -63,6 +64,7 @@ pub struct Metrics {
     store_calls: Family<OpLabel, Counter>,
     store_errors: Family<OpLabel, Counter>,
     store_writes: Family<OpLabel, Counter>,
+    store_reads: Family<OpLabel, Counter>,
     store_latency: HistogramFamily<OpLabel>,
     runs_pruned: Counter,
 }
@@ -99,6 +101,7 @@ impl Metrics {
             store_calls: Family::default(),
             store_errors: Family::default(),
             store_writes: Family::default(),
+            store_reads: Family::default(),
             store_latency: Family::new_with_constructor(store_latency_histogram),
             runs_pruned: Counter::default(),
         };
@@ -162,6 +165,11 @@ impl Metrics {
             "cronlease_store_writes",
             "Entities written or deleted, by store operation",
             m.store_writes.clone(),
+        );
+        r.register(
+            "cronlease_store_reads",
+            "Entities read, by store operation (what Datastore bills for lookups and queries)",
+            m.store_reads.clone(),
         );
         r.register(
             "cronlease_store_call_duration_seconds",
@@ -233,6 +241,11 @@ impl Metrics {
 
     /// One store operation: its latency, whether it failed, how many entities it wrote.
     pub fn store_call(&self, op: &str, took: Duration, ok: bool, writes: u64) {
+        self.store_call_read(op, took, ok, writes, 0);
+    }
+
+    /// One store operation, with the number of entities it returned from reads.
+    pub fn store_call_read(&self, op: &str, took: Duration, ok: bool, writes: u64, reads: u64) {
         let label = OpLabel { op: op.to_string() };
         self.store_calls.get_or_create(&label).inc();
         self.store_latency
@@ -243,6 +256,9 @@ impl Metrics {
         }
         if writes > 0 {
             self.store_writes.get_or_create(&label).inc_by(writes);
+        }
+        if reads > 0 {
+            self.store_reads.get_or_create(&label).inc_by(reads);
         }
     }
 
@@ -272,6 +288,7 @@ mod tests {
         m.job_finished("backup", "ok", Duration::from_millis(1500));
         m.store_call("claim", Duration::from_millis(3), true, 1);
         m.store_call("snapshot", Duration::from_millis(3), false, 0);
+        m.store_call_read("leases", Duration::from_millis(3), true, 0, 1000);
         m.set_leases_held(2);
         m.job_retry("backup");
         m.job_retry("backup");
@@ -286,6 +303,7 @@ mod tests {
         assert!(text.contains("cronlease_job_duration_seconds_count{job=\"backup\"} 1"));
         assert!(text.contains("cronlease_store_writes_total{op=\"claim\"} 1"));
         assert!(text.contains("cronlease_store_errors_total{op=\"snapshot\"} 1"));
+        assert!(text.contains("cronlease_store_reads_total{op=\"leases\"} 1000"));
         assert!(text.contains("cronlease_leases_held 2"));
         assert!(text.contains("cronlease_job_retries_total{job=\"backup\"} 2"));
         assert!(text.contains("cronlease_job_runs_total{job=\"report\",outcome=\"skipped\"} 1"));

@@ -44,6 +44,8 @@ pub struct Session {
     /// This node's HTTP address, advertised in its record for `cronlease status`.
     http: Option<String>,
     state: Mutex<State>,
+    /// Wakes the renew loop for an early heartbeat (a lease change to announce).
+    renew_now: tokio::sync::Notify,
 }
 
 struct State {
@@ -55,6 +57,9 @@ struct State {
     jobs: Vec<String>,
     /// Consecutive failed writes, for log throttling.
     failures: u32,
+    /// Bumped after every lease change this node made; written with the next heartbeat, which
+    /// [`Session::leases_changed`] asks for at once. Observers re-read the leases when it moves.
+    lease_epoch: i64,
 }
 
 impl Session {
@@ -76,7 +81,9 @@ impl Session {
                 valid_until: None,
                 jobs: Vec::new(),
                 failures: 0,
+                lease_epoch: 0,
             }),
+            renew_now: tokio::sync::Notify::new(),
         }
     }
 
@@ -104,6 +111,15 @@ impl Session {
         self.state.lock().unwrap().jobs = jobs;
     }
 
+    /// This node changed leases (acquired or released some): bump the lease epoch and write the
+    /// record now rather than at the next renew period, so that the other nodes, which re-read
+    /// the leases only when some node's epoch moves, learn of it within their next poll.
+    pub fn leases_changed(&self, jobs: Vec<String>) {
+        self.set_jobs(jobs);
+        self.state.lock().unwrap().lease_epoch += 1;
+        self.renew_now.notify_one();
+    }
+
     /// Write the node record once (bumping the heartbeat). On success the session is valid until
     /// the write's start + renew_deadline, unless the session id changed meanwhile.
     pub async fn renew_once(&self) -> Result<(), StoreError> {
@@ -123,6 +139,7 @@ impl Session {
                 renewed_at: Utc::now(),
                 jobs: st.jobs.clone(),
                 http: self.http.clone(),
+                lease_epoch: st.lease_epoch,
             }
         };
         let result = self.store.put_node(&record).await;
@@ -179,7 +196,9 @@ impl Session {
         }
     }
 
-    /// Renew every `renew` period until `cancel` fires.
+    /// Renew every `renew` period until `cancel` fires, and at once when
+    /// [`Session::leases_changed`] asks (the period then restarts, so announcing lease changes
+    /// adds writes only while leases move).
     pub async fn renew_loop(&self, cancel: CancellationToken) {
         let mut interval = tokio::time::interval(self.election.renew);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -188,6 +207,7 @@ impl Session {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = interval.tick() => {}
+                _ = self.renew_now.notified() => interval.reset(),
             }
             if let Err(e) = self.renew_once().await {
                 let failures = self.state.lock().unwrap().failures;

@@ -681,6 +681,7 @@ shell = "true"
             renewed_at: t(renewed_at),
             jobs: Vec::new(),
             http: None,
+            lease_epoch: 0,
         }
     }
 
@@ -1022,10 +1023,13 @@ STALE: no heartbeat for longer than the lease (its clock vs. ours)
         async fn delete_node_if(&self, _: &str, _: &str, _: i64) -> StoreResult<bool> {
             unreachable!("status writes nothing")
         }
-        async fn snapshot(&self, jobs: &[String]) -> StoreResult<Snapshot> {
-            let mut s = self.snapshot.clone();
-            s.leases.retain(|k, _| jobs.contains(k));
-            Ok(s)
+        async fn nodes(&self) -> StoreResult<HashMap<String, NodeRecord>> {
+            Ok(self.snapshot.nodes.clone())
+        }
+        async fn leases(&self, jobs: &[String]) -> StoreResult<HashMap<String, LeaseRecord>> {
+            let mut l = self.snapshot.leases.clone();
+            l.retain(|k, _| jobs.contains(k));
+            Ok(l)
         }
         async fn acquire(&self, _: &str, _: &Observed, _: &LeaseRecord) -> StoreResult<bool> {
             unreachable!("status writes nothing")

@@ -761,7 +761,7 @@ mod tests {
     use crate::config::{Action, ElectionConfig};
     use crate::schedule::Schedule;
     use crate::session::Session;
-    use crate::store::{LeaseRecord, NodeRecord, Observed, Snapshot, StoreError, StoreResult};
+    use crate::store::{LeaseRecord, NodeRecord, Observed, StoreError, StoreResult};
 
     /// A store that is never reached: these tests stop before any store call.
     struct Unreachable;
@@ -784,7 +784,10 @@ mod tests {
         async fn delete_node_if(&self, _: &str, _: &str, _: i64) -> StoreResult<bool> {
             down()
         }
-        async fn snapshot(&self, _: &[String]) -> StoreResult<Snapshot> {
+        async fn nodes(&self) -> StoreResult<HashMap<String, NodeRecord>> {
+            down()
+        }
+        async fn leases(&self, _: &[String]) -> StoreResult<HashMap<String, LeaseRecord>> {
             down()
         }
         async fn acquire(&self, _: &str, _: &Observed, _: &LeaseRecord) -> StoreResult<bool> {

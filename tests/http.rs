@@ -287,3 +287,90 @@ fn history_stays_at_its_bound_over_many_ticks() {
     );
     assert!(metric(port, "cronlease_runs_pruned_total") >= 14.0);
 }
+
+/// Followers read the few node records every poll and the leases only when some node announced
+/// a lease change (its `lease_epoch`): a settled cluster reads no leases at all, while every
+/// change is still seen within a poll or two, from both sides.
+#[test]
+fn leases_are_reread_only_when_a_node_announces_a_change() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = ["e1", "e2", "e3", "e4"];
+    let cfg = write_config(dir.path(), &config("", &jobs));
+    // -1 until the node's listener is up.
+    let held = |port: u16| {
+        if code(port, "/healthz").is_none() {
+            return -1.0;
+        }
+        metric(port, "cronlease_leases_held")
+    };
+    let nodes_read = |port: u16| metric(port, r#"cronlease_store_calls_total{op="nodes"}"#);
+    let leases_read = |port: u16| metric(port, r#"cronlease_store_calls_total{op="leases"}"#);
+
+    let (a, pa) = node_with_http(&emu, &cfg, "epoch-a");
+    assert!(
+        wait_until(WAIT, || code(pa, "/readyz") == Some(200) && held(pa) == 4.0),
+        "a never led all four; stderr:\n{}",
+        a.stderr_text()
+    );
+    // b joins: a hands back two (announced by its epoch, as a's record shows a live node
+    // holding them), and b takes them. Without the announcement b would not re-read the leases
+    // before the once-a-minute safety net.
+    let (b, pb) = node_with_http(&emu, &cfg, "epoch-b");
+    assert!(
+        wait_until(WAIT, || held(pb) == 2.0 && held(pa) == 2.0),
+        "no spread: a {} b {}; b stderr:\n{}",
+        held(pa),
+        held(pb),
+        b.stderr_text()
+    );
+    // a learns who took them the same way: its /status names b as their holder.
+    let holders = |port: u16| -> Vec<(String, String)> {
+        let v: Value = serde_json::from_str(&get(port, "/status").1).unwrap();
+        v["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| {
+                (
+                    j["name"].as_str().unwrap().to_string(),
+                    j["holder"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    assert!(
+        wait_until(WAIT, || holders(pa) == holders(pb)
+            && holders(pa).iter().filter(|(_, h)| h == "epoch-b").count() == 2),
+        "a sees {:?}, b sees {:?}",
+        holders(pa),
+        holders(pb)
+    );
+
+    // Settled: over twelve more polls, b reads the node records each time and the leases not at
+    // all (one read at most, for a change still settling).
+    let (n0, l0) = (nodes_read(pb), leases_read(pb));
+    assert!(wait_until(WAIT, || nodes_read(pb) >= n0 + 12.0));
+    let (n1, l1) = (nodes_read(pb), leases_read(pb));
+    assert!(
+        l1 - l0 <= 1.0,
+        "b read the leases {} times in {} polls of a settled cluster",
+        l1 - l0,
+        n1 - n0
+    );
+    let lease_entities = metric(pb, r#"cronlease_store_reads_total{op="leases"}"#);
+    assert!(lease_entities >= 4.0, "entity reads are counted");
+    common::report(
+        "lease_rereads",
+        serde_json::json!({ "polls": n1 - n0, "lease_reads": l1 - l0 }),
+    );
+
+    // A node that stops: its record goes, b re-reads and takes everything.
+    a.signal(libc::SIGTERM);
+    assert!(
+        wait_until(WAIT, || held(pb) == 4.0),
+        "b did not take over a's leases; b stderr:\n{}",
+        b.stderr_text()
+    );
+    drop(a);
+}

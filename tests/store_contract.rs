@@ -66,6 +66,7 @@ fn node(id: &str, session: &str, heartbeat: i64) -> NodeRecord {
         renewed_at: Utc::now(),
         jobs: vec![],
         http: None,
+        lease_epoch: 0,
     }
 }
 
@@ -347,6 +348,30 @@ async fn snapshot_reads_many_leases_and_all_nodes_in_batches(store: Arc<dyn Stor
     assert_eq!(snap.nodes.len(), 2);
     assert_eq!(snap.nodes["a"].heartbeat, 7);
     assert_eq!(snap.nodes["b"].session, "sb");
+    // The two halves on their own: the node records alone (what a follower reads every poll),
+    // the leases alone (only when some node announced a change).
+    let nodes = store.nodes().await.unwrap();
+    assert_eq!(nodes, snap.nodes);
+    assert_eq!(store.leases(&jobs).await.unwrap(), snap.leases);
+    assert_eq!(
+        store.leases(&jobs[..150]).await.unwrap().len(),
+        2,
+        "only the leases asked for"
+    );
+}
+
+async fn the_lease_epoch_round_trips_with_the_node_record(store: Arc<dyn Store>) {
+    let mut a = node("a", "sa", 1);
+    store.put_node(&a).await.unwrap();
+    assert_eq!(store.nodes().await.unwrap()["a"].lease_epoch, 0);
+    a.lease_epoch = 41;
+    a.heartbeat = 2;
+    store.put_node(&a).await.unwrap();
+    a.lease_epoch = 42;
+    store.put_node(&a).await.unwrap();
+    let read = store.nodes().await.unwrap();
+    assert_eq!(read["a"].lease_epoch, 42, "an overwrite carries the epoch");
+    assert_eq!(read["a"].session, "sa");
 }
 
 async fn runs_record_outcomes(store: Arc<dyn Store>) {
@@ -460,6 +485,7 @@ macro_rules! contract {
             claim_racing_a_takeover_never_both,
             release_frees_only_own_leases,
             snapshot_reads_many_leases_and_all_nodes_in_batches,
+            the_lease_epoch_round_trips_with_the_node_record,
             runs_record_outcomes,
             history_keeps_the_newest_runs,
             dead_nodes_are_removed_only_if_unchanged,

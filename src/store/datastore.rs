@@ -23,9 +23,7 @@ use gcloud_sdk::{GoogleApi, GoogleAuthMiddleware};
 use ds::key::path_element::IdType;
 use ds::value::ValueType;
 
-use super::{
-    Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Snapshot, Store, StoreError, StoreResult,
-};
+use super::{Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError, StoreResult};
 use crate::config::StoreConfig;
 
 const KIND_NODE: &str = "Node";
@@ -464,6 +462,7 @@ impl DatastoreStore {
         let mut props = HashMap::new();
         props.insert("session".into(), string(&node.session, false));
         props.insert("heartbeat".into(), integer(node.heartbeat, false));
+        props.insert("lease_epoch".into(), integer(node.lease_epoch, false));
         props.insert("started_at".into(), timestamp(node.started_at, false));
         props.insert("renewed_at".into(), timestamp(node.renewed_at, false));
         if let Some(http) = &node.http {
@@ -560,20 +559,22 @@ impl Store for DatastoreStore {
         }
     }
 
-    async fn snapshot(&self, jobs: &[String]) -> StoreResult<Snapshot> {
-        let keys = jobs.iter().map(|j| self.key(KIND_LEASE, j)).collect();
-        let (leases, nodes) =
-            tokio::try_join!(self.lookup_batched(keys), self.query_all(KIND_NODE, None))?;
-        let leases = leases
-            .into_iter()
-            .map(|(job, e)| (job, parse_lease(&e)))
-            .collect();
-        let nodes = nodes
+    async fn nodes(&self) -> StoreResult<HashMap<String, NodeRecord>> {
+        let nodes = self.query_all(KIND_NODE, None).await?;
+        Ok(nodes
             .iter()
             .filter_map(parse_node)
             .map(|n| (n.id.clone(), n))
-            .collect();
-        Ok(Snapshot { leases, nodes })
+            .collect())
+    }
+
+    async fn leases(&self, jobs: &[String]) -> StoreResult<HashMap<String, LeaseRecord>> {
+        let keys = jobs.iter().map(|j| self.key(KIND_LEASE, j)).collect();
+        let leases = self.lookup_batched(keys).await?;
+        Ok(leases
+            .into_iter()
+            .map(|(job, e)| (job, parse_lease(&e)))
+            .collect())
     }
 
     async fn acquire(
@@ -891,6 +892,7 @@ fn parse_node(e: &ds::Entity) -> Option<NodeRecord> {
         renewed_at: get_time(e, "renewed_at").unwrap_or_default(),
         jobs,
         http: Some(get_str(e, "http")).filter(|h| !h.is_empty()),
+        lease_epoch: get_int(e, "lease_epoch").unwrap_or(0),
     })
 }
 

@@ -57,9 +57,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::json_records::{self as records, Lease, LeasesFile, LEASES_VERSION};
-use super::{
-    Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Snapshot, Store, StoreError, StoreResult,
-};
+use super::{Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError, StoreResult};
 
 const LOCK: &str = "lock";
 const LEASES: &str = "leases.json";
@@ -394,21 +392,21 @@ impl Store for FileStore {
         .await
     }
 
-    async fn snapshot(&self, jobs: &[String]) -> StoreResult<Snapshot> {
+    async fn nodes(&self) -> StoreResult<HashMap<String, NodeRecord>> {
+        self.read("nodes", move |dir| dir.read_nodes()).await
+    }
+
+    async fn leases(&self, jobs: &[String]) -> StoreResult<HashMap<String, LeaseRecord>> {
         let jobs = jobs.to_vec();
-        self.read("snapshot", move |dir| {
+        self.read("leases", move |dir| {
             let mut all = dir.read_leases()?.leases;
-            let leases = jobs
+            Ok(jobs
                 .into_iter()
                 .filter_map(|job| {
                     let lease = all.remove(&job)?;
                     Some((job, LeaseRecord::from(lease)))
                 })
-                .collect();
-            Ok(Snapshot {
-                leases,
-                nodes: dir.read_nodes()?,
-            })
+                .collect())
         })
         .await
     }

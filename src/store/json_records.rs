@@ -40,6 +40,8 @@ pub(crate) struct Node {
     pub jobs: Vec<String>,
     #[serde(default)]
     pub http: Option<String>,
+    #[serde(default)]
+    pub lease_epoch: i64,
     /// The cronlease version that wrote it; informational, as in Datastore.
     #[serde(default)]
     pub version: String,
@@ -99,6 +101,7 @@ impl From<&NodeRecord> for Node {
             renewed_at: n.renewed_at,
             jobs: n.jobs.clone(),
             http: n.http.clone(),
+            lease_epoch: n.lease_epoch,
             version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
@@ -114,6 +117,7 @@ impl From<Node> for NodeRecord {
             renewed_at: n.renewed_at,
             jobs: n.jobs,
             http: n.http,
+            lease_epoch: n.lease_epoch,
         }
     }
 }

@@ -1,13 +1,14 @@
-//! A [`Store`] wrapper that counts every call: latency, errors and entities written, by
-//! operation. The node wraps whatever backend it runs on, so the figures are comparable across
+//! A [`Store`] wrapper that counts every call: latency, errors, entities written and entities
+//! read, by operation. The node wraps whatever backend it runs on, so the figures are comparable across
 //! backends and free of per-backend bookkeeping.
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Snapshot, Store, StoreResult};
+use super::{Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreResult};
 use crate::metrics::Metrics;
 
 pub struct Metered {
@@ -28,11 +29,21 @@ impl Metered {
         fut: impl std::future::Future<Output = StoreResult<T>>,
         writes: impl FnOnce(&T) -> u64,
     ) -> StoreResult<T> {
+        self.timed_read(op, fut, |r| (writes(r), 0)).await
+    }
+
+    /// As [`Self::timed`], with `(writes, reads)` derived from the result.
+    async fn timed_read<T>(
+        &self,
+        op: &str,
+        fut: impl std::future::Future<Output = StoreResult<T>>,
+        counts: impl FnOnce(&T) -> (u64, u64),
+    ) -> StoreResult<T> {
         let start = Instant::now();
         let result = fut.await;
-        let written = result.as_ref().map(writes).unwrap_or(0);
+        let (written, read) = result.as_ref().map(counts).unwrap_or((0, 0));
         self.metrics
-            .store_call(op, start.elapsed(), result.is_ok(), written);
+            .store_call_read(op, start.elapsed(), result.is_ok(), written, read);
         result
     }
 }
@@ -54,16 +65,21 @@ impl Store for Metered {
     }
 
     async fn delete_node_if(&self, id: &str, session: &str, heartbeat: i64) -> StoreResult<bool> {
-        self.timed(
+        self.timed_read(
             "delete_node_if",
             self.inner.delete_node_if(id, session, heartbeat),
-            |deleted| u64::from(*deleted),
+            |deleted| (u64::from(*deleted), 1),
         )
         .await
     }
 
-    async fn snapshot(&self, jobs: &[String]) -> StoreResult<Snapshot> {
-        self.timed("snapshot", self.inner.snapshot(jobs), |_| 0)
+    async fn nodes(&self) -> StoreResult<HashMap<String, NodeRecord>> {
+        self.timed_read("nodes", self.inner.nodes(), |n| (0, n.len() as u64))
+            .await
+    }
+
+    async fn leases(&self, jobs: &[String]) -> StoreResult<HashMap<String, LeaseRecord>> {
+        self.timed_read("leases", self.inner.leases(jobs), |l| (0, l.len() as u64))
             .await
     }
 
@@ -73,22 +89,26 @@ impl Store for Metered {
         observed: &Observed,
         new: &LeaseRecord,
     ) -> StoreResult<bool> {
-        self.timed("acquire", self.inner.acquire(job, observed, new), |won| {
-            u64::from(*won)
+        // Reads: the lease and, if it had a holder, the holder's node record (the CAS).
+        let reads = 1 + u64::from(observed.holder_node.is_some());
+        self.timed_read("acquire", self.inner.acquire(job, observed, new), |won| {
+            (u64::from(*won), reads)
         })
         .await
     }
 
     async fn release(&self, jobs: &[String], node: &str, session: &str) -> StoreResult<usize> {
-        self.timed("release", self.inner.release(jobs, node, session), |n| {
-            *n as u64
+        let reads = jobs.len() as u64;
+        self.timed_read("release", self.inner.release(jobs, node, session), |n| {
+            (*n as u64, reads)
         })
         .await
     }
 
     async fn claim(&self, run: &RunRecord, session: &str) -> StoreResult<Claim> {
-        self.timed("claim", self.inner.claim(run, session), |c| {
-            u64::from(*c == Claim::Won)
+        // Reads: the lease (the fence check).
+        self.timed_read("claim", self.inner.claim(run, session), |c| {
+            (u64::from(*c == Claim::Won), 1)
         })
         .await
     }
@@ -98,17 +118,22 @@ impl Store for Metered {
     }
 
     async fn run_exists(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<bool> {
-        self.timed("run_exists", self.inner.run_exists(job, fire_time), |_| 0)
-            .await
+        self.timed_read("run_exists", self.inner.run_exists(job, fire_time), |_| {
+            (0, 1)
+        })
+        .await
     }
 
     async fn runs(&self, job: &str) -> StoreResult<Vec<RunRecord>> {
-        self.timed("runs", self.inner.runs(job), |_| 0).await
+        self.timed_read("runs", self.inner.runs(job), |r| (0, r.len() as u64))
+            .await
     }
 
     async fn recent_runs(&self, job: &str, limit: usize) -> StoreResult<Vec<RunRecord>> {
-        self.timed("recent_runs", self.inner.recent_runs(job, limit), |_| 0)
-            .await
+        self.timed_read("recent_runs", self.inner.recent_runs(job, limit), |r| {
+            (0, r.len() as u64)
+        })
+        .await
     }
 
     async fn prune_runs(&self, job: &str, keep: usize) -> StoreResult<usize> {

@@ -67,6 +67,10 @@ pub struct NodeRecord {
     pub jobs: Vec<String>,
     /// Informational: the node's HTTP address (`--http`), if it serves one.
     pub http: Option<String>,
+    /// Bumped by the node after every change it made to a lease (acquired, released), and
+    /// written at once. Observers re-read the leases only when some node's `lease_epoch` or
+    /// session changed ([`crate::election`]); records written before it existed read as 0.
+    pub lease_epoch: i64,
 }
 
 /// A job's lease.
@@ -147,8 +151,8 @@ pub struct Snapshot {
 ///
 /// Guarantees every backend gives:
 /// - [`put_node`](Store::put_node) is a plain overwrite of the caller's own record (one write).
-/// - [`snapshot`](Store::snapshot) reads the given leases and all node records in a bounded
-///   number of calls that does not grow one-per-job (batches).
+/// - [`nodes`](Store::nodes) reads every node record, and [`leases`](Store::leases) the given
+///   leases, each in a bounded number of calls that does not grow one-per-job (batches).
 /// - [`acquire`](Store::acquire) is an atomic compare-and-set: it writes `new` only if the
 ///   lease and its holder's node record are still exactly as `observed`; concurrent acquirers of
 ///   the same lease from the same observation: exactly one wins.
@@ -168,8 +172,18 @@ pub trait Store: Send + Sync {
     /// `heartbeat` (garbage collection of a node that died without a goodbye). `Ok(true)` if
     /// it was deleted.
     async fn delete_node_if(&self, id: &str, session: &str, heartbeat: i64) -> StoreResult<bool>;
-    /// Read the given jobs' leases and every node record.
-    async fn snapshot(&self, jobs: &[String]) -> StoreResult<Snapshot>;
+    /// Read every node record, by id.
+    async fn nodes(&self) -> StoreResult<HashMap<String, NodeRecord>>;
+    /// Read the given jobs' leases, by job; a job with no record yet is absent.
+    async fn leases(&self, jobs: &[String]) -> StoreResult<HashMap<String, LeaseRecord>>;
+    /// Every node record, then the given leases. Nodes first: a node writes its record (with a
+    /// bumped `lease_epoch`) only after its lease change committed, so leases read after a
+    /// record are at least as new as that record says.
+    async fn snapshot(&self, jobs: &[String]) -> StoreResult<Snapshot> {
+        let nodes = self.nodes().await?;
+        let leases = self.leases(jobs).await?;
+        Ok(Snapshot { leases, nodes })
+    }
     /// Compare-and-set of a lease; `Ok(true)` if `new` was written.
     async fn acquire(&self, job: &str, observed: &Observed, new: &LeaseRecord)
         -> StoreResult<bool>;

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! P:lease:{job}          hash  holder, session, term, acquired_at
-//! P:node:{id}            hash  id, session, heartbeat, started_at, renewed_at, jobs, http, version
+//! P:node:{id}            hash  id, session, heartbeat, lease_epoch, started_at, renewed_at, jobs,
+//!                              http, version
 //! P:nodes                set   every node id with a record (the snapshot's index of nodes)
 //! P:run:{job}:{unix}     hash  job, fire_time, node, term, started_at, finished_at, outcome,
 //!                              exit_code, attempts
@@ -55,9 +56,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
 
-use super::{
-    Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Snapshot, Store, StoreError, StoreResult,
-};
+use super::{Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError, StoreResult};
 
 /// Records read or written per round trip.
 const BATCH: usize = 1000;
@@ -436,6 +435,7 @@ fn node_fields(n: &NodeRecord) -> StoreResult<Vec<(&'static str, String)>> {
         ("id", n.id.clone()),
         ("session", n.session.clone()),
         ("heartbeat", n.heartbeat.to_string()),
+        ("lease_epoch", n.lease_epoch.to_string()),
         ("started_at", time_text(n.started_at)),
         ("renewed_at", time_text(n.renewed_at)),
         ("jobs", jobs),
@@ -473,6 +473,7 @@ fn parse_node(id: &str, map: &HashMap<String, String>) -> StoreResult<NodeRecord
         renewed_at,
         jobs,
         http: opt_text(map, "http"),
+        lease_epoch: field::<i64>(map, "lease_epoch").map_err(what)?.unwrap_or(0),
     })
 }
 
@@ -583,8 +584,8 @@ impl Store for RedisStore {
         .await
     }
 
-    async fn snapshot(&self, jobs: &[String]) -> StoreResult<Snapshot> {
-        self.bounded("snapshot", async {
+    async fn nodes(&self) -> StoreResult<HashMap<String, NodeRecord>> {
+        self.bounded("nodes", async {
             let ids: Vec<String> = redis::cmd("SMEMBERS")
                 .arg(self.keys.nodes())
                 .query_async(&mut self.con())
@@ -610,6 +611,13 @@ impl Store for RedisStore {
                 }
                 call.invoke_async::<i64>(&mut self.con()).await.ctx()?;
             }
+            Ok(nodes)
+        })
+        .await
+    }
+
+    async fn leases(&self, jobs: &[String]) -> StoreResult<HashMap<String, LeaseRecord>> {
+        self.bounded("leases", async {
             let lease_keys: Vec<String> = jobs.iter().map(|j| self.keys.lease(j)).collect();
             let lease_maps = self.hgetall_many(&lease_keys).await?;
             let mut leases = HashMap::new();
@@ -618,7 +626,7 @@ impl Store for RedisStore {
                     leases.insert(job.clone(), lease);
                 }
             }
-            Ok(Snapshot { leases, nodes })
+            Ok(leases)
         })
         .await
     }
@@ -837,6 +845,7 @@ mod tests {
             renewed_at: DateTime::from_timestamp(1_800_000_100, 999_999_999).unwrap(),
             jobs: (0..150).map(|i| format!("job{i}")).collect(),
             http: Some("127.0.0.1:9000".into()),
+            lease_epoch: 9,
         };
         let back = parse_node("n:1", &map(&node_fields(&node).unwrap())).unwrap();
         assert_eq!(back.jobs.len(), NODE_JOBS_LISTED, "the job list is capped");
@@ -870,6 +879,7 @@ mod tests {
         assert_eq!(node.id, "n");
         assert_eq!(node.renewed_at.timestamp_millis(), 1_800_000_000_123);
         assert!(node.jobs.is_empty() && node.http.is_none());
+        assert_eq!(node.lease_epoch, 0);
 
         let lease = parse_lease("j", &map(&[("term", "4".into())]))
             .unwrap()

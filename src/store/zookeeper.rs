@@ -38,6 +38,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
@@ -45,9 +47,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use zookeeper_client as zk;
 
 use super::json_records::{Lease, Node, Run};
-use super::{
-    Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Snapshot, Store, StoreError, StoreResult,
-};
+use super::{Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError, StoreResult};
 
 const PERSISTENT: zk::CreateOptions<'static> =
     zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
@@ -476,21 +476,45 @@ impl Store for ZooKeeperStore {
         .await
     }
 
-    async fn snapshot(&self, jobs: &[String]) -> StoreResult<Snapshot> {
-        let mut wanted = std::collections::HashMap::new();
+    async fn nodes(&self) -> StoreResult<HashMap<String, NodeRecord>> {
+        self.bounded("nodes", async {
+            let c = self.client().await?;
+            // One listing, then pipelined reads of every node.
+            let nodes = c
+                .list_children(&format!("{}/nodes", self.root))
+                .await
+                .map_err(|e| zk_err("listing nodes", e))?;
+            let node_reads = nodes
+                .into_iter()
+                .filter(|n| decode(n).is_some())
+                .map(|n| read::<Node>(&c, format!("{}/nodes/{n}", self.root)));
+            let nodes: Vec<_> = futures::stream::iter(node_reads)
+                .buffered(PIPELINE)
+                .try_collect()
+                .await?;
+            // A node deleted between the listing and the read: as good as never seen.
+            Ok(nodes
+                .into_iter()
+                .flatten()
+                .map(|(n, _)| (n.id.clone(), NodeRecord::from(n)))
+                .collect())
+        })
+        .await
+    }
+
+    async fn leases(&self, jobs: &[String]) -> StoreResult<HashMap<String, LeaseRecord>> {
+        let mut wanted = HashMap::new();
         for job in jobs {
             wanted.insert(name("job name", job)?, job.clone());
         }
-        self.bounded("snapshot", async {
+        self.bounded("leases", async {
             let c = self.client().await?;
-            // Two listings, then pipelined reads of the leases asked for that exist and of every
-            // node: a few round trips, whatever the number of jobs.
-            let (leases, nodes) = futures::join!(
-                c.list_children(&format!("{}/leases", self.root)),
-                c.list_children(&format!("{}/nodes", self.root)),
-            );
-            let leases = leases.map_err(|e| zk_err("listing leases", e))?;
-            let nodes = nodes.map_err(|e| zk_err("listing nodes", e))?;
+            // One listing, then pipelined reads of the leases asked for that exist: a few round
+            // trips, whatever the number of jobs.
+            let leases = c
+                .list_children(&format!("{}/leases", self.root))
+                .await
+                .map_err(|e| zk_err("listing leases", e))?;
             let lease_reads = leases
                 .into_iter()
                 .filter_map(|n| wanted.get(&n).map(|job| (n, job.clone())))
@@ -503,26 +527,10 @@ impl Store for ZooKeeperStore {
                 .buffered(PIPELINE)
                 .try_collect()
                 .await?;
-            let node_reads = nodes
+            Ok(leases
                 .into_iter()
-                .filter(|n| decode(n).is_some())
-                .map(|n| read::<Node>(&c, format!("{}/nodes/{n}", self.root)));
-            let nodes: Vec<_> = futures::stream::iter(node_reads)
-                .buffered(PIPELINE)
-                .try_collect()
-                .await?;
-            Ok(Snapshot {
-                leases: leases
-                    .into_iter()
-                    .filter_map(|(job, l)| Some((job, LeaseRecord::from(l?.0))))
-                    .collect(),
-                // A node deleted between the listing and the read: as good as never seen.
-                nodes: nodes
-                    .into_iter()
-                    .flatten()
-                    .map(|(n, _)| (n.id.clone(), NodeRecord::from(n)))
-                    .collect(),
-            })
+                .filter_map(|(job, l)| Some((job, LeaseRecord::from(l?.0))))
+                .collect())
         })
         .await
     }
