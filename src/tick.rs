@@ -309,7 +309,15 @@ impl Ticks {
                     "catch-up stopped: the lease is no longer ours with term {}", lead.term);
                 return;
             }
-            if !self.try_mark(idx, fire_time) {
+            let marked = match job.policy.catch_up {
+                // A newer fire time this node already took on (claimed ahead on acquisition,
+                // or handed over by the pulse meanwhile) supersedes the latest miss: claiming
+                // it now would only get it skipped behind that run, or that run skipped
+                // behind it.
+                CatchUp::Latest => self.try_mark_newest(idx, fire_time),
+                _ => self.try_mark(idx, fire_time),
+            };
+            if !marked {
                 continue; // the pulse got there first
             }
             info!(event = "catch_up", job = %job.name, node = %self.node,
@@ -381,6 +389,20 @@ impl Ticks {
         let mut tried = self.tried.lock().unwrap();
         let set = tried.entry(idx).or_default();
         if !set.insert(fire_time) {
+            return false;
+        }
+        while set.len() > TRIED_KEEP {
+            set.pop_first();
+        }
+        true
+    }
+
+    /// [`Ticks::try_mark`], but also false if this node already tried a fire time of job `idx`
+    /// newer than `fire_time` (checked and marked under one lock, so no pulse slips in between).
+    fn try_mark_newest(&self, idx: usize, fire_time: DateTime<Utc>) -> bool {
+        let mut tried = self.tried.lock().unwrap();
+        let set = tried.entry(idx).or_default();
+        if set.last().is_some_and(|t| *t > fire_time) || !set.insert(fire_time) {
             return false;
         }
         while set.len() > TRIED_KEEP {
