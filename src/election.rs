@@ -69,6 +69,9 @@ pub struct Leadership {
     pub session: String,
 }
 
+/// At most this many acquisitions (store transactions) are in flight at once.
+pub const ACQUIRE_IN_FLIGHT: usize = 16;
+
 /// At most this many excess leases are handed back per poll (one store transaction each way).
 pub const RELEASE_BATCH: usize = 100;
 
@@ -300,19 +303,31 @@ impl Election {
         }
         // Under the fair share: try candidates until the share is reached (a lost race moves on
         // to the next one). Long-available leases: everyone takes them.
+        // Up to ACQUIRE_IN_FLIGHT compare-and-sets at once, never more than the quota left: a
+        // node starting into 10,000 free leases takes its share in seconds, not one store round
+        // trip at a time.
         let mut quota = plan.quota;
         let mut changed = false;
-        for (job, observed) in plan.within_share {
-            if quota == 0 {
+        let mut candidates = plan.within_share.into_iter();
+        while quota > 0 && !cancel.is_cancelled() {
+            let batch: Vec<_> = candidates
+                .by_ref()
+                .take(quota.min(ACQUIRE_IN_FLIGHT))
+                .collect();
+            if batch.is_empty() {
                 break;
             }
-            if self.try_acquire(&job, observed, &session).await {
-                quota -= 1;
-                changed = true;
-            }
+            let won = self.try_acquire_all(batch, &session).await;
+            quota = quota.saturating_sub(won);
+            changed |= won > 0;
         }
-        for (job, observed) in plan.anyway {
-            changed |= self.try_acquire(&job, observed, &session).await;
+        let mut anyway = plan.anyway.into_iter();
+        while !cancel.is_cancelled() {
+            let batch: Vec<_> = anyway.by_ref().take(ACQUIRE_IN_FLIGHT).collect();
+            if batch.is_empty() {
+                break;
+            }
+            changed |= self.try_acquire_all(batch, &session).await > 0;
         }
         if !plan.release.is_empty() {
             changed |= self.release_excess(&plan.release, &session).await;
@@ -551,6 +566,18 @@ impl Election {
             st.excess_since = None;
         }
         plan
+    }
+
+    /// [`Self::try_acquire`] for every candidate at once; how many were won.
+    async fn try_acquire_all(&self, batch: Vec<(String, Observed)>, session: &str) -> usize {
+        let tries = batch
+            .into_iter()
+            .map(|(job, observed)| async move { self.try_acquire(&job, observed, session).await });
+        futures::future::join_all(tries)
+            .await
+            .into_iter()
+            .filter(|won| *won)
+            .count()
     }
 
     async fn try_acquire(&self, job: &str, observed: Observed, session: &str) -> bool {
