@@ -72,6 +72,12 @@ pub struct Leadership {
 /// At most this many acquisitions (store transactions) are in flight at once.
 pub const ACQUIRE_IN_FLIGHT: usize = 16;
 
+/// At most this many acquisitions are tried per poll. A poll is also how this node learns what
+/// the others did, and its lease changes are announced when it ends: a poll that worked through
+/// thousands of leases on one observation would act on an ever staler view, and keep the other
+/// nodes acting on one too.
+pub const ACQUIRE_PER_POLL: usize = 400;
+
 /// At most this many excess leases are handed back per poll (one store transaction each way).
 pub const RELEASE_BATCH: usize = 100;
 
@@ -306,28 +312,41 @@ impl Election {
         // Up to ACQUIRE_IN_FLIGHT compare-and-sets at once, never more than the quota left: a
         // node starting into 10,000 free leases takes its share in seconds, not one store round
         // trip at a time.
+        // A whole batch lost means the observation is stale (others took these meanwhile):
+        // stop, and act again on the next poll's fresh read.
         let mut quota = plan.quota;
+        let mut tries = ACQUIRE_PER_POLL;
         let mut changed = false;
         let mut candidates = plan.within_share.into_iter();
-        while quota > 0 && !cancel.is_cancelled() {
+        while quota > 0 && tries > 0 && !cancel.is_cancelled() {
             let batch: Vec<_> = candidates
                 .by_ref()
-                .take(quota.min(ACQUIRE_IN_FLIGHT))
+                .take(quota.min(tries).min(ACQUIRE_IN_FLIGHT))
                 .collect();
             if batch.is_empty() {
                 break;
             }
+            tries -= batch.len();
             let won = self.try_acquire_all(batch, &session).await;
             quota = quota.saturating_sub(won);
             changed |= won > 0;
+            if won == 0 {
+                break;
+            }
         }
         let mut anyway = plan.anyway.into_iter();
-        while !cancel.is_cancelled() {
-            let batch: Vec<_> = anyway.by_ref().take(ACQUIRE_IN_FLIGHT).collect();
+        while tries > 0 && !cancel.is_cancelled() {
+            let batch: Vec<_> = anyway.by_ref().take(tries.min(ACQUIRE_IN_FLIGHT)).collect();
             if batch.is_empty() {
                 break;
             }
-            changed |= self.try_acquire_all(batch, &session).await > 0;
+            tries -= batch.len();
+            let n = batch.len();
+            let won = self.try_acquire_all(batch, &session).await;
+            changed |= won > 0;
+            if won < n {
+                break; // anything lost: these were not as free as they looked
+            }
         }
         if !plan.release.is_empty() {
             changed |= self.release_excess(&plan.release, &session).await;
