@@ -35,8 +35,10 @@ pub struct Schedule {
     /// The expression as written (trimmed).
     pub expr: String,
     pub tz: chrono_tz::Tz,
-    /// The parsed pattern.
-    pub cron: Cron,
+    /// The parsed pattern, shared: croner keeps a bitset per field (about 5 KB a pattern), and
+    /// schedules are cloned into the ticker and the tick logic; with 10,000 jobs, copies cost
+    /// tens of MiB.
+    pub cron: std::sync::Arc<Cron>,
     /// Fixed-time job (single second, minute and hour): fires once on DST overlap, and once
     /// right after a DST gap that swallowed its time.
     pub fixed_time: bool,
@@ -115,7 +117,7 @@ impl Schedule {
         Ok(Schedule {
             expr: trimmed.to_string(),
             tz,
-            cron,
+            cron: std::sync::Arc::new(cron),
             fixed_time,
         })
     }
