@@ -309,45 +309,30 @@ impl Election {
         }
         // Under the fair share: try candidates until the share is reached (a lost race moves on
         // to the next one). Long-available leases: everyone takes them.
-        // Up to ACQUIRE_IN_FLIGHT compare-and-sets at once, never more than the quota left: a
-        // node starting into 10,000 free leases takes its share in seconds, not one store round
-        // trip at a time.
-        // A whole batch lost means the observation is stale (others took these meanwhile):
-        // stop, and act again on the next poll's fresh read.
-        let mut quota = plan.quota;
-        let mut tries = ACQUIRE_PER_POLL;
-        let mut changed = false;
-        let mut candidates = plan.within_share.into_iter();
-        while quota > 0 && tries > 0 && !cancel.is_cancelled() {
-            let batch: Vec<_> = candidates
-                .by_ref()
-                .take(quota.min(tries).min(ACQUIRE_IN_FLIGHT))
-                .collect();
-            if batch.is_empty() {
-                break;
-            }
-            tries -= batch.len();
-            let won = self.try_acquire_all(batch, &session).await;
-            quota = quota.saturating_sub(won);
-            changed |= won > 0;
-            if won == 0 {
-                break;
-            }
-        }
-        let mut anyway = plan.anyway.into_iter();
-        while tries > 0 && !cancel.is_cancelled() {
-            let batch: Vec<_> = anyway.by_ref().take(tries.min(ACQUIRE_IN_FLIGHT)).collect();
-            if batch.is_empty() {
-                break;
-            }
-            tries -= batch.len();
-            let n = batch.len();
-            let won = self.try_acquire_all(batch, &session).await;
-            changed |= won > 0;
-            if won < n {
-                break; // anything lost: these were not as free as they looked
-            }
-        }
+        // Under the share: race the others for free leases (losses expected). Long-available
+        // leases: nobody else should want them (any loss means a stale view).
+        let mut budget = ACQUIRE_PER_POLL;
+        let won = self
+            .acquire_in_batches(
+                plan.within_share,
+                plan.quota,
+                &mut budget,
+                true,
+                &session,
+                cancel,
+            )
+            .await
+            + self
+                .acquire_in_batches(
+                    plan.anyway,
+                    usize::MAX,
+                    &mut budget,
+                    false,
+                    &session,
+                    cancel,
+                )
+                .await;
+        let mut changed = won > 0;
         if !plan.release.is_empty() {
             changed |= self.release_excess(&plan.release, &session).await;
         }
@@ -377,17 +362,19 @@ impl Election {
         &self,
         nodes: &HashMap<String, NodeRecord>,
     ) -> StoreResult<Arc<HashMap<String, LeaseRecord>>> {
-        let epochs: HashMap<String, (String, i64)> = nodes
-            .iter()
-            .map(|(id, n)| (id.clone(), (n.session.clone(), n.lease_epoch)))
-            .collect();
         let started = Instant::now();
         {
             let mut st = self.state.lock().unwrap();
             let every = FULL_READ_EVERY.max(self.config.lease);
             if let Some(c) = &st.leases {
+                let announced_nothing = c.epochs.len() == nodes.len()
+                    && nodes.iter().all(|(id, n)| {
+                        c.epochs
+                            .get(id)
+                            .is_some_and(|(s, e)| *s == n.session && *e == n.lease_epoch)
+                    });
                 if !st.leases_dirty
-                    && c.epochs == epochs
+                    && announced_nothing
                     && started.duration_since(c.read_at) < every
                 {
                     return Ok(c.leases.clone());
@@ -396,6 +383,10 @@ impl Election {
             // Cleared before the read: a change noticed while it is under way marks it again.
             st.leases_dirty = false;
         }
+        let epochs = nodes
+            .iter()
+            .map(|(id, n)| (id.clone(), (n.session.clone(), n.lease_epoch)))
+            .collect();
         match self.store.leases(&self.names).await {
             Ok(leases) => {
                 let leases = Arc::new(leases);
@@ -587,16 +578,46 @@ impl Election {
         plan
     }
 
-    /// [`Self::try_acquire`] for every candidate at once; how many were won.
-    async fn try_acquire_all(&self, batch: Vec<(String, Observed)>, session: &str) -> usize {
-        let tries = batch
-            .into_iter()
-            .map(|(job, observed)| async move { self.try_acquire(&job, observed, session).await });
-        futures::future::join_all(tries)
-            .await
-            .into_iter()
-            .filter(|won| *won)
-            .count()
+    /// Try `candidates` in order, up to [`ACQUIRE_IN_FLIGHT`] compare-and-sets at once, until
+    /// `want` are won or `budget` attempts are spent (a node starting into 10,000 free leases
+    /// takes its share in seconds, not one store round trip at a time). A batch that lost all
+    /// its races, or with `losses_ok` false any race, shows the observation is stale (others took
+    /// these meanwhile): stop, and act again on the next poll's fresh read. How many were won.
+    async fn acquire_in_batches(
+        &self,
+        candidates: Vec<(String, Observed)>,
+        want: usize,
+        budget: &mut usize,
+        losses_ok: bool,
+        session: &str,
+        cancel: &CancellationToken,
+    ) -> usize {
+        let mut candidates = candidates.into_iter();
+        let mut total = 0;
+        while total < want && *budget > 0 && !cancel.is_cancelled() {
+            let batch: Vec<_> = candidates
+                .by_ref()
+                .take((want - total).min(*budget).min(ACQUIRE_IN_FLIGHT))
+                .collect();
+            if batch.is_empty() {
+                break;
+            }
+            let tried = batch.len();
+            *budget -= tried;
+            let tries = batch.into_iter().map(|(job, observed)| async move {
+                self.try_acquire(&job, observed, session).await
+            });
+            let won = futures::future::join_all(tries)
+                .await
+                .into_iter()
+                .filter(|won| *won)
+                .count();
+            total += won;
+            if won == 0 || (!losses_ok && won < tried) {
+                break;
+            }
+        }
+        total
     }
 
     async fn try_acquire(&self, job: &str, observed: Observed, session: &str) -> bool {

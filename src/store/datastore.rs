@@ -271,6 +271,26 @@ impl DatastoreStore {
         Ok((tx, found))
     }
 
+    /// The end of a compare-and-set: if what the transaction read is `unchanged`, commit the
+    /// one mutation `write` makes; else roll back. `Ok(false)` when it did not apply (changed,
+    /// or a concurrent transaction aborted this one).
+    async fn commit_if(
+        &self,
+        tx: Vec<u8>,
+        unchanged: bool,
+        write: impl FnOnce() -> ds::Mutation,
+    ) -> StoreResult<bool> {
+        if !unchanged {
+            self.rollback(tx).await;
+            return Ok(false);
+        }
+        match self.commit(Some(tx), vec![write()]).await {
+            Ok(_) => Ok(true),
+            Err(s) if s.code() == Code::Aborted => Ok(false),
+            Err(s) => Err(map_status(s)),
+        }
+    }
+
     async fn rollback(&self, transaction: Vec<u8>) {
         let req = ds::RollbackRequest {
             project_id: self.project.clone(),
@@ -547,16 +567,10 @@ impl Store for DatastoreStore {
             .get(id)
             .and_then(parse_node)
             .is_some_and(|n| n.session == session && n.heartbeat == heartbeat);
-        if !same {
-            self.rollback(tx).await;
-            return Ok(false);
-        }
-        let m = mutation(ds::mutation::Operation::Delete(self.key(KIND_NODE, id)));
-        match self.commit(Some(tx), vec![m]).await {
-            Ok(_) => Ok(true),
-            Err(s) if s.code() == Code::Aborted => Ok(false),
-            Err(s) => Err(map_status(s)),
-        }
+        self.commit_if(tx, same, || {
+            mutation(ds::mutation::Operation::Delete(self.key(KIND_NODE, id)))
+        })
+        .await
     }
 
     async fn nodes(&self) -> StoreResult<HashMap<String, NodeRecord>> {
@@ -604,16 +618,10 @@ impl Store for DatastoreStore {
         };
         let unchanged = same_lease(lease_now.as_ref(), observed.lease.as_ref())
             && (holder.is_empty() || node_now == observed.holder_node);
-        if !unchanged {
-            self.rollback(tx).await;
-            return Ok(false);
-        }
-        let m = mutation(ds::mutation::Operation::Upsert(self.lease_entity(job, new)));
-        match self.commit(Some(tx), vec![m]).await {
-            Ok(_) => Ok(true),
-            Err(s) if s.code() == Code::Aborted => Ok(false),
-            Err(s) => Err(map_status(s)),
-        }
+        self.commit_if(tx, unchanged, || {
+            mutation(ds::mutation::Operation::Upsert(self.lease_entity(job, new)))
+        })
+        .await
     }
 
     async fn release(&self, jobs: &[String], node: &str, session: &str) -> StoreResult<usize> {
