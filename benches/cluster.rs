@@ -103,21 +103,7 @@ impl Bench {
     }
 
     fn node(&self, cfg: &Path, id: &str, env: &[(&str, &str)]) -> (Node, u16) {
-        let port = free_port();
-        let args = [
-            "run".to_string(),
-            "--config".into(),
-            cfg.display().to_string(),
-            "--node-id".into(),
-            id.into(),
-            "--log-format".into(),
-            "json".into(),
-            "--http".into(),
-            format!("127.0.0.1:{port}"),
-        ];
-        let mut all = self.emu.env();
-        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        (Node::spawn_args(id, &args, &all), port)
+        Node::spawn_with_http(&self.emu, cfg, id, env)
     }
 
     // ---- 1. tick precision ------------------------------------------------------------------
@@ -418,19 +404,11 @@ impl Bench {
         let nodes: Vec<(Node, u16)> = (0..3)
             .map(|i| self.node(&cfg, &format!("cost-{i}"), &[]))
             .collect();
-        let held = |nodes: &[(Node, u16)]| -> f64 {
-            nodes
-                .iter()
-                .map(|(_, p)| {
-                    scrape(*p)
-                        .get("cronlease_leases_held")
-                        .copied()
-                        .unwrap_or(0.0)
-                })
-                .sum()
-        };
         assert!(
-            wait_until(Duration::from_secs(180), || held(&nodes) >= n as f64),
+            wait_until(Duration::from_secs(180), || leases_held(&nodes)
+                .iter()
+                .sum::<f64>()
+                >= n as f64),
             "not every job got a leader"
         );
         // Then let the one-off work of taking a lease (a history prune and a catch-up check
@@ -538,23 +516,12 @@ impl Bench {
         let nodes: Vec<(Node, u16)> = (0..nodes_n)
             .map(|i| self.node(&cfg, &format!("scale-{i}"), &[]))
             .collect();
-        let held = |nodes: &[(Node, u16)]| -> Vec<f64> {
-            nodes
-                .iter()
-                .map(|(_, p)| {
-                    scrape(*p)
-                        .get("cronlease_leases_held")
-                        .copied()
-                        .unwrap_or(0.0)
-                })
-                .collect()
-        };
         let share = n.div_ceil(nodes_n) as f64;
         let mut all_led = None;
         let mut spread = None;
         let mut last = Vec::new();
         wait_until(Duration::from_secs(600), || {
-            last = held(&nodes);
+            last = leases_held(&nodes);
             let total: f64 = last.iter().sum();
             if all_led.is_none() && total >= n as f64 {
                 all_led = Some(t0.elapsed());
@@ -732,6 +699,19 @@ fn scrape(port: u16) -> HashMap<String, f64> {
         .filter_map(|l| {
             let (k, v) = l.rsplit_once(' ')?;
             Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Each node's `cronlease_leases_held` (0 while it does not answer).
+fn leases_held(nodes: &[(Node, u16)]) -> Vec<f64> {
+    nodes
+        .iter()
+        .map(|(_, p)| {
+            scrape(*p)
+                .get("cronlease_leases_held")
+                .copied()
+                .unwrap_or(0.0)
         })
         .collect()
 }

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cronlease::store::datastore::DatastoreStore;
 use cronlease::store::file::FileStore;
 use cronlease::store::Store;
 use serde_json::Value;
@@ -106,11 +105,7 @@ fn assert_store_agrees(backend: &Backend, jobs: &[&str], runs: &[TickRun], nodes
 async fn open_store(backend: &Backend) -> Box<dyn Store> {
     let timeout = Duration::from_secs(10);
     match backend {
-        Backend::Datastore(emu) => Box::new(
-            DatastoreStore::connect_emulator(&emu.host(), "cronlease-test", "cronlease", timeout)
-                .await
-                .unwrap(),
-        ),
+        Backend::Datastore(emu) => Box::new(emu.store("cronlease").await),
         Backend::File(_) => {
             let dir = backend.file_store_dir().unwrap();
             Box::new(FileStore::open(dir, timeout).await.unwrap())

@@ -22,12 +22,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
-use cronlease::store::datastore::DatastoreStore;
 use cronlease::store::Store;
 use serde_json::{json, Value};
 
 use common::proxy::Proxy;
-use common::{report, wait_until, write_config, Emulator, Node, PROJECT_ID};
+use common::{report, wait_until, write_config, Emulator, Node};
 
 const LEASE: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(250);
@@ -257,9 +256,7 @@ struct StoreCheck {
 fn check_store(emu: &Emulator, namespace: &str, jobs: &[&str], nodes: &[&Node]) -> StoreCheck {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let stored = rt.block_on(async {
-        let store = DatastoreStore::connect_emulator(&emu.host(), PROJECT_ID, namespace, LEASE * 3)
-            .await
-            .expect("connect to the emulator to read the runs");
+        let store = emu.store(namespace).await;
         let mut all = Vec::new();
         for job in jobs {
             all.extend(store.runs(job).await.expect("read the runs"));
@@ -1266,6 +1263,34 @@ fn fired(z: &Zone, job: &str) -> Vec<DateTime<Utc>> {
 }
 
 /// Wait until the zone's every-second job has run a fire time at or after `t`.
+/// `z`'s node started (by its faked clock) within 11 s before `at` and took the `daily` lease
+/// before `at`: the scenario is set up before the transition it is about.
+fn started_leading_daily_before(z: &Zone, at: DateTime<Utc>) {
+    let started = z
+        .node
+        .wait_for(Duration::from_secs(10), |e| e["event"] == "node_started")
+        .unwrap_or_else(|| panic!("{} did not start", z.name));
+    let ts = time(&started, "ts");
+    assert!(
+        ts > at - chrono::Duration::seconds(11) && ts < at,
+        "{}: node_started at {ts} by its clock, expected just before {at}: does libfaketime \
+         reach the binary?",
+        z.name
+    );
+    let acquired = z
+        .node
+        .wait_for(Duration::from_secs(10), |e| {
+            e["event"] == "lease_acquired" && e["job"] == "daily"
+        })
+        .unwrap_or_else(|| panic!("{} did not acquire the daily lease", z.name));
+    assert!(
+        time(&acquired, "ts") < at,
+        "{}: the daily lease came only at {} by the node's clock, after {at}",
+        z.name,
+        acquired["ts"]
+    );
+}
+
 fn wait_clock_past(z: &Zone, t: DateTime<Utc>, timeout: Duration) {
     assert!(
         wait_until(timeout, || fired(z, "second")
@@ -1346,29 +1371,7 @@ fn dst_spring_forward_fires_the_skipped_time_once_after_the_gap() {
 
     for (z, (_, _, at, _, _)) in zones.iter().zip(cases.iter()) {
         let at = utc(at);
-        let started = z
-            .node
-            .wait_for(Duration::from_secs(10), |e| e["event"] == "node_started")
-            .unwrap_or_else(|| panic!("{} did not start", z.name));
-        let ts = time(&started, "ts");
-        assert!(
-            ts > at - chrono::Duration::seconds(11) && ts < at,
-            "{}: node_started at {ts} by its clock, expected just before {at}: does libfaketime \
-             reach the binary?",
-            z.name
-        );
-        let acquired = z
-            .node
-            .wait_for(Duration::from_secs(10), |e| {
-                e["event"] == "lease_acquired" && e["job"] == "daily"
-            })
-            .unwrap_or_else(|| panic!("{} did not acquire the daily lease", z.name));
-        assert!(
-            time(&acquired, "ts") < at,
-            "{}: the daily lease came only at {} by the node's clock, after the transition",
-            z.name,
-            acquired["ts"]
-        );
+        started_leading_daily_before(z, at);
     }
     for (z, (_, _, at, _, _)) in zones.iter().zip(cases.iter()) {
         wait_clock_past(
@@ -1519,29 +1522,7 @@ fn dst_fall_back_fires_a_repeated_time_once() {
     // First occurrence.
     for ((z, _), case) in zones.iter().zip(cases.iter()) {
         let t1 = utc(case.6);
-        let started = z
-            .node
-            .wait_for(Duration::from_secs(10), |e| e["event"] == "node_started")
-            .unwrap_or_else(|| panic!("{} did not start", z.name));
-        let ts = time(&started, "ts");
-        assert!(
-            ts > t1 - chrono::Duration::seconds(11) && ts < t1,
-            "{}: node_started at {ts} by its clock, expected just before {t1}: does libfaketime \
-             reach the binary?",
-            z.name
-        );
-        let acquired = z
-            .node
-            .wait_for(Duration::from_secs(10), |e| {
-                e["event"] == "lease_acquired" && e["job"] == "daily"
-            })
-            .unwrap_or_else(|| panic!("{} did not acquire the daily lease", z.name));
-        assert!(
-            time(&acquired, "ts") < t1,
-            "{}: the daily lease came only at {} by the node's clock, after {t1}",
-            z.name,
-            acquired["ts"]
-        );
+        started_leading_daily_before(z, t1);
     }
     for ((z, _), case) in zones.iter().zip(cases.iter()) {
         wait_clock_past(

@@ -4,11 +4,10 @@ mod common;
 
 use std::time::Duration;
 
-use cronlease::store::datastore::DatastoreStore;
 use cronlease::store::Store;
 use serde_json::Value;
 
-use common::{free_port, http, wait_until, write_config, Emulator, Node};
+use common::{http, wait_until, write_config, Emulator, Node};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -22,23 +21,6 @@ fn config(extra: &str, jobs: &[&str]) -> String {
         ));
     }
     s
-}
-
-/// A node with `--http 127.0.0.1:PORT`; returns it and the port.
-fn node_with_http(emu: &Emulator, cfg: &std::path::Path, id: &str) -> (Node, u16) {
-    let port = free_port();
-    let args = [
-        "run".to_string(),
-        "--config".into(),
-        cfg.display().to_string(),
-        "--node-id".into(),
-        id.into(),
-        "--log-format".into(),
-        "json".into(),
-        "--http".into(),
-        format!("127.0.0.1:{port}"),
-    ];
-    (Node::spawn_args(id, &args, &emu.env()), port)
 }
 
 fn get(port: u16, path: &str) -> (u16, String) {
@@ -66,7 +48,7 @@ fn every_endpoint_answers_and_metrics_rise_with_ticks() {
     let emu = Emulator::start();
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &config("", &["every"]));
-    let (node, port) = node_with_http(&emu, &cfg, "web-1");
+    let (node, port) = Node::spawn_with_http(&emu, &cfg, "web-1", &[]);
 
     assert!(
         wait_until(WAIT, || code(port, "/readyz") == Some(200)),
@@ -121,14 +103,7 @@ fn every_endpoint_answers_and_metrics_rise_with_ticks() {
     let node_id_in_record = {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let store = DatastoreStore::connect_emulator(
-                &emu.host(),
-                "cronlease-test",
-                "cronlease",
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
+            let store = emu.store("cronlease").await;
             store.snapshot(&[]).await.unwrap().nodes["web-1"]
                 .http
                 .clone()
@@ -147,7 +122,7 @@ fn readiness_waits_for_the_store_and_liveness_does_not() {
     emu.stop();
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &config("", &["every"]));
-    let (node, port) = node_with_http(&emu, &cfg, "early");
+    let (node, port) = Node::spawn_with_http(&emu, &cfg, "early", &[]);
 
     assert!(
         wait_until(WAIT, || code(port, "/healthz").is_some()),
@@ -172,11 +147,11 @@ fn healthz_fails_for_a_leader_that_cannot_renew_and_recovers() {
     let mut emu = Emulator::start();
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &config("", &["every"]));
-    let (leader, port) = node_with_http(&emu, &cfg, "leader");
+    let (leader, port) = Node::spawn_with_http(&emu, &cfg, "leader", &[]);
     assert!(leader
         .wait_for(WAIT, |e| e["event"] == "lease_acquired")
         .is_some());
-    let (follower, follower_port) = node_with_http(&emu, &cfg, "follower");
+    let (follower, follower_port) = Node::spawn_with_http(&emu, &cfg, "follower", &[]);
     assert!(
         wait_until(WAIT, || code(follower_port, "/readyz") == Some(200)),
         "follower ready"
@@ -244,7 +219,7 @@ fn history_stays_at_its_bound_over_many_ticks() {
     let emu = Emulator::start();
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &config("[store]\nhistory = 5\n", &["every"]));
-    let (node, port) = node_with_http(&emu, &cfg, "keeper");
+    let (node, port) = Node::spawn_with_http(&emu, &cfg, "keeper", &[]);
     assert!(
         wait_until(Duration::from_secs(60), || node
             .events_named("job_finished")
@@ -253,16 +228,7 @@ fn history_stays_at_its_bound_over_many_ticks() {
         "20 runs"
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = rt.block_on(async {
-        DatastoreStore::connect_emulator(
-            &emu.host(),
-            "cronlease-test",
-            "cronlease",
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap()
-    });
+    let store = rt.block_on(emu.store("cronlease"));
     let finished: Vec<String> = node
         .events_named("job_finished")
         .iter()
@@ -307,7 +273,7 @@ fn leases_are_reread_only_when_a_node_announces_a_change() {
     let nodes_read = |port: u16| metric(port, r#"cronlease_store_calls_total{op="nodes"}"#);
     let leases_read = |port: u16| metric(port, r#"cronlease_store_calls_total{op="leases"}"#);
 
-    let (a, pa) = node_with_http(&emu, &cfg, "epoch-a");
+    let (a, pa) = Node::spawn_with_http(&emu, &cfg, "epoch-a", &[]);
     assert!(
         wait_until(WAIT, || code(pa, "/readyz") == Some(200) && held(pa) == 4.0),
         "a never led all four; stderr:\n{}",
@@ -316,7 +282,7 @@ fn leases_are_reread_only_when_a_node_announces_a_change() {
     // b joins: a hands back two (announced by its epoch, as a's record shows a live node
     // holding them), and b takes them. Without the announcement b would not re-read the leases
     // before the once-a-minute safety net.
-    let (b, pb) = node_with_http(&emu, &cfg, "epoch-b");
+    let (b, pb) = Node::spawn_with_http(&emu, &cfg, "epoch-b", &[]);
     assert!(
         wait_until(WAIT, || held(pb) == 2.0 && held(pa) == 2.0),
         "no spread: a {} b {}; b stderr:\n{}",

@@ -10,11 +10,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cronlease::store::datastore::DatastoreStore;
 use cronlease::store::{RunRecord, Store};
 use serde_json::Value;
 
-use common::{free_port, http, wait_until, write_config, Emulator, Node};
+use common::{http, wait_until, write_config, Emulator, Node};
 
 /// Election and node settings of every test here.
 const HEAD: &str = "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n\n\
@@ -41,14 +40,7 @@ fn events(node: &Node, event: &str, job: &str) -> Vec<Value> {
 fn store_runs(emu: &Emulator, job: &str) -> Vec<RunRecord> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let store = DatastoreStore::connect_emulator(
-            &emu.host(),
-            "cronlease-test",
-            "cronlease",
-            Duration::from_secs(10),
-        )
-        .await
-        .expect("connect to the emulator");
+        let store = emu.store("cronlease").await;
         store.runs(job).await.expect("read the runs")
     })
 }
@@ -347,19 +339,7 @@ fn retries_rerun_a_failed_attempt_under_the_same_claim() {
         counts.display()
     );
     let cfg = write_config(dir.path(), &format!("{HEAD}{body}"));
-    let port = free_port();
-    let args = [
-        "run".to_string(),
-        "--config".into(),
-        cfg.display().to_string(),
-        "--node-id".into(),
-        "retry-1".into(),
-        "--log-format".into(),
-        "json".into(),
-        "--http".into(),
-        format!("127.0.0.1:{port}"),
-    ];
-    let mut node = Node::spawn_args("retry-1", &args, &emu.env());
+    let (mut node, port) = Node::spawn_with_http(&emu, &cfg, "retry-1", &[]);
     assert!(
         wait_until(FIRST_TICK + Duration::from_secs(5), || {
             finished(&node, "flaky") >= 1 && finished(&node, "broken") >= 1

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use cronlease::store::datastore::DatastoreStore;
 use cronlease::store::file::FileStore;
 use cronlease::store::{Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError};
 
@@ -26,14 +25,7 @@ async fn file_store() -> (Arc<dyn Store>, tempfile::TempDir) {
 /// A fresh Datastore store on its own emulator (kept alive by the returned guard).
 async fn datastore_store() -> (Arc<dyn Store>, Emulator) {
     let emu = Emulator::start();
-    let store = DatastoreStore::connect_emulator(
-        &emu.host(),
-        "cronlease-test",
-        "contract",
-        Duration::from_secs(10),
-    )
-    .await
-    .expect("connect to the emulator");
+    let store = emu.store("contract").await;
     (Arc::new(store), emu)
 }
 

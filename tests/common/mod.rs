@@ -427,6 +427,18 @@ impl Emulator {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// A client of this emulator's store in `namespace`, to read what the nodes wrote.
+    pub async fn store(&self, namespace: &str) -> cronlease::store::datastore::DatastoreStore {
+        cronlease::store::datastore::DatastoreStore::connect_emulator(
+            &self.host(),
+            PROJECT_ID,
+            namespace,
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("connect to the emulator")
+    }
+
     /// The environment a client of this emulator needs.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
@@ -663,6 +675,20 @@ impl Node {
         Node::spawn_run(config, id, &all)
     }
 
+    /// Like [`Node::spawn_with_env`], also serving `--http` on a free port; returns the port.
+    pub fn spawn_with_http(
+        emu: &Emulator,
+        config: &Path,
+        id: &str,
+        env: &[(&str, &str)],
+    ) -> (Node, u16) {
+        let port = free_port();
+        let mut all = emu.env();
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let http = ["--http".to_string(), format!("127.0.0.1:{port}")];
+        (Node::spawn_run_with(config, id, &http, &all), port)
+    }
+
     /// `cronlease run` on `backend`, whose [`Backend::store_table`] `config` starts with.
     pub fn spawn_on(backend: &Backend, config: &Path, id: &str) -> Node {
         Node::spawn_run(config, id, &backend.env())
@@ -670,7 +696,12 @@ impl Node {
 
     /// `cronlease run --config CONFIG --node-id ID --log-format json` with extra environment.
     fn spawn_run(config: &Path, id: &str, all: &[(String, String)]) -> Node {
-        let args = [
+        Node::spawn_run_with(config, id, &[], all)
+    }
+
+    /// [`Node::spawn_run`] with more arguments after those.
+    fn spawn_run_with(config: &Path, id: &str, more: &[String], all: &[(String, String)]) -> Node {
+        let mut args = vec![
             "run".to_string(),
             "--config".into(),
             config.display().to_string(),
@@ -679,6 +710,7 @@ impl Node {
             "--log-format".into(),
             "json".into(),
         ];
+        args.extend_from_slice(more);
         Node::spawn_args(id, &args, all)
     }
 
