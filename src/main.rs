@@ -51,6 +51,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Internal: the job watchdog a node starts (see cronlease::watchdog).
+    #[command(name = "__watchdog", hide = true)]
+    Watchdog,
 }
 
 const EXIT_CONFIG: u8 = 2;
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Status { config, json } => status(&config, json),
+        Command::Watchdog => ExitCode::from(cronlease::watchdog::serve()),
         Command::Run {
             config,
             node_id,

@@ -11,6 +11,8 @@
 //! SIGTERM, then SIGKILL if anything in it still lives [`TERM_GRACE`] later. When the main
 //! process exits on its own, processes it left behind in the group are ended the same way, so
 //! a finished run leaves nothing running. If the run future is dropped, the group gets SIGKILL.
+//! From spawn until the run is over the group is registered with the node's
+//! [`crate::watchdog`], which SIGKILLs it if the node dies (even by SIGKILL) meanwhile.
 //! `kill` is the run's own token: a child of the node's kill switch, which a newer tick of the
 //! same job also cancels to replace the run (`overlap = "replace"`, see [`crate::tick`]).
 //!
@@ -279,7 +281,7 @@ async fn run_process(
         let _ = child.wait().await;
         return RunResult::new(Outcome::Failed, None);
     };
-    let mut guard = GroupGuard { pgid, armed: true };
+    let mut guard = GroupGuard::new(pgid);
 
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         unreachable!("stdout and stderr are piped");
@@ -484,10 +486,19 @@ fn group_alive(pgid: i32) -> bool {
     false
 }
 
-/// SIGKILLs the group if the run is dropped before it finished.
+/// The run's hold on its process group: registered with the node's [`crate::watchdog`] from
+/// spawn until the run is over (so the group dies with the node, even on SIGKILL), and
+/// SIGKILLed if the run is dropped before it finished.
 struct GroupGuard {
     pgid: i32,
     armed: bool,
+}
+
+impl GroupGuard {
+    fn new(pgid: i32) -> GroupGuard {
+        crate::watchdog::register(pgid);
+        GroupGuard { pgid, armed: true }
+    }
 }
 
 impl Drop for GroupGuard {
@@ -495,6 +506,8 @@ impl Drop for GroupGuard {
         if self.armed {
             signal_group(self.pgid, Signal::SIGKILL);
         }
+        // The group is gone (or has SIGKILL pending): the watchdog may forget it.
+        crate::watchdog::unregister(self.pgid);
     }
 }
 
