@@ -18,10 +18,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::election::Election;
+use crate::election::{Election, LeaseEvents};
 use crate::history::History;
 use crate::http::{self, NodeState, Running};
 use crate::metrics::Metrics;
+use crate::orphans::Orphans;
+use crate::recorder::Recorder;
 use crate::session::Session;
 use crate::store::{self, metered::Metered, Store};
 use crate::tick::{TickContext, Ticks};
@@ -37,6 +39,35 @@ pub struct RunOptions {
 
 /// How long killed jobs get to be reaped and recorded before the node gives up on them.
 const KILL_WAIT: Duration = Duration::from_secs(5);
+/// The least time queued run outcomes get to be written at a graceful stop.
+const MIN_FLUSH: Duration = Duration::from_secs(1);
+
+/// The election's events, delivered to the parts of the node that act on them.
+struct NodeEvents {
+    ticks: Arc<Ticks>,
+    history: Arc<History>,
+    orphans: Arc<Orphans>,
+}
+
+impl LeaseEvents for NodeEvents {
+    fn acquired(&self, idx: usize, term: i64) {
+        self.ticks.caught_up(idx, term);
+        self.history.acquired(&self.ticks.job(idx).name);
+        self.orphans.acquired();
+    }
+
+    fn lost(&self, idx: usize, term: i64) {
+        self.ticks.lease_lost(idx, term);
+    }
+
+    fn hand_over(&self, jobs: Vec<usize>) -> Vec<usize> {
+        self.ticks.hand_over(jobs)
+    }
+
+    fn handed_over(&self, jobs: &[usize]) {
+        self.ticks.handed_over(jobs)
+    }
+}
 
 /// A random, readable node id such as `quiet-otter-0412`.
 pub fn random_node_id() -> String {
@@ -112,6 +143,8 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // Running jobs' processes die with this node, even on SIGKILL (crate::watchdog).
+    crate::watchdog::start();
     let result = run_node(
         config,
         node,
@@ -121,6 +154,7 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         shutdown,
     )
     .await;
+    crate::watchdog::stop().await;
     http_stop.cancel();
     if let Some((_, task)) = http_server {
         let _ = task.await;
@@ -166,42 +200,62 @@ async fn run_node(
         tokio::spawn(async move { session.renew_loop(token).await })
     };
 
-    let election = Arc::new(Election::new(
-        session.clone(),
-        store.clone(),
-        config.election,
-        jobs.clone(),
-        metrics.clone(),
-    ));
+    let election = Arc::new(
+        Election::new(
+            session.clone(),
+            store.clone(),
+            config.election,
+            jobs.clone(),
+            metrics.clone(),
+        )
+        .with_skew_warn(config.node.clock_skew_warn),
+    );
     let tracker = TaskTracker::new();
     let history = Arc::new(History::new(
         store.clone(),
         config.store.history,
         metrics.clone(),
     ));
+    // Run outcomes are written by their own worker, retrying across store outages.
+    let (recorder, outcome_writer) = Recorder::new(
+        node.clone(),
+        store.clone(),
+        history.clone(),
+        metrics.clone(),
+    );
+    let recorder_stop = CancellationToken::new();
+    let outcome_writer = {
+        let token = recorder_stop.clone();
+        tokio::spawn(outcome_writer.run(token))
+    };
     let ticks = Arc::new(Ticks::new(
         TickContext {
             node: node.clone(),
             store: store.clone(),
             election: election.clone(),
             metrics: metrics.clone(),
-            history: history.clone(),
             lease: config.election.lease,
             tracker: tracker.clone(),
             stopping: shutdown.stop.clone(),
             kill: shutdown.kill.clone(),
+            recorder,
+            process: session.process().to_string(),
         },
         jobs.clone(),
     ));
-    {
-        let ticks = ticks.clone();
-        let history = history.clone();
-        let names: Vec<String> = jobs.iter().map(|j| j.name.clone()).collect();
-        election.set_on_acquired(Box::new(move |idx, term| {
-            ticks.caught_up(idx, term);
-            history.acquired(&names[idx]);
-        }));
-    }
+    let orphans = Arc::new(Orphans::new(
+        node.clone(),
+        session.process().to_string(),
+        store.clone(),
+        election.clone(),
+        ticks.clone(),
+        metrics.clone(),
+    ));
+    election.set_events(Arc::new(NodeEvents {
+        ticks: ticks.clone(),
+        history: history.clone(),
+        orphans: orphans.clone(),
+    }));
     let _ = node_state.running.set(Running {
         store: store.describe(),
         session: session.clone(),
@@ -219,6 +273,11 @@ async fn run_node(
         let token = shutdown.stop.clone();
         tokio::spawn(async move { election.run(token).await })
     };
+    let orphan_task = {
+        let orphans = orphans.clone();
+        let token = shutdown.stop.clone();
+        tokio::spawn(async move { orphans.run(token).await })
+    };
     let ticker = {
         let ticks = ticks.clone();
         Ticker::start(
@@ -232,10 +291,12 @@ async fn run_node(
     };
 
     shutdown.stop.cancelled().await;
+    let stopped_at = tokio::time::Instant::now();
 
     // 1. No new ticks, no new leases.
     ticker.stop().await;
     let _ = election_task.await;
+    let _ = orphan_task.await;
     let _ = pruner.await;
     // 2. Running jobs finish within the grace period, else they are killed.
     tracker.close();
@@ -264,7 +325,19 @@ async fn run_node(
             "jobs still not reaped after {KILL_WAIT:?}; leaving them"
         );
     }
-    // 3. Hand the leases back and end the session.
+    // 3. Record the outcomes still queued, until the grace period is over (at least a second).
+    recorder_stop.cancel();
+    if let Ok(writer) = outcome_writer.await {
+        let deadline = (stopped_at + grace).max(tokio::time::Instant::now() + MIN_FLUSH);
+        let left = writer.drain(deadline).await;
+        if left > 0 {
+            warn!(
+                event = "outcome_unrecorded",
+                left, "{left} run outcome(s) could not be recorded before stopping"
+            );
+        }
+    }
+    // 4. Hand the leases back and end the session.
     let released = election.release_all().await;
     heartbeat_stop.cancel();
     let _ = heartbeat.await;

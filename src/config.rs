@@ -125,6 +125,8 @@ impl ElectionConfig {
 #[derive(Debug, Clone, Copy)]
 pub struct NodeConfig {
     pub shutdown_grace: Duration,
+    /// `clock_skew_warn`: a clock offset from the peers beyond this is logged (`clock_skew`).
+    pub clock_skew_warn: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +153,10 @@ pub struct Policy {
     /// and no fire time from before this node started (a cluster that was down entirely does
     /// not replay its downtime); set explicitly, it is the only bound.
     pub starting_deadline: Option<Duration>,
+    /// What a run does when its node loses the job's lease.
+    pub on_lease_lost: OnLeaseLost,
+    /// Run a lost fire time (its node died while it ran) once more on the new leader.
+    pub recover: bool,
 }
 
 impl Default for Policy {
@@ -161,6 +167,34 @@ impl Default for Policy {
             retry_backoff: DEFAULT_RETRY_BACKOFF,
             catch_up: CatchUp::default(),
             starting_deadline: None,
+            on_lease_lost: OnLeaseLost::default(),
+            recover: false,
+        }
+    }
+}
+
+/// What a running run does when its node loses the job's lease (session lapse, fenced claim,
+/// another holder seen).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnLeaseLost {
+    /// Stop it (SIGTERM to its process group, SIGKILL after a grace): outcome `stopped`. The
+    /// default: only the lease holder runs the job, also while a run is going.
+    #[default]
+    Stop,
+    /// Let it finish; the new leader's next tick may run alongside it on another node.
+    Continue,
+}
+
+impl OnLeaseLost {
+    pub const NAMES: [(&'static str, OnLeaseLost); 2] = [
+        ("stop", OnLeaseLost::Stop),
+        ("continue", OnLeaseLost::Continue),
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OnLeaseLost::Stop => "stop",
+            OnLeaseLost::Continue => "continue",
         }
     }
 }
@@ -265,6 +299,8 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 pub const DEFAULT_RENEW: Duration = Duration::from_secs(2);
 pub const DEFAULT_POLL: Duration = Duration::from_secs(1);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Default `[node] clock_skew_warn`: a node whose clock is this far from its peers' says so.
+pub const DEFAULT_CLOCK_SKEW_WARN: Duration = Duration::from_secs(1);
 pub const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
 /// Largest `retries`: a job that fails a hundred times in a row needs a person, not a loop.
 pub const MAX_RETRIES: i64 = 100;
@@ -376,6 +412,8 @@ struct RawDefaults {
     retry_backoff: Option<Spanned<String>>,
     catch_up: Option<Spanned<String>>,
     starting_deadline: Option<Spanned<String>>,
+    on_lease_lost: Option<Spanned<String>>,
+    recover: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -402,6 +440,7 @@ struct RawElection {
 #[serde(deny_unknown_fields)]
 struct RawNode {
     shutdown_grace: Option<Spanned<String>>,
+    clock_skew_warn: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -421,6 +460,8 @@ struct RawJob {
     retry_backoff: Option<Spanned<String>>,
     catch_up: Option<Spanned<String>>,
     starting_deadline: Option<Spanned<String>>,
+    on_lease_lost: Option<Spanned<String>>,
+    recover: Option<Spanned<bool>>,
 }
 
 /// The policy keys as written in `[defaults]` or in one `[[job]]`.
@@ -431,6 +472,8 @@ struct PolicyKeys<'r> {
     retry_backoff: &'r Option<Spanned<String>>,
     catch_up: &'r Option<Spanned<String>>,
     starting_deadline: &'r Option<Spanned<String>>,
+    on_lease_lost: &'r Option<Spanned<String>>,
+    recover: &'r Option<Spanned<bool>>,
 }
 
 /// Validated policy keys; `None` where a key was not given (or was invalid, error recorded).
@@ -442,6 +485,8 @@ struct Settings {
     retry_backoff: Option<Duration>,
     catch_up: Option<CatchUp>,
     starting_deadline: Option<Duration>,
+    on_lease_lost: Option<OnLeaseLost>,
+    recover: Option<bool>,
 }
 
 struct Validator<'a> {
@@ -588,6 +633,7 @@ impl Validator<'_> {
                 v => v,
             }
         });
+        let on_lease_lost = self.choice(keys.on_lease_lost, "on_lease_lost", &OnLeaseLost::NAMES);
         Settings {
             timeout,
             overlap,
@@ -595,6 +641,8 @@ impl Validator<'_> {
             retry_backoff,
             catch_up,
             starting_deadline,
+            on_lease_lost,
+            recover: keys.recover.as_ref().map(|r| *r.get_ref()),
         }
     }
 
@@ -608,6 +656,8 @@ impl Validator<'_> {
                 retry_backoff: &raw.retry_backoff,
                 catch_up: &raw.catch_up,
                 starting_deadline: &raw.starting_deadline,
+                on_lease_lost: &raw.on_lease_lost,
+                recover: &raw.recover,
             }),
         }
     }
@@ -865,16 +915,25 @@ impl Validator<'_> {
     }
 
     fn node(&mut self, raw: Option<RawNode>) -> Option<NodeConfig> {
-        let grace = match raw {
-            Some(raw) => self.duration_or(
-                &raw.shutdown_grace,
-                "shutdown_grace",
-                DEFAULT_SHUTDOWN_GRACE,
-            )?,
-            None => DEFAULT_SHUTDOWN_GRACE,
+        let Some(raw) = raw else {
+            return Some(NodeConfig {
+                shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+                clock_skew_warn: DEFAULT_CLOCK_SKEW_WARN,
+            });
         };
+        let grace = self.duration_or(
+            &raw.shutdown_grace,
+            "shutdown_grace",
+            DEFAULT_SHUTDOWN_GRACE,
+        );
+        let skew = self.duration_or(
+            &raw.clock_skew_warn,
+            "clock_skew_warn",
+            DEFAULT_CLOCK_SKEW_WARN,
+        );
         Some(NodeConfig {
-            shutdown_grace: grace,
+            shutdown_grace: grace?,
+            clock_skew_warn: skew?,
         })
     }
 
@@ -979,6 +1038,8 @@ impl Validator<'_> {
             retry_backoff: &raw.retry_backoff,
             catch_up: &raw.catch_up,
             starting_deadline: &raw.starting_deadline,
+            on_lease_lost: &raw.on_lease_lost,
+            recover: &raw.recover,
         });
         let builtin = Policy::default();
         let timeout = own.timeout.or(defaults.timeout);
@@ -994,6 +1055,11 @@ impl Validator<'_> {
                 .or(defaults.catch_up)
                 .unwrap_or(builtin.catch_up),
             starting_deadline: own.starting_deadline.or(defaults.starting_deadline),
+            on_lease_lost: own
+                .on_lease_lost
+                .or(defaults.on_lease_lost)
+                .unwrap_or(builtin.on_lease_lost),
+            recover: own.recover.or(defaults.recover).unwrap_or(builtin.recover),
         };
 
         // Exactly one action.
@@ -1267,10 +1333,12 @@ shell = "echo hi"
     fn defaults_table_applies_unless_the_job_sets_its_own() {
         let text = format!(
             "[defaults]\noverlap = \"allow\"\nretries = 3\nretry_backoff = \"250ms\"\n\
-             catch_up = \"all\"\nstarting_deadline = \"1m\"\ntimeout = \"30s\"\n\n{JOB}\n\
+             catch_up = \"all\"\nstarting_deadline = \"1m\"\ntimeout = \"30s\"\n\
+             on_lease_lost = \"continue\"\nrecover = true\n\n{JOB}\n\
              [[job]]\nname = \"b\"\nschedule = \"* * * * *\"\nshell = \"x\"\n\
              overlap = \"replace\"\nretries = 0\nretry_backoff = \"2s\"\ncatch_up = \"none\"\n\
-             starting_deadline = \"5s\"\ntimeout = \"1h\"\n"
+             starting_deadline = \"5s\"\ntimeout = \"1h\"\non_lease_lost = \"stop\"\n\
+             recover = false\n"
         );
         let c = parse("j.toml", &text).unwrap();
         let a = &c.jobs[0];
@@ -1282,6 +1350,8 @@ shell = "echo hi"
                 retry_backoff: Duration::from_millis(250),
                 catch_up: CatchUp::All,
                 starting_deadline: Some(Duration::from_secs(60)),
+                on_lease_lost: OnLeaseLost::Continue,
+                recover: true,
             }
         );
         assert_eq!(a.timeout, Some(Duration::from_secs(30)));
@@ -1294,6 +1364,8 @@ shell = "echo hi"
                 retry_backoff: Duration::from_secs(2),
                 catch_up: CatchUp::None,
                 starting_deadline: Some(Duration::from_secs(5)),
+                on_lease_lost: OnLeaseLost::Stop,
+                recover: false,
             }
         );
         assert_eq!(b.timeout, Some(Duration::from_secs(3600)));

@@ -99,6 +99,34 @@ pub const GC_AFTER_LEASES: u32 = 3;
 /// Called when this node acquires a job's lease (job index, term).
 pub type OnAcquired = Box<dyn Fn(usize, i64) + Send + Sync>;
 
+/// What the election tells the rest of the node. Called without any election lock held.
+pub trait LeaseEvents: Send + Sync {
+    /// This node acquired job `idx`'s lease with `term`.
+    fn acquired(&self, _idx: usize, _term: i64) {}
+    /// This node lost job `idx`'s lease held with `term` (session lapse, fenced claim, another
+    /// holder seen in the store). Not called for a release this node made.
+    fn lost(&self, _idx: usize, _term: i64) {}
+    /// The election wants to hand these jobs' leases back (rebalancing): return those that may
+    /// go now. Each returned job must take no new claim until [`LeaseEvents::handed_over`].
+    fn hand_over(&self, jobs: Vec<usize>) -> Vec<usize> {
+        jobs
+    }
+    /// The hand-over of these jobs is done (released, or the release failed).
+    fn handed_over(&self, _jobs: &[usize]) {}
+}
+
+/// [`Election::set_on_acquired`]: a closure as the only event handler.
+struct AcquiredOnly(OnAcquired);
+
+impl LeaseEvents for AcquiredOnly {
+    fn acquired(&self, idx: usize, term: i64) {
+        (self.0)(idx, term)
+    }
+}
+
+/// How long a peer's heartbeat samples are kept for its clock offset estimate.
+const OFFSET_SAMPLES: usize = 10;
+
 pub struct Election {
     node: String,
     store: Arc<dyn Store>,
@@ -109,8 +137,12 @@ pub struct Election {
     /// Job name → index in `jobs`.
     index: HashMap<String, usize>,
     state: Mutex<State>,
-    on_acquired: Mutex<Option<OnAcquired>>,
+    events: Mutex<Option<Arc<dyn LeaseEvents>>>,
     metrics: Arc<Metrics>,
+    /// Wakes whoever waits for a node's death ([`Election::deaths`]).
+    death_seen: tokio::sync::Notify,
+    /// `[node] clock_skew_warn`.
+    skew_warn: Duration,
 }
 
 #[derive(Default)]
@@ -141,6 +173,14 @@ struct State {
     lapsed_holding: bool,
     /// The leases as last read, and what the node records announced at that read.
     leases: Option<LeaseCache>,
+    /// Other nodes that died (record gone, replaced by another process, or heartbeat unchanged
+    /// for a lease) as this node saw them: their `running` runs are orphans.
+    deaths: u64,
+    /// The other nodes judged alive at the last poll: id -> process (or session).
+    alive_prev: HashMap<String, String>,
+    /// This node's last clock offset estimate (ms) and whether it was reported as skewed.
+    offset_ms: Option<i64>,
+    skew_reported: bool,
     /// The copy in `leases` is known stale (this node changed a lease, or a compare-and-set or
     /// a claim showed another holder): re-read at the next poll.
     leases_dirty: bool,
@@ -155,8 +195,14 @@ struct LeaseCache {
 
 struct Watched {
     session: String,
+    /// The node's process ([`NodeRecord::process`]; its session in records without one).
+    process: String,
     heartbeat: i64,
     since: Instant,
+    /// The newest clock offset samples of this node against ours (ms): its `renewed_at` minus
+    /// our clock when we first saw that heartbeat. The largest is the estimate (the sample
+    /// with the shortest write-to-read delay).
+    offsets: std::collections::VecDeque<i64>,
 }
 
 /// How one job's lease looks to this node in one poll.
@@ -189,8 +235,85 @@ impl Election {
             jobs,
             names,
             state: Mutex::new(State::default()),
-            on_acquired: Mutex::new(None),
+            events: Mutex::new(None),
             metrics,
+            death_seen: tokio::sync::Notify::new(),
+            skew_warn: crate::config::DEFAULT_CLOCK_SKEW_WARN,
+        }
+    }
+
+    /// `[node] clock_skew_warn` (default 1 s).
+    pub fn with_skew_warn(mut self, warn: Duration) -> Self {
+        self.skew_warn = warn;
+        self
+    }
+
+    /// How many other nodes this node has seen die so far (see [`State::deaths`]).
+    pub fn deaths(&self) -> u64 {
+        self.state.lock().unwrap().deaths
+    }
+
+    /// Wait until the election sees a node die.
+    pub async fn death_seen(&self) {
+        self.death_seen.notified().await
+    }
+
+    /// This node's clock offset from its peers (ms), if estimated yet.
+    pub fn clock_offset_ms(&self) -> Option<i64> {
+        self.state.lock().unwrap().offset_ms
+    }
+
+    /// Why a `running` run is an orphan, if it is one: the process that claimed it is no longer
+    /// alive by the election's rules. `nodes` must have been read after the run. `None` while
+    /// its process lives (its own node writes its outcome, however long the store is away).
+    pub fn orphaned(
+        &self,
+        run: &crate::store::RunRecord,
+        nodes: &HashMap<String, NodeRecord>,
+    ) -> Option<&'static str> {
+        let same_process = |n: &NodeRecord| {
+            if run.process.is_empty() || n.process.is_empty() {
+                n.session == run.session
+            } else {
+                n.process == run.process
+            }
+        };
+        if run.node == self.node {
+            // This node's own runs: orphans only of an earlier process with our id.
+            return (!run.process.is_empty() && run.process != self.session.process())
+                .then_some("node_restarted");
+        }
+        let Some(n) = nodes.get(&run.node) else {
+            return Some("node_gone");
+        };
+        if !same_process(n) {
+            return Some("node_restarted");
+        }
+        let st = self.state.lock().unwrap();
+        match st.watch.get(&run.node) {
+            Some(w) if w.session == n.session && w.heartbeat == n.heartbeat => {
+                (Instant::now().duration_since(w.since) >= self.config.lease)
+                    .then_some("heartbeat_stopped")
+            }
+            // Not watched yet, or it changed since the last poll: it is writing.
+            _ => None,
+        }
+    }
+
+    fn events(&self) -> Option<Arc<dyn LeaseEvents>> {
+        self.events.lock().unwrap().clone()
+    }
+
+    fn notify_lost(&self, lost: Vec<(String, i64)>) {
+        if lost.is_empty() {
+            return;
+        }
+        if let Some(events) = self.events() {
+            for (job, term) in lost {
+                if let Some(&idx) = self.index.get(&job) {
+                    events.lost(idx, term);
+                }
+            }
         }
     }
 
@@ -200,15 +323,22 @@ impl Election {
     pub fn healthy(&self) -> bool {
         let current = self.session.current();
         let mut st = self.state.lock().unwrap();
-        drop_stale(&mut st, current.as_deref(), &self.node, &self.metrics);
+        let lost = drop_stale(&mut st, current.as_deref(), &self.node, &self.metrics);
         if current.is_some() {
             st.lapsed_holding = false;
         }
-        !st.lapsed_holding
+        let healthy = !st.lapsed_holding;
+        drop(st);
+        self.notify_lost(lost);
+        healthy
     }
 
     pub fn set_on_acquired(&self, f: OnAcquired) {
-        *self.on_acquired.lock().unwrap() = Some(f);
+        self.set_events(Arc::new(AcquiredOnly(f)));
+    }
+
+    pub fn set_events(&self, events: Arc<dyn LeaseEvents>) {
+        *self.events.lock().unwrap() = Some(events);
     }
 
     /// This node's leadership of `job`, if it holds the lease under its current, valid session.
@@ -216,8 +346,11 @@ impl Election {
     pub fn leading(&self, job: &str) -> Option<Leadership> {
         let current = self.session.current();
         let mut st = self.state.lock().unwrap();
-        drop_stale(&mut st, current.as_deref(), &self.node, &self.metrics);
-        st.held.get(job).cloned()
+        let lost = drop_stale(&mut st, current.as_deref(), &self.node, &self.metrics);
+        let held = st.held.get(job).cloned();
+        drop(st);
+        self.notify_lost(lost);
+        held
     }
 
     /// Who leads `job` as last seen.
@@ -247,6 +380,8 @@ impl Election {
             self.metrics.lease_lost(job);
             self.metrics.set_leases_held(st.held.len());
             info!(event = "lease_lost", job, node = %self.node, term, "lease lost: {why}");
+            drop(st);
+            self.notify_lost(vec![(job.to_string(), term)]);
         }
     }
 
@@ -283,12 +418,13 @@ impl Election {
                 }
                 // Still make a lapse visible.
                 let current = self.session.current();
-                drop_stale(
+                let lost = drop_stale(
                     &mut self.state.lock().unwrap(),
                     current.as_deref(),
                     &self.node,
                     &self.metrics,
                 );
+                self.notify_lost(lost);
                 return;
             }
         };
@@ -299,9 +435,20 @@ impl Election {
             st.failures = 0;
             st.polls += 1;
             st.first_poll.get_or_insert(now);
-            drop_stale(&mut st, current.as_deref(), &self.node, &self.metrics);
-            self.observe(&mut st, &leases, &nodes, current.as_deref(), now)
+            let mut lost = drop_stale(&mut st, current.as_deref(), &self.node, &self.metrics);
+            let mut plan = self.observe(&mut st, &leases, &nodes, current.as_deref(), now);
+            lost.append(&mut plan.lost);
+            (plan, lost)
         };
+        let (plan, lost) = plan;
+        self.notify_lost(lost);
+        if plan.died {
+            self.death_seen.notify_waiters();
+        }
+        if let Some(offset) = plan.offset_ms {
+            self.session.set_clock_offset(Some(offset));
+            self.metrics.set_clock_offset(offset as f64 / 1000.0);
+        }
         self.session.set_jobs(self.held());
         let Some(session) = current else { return };
         if cancel.is_cancelled() {
@@ -415,23 +562,43 @@ impl Election {
     ) -> Plan {
         // Heartbeat watches: restart the clock whenever (session, heartbeat) changes.
         st.watch.retain(|id, _| nodes.contains_key(id));
+        let wall = Utc::now();
         for (id, rec) in nodes {
             if id == &self.node {
                 continue;
             }
-            let changed = st
-                .watch
-                .get(id)
-                .is_none_or(|w| w.session != rec.session || w.heartbeat != rec.heartbeat);
-            if changed {
-                st.watch.insert(
-                    id.clone(),
-                    Watched {
-                        session: rec.session.clone(),
-                        heartbeat: rec.heartbeat,
-                        since: now,
-                    },
-                );
+            let process = if rec.process.is_empty() {
+                rec.session.clone()
+            } else {
+                rec.process.clone()
+            };
+            let sample = (rec.renewed_at - wall).num_milliseconds();
+            match st.watch.get_mut(id) {
+                Some(w) if w.session == rec.session && w.heartbeat == rec.heartbeat => {}
+                Some(w) if w.process == process => {
+                    // A new heartbeat of the same process: first seen now.
+                    w.session = rec.session.clone();
+                    w.heartbeat = rec.heartbeat;
+                    w.since = now;
+                    w.offsets.push_back(sample);
+                    if w.offsets.len() > OFFSET_SAMPLES {
+                        w.offsets.pop_front();
+                    }
+                }
+                _ => {
+                    // A node (or process) not seen before: its record may be old, so its
+                    // first sample is not one.
+                    st.watch.insert(
+                        id.clone(),
+                        Watched {
+                            session: rec.session.clone(),
+                            process,
+                            heartbeat: rec.heartbeat,
+                            since: now,
+                            offsets: Default::default(),
+                        },
+                    );
+                }
             }
         }
         let lease_time = self.config.lease;
@@ -440,6 +607,23 @@ impl Election {
                 .get(id)
                 .is_some_and(|w| now.duration_since(w.since) < lease_time)
         };
+        let mut lost = Vec::new();
+        // Deaths: a node alive at the last poll that is gone, another process, or silent now.
+        let alive_now: HashMap<String, String> = st
+            .watch
+            .iter()
+            .filter(|(id, _)| alive(st, id))
+            .map(|(id, w)| (id.clone(), w.process.clone()))
+            .collect();
+        let died = st
+            .alive_prev
+            .iter()
+            .any(|(id, process)| alive_now.get(id) != Some(process));
+        if died {
+            st.deaths += 1;
+        }
+        st.alive_prev = alive_now;
+        let offset_ms = self.clock_offset(st);
         let live_others = nodes
             .keys()
             .filter(|id| *id != &self.node && alive(st, id))
@@ -504,6 +688,7 @@ impl Election {
                         self.metrics.lease_lost(job);
                         info!(event = "lease_lost", job, node = %self.node, term = l.term,
                             holder = %rec.holder, "lease lost: the store shows another holder");
+                        lost.push((job.clone(), l.term));
                     }
                     if matches!(standing, Standing::Available) {
                         let polls = st.polls;
@@ -530,7 +715,12 @@ impl Election {
             }
         }
 
-        let mut plan = Plan::default();
+        let mut plan = Plan {
+            lost,
+            died,
+            offset_ms,
+            ..Plan::default()
+        };
         let gc_after = lease_time * GC_AFTER_LEASES;
         plan.silent = st
             .watch
@@ -667,8 +857,8 @@ impl Election {
                 info!(event = "lease_acquired", job, node = %self.node, term = new.term,
                     previous = %from, "lease acquired");
                 if let Some(&idx) = self.index.get(job) {
-                    if let Some(f) = self.on_acquired.lock().unwrap().as_ref() {
-                        f(idx, new.term);
+                    if let Some(events) = self.events() {
+                        events.acquired(idx, new.term);
                     }
                 }
                 true
@@ -686,17 +876,33 @@ impl Election {
 
     /// Hand `jobs` back (rebalancing), in one store call. True if it was done.
     async fn release_excess(&self, jobs: &[String], session: &str) -> bool {
+        // Only leases with no claimed tick waiting to start go (the others at a later poll).
+        let events = self.events();
+        let indices: Vec<usize> = jobs
+            .iter()
+            .filter_map(|j| self.index.get(j).copied())
+            .collect();
+        let may_go = match &events {
+            Some(e) => e.hand_over(indices),
+            None => indices,
+        };
         let terms: Vec<(String, i64)> = {
             let st = self.state.lock().unwrap();
-            jobs.iter()
+            may_go
+                .iter()
+                .map(|&i| &self.names[i])
                 .filter_map(|j| st.held.get(j).map(|l| (j.clone(), l.term)))
                 .collect()
         };
         if terms.is_empty() {
+            if let Some(e) = &events {
+                e.handed_over(&may_go);
+            }
             return false;
         }
         let names: Vec<String> = terms.iter().map(|(j, _)| j.clone()).collect();
         let result = self.store.release(&names, &self.node, session).await;
+        let _handed = HandedOver(events.as_deref(), &may_go);
         let mut st = self.state.lock().unwrap();
         st.leases_dirty = true;
         match result {
@@ -742,6 +948,47 @@ impl Election {
         }
     }
 
+    /// This node's wall-clock offset from its peers (ms, positive: ahead), from their
+    /// heartbeats: each peer's estimate is the largest of its samples (`renewed_at` minus our
+    /// clock when we first saw that heartbeat, which errs low by the write-to-read delay: the
+    /// largest sample has the shortest delay); ours is minus the median of the peers'. Logs
+    /// `clock_skew` once when it passes `[node] clock_skew_warn`, and `clock_skew_cleared`
+    /// when it is back under half of that.
+    fn clock_offset(&self, st: &mut State) -> Option<i64> {
+        let mut peers: Vec<i64> = st
+            .watch
+            .values()
+            .filter_map(|w| w.offsets.iter().copied().max())
+            .collect();
+        if peers.is_empty() {
+            return None;
+        }
+        peers.sort_unstable();
+        let n = peers.len();
+        let median = if n % 2 == 1 {
+            peers[n / 2]
+        } else {
+            (peers[n / 2 - 1] + peers[n / 2]) / 2
+        };
+        let offset = -median;
+        st.offset_ms = Some(offset);
+        let warn_ms = self.skew_warn.as_millis() as i64;
+        if offset.abs() > warn_ms && !st.skew_reported {
+            st.skew_reported = true;
+            let secs = offset as f64 / 1000.0;
+            let way = if offset > 0 { "ahead of" } else { "behind" };
+            warn!(event = "clock_skew", node = %self.node, offset_ms = offset, peers = n,
+                "this node's clock is {:.1} s {way} its peers' (median of {n}): fire times are \
+                 wall-clock instants, so the jobs it leads run that much {}; fix its time \
+                 sync (NTP)", secs.abs(), if offset > 0 { "early" } else { "late" });
+        } else if offset.abs() <= warn_ms / 2 && st.skew_reported {
+            st.skew_reported = false;
+            info!(event = "clock_skew_cleared", node = %self.node, offset_ms = offset,
+                "this node's clock agrees with its peers' again");
+        }
+        Some(offset)
+    }
+
     /// The `n` held jobs whose next fire times are furthest away.
     fn furthest_next_ticks<'a>(
         &self,
@@ -765,6 +1012,17 @@ impl Election {
     }
 }
 
+/// Ends a hand-over when dropped (after the release and its bookkeeping).
+struct HandedOver<'a>(Option<&'a dyn LeaseEvents>, &'a [usize]);
+
+impl Drop for HandedOver<'_> {
+    fn drop(&mut self) {
+        if let Some(e) = self.0 {
+            e.handed_over(self.1);
+        }
+    }
+}
+
 #[derive(Default)]
 struct Plan {
     /// How many more leases this node may take before it reaches its fair share.
@@ -777,10 +1035,22 @@ struct Plan {
     release: Vec<String>,
     /// Other nodes silent for [`GC_AFTER_LEASES`] lease times: (id, session, heartbeat).
     silent: Vec<(String, String, i64)>,
+    /// Leases this poll found held by someone else: (job, our term).
+    lost: Vec<(String, i64)>,
+    /// A node alive at the last poll is dead now.
+    died: bool,
+    /// This node's clock offset estimate, if there are peers to compare with.
+    offset_ms: Option<i64>,
 }
 
 /// Drop leases held under a session that is not the current one (lapsed), logging each.
-fn drop_stale(st: &mut State, current: Option<&str>, node: &str, metrics: &Metrics) {
+fn drop_stale(
+    st: &mut State,
+    current: Option<&str>,
+    node: &str,
+    metrics: &Metrics,
+) -> Vec<(String, i64)> {
+    let mut lost = Vec::new();
     let stale: Vec<String> = st
         .held
         .iter()
@@ -796,6 +1066,8 @@ fn drop_stale(st: &mut State, current: Option<&str>, node: &str, metrics: &Metri
             metrics.set_leases_held(st.held.len());
             info!(event = "lease_lost", job = %job, node, term = l.term,
                 "lease lost: the session lapsed (no successful heartbeat within the renew deadline)");
+            lost.push((job, l.term));
         }
     }
+    lost
 }

@@ -16,6 +16,7 @@
 //! | [`tick`]     | one tick: claim (fenced by term) then run, or sit out                  |
 //! | [`history`]  | keeps the newest `[store] history` runs per job, prunes in background  |
 //! | [`runner`]   | runs an action, labels its output, enforces the timeout               |
+//! | [`watchdog`] | `__watchdog`: kills a dead node's running jobs (even after `kill -9`)  |
 //! | [`metrics`]  | Prometheus counters and histograms of one node                         |
 //! | [`http`]     | `--http`: /healthz, /readyz, /status, /metrics                         |
 //! | [`logging`]  | the two log formats (pretty, flat JSON) and the stable field names     |
@@ -30,6 +31,8 @@ pub mod history;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod orphans;
+pub mod recorder;
 pub mod runner;
 pub mod schedule;
 pub mod session;
@@ -37,3 +40,4 @@ pub mod status;
 pub mod store;
 pub mod tick;
 pub mod ticker;
+pub mod watchdog;

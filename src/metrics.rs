@@ -22,6 +22,12 @@
 //! | `cronlease_store_reads_total` | counter | op |
 //! | `cronlease_store_call_duration_seconds` | histogram | op |
 //! | `cronlease_runs_pruned_total` | counter | — |
+//! | `cronlease_runs_lost_total` | counter | job |
+//! | `cronlease_runs_recovered_total` | counter | job |
+//! | `cronlease_claims_refused_total` | counter | job, reason |
+//! | `cronlease_outcomes_pending` | gauge | — |
+//! | `cronlease_outcome_queue_full_total` | counter | — |
+//! | `cronlease_clock_offset_seconds` | gauge | — |
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -40,6 +46,12 @@ struct JobLabel {
 struct JobOutcome {
     job: String,
     outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobReason {
+    job: String,
+    reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -67,6 +79,12 @@ pub struct Metrics {
     store_reads: Family<OpLabel, Counter>,
     store_latency: HistogramFamily<OpLabel>,
     runs_pruned: Counter,
+    runs_lost: Family<JobLabel, Counter>,
+    runs_recovered: Family<JobLabel, Counter>,
+    claims_refused: Family<JobReason, Counter>,
+    outcomes_pending: Gauge,
+    outcome_queue_full: Counter,
+    clock_offset: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 fn job_duration_histogram() -> Histogram {
@@ -104,7 +122,43 @@ impl Metrics {
             store_reads: Family::default(),
             store_latency: Family::new_with_constructor(store_latency_histogram),
             runs_pruned: Counter::default(),
+            runs_lost: Family::default(),
+            runs_recovered: Family::default(),
+            claims_refused: Family::default(),
+            outcomes_pending: Gauge::default(),
+            outcome_queue_full: Counter::default(),
+            clock_offset: Gauge::default(),
         };
+        m.registry.register(
+            "cronlease_runs_lost",
+            "Orphaned runs (their node died while they ran) this node closed as lost",
+            m.runs_lost.clone(),
+        );
+        m.registry.register(
+            "cronlease_runs_recovered",
+            "Lost runs this node ran again (recover = true)",
+            m.runs_recovered.clone(),
+        );
+        m.registry.register(
+            "cronlease_claims_refused",
+            "Tick claims the store refused, by reason (already_run, fenced, too_old)",
+            m.claims_refused.clone(),
+        );
+        m.registry.register(
+            "cronlease_outcomes_pending",
+            "Run outcomes waiting to be written to the store",
+            m.outcomes_pending.clone(),
+        );
+        m.registry.register(
+            "cronlease_outcome_queue_full",
+            "Times a finished run waited for room in the full outcome queue",
+            m.outcome_queue_full.clone(),
+        );
+        m.registry.register(
+            "cronlease_clock_offset_seconds",
+            "This node's wall-clock offset from its peers' (median), estimated from heartbeats",
+            m.clock_offset.clone(),
+        );
         let r = &mut m.registry;
         r.register(
             "cronlease_ticks_run",
@@ -260,6 +314,39 @@ impl Metrics {
         if reads > 0 {
             self.store_reads.get_or_create(&label).inc_by(reads);
         }
+    }
+
+    pub fn run_lost(&self, job: &str) {
+        self.runs_lost
+            .get_or_create(&JobLabel { job: job.into() })
+            .inc();
+    }
+
+    pub fn run_recovered(&self, job: &str) {
+        self.runs_recovered
+            .get_or_create(&JobLabel { job: job.into() })
+            .inc();
+    }
+
+    pub fn claim_refused(&self, job: &str, reason: &str) {
+        self.claims_refused
+            .get_or_create(&JobReason {
+                job: job.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn set_outcomes_pending(&self, n: usize) {
+        self.outcomes_pending.set(n as i64);
+    }
+
+    pub fn outcome_queue_full(&self) {
+        self.outcome_queue_full.inc();
+    }
+
+    pub fn set_clock_offset(&self, seconds: f64) {
+        self.clock_offset.set(seconds);
     }
 
     pub fn runs_pruned(&self, n: usize) {

@@ -38,6 +38,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 pub struct Session {
     node: String,
+    /// Fresh per process start, kept across lapses: run records carry it, and a `running`
+    /// record whose process is still in its node's record is not an orphan.
+    process: String,
     store: Arc<dyn Store>,
     election: ElectionConfig,
     started_at: DateTime<Utc>,
@@ -60,6 +63,8 @@ struct State {
     /// Bumped after every lease change this node made; written with the next heartbeat, which
     /// [`Session::leases_changed`] asks for at once. Observers re-read the leases when it moves.
     lease_epoch: i64,
+    /// This node's clock offset estimate, published in its record.
+    clock_offset_ms: Option<i64>,
 }
 
 impl Session {
@@ -71,6 +76,7 @@ impl Session {
     ) -> Self {
         Session {
             node,
+            process: new_session_id(),
             store,
             election,
             started_at: Utc::now(),
@@ -82,6 +88,7 @@ impl Session {
                 jobs: Vec::new(),
                 failures: 0,
                 lease_epoch: 0,
+                clock_offset_ms: None,
             }),
             renew_now: tokio::sync::Notify::new(),
         }
@@ -89,6 +96,16 @@ impl Session {
 
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// This process's id (see [`NodeRecord::process`]).
+    pub fn process(&self) -> &str {
+        &self.process
+    }
+
+    /// Publish this node's clock offset estimate with the next heartbeat.
+    pub fn set_clock_offset(&self, offset_ms: Option<i64>) {
+        self.state.lock().unwrap().clock_offset_ms = offset_ms;
     }
 
     /// The session id if the session is valid now. A passed deadline lapses the session here
@@ -140,6 +157,8 @@ impl Session {
                 jobs: st.jobs.clone(),
                 http: self.http.clone(),
                 lease_epoch: st.lease_epoch,
+                process: self.process.clone(),
+                clock_offset_ms: st.clock_offset_ms,
             }
         };
         let result = self.store.put_node(&record).await;

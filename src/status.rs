@@ -682,6 +682,7 @@ shell = "true"
             jobs: Vec::new(),
             http: None,
             lease_epoch: 0,
+            ..Default::default()
         }
     }
 
@@ -717,6 +718,7 @@ shell = "true"
                 _ => None,
             },
             attempts: 1,
+            ..Default::default()
         }
     }
 
@@ -1040,11 +1042,22 @@ STALE: no heartbeat for longer than the lease (its clock vs. ours)
         async fn claim(&self, _: &RunRecord, _: &str) -> StoreResult<Claim> {
             unreachable!("status writes nothing")
         }
-        async fn finish(&self, _: &RunRecord) -> StoreResult<()> {
+        async fn finish(&self, _: &RunRecord) -> StoreResult<bool> {
             unreachable!("status writes nothing")
         }
-        async fn run_exists(&self, _: &str, _: DateTime<Utc>) -> StoreResult<bool> {
+        async fn get_run(&self, _: &str, _: DateTime<Utc>) -> StoreResult<Option<RunRecord>> {
             unreachable!("status does not ask")
+        }
+        async fn running_runs(&self) -> StoreResult<Vec<RunRecord>> {
+            unreachable!("status does not ask")
+        }
+        async fn close_orphan(
+            &self,
+            _: &RunRecord,
+            _: &str,
+            _: &crate::store::Fence,
+        ) -> StoreResult<Claim> {
+            unreachable!("status writes nothing")
         }
         async fn runs(&self, _: &str) -> StoreResult<Vec<RunRecord>> {
             unreachable!("status reads only the newest runs")

@@ -67,15 +67,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::config::OnLeaseLost;
 use crate::config::{CatchUp, Job, Overlap, Policy};
 use crate::election::{Election, Leadership};
-use crate::history::History;
 use crate::metrics::Metrics;
+use crate::recorder::Recorder;
 use crate::runner::{self, Outcome, RunContext, RunResult};
-use crate::store::{Claim, RunRecord, Store};
+use crate::store::{Claim, RunRecord, Store, RUNNING};
 
-/// How often recording a finished run is attempted before giving up (logged).
-const FINISH_ATTEMPTS: u32 = 5;
 /// The most missed fire times one lease acquisition catches up (`catch_up = "all"`).
 pub const MAX_CATCH_UP: usize = 10;
 /// How many of the newest fire times within the starting deadline `catch_up = "all"` looks at
@@ -110,7 +109,6 @@ pub struct TickContext {
     pub store: Arc<dyn Store>,
     pub election: Arc<Election>,
     pub metrics: Arc<Metrics>,
-    pub history: Arc<History>,
     /// The election's lease: how far catch-up looks back for a job without a
     /// `starting_deadline`.
     pub lease: Duration,
@@ -120,6 +118,10 @@ pub struct TickContext {
     /// Cancelled when running jobs must be killed (shutdown grace exceeded). Each run gets a
     /// child of it, which `overlap = "replace"` cancels alone.
     pub kill: CancellationToken,
+    /// Writes run outcomes, retrying across store outages.
+    pub recorder: Arc<Recorder>,
+    /// This process's id, written into every claimed run ([`RunRecord::process`]).
+    pub process: String,
 }
 
 pub struct Ticks {
@@ -127,7 +129,6 @@ pub struct Ticks {
     store: Arc<dyn Store>,
     election: Arc<Election>,
     metrics: Arc<Metrics>,
-    history: Arc<History>,
     jobs: Arc<Vec<Job>>,
     lease: Duration,
     tracker: TaskTracker,
@@ -142,12 +143,48 @@ pub struct Ticks {
     /// Per job, the runs going on this node now (the overlap policy looks here).
     active: Mutex<HashMap<usize, Vec<Active>>>,
     next_run_id: AtomicU64,
+    recorder: Arc<Recorder>,
+    process: String,
+    /// Claims not yet started, and jobs being handed over (see [`Ticks::hand_over`]).
+    handover: Mutex<HandOver>,
+}
+
+/// A rebalancing hand-over must never release a lease whose tick is claimed and not yet
+/// started: the claim would stand and nobody would run that fire time.
+#[derive(Default)]
+struct HandOver {
+    /// Per job, claims made (or being made) whose run has not started yet.
+    pending: HashMap<usize, usize>,
+    /// Jobs whose lease is being handed back: no new claims.
+    handing: HashSet<usize>,
+}
+
+/// One claim in [`HandOver::pending`]; dropping it (the run started, or the tick gave up)
+/// takes it out.
+struct PendingClaim<'a> {
+    ticks: &'a Ticks,
+    idx: usize,
+}
+
+impl Drop for PendingClaim<'_> {
+    fn drop(&mut self) {
+        let mut h = self.ticks.handover.lock().unwrap();
+        if let Some(n) = h.pending.get_mut(&self.idx) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                h.pending.remove(&self.idx);
+            }
+        }
+    }
 }
 
 /// A run going on this node, as the overlap policy sees it.
 struct Active {
     id: u64,
     fire_time: DateTime<Utc>,
+    term: i64,
+    /// Set before `cancel` when the node lost the lease and the job's `on_lease_lost` is stop.
+    stopped: Arc<AtomicBool>,
     /// The run's own token, a child of the node's kill token: cancelling it stops the run.
     cancel: CancellationToken,
     /// Set before `cancel` when a newer run replaces this one.
@@ -164,6 +201,7 @@ struct Slot<'a> {
     id: u64,
     cancel: CancellationToken,
     replaced: Arc<AtomicBool>,
+    stopped: Arc<AtomicBool>,
     done: CancellationToken,
 }
 
@@ -192,7 +230,6 @@ impl Ticks {
             store: ctx.store,
             election: ctx.election,
             metrics: ctx.metrics,
-            history: ctx.history,
             jobs,
             lease: ctx.lease,
             tracker: ctx.tracker,
@@ -203,7 +240,100 @@ impl Ticks {
             tried: Mutex::new(HashMap::new()),
             active: Mutex::new(HashMap::new()),
             next_run_id: AtomicU64::new(1),
+            recorder: ctx.recorder,
+            process: ctx.process,
+            handover: Mutex::new(HandOver::default()),
         }
+    }
+
+    /// The index of job `name`, if this node knows it.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.jobs.iter().position(|j| j.name == name)
+    }
+
+    /// The job at `idx`.
+    pub fn job(&self, idx: usize) -> &Job {
+        &self.jobs[idx]
+    }
+
+    /// The election wants to hand these jobs back (rebalancing): those with no claimed tick
+    /// waiting to start may go now, and take no new claim until [`Ticks::handed_over`]; the
+    /// others stay (the election tries again at a later poll). A fire time that falls due
+    /// meanwhile is sat out unclaimed, so the next holder's catch-up can run it.
+    pub fn hand_over(&self, jobs: Vec<usize>) -> Vec<usize> {
+        let mut h = self.handover.lock().unwrap();
+        let mut ok = Vec::with_capacity(jobs.len());
+        for idx in jobs {
+            if h.pending.get(&idx).copied().unwrap_or(0) == 0 {
+                h.handing.insert(idx);
+                ok.push(idx);
+            }
+        }
+        ok
+    }
+
+    /// The hand-over of these jobs is over (released, or the release failed).
+    pub fn handed_over(&self, jobs: &[usize]) {
+        let mut h = self.handover.lock().unwrap();
+        for idx in jobs {
+            h.handing.remove(idx);
+        }
+    }
+
+    /// Register a claim about to be made for job `idx`; `None` while the job is being handed
+    /// over (then no claim may be made).
+    fn begin_claim(&self, idx: usize) -> Option<PendingClaim<'_>> {
+        let mut h = self.handover.lock().unwrap();
+        if h.handing.contains(&idx) {
+            return None;
+        }
+        *h.pending.entry(idx).or_insert(0) += 1;
+        Some(PendingClaim { ticks: self, idx })
+    }
+
+    /// This node lost job `idx`'s lease held with `term`: runs of that term whose job says
+    /// `on_lease_lost = "stop"` are stopped (outcome `stopped`).
+    pub fn lease_lost(&self, idx: usize, term: i64) {
+        let job = &self.jobs[idx];
+        if job.policy.on_lease_lost != OnLeaseLost::Stop {
+            return;
+        }
+        let active = self.active.lock().unwrap();
+        for run in active.get(&idx).into_iter().flatten() {
+            if run.term == term && !run.cancel.is_cancelled() {
+                run.stopped.store(true, Ordering::SeqCst);
+                run.cancel.cancel();
+                warn!(event = "run_stopping", job = %job.name, node = %self.node,
+                    fire_time = %rfc3339(run.fire_time), term, reason = "lease_lost",
+                    "the lease was lost: stopping the run of {} (on_lease_lost = stop)",
+                    rfc3339(run.fire_time));
+            }
+        }
+    }
+
+    /// Run a lost run again: `run` is the recovery record the orphan closer wrote (claimed
+    /// under `lead`, fenced, `recovery = true`).
+    pub fn run_recovery(self: &Arc<Self>, idx: usize, run: RunRecord, lead: Leadership) {
+        if self.stopping.is_cancelled() {
+            // Stopping: close it at once rather than leave it `running`.
+            let this = self.clone();
+            self.tracker.spawn(async move {
+                let mut run = run;
+                run.outcome = "skipped".into();
+                run.reason = Some("stopping".into());
+                run.attempts = 0;
+                run.finished_at = Some(Utc::now());
+                this.recorder.finish(run).await;
+            });
+            return;
+        }
+        let this = self.clone();
+        self.tracker.spawn(async move {
+            let fire_time = run.fire_time;
+            // Marked tried, so the pulse or a catch-up never claims it on top.
+            this.try_mark(idx, fire_time);
+            this.run_claimed(idx, run, lead, None).await
+        });
     }
 
     /// This node's last run of job `idx`, if it ran one.
@@ -421,7 +551,7 @@ impl Ticks {
     }
 
     /// The overlap policy's decision for a claimed tick of job `idx`; registers the new run.
-    fn start(&self, idx: usize, fire_time: DateTime<Utc>) -> Start<'_> {
+    fn start(&self, idx: usize, fire_time: DateTime<Utc>, term: i64) -> Start<'_> {
         let overlap = self.jobs[idx].policy.overlap;
         let mut active = self.active.lock().unwrap();
         let runs = active.entry(idx).or_default();
@@ -453,10 +583,13 @@ impl Ticks {
         let id = self.next_run_id.fetch_add(1, Ordering::Relaxed);
         let cancel = self.kill.child_token();
         let replaced = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::new(AtomicBool::new(false));
         let done = CancellationToken::new();
         runs.push(Active {
             id,
             fire_time,
+            term,
+            stopped: stopped.clone(),
             cancel: cancel.clone(),
             replaced: replaced.clone(),
             done: done.clone(),
@@ -468,6 +601,7 @@ impl Ticks {
                 id,
                 cancel,
                 replaced,
+                stopped,
                 done,
             },
             replacing,
@@ -476,22 +610,34 @@ impl Ticks {
 
     async fn tick(&self, idx: usize, fire_time: DateTime<Utc>, lead: Leadership) {
         let job = &self.jobs[idx];
-        let mut run = RunRecord {
+        let fire = rfc3339(fire_time);
+        let Some(pending) = self.begin_claim(idx) else {
+            self.metrics.tick_sat_out(&job.name);
+            info!(event = "sitting_out", job = %job.name, node = %self.node, fire_time = %fire,
+                term = lead.term, reason = "handing_over",
+                "sitting out: the lease is being handed to another node");
+            return;
+        };
+        let run = RunRecord {
             job: job.name.clone(),
             fire_time,
             node: self.node.clone(),
             term: lead.term,
             started_at: Utc::now(),
             finished_at: None,
-            outcome: "running".to_string(),
+            outcome: RUNNING.to_string(),
             exit_code: None,
             attempts: 1,
+            session: lead.session.clone(),
+            process: self.process.clone(),
+            reason: None,
+            recovery: false,
         };
-        let fire = rfc3339(fire_time);
         match self.store.claim(&run, &lead.session).await {
             Ok(Claim::Won) => {}
             Ok(Claim::AlreadyRun) => {
                 self.metrics.tick_sat_out(&job.name);
+                self.metrics.claim_refused(&job.name, "already_run");
                 info!(event = "sitting_out", job = %job.name, node = %self.node, fire_time = %fire,
                     term = lead.term, holder = %self.node, reason = "already_run",
                     "sitting out: this fire time already ran");
@@ -499,6 +645,8 @@ impl Ticks {
             }
             Ok(Claim::Fenced) => {
                 self.metrics.tick_sat_out(&job.name);
+                self.metrics.claim_refused(&job.name, "fenced");
+                drop(pending);
                 self.election
                     .lost(&job.name, lead.term, "a tick claim was fenced");
                 info!(event = "sitting_out", job = %job.name, node = %self.node, fire_time = %fire,
@@ -506,17 +654,45 @@ impl Ticks {
                     "sitting out: the lease is no longer ours with term {}", lead.term);
                 return;
             }
+            Ok(Claim::TooOld) => {
+                self.metrics.tick_sat_out(&job.name);
+                self.metrics.claim_refused(&job.name, "too_old");
+                warn!(event = "tick_skipped", job = %job.name, node = %self.node,
+                    fire_time = %fire, term = lead.term, reason = "too_old",
+                    "not running {fire}: it is older than the job's pruned history, so whether \
+                     it ran cannot be told (is this node's clock behind?)");
+                return;
+            }
             Err(e) => {
                 warn!(event = "tick_skipped", job = %job.name, node = %self.node, fire_time = %fire,
-                    term = lead.term, reason = "store_error",
-                    "cannot claim the tick, not running it: {e}");
+                    term = lead.term, reason = "claim_unconfirmed",
+                    "cannot claim the tick, not running it: {e}; the claim is checked again \
+                     when the store answers");
+                drop(pending);
+                self.recorder.unconfirmed(run).await;
                 return;
             }
         }
+        self.run_claimed(idx, run, lead, Some(pending)).await
+    }
+
+    /// Run a claimed tick (`run` is its `running` record): wait for the fire time, check the
+    /// lease, apply the overlap policy, run with retries, queue the outcome.
+    async fn run_claimed(
+        &self,
+        idx: usize,
+        mut run: RunRecord,
+        lead: Leadership,
+        pending: Option<PendingClaim<'_>>,
+    ) {
+        let job = &self.jobs[idx];
+        let fire_time = run.fire_time;
+        let fire = rfc3339(fire_time);
         // The ticker hands fire times over ahead of their instant (`ticker::CLAIM_AHEAD`), so
         // the claim's round trip is done by now: wait for the instant, then check that this
         // node still leads with the claimed term (its session may have lapsed meanwhile). If
-        // not, the claim stands and nobody runs this fire time: at most once.
+        // not, the claim stands and nobody runs this fire time: at most once. A rebalancing
+        // hand-over waits for this (the pending claim), so only a real loss ends up here.
         if let Ok(wait) = (fire_time - Utc::now()).to_std() {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -527,10 +703,12 @@ impl Ticks {
             warn!(event = "tick_skipped", job = %job.name, node = %self.node, fire_time = %fire,
                 term = lead.term, reason = "lease_lost",
                 "claimed, but the lease was lost before the fire time: not running it");
+            drop(pending);
             run.finished_at = Some(Utc::now());
             run.outcome = "skipped".to_string();
+            run.reason = Some("lease_lost".into());
             run.attempts = 0;
-            self.record(&run).await;
+            self.record(run).await;
             return;
         }
         let lateness_ms = Utc::now()
@@ -538,13 +716,15 @@ impl Ticks {
             .num_milliseconds();
         run.started_at = Utc::now();
 
-        let slot = match self.start(idx, fire_time) {
+        let slot = match self.start(idx, fire_time, lead.term) {
             Start::Run(slot, replacing) => {
+                drop(pending);
                 self.wait_replaced(job, &fire, lead.term, &slot, replacing)
                     .await;
                 slot
             }
             Start::Skip { running, newer } => {
+                drop(pending);
                 let running = rfc3339(running);
                 self.metrics.job_skipped(&job.name);
                 if newer {
@@ -560,8 +740,9 @@ impl Ticks {
                 }
                 run.finished_at = Some(Utc::now());
                 run.outcome = "skipped".to_string();
+                run.reason = Some("overlap".into());
                 run.attempts = 0;
-                self.record(&run).await;
+                self.record(run).await;
                 return;
             }
         };
@@ -570,7 +751,7 @@ impl Ticks {
             .tick_run(&job.name, Duration::from_millis(lateness_ms.max(0) as u64));
         self.set_last(idx, &run, None);
         info!(event = "tick_run", job = %job.name, node = %self.node, fire_time = %fire,
-            term = lead.term, lateness_ms, "running tick");
+            term = lead.term, lateness_ms, recovery = run.recovery, "running tick");
         let ctx = RunContext {
             node: self.node.clone(),
             fire_time,
@@ -580,6 +761,8 @@ impl Ticks {
         let (result, attempts) = self.attempts(job, &ctx, &lead, &slot).await;
         let outcome = if result.outcome == Outcome::Killed && slot.replaced.load(Ordering::SeqCst) {
             "replaced"
+        } else if result.outcome == Outcome::Killed && slot.stopped.load(Ordering::SeqCst) {
+            "stopped"
         } else {
             result.outcome.as_str()
         };
@@ -587,8 +770,12 @@ impl Ticks {
         let duration_ms = took.as_millis() as u64;
         run.finished_at = Some(Utc::now());
         run.outcome = outcome.to_string();
+        if outcome == "stopped" {
+            run.reason = Some("lease_lost".into());
+        }
         run.exit_code = result.exit_code;
-        run.attempts = attempts;
+        run.attempts = attempts + run.attempts.saturating_sub(1);
+        let attempts = run.attempts;
         self.metrics.job_finished(&job.name, outcome, took);
         self.set_last(idx, &run, Some(duration_ms));
         match result.exit_code {
@@ -602,7 +789,7 @@ impl Ticks {
         // The run is over (its process group is gone): the next tick may start, and a tick
         // waiting to replace it does. After `job_finished`, so that the log shows the order.
         drop(slot);
-        self.record(&run).await;
+        self.record(run).await;
     }
 
     /// `replace`: wait until the runs told to stop have ended, at most [`REPLACE_WAIT`].
@@ -698,22 +885,10 @@ impl Ticks {
         }
     }
 
-    /// Writes a claimed run's final record, retrying a few times (logged when it gives up).
-    async fn record(&self, run: &RunRecord) {
-        for attempt in 1..=FINISH_ATTEMPTS {
-            match self.store.finish(run).await {
-                Ok(()) => {
-                    self.history.recorded(&run.job);
-                    return;
-                }
-                Err(e) if attempt == FINISH_ATTEMPTS => {
-                    warn!(event = "store_error", job = %run.job, node = %self.node,
-                        fire_time = %rfc3339(run.fire_time),
-                        "cannot record the run's outcome: {e}")
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await,
-            }
-        }
+    /// Hands a claimed run's final record to the outcome writer, which retries it for as
+    /// long as the node lives ([`crate::recorder`]).
+    async fn record(&self, run: RunRecord) {
+        self.recorder.finish(run).await
     }
 
     fn set_last(&self, idx: usize, run: &RunRecord, duration_ms: Option<u64>) {
@@ -781,9 +956,10 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
 mod tests {
     use super::*;
     use crate::config::{Action, ElectionConfig};
+    use crate::history::History;
     use crate::schedule::Schedule;
     use crate::session::Session;
-    use crate::store::{LeaseRecord, NodeRecord, Observed, StoreError, StoreResult};
+    use crate::store::{Fence, LeaseRecord, NodeRecord, Observed, StoreError, StoreResult};
 
     /// A store that is never reached: these tests stop before any store call.
     struct Unreachable;
@@ -821,10 +997,16 @@ mod tests {
         async fn claim(&self, _: &RunRecord, _: &str) -> StoreResult<Claim> {
             down()
         }
-        async fn finish(&self, _: &RunRecord) -> StoreResult<()> {
+        async fn finish(&self, _: &RunRecord) -> StoreResult<bool> {
             down()
         }
-        async fn run_exists(&self, _: &str, _: DateTime<Utc>) -> StoreResult<bool> {
+        async fn get_run(&self, _: &str, _: DateTime<Utc>) -> StoreResult<Option<RunRecord>> {
+            down()
+        }
+        async fn running_runs(&self) -> StoreResult<Vec<RunRecord>> {
+            down()
+        }
+        async fn close_orphan(&self, _: &RunRecord, _: &str, _: &Fence) -> StoreResult<Claim> {
             down()
         }
         async fn runs(&self, _: &str) -> StoreResult<Vec<RunRecord>> {
@@ -864,6 +1046,9 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let session = Arc::new(Session::new("n1".into(), store.clone(), election, None));
         let kill = CancellationToken::new();
+        let history = Arc::new(History::new(store.clone(), 100, metrics.clone()));
+        let (recorder, _worker) =
+            Recorder::new("n1".into(), store.clone(), history.clone(), metrics.clone());
         let ticks = Ticks::new(
             TickContext {
                 node: "n1".into(),
@@ -876,11 +1061,12 @@ mod tests {
                     metrics.clone(),
                 )),
                 metrics: metrics.clone(),
-                history: Arc::new(History::new(store, 100, metrics)),
                 lease: election.lease,
                 tracker: TaskTracker::new(),
                 stopping: CancellationToken::new(),
                 kill: kill.clone(),
+                recorder,
+                process: "p1".into(),
             },
             jobs,
         );
@@ -901,9 +1087,9 @@ mod tests {
     #[test]
     fn skip_keeps_one_run_at_a_time() {
         let (t, _) = ticks(vec![job("* * * * * *", Overlap::Skip)]);
-        let (first, replacing) = running(t.start(0, at(0)));
+        let (first, replacing) = running(t.start(0, at(0), 1));
         assert!(replacing.is_empty());
-        match t.start(0, at(1)) {
+        match t.start(0, at(1), 1) {
             Start::Skip { running, newer } => {
                 assert_eq!(running, at(0));
                 assert!(!newer);
@@ -913,7 +1099,7 @@ mod tests {
         assert!(!first.cancel.is_cancelled());
         // Once the run ends, the next tick runs.
         drop(first);
-        let (_second, _) = running(t.start(0, at(2)));
+        let (_second, _) = running(t.start(0, at(2), 1));
     }
 
     #[test]
@@ -922,20 +1108,20 @@ mod tests {
             job("* * * * * *", Overlap::Allow),
             job("* * * * * *", Overlap::Skip),
         ]);
-        let (a, _) = running(t.start(0, at(0)));
-        let (b, replacing) = running(t.start(0, at(1)));
+        let (a, _) = running(t.start(0, at(0), 1));
+        let (b, replacing) = running(t.start(0, at(1), 1));
         assert!(replacing.is_empty());
         assert!(!a.cancel.is_cancelled() && !b.cancel.is_cancelled());
         assert_eq!(t.active.lock().unwrap()[&0].len(), 2);
         // The other job's skip policy does not see job 0's runs.
-        let (_c, _) = running(t.start(1, at(1)));
+        let (_c, _) = running(t.start(1, at(1), 1));
     }
 
     #[test]
     fn replace_stops_the_older_run_and_never_a_newer_one() {
         let (t, kill) = ticks(vec![job("* * * * * *", Overlap::Replace)]);
-        let (old, _) = running(t.start(0, at(0)));
-        let (new, replacing) = running(t.start(0, at(1)));
+        let (old, _) = running(t.start(0, at(0), 1));
+        let (new, replacing) = running(t.start(0, at(1), 1));
         assert_eq!(replacing, [at(0)]);
         assert!(old.cancel.is_cancelled());
         assert!(old.replaced.load(Ordering::SeqCst));
@@ -948,7 +1134,7 @@ mod tests {
         assert!(done.is_cancelled());
         assert_eq!(t.active.lock().unwrap()[&0].len(), 1);
         // A caught-up fire time older than the running one is skipped, not run over it.
-        match t.start(0, at(-5)) {
+        match t.start(0, at(-5), 1) {
             Start::Skip { running, newer } => {
                 assert_eq!(running, at(1));
                 assert!(newer);

@@ -15,6 +15,7 @@ use chrono::{DateTime, DurationRound, Utc};
 use cronlease::election::Election;
 use cronlease::history::History;
 use cronlease::metrics::Metrics;
+use cronlease::recorder::Recorder;
 use cronlease::session::Session;
 use cronlease::store::{file::FileStore, RunRecord, Store};
 use cronlease::tick::{TickContext, Ticks};
@@ -62,17 +63,21 @@ async fn takeover(lead_ms: i64, shell: &str) -> (Vec<RunRecord>, DateTime<Utc>) 
         metrics.clone(),
     ));
     let tracker = TaskTracker::new();
+    let history = Arc::new(History::new(store.clone(), 100, metrics.clone()));
+    let (recorder, writer) = Recorder::new("n1".into(), store.clone(), history, metrics.clone());
+    tokio::spawn(writer.run(cancel.clone()));
     let ticks = Arc::new(Ticks::new(
         TickContext {
             node: "n1".into(),
             store: store.clone(),
             election: election.clone(),
             metrics: metrics.clone(),
-            history: Arc::new(History::new(store.clone(), 100, metrics.clone())),
             lease: cfg.election.lease,
             tracker: tracker.clone(),
             stopping: CancellationToken::new(),
             kill: CancellationToken::new(),
+            recorder,
+            process: session.process().to_string(),
         },
         jobs.clone(),
     ));

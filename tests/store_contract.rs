@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use cronlease::store::file::FileStore;
-use cronlease::store::{Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError};
+use cronlease::store::{
+    Claim, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError,
+};
 
 use common::Emulator;
 
@@ -59,6 +61,8 @@ fn node(id: &str, session: &str, heartbeat: i64) -> NodeRecord {
         jobs: vec![],
         http: None,
         lease_epoch: 0,
+        process: format!("p{id}"),
+        clock_offset_ms: None,
     }
 }
 
@@ -82,6 +86,19 @@ fn run(job: &str, fire: DateTime<Utc>, node: &str, term: i64) -> RunRecord {
         outcome: "running".to_string(),
         exit_code: None,
         attempts: 1,
+        // The conventions of these tests: node `a` runs session `sa` in process `pa`.
+        session: format!("s{node}"),
+        process: format!("p{node}"),
+        reason: None,
+        recovery: false,
+    }
+}
+
+fn fence(node: &str, term: i64) -> Fence {
+    Fence {
+        node: node.to_string(),
+        session: format!("s{node}"),
+        term,
     }
 }
 
@@ -378,7 +395,7 @@ async fn runs_record_outcomes(store: Arc<dyn Store>) {
     r.outcome = "failed".into();
     r.exit_code = Some(3);
     r.attempts = 3;
-    store.finish(&r).await.unwrap();
+    assert!(store.finish(&r).await.unwrap());
     let runs = store.runs("job").await.unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].outcome, "failed");
@@ -392,7 +409,8 @@ async fn runs_record_outcomes(store: Arc<dyn Store>) {
     skipped.outcome = "skipped".into();
     skipped.finished_at = Some(skipped.started_at);
     skipped.attempts = 0;
-    store.finish(&skipped).await.unwrap();
+    skipped.reason = Some("overlap".into());
+    assert!(store.finish(&skipped).await.unwrap());
     let recent = store.recent_runs("job", 2).await.unwrap();
     assert_eq!(
         recent
@@ -401,20 +419,330 @@ async fn runs_record_outcomes(store: Arc<dyn Store>) {
             .collect::<Vec<_>>(),
         [("skipped", 0), ("failed", 3)]
     );
+    assert_eq!(recent[0].reason.as_deref(), Some("overlap"));
+    assert_eq!(recent[0].session, "sa");
+    assert_eq!(recent[0].process, "pa");
+    assert_eq!(recent[1].reason, None);
+    // get_run reads one record; the node record carries the process and the clock offset.
+    let one = store
+        .get_run("job", fire(5))
+        .await
+        .unwrap()
+        .expect("the run");
+    assert_eq!((one.outcome.as_str(), one.term), ("failed", t));
+    assert_eq!(store.get_run("job", fire(99)).await.unwrap(), None);
+    let mut a = node("a", "sa", 2);
+    a.clock_offset_ms = Some(-61_500);
+    store.put_node(&a).await.unwrap();
+    let nodes = store.nodes().await.unwrap();
+    assert_eq!(nodes["a"].process, "pa");
+    assert_eq!(nodes["a"].clock_offset_ms, Some(-61_500));
+}
+
+/// Claim `runs` (each under its node's lease, which must be held with the run's term), one
+/// after the other: concurrent claims of one job contend on its lease (in Datastore, a
+/// conflicting transaction aborts and the claim reports `Fenced`).
+async fn claim_all(store: &Arc<dyn Store>, runs: &[RunRecord]) {
+    for r in runs {
+        assert_eq!(
+            store.claim(r, &r.session).await.unwrap(),
+            Claim::Won,
+            "{r:?}"
+        );
+    }
+}
+
+/// A run is closed once: only the claim's own `running` record is finished, never a record
+/// another session claimed, one already finished or one that does not exist.
+async fn finish_is_conditional_and_once(store: Arc<dyn Store>) {
+    store.put_node(&node("a", "sa", 1)).await.unwrap();
+    let t = take(&*store, "job", "a", "sa").await;
+    let r = run("job", fire(1), "a", t);
+    assert_eq!(store.claim(&r, "sa").await.unwrap(), Claim::Won);
+    let done = |outcome: &str| RunRecord {
+        outcome: outcome.into(),
+        finished_at: Some(Utc::now()),
+        ..r.clone()
+    };
+    // Another session's or another term's finish: refused, nothing written.
+    let other = RunRecord {
+        session: "sx".into(),
+        ..done("ok")
+    };
+    assert!(!store.finish(&other).await.unwrap());
+    let older = RunRecord {
+        term: t - 1,
+        ..done("ok")
+    };
+    assert!(!store.finish(&older).await.unwrap());
+    assert_eq!(
+        store
+            .get_run("job", fire(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .outcome,
+        "running"
+    );
+    // Its own: written once; a second finish finds it closed.
+    assert!(store.finish(&done("failed")).await.unwrap());
+    assert!(!store.finish(&done("ok")).await.unwrap());
+    assert_eq!(
+        store
+            .get_run("job", fire(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .outcome,
+        "failed"
+    );
+    // A finish never creates a record.
+    let never = RunRecord {
+        fire_time: fire(2),
+        ..done("ok")
+    };
+    assert!(!store.finish(&never).await.unwrap());
+    assert!(!store.run_exists("job", fire(2)).await.unwrap());
+}
+
+/// Pruning never reopens a fire time: a claim at or before the newest pruned fire time is
+/// refused as too old, by the lease holder too, and the watermark never goes down.
+async fn a_pruned_fire_time_is_never_claimed_again(store: Arc<dyn Store>) {
+    store.put_node(&node("a", "sa", 1)).await.unwrap();
+    let t = take(&*store, "job", "a", "sa").await;
+    let runs: Vec<RunRecord> = (0..10).map(|i| run("job", fire(i * 10), "a", t)).collect();
+    claim_all(&store, &runs).await;
+    assert_eq!(store.prune_runs("job", 3).await.unwrap(), 7);
+    // fire(60) was the newest deleted: it and everything before it are refused, whether it
+    // ran (fire(0..=60)) or never existed (fire(5), fire(55)).
+    for secs in [0, 5, 55, 60] {
+        assert_eq!(
+            store
+                .claim(&run("job", fire(secs), "a", t), "sa")
+                .await
+                .unwrap(),
+            Claim::TooOld,
+            "fire({secs})"
+        );
+        assert!(!store.run_exists("job", fire(secs)).await.unwrap());
+    }
+    // Newer than the watermark: as before.
+    assert_eq!(
+        store
+            .claim(&run("job", fire(70), "a", t), "sa")
+            .await
+            .unwrap(),
+        Claim::AlreadyRun
+    );
+    assert_eq!(
+        store
+            .claim(&run("job", fire(65), "a", t), "sa")
+            .await
+            .unwrap(),
+        Claim::Won,
+        "a fire time between the pruned and the kept ones that never ran"
+    );
+    // A holder that was paused meanwhile and whose lease moved on is fenced first; the new
+    // holder, resumed late with an old fire time, still cannot claim it.
+    store.put_node(&node("b", "sb", 1)).await.unwrap();
+    let tb = take(&*store, "job", "b", "sb").await;
+    assert_eq!(
+        store
+            .claim(&run("job", fire(30), "a", t), "sa")
+            .await
+            .unwrap(),
+        Claim::Fenced
+    );
+    assert_eq!(
+        store
+            .claim(&run("job", fire(30), "b", tb), "sb")
+            .await
+            .unwrap(),
+        Claim::TooOld
+    );
+    // Pruning less (a bigger history) does not lower the watermark; other jobs have none.
+    assert_eq!(store.prune_runs("job", 100).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .claim(&run("job", fire(60), "b", tb), "sb")
+            .await
+            .unwrap(),
+        Claim::TooOld
+    );
+    let _ = take(&*store, "other", "b", "sb").await;
+    assert_eq!(
+        store
+            .claim(&run("other", fire(0), "b", 1), "sb")
+            .await
+            .unwrap(),
+        Claim::Won
+    );
+}
+
+/// `running_runs` lists exactly the running records, across jobs, with their claimer.
+async fn running_runs_lists_what_is_going(store: Arc<dyn Store>) {
+    assert!(store.running_runs().await.unwrap().is_empty());
+    store.put_node(&node("a", "sa", 1)).await.unwrap();
+    let t1 = take(&*store, "j1", "a", "sa").await;
+    let t2 = take(&*store, "j2", "a", "sa").await;
+    let runs = vec![
+        run("j1", fire(1), "a", t1),
+        run("j1", fire(2), "a", t1),
+        run("j2", fire(1), "a", t2),
+    ];
+    claim_all(&store, &runs).await;
+    let finished = RunRecord {
+        outcome: "ok".into(),
+        finished_at: Some(Utc::now()),
+        ..runs[1].clone()
+    };
+    assert!(store.finish(&finished).await.unwrap());
+    let mut going = store.running_runs().await.unwrap();
+    going.sort_by_key(|r| (r.job.clone(), r.fire_time));
+    assert_eq!(
+        going
+            .iter()
+            .map(|r| (
+                r.job.as_str(),
+                r.fire_time,
+                r.session.as_str(),
+                r.process.as_str()
+            ))
+            .collect::<Vec<_>>(),
+        [("j1", fire(1), "sa", "pa"), ("j2", fire(1), "sa", "pa")]
+    );
+    // Pruned runs are not listed any more.
+    assert_eq!(store.prune_runs("j1", 1).await.unwrap(), 1);
+    let going = store.running_runs().await.unwrap();
+    assert_eq!(going.len(), 1);
+    assert_eq!(going[0].job, "j2");
+}
+
+/// An orphan (a `running` record of a dead process) is closed once, by the job's current
+/// leader only; the dead node's late finish does not overwrite it; a recovery takes the record
+/// over as a new running run of the leader, and is closed like any run.
+async fn an_orphan_is_closed_once_by_the_leader(store: Arc<dyn Store>) {
+    store.put_node(&node("a", "sa", 1)).await.unwrap();
+    store.put_node(&node("b", "sb", 1)).await.unwrap();
+    let ta = take(&*store, "job", "a", "sa").await;
+    let orphans = vec![run("job", fire(1), "a", ta), run("job", fire(2), "a", ta)];
+    claim_all(&store, &orphans).await;
+    let tb = take(&*store, "job", "b", "sb").await;
+    let lost = RunRecord {
+        outcome: "lost".into(),
+        finished_at: Some(Utc::now()),
+        reason: Some("node_gone".into()),
+        ..orphans[0].clone()
+    };
+    // The old holder cannot close it (fenced); the new holder can, once.
+    assert_eq!(
+        store
+            .close_orphan(&lost, "sa", &fence("a", ta))
+            .await
+            .unwrap(),
+        Claim::Fenced
+    );
+    assert_eq!(
+        store
+            .close_orphan(&lost, "sb", &fence("b", tb))
+            .await
+            .unwrap(),
+        Claim::AlreadyRun,
+        "not running under that session"
+    );
+    assert_eq!(
+        store
+            .close_orphan(&lost, "sa", &fence("b", tb))
+            .await
+            .unwrap(),
+        Claim::Won
+    );
+    assert_eq!(
+        store
+            .close_orphan(&lost, "sa", &fence("b", tb))
+            .await
+            .unwrap(),
+        Claim::AlreadyRun,
+        "closed once"
+    );
+    let stored = store.get_run("job", fire(1)).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stored.outcome.as_str(),
+            stored.node.as_str(),
+            stored.reason.as_deref()
+        ),
+        ("lost", "a", Some("node_gone"))
+    );
+    // The dead node's late outcome is refused.
+    let late = RunRecord {
+        outcome: "ok".into(),
+        finished_at: Some(Utc::now()),
+        ..orphans[0].clone()
+    };
+    assert!(!store.finish(&late).await.unwrap());
+    assert_eq!(
+        store
+            .get_run("job", fire(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .outcome,
+        "lost"
+    );
+    // Recovery: the record becomes b's running run, listed as running, finished by b.
+    let recovery = RunRecord {
+        node: "b".into(),
+        term: tb,
+        session: "sb".into(),
+        process: "pb".into(),
+        attempts: 2,
+        recovery: true,
+        ..orphans[1].clone()
+    };
+    assert_eq!(
+        store
+            .close_orphan(&recovery, "sa", &fence("b", tb))
+            .await
+            .unwrap(),
+        Claim::Won
+    );
+    assert_eq!(
+        store
+            .close_orphan(&recovery, "sa", &fence("b", tb))
+            .await
+            .unwrap(),
+        Claim::AlreadyRun,
+        "recovered once"
+    );
+    let going = store.running_runs().await.unwrap();
+    assert_eq!(going.len(), 1);
+    assert_eq!((going[0].node.as_str(), going[0].recovery), ("b", true));
+    let done = RunRecord {
+        outcome: "ok".into(),
+        finished_at: Some(Utc::now()),
+        ..recovery.clone()
+    };
+    assert!(store.finish(&done).await.unwrap());
+    assert!(store.running_runs().await.unwrap().is_empty());
+    let stored = store.get_run("job", fire(2)).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.outcome.as_str(), stored.attempts, stored.recovery),
+        ("ok", 2, true)
+    );
 }
 
 async fn history_keeps_the_newest_runs(store: Arc<dyn Store>) {
     // 1,200 runs of one job (more than one delete batch) and 5 of another.
     let total = 1200;
+    store.put_node(&node("a", "sa", 1)).await.unwrap();
+    let busy = take(&*store, "busy", "a", "sa").await;
+    let quiet = take(&*store, "quiet", "a", "sa").await;
     let all: Vec<RunRecord> = (0..total)
-        .map(|i| run("busy", fire(i), "a", 1))
-        .chain((0..5).map(|i| run("quiet", fire(i), "a", 1)))
+        .map(|i| run("busy", fire(i), "a", busy))
+        .chain((0..5).map(|i| run("quiet", fire(i), "a", quiet)))
         .collect();
-    for chunk in all.chunks(100) {
-        futures::future::try_join_all(chunk.iter().map(|r| store.finish(r)))
-            .await
-            .unwrap();
-    }
+    claim_all(&store, &all).await;
     let newest = store.recent_runs("busy", 3).await.unwrap();
     let times: Vec<_> = newest.iter().map(|r| r.fire_time).collect();
     assert_eq!(
@@ -479,6 +807,10 @@ macro_rules! contract {
             snapshot_reads_many_leases_and_all_nodes_in_batches,
             the_lease_epoch_round_trips_with_the_node_record,
             runs_record_outcomes,
+            finish_is_conditional_and_once,
+            a_pruned_fire_time_is_never_claimed_again,
+            running_runs_lists_what_is_going,
+            an_orphan_is_closed_once_by_the_leader,
             history_keeps_the_newest_runs,
             dead_nodes_are_removed_only_if_unchanged,
         );
@@ -737,8 +1069,9 @@ mod file_only {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).await;
         store.put_node(&node("a", "sa", 1)).await.unwrap();
-        take(&store, "job", "a", "sa").await;
-        store.finish(&run("job", fire(1), "a", 1)).await.unwrap();
+        let t = take(&store, "job", "a", "sa").await;
+        let claimed = store.claim(&run("job", fire(1), "a", t), "sa").await;
+        assert_eq!(claimed.unwrap(), Claim::Won);
         let write =
             |path: &str, bytes: &[u8]| std::fs::write(dir.path().join(path), bytes).unwrap();
 

@@ -23,12 +23,17 @@ use gcloud_sdk::{GoogleApi, GoogleAuthMiddleware};
 use ds::key::path_element::IdType;
 use ds::value::ValueType;
 
-use super::{Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError, StoreResult};
+use super::{
+    Claim, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError, StoreResult,
+    RUNNING,
+};
 use crate::config::StoreConfig;
 
 const KIND_NODE: &str = "Node";
 const KIND_LEASE: &str = "Lease";
 const KIND_RUN: &str = "Run";
+/// One per job once its history was pruned: `fire_time`, the newest fire time deleted.
+const KIND_PRUNED: &str = "Pruned";
 /// Datastore's limit on keys per lookup.
 const LOOKUP_BATCH: usize = 1000;
 /// Datastore's limit on mutations per commit.
@@ -254,7 +259,7 @@ impl DatastoreStore {
         let mut found = HashMap::new();
         for result in resp.found {
             if let Some(entity) = result.entity {
-                if let Some(name) = key_name(entity.key.as_ref()) {
+                if let Some(name) = found_key_of(entity.key.as_ref()) {
                     found.insert(name, entity);
                 }
             }
@@ -329,7 +334,7 @@ impl DatastoreStore {
                 .map_err(map_status)?;
             for result in resp.found {
                 if let Some(entity) = result.entity {
-                    if let Some(name) = key_name(entity.key.as_ref()) {
+                    if let Some(name) = found_key_of(entity.key.as_ref()) {
                         found.insert(name, entity);
                     }
                 }
@@ -464,6 +469,45 @@ impl DatastoreStore {
         }
     }
 
+    /// The entity of `kind` named `name` among the found ones of a lookup.
+    fn entity_of<'a>(
+        &self,
+        found: &'a HashMap<String, ds::Entity>,
+        kind: &str,
+        name: &str,
+    ) -> Option<&'a ds::Entity> {
+        found.get(&found_key(kind, name))
+    }
+
+    /// Raise `job`'s pruned watermark to `newest` (never lower it), in a transaction.
+    async fn raise_pruned(&self, job: &str, newest: DateTime<Utc>) -> StoreResult<()> {
+        for attempt in 1..=ABORT_RETRIES {
+            let (tx, found) = self.begin_with(vec![self.key(KIND_PRUNED, job)]).await?;
+            let current = found
+                .get(&found_key(KIND_PRUNED, job))
+                .and_then(|e| get_time(e, "fire_time"));
+            if current.is_some_and(|c| c >= newest) {
+                self.rollback(tx).await;
+                return Ok(());
+            }
+            let mut props = HashMap::new();
+            props.insert("fire_time".into(), timestamp(newest, false));
+            let entity = ds::Entity {
+                key: Some(self.key(KIND_PRUNED, job)),
+                properties: props,
+            };
+            let m = mutation(ds::mutation::Operation::Upsert(entity));
+            match self.commit(Some(tx), vec![m]).await {
+                Ok(_) => return Ok(()),
+                Err(s) if s.code() == Code::Aborted && attempt < ABORT_RETRIES => continue,
+                Err(s) => return Err(map_status(s)),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "raising the pruned watermark of {job}: aborted {ABORT_RETRIES} times"
+        )))
+    }
+
     fn lease_entity(&self, job: &str, lease: &LeaseRecord) -> ds::Entity {
         let mut props = HashMap::new();
         props.insert("holder".into(), string(&lease.holder, true));
@@ -483,6 +527,10 @@ impl DatastoreStore {
         props.insert("session".into(), string(&node.session, false));
         props.insert("heartbeat".into(), integer(node.heartbeat, false));
         props.insert("lease_epoch".into(), integer(node.lease_epoch, false));
+        props.insert("process".into(), string(&node.process, false));
+        if let Some(ms) = node.clock_offset_ms {
+            props.insert("clock_offset_ms".into(), integer(ms, false));
+        }
         props.insert("started_at".into(), timestamp(node.started_at, false));
         props.insert("renewed_at".into(), timestamp(node.renewed_at, false));
         if let Some(http) = &node.http {
@@ -521,11 +569,20 @@ impl DatastoreStore {
         if let Some(at) = run.finished_at {
             props.insert("finished_at".into(), timestamp(at, true));
         }
-        props.insert("outcome".into(), string(&run.outcome, false));
+        // Indexed: orphan detection queries the `running` records.
+        props.insert("outcome".into(), string(&run.outcome, true));
         if let Some(code) = run.exit_code {
             props.insert("exit_code".into(), integer(code as i64, true));
         }
         props.insert("attempts".into(), integer(run.attempts as i64, false));
+        props.insert("session".into(), string(&run.session, false));
+        props.insert("process".into(), string(&run.process, false));
+        if let Some(reason) = &run.reason {
+            props.insert("reason".into(), string(reason, false));
+        }
+        if run.recovery {
+            props.insert("recovery".into(), boolean(true));
+        }
         ds::Entity {
             key: Some(self.key(KIND_RUN, &RunRecord::key(&run.job, run.fire_time))),
             properties: props,
@@ -564,7 +621,7 @@ impl Store for DatastoreStore {
     async fn delete_node_if(&self, id: &str, session: &str, heartbeat: i64) -> StoreResult<bool> {
         let (tx, found) = self.begin_with(vec![self.key(KIND_NODE, id)]).await?;
         let same = found
-            .get(id)
+            .get(&found_key(KIND_NODE, id))
             .and_then(parse_node)
             .is_some_and(|n| n.session == session && n.heartbeat == heartbeat);
         self.commit_if(tx, same, || {
@@ -586,8 +643,8 @@ impl Store for DatastoreStore {
         let keys = jobs.iter().map(|j| self.key(KIND_LEASE, j)).collect();
         let leases = self.lookup_batched(keys).await?;
         Ok(leases
-            .into_iter()
-            .map(|(job, e)| (job, parse_lease(&e)))
+            .into_values()
+            .filter_map(|e| Some((key_name(e.key.as_ref())?, parse_lease(&e))))
             .collect())
     }
 
@@ -607,12 +664,12 @@ impl Store for DatastoreStore {
             keys.push(self.key(KIND_NODE, &holder));
         }
         let (tx, found) = self.begin_with(keys).await?;
-        let lease_now = found.get(job).map(parse_lease);
+        let lease_now = found.get(&found_key(KIND_LEASE, job)).map(parse_lease);
         let node_now = if holder.is_empty() {
             None
         } else {
             found
-                .get(&holder)
+                .get(&found_key(KIND_NODE, &holder))
                 .and_then(parse_node)
                 .map(|n| (n.session, n.heartbeat))
         };
@@ -634,7 +691,7 @@ impl Store for DatastoreStore {
                 let (tx, found) = self.begin_with(keys).await?;
                 let mut mutations = Vec::new();
                 for job in chunk {
-                    if let Some(lease) = found.get(job).map(parse_lease) {
+                    if let Some(lease) = found.get(&found_key(KIND_LEASE, job)).map(parse_lease) {
                         if lease.holder == node && lease.session == session {
                             let free = LeaseRecord {
                                 holder: String::new(),
@@ -668,15 +725,28 @@ impl Store for DatastoreStore {
 
     async fn claim(&self, run: &RunRecord, session: &str) -> StoreResult<Claim> {
         for attempt in 1..=ABORT_RETRIES {
+            // The lease and the pruned watermark, read in the transaction that inserts: a
+            // prune that raises the watermark meanwhile aborts this commit.
             let (tx, found) = self
-                .begin_with(vec![self.key(KIND_LEASE, &run.job)])
+                .begin_with(vec![
+                    self.key(KIND_LEASE, &run.job),
+                    self.key(KIND_PRUNED, &run.job),
+                ])
                 .await?;
-            let ours = found.get(&run.job).map(parse_lease).is_some_and(|l| {
+            let lease = self.entity_of(&found, KIND_LEASE, &run.job);
+            let ours = lease.map(parse_lease).is_some_and(|l| {
                 l.holder == run.node && l.session == session && l.term == run.term
             });
             if !ours {
                 self.rollback(tx).await;
                 return Ok(Claim::Fenced);
+            }
+            let pruned = self
+                .entity_of(&found, KIND_PRUNED, &run.job)
+                .and_then(|e| get_time(e, "fire_time"));
+            if pruned.is_some_and(|p| run.fire_time <= p) {
+                self.rollback(tx).await;
+                return Ok(Claim::TooOld);
             }
             let m = mutation(ds::mutation::Operation::Insert(self.run_entity(run)));
             match self.commit(Some(tx), vec![m]).await {
@@ -693,15 +763,96 @@ impl Store for DatastoreStore {
         Ok(Claim::Fenced)
     }
 
-    async fn finish(&self, run: &RunRecord) -> StoreResult<()> {
-        let m = mutation(ds::mutation::Operation::Upsert(self.run_entity(run)));
-        self.commit(None, vec![m]).await.map_err(map_status)?;
-        Ok(())
+    async fn finish(&self, run: &RunRecord) -> StoreResult<bool> {
+        let name = RunRecord::key(&run.job, run.fire_time);
+        for attempt in 1..=ABORT_RETRIES {
+            let (tx, found) = self.begin_with(vec![self.key(KIND_RUN, &name)]).await?;
+            let found = found.get(&found_key(KIND_RUN, &name));
+            let same = found.and_then(parse_run).is_some_and(|c| {
+                c.outcome == RUNNING && c.session == run.session && c.term == run.term
+            });
+            if !same {
+                self.rollback(tx).await;
+                return Ok(false);
+            }
+            let m = mutation(ds::mutation::Operation::Update(self.run_entity(run)));
+            match self.commit(Some(tx), vec![m]).await {
+                Ok(_) => return Ok(true),
+                // Another writer touched the record: look again (it may be closed now).
+                Err(s) if s.code() == Code::Aborted && attempt < ABORT_RETRIES => continue,
+                Err(s) => return Err(map_status(s)),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "finishing {name}: aborted {ABORT_RETRIES} times"
+        )))
     }
 
-    async fn run_exists(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<bool> {
-        let key = self.key(KIND_RUN, &RunRecord::key(job, fire_time));
-        Ok(!self.lookup(vec![key], None).await?.is_empty())
+    async fn get_run(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<Option<RunRecord>> {
+        let name = RunRecord::key(job, fire_time);
+        let found = self.lookup(vec![self.key(KIND_RUN, &name)], None).await?;
+        Ok(found.get(&found_key(KIND_RUN, &name)).and_then(parse_run))
+    }
+
+    async fn running_runs(&self) -> StoreResult<Vec<RunRecord>> {
+        let filter = ds::Filter {
+            filter_type: Some(ds::filter::FilterType::PropertyFilter(ds::PropertyFilter {
+                property: Some(ds::PropertyReference {
+                    name: "outcome".into(),
+                }),
+                op: ds::property_filter::Operator::Equal as i32,
+                value: Some(string(RUNNING, true)),
+            })),
+        };
+        Ok(self
+            .query_all(KIND_RUN, Some(filter))
+            .await?
+            .iter()
+            .filter_map(parse_run)
+            .collect())
+    }
+
+    async fn close_orphan(
+        &self,
+        new: &RunRecord,
+        orphan_session: &str,
+        fence: &Fence,
+    ) -> StoreResult<Claim> {
+        let name = RunRecord::key(&new.job, new.fire_time);
+        for attempt in 1..=ABORT_RETRIES {
+            let (tx, found) = self
+                .begin_with(vec![
+                    self.key(KIND_LEASE, &new.job),
+                    self.key(KIND_RUN, &name),
+                ])
+                .await?;
+            let ours = self
+                .entity_of(&found, KIND_LEASE, &new.job)
+                .map(parse_lease)
+                .is_some_and(|l| {
+                    l.holder == fence.node && l.session == fence.session && l.term == fence.term
+                });
+            if !ours {
+                self.rollback(tx).await;
+                return Ok(Claim::Fenced);
+            }
+            let orphan = self
+                .entity_of(&found, KIND_RUN, &name)
+                .and_then(parse_run)
+                .is_some_and(|c| c.outcome == RUNNING && c.session == orphan_session);
+            if !orphan {
+                self.rollback(tx).await;
+                return Ok(Claim::AlreadyRun);
+            }
+            let m = mutation(ds::mutation::Operation::Update(self.run_entity(new)));
+            match self.commit(Some(tx), vec![m]).await {
+                Ok(_) => return Ok(Claim::Won),
+                Err(s) if s.code() == Code::Aborted && attempt < ABORT_RETRIES => continue,
+                Err(s) if s.code() == Code::Aborted => return Ok(Claim::Fenced),
+                Err(s) => return Err(map_status(s)),
+            }
+        }
+        Ok(Claim::Fenced)
     }
 
     async fn runs(&self, job: &str) -> StoreResult<Vec<RunRecord>> {
@@ -737,6 +888,15 @@ impl Store for DatastoreStore {
                 .query(Self::runs_query(job, keep, COMMIT_BATCH, true))
                 .await?;
             let n = old.len();
+            // Newest first: the first key is the newest fire time this batch deletes. The
+            // watermark goes up before anything is deleted.
+            if let Some(newest) = old
+                .first()
+                .and_then(|e| key_name(e.key.as_ref()))
+                .and_then(|k| fire_time_of_key(&k))
+            {
+                self.raise_pruned(job, newest).await?;
+            }
             let mutations: Vec<_> = old
                 .into_iter()
                 .filter_map(|e| e.key)
@@ -812,6 +972,23 @@ fn same_lease(a: Option<&LeaseRecord>, b: Option<&LeaseRecord>) -> bool {
     }
 }
 
+/// How a lookup's found entities are keyed: kind and name (a job's lease and its pruned
+/// watermark share a name, and so may a job and a node).
+fn found_key(kind: &str, name: &str) -> String {
+    format!("{kind}\u{0}{name}")
+}
+
+fn found_key_of(key: Option<&ds::Key>) -> Option<String> {
+    let kind = &key?.path.last()?.kind;
+    Some(found_key(kind, &key_name(key)?))
+}
+
+/// The fire time in a run's key name `{job}@{unix}`.
+fn fire_time_of_key(name: &str) -> Option<DateTime<Utc>> {
+    let unix = name.rsplit_once('@')?.1.parse().ok()?;
+    DateTime::from_timestamp(unix, 0)
+}
+
 fn key_name(key: Option<&ds::Key>) -> Option<String> {
     match key?.path.last()?.id_type.as_ref()? {
         IdType::Name(n) => Some(n.clone()),
@@ -831,6 +1008,14 @@ fn integer(i: i64, indexed: bool) -> ds::Value {
     ds::Value {
         value_type: Some(ValueType::IntegerValue(i)),
         exclude_from_indexes: !indexed,
+        ..Default::default()
+    }
+}
+
+fn boolean(b: bool) -> ds::Value {
+    ds::Value {
+        value_type: Some(ValueType::BooleanValue(b)),
+        exclude_from_indexes: true,
         ..Default::default()
     }
 }
@@ -901,6 +1086,8 @@ fn parse_node(e: &ds::Entity) -> Option<NodeRecord> {
         jobs,
         http: Some(get_str(e, "http")).filter(|h| !h.is_empty()),
         lease_epoch: get_int(e, "lease_epoch").unwrap_or(0),
+        process: get_str(e, "process"),
+        clock_offset_ms: get_int(e, "clock_offset_ms"),
     })
 }
 
@@ -918,6 +1105,15 @@ fn parse_run(e: &ds::Entity) -> Option<RunRecord> {
         attempts: get_int(e, "attempts")
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(1),
+        session: get_str(e, "session"),
+        process: get_str(e, "process"),
+        reason: Some(get_str(e, "reason")).filter(|r| !r.is_empty()),
+        recovery: matches!(
+            e.properties
+                .get("recovery")
+                .and_then(|v| v.value_type.as_ref()),
+            Some(ValueType::BooleanValue(true))
+        ),
     })
 }
 

@@ -8,6 +8,9 @@
 //! leases.json                every job's lease, one JSON document {"version":1,"leases":{..}}
 //! nodes/{id}.json            one node record per file
 //! runs/{job}/{unix}.json     one run record per fire time
+//! runs/{job}/{unix}.running  empty marker while that run is `running` (orphan detection)
+//! runs/{job}/pruned          the job's pruned watermark {"fire_time": unix}: claims at or
+//!                            before it are refused
 //! tmp/                       files being written; anything left here is from a dead writer
 //! ```
 //!
@@ -57,12 +60,19 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::json_records::{self as records, Lease, LeasesFile, LEASES_VERSION};
-use super::{Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError, StoreResult};
+use super::{
+    Claim, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError, StoreResult,
+    RUNNING,
+};
 
 const LOCK: &str = "lock";
 const LEASES: &str = "leases.json";
 const NODES: &str = "nodes";
 const RUNS: &str = "runs";
+/// A job's pruned watermark, in its runs directory.
+const PRUNED: &str = "pruned";
+/// The suffix of a run's running marker.
+const RUNNING_SUFFIX: &str = ".running";
 const TMP: &str = "tmp";
 
 pub struct FileStore {
@@ -319,6 +329,61 @@ impl Dir {
             .map_err(|e| unavailable("writing", &dir.join(&file), e))
     }
 
+    fn read_run(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<Option<RunRecord>> {
+        Ok(read_json::<records::Run>(&self.run_path(job, fire_time)?)?.map(RunRecord::from))
+    }
+
+    /// The job's pruned watermark (unix seconds), if it was ever pruned.
+    fn pruned(&self, job: &str) -> StoreResult<Option<i64>> {
+        let path = self.job_dir(job)?.join(PRUNED);
+        Ok(read_json::<records::Pruned>(&path)?.map(|p| p.fire_time))
+    }
+
+    /// Mark a run as going (an empty file beside its record). Not synced on its own: the
+    /// record's write that follows syncs the directory.
+    fn mark_running(&self, run: &RunRecord) -> StoreResult<()> {
+        let name = file_name("job name", &run.job)?;
+        disk::ensure_dir(&self.runs, &name).map_err(|e| unavailable("creating", &self.runs, e))?;
+        let path = self.runs.join(&name).join(running_name(run.fire_time));
+        std::fs::write(&path, b"").map_err(|e| unavailable("writing", &path, e))
+    }
+
+    /// Drop a run's running marker. Not synced: a marker that outlives a crash is harmless
+    /// (`running_runs` reads the record and keeps only those still `running`).
+    fn unmark_running(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<()> {
+        let path = self.job_dir(job)?.join(running_name(fire_time));
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(unavailable("deleting", &path, e)),
+        }
+    }
+
+    /// Replace a run record that is still `running` under `session` (and `term`, if given)
+    /// with `new`; false if it is not.
+    fn replace_running(
+        &self,
+        new: &RunRecord,
+        session: &str,
+        term: Option<i64>,
+    ) -> StoreResult<bool> {
+        let current = self.read_run(&new.job, new.fire_time)?;
+        let same = current.is_some_and(|c| {
+            c.outcome == RUNNING && c.session == session && term.is_none_or(|t| t == c.term)
+        });
+        if !same {
+            return Ok(false);
+        }
+        if new.outcome == RUNNING {
+            self.mark_running(new)?;
+        }
+        self.write_run(new)?;
+        if new.outcome != RUNNING {
+            self.unmark_running(&new.job, new.fire_time)?;
+        }
+        Ok(true)
+    }
+
     /// A job's run fire times (unix seconds), newest first.
     fn run_times(&self, job: &str) -> StoreResult<(PathBuf, Vec<i64>)> {
         let dir = self.job_dir(job)?;
@@ -338,6 +403,11 @@ impl Dir {
         }
         Ok(runs)
     }
+}
+
+/// The running marker's file name of a fire time.
+fn running_name(fire_time: DateTime<Utc>) -> String {
+    format!("{}{RUNNING_SUFFIX}", fire_time.timestamp())
 }
 
 fn same_lease(a: Option<&Lease>, b: Option<&LeaseRecord>) -> bool {
@@ -474,11 +544,20 @@ impl Store for FileStore {
             if !ours {
                 return Ok(Claim::Fenced);
             }
+            if dir
+                .pruned(&run.job)?
+                .is_some_and(|p| run.fire_time.timestamp() <= p)
+            {
+                return Ok(Claim::TooOld);
+            }
             let path = dir.run_path(&run.job, run.fire_time)?;
             match std::fs::symlink_metadata(&path) {
                 Ok(_) => return Ok(Claim::AlreadyRun),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(unavailable("checking", &path, e)),
+            }
+            if run.outcome == RUNNING {
+                dir.mark_running(&run)?;
             }
             dir.write_run(&run)?;
             Ok(Claim::Won)
@@ -486,20 +565,74 @@ impl Store for FileStore {
         .await
     }
 
-    async fn finish(&self, run: &RunRecord) -> StoreResult<()> {
+    async fn finish(&self, run: &RunRecord) -> StoreResult<bool> {
         let run = run.clone();
-        self.change("finish", move |dir| dir.write_run(&run)).await
+        self.change("finish", move |dir| {
+            dir.replace_running(&run, &run.session, Some(run.term))
+        })
+        .await
     }
 
-    async fn run_exists(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<bool> {
+    async fn get_run(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<Option<RunRecord>> {
         let job = job.to_string();
-        self.read("run_exists", move |dir| {
-            let path = dir.run_path(&job, fire_time)?;
-            match std::fs::symlink_metadata(&path) {
-                Ok(_) => Ok(true),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-                Err(e) => Err(unavailable("checking", &path, e)),
+        self.read("get_run", move |dir| dir.read_run(&job, fire_time))
+            .await
+    }
+
+    async fn running_runs(&self) -> StoreResult<Vec<RunRecord>> {
+        self.read("running_runs", move |dir| {
+            let jobs = match std::fs::read_dir(&dir.runs) {
+                Ok(entries) => entries,
+                Err(e) => return Err(unavailable("listing", &dir.runs, e)),
+            };
+            let mut out = Vec::new();
+            for entry in jobs {
+                let entry = entry.map_err(|e| unavailable("listing", &dir.runs, e))?;
+                let job_dir = entry.path();
+                let Ok(names) = std::fs::read_dir(&job_dir) else {
+                    continue; // removed meanwhile, or not a directory
+                };
+                for name in names.flatten() {
+                    let name = name.file_name();
+                    let Some(unix) = name
+                        .to_str()
+                        .and_then(|n| n.strip_suffix(RUNNING_SUFFIX))
+                        .and_then(|t| t.parse::<i64>().ok())
+                    else {
+                        continue;
+                    };
+                    let path = job_dir.join(format!("{unix}.json"));
+                    if let Some(run) = read_json::<records::Run>(&path)? {
+                        if run.outcome == RUNNING {
+                            out.push(RunRecord::from(run));
+                        }
+                    }
+                }
             }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn close_orphan(
+        &self,
+        new: &RunRecord,
+        orphan_session: &str,
+        fence: &Fence,
+    ) -> StoreResult<Claim> {
+        let (new, orphan_session, fence) = (new.clone(), orphan_session.to_string(), fence.clone());
+        self.change("close_orphan", move |dir| {
+            let ours = dir.read_leases()?.leases.get(&new.job).is_some_and(|l| {
+                l.holder == fence.node && l.session == fence.session && l.term == fence.term
+            });
+            if !ours {
+                return Ok(Claim::Fenced);
+            }
+            Ok(if dir.replace_running(&new, &orphan_session, None)? {
+                Claim::Won
+            } else {
+                Claim::AlreadyRun
+            })
         })
         .await
     }
@@ -530,8 +663,18 @@ impl Store for FileStore {
         let job = job.to_string();
         self.change("prune_runs", move |dir| {
             let (path, times) = dir.run_times(&job)?;
+            // The watermark first: a crash after it leaves records nobody may claim again,
+            // never a gap in which a deleted fire time could be claimed.
+            if let Some(newest) = times.get(keep).copied() {
+                if dir.pruned(&job)?.is_none_or(|p| p < newest) {
+                    let bytes = to_json(&records::Pruned { fire_time: newest })?;
+                    disk::replace(&dir.tmp, &path, PRUNED, &bytes)
+                        .map_err(|e| unavailable("writing", &path.join(PRUNED), e))?;
+                }
+            }
             let mut deleted = 0;
             for t in times.iter().skip(keep) {
+                let _ = std::fs::remove_file(path.join(format!("{t}{RUNNING_SUFFIX}")));
                 let name = format!("{t}.json");
                 match std::fs::remove_file(path.join(&name)) {
                     Ok(()) => deleted += 1,

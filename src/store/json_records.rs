@@ -45,6 +45,10 @@ pub(crate) struct Node {
     /// The cronlease version that wrote it; informational, as in Datastore.
     #[serde(default)]
     pub version: String,
+    #[serde(default)]
+    pub process: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// `runs/{job}/{unix fire time}.json`.
@@ -63,6 +67,15 @@ pub(crate) struct Run {
     /// Absent in records written before retries existed: those made one attempt.
     #[serde(default = "one")]
     pub attempts: u32,
+    /// Absent in records written before orphans were closed: nobody's session.
+    #[serde(default)]
+    pub session: String,
+    #[serde(default)]
+    pub process: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovery: bool,
 }
 
 fn one() -> u32 {
@@ -103,6 +116,8 @@ impl From<&NodeRecord> for Node {
             http: n.http.clone(),
             lease_epoch: n.lease_epoch,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            process: n.process.clone(),
+            clock_offset_ms: n.clock_offset_ms,
         }
     }
 }
@@ -118,6 +133,8 @@ impl From<Node> for NodeRecord {
             jobs: n.jobs,
             http: n.http,
             lease_epoch: n.lease_epoch,
+            process: n.process,
+            clock_offset_ms: n.clock_offset_ms,
         }
     }
 }
@@ -134,6 +151,10 @@ impl From<&RunRecord> for Run {
             outcome: r.outcome.clone(),
             exit_code: r.exit_code,
             attempts: r.attempts,
+            session: r.session.clone(),
+            process: r.process.clone(),
+            reason: r.reason.clone(),
+            recovery: r.recovery,
         }
     }
 }
@@ -150,8 +171,19 @@ impl From<Run> for RunRecord {
             outcome: r.outcome,
             exit_code: r.exit_code,
             attempts: r.attempts,
+            session: r.session,
+            process: r.process,
+            reason: r.reason,
+            recovery: r.recovery,
         }
     }
+}
+
+/// The pruned watermark of a job (file and ZooKeeper stores): the newest fire time (unix
+/// seconds) deleted from its history; claims at or before it are refused.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub(crate) struct Pruned {
+    pub fire_time: i64,
 }
 
 #[cfg(test)]
@@ -180,6 +212,10 @@ mod tests {
             outcome: "failed".into(),
             exit_code: Some(-1),
             attempts: 0,
+            session: "s".into(),
+            process: "p".into(),
+            reason: Some("lease_lost".into()),
+            recovery: true,
         };
         let json = serde_json::to_vec(&Run::from(&run)).unwrap();
         let back: RunRecord = serde_json::from_slice::<Run>(&json).unwrap().into();

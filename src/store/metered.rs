@@ -8,7 +8,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreResult};
+use super::{Claim, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreResult};
 use crate::metrics::Metrics;
 
 pub struct Metered {
@@ -106,21 +106,49 @@ impl Store for Metered {
     }
 
     async fn claim(&self, run: &RunRecord, session: &str) -> StoreResult<Claim> {
-        // Reads: the lease (the fence check).
+        // Reads: the lease (the fence check) and the pruned watermark.
         self.timed_read("claim", self.inner.claim(run, session), |c| {
-            (u64::from(*c == Claim::Won), 1)
+            (u64::from(*c == Claim::Won), 2)
         })
         .await
     }
 
-    async fn finish(&self, run: &RunRecord) -> StoreResult<()> {
-        self.timed("finish", self.inner.finish(run), |_| 1).await
+    async fn finish(&self, run: &RunRecord) -> StoreResult<bool> {
+        // Reads: the record (the condition).
+        self.timed_read("finish", self.inner.finish(run), |w| (u64::from(*w), 1))
+            .await
+    }
+
+    async fn get_run(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<Option<RunRecord>> {
+        self.timed_read("get_run", self.inner.get_run(job, fire_time), |_| (0, 1))
+            .await
     }
 
     async fn run_exists(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<bool> {
         self.timed_read("run_exists", self.inner.run_exists(job, fire_time), |_| {
             (0, 1)
         })
+        .await
+    }
+
+    async fn running_runs(&self) -> StoreResult<Vec<RunRecord>> {
+        self.timed_read("running_runs", self.inner.running_runs(), |r| {
+            (0, r.len() as u64)
+        })
+        .await
+    }
+
+    async fn close_orphan(
+        &self,
+        new: &RunRecord,
+        orphan_session: &str,
+        fence: &Fence,
+    ) -> StoreResult<Claim> {
+        self.timed_read(
+            "close_orphan",
+            self.inner.close_orphan(new, orphan_session, fence),
+            |c| (u64::from(*c == Claim::Won), 2),
+        )
         .await
     }
 

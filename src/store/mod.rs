@@ -52,7 +52,7 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// A node's session record, written by the node itself once per renew period.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NodeRecord {
     pub id: String,
     /// Fresh per process start and per lapsed renew deadline.
@@ -71,6 +71,13 @@ pub struct NodeRecord {
     /// written at once. Observers re-read the leases only when some node's `lease_epoch` or
     /// session changed ([`crate::election`]); records written before it existed read as 0.
     pub lease_epoch: i64,
+    /// Fresh per process start and kept across session lapses: a run record claimed by this
+    /// process stays alive while this value is in the node's record (see [`RunRecord::process`]).
+    /// Empty in records written before it existed.
+    pub process: String,
+    /// Informational: this node's estimate of its wall clock's offset from its peers', in
+    /// milliseconds (positive: ahead). `None` until it has peers to compare with.
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// A job's lease.
@@ -103,7 +110,7 @@ pub struct Observed {
 }
 
 /// One tick's record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RunRecord {
     pub job: String,
     pub fire_time: DateTime<Utc>,
@@ -112,13 +119,37 @@ pub struct RunRecord {
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     /// `running` until finished, then `ok`, `failed`, `timeout`, `killed`, `replaced` (stopped
-    /// for a newer run) or `skipped` (claimed while a run was still going, not run).
+    /// for a newer run), `stopped` (its node lost the lease, `on_lease_lost = "stop"`),
+    /// `skipped` (claimed, not run: see `reason`) or `lost` (its node died while it ran).
     pub outcome: String,
     pub exit_code: Option<i32>,
     /// Attempts made under this claim (retries included); the outcome is the last one's. 0 for
     /// `skipped`; records written before the field existed read as 1.
     pub attempts: u32,
+    /// The session that claimed it (empty in records written before it existed).
+    pub session: String,
+    /// The claiming node's process ([`NodeRecord::process`]): a `running` record whose process
+    /// is no longer in its node's record (or whose node stopped heartbeating) is an orphan.
+    pub process: String,
+    /// Why a run is `skipped`, `lost` or `stopped` (`overlap`, `lease_lost`,
+    /// `claim_unconfirmed`, `node_gone`, ...); `None` otherwise.
+    pub reason: Option<String>,
+    /// This record is the re-run of a lost run (`recover = true`); a recovery that is lost in
+    /// turn is closed, never recovered again.
+    pub recovery: bool,
 }
+
+/// A write allowed only to a job's current leader: the job's lease must be held by `node` in
+/// `session` with `term`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub node: String,
+    pub session: String,
+    pub term: i64,
+}
+
+/// What `RunRecord::outcome` says while a run is going.
+pub const RUNNING: &str = "running";
 
 impl RunRecord {
     /// The run's key: `{job}@{unix seconds of the fire time}`.
@@ -136,6 +167,21 @@ pub enum Claim {
     AlreadyRun,
     /// The lease is no longer ours with this term (or a concurrent change aborted the claim).
     Fenced,
+    /// The fire time is at or before the newest one pruned from the job's history: whether it
+    /// ran can no longer be told, so it is never claimed (a node whose clock is behind cannot
+    /// run history again).
+    TooOld,
+}
+
+impl Claim {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Claim::Won => "won",
+            Claim::AlreadyRun => "already_run",
+            Claim::Fenced => "fenced",
+            Claim::TooOld => "too_old",
+        }
+    }
 }
 
 /// Everything a poll needs, read in batches.
@@ -157,7 +203,10 @@ pub struct Snapshot {
 ///   lease and its holder's node record are still exactly as `observed`; concurrent acquirers of
 ///   the same lease from the same observation: exactly one wins.
 /// - [`claim`](Store::claim) atomically checks that the lease is held by `node` with `session`
-///   and `term` and inserts the run record; for one fire time it succeeds at most once, ever.
+///   and `term`, that the fire time is newer than the job's pruned watermark, and inserts the
+///   run record; for one fire time it succeeds at most once, ever, pruning included.
+/// - [`finish`](Store::finish) and [`close_orphan`](Store::close_orphan) are conditional writes
+///   of a `running` record: a run is closed once.
 /// - [`release`](Store::release) frees, atomically per lease, the given leases still held by
 ///   `node` with `session`; it never touches a lease somebody else holds.
 #[async_trait]
@@ -190,18 +239,41 @@ pub trait Store: Send + Sync {
     /// Free the given leases if still held by `node` in `session`; returns how many were freed.
     async fn release(&self, jobs: &[String], node: &str, session: &str) -> StoreResult<usize>;
     /// Claim a tick: insert `run` if the lease of `run.job` is held by `run.node` in `session`
-    /// with `run.term`.
+    /// with `run.term` ([`Claim::Fenced`] if not), no record of its fire time exists
+    /// ([`Claim::AlreadyRun`]) and the fire time is newer than the newest one pruned from the
+    /// job's history ([`Claim::TooOld`]): all checked in the transaction that inserts.
     async fn claim(&self, run: &RunRecord, session: &str) -> StoreResult<Claim>;
-    /// Record a claimed run's outcome (overwrites the run record).
-    async fn finish(&self, run: &RunRecord) -> StoreResult<()>;
+    /// Record a claimed run's outcome: overwrite the record only if it is still `running` under
+    /// `run.session` with `run.term` (this claim's own record). `Ok(false)` when it is not
+    /// (closed as lost by another node, recovered, pruned, never written): nothing is written.
+    async fn finish(&self, run: &RunRecord) -> StoreResult<bool>;
+    /// The run record of this job and fire time, if there is one.
+    async fn get_run(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<Option<RunRecord>>;
     /// Whether a run exists for this job and fire time.
-    async fn run_exists(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<bool>;
+    async fn run_exists(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<bool> {
+        Ok(self.get_run(job, fire_time).await?.is_some())
+    }
+    /// Every run record that is `running`, across jobs: what orphan detection looks at. Its cost
+    /// follows the number of running records, not the history.
+    async fn running_runs(&self) -> StoreResult<Vec<RunRecord>>;
+    /// Close or take over an orphan: replace the record of `new.job` at `new.fire_time` with
+    /// `new`, only if it is still `running` under `orphan_session` ([`Claim::AlreadyRun`] if
+    /// not: closed or taken over already) and the lease of `new.job` is held as `fence` says
+    /// ([`Claim::Fenced`] if not), in one transaction.
+    async fn close_orphan(
+        &self,
+        new: &RunRecord,
+        orphan_session: &str,
+        fence: &Fence,
+    ) -> StoreResult<Claim>;
     /// All run records of a job, oldest first (tests and tools; not on any hot path).
     async fn runs(&self, job: &str) -> StoreResult<Vec<RunRecord>>;
     /// The newest `limit` runs of a job, newest first, in one bounded read.
     async fn recent_runs(&self, job: &str, limit: usize) -> StoreResult<Vec<RunRecord>>;
     /// Delete a job's runs older than its newest `keep`; returns how many were deleted. Its
-    /// cost is bounded by `keep` plus the number deleted, not by the whole history.
+    /// cost is bounded by `keep` plus the number deleted, not by the whole history. Before it
+    /// deletes, it raises the job's pruned watermark to the newest fire time it deletes (never
+    /// lowers it), which every later claim checks.
     async fn prune_runs(&self, job: &str, keep: usize) -> StoreResult<usize>;
 }
 

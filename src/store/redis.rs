@@ -56,7 +56,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
 
-use super::{Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError, StoreResult};
+use super::{
+    Claim, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError, StoreResult,
+    RUNNING,
+};
 
 /// Records read or written per round trip.
 const BATCH: usize = 1000;
@@ -101,17 +104,55 @@ redis.call('HSET', KEYS[1], 'holder', ARGV[8], 'session', ARGV[9], 'term', ARGV[
 return 1
 "#;
 
-/// Claim a tick: insert the run only if the lease is (node, session, term) and the run is new.
+/// Claim a tick: insert the run only if the lease is (node, session, term), the fire time is
+/// newer than the job's pruned watermark and the run is new.
 ///
-/// KEYS: lease, run, runs index. ARGV: node, session, term, unix fire time, then the run's
+/// KEYS: lease, run, runs index, pruned watermark, running set. ARGV: node, session, term,
+/// unix fire time, running-set member, "1" if the run is `running`, then the run's
 /// field/value pairs.
 const CLAIM: &str = r#"
 local l = redis.call('HMGET', KEYS[1], 'holder', 'session', 'term')
 if l[1] ~= ARGV[1] or l[2] ~= ARGV[2] or l[3] ~= ARGV[3] then return 'fenced' end
+local pruned = redis.call('GET', KEYS[4])
+if pruned and tonumber(ARGV[4]) <= tonumber(pruned) then return 'too_old' end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'already' end
-redis.call('HSET', KEYS[2], unpack(ARGV, 5))
+redis.call('HSET', KEYS[2], unpack(ARGV, 7))
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[4])
+if ARGV[6] == '1' then redis.call('SADD', KEYS[5], ARGV[5]) end
 return 'won'
+"#;
+
+/// Overwrite a run that is still `running` under a session (and term, unless empty), and,
+/// for `close_orphan`, only while the lease is (node, session, term).
+///
+/// KEYS: run, runs index, running set, lease. ARGV: expected session, expected term ("" for
+/// any), unix fire time, running-set member, "1" if the new record is `running`, lease
+/// holder, lease session, lease term ("" to skip the lease check), then the new record's
+/// field/value pairs.
+const REPLACE_RUNNING: &str = r#"
+if ARGV[6] ~= '' then
+  local l = redis.call('HMGET', KEYS[4], 'holder', 'session', 'term')
+  if l[1] ~= ARGV[6] or l[2] ~= ARGV[7] or l[3] ~= ARGV[8] then return 'fenced' end
+end
+local r = redis.call('HMGET', KEYS[1], 'outcome', 'session', 'term')
+if r[1] ~= 'running' or (r[2] or '') ~= ARGV[1] then return 'changed' end
+if ARGV[2] ~= '' and r[3] ~= ARGV[2] then return 'changed' end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[3])
+if ARGV[5] == '1' then
+  redis.call('SADD', KEYS[3], ARGV[4])
+else
+  redis.call('SREM', KEYS[3], ARGV[4])
+end
+return 'written'
+"#;
+
+/// Raise the pruned watermark KEYS[1] to ARGV[1], never lower it.
+const RAISE_PRUNED: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or tonumber(cur) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
 "#;
 
 /// Free the leases (KEYS) held by node ARGV[1] in session ARGV[2], keeping their terms.
@@ -163,6 +204,8 @@ pub struct RedisStore {
 struct Scripts {
     acquire: Script,
     claim: Script,
+    replace_running: Script,
+    raise_pruned: Script,
     release: Script,
     delete_node_if: Script,
     forget_expired: Script,
@@ -214,6 +257,8 @@ impl RedisStore {
             scripts: Arc::new(Scripts {
                 acquire: Script::new(ACQUIRE),
                 claim: Script::new(CLAIM),
+                replace_running: Script::new(REPLACE_RUNNING),
+                raise_pruned: Script::new(RAISE_PRUNED),
                 release: Script::new(RELEASE),
                 delete_node_if: Script::new(DELETE_NODE_IF),
                 forget_expired: Script::new(FORGET_EXPIRED),
@@ -262,6 +307,37 @@ impl RedisStore {
         Ok(out)
     }
 
+    /// Run [`REPLACE_RUNNING`]: overwrite `new`'s record if it is `running` under `session`
+    /// (and `term`, unless empty), and with a `fence` only while the lease is as it says.
+    /// Returns the script's answer.
+    async fn replace_running(
+        &self,
+        new: &RunRecord,
+        session: &str,
+        term: &str,
+        fence: Option<&Fence>,
+    ) -> StoreResult<String> {
+        let unix = new.fire_time.timestamp();
+        let mut call = self.scripts.replace_running.prepare_invoke();
+        call.key(self.keys.run(&new.job, unix))
+            .key(self.keys.runs(&new.job))
+            .key(self.keys.running())
+            .key(self.keys.lease(&new.job))
+            .arg(session)
+            .arg(term)
+            .arg(unix)
+            .arg(RunRecord::key(&new.job, new.fire_time))
+            .arg(if new.outcome == RUNNING { "1" } else { "0" });
+        match fence {
+            Some(f) => call.arg(&f.node).arg(&f.session).arg(f.term),
+            None => call.arg("").arg("").arg(""),
+        };
+        for (name, value) in run_fields(new) {
+            call.arg(name).arg(value);
+        }
+        call.invoke_async(&mut self.con()).await.ctx()
+    }
+
     /// The run records of `job` at the unix fire times `times`, in that order; one deleted
     /// meanwhile is left out.
     async fn read_runs(&self, job: &str, times: &[i64]) -> StoreResult<Vec<RunRecord>> {
@@ -302,6 +378,13 @@ impl Keys {
     }
     fn runs(&self, job: &str) -> String {
         format!("{}runs:{job}", self.prefix)
+    }
+    fn pruned(&self, job: &str) -> String {
+        format!("{}pruned:{job}", self.prefix)
+    }
+    /// The set of running runs, members `{job}@{unix}`.
+    fn running(&self) -> String {
+        format!("{}running", self.prefix)
     }
 }
 
@@ -440,9 +523,13 @@ fn node_fields(n: &NodeRecord) -> StoreResult<Vec<(&'static str, String)>> {
         ("renewed_at", time_text(n.renewed_at)),
         ("jobs", jobs),
         ("version", env!("CARGO_PKG_VERSION").to_string()),
+        ("process", n.process.clone()),
     ];
     if let Some(http) = &n.http {
         fields.push(("http", http.clone()));
+    }
+    if let Some(ms) = n.clock_offset_ms {
+        fields.push(("clock_offset_ms", ms.to_string()));
     }
     Ok(fields)
 }
@@ -474,6 +561,8 @@ fn parse_node(id: &str, map: &HashMap<String, String>) -> StoreResult<NodeRecord
         jobs,
         http: opt_text(map, "http"),
         lease_epoch: field::<i64>(map, "lease_epoch").map_err(what)?.unwrap_or(0),
+        process: text(map, "process"),
+        clock_offset_ms: field::<i64>(map, "clock_offset_ms").map_err(what)?,
     })
 }
 
@@ -486,7 +575,15 @@ fn run_fields(r: &RunRecord) -> Vec<(&'static str, String)> {
         ("started_at", time_text(r.started_at)),
         ("outcome", r.outcome.clone()),
         ("attempts", r.attempts.to_string()),
+        ("session", r.session.clone()),
+        ("process", r.process.clone()),
     ];
+    if let Some(reason) = &r.reason {
+        fields.push(("reason", reason.clone()));
+    }
+    if r.recovery {
+        fields.push(("recovery", "1".to_string()));
+    }
     if let Some(t) = r.finished_at {
         fields.push(("finished_at", time_text(t)));
     }
@@ -517,6 +614,10 @@ fn parse_run(job: &str, unix: i64, map: &HashMap<String, String>) -> StoreResult
         outcome: opt_text(map, "outcome").unwrap_or_else(|| "unknown".to_string()),
         exit_code: field(map, "exit_code").map_err(what)?,
         attempts: field(map, "attempts").map_err(what)?.unwrap_or(1),
+        session: text(map, "session"),
+        process: text(map, "process"),
+        reason: opt_text(map, "reason"),
+        recovery: opt_text(map, "recovery").is_some_and(|r| r == "1"),
     })
 }
 
@@ -699,10 +800,14 @@ impl Store for RedisStore {
             call.key(self.keys.lease(&run.job))
                 .key(self.keys.run(&run.job, unix))
                 .key(self.keys.runs(&run.job))
+                .key(self.keys.pruned(&run.job))
+                .key(self.keys.running())
                 .arg(&run.node)
                 .arg(session)
                 .arg(run.term)
-                .arg(unix);
+                .arg(unix)
+                .arg(RunRecord::key(&run.job, run.fire_time))
+                .arg(if run.outcome == RUNNING { "1" } else { "0" });
             for (name, value) in run_fields(run) {
                 call.arg(name).arg(value);
             }
@@ -711,6 +816,7 @@ impl Store for RedisStore {
                 "won" => Ok(Claim::Won),
                 "already" => Ok(Claim::AlreadyRun),
                 "fenced" => Ok(Claim::Fenced),
+                "too_old" => Ok(Claim::TooOld),
                 other => Err(StoreError::Other(format!(
                     "unexpected answer of the claim script: {other:?}"
                 ))),
@@ -719,32 +825,76 @@ impl Store for RedisStore {
         .await
     }
 
-    async fn finish(&self, run: &RunRecord) -> StoreResult<()> {
-        let unix = run.fire_time.timestamp();
-        let key = self.keys.run(&run.job, unix);
-        let fields = run_fields(run);
+    async fn finish(&self, run: &RunRecord) -> StoreResult<bool> {
+        let term = run.term.to_string();
         self.bounded("finish", async {
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .del(&key)
-                .ignore()
-                .hset_multiple(&key, &fields)
-                .ignore()
-                .zadd(self.keys.runs(&run.job), unix, unix)
-                .ignore();
-            pipe.query_async::<()>(&mut self.con()).await.ctx()
+            let answer = self.replace_running(run, &run.session, &term, None).await?;
+            Ok(answer == "written")
         })
         .await
     }
 
-    async fn run_exists(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<bool> {
-        self.bounded("run_exists", async {
-            let n: i64 = redis::cmd("EXISTS")
-                .arg(self.keys.run(job, fire_time.timestamp()))
+    async fn get_run(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<Option<RunRecord>> {
+        let unix = fire_time.timestamp();
+        self.bounded("get_run", async {
+            let map: HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(self.keys.run(job, unix))
                 .query_async(&mut self.con())
                 .await
                 .ctx()?;
-            Ok(n == 1)
+            if map.is_empty() {
+                return Ok(None);
+            }
+            parse_run(job, unix, &map).map(Some)
+        })
+        .await
+    }
+
+    async fn running_runs(&self) -> StoreResult<Vec<RunRecord>> {
+        self.bounded("running_runs", async {
+            let members: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(self.keys.running())
+                .query_async(&mut self.con())
+                .await
+                .ctx()?;
+            let runs: Vec<(String, i64)> = members
+                .iter()
+                .filter_map(|m| {
+                    let (job, unix) = m.rsplit_once('@')?;
+                    Some((job.to_string(), unix.parse().ok()?))
+                })
+                .collect();
+            let keys: Vec<String> = runs.iter().map(|(j, t)| self.keys.run(j, *t)).collect();
+            let maps = self.hgetall_many(&keys).await?;
+            let mut out = Vec::new();
+            for ((job, unix), map) in runs.iter().zip(maps) {
+                if !map.is_empty() {
+                    let run = parse_run(job, *unix, &map)?;
+                    if run.outcome == RUNNING {
+                        out.push(run);
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn close_orphan(
+        &self,
+        new: &RunRecord,
+        orphan_session: &str,
+        fence: &Fence,
+    ) -> StoreResult<Claim> {
+        self.bounded("close_orphan", async {
+            let answer = self
+                .replace_running(new, orphan_session, "", Some(fence))
+                .await?;
+            Ok(match answer.as_str() {
+                "written" => Claim::Won,
+                "fenced" => Claim::Fenced,
+                _ => Claim::AlreadyRun,
+            })
         })
         .await
     }
@@ -792,12 +942,25 @@ impl Store for RedisStore {
                 .await
                 .ctx()?;
             let old = times(members)?;
+            // The watermark first (oldest first: the last one is the newest deleted).
+            if let Some(newest) = old.last() {
+                self.scripts
+                    .raise_pruned
+                    .key(self.keys.pruned(job))
+                    .arg(*newest)
+                    .invoke_async::<i64>(&mut self.con())
+                    .await
+                    .ctx()?;
+            }
             let mut deleted = 0;
             for chunk in old.chunks(BATCH) {
                 let keys: Vec<String> = chunk.iter().map(|t| self.keys.run(job, *t)).collect();
+                let members: Vec<String> = chunk.iter().map(|t| format!("{job}@{t}")).collect();
                 let mut pipe = redis::pipe();
                 pipe.atomic()
                     .del(&keys)
+                    .ignore()
+                    .srem(self.keys.running(), &members)
                     .ignore()
                     .zrem(self.keys.runs(job), chunk);
                 // ZREM counts what this call removed: a concurrent prune is not counted twice.
@@ -833,6 +996,10 @@ mod tests {
             outcome: "failed".into(),
             exit_code: Some(-1),
             attempts: 0,
+            session: "s1".into(),
+            process: "p1".into(),
+            reason: Some("lease_lost".into()),
+            recovery: true,
         };
         let back = parse_run("a:b", 1_800_000_000, &map(&run_fields(&run))).unwrap();
         assert_eq!(back, run);
@@ -846,6 +1013,8 @@ mod tests {
             jobs: (0..150).map(|i| format!("job{i}")).collect(),
             http: Some("127.0.0.1:9000".into()),
             lease_epoch: 9,
+            process: "p".into(),
+            clock_offset_ms: Some(-1500),
         };
         let back = parse_node("n:1", &map(&node_fields(&node).unwrap())).unwrap();
         assert_eq!(back.jobs.len(), NODE_JOBS_LISTED, "the job list is capped");

@@ -7,6 +7,9 @@
 //! leases/{job}               JSON lease; compare-and-set on the znode's data version
 //! nodes/{id}                 JSON node record; EPHEMERAL, owned by the writer's ZooKeeper session
 //! runs/{job}/{unix}          JSON run record, one per fire time; creating it is the claim
+//! running/{job}@{unix}       empty marker while that run is `running` (orphan detection)
+//! pruned/{job}               JSON {"fire_time": unix}: the newest fire time pruned; claims at
+//!                            or before it are refused
 //! ```
 //!
 //! Atomicity. Every conditional write is one ZooKeeper `multi` (all its operations or none):
@@ -15,9 +18,14 @@
 //!   it was absent, create-and-delete it: fails if it appeared), set the lease at its version
 //!   (or create it if it was absent)}. A heartbeat or another acquire in between changes a
 //!   version and the multi fails: `Ok(false)`.
-//! - [`Store::claim`] reads the lease, checks holder, session and term, then commits {check the
-//!   lease version, create the run znode}: a changed lease is [`Claim::Fenced`], an existing run
-//!   znode [`Claim::AlreadyRun`]. Terms live in the lease data and only these version-checked
+//! - [`Store::claim`] reads the lease and the pruned watermark, checks holder, session, term and
+//!   watermark, then commits {check the lease version, check the watermark's version (or create
+//!   it at 0 if absent: fails if a prune created it meanwhile), create the run znode, create its
+//!   running marker}: a changed lease is [`Claim::Fenced`], an existing run znode
+//!   [`Claim::AlreadyRun`], a fire time at or before the watermark [`Claim::TooOld`].
+//! - [`Store::finish`] and [`Store::close_orphan`] read the run, check it is still `running`
+//!   under the expected session, and set it at the version read (with {check the lease
+//!   version} for `close_orphan`). Terms live in the lease data and only these version-checked
 //!   writes change them, so they never go back.
 //! - [`Store::release`] and [`Store::delete_node_if`] write or delete at the version they read.
 //!
@@ -46,8 +54,11 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{de::DeserializeOwned, Serialize};
 use zookeeper_client as zk;
 
-use super::json_records::{Lease, Node, Run};
-use super::{Claim, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError, StoreResult};
+use super::json_records::{Lease, Node, Pruned, Run};
+use super::{
+    Claim, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError, StoreResult,
+    RUNNING,
+};
 
 const PERSISTENT: zk::CreateOptions<'static> =
     zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
@@ -120,7 +131,8 @@ impl ZooKeeperStore {
 
     /// Create the namespace's directories if missing (`mkdir -p`).
     async fn make_dirs(&self, client: &zk::Client) -> StoreResult<()> {
-        let dirs = ["leases", "nodes", "runs"].map(|d| format!("{}/{d}", self.root));
+        let dirs =
+            ["leases", "nodes", "runs", "running", "pruned"].map(|d| format!("{}/{d}", self.root));
         futures::future::try_join_all(dirs.iter().map(|dir| async {
             let dir = dir.as_str();
             client
@@ -182,6 +194,79 @@ impl ZooKeeperStore {
         Ok(format!("{}/{}", self.runs_dir(job)?, fire_time.timestamp()))
     }
 
+    fn running_path(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<String> {
+        Ok(format!(
+            "{}/running/{}@{}",
+            self.root,
+            name("job name", job)?,
+            fire_time.timestamp()
+        ))
+    }
+
+    fn pruned_path(&self, job: &str) -> StoreResult<String> {
+        Ok(format!("{}/pruned/{}", self.root, name("job name", job)?))
+    }
+
+    /// Overwrite `new`'s run znode if it is still `running` under `session` (and `term`, if
+    /// given), in one multi with {check the lease at `lease_version`} if given. `Ok(None)`
+    /// when the run is not that (or the lease check failed: `Some(false)` is not used).
+    async fn replace_running(
+        &self,
+        c: &zk::Client,
+        new: &RunRecord,
+        session: &str,
+        term: Option<i64>,
+        lease: Option<(&str, i32)>,
+    ) -> StoreResult<Claim> {
+        let path = self.run_path(&new.job, new.fire_time)?;
+        let data = to_json(&Run::from(new))?;
+        for _ in 0..RETRIES {
+            let Some((current, stat)) = read::<Run>(c, path.clone()).await? else {
+                return Ok(Claim::AlreadyRun);
+            };
+            let same = current.outcome == RUNNING
+                && current.session == session
+                && term.is_none_or(|t| t == current.term);
+            if !same {
+                return Ok(Claim::AlreadyRun);
+            }
+            let mut txn = c.new_multi_writer();
+            let mut run_index = 0;
+            if let Some((lease_path, version)) = lease {
+                txn.add_check_version(lease_path, version).map_err(op_err)?;
+                run_index = 1;
+            }
+            txn.add_set_data(&path, &data, Some(stat.version))
+                .map_err(op_err)?;
+            match txn.commit().await {
+                Ok(_) => break,
+                Err(zk::MultiWriteError::OperationFailed {
+                    index: 0,
+                    source: zk::Error::BadVersion | zk::Error::NoNode,
+                }) if lease.is_some() => return Ok(Claim::Fenced),
+                Err(zk::MultiWriteError::OperationFailed { index, .. }) if index == run_index => {
+                    continue; // the run changed meanwhile: look again
+                }
+                Err(e) => return Err(zk_err("writing a run", e.into())),
+            }
+        }
+        // The marker follows the record; a stale one is harmless (`running_runs` reads the
+        // record), a missing one only hides an orphan until its record is read otherwise.
+        let marker = self.running_path(&new.job, new.fire_time)?;
+        if new.outcome == RUNNING {
+            match c.create(&marker, &[], &PERSISTENT).await {
+                Ok(_) | Err(zk::Error::NodeExists) => {}
+                Err(e) => return Err(zk_err("marking a run", e)),
+            }
+        } else {
+            match c.delete(&marker, None).await {
+                Ok(()) | Err(zk::Error::NoNode) => {}
+                Err(e) => return Err(zk_err("unmarking a run", e)),
+            }
+        }
+        Ok(Claim::Won)
+    }
+
     /// A job's run fire times (unix seconds), newest first; none if it has no runs directory.
     async fn run_times(&self, c: &zk::Client, dir: &str) -> StoreResult<Vec<i64>> {
         let names = match c.list_children(dir).await {
@@ -212,26 +297,26 @@ impl ZooKeeperStore {
         Ok(runs.into_iter().flatten().map(|(r, _)| r.into()).collect())
     }
 
-    /// Write (create or overwrite) a run record, creating its job's directory if needed.
-    async fn write_run(&self, c: &zk::Client, run: &RunRecord) -> StoreResult<()> {
-        let dir = self.runs_dir(&run.job)?;
-        let path = self.run_path(&run.job, run.fire_time)?;
-        let data = to_json(&Run::from(run))?;
+    /// Raise the pruned watermark at `path` to `newest` (never lower it), version-checked.
+    async fn raise_pruned(&self, c: &zk::Client, path: &str, newest: i64) -> StoreResult<()> {
+        let data = to_json(&Pruned { fire_time: newest })?;
         for _ in 0..RETRIES {
-            match c.set_data(&path, &data, None).await {
-                Ok(_) => return Ok(()),
-                Err(zk::Error::NoNode) => {}
-                Err(e) => return Err(zk_err("writing a run", e)),
-            }
-            match c.create(&path, &data, &PERSISTENT).await {
-                Ok(_) => return Ok(()),
-                Err(zk::Error::NodeExists) => {} // created meanwhile: overwrite it
-                Err(zk::Error::NoNode) => ensure_dir(c, &dir).await?,
-                Err(e) => return Err(zk_err("writing a run", e)),
+            match read::<Pruned>(c, path.to_string()).await? {
+                Some((p, _)) if p.fire_time >= newest => return Ok(()),
+                Some((_, stat)) => match c.set_data(path, &data, Some(stat.version)).await {
+                    Ok(_) => return Ok(()),
+                    Err(zk::Error::BadVersion | zk::Error::NoNode) => continue,
+                    Err(e) => return Err(zk_err("raising the pruned watermark", e)),
+                },
+                None => match c.create(path, &data, &PERSISTENT).await {
+                    Ok(_) => return Ok(()),
+                    Err(zk::Error::NodeExists) => continue,
+                    Err(e) => return Err(zk_err("raising the pruned watermark", e)),
+                },
             }
         }
         Err(StoreError::Unavailable(format!(
-            "zookeeper: writing {path} kept racing other writers"
+            "zookeeper: raising {path} kept racing other writers"
         )))
     }
 
@@ -617,9 +702,12 @@ impl Store for ZooKeeperStore {
 
     async fn claim(&self, run: &RunRecord, session: &str) -> StoreResult<Claim> {
         let lease_path = self.lease_path(&run.job)?;
+        let pruned_path = self.pruned_path(&run.job)?;
+        let marker = self.running_path(&run.job, run.fire_time)?;
         let dir = self.runs_dir(&run.job)?;
         let path = self.run_path(&run.job, run.fire_time)?;
         let data = to_json(&Run::from(run))?;
+        let zero = to_json(&Pruned::default())?;
         self.bounded("claim", async {
             let c = self.client().await?;
             let lease = read::<Lease>(&c, lease_path.clone()).await?;
@@ -628,52 +716,136 @@ impl Store for ZooKeeperStore {
             }) else {
                 return Ok(Claim::Fenced);
             };
-            for attempt in 0..2 {
+            for attempt in 0..RETRIES {
+                let pruned = read::<Pruned>(&c, pruned_path.clone()).await?;
+                if pruned
+                    .as_ref()
+                    .is_some_and(|(p, _)| run.fire_time.timestamp() <= p.fire_time)
+                {
+                    return Ok(Claim::TooOld);
+                }
                 let mut txn = c.new_multi_writer();
                 txn.add_check_version(&lease_path, stat.version)
                     .map_err(op_err)?;
+                match &pruned {
+                    Some((_, p)) => txn.add_check_version(&pruned_path, p.version),
+                    None => txn.add_create(&pruned_path, &zero, &PERSISTENT),
+                }
+                .map_err(op_err)?;
                 txn.add_create(&path, &data, &PERSISTENT).map_err(op_err)?;
+                if run.outcome == RUNNING {
+                    txn.add_create(&marker, &[], &PERSISTENT).map_err(op_err)?;
+                }
                 match txn.commit().await {
                     Ok(_) => return Ok(Claim::Won),
                     Err(zk::MultiWriteError::OperationFailed {
                         index: 0,
                         source: zk::Error::BadVersion | zk::Error::NoNode,
                     }) => return Ok(Claim::Fenced),
+                    // The watermark moved or appeared meanwhile: read it again.
+                    Err(zk::MultiWriteError::OperationFailed { index: 1, .. }) => continue,
                     Err(zk::MultiWriteError::OperationFailed {
-                        index: 1,
+                        index: 2,
                         source: zk::Error::NodeExists,
                     }) => return Ok(Claim::AlreadyRun),
                     // The job's first run: make its directory and try once more.
                     Err(zk::MultiWriteError::OperationFailed {
-                        index: 1,
+                        index: 2,
                         source: zk::Error::NoNode,
                     }) if attempt == 0 => ensure_dir(&c, &dir).await?,
+                    // A stale marker of a pruned run: drop it and try again.
+                    Err(zk::MultiWriteError::OperationFailed {
+                        index: 3,
+                        source: zk::Error::NodeExists,
+                    }) => match c.delete(&marker, None).await {
+                        Ok(()) | Err(zk::Error::NoNode) => {}
+                        Err(e) => return Err(zk_err("claim", e)),
+                    },
                     Err(e) => return Err(zk_err("claim", e.into())),
                 }
             }
-            Err(StoreError::Other(format!(
-                "zookeeper claim: {dir} is missing right after it was created"
+            Err(StoreError::Unavailable(format!(
+                "zookeeper claim: {path} kept racing other writers"
             )))
         })
         .await
     }
 
-    async fn finish(&self, run: &RunRecord) -> StoreResult<()> {
+    async fn finish(&self, run: &RunRecord) -> StoreResult<bool> {
         self.bounded("finish", async {
             let c = self.client().await?;
-            self.write_run(&c, run).await
+            let done = self
+                .replace_running(&c, run, &run.session, Some(run.term), None)
+                .await?;
+            Ok(done == Claim::Won)
         })
         .await
     }
 
-    async fn run_exists(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<bool> {
+    async fn get_run(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<Option<RunRecord>> {
         let path = self.run_path(job, fire_time)?;
-        self.bounded("run_exists", async {
+        self.bounded("get_run", async {
             let c = self.client().await?;
-            c.check_stat(&path)
-                .await
-                .map(|stat| stat.is_some())
-                .map_err(|e| zk_err("run_exists", e))
+            Ok(read::<Run>(&c, path).await?.map(|(r, _)| r.into()))
+        })
+        .await
+    }
+
+    async fn running_runs(&self) -> StoreResult<Vec<RunRecord>> {
+        let dir = format!("{}/running", self.root);
+        self.bounded("running_runs", async {
+            let c = self.client().await?;
+            let names = match c.list_children(&dir).await {
+                Ok(names) => names,
+                Err(zk::Error::NoNode) => return Ok(Vec::new()),
+                Err(e) => return Err(zk_err("listing running runs", e)),
+            };
+            let paths: Vec<String> = names
+                .iter()
+                .filter_map(|n| {
+                    let (job, unix) = n.rsplit_once('@')?;
+                    let unix: i64 = unix.parse().ok()?;
+                    Some(format!("{}/runs/{job}/{unix}", self.root))
+                })
+                .collect();
+            let reads: Vec<_> = paths.into_iter().map(|p| read::<Run>(&c, p)).collect();
+            let runs: Vec<Option<(Run, zk::Stat)>> = futures::stream::iter(reads)
+                .buffered(PIPELINE)
+                .try_collect()
+                .await?;
+            Ok(runs
+                .into_iter()
+                .flatten()
+                .map(|(r, _)| RunRecord::from(r))
+                .filter(|r| r.outcome == RUNNING)
+                .collect())
+        })
+        .await
+    }
+
+    async fn close_orphan(
+        &self,
+        new: &RunRecord,
+        orphan_session: &str,
+        fence: &Fence,
+    ) -> StoreResult<Claim> {
+        let lease_path = self.lease_path(&new.job)?;
+        self.bounded("close_orphan", async {
+            let c = self.client().await?;
+            let lease = read::<Lease>(&c, lease_path.clone()).await?;
+            let Some((_, stat)) = lease.filter(|(l, _)| {
+                l.holder == fence.node && l.session == fence.session && l.term == fence.term
+            }) else {
+                return Ok(Claim::Fenced);
+            };
+            self.replace_running(
+                &c,
+                new,
+                orphan_session,
+                None,
+                Some((&lease_path, stat.version)),
+            )
+            .await
         })
         .await
     }
@@ -705,16 +877,27 @@ impl Store for ZooKeeperStore {
 
     async fn prune_runs(&self, job: &str, keep: usize) -> StoreResult<usize> {
         let dir = self.runs_dir(job)?;
+        let pruned_path = self.pruned_path(job)?;
+        let running_dir = format!("{}/running/{}", self.root, name("job name", job)?);
         self.bounded("prune_runs", async {
             let c = self.client().await?;
             let times = self.run_times(&c, &dir).await?;
+            // The watermark first (newest first: the first deleted is the newest).
+            if let Some(newest) = times.get(keep).copied() {
+                self.raise_pruned(&c, &pruned_path, newest).await?;
+            }
             let deletes: Vec<_> = times
                 .iter()
                 .skip(keep)
                 .map(|t| {
                     let path = format!("{dir}/{t}");
+                    let marker = format!("{running_dir}@{t}");
                     let c = &c;
                     async move {
+                        match c.delete(&marker, None).await {
+                            Ok(()) | Err(zk::Error::NoNode) => {}
+                            Err(e) => return Err(zk_err("pruning runs", e)),
+                        }
                         match c.delete(&path, None).await {
                             Ok(()) => Ok(true),
                             Err(zk::Error::NoNode) => Ok(false), // pruned by someone else
@@ -825,6 +1008,10 @@ mod tests {
             outcome: "failed".into(),
             exit_code: Some(-1),
             attempts: 0,
+            session: "s1".into(),
+            process: "p1".into(),
+            reason: Some("lease_lost".into()),
+            recovery: true,
         };
         let json = serde_json::to_vec(&Run::from(&run)).unwrap();
         let back: RunRecord = serde_json::from_slice::<Run>(&json).unwrap().into();

@@ -1,0 +1,326 @@
+//! Writes run outcomes to the store, for as long as the node lives.
+//!
+//! A run's final record must reach the store whatever the store does meanwhile: an outage of a
+//! few seconds used to leave a record `running` forever. So a finished run hands its record to
+//! this queue and moves on; one worker writes the queue with capped exponential backoff
+//! ([`MIN_BACKOFF`] doubling to [`MAX_BACKOFF`]) across outages of any length, without holding
+//! up any tick (claims go to the store directly, never through here).
+//!
+//! - **Bounded.** At most [`QUEUE`] records wait in the channel and [`PENDING`] in the worker;
+//!   when both are full, the run that finishes next waits for room (logged `outcome_queue_full`
+//!   and counted): its own task waits, no other job's tick does, and nothing is dropped.
+//! - **Conditional.** Each write is [`Store::finish`]: it lands only if the record is still
+//!   this claim's `running` record. If another node closed it meanwhile (it judged this node
+//!   dead: see [`crate::orphans`]) or it was pruned, the write is dropped and logged
+//!   (`outcome_superseded`): a run is closed once.
+//! - **Unconfirmed claims.** A claim whose answer was lost (the store call failed) may have
+//!   committed. It is queued as such: once the store answers, the record is read back, and if
+//!   it is this claim's (same session and term) and still `running`, it is closed as `skipped`
+//!   with reason `claim_unconfirmed`. The fire time is not run late: at most once.
+//! - **Graceful stop.** [`Recorder::drain`] keeps writing until a deadline (the end of
+//!   `shutdown_grace`), then logs every record it could not write (`outcome_unrecorded`); those
+//!   are closed as `lost` by the job's next leader once this node's record is gone.
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::history::History;
+use crate::metrics::Metrics;
+use crate::store::{RunRecord, Store, StoreError, RUNNING};
+use crate::tick::rfc3339;
+
+/// Records waiting in the channel before a finishing run waits for room.
+pub const QUEUE: usize = 1024;
+/// Records the worker holds (being retried) before it stops taking more from the channel.
+pub const PENDING: usize = 8192;
+/// Writes in flight at once when the worker catches up on a backlog.
+const IN_FLIGHT: usize = 16;
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// What the worker writes.
+#[derive(Debug, Clone)]
+enum Entry {
+    /// A claimed run's final record.
+    Finish(RunRecord),
+    /// A claim whose answer was lost: resolve it (module docs).
+    Unconfirmed(RunRecord),
+}
+
+impl Entry {
+    fn run(&self) -> &RunRecord {
+        match self {
+            Entry::Finish(r) | Entry::Unconfirmed(r) => r,
+        }
+    }
+}
+
+pub struct Recorder {
+    tx: mpsc::Sender<Entry>,
+    metrics: Arc<Metrics>,
+    node: String,
+}
+
+/// The worker half, run by [`Worker::run`].
+pub struct Worker {
+    rx: mpsc::Receiver<Entry>,
+    store: Arc<dyn Store>,
+    history: Arc<History>,
+    metrics: Arc<Metrics>,
+    node: String,
+    pending: VecDeque<Entry>,
+}
+
+impl Recorder {
+    pub fn new(
+        node: String,
+        store: Arc<dyn Store>,
+        history: Arc<History>,
+        metrics: Arc<Metrics>,
+    ) -> (Arc<Recorder>, Worker) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let recorder = Arc::new(Recorder {
+            tx,
+            metrics: metrics.clone(),
+            node: node.clone(),
+        });
+        let worker = Worker {
+            rx,
+            store,
+            history,
+            metrics,
+            node,
+            pending: VecDeque::new(),
+        };
+        (recorder, worker)
+    }
+
+    /// Queue a claimed run's final record.
+    pub async fn finish(&self, run: RunRecord) {
+        self.send(Entry::Finish(run)).await
+    }
+
+    /// Queue a claim whose answer was lost, to be resolved when the store answers.
+    pub async fn unconfirmed(&self, run: RunRecord) {
+        self.send(Entry::Unconfirmed(run)).await
+    }
+
+    async fn send(&self, entry: Entry) {
+        match self.tx.try_send(entry) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(entry)) => {
+                self.metrics.outcome_queue_full();
+                let run = entry.run();
+                warn!(event = "outcome_queue_full", job = %run.job, node = %self.node,
+                    fire_time = %rfc3339(run.fire_time),
+                    "{} run outcomes are waiting for the store: this run waits for room",
+                    QUEUE + PENDING);
+                if self.tx.send(entry).await.is_err() {
+                    warn!(event = "outcome_unrecorded", node = %self.node,
+                        "the outcome writer has stopped: a run's outcome is not recorded");
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(entry)) => {
+                let run = entry.run();
+                warn!(event = "outcome_unrecorded", job = %run.job, node = %self.node,
+                    fire_time = %rfc3339(run.fire_time), outcome = %run.outcome,
+                    "the outcome writer has stopped: this run's outcome is not recorded");
+            }
+        }
+    }
+}
+
+/// What one write attempt came to.
+enum Written {
+    Done,
+    Retry(StoreError),
+}
+
+impl Worker {
+    /// Write until `stop` fires; then [`Worker::drain`] until `deadline` (if given) is what the
+    /// caller does next.
+    pub async fn run(mut self, stop: tokio_util::sync::CancellationToken) -> Worker {
+        let mut backoff = MIN_BACKOFF;
+        let mut failures: u32 = 0;
+        loop {
+            if self.pending.is_empty() {
+                tokio::select! {
+                    entry = self.rx.recv() => match entry {
+                        Some(e) => self.pending.push_back(e),
+                        None => return self,
+                    },
+                    _ = stop.cancelled() => return self,
+                }
+            }
+            self.take_queued();
+            match self.write_some().await {
+                None => {
+                    backoff = MIN_BACKOFF;
+                    failures = 0;
+                }
+                Some(e) => {
+                    failures += 1;
+                    if failures == 1 || failures % 20 == 0 {
+                        warn!(event = "store_error", node = %self.node, failures,
+                            pending = self.pending.len(), retry_in_ms = backoff.as_millis() as u64,
+                            "cannot record run outcomes yet, retrying: {e}");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.cancelled() => return self,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Graceful stop: every run has ended; write what is left until `deadline`, then log
+    /// what could not be written. Returns how many records were left unwritten.
+    pub async fn drain(mut self, deadline: Instant) -> usize {
+        self.rx.close();
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            self.take_queued();
+            if self.pending.is_empty() {
+                return 0;
+            }
+            let failed = tokio::select! {
+                f = self.write_some() => f,
+                _ = tokio::time::sleep_until(deadline) => break,
+            };
+            if failed.is_some() {
+                if Instant::now() + backoff >= deadline {
+                    break;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+        self.take_queued();
+        let left = self.pending.len();
+        for entry in &self.pending {
+            let run = entry.run();
+            warn!(event = "outcome_unrecorded", job = %run.job, node = %self.node,
+                fire_time = %rfc3339(run.fire_time), term = run.term, outcome = %run.outcome,
+                "stopping without recording this run's outcome (the store did not answer in \
+                 time); the job's next leader closes it as lost");
+        }
+        left
+    }
+
+    fn take_queued(&mut self) {
+        while self.pending.len() < PENDING {
+            match self.rx.try_recv() {
+                Ok(e) => self.pending.push_back(e),
+                Err(_) => break,
+            }
+        }
+        self.metrics.set_outcomes_pending(self.pending.len());
+    }
+
+    /// Write the pending records, [`IN_FLIGHT`] at a time, oldest first; stop at the first
+    /// batch with a failure and return its error (the failed ones stay pending, in order).
+    async fn write_some(&mut self) -> Option<StoreError> {
+        while !self.pending.is_empty() {
+            let n = self.pending.len().min(IN_FLIGHT);
+            let batch: Vec<Entry> = self.pending.drain(..n).collect();
+            let results = futures::future::join_all(batch.iter().map(|e| self.write(e))).await;
+            let mut error = None;
+            let mut failed = Vec::new();
+            for (entry, result) in batch.into_iter().zip(results) {
+                match result {
+                    Written::Done => {}
+                    Written::Retry(e) => {
+                        failed.push(entry);
+                        error.get_or_insert(e);
+                    }
+                }
+            }
+            for entry in failed.into_iter().rev() {
+                self.pending.push_front(entry);
+            }
+            self.metrics.set_outcomes_pending(self.pending.len());
+            if error.is_some() {
+                return error;
+            }
+            self.take_queued();
+        }
+        None
+    }
+
+    async fn write(&self, entry: &Entry) -> Written {
+        match entry {
+            Entry::Finish(run) => match self.store.finish(run).await {
+                Ok(true) => {
+                    self.history.recorded(&run.job);
+                    Written::Done
+                }
+                Ok(false) => {
+                    self.superseded(run).await;
+                    Written::Done
+                }
+                Err(e) => Written::Retry(e),
+            },
+            Entry::Unconfirmed(claim) => {
+                let stored = match self.store.get_run(&claim.job, claim.fire_time).await {
+                    Ok(r) => r,
+                    Err(e) => return Written::Retry(e),
+                };
+                let fire = rfc3339(claim.fire_time);
+                let ours = stored.as_ref().is_some_and(|r| {
+                    r.outcome == RUNNING && r.session == claim.session && r.term == claim.term
+                });
+                if !ours {
+                    info!(event = "claim_resolved", job = %claim.job, node = %self.node,
+                        fire_time = %fire, term = claim.term, claimed = false,
+                        "the claim whose answer was lost did not commit (or is another's)");
+                    return Written::Done;
+                }
+                let mut closed = claim.clone();
+                closed.outcome = "skipped".into();
+                closed.reason = Some("claim_unconfirmed".into());
+                closed.attempts = 0;
+                closed.finished_at = Some(Utc::now());
+                match self.store.finish(&closed).await {
+                    Ok(written) => {
+                        info!(event = "claim_resolved", job = %claim.job, node = %self.node,
+                            fire_time = %fire, term = claim.term, claimed = true, written,
+                            "the claim whose answer was lost had committed: closed as skipped \
+                             (claim_unconfirmed), not run");
+                        if written {
+                            self.metrics.job_skipped(&claim.job);
+                            self.history.recorded(&claim.job);
+                        }
+                        Written::Done
+                    }
+                    Err(e) => Written::Retry(e),
+                }
+            }
+        }
+    }
+
+    /// A finish that did not land: say what the store holds instead.
+    async fn superseded(&self, run: &RunRecord) {
+        let now = self
+            .store
+            .get_run(&run.job, run.fire_time)
+            .await
+            .ok()
+            .flatten();
+        let (outcome, by) = match &now {
+            Some(r) => (r.outcome.clone(), r.node.clone()),
+            None => ("none (pruned)".to_string(), String::new()),
+        };
+        warn!(event = "outcome_superseded", job = %run.job, node = %self.node,
+            fire_time = %rfc3339(run.fire_time), term = run.term, outcome = %run.outcome,
+            stored_outcome = %outcome, stored_node = %by,
+            "the run ended {} but its record was closed meanwhile (now {outcome}{}): not \
+             overwritten", run.outcome, if by.is_empty() { String::new() } else { format!(" by {by}") });
+    }
+}
