@@ -9,7 +9,13 @@
 #
 # The emulator runs in its own process group (setsid); its pgid is kept in
 # ${XDG_RUNTIME_DIR:-/tmp}/cronlease-emulator-PORT.pid, its data dir (in-memory store, plus the
-# log emulator.log) in cronlease-emulator-PORT.dir next to it. `stop` ends only that group.
+# log emulator.log) in cronlease-emulator-PORT.dir next to it. `stop` ends only that group (the
+# launcher is a shell script whose java child is in the same group), and waits until it is gone.
+#
+# Nothing is left half-started: if `start` fails, or is interrupted (Ctrl-C, SIGTERM, SIGHUP)
+# before the emulator is healthy, it stops what it started. `stop` is not interrupted by Ctrl-C,
+# SIGTERM or SIGHUP. Neither dies of a closed stdout or stderr (`| head`, a closed terminal): a
+# message that cannot be written is dropped.
 #
 # Environment: CRONLEASE_EMULATOR (launcher path), JAVA (java binary),
 # EMULATOR_START_TIMEOUT (seconds to wait for health, default 30).
@@ -21,13 +27,27 @@ PROJECT_ID=cronlease-dev
 RUN_DIR=${XDG_RUNTIME_DIR:-/tmp}
 START_TIMEOUT=${EMULATOR_START_TIMEOUT:-30}
 
+# Messages: a write that fails (a closed pipe or terminal) is dropped, never fatal.
+out() { printf '%s\n' "$*" 2>/dev/null || true; }
+err() { printf 'emulator.sh: %s\n' "$*" >&2 2>/dev/null || true; }
+# The end of the emulator's log on stderr (for failures).
+log_tail() {
+    if [[ -f $1 ]]; then
+        tail -n 20 -- "$1" >&2 2>/dev/null || true
+    fi
+}
+
 die() {
-    echo "emulator.sh: $*" >&2
+    err "$*"
     exit 1
 }
 
+# A write to a closed pipe must not kill this script before it has cleaned up: with a trap
+# (rather than ignoring SIGPIPE, which children would inherit) the write just fails.
+trap ':' PIPE
+
 usage() {
-    echo "usage: $0 start [PORT] | stop [PORT] | status [PORT] | env [PORT]   (default port 8081)" >&2
+    printf '%s\n' "usage: $0 start [PORT] | stop [PORT] | status [PORT] | env [PORT]   (default port 8081)" >&2 2>/dev/null || true
     exit 2
 }
 
@@ -74,7 +94,7 @@ port_open() {
 group_members() {
     local pgid=$1 stat rest state pgrp cmd p
     for p in /proc/[0-9]*; do
-        stat=$(cat "$p/stat" 2>/dev/null) || continue
+        read -r stat 2>/dev/null <"$p/stat" || continue # a builtin: no fork per process
         rest=${stat##*) }
         read -r state _ pgrp _ <<<"$rest"
         [[ $pgrp == "$pgid" && $state != Z ]] || continue
@@ -92,93 +112,128 @@ require_tools() {
     command -v setsid >/dev/null 2>&1 || die "setsid not found (util-linux)"
 }
 
+# What `start` has made so far (undone by start_failed until the emulator is healthy).
+START_PGID=""
+START_DATA=""
+
+# EXIT trap while `start` is under way: stop and remove whatever it started. Runs once.
+start_failed() {
+    trap '' INT TERM HUP
+    set +e
+    trap - EXIT
+    # A signal right after `setsid ... &`, before START_PGID=$!, runs this trap in between.
+    [[ -z $START_PGID ]] && START_PGID=${!:-}
+    stop_quietly
+}
+
 start() {
     require_tools
     if [[ -f $PID_FILE ]]; then
         local old
         old=$(<"$PID_FILE")
         if [[ $old =~ ^[0-9]+$ ]] && [[ -n $(group_members "$old") ]] && healthy; then
-            echo "emulator already running on 127.0.0.1:$PORT (pgid $old)"
+            out "emulator already running on 127.0.0.1:$PORT (pgid $old)"
             return 0
         fi
-        echo "removing stale $PID_FILE" >&2
+        err "removing stale $PID_FILE"
         stop_quietly
     fi
     port_open && die "port $PORT on 127.0.0.1 is already in use"
 
+    # From here on, any way out other than success (an error, set -e, a signal) cleans up.
+    trap start_failed EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    trap 'exit 129' HUP
+
     mkdir -p "$RUN_DIR"
-    local data
-    data=$(mktemp -d "${TMPDIR:-/tmp}/cronlease-emulator-$PORT.XXXXXX")
-    echo "$data" >"$DIR_FILE"
-    local log=$data/emulator.log
-    "$EMULATOR" create "$data/project" >"$log" 2>&1 || {
-        tail -n 20 "$log" >&2
+    START_DATA=$(mktemp -d "${TMPDIR:-/tmp}/cronlease-emulator-$PORT.XXXXXX")
+    echo "$START_DATA" >"$DIR_FILE"
+    local log=$START_DATA/emulator.log
+    "$EMULATOR" create "$START_DATA/project" >"$log" 2>&1 || {
+        log_tail "$log"
         die "'$EMULATOR create' failed"
     }
 
-    # A background child of a script is not a group leader, so setsid does not fork:
-    # $! is the new session's (and process group's) leader.
+    # In its own session and process group: a Ctrl-C meant for the caller does not reach it,
+    # and `stop` ends the launcher and its java child together. A background child of a
+    # script is not a group leader, so setsid does not fork: $! is the group's leader.
     setsid "$EMULATOR" start --host=127.0.0.1 --port="$PORT" --store_on_disk=False \
-        --consistency=1.0 "$data/project" </dev/null >>"$log" 2>&1 &
-    local pgid=$!
-    echo "$pgid" >"$PID_FILE"
-    echo "starting the Datastore emulator on 127.0.0.1:$PORT (pgid $pgid, log $log)"
+        --consistency=1.0 "$START_DATA/project" </dev/null >>"$log" 2>&1 &
+    START_PGID=$!
+    echo "$START_PGID" >"$PID_FILE"
+    out "starting the Datastore emulator on 127.0.0.1:$PORT (pgid $START_PGID, log $log)"
 
     local deadline=$((SECONDS + START_TIMEOUT))
     until healthy; do
-        if ! kill -0 "$pgid" 2>/dev/null; then
-            tail -n 20 "$log" >&2
-            stop_quietly
+        if ! kill -0 "$START_PGID" 2>/dev/null; then
+            log_tail "$log"
             die "the emulator exited during start-up (log above)"
         fi
         if ((SECONDS >= deadline)); then
-            tail -n 20 "$log" >&2
-            stop_quietly
+            log_tail "$log"
             die "the emulator did not answer GET / with Ok within ${START_TIMEOUT}s"
         fi
         sleep 0.2
     done
-    [[ -n $(group_members "$pgid") ]] ||
-        die "the emulator answers on port $PORT but not from process group $pgid (another server on the port?)"
-    echo "emulator ready: export DATASTORE_EMULATOR_HOST=127.0.0.1:$PORT DATASTORE_PROJECT_ID=$PROJECT_ID"
+    [[ -n $(group_members "$START_PGID") ]] ||
+        die "the emulator answers on port $PORT but not from process group $START_PGID (another server on the port?)"
+    # Started: from now on it runs until `stop`.
+    trap - EXIT INT TERM HUP
+    out "emulator ready: export DATASTORE_EMULATOR_HOST=127.0.0.1:$PORT DATASTORE_PROJECT_ID=$PROJECT_ID"
 }
 
-# Stop the recorded group (if any), remove the pid file and the data dir. Never fails.
+# Wait up to $2 seconds until group $1 has no emulator process left; fail if some remain.
+group_gone_within() {
+    local pgid=$1 deadline=$((SECONDS + $2))
+    while [[ -n $(group_members "$pgid") ]]; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.1
+    done
+}
+
+# Stop the recorded group (if any) and wait until it is gone, remove the pid file and the data
+# dir. The group is the one this script started (the pid file, or START_PGID during `start`);
+# it is signalled only while one of its members is an emulator process (the group id cannot be
+# reused while a member lives). Never fails.
 stop_quietly() {
-    local pgid="" data=""
-    [[ -f $PID_FILE ]] && pgid=$(<"$PID_FILE")
-    [[ -f $DIR_FILE ]] && data=$(<"$DIR_FILE")
+    local - # set +e for this function only: it does its best and never stops half-way
+    set +e
+    local pgid=$START_PGID data=$START_DATA
+    [[ -z $pgid && -f $PID_FILE ]] && pgid=$(<"$PID_FILE")
+    [[ -z $data && -f $DIR_FILE ]] && data=$(<"$DIR_FILE")
     if [[ $pgid =~ ^[0-9]+$ ]] && [[ -n $(group_members "$pgid") ]]; then
-        http POST /shutdown >/dev/null || true
-        local deadline=$((SECONDS + 10))
-        while [[ -n $(group_members "$pgid") ]] && ((SECONDS < deadline)); do
-            sleep 0.2
-        done
-        # Whatever is left of the group (the group id is ours while a member lives).
-        if [[ -n $(group_members "$pgid") ]]; then
-            kill -KILL -- "-$pgid" 2>/dev/null || true
+        # Politely if it answers (it then exits at once), else SIGTERM, then SIGKILL, to the
+        # whole group: the launcher script and its java child.
+        if ! { http POST /shutdown >/dev/null && group_gone_within "$pgid" 10; }; then
+            [[ -n $(group_members "$pgid") ]] && kill -TERM -- "-$pgid" 2>/dev/null
+            if ! group_gone_within "$pgid" 5; then
+                [[ -n $(group_members "$pgid") ]] && kill -KILL -- "-$pgid" 2>/dev/null
+                group_gone_within "$pgid" 5
+            fi
         fi
     fi
     rm -f "$PID_FILE" "$DIR_FILE"
     if [[ $data == "${TMPDIR:-/tmp}"/cronlease-emulator-"$PORT".* && -d $data ]]; then
         rm -rf -- "$data"
     fi
+    return 0
 }
 
 stop() {
+    # Finish once begun: half a stop would leave the java child running.
+    trap '' INT TERM HUP
     if [[ ! -f $PID_FILE ]]; then
-        echo "no emulator recorded for port $PORT ($PID_FILE does not exist)"
+        out "no emulator recorded for port $PORT ($PID_FILE does not exist)"
         return 0
     fi
     local pgid
     pgid=$(<"$PID_FILE")
     stop_quietly
-    local deadline=$((SECONDS + 10))
-    while [[ $pgid =~ ^[0-9]+$ && -n $(group_members "$pgid") ]] && ((SECONDS < deadline)); do
-        sleep 0.1
-    done
-    [[ $pgid =~ ^[0-9]+$ && -n $(group_members "$pgid") ]] && die "processes of group $pgid are still running"
-    echo "emulator on 127.0.0.1:$PORT stopped"
+    if [[ $pgid =~ ^[0-9]+$ && -n $(group_members "$pgid") ]]; then
+        die "processes of group $pgid are still running"
+    fi
+    out "emulator on 127.0.0.1:$PORT stopped"
 }
 
 status() {
@@ -186,13 +241,13 @@ status() {
     [[ -f $PID_FILE ]] && pgid=$(<"$PID_FILE")
     if [[ $pgid =~ ^[0-9]+$ ]] && [[ -n $(group_members "$pgid") ]]; then
         if healthy; then
-            echo "running on 127.0.0.1:$PORT (pgid $pgid), healthy"
+            out "running on 127.0.0.1:$PORT (pgid $pgid), healthy"
         else
-            echo "running on 127.0.0.1:$PORT (pgid $pgid), NOT answering GET /"
+            out "running on 127.0.0.1:$PORT (pgid $pgid), NOT answering GET /"
             return 1
         fi
     else
-        echo "not running on 127.0.0.1:$PORT"
+        out "not running on 127.0.0.1:$PORT"
         return 1
     fi
 }
@@ -210,6 +265,6 @@ case $COMMAND in
 start) start ;;
 stop) stop ;;
 status) status ;;
-env) echo "export DATASTORE_EMULATOR_HOST=127.0.0.1:$PORT DATASTORE_PROJECT_ID=$PROJECT_ID" ;;
+env) out "export DATASTORE_EMULATOR_HOST=127.0.0.1:$PORT DATASTORE_PROJECT_ID=$PROJECT_ID" ;;
 *) usage ;;
 esac
