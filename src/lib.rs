@@ -14,6 +14,8 @@
 //! | [`session`]  | the node's session: one heartbeat write per renew period, its deadline |
 //! | [`election`] | observes leases, judges expiry on the local monotonic clock, acquires  |
 //! | [`tick`]     | one tick: claim (fenced by term) then run, or sit out                  |
+//! | [`recorder`] | run outcomes to the store, retried for as long as the node lives       |
+//! | [`orphans`]  | closes (or recovers) the running runs of dead nodes, per job leader    |
 //! | [`history`]  | keeps the newest `[store] history` runs per job, prunes in background  |
 //! | [`runner`]   | runs an action, labels its output, enforces the timeout               |
 //! | [`watchdog`] | `__watchdog`: kills a dead node's running jobs (even after `kill -9`)  |

@@ -58,16 +58,29 @@ enum Command {
 
 const EXIT_CONFIG: u8 = 2;
 
+/// Print to stdout; a closed stdout (`cronlease check | head -1`) is not an error worth a
+/// panic: what was not read is simply not printed.
+fn out(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(text.as_bytes());
+}
+
+/// One line to stderr, ignoring a closed stderr (the exit code still says what happened).
+fn err(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => match cronlease::config::load(&config) {
             Ok(cfg) => {
-                print!("{}", cronlease::check::report(&cfg, chrono::Utc::now()));
+                out(&cronlease::check::report(&cfg, chrono::Utc::now()));
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                err(&format!("error: {e}"));
                 ExitCode::from(EXIT_CONFIG)
             }
         },
@@ -82,7 +95,7 @@ fn main() -> ExitCode {
             let cfg = match cronlease::config::load(&config) {
                 Ok(cfg) => cfg,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    err(&format!("error: {e}"));
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
@@ -91,7 +104,7 @@ fn main() -> ExitCode {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
+                    err(&format!("error: cannot start the async runtime: {e}"));
                     return ExitCode::FAILURE;
                 }
             };
@@ -100,7 +113,7 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(event = "fatal", "{e:#}");
-                    eprintln!("error: {e:#}");
+                    err(&format!("error: {e:#}"));
                     ExitCode::FAILURE
                 }
             }
@@ -114,7 +127,7 @@ fn status(config: &std::path::Path, json: bool) -> ExitCode {
     let cfg = match cronlease::config::load(config) {
         Ok(cfg) => cfg,
         Err(e) => {
-            eprintln!("error: {e}");
+            err(&format!("error: {e}"));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -124,14 +137,14 @@ fn status(config: &std::path::Path, json: bool) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            err(&format!("error: cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
     let report = match runtime.block_on(cronlease::status::fetch(&cfg)) {
         Ok(report) => report,
         Err(e) => {
-            eprintln!("error: {e}");
+            err(&format!("error: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -139,7 +152,7 @@ fn status(config: &std::path::Path, json: bool) -> ExitCode {
         match cronlease::status::to_json(&report) {
             Ok(text) => text,
             Err(e) => {
-                eprintln!("error: cannot encode the status as JSON: {e}");
+                err(&format!("error: cannot encode the status as JSON: {e}"));
                 return ExitCode::FAILURE;
             }
         }

@@ -155,11 +155,17 @@ impl Orphans {
             }
         };
         let mut ok = true;
+        let candidates = mine.len();
+        let mut orphans = 0;
         for run in mine {
             if let Some(reason) = self.election.orphaned(&run, &nodes) {
+                orphans += 1;
                 ok &= self.close(run, reason).await;
             }
         }
+        info!(event = "orphan_scan", node = %self.node, candidates, orphans, ok,
+            "looked at {candidates} running run(s) of other processes in jobs this node leads: \
+             {orphans} orphaned");
         ok
     }
 
@@ -222,8 +228,15 @@ impl Orphans {
                 true
             }
             Ok(Claim::Fenced) => {
-                debug!(job = %orphan.job, node = %self.node, "orphan not closed: lease lost");
-                true
+                // Really lost, or a conflicting transaction (Datastore): try again if we
+                // still lead with that term.
+                let still = self
+                    .election
+                    .leading(&orphan.job)
+                    .is_some_and(|l| l.term == lead.term);
+                debug!(job = %orphan.job, node = %self.node, still_leading = still,
+                    "orphan not closed: fenced");
+                !still
             }
             Ok(_) => {
                 debug!(job = %orphan.job, node = %self.node, fire_time = %fire,

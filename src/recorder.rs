@@ -191,14 +191,15 @@ impl Worker {
                 return 0;
             }
             let failed = tokio::select! {
+                biased;
                 f = self.write_some() => f,
                 _ = tokio::time::sleep_until(deadline) => break,
             };
             if failed.is_some() {
-                if Instant::now() + backoff >= deadline {
+                if Instant::now() >= deadline {
                     break;
                 }
-                tokio::time::sleep(backoff).await;
+                tokio::time::sleep_until((Instant::now() + backoff).min(deadline)).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
@@ -322,5 +323,245 @@ impl Worker {
             stored_outcome = %outcome, stored_node = %by,
             "the run ended {} but its record was closed meanwhile (now {outcome}{}): not \
              overwritten", run.outcome, if by.is_empty() { String::new() } else { format!(" by {by}") });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::sync::Mutex;
+
+    use chrono::DateTime;
+    use tokio_util::sync::CancellationToken;
+
+    use crate::store::{
+        Claim, Fence, LeaseRecord, NodeRecord, Observed, StoreResult, RUNNING as R,
+    };
+
+    /// Run records in memory; `down` makes every call fail as an outage does.
+    #[derive(Default)]
+    struct Flaky {
+        runs: Mutex<HashMap<i64, RunRecord>>,
+        down: AtomicBool,
+        calls: AtomicUsize,
+    }
+
+    impl Flaky {
+        fn check(&self) -> StoreResult<()> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                Err(StoreError::Unavailable("connection refused".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    use std::sync::atomic::Ordering;
+
+    #[async_trait::async_trait]
+    impl Store for Flaky {
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+        async fn put_node(&self, _: &NodeRecord) -> StoreResult<()> {
+            unreachable!()
+        }
+        async fn delete_node(&self, _: &str) -> StoreResult<()> {
+            unreachable!()
+        }
+        async fn delete_node_if(&self, _: &str, _: &str, _: i64) -> StoreResult<bool> {
+            unreachable!()
+        }
+        async fn nodes(&self) -> StoreResult<HashMap<String, NodeRecord>> {
+            unreachable!()
+        }
+        async fn leases(&self, _: &[String]) -> StoreResult<HashMap<String, LeaseRecord>> {
+            unreachable!()
+        }
+        async fn acquire(&self, _: &str, _: &Observed, _: &LeaseRecord) -> StoreResult<bool> {
+            unreachable!()
+        }
+        async fn release(&self, _: &[String], _: &str, _: &str) -> StoreResult<usize> {
+            unreachable!()
+        }
+        async fn claim(&self, _: &RunRecord, _: &str) -> StoreResult<Claim> {
+            unreachable!()
+        }
+        async fn finish(&self, run: &RunRecord) -> StoreResult<bool> {
+            self.check()?;
+            let mut runs = self.runs.lock().unwrap();
+            let key = run.fire_time.timestamp();
+            let ours = runs
+                .get(&key)
+                .is_some_and(|r| r.outcome == R && r.session == run.session && r.term == run.term);
+            if ours {
+                runs.insert(key, run.clone());
+            }
+            Ok(ours)
+        }
+        async fn get_run(&self, _: &str, t: DateTime<Utc>) -> StoreResult<Option<RunRecord>> {
+            self.check()?;
+            Ok(self.runs.lock().unwrap().get(&t.timestamp()).cloned())
+        }
+        async fn running_runs(&self) -> StoreResult<Vec<RunRecord>> {
+            unreachable!()
+        }
+        async fn close_orphan(&self, _: &RunRecord, _: &str, _: &Fence) -> StoreResult<Claim> {
+            unreachable!()
+        }
+        async fn runs(&self, _: &str) -> StoreResult<Vec<RunRecord>> {
+            unreachable!()
+        }
+        async fn recent_runs(&self, _: &str, _: usize) -> StoreResult<Vec<RunRecord>> {
+            unreachable!()
+        }
+        async fn prune_runs(&self, _: &str, _: usize) -> StoreResult<usize> {
+            Ok(0)
+        }
+    }
+
+    fn claimed(secs: i64) -> RunRecord {
+        RunRecord {
+            job: "j".into(),
+            fire_time: DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap(),
+            node: "n1".into(),
+            term: 3,
+            outcome: R.into(),
+            attempts: 1,
+            session: "s1".into(),
+            process: "p1".into(),
+            ..Default::default()
+        }
+    }
+
+    fn finished(secs: i64, outcome: &str) -> RunRecord {
+        RunRecord {
+            outcome: outcome.into(),
+            finished_at: Some(Utc::now()),
+            ..claimed(secs)
+        }
+    }
+
+    fn setup() -> (Arc<Flaky>, Arc<Recorder>, Worker) {
+        let store = Arc::new(Flaky::default());
+        let metrics = Arc::new(Metrics::new());
+        let dyn_store: Arc<dyn Store> = store.clone();
+        let history = Arc::new(History::new(dyn_store.clone(), 100, metrics.clone()));
+        let (recorder, worker) = Recorder::new("n1".into(), dyn_store, history, metrics);
+        (store, recorder, worker)
+    }
+
+    fn outcome(store: &Flaky, secs: i64) -> Option<String> {
+        let key = 1_800_000_000 + secs;
+        store
+            .runs
+            .lock()
+            .unwrap()
+            .get(&key)
+            .map(|r| r.outcome.clone())
+    }
+
+    /// A finish that meets a 10 s outage is written once the store is back, without anyone
+    /// asking again; the node's other work never waits for it (the queue takes it at once).
+    #[tokio::test(start_paused = true)]
+    async fn a_finish_is_retried_across_a_ten_second_outage() {
+        let (store, recorder, worker) = setup();
+        store.runs.lock().unwrap().insert(1_800_000_001, claimed(1));
+        store.down.store(true, Ordering::SeqCst);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(worker.run(stop.clone()));
+        recorder.finish(finished(1, "ok")).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(
+            outcome(&store, 1).as_deref(),
+            Some(R),
+            "written during the outage?"
+        );
+        let tries = store.calls.load(Ordering::SeqCst);
+        assert!((3..=10).contains(&tries), "{tries} tries in 10 s: backoff?");
+        store.down.store(false, Ordering::SeqCst);
+        // The next try is at most the backoff cap away.
+        tokio::time::sleep(MAX_BACKOFF + Duration::from_millis(10)).await;
+        assert_eq!(outcome(&store, 1).as_deref(), Some("ok"));
+        stop.cancel();
+        let worker = task.await.unwrap();
+        assert_eq!(worker.pending.len(), 0);
+    }
+
+    /// A claim whose answer was lost and that had committed is closed as skipped
+    /// (claim_unconfirmed); one that had not is left alone (nothing created).
+    #[tokio::test(start_paused = true)]
+    async fn an_unconfirmed_claim_is_resolved_when_the_store_answers() {
+        let (store, recorder, worker) = setup();
+        store.runs.lock().unwrap().insert(1_800_000_002, claimed(2));
+        store.down.store(true, Ordering::SeqCst);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(worker.run(stop.clone()));
+        recorder.unconfirmed(claimed(2)).await;
+        recorder.unconfirmed(claimed(3)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        store.down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(MAX_BACKOFF + Duration::from_millis(10)).await;
+        let runs = store.runs.lock().unwrap().clone();
+        assert_eq!(runs[&1_800_000_002].outcome, "skipped");
+        assert_eq!(
+            runs[&1_800_000_002].reason.as_deref(),
+            Some("claim_unconfirmed")
+        );
+        assert!(!runs.contains_key(&1_800_000_003), "nothing created");
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    /// Graceful stop: the queue is written until the deadline; what could not be written is
+    /// counted (and logged), never waited for past the deadline.
+    #[tokio::test(start_paused = true)]
+    async fn drain_stops_at_its_deadline() {
+        let (store, recorder, worker) = setup();
+        for i in 0..3 {
+            store
+                .runs
+                .lock()
+                .unwrap()
+                .insert(1_800_000_000 + i, claimed(i));
+            recorder.finish(finished(i, "ok")).await;
+        }
+        store.down.store(true, Ordering::SeqCst);
+        let start = Instant::now();
+        let left = worker.drain(start + Duration::from_secs(5)).await;
+        assert_eq!(left, 3);
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_secs(4) && took <= Duration::from_secs(6),
+            "{took:?}"
+        );
+        // With the store up, the same drain writes everything at once.
+        let (store, recorder, worker) = setup();
+        store.runs.lock().unwrap().insert(1_800_000_001, claimed(1));
+        recorder.finish(finished(1, "failed")).await;
+        assert_eq!(
+            worker.drain(Instant::now() + Duration::from_secs(5)).await,
+            0
+        );
+        assert_eq!(outcome(&store, 1).as_deref(), Some("failed"));
+    }
+
+    /// A finish refused because the record was closed by someone else (lost) is dropped, not
+    /// retried forever.
+    #[tokio::test(start_paused = true)]
+    async fn a_superseded_finish_is_dropped() {
+        let (store, recorder, worker) = setup();
+        let mut lost = claimed(4);
+        lost.outcome = "lost".into();
+        store.runs.lock().unwrap().insert(1_800_000_004, lost);
+        recorder.finish(finished(4, "ok")).await;
+        assert_eq!(
+            worker.drain(Instant::now() + Duration::from_secs(5)).await,
+            0
+        );
+        assert_eq!(outcome(&store, 4).as_deref(), Some("lost"));
     }
 }

@@ -116,8 +116,13 @@ pub struct RunStatus {
     pub fire_time: DateTime<Utc>,
     pub node: String,
     pub term: i64,
-    /// `running`, `ok`, `failed`, `timeout` or `killed`.
+    /// `running`, `ok`, `failed`, `timeout`, `killed`, `replaced`, `stopped`, `skipped` or
+    /// `lost` (README: run states).
     pub outcome: String,
+    /// Why it was `skipped`, `lost` or `stopped`.
+    pub reason: Option<String>,
+    /// It re-ran a lost run (`recover = true`).
+    pub recovery: bool,
     pub exit_code: Option<i32>,
     #[serde(serialize_with = "ser_time")]
     pub started_at: DateTime<Utc>,
@@ -144,6 +149,9 @@ pub struct NodeStatus {
     pub jobs_held: Vec<String>,
     /// The node's HTTP address, if it serves one.
     pub http: Option<String>,
+    /// The node's own estimate of its wall clock's offset from its peers (ms; positive:
+    /// ahead), if it has peers.
+    pub clock_offset_ms: Option<i64>,
 }
 
 fn ser_time<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -267,6 +275,7 @@ pub fn build(
                 live: heartbeat_recent(n.renewed_at, now, lease_duration),
                 jobs_held,
                 http: n.http.clone(),
+                clock_offset_ms: n.clock_offset_ms,
             }
         })
         .collect();
@@ -286,6 +295,8 @@ fn run_status(r: &RunRecord) -> RunStatus {
         node: r.node.clone(),
         term: r.term,
         outcome: r.outcome.clone(),
+        reason: r.reason.clone(),
+        recovery: r.recovery,
         exit_code: r.exit_code,
         started_at: r.started_at,
         finished_at: r.finished_at,
@@ -500,11 +511,29 @@ impl Table {
     }
 }
 
-/// The outcome cell of a run: `ok`, `running`, `failed (exit 3)`, `timeout`.
+/// The outcome cell of a run: `ok`, `running`, `failed (exit 3)`, `timeout`,
+/// `lost (node_gone)`, `skipped (overlap)`; a recovery says so.
 fn outcome_cell(run: &RunStatus) -> String {
-    match run.exit_code {
-        Some(code) if code != 0 && run.outcome != "ok" => format!("{} (exit {code})", run.outcome),
+    let mut cell = match (&run.exit_code, &run.reason) {
+        (Some(code), _) if *code != 0 && run.outcome != "ok" => {
+            format!("{} (exit {code})", run.outcome)
+        }
+        (_, Some(reason)) if run.outcome != "ok" && !run.recovery => {
+            format!("{} ({reason})", run.outcome)
+        }
         _ => run.outcome.clone(),
+    };
+    if run.recovery {
+        cell.push_str(" [recovery]");
+    }
+    cell
+}
+
+/// A clock offset for the nodes table: `+60.2s`, `-0.3s`, `-` when unknown.
+fn fmt_offset(ms: Option<i64>) -> String {
+    match ms {
+        Some(ms) => format!("{:+.1}s", ms as f64 / 1000.0),
+        None => "-".into(),
     }
 }
 
@@ -583,8 +612,8 @@ pub fn render(status: &ClusterStatus) -> String {
         );
     } else {
         let mut nodes = Table::new(
-            &["NODE", "STARTED", "LAST HEARTBEAT", "HTTP", "JOBS"],
-            &[false, false, false, false, false],
+            &["NODE", "STARTED", "LAST HEARTBEAT", "CLOCK", "HTTP", "JOBS"],
+            &[false, false, false, true, false, false],
         );
         for node in &status.nodes {
             let mut heartbeat = fmt_age(node.heartbeat_age_s);
@@ -595,6 +624,7 @@ pub fn render(status: &ClusterStatus) -> String {
                 node.id.clone(),
                 rfc3339_secs(node.started_at),
                 heartbeat,
+                fmt_offset(node.clock_offset_ms),
                 node.http.clone().unwrap_or_else(|| "-".into()),
                 if node.jobs_held.is_empty() {
                     "-".into()
@@ -729,15 +759,15 @@ shell = "true"
         let mut snapshot = Snapshot::default();
         let mut zippy = node("zippy-battle-9585", "s1", "2026-11-22T10:00:12Z");
         zippy.http = Some("127.0.0.1:9101".into());
+        zippy.clock_offset_ms = Some(120);
         snapshot.nodes.insert(zippy.id.clone(), zippy);
         snapshot.nodes.insert(
             "quiet-otter-0412".into(),
             node("quiet-otter-0412", "s3-new", "2026-11-22T10:00:11.900Z"),
         );
-        snapshot.nodes.insert(
-            "stuck-moose-0001".into(),
-            node("stuck-moose-0001", "s4", "2026-11-22T09:59:50Z"),
-        );
+        let mut stuck = node("stuck-moose-0001", "s4", "2026-11-22T09:59:50Z");
+        stuck.clock_offset_ms = Some(-61_500);
+        snapshot.nodes.insert(stuck.id.clone(), stuck);
         snapshot.leases.insert(
             "go_preacher".into(),
             lease("zippy-battle-9585", "s1", 3, "2026-11-22T09:56:00Z"),
@@ -781,16 +811,28 @@ shell = "true"
                 ),
             ],
         );
+        let mut lost = run(
+            "backup",
+            "2026-11-22T09:50:00Z",
+            "quiet-otter-0412",
+            4,
+            "lost",
+            Some(9_000),
+        );
+        lost.reason = Some("node_restarted".into());
         runs.insert(
             "backup".to_string(),
-            vec![run(
-                "backup",
-                "2026-11-22T09:55:00Z",
-                "quiet-otter-0412",
-                5,
-                "timeout",
-                Some(120_000),
-            )],
+            vec![
+                run(
+                    "backup",
+                    "2026-11-22T09:55:00Z",
+                    "quiet-otter-0412",
+                    5,
+                    "timeout",
+                    Some(120_000),
+                ),
+                lost,
+            ],
         );
         (config, snapshot, runs)
     }
@@ -942,20 +984,21 @@ cronlease status at 2026-11-22T10:00:12Z: datastore emulator at http://127.0.0.1
 
 JOB          STATE       LEADER             TERM  HELD FOR  NEXT FIRE (UTC)
 go_preacher  held        zippy-battle-9585     3  4m12s     2026-11-22T10:00:20Z
-    2026-11-22T10:00:10Z  zippy-battle-9585  running              -  term 3
-    2026-11-22T10:00:00Z  zippy-battle-9585  failed (exit 3)  250ms  term 3
-    2026-11-22T09:59:50Z  zippy-battle-9585  ok                5.0s  term 3
+    2026-11-22T10:00:10Z  zippy-battle-9585  running                    -  term 3
+    2026-11-22T10:00:00Z  zippy-battle-9585  failed (exit 3)        250ms  term 3
+    2026-11-22T09:59:50Z  zippy-battle-9585  ok                      5.0s  term 3
 backup       DEAD !      quiet-otter-0412      5  1h00m     2026-11-22T10:05:00Z
-    2026-11-22T09:55:00Z  quiet-otter-0412   timeout          2m00s  term 5
+    2026-11-22T09:55:00Z  quiet-otter-0412   timeout                2m00s  term 5
+    2026-11-22T09:50:00Z  quiet-otter-0412   lost (node_restarted)   9.0s  term 4
 nightly      FREE        -                     0  -         2026-11-23T02:30:00Z
     (no runs yet)
 reports      EXPIRING !  stuck-moose-0001      1  2h00m     2026-11-22T11:00:00Z
     (no runs yet)
 
-NODE               STARTED               LAST HEARTBEAT    HTTP            JOBS
-quiet-otter-0412   2026-11-22T09:55:58Z  0.5s ago          -               -
-stuck-moose-0001   2026-11-22T09:55:58Z  22s ago  STALE !  -               1 (reports)
-zippy-battle-9585  2026-11-22T09:55:58Z  0.4s ago          127.0.0.1:9101  1 (go_preacher)
+NODE               STARTED               LAST HEARTBEAT     CLOCK  HTTP            JOBS
+quiet-otter-0412   2026-11-22T09:55:58Z  0.5s ago               -  -               -
+stuck-moose-0001   2026-11-22T09:55:58Z  22s ago  STALE !  -61.5s  -               1 (reports)
+zippy-battle-9585  2026-11-22T09:55:58Z  0.4s ago           +0.1s  127.0.0.1:9101  1 (go_preacher)
 
 DEAD: the holder's session is gone (it stopped, died or restarted); another node takes the lease at its next poll
 EXPIRING: the holder has not renewed for longer than the lease (its clock vs. ours); others take over once they see its heartbeat stand still for a full lease

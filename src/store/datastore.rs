@@ -848,11 +848,12 @@ impl Store for DatastoreStore {
             match self.commit(Some(tx), vec![m]).await {
                 Ok(_) => return Ok(Claim::Won),
                 Err(s) if s.code() == Code::Aborted && attempt < ABORT_RETRIES => continue,
-                Err(s) if s.code() == Code::Aborted => return Ok(Claim::Fenced),
                 Err(s) => return Err(map_status(s)),
             }
         }
-        Ok(Claim::Fenced)
+        Err(StoreError::Unavailable(format!(
+            "closing {name}: aborted {ABORT_RETRIES} times by conflicting transactions"
+        )))
     }
 
     async fn runs(&self, job: &str) -> StoreResult<Vec<RunRecord>> {
