@@ -2,7 +2,10 @@
 # Run the fault drills several times and write docs/RELIABILITY.md from what they report.
 #
 #   scripts/reliability.sh [RUNS]        (default 3)
+#   CRONLEASE_CHAOS_SECS=300 scripts/reliability.sh 5    # longer chaos soaks (default 30 s)
 #
+# The chaos drill (tests/drills.rs) draws a new seed every run and reports it; replay one with
+# CRONLEASE_CHAOS_SEED=N cargo nextest run --test drills -E 'test(chaos)'.
 # Each drill (tests/drills.rs, tests/cluster.rs) asserts its guarantees and, when it passes,
 # reports its figures as one JSON line (tests/common `report`). This script runs the two test
 # binaries RUNS times with CRONLEASE_DRILL_REPORT set, then tabulates per drill: how many runs

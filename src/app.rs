@@ -60,8 +60,8 @@ impl LeaseEvents for NodeEvents {
         self.ticks.lease_lost(idx, term);
     }
 
-    fn hand_over(&self, jobs: Vec<usize>) -> Vec<usize> {
-        self.ticks.hand_over(jobs)
+    fn hand_over(&self, jobs: Vec<usize>, want: usize) -> Vec<usize> {
+        self.ticks.hand_over(jobs, want)
     }
 
     fn handed_over(&self, jobs: &[usize]) {
@@ -273,6 +273,23 @@ async fn run_node(
         let token = shutdown.stop.clone();
         tokio::spawn(async move { election.run(token).await })
     };
+    // A lapse of the session is noticed within half a poll, even while the election's poll
+    // waits on an unreachable store: it drops the leases (and `on_lease_lost = "stop"` stops
+    // their runs) right at the renew deadline. Runs until the session ends.
+    let lapse_watch = {
+        let election = election.clone();
+        let token = heartbeat_stop.clone();
+        let every = (config.election.poll / 2).max(Duration::from_millis(50));
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                election.healthy();
+            }
+        })
+    };
     let orphan_task = {
         let orphans = orphans.clone();
         let token = shutdown.stop.clone();
@@ -341,6 +358,7 @@ async fn run_node(
     let released = election.release_all().await;
     heartbeat_stop.cancel();
     let _ = heartbeat.await;
+    let _ = lapse_watch.await;
     if let Err(e) = session.remove().await {
         warn!(
             event = "store_error",

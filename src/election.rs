@@ -106,10 +106,11 @@ pub trait LeaseEvents: Send + Sync {
     /// This node lost job `idx`'s lease held with `term` (session lapse, fenced claim, another
     /// holder seen in the store). Not called for a release this node made.
     fn lost(&self, _idx: usize, _term: i64) {}
-    /// The election wants to hand these jobs' leases back (rebalancing): return those that may
-    /// go now. Each returned job must take no new claim until [`LeaseEvents::handed_over`].
-    fn hand_over(&self, jobs: Vec<usize>) -> Vec<usize> {
-        jobs
+    /// The election wants to hand `want` of these jobs' leases back (rebalancing; in order of
+    /// preference): return those that may go now, at most `want`. Each returned job must take
+    /// no new claim until [`LeaseEvents::handed_over`].
+    fn hand_over(&self, jobs: Vec<usize>, want: usize) -> Vec<usize> {
+        jobs.into_iter().take(want).collect()
     }
     /// The hand-over of these jobs is done (released, or the release failed).
     fn handed_over(&self, _jobs: &[usize]) {}
@@ -181,6 +182,8 @@ struct State {
     /// This node's last clock offset estimate (ms) and whether it was reported as skewed.
     offset_ms: Option<i64>,
     skew_reported: bool,
+    /// When the last successful poll's read of the node records started (our wall clock).
+    last_read_wall: Option<chrono::DateTime<Utc>>,
     /// The copy in `leases` is known stale (this node changed a lease, or a compare-and-set or
     /// a claim showed another holder): re-read at the next poll.
     leases_dirty: bool,
@@ -199,10 +202,11 @@ struct Watched {
     process: String,
     heartbeat: i64,
     since: Instant,
-    /// The newest clock offset samples of this node against ours (ms): its `renewed_at` minus
-    /// our clock when we first saw that heartbeat. The largest is the estimate (the sample
-    /// with the shortest write-to-read delay).
-    offsets: std::collections::VecDeque<i64>,
+    /// The newest clock offset samples of this node against ours (ms), each an interval
+    /// `(low, high)`: a heartbeat first seen by a read is stamped (`renewed_at`, its clock)
+    /// after our previous read started and before this read returned (give or take a write's
+    /// latency), so its offset lies between `renewed_at - now` and `renewed_at - previous`.
+    offsets: std::collections::VecDeque<(i64, i64)>,
 }
 
 /// How one job's lease looks to this node in one poll.
@@ -401,6 +405,7 @@ impl Election {
     /// One round: read the node records (and the leases if they may have changed), update
     /// observations, acquire and release.
     pub async fn poll_once(&self, cancel: &CancellationToken) {
+        let read_started = Utc::now();
         let read = match self.store.nodes().await {
             Ok(nodes) => self.leases_for(&nodes).await.map(|leases| (nodes, leases)),
             Err(e) => Err(e),
@@ -437,6 +442,7 @@ impl Election {
             st.first_poll.get_or_insert(now);
             let mut lost = drop_stale(&mut st, current.as_deref(), &self.node, &self.metrics);
             let mut plan = self.observe(&mut st, &leases, &nodes, current.as_deref(), now);
+            st.last_read_wall = Some(read_started);
             lost.append(&mut plan.lost);
             (plan, lost)
         };
@@ -481,7 +487,9 @@ impl Election {
                 .await;
         let mut changed = won > 0;
         if !plan.release.is_empty() {
-            changed |= self.release_excess(&plan.release, &session).await;
+            changed |= self
+                .release_excess(&plan.release, plan.release_count, &session)
+                .await;
         }
         for (id, session, heartbeat) in plan.silent {
             match self.store.delete_node_if(&id, &session, heartbeat).await {
@@ -572,7 +580,13 @@ impl Election {
             } else {
                 rec.process.clone()
             };
-            let sample = (rec.renewed_at - wall).num_milliseconds();
+            let low = (rec.renewed_at - wall).num_milliseconds();
+            // Without a previous read, only the low bound is known: a poll period above it.
+            let high = st
+                .last_read_wall
+                .map_or(low + self.config.poll.as_millis() as i64, |prev| {
+                    (rec.renewed_at - prev).num_milliseconds()
+                });
             match st.watch.get_mut(id) {
                 Some(w) if w.session == rec.session && w.heartbeat == rec.heartbeat => {}
                 Some(w) if w.process == process => {
@@ -580,7 +594,7 @@ impl Election {
                     w.session = rec.session.clone();
                     w.heartbeat = rec.heartbeat;
                     w.since = now;
-                    w.offsets.push_back(sample);
+                    w.offsets.push_back((low, high.max(low)));
                     if w.offsets.len() > OFFSET_SAMPLES {
                         w.offsets.pop_front();
                     }
@@ -759,7 +773,9 @@ impl Election {
             let since = *st.excess_since.get_or_insert(now);
             if now.duration_since(since) >= patience {
                 let excess = (st.held.len() - share).min(RELEASE_BATCH);
-                plan.release = self.furthest_next_ticks(st.held.keys(), excess);
+                // Every held job, furthest next tick first: a busy one is passed over.
+                plan.release = self.furthest_next_ticks(st.held.keys(), st.held.len());
+                plan.release_count = excess;
                 st.excess_since = None;
             }
         } else {
@@ -874,17 +890,18 @@ impl Election {
         }
     }
 
-    /// Hand `jobs` back (rebalancing), in one store call. True if it was done.
-    async fn release_excess(&self, jobs: &[String], session: &str) -> bool {
-        // Only leases with no claimed tick waiting to start go (the others at a later poll).
+    /// Hand `want` of `jobs` back (rebalancing; in order of preference), in one store call.
+    /// True if it was done.
+    async fn release_excess(&self, jobs: &[String], want: usize, session: &str) -> bool {
+        // Only idle leases go: no claimed tick waiting to start, no run going.
         let events = self.events();
         let indices: Vec<usize> = jobs
             .iter()
             .filter_map(|j| self.index.get(j).copied())
             .collect();
         let may_go = match &events {
-            Some(e) => e.hand_over(indices),
-            None => indices,
+            Some(e) => e.hand_over(indices, want),
+            None => indices.into_iter().take(want).collect(),
         };
         let terms: Vec<(String, i64)> = {
             let st = self.state.lock().unwrap();
@@ -949,16 +966,23 @@ impl Election {
     }
 
     /// This node's wall-clock offset from its peers (ms, positive: ahead), from their
-    /// heartbeats: each peer's estimate is the largest of its samples (`renewed_at` minus our
-    /// clock when we first saw that heartbeat, which errs low by the write-to-read delay: the
-    /// largest sample has the shortest delay); ours is minus the median of the peers'. Logs
+    /// heartbeats: each peer's estimate is the middle of the intersection of its samples'
+    /// intervals (see [`Watched::offsets`]; renewals and polls drift against each other, so
+    /// the intersection narrows well below a poll period); ours is minus the median of the
+    /// peers'. Logs
     /// `clock_skew` once when it passes `[node] clock_skew_warn`, and `clock_skew_cleared`
     /// when it is back under half of that.
     fn clock_offset(&self, st: &mut State) -> Option<i64> {
         let mut peers: Vec<i64> = st
             .watch
             .values()
-            .filter_map(|w| w.offsets.iter().copied().max())
+            .filter_map(|w| {
+                // The intersection of the samples' intervals (or, if latency made them
+                // disagree, the span between the tightest bounds): its middle.
+                let low = w.offsets.iter().map(|o| o.0).max()?;
+                let high = w.offsets.iter().map(|o| o.1).min()?;
+                Some((low + high) / 2)
+            })
             .collect();
         if peers.is_empty() {
             return None;
@@ -1031,8 +1055,10 @@ struct Plan {
     within_share: Vec<(String, Observed)>,
     /// Leases available for two polls or more: taken regardless of the share.
     anyway: Vec<(String, Observed)>,
-    /// Leases to hand back: the excess over the fair share.
+    /// Leases that may be handed back, most preferred first ...
     release: Vec<String>,
+    /// ... and how many of them: the excess over the fair share.
+    release_count: usize,
     /// Other nodes silent for [`GC_AFTER_LEASES`] lease times: (id, session, heartbeat).
     silent: Vec<(String, String, i64)>,
     /// Leases this poll found held by someone else: (job, our term).

@@ -243,6 +243,15 @@ impl Orphans {
                     "orphan closed by someone else first");
                 true
             }
+            Err(e) if recover => {
+                // The write may have landed: then the record is ours, running, and nobody
+                // runs it. Resolved like a claim whose answer was lost (closed as skipped,
+                // claim_unconfirmed, if it landed); the orphan itself is looked at again.
+                warn!(event = "store_error", job = %orphan.job, node = %self.node,
+                    fire_time = %fire, "cannot recover an orphaned run (checked again): {e}");
+                self.ticks.unconfirmed(new).await;
+                false
+            }
             Err(e) => {
                 warn!(event = "store_error", job = %orphan.job, node = %self.node,
                     fire_time = %fire, "cannot close an orphaned run (tried again later): {e}");

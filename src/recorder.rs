@@ -14,9 +14,12 @@
 //!   dead: see [`crate::orphans`]) or it was pruned, the write is dropped and logged
 //!   (`outcome_superseded`): a run is closed once.
 //! - **Unconfirmed claims.** A claim whose answer was lost (the store call failed) may have
-//!   committed. It is queued as such: once the store answers, the record is read back, and if
-//!   it is this claim's (same session and term) and still `running`, it is closed as `skipped`
-//!   with reason `claim_unconfirmed`. The fire time is not run late: at most once.
+//!   committed, possibly after the caller gave up waiting. It is queued as such: once the
+//!   store answers, the record is read back, and if it is this claim's (same session and term)
+//!   and still `running`, it is closed as `skipped` with reason `claim_unconfirmed`. If there
+//!   is no record yet, it is read once more [`RECHECK_AFTER`] later (a commit still in flight
+//!   lands by then) before the claim is taken as never made. The fire time is not run late:
+//!   at most once.
 //! - **Graceful stop.** [`Recorder::drain`] keeps writing until a deadline (the end of
 //!   `shutdown_grace`), then logs every record it could not write (`outcome_unrecorded`); those
 //!   are closed as `lost` by the job's next leader once this node's record is gone.
@@ -41,6 +44,9 @@ pub const PENDING: usize = 8192;
 /// Writes in flight at once when the worker catches up on a backlog.
 const IN_FLIGHT: usize = 16;
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
+/// How long after finding no record an unconfirmed claim is read again: longer than any store
+/// call may take (the store timeout is at most 10 s).
+pub const RECHECK_AFTER: Duration = Duration::from_secs(15);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// What the worker writes.
@@ -48,14 +54,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 enum Entry {
     /// A claimed run's final record.
     Finish(RunRecord),
-    /// A claim whose answer was lost: resolve it (module docs).
-    Unconfirmed(RunRecord),
+    /// A claim whose answer was lost: resolve it (module docs). `rechecked`: this is the
+    /// second read.
+    Unconfirmed(RunRecord, bool),
 }
 
 impl Entry {
     fn run(&self) -> &RunRecord {
         match self {
-            Entry::Finish(r) | Entry::Unconfirmed(r) => r,
+            Entry::Finish(r) | Entry::Unconfirmed(r, _) => r,
         }
     }
 }
@@ -74,6 +81,8 @@ pub struct Worker {
     metrics: Arc<Metrics>,
     node: String,
     pending: VecDeque<Entry>,
+    /// Unconfirmed claims to read again, and when.
+    deferred: Vec<(Instant, Entry)>,
 }
 
 impl Recorder {
@@ -96,6 +105,7 @@ impl Recorder {
             metrics,
             node,
             pending: VecDeque::new(),
+            deferred: Vec::new(),
         };
         (recorder, worker)
     }
@@ -107,7 +117,7 @@ impl Recorder {
 
     /// Queue a claim whose answer was lost, to be resolved when the store answers.
     pub async fn unconfirmed(&self, run: RunRecord) {
-        self.send(Entry::Unconfirmed(run)).await
+        self.send(Entry::Unconfirmed(run, false)).await
     }
 
     async fn send(&self, entry: Entry) {
@@ -139,6 +149,8 @@ impl Recorder {
 enum Written {
     Done,
     Retry(StoreError),
+    /// Try this entry again at that instant (not a failure).
+    Later(Instant, Entry),
 }
 
 impl Worker {
@@ -148,13 +160,16 @@ impl Worker {
         let mut backoff = MIN_BACKOFF;
         let mut failures: u32 = 0;
         loop {
+            self.take_due(false);
             if self.pending.is_empty() {
+                let next = self.deferred.iter().map(|(t, _)| *t).min();
                 tokio::select! {
                     entry = self.rx.recv() => match entry {
                         Some(e) => self.pending.push_back(e),
                         None => return self,
                     },
                     _ = stop.cancelled() => return self,
+                    _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => continue,
                 }
             }
             self.take_queued();
@@ -184,6 +199,8 @@ impl Worker {
     /// what could not be written. Returns how many records were left unwritten.
     pub async fn drain(mut self, deadline: Instant) -> usize {
         self.rx.close();
+        // Unconfirmed claims waiting for their second read get it now.
+        self.take_due(true);
         let mut backoff = MIN_BACKOFF;
         loop {
             self.take_queued();
@@ -215,6 +232,18 @@ impl Worker {
         left
     }
 
+    /// Move deferred entries that are due (all of them with `all`) to the front of the queue.
+    fn take_due(&mut self, all: bool) {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|(t, _)| all || *t <= now);
+        self.deferred = later;
+        for (_, entry) in due {
+            self.pending.push_front(entry);
+        }
+    }
+
     fn take_queued(&mut self) {
         while self.pending.len() < PENDING {
             match self.rx.try_recv() {
@@ -227,22 +256,26 @@ impl Worker {
 
     /// Write the pending records, [`IN_FLIGHT`] at a time, oldest first; stop at the first
     /// batch with a failure and return its error (the failed ones stay pending, in order).
+    /// Entries leave `pending` only once written, so a write cut off by a deadline (the future
+    /// dropped) loses nothing: they are still pending, and counted as unwritten.
     async fn write_some(&mut self) -> Option<StoreError> {
         while !self.pending.is_empty() {
             let n = self.pending.len().min(IN_FLIGHT);
-            let batch: Vec<Entry> = self.pending.drain(..n).collect();
+            let batch: Vec<Entry> = self.pending.iter().take(n).cloned().collect();
             let results = futures::future::join_all(batch.iter().map(|e| self.write(e))).await;
             let mut error = None;
             let mut failed = Vec::new();
             for (entry, result) in batch.into_iter().zip(results) {
                 match result {
                     Written::Done => {}
+                    Written::Later(at, again) => self.deferred.push((at, again)),
                     Written::Retry(e) => {
                         failed.push(entry);
                         error.get_or_insert(e);
                     }
                 }
             }
+            self.pending.drain(..n);
             for entry in failed.into_iter().rev() {
                 self.pending.push_front(entry);
             }
@@ -268,12 +301,19 @@ impl Worker {
                 }
                 Err(e) => Written::Retry(e),
             },
-            Entry::Unconfirmed(claim) => {
+            Entry::Unconfirmed(claim, rechecked) => {
                 let stored = match self.store.get_run(&claim.job, claim.fire_time).await {
                     Ok(r) => r,
                     Err(e) => return Written::Retry(e),
                 };
                 let fire = rfc3339(claim.fire_time);
+                if stored.is_none() && !rechecked {
+                    // A commit may still be in flight: read once more later.
+                    return Written::Later(
+                        Instant::now() + RECHECK_AFTER,
+                        Entry::Unconfirmed(claim.clone(), true),
+                    );
+                }
                 let ours = stored.as_ref().is_some_and(|r| {
                     r.outcome == RUNNING && r.session == claim.session && r.term == claim.term
                 });
@@ -512,6 +552,12 @@ mod tests {
             Some("claim_unconfirmed")
         );
         assert!(!runs.contains_key(&1_800_000_003), "nothing created");
+        // Claim 3's commit lands late (after the first read found nothing): the second read,
+        // RECHECK_AFTER later, finds and closes it.
+        store.runs.lock().unwrap().insert(1_800_000_003, claimed(3));
+        tokio::time::sleep(RECHECK_AFTER + Duration::from_millis(10)).await;
+        let runs = store.runs.lock().unwrap().clone();
+        assert_eq!(runs[&1_800_000_003].outcome, "skipped");
         stop.cancel();
         task.await.unwrap();
     }

@@ -256,15 +256,24 @@ impl Ticks {
         &self.jobs[idx]
     }
 
-    /// The election wants to hand these jobs back (rebalancing): those with no claimed tick
-    /// waiting to start may go now, and take no new claim until [`Ticks::handed_over`]; the
-    /// others stay (the election tries again at a later poll). A fire time that falls due
-    /// meanwhile is sat out unclaimed, so the next holder's catch-up can run it.
-    pub fn hand_over(&self, jobs: Vec<usize>) -> Vec<usize> {
+    /// The election wants to hand `want` of these jobs back (rebalancing), in order of
+    /// preference: the first `want` that are idle on this node may go now, and take no new
+    /// claim until [`Ticks::handed_over`]. Idle: no claimed tick waiting to start (it would be
+    /// dropped) and no run going (it would overlap the next holder's runs, out of reach of
+    /// `on_lease_lost`). The others stay (the election tries again at a later poll). A fire
+    /// time that falls due meanwhile is sat out unclaimed, so the next holder's catch-up can
+    /// run it.
+    pub fn hand_over(&self, jobs: Vec<usize>, want: usize) -> Vec<usize> {
         let mut h = self.handover.lock().unwrap();
-        let mut ok = Vec::with_capacity(jobs.len());
+        let active = self.active.lock().unwrap();
+        let mut ok = Vec::with_capacity(want.min(jobs.len()));
         for idx in jobs {
-            if h.pending.get(&idx).copied().unwrap_or(0) == 0 {
+            if ok.len() == want {
+                break;
+            }
+            let pending = h.pending.get(&idx).copied().unwrap_or(0) > 0;
+            let running = active.get(&idx).is_some_and(|runs| !runs.is_empty());
+            if !pending && !running {
                 h.handing.insert(idx);
                 ok.push(idx);
             }
@@ -332,8 +341,24 @@ impl Ticks {
             let fire_time = run.fire_time;
             // Marked tried, so the pulse or a catch-up never claims it on top.
             this.try_mark(idx, fire_time);
-            this.run_claimed(idx, run, lead, None).await
+            // A pending claim like any other, so that a hand-over waits for it to start.
+            let Some(pending) = this.begin_claim(idx) else {
+                let mut run = run;
+                run.outcome = "skipped".into();
+                run.reason = Some("handing_over".into());
+                run.attempts = 0;
+                run.finished_at = Some(Utc::now());
+                this.recorder.finish(run).await;
+                return;
+            };
+            this.run_claimed(idx, run, lead, Some(pending)).await
         });
+    }
+
+    /// A claim-like write whose answer was lost (a recovery's `close_orphan`): resolve it as an
+    /// unconfirmed claim ([`crate::recorder`]).
+    pub async fn unconfirmed(&self, run: RunRecord) {
+        self.recorder.unconfirmed(run).await
     }
 
     /// This node's last run of job `idx`, if it ran one.
@@ -699,14 +724,17 @@ impl Ticks {
                 _ = self.kill.cancelled() => {}
             }
         }
-        if !self.still_leading(job, &lead) || self.kill.is_cancelled() {
+        let killed = self.kill.is_cancelled();
+        if killed || !self.still_leading(job, &lead) {
+            let reason = if killed { "stopping" } else { "lease_lost" };
             warn!(event = "tick_skipped", job = %job.name, node = %self.node, fire_time = %fire,
-                term = lead.term, reason = "lease_lost",
-                "claimed, but the lease was lost before the fire time: not running it");
+                term = lead.term, reason,
+                "claimed, but {} before the fire time: not running it",
+                if killed { "the node is stopping" } else { "the lease was lost" });
             drop(pending);
             run.finished_at = Some(Utc::now());
             run.outcome = "skipped".to_string();
-            run.reason = Some("lease_lost".into());
+            run.reason = Some(reason.into());
             run.attempts = 0;
             self.record(run).await;
             return;
@@ -719,6 +747,13 @@ impl Ticks {
         let slot = match self.start(idx, fire_time, lead.term) {
             Start::Run(slot, replacing) => {
                 drop(pending);
+                // A loss noticed between the check above and this run's registration found
+                // no run to stop: look once more now that it is registered.
+                if !self.still_leading(job, &lead) && job.policy.on_lease_lost == OnLeaseLost::Stop
+                {
+                    slot.stopped.store(true, Ordering::SeqCst);
+                    slot.cancel.cancel();
+                }
                 self.wait_replaced(job, &fire, lead.term, &slot, replacing)
                     .await;
                 slot

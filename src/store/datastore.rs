@@ -752,15 +752,18 @@ impl Store for DatastoreStore {
             match self.commit(Some(tx), vec![m]).await {
                 Ok(_) => return Ok(Claim::Won),
                 Err(s) if s.code() == Code::AlreadyExists => return Ok(Claim::AlreadyRun),
-                Err(s) if s.code() == Code::Aborted => {
-                    if attempt == ABORT_RETRIES {
-                        return Ok(Claim::Fenced);
-                    }
-                }
+                // Contention, not a lost lease: an aborted commit wrote nothing, and the lease
+                // is still ours as far as anyone knows. Reported as unavailable (the tick is not
+                // run; the claim is checked again later), never as fenced, which would drop the
+                // lease and stop its runs.
+                Err(s) if s.code() == Code::Aborted && attempt < ABORT_RETRIES => continue,
                 Err(s) => return Err(map_status(s)),
             }
         }
-        Ok(Claim::Fenced)
+        Err(StoreError::Unavailable(format!(
+            "claiming {}: aborted {ABORT_RETRIES} times by conflicting transactions",
+            RunRecord::key(&run.job, run.fire_time)
+        )))
     }
 
     async fn finish(&self, run: &RunRecord) -> StoreResult<bool> {

@@ -602,10 +602,12 @@ impl Store for FileStore {
                         continue;
                     };
                     let path = job_dir.join(format!("{unix}.json"));
-                    if let Some(run) = read_json::<records::Run>(&path)? {
-                        if run.outcome == RUNNING {
-                            out.push(RunRecord::from(run));
-                        }
+                    match read_json::<records::Run>(&path) {
+                        Ok(Some(run)) if run.outcome == RUNNING => out.push(RunRecord::from(run)),
+                        Ok(_) => {}
+                        // One damaged record must not hide every orphan.
+                        Err(StoreError::Other(e)) => tracing::warn!("skipping a run record: {e}"),
+                        Err(e) => return Err(e),
                     }
                 }
             }

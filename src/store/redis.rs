@@ -868,11 +868,14 @@ impl Store for RedisStore {
             let maps = self.hgetall_many(&keys).await?;
             let mut out = Vec::new();
             for ((job, unix), map) in runs.iter().zip(maps) {
-                if !map.is_empty() {
-                    let run = parse_run(job, *unix, &map)?;
-                    if run.outcome == RUNNING {
-                        out.push(run);
-                    }
+                if map.is_empty() {
+                    continue;
+                }
+                match parse_run(job, *unix, &map) {
+                    Ok(run) if run.outcome == RUNNING => out.push(run),
+                    Ok(_) => {}
+                    // One damaged record must not hide every orphan.
+                    Err(e) => tracing::warn!("skipping a run record: {e}"),
                 }
             }
             Ok(out)
