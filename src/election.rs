@@ -125,8 +125,10 @@ impl LeaseEvents for AcquiredOnly {
     }
 }
 
-/// How long a peer's heartbeat samples are kept for its clock offset estimate.
+/// How many of a peer's heartbeat samples are kept for its clock offset estimate ...
 const OFFSET_SAMPLES: usize = 10;
+/// ... and how many it takes before the peer counts.
+const MIN_OFFSET_SAMPLES: usize = 3;
 
 pub struct Election {
     node: String,
@@ -636,8 +638,8 @@ impl Election {
         if died {
             st.deaths += 1;
         }
+        let offset_ms = self.clock_offset(st, &alive_now);
         st.alive_prev = alive_now;
-        let offset_ms = self.clock_offset(st);
         let live_others = nodes
             .keys()
             .filter(|id| *id != &self.node && alive(st, id))
@@ -972,10 +974,25 @@ impl Election {
     /// peers'. Logs
     /// `clock_skew` once when it passes `[node] clock_skew_warn`, and `clock_skew_cleared`
     /// when it is back under half of that.
-    fn clock_offset(&self, st: &mut State) -> Option<i64> {
-        let mut peers: Vec<i64> = st
-            .watch
-            .values()
+    fn clock_offset(&self, st: &mut State, alive: &HashMap<String, String>) -> Option<i64> {
+        // Only a lease after this node's first poll (nodes started together have all shown
+        // up by then) and once every live peer has a few samples: a node that has heard from
+        // one peer of three must not call itself skewed.
+        let settled = st
+            .first_poll
+            .is_some_and(|t| t.elapsed() >= self.config.lease);
+        let ready = settled
+            && alive.keys().all(|id| {
+                st.watch
+                    .get(id)
+                    .is_some_and(|w| w.offsets.len() >= MIN_OFFSET_SAMPLES)
+            });
+        if !ready {
+            return st.offset_ms;
+        }
+        let mut peers: Vec<i64> = alive
+            .keys()
+            .filter_map(|id| st.watch.get(id))
             .filter_map(|w| {
                 // The intersection of the samples' intervals (or, if latency made them
                 // disagree, the span between the tightest bounds): its middle.
