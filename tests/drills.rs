@@ -1677,6 +1677,8 @@ struct Slot {
     id: String,
     proxy: Proxy,
     runs: Vec<Node>,
+    /// Per process in `runs`: how far its wall clock was set off (s), to read its `ts` fields.
+    skews: Vec<i64>,
 }
 
 impl Slot {
@@ -1753,6 +1755,7 @@ fn chaos_random_faults_keep_the_run_records_right() {
                 id,
                 proxy,
                 runs: vec![node],
+                skews: vec![0],
             }
         })
         .collect();
@@ -1809,6 +1812,7 @@ fn chaos_random_faults_keep_the_run_records_right() {
                 std::thread::sleep(Duration::from_millis(rng.random_range(1000..2000)));
                 let node = spawn(&emu, &slots[i], None);
                 slots[i].runs.push(node);
+                slots[i].skews.push(0);
             }
             Fault::Freeze => {
                 slots[i].live().stop();
@@ -1829,6 +1833,7 @@ fn chaos_random_faults_keep_the_run_records_right() {
                 );
                 let node = spawn(&emu, &slots[i], None);
                 slots[i].runs.push(node);
+                slots[i].skews.push(0);
             }
             Fault::Outage => {
                 emu.stop();
@@ -1847,6 +1852,7 @@ fn chaos_random_faults_keep_the_run_records_right() {
                 let skew = if rng.random_bool(0.5) { 30 } else { -30 };
                 let node = spawn(&emu, &slots[i], Some(skew));
                 slots[i].runs.push(node);
+                slots[i].skews.push(skew);
             }
         }
         std::thread::sleep(Duration::from_millis(rng.random_range(2000..5000)));
@@ -1894,9 +1900,17 @@ fn chaos_random_faults_keep_the_run_records_right() {
         }
         all
     });
-    let lost: Vec<Value> = all
+    // run_lost lines with their `ts` moved to the real clock (a skewed node stamps its own).
+    let lost: Vec<Value> = slots
         .iter()
-        .flat_map(|n| n.events_named("run_lost"))
+        .flat_map(|s| s.runs.iter().zip(&s.skews))
+        .flat_map(|(n, skew)| {
+            n.events_named("run_lost").into_iter().map(move |mut e| {
+                let real = time(&e, "ts") - chrono::Duration::seconds(*skew);
+                e["ts"] = json!(real.to_rfc3339());
+                e
+            })
+        })
         .collect();
     let mut close_ms = Vec::new();
     for r in stored.iter().filter(|r| r.outcome == "lost") {
