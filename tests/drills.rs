@@ -1846,9 +1846,10 @@ fn chaos_random_faults_keep_the_run_records_right() {
                 slots[i].proxy.restore();
             }
             Fault::Skew => {
+                let t = Utc::now();
                 slots[i].live().kill9();
                 let _ = slots[i].live().wait_exit(Duration::from_secs(5));
-                kills.push((slots[i].id.clone(), Utc::now()));
+                kills.push((slots[i].id.clone(), t));
                 let skew = if rng.random_bool(0.5) { 30 } else { -30 };
                 let node = spawn(&emu, &slots[i], Some(skew));
                 slots[i].runs.push(node);
@@ -1978,7 +1979,8 @@ fn chaos_random_faults_keep_the_run_records_right() {
             "ticks_checked": store.records,
             "duplicate_runs": dups.len() + store.duplicates,
             "runs_left_running": 0,
-            "orphans_closed": close_ms.len(),
+            "orphans_closed": stored.iter().filter(|r| r.outcome == "lost").count(),
+            "orphans_timed": close_ms.len(),
             "orphan_close_max_ms": worst_close,
             "orphan_close_median_ms": median_close,
             "job_processes_gone_max_ms": stray_ms.iter().copied().max().unwrap_or(0),
