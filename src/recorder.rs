@@ -27,7 +27,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -323,11 +322,7 @@ impl Worker {
                         "the claim whose answer was lost did not commit (or is another's)");
                     return Written::Done;
                 }
-                let mut closed = claim.clone();
-                closed.outcome = "skipped".into();
-                closed.reason = Some("claim_unconfirmed".into());
-                closed.attempts = 0;
-                closed.finished_at = Some(Utc::now());
+                let closed = claim.clone().skipped("claim_unconfirmed");
                 match self.store.finish(&closed).await {
                     Ok(written) => {
                         info!(event = "claim_resolved", job = %claim.job, node = %self.node,
@@ -373,7 +368,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize};
     use std::sync::Mutex;
 
-    use chrono::DateTime;
+    use chrono::{DateTime, Utc};
     use tokio_util::sync::CancellationToken;
 
     use crate::store::{

@@ -326,14 +326,8 @@ impl Ticks {
         if self.stopping.is_cancelled() {
             // Stopping: close it at once rather than leave it `running`.
             let this = self.clone();
-            self.tracker.spawn(async move {
-                let mut run = run;
-                run.outcome = "skipped".into();
-                run.reason = Some("stopping".into());
-                run.attempts = 0;
-                run.finished_at = Some(Utc::now());
-                this.recorder.finish(run).await;
-            });
+            self.tracker
+                .spawn(async move { this.recorder.finish(run.skipped("stopping")).await });
             return;
         }
         let this = self.clone();
@@ -343,12 +337,7 @@ impl Ticks {
             this.try_mark(idx, fire_time);
             // A pending claim like any other, so that a hand-over waits for it to start.
             let Some(pending) = this.begin_claim(idx) else {
-                let mut run = run;
-                run.outcome = "skipped".into();
-                run.reason = Some("handing_over".into());
-                run.attempts = 0;
-                run.finished_at = Some(Utc::now());
-                this.recorder.finish(run).await;
+                this.recorder.finish(run.skipped("handing_over")).await;
                 return;
             };
             this.run_claimed(idx, run, lead, Some(pending)).await
@@ -732,11 +721,7 @@ impl Ticks {
                 "claimed, but {} before the fire time: not running it",
                 if killed { "the node is stopping" } else { "the lease was lost" });
             drop(pending);
-            run.finished_at = Some(Utc::now());
-            run.outcome = "skipped".to_string();
-            run.reason = Some(reason.into());
-            run.attempts = 0;
-            self.record(run).await;
+            self.record(run.skipped(reason)).await;
             return;
         }
         let lateness_ms = Utc::now()
@@ -773,11 +758,7 @@ impl Ticks {
                         running_fire_time = %running,
                         "skipped: the run of {running} is still going (overlap = skip)");
                 }
-                run.finished_at = Some(Utc::now());
-                run.outcome = "skipped".to_string();
-                run.reason = Some("overlap".into());
-                run.attempts = 0;
-                self.record(run).await;
+                self.record(run.skipped("overlap")).await;
                 return;
             }
         };

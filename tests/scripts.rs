@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::{emulator_path, free_port};
+use common::{emulator_path, free_port, wait_until};
 
 /// Until the demo runs: the emulator's start-up (slow when tests run in parallel) and the
 /// nodes' first ticks.
@@ -68,20 +68,6 @@ fn scripts_root() -> PathBuf {
 /// `path` as one single-quoted shell word.
 fn quote(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
-}
-
-/// Polls `f` every [`POLL`] until it returns true (→ true) or `timeout` passes (→ false).
-fn poll(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(POLL);
-    }
 }
 
 /// The last `n` lines of a file (for failure messages).
@@ -466,7 +452,7 @@ impl Demo {
     /// pipe; records the demo's processes.
     fn wait_up(&mut self) {
         let config = self.config();
-        let up = poll(UP_DEADLINE, || {
+        let up = wait_until(UP_DEADLINE, || {
             if self.exited() {
                 return false;
             }
@@ -525,7 +511,7 @@ impl Demo {
     /// Waits until the pipeline has exited and no process of the demo is left.
     fn assert_all_gone(&mut self, ending: Ending) {
         let mut left = Vec::new();
-        let gone = poll(GONE_DEADLINE, || {
+        let gone = wait_until(GONE_DEADLINE, || {
             left = self.tracker.scan();
             self.exited() && left.is_empty()
         });
@@ -729,7 +715,7 @@ fn emulator_start_interrupted_leaves_nothing() {
             .spawn()
             .expect("start emulator.sh start");
         // Half-way: java runs, but `start` has not seen it healthy yet.
-        let java_up = poll(UP_DEADLINE, || {
+        let java_up = wait_until(UP_DEADLINE, || {
             matches!(child.try_wait(), Ok(Some(_)))
                 || emulator_procs(&mut tracker, port)
                     .iter()
@@ -757,7 +743,7 @@ fn emulator_start_interrupted_leaves_nothing() {
             continue;
         }
         let mut left = Vec::new();
-        let gone = poll(GONE_DEADLINE, || {
+        let gone = wait_until(GONE_DEADLINE, || {
             left = emulator_procs(&mut tracker, port);
             left.is_empty()
         });

@@ -152,6 +152,17 @@ pub struct Fence {
 pub const RUNNING: &str = "running";
 
 impl RunRecord {
+    /// This claimed run, closed as `skipped` for `reason` now (no attempt made).
+    pub fn skipped(self, reason: &str) -> RunRecord {
+        RunRecord {
+            outcome: "skipped".into(),
+            reason: Some(reason.into()),
+            attempts: 0,
+            finished_at: Some(Utc::now()),
+            ..self
+        }
+    }
+
     /// The run's key: `{job}@{unix seconds of the fire time}`.
     pub fn key(job: &str, fire_time: DateTime<Utc>) -> String {
         format!("{job}@{}", fire_time.timestamp())
