@@ -182,19 +182,17 @@ impl Orphans {
         let fire = rfc3339(orphan.fire_time);
         let new = if recover {
             RunRecord {
-                job: orphan.job.clone(),
-                fire_time: orphan.fire_time,
-                node: self.node.clone(),
-                term: lead.term,
-                started_at: Utc::now(),
-                finished_at: None,
-                outcome: RUNNING.to_string(),
-                exit_code: None,
                 attempts: orphan.attempts.max(1) + 1,
-                session: lead.session.clone(),
-                process: self.process.clone(),
                 reason: Some(format!("recovery of the run lost on {}", orphan.node)),
                 recovery: true,
+                ..RunRecord::claimed(
+                    &orphan.job,
+                    orphan.fire_time,
+                    &self.node,
+                    lead.term,
+                    &lead.session,
+                    &self.process,
+                )
             }
         } else {
             RunRecord {

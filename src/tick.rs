@@ -73,7 +73,7 @@ use crate::election::{Election, Leadership};
 use crate::metrics::Metrics;
 use crate::recorder::Recorder;
 use crate::runner::{self, Outcome, RunContext, RunResult};
-use crate::store::{Claim, RunRecord, Store, RUNNING};
+use crate::store::{Claim, RunRecord, Store};
 
 /// The most missed fire times one lease acquisition catches up (`catch_up = "all"`).
 pub const MAX_CATCH_UP: usize = 10;
@@ -632,21 +632,14 @@ impl Ticks {
                 "sitting out: the lease is being handed to another node");
             return;
         };
-        let run = RunRecord {
-            job: job.name.clone(),
+        let run = RunRecord::claimed(
+            &job.name,
             fire_time,
-            node: self.node.clone(),
-            term: lead.term,
-            started_at: Utc::now(),
-            finished_at: None,
-            outcome: RUNNING.to_string(),
-            exit_code: None,
-            attempts: 1,
-            session: lead.session.clone(),
-            process: self.process.clone(),
-            reason: None,
-            recovery: false,
-        };
+            &self.node,
+            lead.term,
+            &lead.session,
+            &self.process,
+        );
         match self.store.claim(&run, &lead.session).await {
             Ok(Claim::Won) => {}
             Ok(Claim::AlreadyRun) => {

@@ -76,21 +76,23 @@ fn lease(holder: &str, session: &str, term: i64) -> LeaseRecord {
 }
 
 fn run(job: &str, fire: DateTime<Utc>, node: &str, term: i64) -> RunRecord {
-    RunRecord {
-        job: job.to_string(),
-        fire_time: fire,
-        node: node.to_string(),
+    // The conventions of these tests: node `a` runs session `sa` in process `pa`.
+    RunRecord::claimed(
+        job,
+        fire,
+        node,
         term,
-        started_at: Utc::now(),
-        finished_at: None,
-        outcome: "running".to_string(),
-        exit_code: None,
-        attempts: 1,
-        // The conventions of these tests: node `a` runs session `sa` in process `pa`.
-        session: format!("s{node}"),
-        process: format!("p{node}"),
-        reason: None,
-        recovery: false,
+        &format!("s{node}"),
+        &format!("p{node}"),
+    )
+}
+
+/// `r` ended now with `outcome`.
+fn ended(r: &RunRecord, outcome: &str) -> RunRecord {
+    RunRecord {
+        outcome: outcome.into(),
+        finished_at: Some(Utc::now()),
+        ..r.clone()
     }
 }
 
@@ -459,11 +461,7 @@ async fn finish_is_conditional_and_once(store: Arc<dyn Store>) {
     let t = take(&*store, "job", "a", "sa").await;
     let r = run("job", fire(1), "a", t);
     assert_eq!(store.claim(&r, "sa").await.unwrap(), Claim::Won);
-    let done = |outcome: &str| RunRecord {
-        outcome: outcome.into(),
-        finished_at: Some(Utc::now()),
-        ..r.clone()
-    };
+    let done = |outcome: &str| ended(&r, outcome);
     // Another session's or another term's finish: refused, nothing written.
     let other = RunRecord {
         session: "sx".into(),
@@ -591,11 +589,7 @@ async fn running_runs_lists_what_is_going(store: Arc<dyn Store>) {
         run("j2", fire(1), "a", t2),
     ];
     claim_all(&store, &runs).await;
-    let finished = RunRecord {
-        outcome: "ok".into(),
-        finished_at: Some(Utc::now()),
-        ..runs[1].clone()
-    };
+    let finished = ended(&runs[1], "ok");
     assert!(store.finish(&finished).await.unwrap());
     let mut going = store.running_runs().await.unwrap();
     going.sort_by_key(|r| (r.job.clone(), r.fire_time));
@@ -629,10 +623,8 @@ async fn an_orphan_is_closed_once_by_the_leader(store: Arc<dyn Store>) {
     claim_all(&store, &orphans).await;
     let tb = take(&*store, "job", "b", "sb").await;
     let lost = RunRecord {
-        outcome: "lost".into(),
-        finished_at: Some(Utc::now()),
         reason: Some("node_gone".into()),
-        ..orphans[0].clone()
+        ..ended(&orphans[0], "lost")
     };
     // The old holder cannot close it (fenced); the new holder can, once.
     assert_eq!(
@@ -675,11 +667,7 @@ async fn an_orphan_is_closed_once_by_the_leader(store: Arc<dyn Store>) {
         ("lost", "a", Some("node_gone"))
     );
     // The dead node's late outcome is refused.
-    let late = RunRecord {
-        outcome: "ok".into(),
-        finished_at: Some(Utc::now()),
-        ..orphans[0].clone()
-    };
+    let late = ended(&orphans[0], "ok");
     assert!(!store.finish(&late).await.unwrap());
     assert_eq!(
         store
@@ -718,11 +706,7 @@ async fn an_orphan_is_closed_once_by_the_leader(store: Arc<dyn Store>) {
     let going = store.running_runs().await.unwrap();
     assert_eq!(going.len(), 1);
     assert_eq!((going[0].node.as_str(), going[0].recovery), ("b", true));
-    let done = RunRecord {
-        outcome: "ok".into(),
-        finished_at: Some(Utc::now()),
-        ..recovery.clone()
-    };
+    let done = ended(&recovery, "ok");
     assert!(store.finish(&done).await.unwrap());
     assert!(store.running_runs().await.unwrap().is_empty());
     let stored = store.get_run("job", fire(2)).await.unwrap().unwrap();

@@ -152,6 +152,33 @@ pub struct Fence {
 pub const RUNNING: &str = "running";
 
 impl RunRecord {
+    /// A new `running` record of `job` at `fire_time`, claimed now by `node` under `session`
+    /// with `term`, in process `process`: what a claim inserts.
+    pub fn claimed(
+        job: &str,
+        fire_time: DateTime<Utc>,
+        node: &str,
+        term: i64,
+        session: &str,
+        process: &str,
+    ) -> RunRecord {
+        RunRecord {
+            job: job.into(),
+            fire_time,
+            node: node.into(),
+            term,
+            started_at: Utc::now(),
+            finished_at: None,
+            outcome: RUNNING.into(),
+            exit_code: None,
+            attempts: 1,
+            session: session.into(),
+            process: process.into(),
+            reason: None,
+            recovery: false,
+        }
+    }
+
     /// This claimed run, closed as `skipped` for `reason` now (no attempt made).
     pub fn skipped(self, reason: &str) -> RunRecord {
         RunRecord {
