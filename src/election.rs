@@ -264,9 +264,14 @@ impl Election {
         self.death_seen.notified().await
     }
 
-    /// This node's clock offset from its peers (ms), if estimated yet.
-    pub fn clock_offset_ms(&self) -> Option<i64> {
-        self.state.lock().unwrap().offset_ms
+    /// Whether this node holds any lease now (as last seen; no lapse check).
+    pub fn holds_any(&self) -> bool {
+        !self.state.lock().unwrap().held.is_empty()
+    }
+
+    /// The index of job `name` in the job list, if it is one of ours.
+    pub fn job_index(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
     }
 
     /// Why a `running` run is an orphan, if it is one: the process that claimed it is no longer
@@ -971,9 +976,8 @@ impl Election {
     /// heartbeats: each peer's estimate is the middle of the intersection of its samples'
     /// intervals (see [`Watched::offsets`]; renewals and polls drift against each other, so
     /// the intersection narrows well below a poll period); ours is minus the median of the
-    /// peers'. Logs
-    /// `clock_skew` once when it passes `[node] clock_skew_warn`, and `clock_skew_cleared`
-    /// when it is back under half of that.
+    /// peers'. Logs `clock_skew` once when it passes `[node] clock_skew_warn`, and
+    /// `clock_skew_cleared` when it is back under half of that.
     fn clock_offset(&self, st: &mut State, alive: &HashMap<String, String>) -> Option<i64> {
         // Only a lease after this node's first poll (nodes started together have all shown
         // up by then) and once every live peer has a few samples: a node that has heard from

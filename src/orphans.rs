@@ -103,7 +103,7 @@ impl Orphans {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(self.poll) => {}
             }
-            if self.election.held().is_empty() {
+            if !self.election.holds_any() {
                 continue;
             }
             let now = (
@@ -171,7 +171,7 @@ impl Orphans {
 
     /// Close one orphan; false if the store failed (the scan is then repeated).
     async fn close(&self, orphan: RunRecord, reason: &'static str) -> bool {
-        let Some(idx) = self.ticks.index_of(&orphan.job) else {
+        let Some(idx) = self.election.job_index(&orphan.job) else {
             return true;
         };
         let Some(lead) = self.election.leading(&orphan.job) else {

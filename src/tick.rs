@@ -246,11 +246,6 @@ impl Ticks {
         }
     }
 
-    /// The index of job `name`, if this node knows it.
-    pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.jobs.iter().position(|j| j.name == name)
-    }
-
     /// The job at `idx`.
     pub fn job(&self, idx: usize) -> &Job {
         &self.jobs[idx]
@@ -714,7 +709,7 @@ impl Ticks {
                 "claimed, but {} before the fire time: not running it",
                 if killed { "the node is stopping" } else { "the lease was lost" });
             drop(pending);
-            self.record(run.skipped(reason)).await;
+            self.recorder.finish(run.skipped(reason)).await;
             return;
         }
         let lateness_ms = Utc::now()
@@ -751,7 +746,7 @@ impl Ticks {
                         running_fire_time = %running,
                         "skipped: the run of {running} is still going (overlap = skip)");
                 }
-                self.record(run.skipped("overlap")).await;
+                self.recorder.finish(run.skipped("overlap")).await;
                 return;
             }
         };
@@ -798,7 +793,8 @@ impl Ticks {
         // The run is over (its process group is gone): the next tick may start, and a tick
         // waiting to replace it does. After `job_finished`, so that the log shows the order.
         drop(slot);
-        self.record(run).await;
+        // Written by the outcome writer, retried for as long as the node lives.
+        self.recorder.finish(run).await;
     }
 
     /// `replace`: wait until the runs told to stop have ended, at most [`REPLACE_WAIT`].
@@ -892,12 +888,6 @@ impl Ticks {
         } else {
             None
         }
-    }
-
-    /// Hands a claimed run's final record to the outcome writer, which retries it for as
-    /// long as the node lives ([`crate::recorder`]).
-    async fn record(&self, run: RunRecord) {
-        self.recorder.finish(run).await
     }
 
     fn set_last(&self, idx: usize, run: &RunRecord, duration_ms: Option<u64>) {

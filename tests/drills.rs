@@ -1856,11 +1856,33 @@ fn chaos_random_faults_keep_the_run_records_right() {
                 slots[i].skews.push(skew);
             }
         }
+        // The gap to the next fault (drawn): faults are paced, not waited on.
         std::thread::sleep(Duration::from_millis(rng.random_range(2000..5000)));
     }
 
-    // Healed: everyone up; a few seconds for the last orphans and outcomes, then stop all.
-    std::thread::sleep(LEASE + POLL * 4);
+    // Healed: wait until no record is `running` for a process that is gone (the last
+    // orphans closed), then stop all (which records the rest).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let orphans_left = || {
+        rt.block_on(async {
+            let store = emu.store(NAMESPACE).await;
+            let (Ok(running), Ok(nodes)) = (store.running_runs().await, store.nodes().await) else {
+                return usize::MAX; // the store is still coming back
+            };
+            running
+                .iter()
+                .filter(|r| nodes.get(&r.node).is_none_or(|n| n.process != r.process))
+                .count()
+        })
+    };
+    let settled = wait_until(LEASE + POLL * 4 + Duration::from_secs(8), || {
+        orphans_left() == 0
+    });
+    assert!(
+        settled,
+        "seed {seed}: orphans still running: {}",
+        orphans_left()
+    );
     for slot in slots.iter_mut() {
         let running = slot.live().is_running();
         let stderr = slot.live().stderr_text();
@@ -1892,7 +1914,6 @@ fn chaos_random_faults_keep_the_run_records_right() {
     let store = check_store(&emu, NAMESPACE, &jobs, &all);
     // 3. Every orphan of a killed node was closed within lease + poll (+ slack for a loaded
     //    machine and a store outage drawn meanwhile).
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let stored: Vec<cronlease::store::RunRecord> = rt.block_on(async {
         let store = emu.store(NAMESPACE).await;
         let mut all = Vec::new();

@@ -291,7 +291,11 @@ fn ctrl_c_to_the_nodes_group_stops_it_gracefully_and_the_watchdog_with_it() {
     unsafe {
         libc::killpg(node.pid, libc::SIGINT);
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // The node took the signal (it says so first thing), and drains rather than exits.
+    node.wait_for(Duration::from_secs(5), |e| {
+        e["event"] == "signal" && e["signal"] == "SIGINT"
+    })
+    .expect("the node logged the SIGINT");
     assert!(
         node.is_running(),
         "the node should still be draining its job"

@@ -125,8 +125,16 @@ fn a_run_of_a_killed_node_is_closed_as_lost_by_the_next_leader() {
             .contains(&record.reason.as_deref().unwrap_or("")),
         "{record:?}"
     );
-    // Closed once: no second run_lost for it, and nobody ran it again (recover is off).
-    std::thread::sleep(Duration::from_secs(2));
+    eprintln!(
+        "orphan closed {after_ms} ms after kill -9 ({} ms wall)",
+        killed_at.elapsed().as_millis()
+    );
+    nodes[1 - i].signal(libc::SIGTERM);
+    let status = nodes[1 - i].wait_exit(Duration::from_secs(20)).unwrap();
+    assert!(status.success());
+    // Closed once: over the survivor's whole log (it has stopped), no second run_lost for it,
+    // and nobody ran it again (recover is off).
+    let survivor = &nodes[1 - i];
     let closes = survivor
         .events_named("run_lost")
         .into_iter()
@@ -137,13 +145,6 @@ fn a_run_of_a_killed_node_is_closed_as_lost_by_the_next_leader() {
         .events_named("tick_run")
         .iter()
         .all(|e| e["fire_time"] != run["fire_time"]));
-    eprintln!(
-        "orphan closed {after_ms} ms after kill -9 ({} ms wall)",
-        killed_at.elapsed().as_millis()
-    );
-    nodes[1 - i].signal(libc::SIGTERM);
-    let status = nodes[1 - i].wait_exit(Duration::from_secs(20)).unwrap();
-    assert!(status.success());
 }
 
 /// `recover = true`: the next leader runs the lost fire time once more, as a recovery (one
@@ -223,6 +224,8 @@ fn on_lease_lost_stops_or_continues_the_run_and_records_it() {
         let lost = node
             .wait_for(Duration::from_secs(5), |e| e["event"] == "lease_lost")
             .expect("the lease is lost in the cut");
+        // The cut lasts 700 ms past the loss (about 2.5 s in all): shorter than the lease, so
+        // nobody judges the node dead. A fault's length, not a wait for an event.
         std::thread::sleep(Duration::from_millis(700));
         proxy.restore();
         let finished = node

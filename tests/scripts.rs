@@ -41,9 +41,6 @@ const UP_DEADLINE: Duration = Duration::from_secs(120);
 /// From the interrupt until nothing is left: the nodes get up to 15 s after SIGTERM, the
 /// emulator's stop up to 20 s; they normally take about 2 s together.
 const GONE_DEADLINE: Duration = Duration::from_secs(60);
-/// How often the tests look at /proc.
-const POLL: Duration = Duration::from_millis(100);
-
 /// One every-second `say` job: each node logs every tick (running it or sitting out).
 const JOBS: &str = r#"[node]
 shutdown_grace = "5s"
@@ -164,16 +161,14 @@ impl Tracker {
 
     /// SIGKILL whatever is left (clean-up after a failed test).
     fn kill_all(&mut self) {
-        for _ in 0..3 {
+        // SIGKILL what is there, again while anything is left (a process forked meanwhile).
+        wait_until(Duration::from_secs(1), || {
             let left = self.scan();
-            if left.is_empty() {
-                return;
-            }
-            for p in left {
+            for p in &left {
                 signal(p.pid, libc::SIGKILL);
             }
-            thread::sleep(POLL);
-        }
+            left.is_empty()
+        });
     }
 }
 

@@ -276,11 +276,32 @@ fn status_follows_a_two_node_cluster() {
         }
     }
 
+    // Each node publishes its clock offset from its peer once it has a few samples: the two
+    // share this machine's clock, so it is near zero.
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            report = status_json(&emu, &cfg);
+            report["nodes"]
+                .as_array()
+                .is_some_and(|ns| ns.iter().all(|n| n["clock_offset_ms"].is_i64()))
+        }),
+        "no clock offset in status: {report:#}"
+    );
+    for n in report["nodes"].as_array().unwrap() {
+        let off = n["clock_offset_ms"].as_i64().unwrap();
+        assert!(off.abs() < 1000, "{n:#}");
+    }
+
     let text = status_text(&emu, &cfg);
     println!("--- status of the two-node cluster ---\n{text}");
     for id in ["node-a", "node-b"] {
         assert!(text.contains(id), "{text}");
     }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("NODE ") && l.contains(" CLOCK ")),
+        "{text}"
+    );
     assert!(text.contains("held"), "{text}");
     assert!(!text.contains("No node is registered"), "{text}");
 

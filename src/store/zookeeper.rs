@@ -220,6 +220,10 @@ impl ZooKeeperStore {
     ) -> StoreResult<Claim> {
         let path = self.run_path(&new.job, new.fire_time)?;
         let data = to_json(&Run::from(new))?;
+        let marker = self.running_path(&new.job, new.fire_time)?;
+        // A run that ends drops its running marker in the same multi (one round trip); a
+        // record without a marker (written before markers existed) is written without.
+        let mut drop_marker = new.outcome != RUNNING;
         let mut written = false;
         for _ in 0..RETRIES {
             let Some((current, stat)) = read::<Run>(c, path.clone()).await? else {
@@ -239,6 +243,9 @@ impl ZooKeeperStore {
             }
             txn.add_set_data(&path, &data, Some(stat.version))
                 .map_err(op_err)?;
+            if drop_marker {
+                txn.add_delete(&marker, None).map_err(op_err)?;
+            }
             match txn.commit().await {
                 Ok(_) => {
                     written = true;
@@ -251,6 +258,12 @@ impl ZooKeeperStore {
                 Err(zk::MultiWriteError::OperationFailed { index, .. }) if index == run_index => {
                     continue; // the run changed meanwhile: look again
                 }
+                Err(zk::MultiWriteError::OperationFailed {
+                    index,
+                    source: zk::Error::NoNode,
+                }) if drop_marker && index == run_index + 1 => {
+                    drop_marker = false; // no marker to drop
+                }
                 Err(e) => return Err(zk_err("writing a run", e.into())),
             }
         }
@@ -259,18 +272,11 @@ impl ZooKeeperStore {
                 "zookeeper: writing {path} kept racing other writers"
             )));
         }
-        // The marker follows the record; a stale one is harmless (`running_runs` reads the
-        // record), a missing one only hides an orphan until its record is read otherwise.
-        let marker = self.running_path(&new.job, new.fire_time)?;
+        // A recovery keeps the record running: its marker normally exists already.
         if new.outcome == RUNNING {
             match c.create(&marker, &[], &PERSISTENT).await {
                 Ok(_) | Err(zk::Error::NodeExists) => {}
                 Err(e) => return Err(zk_err("marking a run", e)),
-            }
-        } else if let Err(e) = c.delete(&marker, None).await {
-            // The record is written: a stale marker only costs a read in `running_runs`.
-            if !matches!(e, zk::Error::NoNode) {
-                tracing::debug!("cannot remove the running marker {marker}: {e}");
             }
         }
         Ok(Claim::Won)
