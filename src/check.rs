@@ -5,13 +5,17 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use humantime::format_duration;
 
 use crate::config::{Action, Config, Job};
+use crate::schedule::{DaysRule, Schedule};
 
-/// How many upcoming fire times `check` lists per job.
+/// How many upcoming fire times `check` lists per job unless `--count` says otherwise.
 pub const NEXT_FIRES: usize = 3;
+/// The most fire times `--count` may ask for per job.
+pub const MAX_FIRES: usize = 10_000;
 /// Longer `say` texts and shell scripts are cut to this many characters in the summary.
 const MAX_SHOWN_CHARS: usize = 60;
 
-pub fn report(config: &Config, now: DateTime<Utc>) -> String {
+/// The report: every job with its next `count` fire times strictly after `now`.
+pub fn report(config: &Config, now: DateTime<Utc>, count: usize) -> String {
     let mut out = String::new();
     let e = &config.election;
     let n = config.jobs.len();
@@ -27,7 +31,10 @@ pub fn report(config: &Config, now: DateTime<Utc>) -> String {
     );
     for job in &config.jobs {
         let _ = writeln!(out, "{}", header(job));
-        let fires = job.schedule.upcoming(now, NEXT_FIRES);
+        for note in schedule_notes(&job.schedule, now) {
+            let _ = writeln!(out, "  # {note}");
+        }
+        let fires = job.schedule.upcoming(now, count);
         if fires.is_empty() {
             let _ = writeln!(out, "  (no upcoming fire times)");
         }
@@ -42,6 +49,34 @@ pub fn report(config: &Config, now: DateTime<Utc>) -> String {
         }
     }
     out
+}
+
+/// What an operator may not expect from a schedule: how the day fields combine when both
+/// restrict the days, and the DST rule when the zone changes its offset.
+fn schedule_notes(schedule: &Schedule, now: DateTime<Utc>) -> Vec<&'static str> {
+    let mut notes = Vec::new();
+    match schedule.days_rule {
+        Some(DaysRule::Either) => notes.push(
+            "days: day-of-month OR day-of-week (both restricted: Linux cron runs on days \
+             matching either)",
+        ),
+        Some(DaysRule::Both) => notes.push(
+            "days: day-of-month AND day-of-week (one starts with *: Linux cron runs on days \
+             matching both; Kubernetes CronJob would run on either)",
+        ),
+        None => {}
+    }
+    // Two years ahead: zones with DST change twice a year.
+    if schedule.offset_changes_within(now, chrono::Duration::days(2 * 366)) {
+        notes.push(if schedule.fixed_time {
+            "DST: fixed time: a time skipped by spring-forward runs once right after the gap; \
+             a repeated time runs once"
+        } else {
+            "DST: interval (* in second, minute or hour): runs at every real instant that \
+             matches, none in a spring-forward gap, both in a repeated hour"
+        });
+    }
+    notes
 }
 
 /// `name: "expr" in Zone, action[, timeout T]`
@@ -149,6 +184,7 @@ shell = "echo this is a rather long shell script that goes on and on and on"
         let expected = "\
 jobs.toml: 3 jobs; lease 10s, renew 2s (deadline 6s), poll 1s
 go_preacher: \"*/10 * * * * *\" in Europe/Berlin, say \"Go is the best modern programming language\" x5, pause 1s
+  # DST: interval (* in second, minute or hour): runs at every real instant that matches, none in a spring-forward gap, both in a repeated hour
   2025-03-29T01:30:00Z (2025-03-29 02:30:00 CET)
   2025-03-29T01:30:10Z (2025-03-29 02:30:10 CET)
   2025-03-29T01:30:20Z (2025-03-29 02:30:20 CET)
@@ -157,11 +193,12 @@ backup: \"0 */5 * * * *\" in UTC, command [\"/usr/bin/env\", \"sh\", \"-c\", \"e
   2025-03-29T01:35:00Z (2025-03-29 01:35:00 UTC)
   2025-03-29T01:40:00Z (2025-03-29 01:40:00 UTC)
 nightly: \"30 2 * * *\" in Europe/Berlin, shell \"echo this is a rather long shell script that goes on and on…\"
+  # DST: fixed time: a time skipped by spring-forward runs once right after the gap; a repeated time runs once
   2025-03-29T01:30:00Z (2025-03-29 02:30:00 CET)
   2025-03-30T01:00:00Z (2025-03-30 03:00:00 CEST)
   2025-03-31T00:30:00Z (2025-03-31 02:30:00 CEST)
 ";
-        assert_eq!(report(&config, now), expected);
+        assert_eq!(report(&config, now, NEXT_FIRES), expected);
     }
 
     #[test]
@@ -169,7 +206,7 @@ nightly: \"30 2 * * *\" in Europe/Berlin, shell \"echo this is a rather long she
         let text = "[[job]]\nname = \"a\"\nschedule = \"0 0 12 * * *\"\nsay = \"hi\"\n\
                     overlap = \"replace\"\nretries = 2\ncatch_up = \"all\"\nstarting_deadline = \"1h\"\n";
         let config = crate::config::parse("j.toml", text).unwrap();
-        let out = report(&config, Utc::now());
+        let out = report(&config, Utc::now(), NEXT_FIRES);
         assert!(
             out.contains(
                 "say \"hi\" x1, overlap replace, retries 2 (backoff 1s), catch-up all within 1h"
@@ -188,7 +225,7 @@ nightly: \"30 2 * * *\" in Europe/Berlin, shell \"echo this is a rather long she
         let now = DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        let r = report(&config, now);
+        let r = report(&config, now, NEXT_FIRES);
         assert!(
             r.starts_with("j.toml: 1 job; lease 10s, renew 2s (deadline 6s), poll 1s\n"),
             "{r}"

@@ -8,6 +8,7 @@
 //! | module       | job                                                                   |
 //! |--------------|-----------------------------------------------------------------------|
 //! | [`config`]   | `jobs.toml` → [`config::Config`]; every error names file, line, column |
+//! | [`crontab`]  | the crontab dialect (Linux cron's fields, macros, day and DST rules) → croner |
 //! | [`schedule`] | cron expression + IANA time zone → fire times (croner, DST-correct)    |
 //! | [`ticker`]   | the tick source: tokio-cron-scheduler pulses, croner fire times        |
 //! | [`store`]    | the storage seam (one trait, storage only) and its backends            |
@@ -28,6 +29,7 @@
 pub mod app;
 pub mod check;
 pub mod config;
+pub mod crontab;
 pub mod election;
 pub mod history;
 pub mod http;

@@ -41,6 +41,14 @@ enum Command {
         /// The jobs file.
         #[arg(short, long, default_value = "jobs.toml")]
         config: PathBuf,
+        /// List the fire times after this instant instead of now (RFC 3339, e.g.
+        /// 2026-03-29T00:00:00Z or 2026-03-29T01:30:00+01:00).
+        #[arg(long, value_name = "TIME", value_parser = parse_instant)]
+        at: Option<chrono::DateTime<chrono::Utc>>,
+        /// How many fire times to list per job.
+        #[arg(long, value_name = "N", default_value_t = cronlease::check::NEXT_FIRES,
+              value_parser = parse_count)]
+        count: usize,
     },
     /// Show every job's lease, the registered nodes and each job's last runs, from the store.
     Status {
@@ -58,6 +66,22 @@ enum Command {
 
 const EXIT_CONFIG: u8 = 2;
 
+fn parse_instant(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| {
+            format!("{e}: expected an RFC 3339 instant such as 2026-03-29T00:59:59Z or 2026-03-29T01:59:59+01:00")
+        })
+}
+
+fn parse_count(text: &str) -> Result<usize, String> {
+    let max = cronlease::check::MAX_FIRES;
+    match text.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("expected a number from 1 to {max}")),
+    }
+}
+
 /// Print to stdout; a closed stdout (`cronlease check | head -1`) is not an error worth a
 /// panic: what was not read is simply not printed.
 fn out(text: &str) {
@@ -74,9 +98,10 @@ fn err(line: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match cronlease::config::load(&config) {
+        Command::Check { config, at, count } => match cronlease::config::load(&config) {
             Ok(cfg) => {
-                out(&cronlease::check::report(&cfg, chrono::Utc::now()));
+                let from = at.unwrap_or_else(chrono::Utc::now);
+                out(&cronlease::check::report(&cfg, from, count));
                 ExitCode::SUCCESS
             }
             Err(e) => {

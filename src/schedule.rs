@@ -9,21 +9,26 @@
 //! (evaluated in UTC, which has no DST), and the rules below turn those into instants:
 //!
 //! * A wall-clock time that exists once fires at that instant.
-//! * DST overlap (fall back, the wall-clock time exists twice): a *fixed-time* job (single
-//!   second, minute and hour, croner's [`croner::JobType::FixedTime`], e.g. `0 30 2 * * *`)
-//!   fires once, at the first occurrence; an *interval* job (`*/10 * * * * *`, `0 0 * * * *`)
-//!   fires at both occurrences, so it keeps its real-time cadence.
-//! * DST gap (spring forward, the wall-clock time does not exist): a fixed-time job fires once
-//!   at the first instant after the gap (03:00 local in Europe/Berlin); an interval job skips
-//!   the missing times.
+//! * Linux cron's DST rule (crontab(5), cronie and Vixie cron) for *fixed-time* jobs: those
+//!   whose second, minute and hour fields do not start with `*` (`30 2 * * *`,
+//!   `0,30 2 * * *`, `0 1,2,5 * * *`, `@daily`; see [`crate::crontab`]):
+//!   - DST gap (spring forward, the wall-clock time does not exist): the job fires once at the
+//!     first instant after the gap (03:00 local in Europe/Berlin), however many of its times
+//!     the gap swallowed;
+//!   - DST overlap (fall back, the wall-clock time exists twice): it fires once, at the first
+//!     occurrence.
+//! * Every other job (*interval* jobs: `*/10 * * * * *`, `30 * * * *`, `@hourly`) fires at
+//!   every real instant that matches: both occurrences in an overlap, none in a gap, so it
+//!   keeps its real-time cadence.
 //!
-//! These are the rules croner itself applies; fire times here are additionally strictly
-//! increasing, and `next_after` / `latest_at_or_before` are exact inverses of each other.
+//! Fire times are strictly increasing, do not depend on the instant a search starts from
+//! (a search that starts at the very second a gap ends still finds the skipped time), and
+//! `next_after` / `latest_at_or_before` are exact inverses of each other.
 use std::str::FromStr;
 
 use chrono::{DateTime, Duration, NaiveDateTime, Offset, TimeZone, Utc};
 use croner::parser::{CronParser, Seconds, Year};
-use croner::{Cron, JobType};
+use croner::Cron;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -39,9 +44,23 @@ pub struct Schedule {
     /// schedules are cloned into the ticker and the tick logic; with 10,000 jobs, copies cost
     /// tens of MiB.
     pub cron: std::sync::Arc<Cron>,
-    /// Fixed-time job (single second, minute and hour): fires once on DST overlap, and once
-    /// right after a DST gap that swallowed its time.
+    /// Fixed-time job (Linux cron's rule: no `*` at the start of the second, minute or hour
+    /// field): fires once on DST overlap, and once right after a DST gap that swallowed its
+    /// time.
     pub fixed_time: bool,
+    /// Day-of-month `LW`: only the last weekday of the month matches.
+    last_weekday: bool,
+    /// How the day fields combine, when both restrict the days (see [`crate::crontab`]).
+    pub days_rule: Option<DaysRule>,
+}
+
+/// How day-of-month and day-of-week combine when both restrict the days (Linux cron's rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaysRule {
+    /// Neither field starts with `*`: a day matching either runs.
+    Either,
+    /// One field starts with `*` (as in `*/2`): a day must match both.
+    Both,
 }
 
 /// Probe step when looking for UTC-offset changes. Time zones change offset at most a few times
@@ -62,64 +81,68 @@ impl Schedule {
         Schedule::new(expr, tz)
     }
 
-    /// Parse `expr` (5 or 6 fields, or a croner @nickname) for the zone `tz`.
+    /// Parse `expr` (5 or 6 fields, or a macro; see [`crate::crontab`]) for the zone `tz`.
     pub fn new(expr: &str, tz: chrono_tz::Tz) -> Result<Schedule, ScheduleError> {
         let trimmed = expr.trim();
         let bad = |why: String| ScheduleError(format!("bad cron expression {expr:?}: {why}"));
-        if trimmed.is_empty() {
-            return Err(bad("it is empty".into()));
-        }
-        let fields = trimmed.split_whitespace().count();
-        if !trimmed.starts_with('@') {
-            match fields {
-                5 | 6 => {}
-                7 => {
-                    return Err(bad(
-                        "7 fields (a year field) are not supported; use 6 fields \
-                         (second minute hour day-of-month month day-of-week) or 5 (no seconds)"
-                            .into(),
-                    ))
-                }
-                n => {
-                    return Err(bad(format!(
-                        "expected 5 fields (minute hour day-of-month month day-of-week) or 6 \
-                         (with seconds first), found {n}"
-                    )))
-                }
-            }
-        }
-        // An empty list item (", * * * * *", "1,,2") is refused here: croner takes a field of
-        // only commas as an empty set, and proving that it never fires then walks croner's
-        // whole search limit (tens of seconds).
-        if let Some((n, field)) = trimmed
-            .split_whitespace()
-            .enumerate()
-            .find(|(_, f)| f.split(',').any(str::is_empty))
-        {
-            return Err(bad(format!(
-                "field {} ({field:?}) has an empty item between commas",
-                n + 1
-            )));
-        }
+        let tab = crate::crontab::parse(trimmed).map_err(|e| bad(e.0))?;
         let cron = CronParser::builder()
-            .seconds(Seconds::Optional)
+            .seconds(Seconds::Required)
             .year(Year::Disallowed)
+            .dom_and_dow(tab.dom_and_dow)
             .build()
-            .parse(trimmed)
+            .parse(&tab.pattern)
             .map_err(|e| bad(e.to_string()))?;
-        // Every pattern that matches at all matches within one 400-year Gregorian cycle.
-        let probe = NaiveDateTime::parse_from_str("2000-01-01 00:00:00", "%Y-%m-%d %H:%M:%S")
-            .expect("valid literal");
-        if naive_search(&cron, probe, true, croner::Direction::Forward).is_none() {
-            return Err(bad("it never fires (no date matches it)".into()));
-        }
-        let fixed_time = cron.determine_job_type() == JobType::FixedTime;
-        Ok(Schedule {
+        let schedule = Schedule {
             expr: trimmed.to_string(),
             tz,
             cron: std::sync::Arc::new(cron),
-            fixed_time,
-        })
+            fixed_time: tab.fixed_time,
+            last_weekday: tab.last_weekday,
+            days_rule: tab.both_days_restricted.then_some(if tab.days_ored {
+                DaysRule::Either
+            } else {
+                DaysRule::Both
+            }),
+        };
+        // Every pattern that matches at all matches within one 400-year Gregorian cycle.
+        let probe = NaiveDateTime::parse_from_str("2000-01-01 00:00:00", "%Y-%m-%d %H:%M:%S")
+            .expect("valid literal");
+        if schedule
+            .naive_search(probe, croner::Direction::Forward)
+            .is_none()
+        {
+            return Err(bad("it never fires (no date matches it)".into()));
+        }
+        Ok(schedule)
+    }
+
+    /// Does the wall-clock second `n` match the expression?
+    pub fn matches_wall_clock(&self, n: NaiveDateTime) -> bool {
+        self.cron.is_time_matching(&n.and_utc()).unwrap_or(false)
+            && (!self.last_weekday || crate::crontab::is_last_weekday(n.date()))
+    }
+
+    /// The nearest matching wall-clock second at or after (before) `from` (UTC has no DST, so
+    /// this is a pure calendar search).
+    fn naive_search(
+        &self,
+        from: NaiveDateTime,
+        direction: croner::Direction,
+    ) -> Option<NaiveDateTime> {
+        let mut from = from;
+        // `LW`: croner matches days 26-31; skip the days that are not the last weekday.
+        for _ in 0..MAX_STEPS {
+            let found = naive_search(&self.cron, from, true, direction)?;
+            if !self.last_weekday || crate::crontab::is_last_weekday(found.date()) {
+                return Some(found);
+            }
+            from = match direction {
+                croner::Direction::Forward => found.date().succ_opt()?.and_hms_opt(0, 0, 0)?,
+                croner::Direction::Backward => found.date().pred_opt()?.and_hms_opt(23, 59, 59)?,
+            };
+        }
+        None
     }
 
     /// The first fire time strictly after `t`.
@@ -168,6 +191,14 @@ impl Schedule {
             }
         }
         out
+    }
+
+    /// Does the zone change its UTC offset within `horizon` after `t` (has DST, or is about to
+    /// change its standard time)?
+    pub fn offset_changes_within(&self, t: DateTime<Utc>, horizon: Duration) -> bool {
+        let from = t.timestamp();
+        self.next_change(from, from.saturating_add(horizon.num_seconds()))
+            .is_some()
     }
 
     /// UTC offset (seconds) in force at unix time `ts`.
@@ -255,13 +286,20 @@ impl Schedule {
             return false;
         };
         matches!(
-            naive_search(&self.cron, gap_start, true, croner::Direction::Forward),
+            self.naive_search(gap_start, croner::Direction::Forward),
             Some(n) if n < gap_end
         )
     }
 
     /// The first fire time at or after unix second `from`.
     fn first_at_or_after(&self, from: i64) -> Option<i64> {
+        // `from` may be the very instant of a spring-forward change: the search below only
+        // looks for changes after `cur`, so the gap that ends at `from` is checked here (a
+        // fixed-time job's skipped time fires at `from`).
+        let (before, at) = (self.offset(from.checked_sub(1)?)?, self.offset(from)?);
+        if self.gap_fires(from, before, at) {
+            return Some(from);
+        }
         let mut cur = from;
         // Wall-clock times at or after this have no match (croner searched and found none).
         let mut exhausted: Option<NaiveDateTime> = None;
@@ -277,7 +315,7 @@ impl Schedule {
                 let found = if exhausted.is_some_and(|e| search >= e) {
                     None
                 } else {
-                    naive_search(&self.cron, search, true, croner::Direction::Forward)
+                    self.naive_search(search, croner::Direction::Forward)
                 };
                 let candidate = found.map(|n| (n, n.and_utc().timestamp() - o));
                 // The candidate holds only if the offset stays `o` from `cur` up to it.
@@ -328,7 +366,7 @@ impl Schedule {
                 let found = if exhausted.is_some_and(|e| search <= e) {
                     None
                 } else {
-                    naive_search(&self.cron, search, true, croner::Direction::Backward)
+                    self.naive_search(search, croner::Direction::Backward)
                 };
                 let candidate = found.map(|n| (n, n.and_utc().timestamp() - o));
                 let limit = match candidate {
@@ -717,6 +755,9 @@ mod tests {
             "*/30 * * * * *",
             "0 0,30 2 * * *",
             "0 0 3 * * *",
+            "0 1,2,5 * * *",
+            "0 0-59/20 2 * * *",
+            "*/20 2 * * *",
         ];
         for (zone, start) in windows {
             for expr in exprs {
@@ -727,7 +768,7 @@ mod tests {
                 let brute: Vec<i64> = (start + 1..=end)
                     .filter(|&ts| {
                         let n = naive_of(ts + off(ts)).unwrap();
-                        if s.cron.is_time_matching(&n.and_utc()).unwrap() {
+                        if s.matches_wall_clock(n) {
                             return s.is_fire(n, ts);
                         }
                         let (before, after) = (off(ts - 1), off(ts));
@@ -735,7 +776,7 @@ mod tests {
                             && after > before
                             && (ts + before..ts + after).any(|l| {
                                 let n = naive_of(l).unwrap();
-                                s.cron.is_time_matching(&n.and_utc()).unwrap()
+                                s.matches_wall_clock(n)
                             })
                     })
                     .collect();
@@ -755,6 +796,277 @@ mod tests {
                 back.reverse();
                 assert_eq!(back, brute, "{expr} in {zone} (backward)");
             }
+        }
+    }
+
+    /// The zones of the crontab-compatibility issue: whole-hour, 30-minute (Lord Howe) and
+    /// 45-minute-offset (Chatham) changes, at 00:00 (Havana), 24:00 (Santiago) and 02:00.
+    const DST_ZONES: [&str; 6] = [
+        "Europe/Berlin",
+        "America/New_York",
+        "Australia/Lord_Howe",
+        "America/Havana",
+        "America/Santiago",
+        "Pacific/Chatham",
+    ];
+
+    /// Expressions that hit the hours around those changes, fixed-time and interval.
+    const DST_EXPRS: [&str; 20] = [
+        "15 2 * * *",
+        "0,30 2 * * *",
+        "0 1,2,5 * * *",
+        "0 0 * * *",
+        "30 0 * * *",
+        "45 2 * * *",
+        "0 3 * * *",
+        "59 23 * * *",
+        "0 23 * * *",
+        "50 2 * * *",
+        "@daily",
+        "0 2-3 * * *",
+        "*/15 * * * *",
+        "0 * * * *",
+        "30 * * * *",
+        "@hourly",
+        "*/10 * * * * *",
+        "0 */20 * * * *",
+        "* 2 * * *",
+        "30 15 2 * * *",
+    ];
+
+    /// Every offset change of `zone` in [from, to).
+    fn changes(zone: &str, from: &str, to: &str) -> Vec<i64> {
+        let s = Schedule::parse("* * * * *", zone).unwrap();
+        let (mut cur, end) = (utc(from).timestamp(), utc(to).timestamp());
+        let mut out = Vec::new();
+        while let Some(c) = s.next_change(cur, end) {
+            out.push(c);
+            cur = c;
+        }
+        out
+    }
+
+    #[test]
+    fn every_zone_has_its_changes_in_2026_and_2027() {
+        for zone in DST_ZONES {
+            let n = changes(zone, "2026-01-01T00:00:00Z", "2028-01-01T00:00:00Z").len();
+            assert_eq!(n, 4, "{zone}");
+        }
+    }
+
+    /// The answer does not depend on the starting instant: from every second within ±5 s of
+    /// each offset change, the next fire times are those found from a minute earlier, less the
+    /// ones already passed.
+    #[test]
+    fn next_fire_times_do_not_depend_on_the_starting_second() {
+        const N: usize = 4;
+        for zone in DST_ZONES {
+            for change in changes(zone, "2026-01-01T00:00:00Z", "2028-01-01T00:00:00Z") {
+                for expr in DST_EXPRS {
+                    let s = Schedule::parse(expr, zone).unwrap();
+                    let early = DateTime::from_timestamp(change - 65, 0).unwrap();
+                    let reference = s.upcoming(early, N + 20);
+                    for start in change - 5..=change + 5 {
+                        for frac in [0, 500] {
+                            let t = DateTime::from_timestamp(start, frac * 1_000_000).unwrap();
+                            let want: Vec<_> = reference
+                                .iter()
+                                .copied()
+                                .filter(|&f| f > t)
+                                .take(N)
+                                .collect();
+                            assert_eq!(
+                                s.upcoming(t, N),
+                                want,
+                                "{expr} in {zone} from {t} (change at {})",
+                                DateTime::from_timestamp(change, 0).unwrap()
+                            );
+                            let latest = reference.iter().copied().rfind(|&f| f <= t);
+                            if latest.is_some() {
+                                assert_eq!(s.latest_at_or_before(t), latest, "{expr} {zone} {t}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn local_times(s: &Schedule, from: &str, n: usize) -> Vec<String> {
+        s.upcoming(utc(from), n)
+            .into_iter()
+            .map(|t| local(s, t))
+            .collect()
+    }
+
+    /// Issue example: `15 2 * * *` from one second before Berlin springs forward lost the
+    /// day's run (it gave 03-30, 03-31, 04-01).
+    #[test]
+    fn search_from_the_second_before_a_gap_keeps_the_skipped_run() {
+        let s = Schedule::parse("15 2 * * *", "Europe/Berlin").unwrap();
+        for from in ["2026-03-29T00:59:58Z", "2026-03-29T00:59:59Z"] {
+            assert_eq!(
+                local_times(&s, from, 3),
+                [
+                    "2026-03-29 03:00:00 CEST",
+                    "2026-03-30 02:15:00 CEST",
+                    "2026-03-31 02:15:00 CEST"
+                ],
+                "{from}"
+            );
+        }
+    }
+
+    /// Issue example: `0,30 2 * * *` did not run at all on Berlin's spring-forward day; Linux
+    /// cron runs it once right after the gap.
+    #[test]
+    fn a_list_of_minutes_in_the_gap_runs_once_after_it() {
+        let s = Schedule::parse("0,30 2 * * *", "Europe/Berlin").unwrap();
+        assert!(s.fixed_time);
+        assert_eq!(
+            local_times(&s, "2026-03-28T12:00:00Z", 4),
+            [
+                "2026-03-29 03:00:00 CEST",
+                "2026-03-30 02:00:00 CEST",
+                "2026-03-30 02:30:00 CEST",
+                "2026-03-31 02:00:00 CEST",
+            ]
+        );
+    }
+
+    /// Issue example: `0 1,2,5 * * *` ran twice in the repeated hour of fall-back day.
+    #[test]
+    fn a_list_of_hours_runs_once_in_the_repeated_hour() {
+        let s = Schedule::parse("0 1,2,5 * * *", "Europe/Berlin").unwrap();
+        assert_eq!(
+            local_times(&s, "2026-10-24T22:00:00Z", 4),
+            [
+                "2026-10-25 01:00:00 CEST",
+                "2026-10-25 02:00:00 CEST",
+                "2026-10-25 05:00:00 CET",
+                "2026-10-26 01:00:00 CET"
+            ]
+        );
+        // An interval job still runs at every real instant: both 02:30s, no 02:30 in spring.
+        let s = Schedule::parse("30 * * * *", "Europe/Berlin").unwrap();
+        assert!(!s.fixed_time);
+        assert_eq!(
+            local_times(&s, "2026-10-24T23:45:00Z", 3),
+            [
+                "2026-10-25 02:30:00 CEST",
+                "2026-10-25 02:30:00 CET",
+                "2026-10-25 03:30:00 CET"
+            ]
+        );
+        assert_eq!(
+            local_times(&s, "2026-03-29T00:00:00Z", 2),
+            ["2026-03-29 01:30:00 CET", "2026-03-29 03:30:00 CEST"]
+        );
+    }
+
+    /// Crontab idioms with their next times across a DST change.
+    #[test]
+    fn crontab_idioms_across_dst() {
+        let table: &[(&str, &str, &str, &[&str])] = &[
+            // @midnight = @daily; Santiago springs forward at 24:00, so midnight is skipped and
+            // the fixed-time job runs right after the gap, at 01:00.
+            (
+                "@midnight",
+                "America/Santiago",
+                "2026-09-04T12:00:00Z",
+                &[
+                    "2026-09-05 00:00:00 -04",
+                    "2026-09-06 01:00:00 -03",
+                    "2026-09-07 00:00:00 -03",
+                ],
+            ),
+            // 7L: the last Sunday of the month (7 = Sunday, as 0). Berlin's change day itself.
+            (
+                "0 2 * * 7L",
+                "Europe/Berlin",
+                "2026-03-01T00:00:00Z",
+                &[
+                    "2026-03-29 03:00:00 CEST",
+                    "2026-04-26 02:00:00 CEST",
+                    "2026-05-31 02:00:00 CEST",
+                ],
+            ),
+            // LW: the last weekday of the month.
+            (
+                "0 18 LW * *",
+                "America/New_York",
+                "2026-01-01T00:00:00Z",
+                &[
+                    "2026-01-30 18:00:00 EST",
+                    "2026-02-27 18:00:00 EST",
+                    "2026-03-31 18:00:00 EDT",
+                    "2026-04-30 18:00:00 EDT",
+                    "2026-05-29 18:00:00 EDT",
+                ],
+            ),
+            // `*` in a list is "every day"; Havana's 00:00 repeats on fall-back day: once.
+            (
+                "0 0 * * *,0",
+                "America/Havana",
+                "2026-10-31T12:00:00Z",
+                &[
+                    "2026-11-01 00:00:00 CDT",
+                    "2026-11-02 00:00:00 CST",
+                    "2026-11-03 00:00:00 CST",
+                ],
+            ),
+            // Both day fields restricted: the 1st OR Mondays (Linux and Kubernetes agree).
+            (
+                "0 12 1 * mon",
+                "UTC",
+                "2026-05-28T00:00:00Z",
+                &[
+                    "2026-06-01 12:00:00 UTC",
+                    "2026-06-08 12:00:00 UTC",
+                    "2026-06-15 12:00:00 UTC",
+                ],
+            ),
+            // Day-of-month starts with `*`: odd days AND Saturdays (Kubernetes: OR).
+            (
+                "0 16 */2 * sat",
+                "UTC",
+                "2026-01-01T00:00:00Z",
+                &[
+                    "2026-01-03 16:00:00 UTC",
+                    "2026-01-17 16:00:00 UTC",
+                    "2026-01-31 16:00:00 UTC",
+                    "2026-02-07 16:00:00 UTC",
+                ],
+            ),
+            // 45-minute offset zone: Chatham springs forward 02:45 -> 03:45.
+            (
+                "0 3 * * *",
+                "Pacific/Chatham",
+                "2026-09-26T00:00:00Z",
+                &["2026-09-27 03:45:00 +1345", "2026-09-28 03:00:00 +1345"],
+            ),
+            // 30-minute change: Lord Howe falls back 02:00 -> 01:30; 01:45 happens twice.
+            (
+                "45 1 * * *",
+                "Australia/Lord_Howe",
+                "2026-04-04T00:00:00Z",
+                &["2026-04-05 01:45:00 +11", "2026-04-06 01:45:00 +1030"],
+            ),
+            (
+                "*/30 1 * * *",
+                "Australia/Lord_Howe",
+                "2026-04-04T14:20:00Z",
+                &[
+                    "2026-04-05 01:30:00 +11",
+                    "2026-04-05 01:30:00 +1030",
+                    "2026-04-06 01:00:00 +1030",
+                ],
+            ),
+        ];
+        for (expr, zone, from, want) in table {
+            let s = Schedule::parse(expr, zone).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(&local_times(&s, from, want.len()), want, "{expr} in {zone}");
+            check_consistent(&s, from, want.len());
         }
     }
 

@@ -458,3 +458,106 @@ shell = "echo hi"
         assert_eq!(fires, 3, "fire times of {job} in:\n{}", o.stdout);
     }
 }
+
+/// `check --at TIME --count N` lists the fire times after a given instant (no faked clock):
+/// the issue's examples around Berlin's 2026 changes, through the real binary.
+#[test]
+fn check_at_a_given_instant_shows_the_dst_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = common::write_config(
+        dir.path(),
+        r#"
+[[job]]
+name = "quarter_past_two"
+schedule = "15 2 * * *"
+timezone = "Europe/Berlin"
+say = "x"
+
+[[job]]
+name = "two_and_half_past"
+schedule = "0,30 2 * * *"
+timezone = "Europe/Berlin"
+say = "x"
+
+[[job]]
+name = "odd_saturdays"
+schedule = "0 16 */2 * sat"
+say = "x"
+"#,
+    );
+    let f = file.to_str().unwrap();
+    // One second before the gap: the day's 02:15 runs at 03:00 CEST, right after it.
+    let o = cronlease(&[
+        "check",
+        "-c",
+        f,
+        "--at",
+        "2026-03-29T00:59:59Z",
+        "--count",
+        "2",
+    ]);
+    assert_eq!(o.code, Some(0), "stderr:\n{}", o.stderr);
+    let want = "\
+quarter_past_two: \"15 2 * * *\" in Europe/Berlin, say \"x\" x1
+  # DST: fixed time: a time skipped by spring-forward runs once right after the gap; a repeated time runs once
+  2026-03-29T01:00:00Z (2026-03-29 03:00:00 CEST)
+  2026-03-30T00:15:00Z (2026-03-30 02:15:00 CEST)
+two_and_half_past: \"0,30 2 * * *\" in Europe/Berlin, say \"x\" x1
+  # DST: fixed time: a time skipped by spring-forward runs once right after the gap; a repeated time runs once
+  2026-03-29T01:00:00Z (2026-03-29 03:00:00 CEST)
+  2026-03-30T00:00:00Z (2026-03-30 02:00:00 CEST)
+odd_saturdays: \"0 16 */2 * sat\" in UTC, say \"x\" x1
+  # days: day-of-month AND day-of-week (one starts with *: Linux cron runs on days matching both; Kubernetes CronJob would run on either)
+  2026-04-11T16:00:00Z (2026-04-11 16:00:00 UTC)
+  2026-04-25T16:00:00Z (2026-04-25 16:00:00 UTC)
+";
+    assert!(o.stdout.ends_with(want), "got:\n{}", o.stdout);
+    // An offset in --at is honoured; the count is bounded; a bad instant is a usage error.
+    let o = cronlease(&["check", "-c", f, "--at", "2026-03-29T01:59:59+01:00"]);
+    assert!(
+        o.stdout
+            .contains("  2026-03-29T01:00:00Z (2026-03-29 03:00:00 CEST)"),
+        "{}",
+        o.stdout
+    );
+    for bad in [
+        ["--at", "tomorrow"],
+        ["--count", "0"],
+        ["--count", "100001"],
+    ] {
+        let o = cronlease(&["check", "-c", f, bad[0], bad[1]]);
+        assert_eq!(o.code, Some(2), "{bad:?}: {}", o.stderr);
+        assert!(
+            o.stdout.is_empty() && o.stderr.contains(bad[0]),
+            "{bad:?}: {}",
+            o.stderr
+        );
+    }
+}
+
+/// Crontab idioms users bring from Linux are accepted; what stays refused says what to write.
+#[test]
+fn crontab_idioms_are_accepted_and_refusals_say_what_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    for expr in ["@midnight", "0 0 * * 7L", "0 18 LW * *", "0 0 * * *,0"] {
+        let file = common::write_config(
+            dir.path(),
+            &format!("[[job]]\nname = \"a\"\nschedule = \"{expr}\"\nsay = \"x\"\n"),
+        );
+        let o = cronlease(&["check", "-c", file.to_str().unwrap()]);
+        assert_eq!(o.code, Some(0), "{expr}: {}", o.stderr);
+    }
+    let file = common::write_config(
+        dir.path(),
+        "[[job]]\nname = \"a\"\nschedule = \"0 9 * * FRI-MON\"\nsay = \"x\"\n",
+    );
+    let o = cronlease(&["check", "-c", file.to_str().unwrap()]);
+    assert_eq!(o.code, Some(2));
+    assert!(
+        o.stderr.contains(":3:12: ")
+            && o.stderr.contains("the range FRI-MON wraps around")
+            && o.stderr.contains("write FRI-SAT,SUN-MON"),
+        "{}",
+        o.stderr
+    );
+}

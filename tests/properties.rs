@@ -169,11 +169,34 @@ fn cron_atom(min: u32, max: u32) -> BoxedStrategy<String> {
     .boxed()
 }
 
-/// A cron field over `min..=max`: `*` or a list of one to three atoms.
+/// A cron field over `min..=max`: `*`, a list of one to three atoms, or (rarely) a list with
+/// `*` in it.
 fn cron_field(min: u32, max: u32) -> BoxedStrategy<String> {
     prop_oneof![
-        2 => Just("*".to_string()),
-        3 => prop::collection::vec(cron_atom(min, max), 1..=3).prop_map(|v| v.join(",")),
+        4 => Just("*".to_string()),
+        6 => prop::collection::vec(cron_atom(min, max), 1..=3).prop_map(|v| v.join(",")),
+        1 => cron_atom(min, max).prop_map(|a| format!("{a},*")),
+    ]
+    .boxed()
+}
+
+/// Day-of-month: a field, or one of the extensions (last day, last weekday, nearest weekday).
+fn dom_field(max: u32) -> BoxedStrategy<String> {
+    prop_oneof![
+        12 => cron_field(1, max),
+        1 => select(vec!["L", "LW", "15W", "1W", "L,1", "?"]).prop_map(str::to_string),
+    ]
+    .boxed()
+}
+
+/// Day-of-week: a field, or names, 7 for Sunday, last/nth weekday of the month.
+fn dow_field() -> BoxedStrategy<String> {
+    prop_oneof![
+        12 => cron_field(0, 6),
+        1 => select(vec![
+            "5L", "7L", "0L", "FRIL", "1#2", "7#1", "0#5", "MON-FRI", "SAT,SUN", "7", "5-7", "?",
+        ])
+        .prop_map(str::to_string),
     ]
     .boxed()
 }
@@ -193,14 +216,27 @@ fn cron_expr(always_fires: bool) -> BoxedStrategy<String> {
             cron_field(0, 59),
             cron_field(0, 59),
             cron_field(0, 23),
-            cron_field(1, dom_max),
+            if always_fires {
+                cron_field(1, dom_max)
+            } else {
+                dom_field(dom_max)
+            },
             cron_field(1, 12),
-            cron_field(0, 6),
+            // Last / nth weekdays with a `*/N` day-of-month (days ANDed) may never meet.
+            if always_fires {
+                cron_field(0, 6)
+            } else {
+                dow_field()
+            },
         ],
         prop::collection::vec(sep(), 5),
         prop_oneof![8 => Just(""), 1 => Just(" "), 1 => Just("\t ")],
     )
-        .prop_map(|(six, fields, seps, pad)| {
+        .prop_map(|(six, mut fields, seps, pad)| {
+            if fields[3] == "LW" {
+                // LW combines only with an unrestricted day-of-week.
+                fields[5] = "*".to_string();
+            }
             let fields: &[String] = if six { &fields } else { &fields[1..] };
             let mut s = pad.to_string();
             for (i, f) in fields.iter().enumerate() {
@@ -263,6 +299,14 @@ fn garbage_expr() -> BoxedStrategy<String> {
         "0 0 12 * * MON-FRI",
         "0 0 12 * JAN-DEC SUN",
         "0 0 12 * * FOO",
+        "@midnight",
+        "0 0 * * 7L",
+        "0 0 LW * *",
+        "0 0 LW * 1",
+        "0 0 * * *,0",
+        "0 0 * * FRI-MON",
+        "0 22-2 * * *",
+        "* * * * * L",
     ];
     prop_oneof![
         2 => select(fixed.to_vec()).prop_map(str::to_string),
@@ -291,9 +335,7 @@ fn first_instant(tz: Tz, n: NaiveDateTime) -> Option<i64> {
 }
 
 fn matches(s: &Schedule, n: NaiveDateTime) -> bool {
-    s.cron
-        .is_time_matching(&n.and_utc())
-        .expect("croner can match a valid time")
+    s.matches_wall_clock(n)
 }
 
 /// Is unix second `ts` a fire time of `s`, by the rules of `src/schedule.rs` (module docs),
@@ -535,6 +577,24 @@ proptest! {
             }
         };
         check_against_brute_force(&s, at - 90 * 60, at + 90 * 60)?;
+    }
+
+    /// The next fire times do not depend on the instant a search starts from: from every
+    /// second (and half second) within ±5 s of an offset change, they are the ones found from
+    /// a minute earlier, less those already passed.
+    #[test]
+    fn next_fire_times_do_not_depend_on_the_starting_second(
+        (tz, at, expr) in around_a_change(),
+    ) {
+        let Ok(s) = Schedule::parse(&expr, tz.name()) else { return Ok(()) };
+        let reference = s.upcoming(instant(at - 65, 0), 24);
+        for start in at - 5..=at + 5 {
+            for millis in [0, 500] {
+                let t = instant(start, millis);
+                let want: Vec<_> = reference.iter().copied().filter(|&f| f > t).take(4).collect();
+                prop_assert_eq!(s.upcoming(t, 4), want, "{} in {} from {}", expr, tz, t);
+            }
+        }
     }
 
     /// A fixed-time job whose wall-clock time falls into a fall-back overlap fires once, at the
