@@ -5,7 +5,7 @@
 //!
 //! * **Fields**: 5 (`minute hour day-of-month month day-of-week`, second 0) or 6 (second first).
 //!   Macros `@yearly` (`@annually`), `@monthly`, `@weekly`, `@daily` (`@midnight`), `@hourly`.
-//! * **Items**: `*`, `N`, `A-B`, `*/S`, `A-B/S`, `N/S` (= `N-max/S`), lists of those with `,`
+//! * **Items**: `*`, `N`, `A-B` (a day-of-week range may end on Sunday as 0: `FRI-SUN`), `*/S`, `A-B/S`, `N/S` (= `N-max/S`), lists of those with `,`
 //!   (a `*` anywhere in a list makes the field "every value"), month names `JAN`–`DEC`, weekday
 //!   names `SUN`–`SAT`, weekday `0` or `7` for Sunday. Extensions (Quartz-style, not in Linux
 //!   cron): day-of-month `L` (last day), `LW` (last weekday), `15W` (weekday nearest the 15th),
@@ -300,7 +300,12 @@ fn item_to_croner(i: usize, item: &str) -> Result<String, String> {
         return Ok(format!("*{step_text}"));
     }
     if let Some((a, b)) = range.split_once('-') {
-        let (x, y) = (value(i, a)?, value(i, b)?);
+        let (x, mut y) = (value(i, a)?, value(i, b)?);
+        if i == DOW && y == 0 && x > 0 {
+            // Sunday is 0 and 7: a range that ends on it (FRI-SUN, 5-0) ends at 7, as in
+            // cronie's current master.
+            y = 7;
+        }
         if x > y {
             let (lo, hi) = bounds(i);
             let hi = if i == DOW { 6 } else { hi };
@@ -414,6 +419,8 @@ mod tests {
         assert_eq!(pat("0 9 * jan-mar mon-fri"), "0 0 9 * 1-3 1-5");
         assert_eq!(pat("5/15 * * * *"), "0 5/15 * * * *");
         assert_eq!(pat("0 0 * * 5-7"), "0 0 0 * * 5-7");
+        assert_eq!(pat("0 0 * * fri-sun"), "0 0 0 * * 5-7");
+        assert_eq!(pat("0 0 * * 5-0/2"), "0 0 0 * * 5-7/2");
     }
 
     #[test]
