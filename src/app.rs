@@ -21,9 +21,11 @@ use crate::config::Config;
 use crate::election::{Election, LeaseEvents};
 use crate::history::History;
 use crate::http::{self, NodeState, Running};
+use crate::jobs::JobTable;
 use crate::metrics::Metrics;
 use crate::orphans::Orphans;
 use crate::recorder::Recorder;
+use crate::reload::Reloader;
 use crate::session::Session;
 use crate::store::{self, metered::Metered, Store};
 use crate::tick::{TickContext, Ticks};
@@ -121,9 +123,12 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         kill: CancellationToken::new(),
     };
     watch_signals(&shutdown)?;
-    let jobs = Arc::new(config.jobs.clone());
-    info!(event = "node_starting", jobs = jobs.len(), config = %config.source.display(),
-        "starting with {} jobs", jobs.len());
+    // Installed now: SIGHUP's default action would end the process. One that arrives before
+    // the reloader runs is kept and handled then.
+    let hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let jobs = Arc::new(JobTable::new(config.jobs.clone()));
+    info!(event = "node_starting", jobs = config.jobs.len(), config = %config.source.display(),
+        "starting with {} jobs", config.jobs.len());
 
     // HTTP first: "alive, not ready" while the store is being reached. It stops last.
     let metrics = Arc::new(Metrics::new());
@@ -147,6 +152,7 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     crate::watchdog::start();
     let result = run_node(
         config,
+        hangup,
         node,
         metrics,
         node_state,
@@ -164,6 +170,7 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
 
 async fn run_node(
     config: Config,
+    hangup: tokio::signal::unix::Signal,
     node: String,
     metrics: Arc<Metrics>,
     node_state: Arc<NodeState>,
@@ -298,7 +305,10 @@ async fn run_node(
     let ticker = {
         let ticks = ticks.clone();
         Ticker::start(
-            jobs.iter().map(|j| j.schedule.clone()).collect(),
+            jobs.active()
+                .into_iter()
+                .map(|(_, j)| j.schedule.clone())
+                .collect(),
             Utc::now(),
             Arc::new(move |idx, t| ticks.fire(idx, t)),
             shutdown.stop.clone(),
@@ -307,17 +317,34 @@ async fn run_node(
         .context("starting the tick source")?
     };
 
+    // jobs.toml is re-read on SIGHUP and when it changes on disk (crate::reload).
+    let reloader = Arc::new(Reloader::new(
+        &config,
+        jobs.clone(),
+        ticks.clone(),
+        election.clone(),
+        ticker.updates(),
+        tracker.clone(),
+        metrics.clone(),
+    ));
+    let reload_task = {
+        let reloader = reloader.clone();
+        let token = shutdown.stop.clone();
+        tokio::spawn(async move { reloader.run(hangup, token).await })
+    };
+
     shutdown.stop.cancelled().await;
     let stopped_at = tokio::time::Instant::now();
 
     // 1. No new ticks, no new leases.
     ticker.stop().await;
+    let _ = reload_task.await;
     let _ = election_task.await;
     let _ = orphan_task.await;
     let _ = pruner.await;
     // 2. Running jobs finish within the grace period, else they are killed.
     tracker.close();
-    let grace = config.node.shutdown_grace;
+    let grace = reloader.node_config().shutdown_grace;
     if !tracker.is_empty() {
         info!(
             event = "draining",

@@ -89,7 +89,7 @@ impl Backend {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     pub backend: Backend,
     /// The file store's base directory (the namespace is a subdirectory of it); a relative
@@ -107,7 +107,7 @@ pub struct StoreConfig {
     pub history: usize,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ElectionConfig {
     pub lease: Duration,
     pub renew: Duration,
@@ -122,7 +122,7 @@ impl ElectionConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeConfig {
     pub shutdown_grace: Duration,
     /// `clock_skew_warn`: a clock offset from the peers beyond this is logged (`clock_skew`).

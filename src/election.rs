@@ -49,7 +49,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::{ElectionConfig, Job};
+use crate::config::ElectionConfig;
+use crate::jobs::JobTable;
 use crate::metrics::Metrics;
 use crate::session::Session;
 use crate::store::{LeaseRecord, NodeRecord, Observed, Store, StoreResult};
@@ -135,17 +136,15 @@ pub struct Election {
     store: Arc<dyn Store>,
     session: Arc<Session>,
     config: ElectionConfig,
-    jobs: Arc<Vec<Job>>,
-    names: Vec<String>,
-    /// Job name → index in `jobs`.
-    index: HashMap<String, usize>,
+    /// The jobs contested: the table's active ones (it changes on a reload).
+    jobs: Arc<JobTable>,
     state: Mutex<State>,
     events: Mutex<Option<Arc<dyn LeaseEvents>>>,
     metrics: Arc<Metrics>,
     /// Wakes whoever waits for a node's death ([`Election::deaths`]).
     death_seen: tokio::sync::Notify,
-    /// `[node] clock_skew_warn`.
-    skew_warn: Duration,
+    /// `[node] clock_skew_warn` (a reload may change it).
+    skew_warn: Mutex<Duration>,
 }
 
 #[derive(Default)]
@@ -186,6 +185,8 @@ struct State {
     skew_reported: bool,
     /// When the last successful poll's read of the node records started (our wall clock).
     last_read_wall: Option<chrono::DateTime<Utc>>,
+    /// Leases of removed jobs whose release the store refused: tried again at every poll.
+    release_retry: Vec<String>,
     /// The copy in `leases` is known stale (this node changed a lease, or a compare-and-set or
     /// a claim showed another holder): re-read at the next poll.
     leases_dirty: bool,
@@ -223,35 +224,32 @@ impl Election {
         session: Arc<Session>,
         store: Arc<dyn Store>,
         config: ElectionConfig,
-        jobs: Arc<Vec<Job>>,
+        jobs: Arc<JobTable>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let names: Vec<String> = jobs.iter().map(|j| j.name.clone()).collect();
-        let index = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), i))
-            .collect();
         Election {
-            index,
             node: session.node().to_string(),
             store,
             session,
             config,
             jobs,
-            names,
             state: Mutex::new(State::default()),
             events: Mutex::new(None),
             metrics,
             death_seen: tokio::sync::Notify::new(),
-            skew_warn: crate::config::DEFAULT_CLOCK_SKEW_WARN,
+            skew_warn: Mutex::new(crate::config::DEFAULT_CLOCK_SKEW_WARN),
         }
     }
 
     /// `[node] clock_skew_warn` (default 1 s).
-    pub fn with_skew_warn(mut self, warn: Duration) -> Self {
-        self.skew_warn = warn;
+    pub fn with_skew_warn(self, warn: Duration) -> Self {
+        self.set_skew_warn(warn);
         self
+    }
+
+    /// Change `[node] clock_skew_warn` (a reload).
+    pub fn set_skew_warn(&self, warn: Duration) {
+        *self.skew_warn.lock().unwrap() = warn;
     }
 
     /// How many other nodes this node has seen die so far (see [`State::deaths`]).
@@ -269,9 +267,9 @@ impl Election {
         !self.state.lock().unwrap().held.is_empty()
     }
 
-    /// The index of job `name` in the job list, if it is one of ours.
+    /// The slot of job `name` in the job table, if it is (or was) one of ours.
     pub fn job_index(&self, name: &str) -> Option<usize> {
-        self.index.get(name).copied()
+        self.jobs.index(name)
     }
 
     /// Why a `running` run is an orphan, if it is one: the process that claimed it is no longer
@@ -321,7 +319,7 @@ impl Election {
         }
         if let Some(events) = self.events() {
             for (job, term) in lost {
-                if let Some(&idx) = self.index.get(&job) {
+                if let Some(idx) = self.jobs.index(&job) {
                     events.lost(idx, term);
                 }
             }
@@ -498,6 +496,10 @@ impl Election {
                 .release_excess(&plan.release, plan.release_count, &session)
                 .await;
         }
+        let retry = std::mem::take(&mut self.state.lock().unwrap().release_retry);
+        if !retry.is_empty() {
+            changed |= self.release_jobs(&retry, "removed").await > 0;
+        }
         for (id, session, heartbeat) in plan.silent {
             match self.store.delete_node_if(&id, &session, heartbeat).await {
                 Ok(true) => info!(event = "node_removed", removed = %id, node = %self.node,
@@ -549,7 +551,7 @@ impl Election {
             .iter()
             .map(|(id, n)| (id.clone(), (n.session.clone(), n.lease_epoch)))
             .collect();
-        match self.store.leases(&self.names).await {
+        match self.store.leases(&self.jobs.active_names()).await {
             Ok(leases) => {
                 let leases = Arc::new(leases);
                 self.state.lock().unwrap().leases = Some(LeaseCache {
@@ -650,10 +652,11 @@ impl Election {
             .filter(|id| *id != &self.node && alive(st, id))
             .count();
         let live = live_others + 1;
-        let share = self.names.len().div_ceil(live);
+        let names = self.jobs.active_names();
+        let share = names.len().div_ceil(live);
 
         let mut available = Vec::new();
-        for job in &self.names {
+        for job in names.iter() {
             let lease = leases.get(job);
             // By reference: this loop runs over every job on every poll.
             let rec = lease.unwrap_or(&FREE_LEASE);
@@ -879,7 +882,7 @@ impl Election {
                 };
                 info!(event = "lease_acquired", job, node = %self.node, term = new.term,
                     previous = %from, "lease acquired");
-                if let Some(&idx) = self.index.get(job) {
+                if let Some(idx) = self.jobs.index(job) {
                     if let Some(events) = self.events() {
                         events.acquired(idx, new.term);
                     }
@@ -902,10 +905,7 @@ impl Election {
     async fn release_excess(&self, jobs: &[String], want: usize, session: &str) -> bool {
         // Only idle leases go: no claimed tick waiting to start, no run going.
         let events = self.events();
-        let indices: Vec<usize> = jobs
-            .iter()
-            .filter_map(|j| self.index.get(j).copied())
-            .collect();
+        let indices: Vec<usize> = jobs.iter().filter_map(|j| self.jobs.index(j)).collect();
         let may_go = match &events {
             Some(e) => e.hand_over(indices, want),
             None => indices.into_iter().take(want).collect(),
@@ -914,8 +914,8 @@ impl Election {
             let st = self.state.lock().unwrap();
             may_go
                 .iter()
-                .map(|&i| &self.names[i])
-                .filter_map(|j| st.held.get(j).map(|l| (j.clone(), l.term)))
+                .map(|&i| self.jobs.get(i).name.clone())
+                .filter_map(|j| st.held.get(&j).map(|l| (j, l.term)))
                 .collect()
         };
         if terms.is_empty() {
@@ -941,6 +941,50 @@ impl Election {
             Err(e) => {
                 warn!(event = "store_error", "cannot release leases: {e}");
                 false
+            }
+        }
+    }
+
+    /// Hand back the leases of `jobs` this node holds (jobs removed by a reload, once their
+    /// runs are over). A release the store refuses is tried again at every poll. How many
+    /// were freed.
+    pub async fn release_jobs(&self, jobs: &[String], reason: &'static str) -> usize {
+        let held: Vec<(String, Leadership)> = {
+            let st = self.state.lock().unwrap();
+            jobs.iter()
+                .filter_map(|j| st.held.get(j).map(|l| (j.clone(), l.clone())))
+                .collect()
+        };
+        if held.is_empty() {
+            return 0;
+        }
+        let session = held[0].1.session.clone();
+        let names: Vec<String> = held.iter().map(|(j, _)| j.clone()).collect();
+        let result = self.store.release(&names, &self.node, &session).await;
+        let mut st = self.state.lock().unwrap();
+        st.leases_dirty = true;
+        match result {
+            Ok(n) => {
+                for (job, l) in &held {
+                    if st.held.get(job).is_some_and(|h| h.term == l.term) {
+                        st.held.remove(job);
+                    }
+                    info!(event = "lease_released", job = %job, node = %self.node, term = l.term,
+                        reason, "lease released");
+                }
+                self.metrics.set_leases_held(st.held.len());
+                let held_now: Vec<String> = st.held.keys().cloned().collect();
+                drop(st);
+                self.session.leases_changed(held_now);
+                n
+            }
+            Err(e) => {
+                warn!(
+                    event = "store_error",
+                    "cannot release leases ({e}); trying again at the next poll"
+                );
+                st.release_retry.extend(names);
+                0
             }
         }
     }
@@ -1017,7 +1061,7 @@ impl Election {
         };
         let offset = -median;
         st.offset_ms = Some(offset);
-        let warn_ms = self.skew_warn.as_millis() as i64;
+        let warn_ms = self.skew_warn.lock().unwrap().as_millis() as i64;
         if offset.abs() > warn_ms && !st.skew_reported {
             st.skew_reported = true;
             let secs = offset as f64 / 1000.0;
@@ -1043,7 +1087,7 @@ impl Election {
         let now = Utc::now();
         let mut by_next: Vec<_> = held
             .filter_map(|name| {
-                let job = &self.jobs[*self.index.get(name)?];
+                let job = self.jobs.get(self.jobs.index(name)?);
                 Some((job.schedule.next_after(now), name.clone()))
             })
             .collect();

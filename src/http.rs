@@ -23,8 +23,8 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Job;
 use crate::election::Election;
+use crate::jobs::JobTable;
 use crate::metrics::Metrics;
 use crate::session::Session;
 use crate::tick::{rfc3339, LastRun, Ticks};
@@ -32,7 +32,7 @@ use crate::tick::{rfc3339, LastRun, Ticks};
 /// What the endpoints read. The running parts are filled in once the node has registered.
 pub struct NodeState {
     pub node: String,
-    pub jobs: Arc<Vec<Job>>,
+    pub jobs: Arc<JobTable>,
     pub metrics: Arc<Metrics>,
     pub running: OnceLock<Running>,
     /// Cancelled when the node starts its graceful stop.
@@ -160,8 +160,8 @@ fn node_status(state: &NodeState) -> NodeStatus {
     };
     let jobs = state
         .jobs
-        .iter()
-        .enumerate()
+        .active()
+        .into_iter()
         .map(|(idx, job)| {
             let (role, holder, term, last_run) = match running {
                 None => ("follower", None, 0, None),

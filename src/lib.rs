@@ -10,6 +10,8 @@
 //! | [`config`]   | `jobs.toml` → [`config::Config`]; every error names file, line, column |
 //! | [`crontab`]  | the crontab dialect (Linux cron's fields, macros, day and DST rules) → croner |
 //! | [`schedule`] | cron expression + IANA time zone → fire times (croner, DST-correct)    |
+//! | [`jobs`]     | the job table: stable slots, so a reload can add, change and retire jobs |
+//! | [`reload`]   | SIGHUP / file change → validated jobs.toml applied as a diff           |
 //! | [`ticker`]   | the tick source: tokio-cron-scheduler pulses, croner fire times        |
 //! | [`store`]    | the storage seam (one trait, storage only) and its backends            |
 //! | [`session`]  | the node's session: one heartbeat write per renew period, its deadline |
@@ -33,10 +35,12 @@ pub mod crontab;
 pub mod election;
 pub mod history;
 pub mod http;
+pub mod jobs;
 pub mod logging;
 pub mod metrics;
 pub mod orphans;
 pub mod recorder;
+pub mod reload;
 pub mod runner;
 pub mod schedule;
 pub mod session;

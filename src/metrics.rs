@@ -55,6 +55,11 @@ struct JobReason {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OpLabel {
     op: String,
 }
@@ -82,6 +87,8 @@ pub struct Metrics {
     runs_lost: Family<JobLabel, Counter>,
     runs_recovered: Family<JobLabel, Counter>,
     claims_refused: Family<JobReason, Counter>,
+    config_reloads: Family<ResultLabel, Counter>,
+    jobs_configured: Gauge,
     outcomes_pending: Gauge,
     outcome_queue_full: Counter,
     clock_offset: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -125,10 +132,22 @@ impl Metrics {
             runs_lost: Family::default(),
             runs_recovered: Family::default(),
             claims_refused: Family::default(),
+            config_reloads: Family::default(),
+            jobs_configured: Gauge::default(),
             outcomes_pending: Gauge::default(),
             outcome_queue_full: Counter::default(),
             clock_offset: Gauge::default(),
         };
+        m.registry.register(
+            "cronlease_config_reloads",
+            "Reloads of the jobs file, by result (applied, unchanged, rejected)",
+            m.config_reloads.clone(),
+        );
+        m.registry.register(
+            "cronlease_jobs_configured",
+            "Jobs in this node's current jobs file",
+            m.jobs_configured.clone(),
+        );
         m.registry.register(
             "cronlease_runs_lost",
             "Orphaned runs (their node died while they ran) this node closed as lost",
@@ -314,6 +333,19 @@ impl Metrics {
         if reads > 0 {
             self.store_reads.get_or_create(&label).inc_by(reads);
         }
+    }
+
+    /// A reload of the jobs file ended with `result`: applied, unchanged or rejected.
+    pub fn config_reload(&self, result: &str) {
+        self.config_reloads
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    pub fn set_jobs_configured(&self, n: usize) {
+        self.jobs_configured.set(n as i64);
     }
 
     pub fn run_lost(&self, job: &str) {

@@ -70,6 +70,7 @@ use tracing::{info, warn};
 use crate::config::OnLeaseLost;
 use crate::config::{CatchUp, Job, Overlap, Policy};
 use crate::election::{Election, Leadership};
+use crate::jobs::JobTable;
 use crate::metrics::Metrics;
 use crate::recorder::Recorder;
 use crate::runner::{self, Outcome, RunContext, RunResult};
@@ -129,7 +130,7 @@ pub struct Ticks {
     store: Arc<dyn Store>,
     election: Arc<Election>,
     metrics: Arc<Metrics>,
-    jobs: Arc<Vec<Job>>,
+    jobs: Arc<JobTable>,
     lease: Duration,
     tracker: TaskTracker,
     stopping: CancellationToken,
@@ -138,6 +139,8 @@ pub struct Ticks {
     last: Mutex<HashMap<usize, LastRun>>,
     /// When this node started taking part.
     started_at: DateTime<Utc>,
+    /// Per job added by a reload, when: no fire time from before is caught up.
+    added_at: Mutex<HashMap<usize, DateTime<Utc>>>,
     /// Per job, the newest fire times this node has tried to claim as leader.
     tried: Mutex<HashMap<usize, BTreeSet<DateTime<Utc>>>>,
     /// Per job, the runs going on this node now (the overlap policy looks here).
@@ -224,7 +227,7 @@ enum Start<'a> {
 }
 
 impl Ticks {
-    pub fn new(ctx: TickContext, jobs: Arc<Vec<Job>>) -> Self {
+    pub fn new(ctx: TickContext, jobs: Arc<JobTable>) -> Self {
         Ticks {
             node: ctx.node,
             store: ctx.store,
@@ -237,6 +240,7 @@ impl Ticks {
             kill: ctx.kill,
             last: Mutex::new(HashMap::new()),
             started_at: Utc::now(),
+            added_at: Mutex::new(HashMap::new()),
             tried: Mutex::new(HashMap::new()),
             active: Mutex::new(HashMap::new()),
             next_run_id: AtomicU64::new(1),
@@ -247,8 +251,64 @@ impl Ticks {
     }
 
     /// The job at `idx`.
-    pub fn job(&self, idx: usize) -> &Job {
-        &self.jobs[idx]
+    pub fn job(&self, idx: usize) -> Arc<Job> {
+        self.jobs.get(idx)
+    }
+
+    /// Job `idx` joined this node's jobs (a reload) at `at`.
+    pub fn job_added(&self, idx: usize, at: DateTime<Utc>) {
+        self.added_at.lock().unwrap().insert(idx, at);
+    }
+
+    /// Since when this node has known job `idx`: fire times before are not its to catch up.
+    fn known_since(&self, idx: usize) -> DateTime<Utc> {
+        let added = self.added_at.lock().unwrap().get(&idx).copied();
+        added.map_or(self.started_at, |a| a.max(self.started_at))
+    }
+
+    /// Job `idx` was removed by a reload (the ticker no longer hands over its fire times):
+    /// its runs going on here may finish within `grace`, then they are killed; then its lease
+    /// is handed back, so a node that still has the job takes it at its next poll.
+    pub async fn retire(&self, idx: usize, grace: Duration) {
+        let name = self.jobs.get(idx).name.clone();
+        let runs = |ticks: &Ticks| -> Vec<(CancellationToken, CancellationToken)> {
+            ticks
+                .active
+                .lock()
+                .unwrap()
+                .get(&idx)
+                .into_iter()
+                .flatten()
+                .map(|r| (r.cancel.clone(), r.done.clone()))
+                .collect()
+        };
+        let going = runs(self);
+        if !going.is_empty() {
+            info!(event = "job_retiring", job = %name, node = %self.node, runs = going.len(),
+                "removed from the jobs file: waiting up to {grace:?} for its runs");
+            let all_done = async {
+                for (_, done) in &going {
+                    done.cancelled().await;
+                }
+            };
+            if tokio::time::timeout(grace, all_done).await.is_err() {
+                warn!(event = "grace_exceeded", job = %name, node = %self.node,
+                    "removed job's runs still going after {grace:?}: killing them");
+                for (cancel, _) in &going {
+                    cancel.cancel();
+                }
+                let reaped = async {
+                    for (_, done) in &going {
+                        done.cancelled().await;
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(5), reaped).await;
+            }
+        }
+        // A reload that brought the job back meanwhile keeps the lease.
+        if !self.jobs.is_active(idx) {
+            self.election.release_jobs(&[name], "removed").await;
+        }
     }
 
     /// The election wants to hand `want` of these jobs back (rebalancing), in order of
@@ -298,7 +358,8 @@ impl Ticks {
     /// This node lost job `idx`'s lease held with `term`: runs of that term whose job says
     /// `on_lease_lost = "stop"` are stopped (outcome `stopped`).
     pub fn lease_lost(&self, idx: usize, term: i64) {
-        let job = &self.jobs[idx];
+        let job_def = self.jobs.get(idx);
+        let job = &*job_def;
         if job.policy.on_lease_lost != OnLeaseLost::Stop {
             return;
         }
@@ -352,10 +413,11 @@ impl Ticks {
 
     /// A scheduled fire time of job `idx` fell due.
     pub fn fire(self: &Arc<Self>, idx: usize, fire_time: DateTime<Utc>) {
-        if self.stopping.is_cancelled() {
+        if self.stopping.is_cancelled() || !self.jobs.is_active(idx) {
             return;
         }
-        let job = &self.jobs[idx];
+        let job_def = self.jobs.get(idx);
+        let job = &*job_def;
         match self.election.leading(&job.name) {
             Some(lead) => self.claim_and_run(idx, fire_time, lead),
             None => {
@@ -383,8 +445,9 @@ impl Ticks {
     /// This node just acquired job `idx`'s lease with `term`: catch up the missed fire times
     /// its `catch_up` policy asks for (module docs), in a task of their own.
     pub fn caught_up(self: &Arc<Self>, idx: usize, term: i64) {
-        let job = &self.jobs[idx];
-        if self.stopping.is_cancelled() {
+        let job_def = self.jobs.get(idx);
+        let job = &*job_def;
+        if self.stopping.is_cancelled() || !self.jobs.is_active(idx) {
             return;
         }
         let Some(lead) = self.election.leading(&job.name).filter(|l| l.term == term) else {
@@ -401,7 +464,12 @@ impl Ticks {
         if job.policy.catch_up == CatchUp::None {
             return;
         }
-        let after = catch_up_after(&job.policy, now, self.lease, self.started_at);
+        let mut after = catch_up_after(&job.policy, now, self.lease, self.known_since(idx));
+        // A job added by a reload never catches up fire times from before it was added, not
+        // even within an explicit `starting_deadline`: this node did not know it then.
+        if let Some(added) = self.added_at.lock().unwrap().get(&idx) {
+            after = after.max(*added - chrono::Duration::nanoseconds(1));
+        }
         let this = self.clone();
         self.tracker
             .spawn(async move { this.catch_up(idx, lead, after, now).await });
@@ -414,7 +482,8 @@ impl Ticks {
         after: DateTime<Utc>,
         now: DateTime<Utc>,
     ) {
-        let job = &self.jobs[idx];
+        let job_def = self.jobs.get(idx);
+        let job = &*job_def;
         let missed = match job.policy.catch_up {
             CatchUp::None => return,
             CatchUp::Latest => {
@@ -475,7 +544,8 @@ impl Ticks {
         after: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Option<Vec<DateTime<Utc>>> {
-        let job = &self.jobs[idx];
+        let job_def = self.jobs.get(idx);
+        let job = &*job_def;
         let (candidates, more) = recent_fire_times(job, after, now, CATCH_UP_SCAN);
         if candidates.is_empty() {
             return Some(Vec::new());
@@ -496,7 +566,7 @@ impl Ticks {
             .iter()
             .map(|r| r.fire_time)
             .min()
-            .unwrap_or(self.started_at - chrono::Duration::nanoseconds(1));
+            .unwrap_or(self.known_since(idx) - chrono::Duration::nanoseconds(1));
         // Newest first.
         let mut missed: Vec<DateTime<Utc>> = candidates
             .into_iter()
@@ -561,7 +631,7 @@ impl Ticks {
 
     /// The overlap policy's decision for a claimed tick of job `idx`; registers the new run.
     fn start(&self, idx: usize, fire_time: DateTime<Utc>, term: i64) -> Start<'_> {
-        let overlap = self.jobs[idx].policy.overlap;
+        let overlap = self.jobs.get(idx).policy.overlap;
         let mut active = self.active.lock().unwrap();
         let runs = active.entry(idx).or_default();
         let mut replacing = Vec::new();
@@ -618,7 +688,8 @@ impl Ticks {
     }
 
     async fn tick(&self, idx: usize, fire_time: DateTime<Utc>, lead: Leadership) {
-        let job = &self.jobs[idx];
+        let job_def = self.jobs.get(idx);
+        let job = &*job_def;
         let fire = rfc3339(fire_time);
         let Some(pending) = self.begin_claim(idx) else {
             self.metrics.tick_sat_out(&job.name);
@@ -687,7 +758,8 @@ impl Ticks {
         lead: Leadership,
         pending: Option<PendingClaim<'_>>,
     ) {
-        let job = &self.jobs[idx];
+        let job_def = self.jobs.get(idx);
+        let job = &*job_def;
         let fire_time = run.fire_time;
         let fire = rfc3339(fire_time);
         // The ticker hands fire times over ahead of their instant (`ticker::CLAIM_AHEAD`), so
@@ -1041,7 +1113,7 @@ mod tests {
             renew: Duration::from_millis(500),
             poll: Duration::from_millis(250),
         };
-        let jobs = Arc::new(jobs);
+        let jobs = Arc::new(JobTable::new(jobs));
         let metrics = Arc::new(Metrics::new());
         let session = Arc::new(Session::new("n1".into(), store.clone(), election, None));
         let kill = CancellationToken::new();

@@ -42,6 +42,8 @@ pub type OnTick = Arc<dyn Fn(usize, DateTime<Utc>) + Send + Sync>;
 
 pub struct Ticker {
     scheduler: JobScheduler,
+    /// Schedule changes from a reload, applied by the ticker's task at its next wake.
+    updates: tokio::sync::mpsc::UnboundedSender<(usize, Option<Schedule>)>,
 }
 
 impl Ticker {
@@ -53,6 +55,7 @@ impl Ticker {
         cancel: CancellationToken,
     ) -> Result<Ticker, TickerError> {
         let (pulse_tx, mut pulse_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let (updates, mut updates_rx) = tokio::sync::mpsc::unbounded_channel();
         let scheduler = JobScheduler::new()
             .await
             .map_err(|e| TickerError(e.to_string()))?;
@@ -88,6 +91,10 @@ impl Ticker {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     p = pulse_rx.recv() => if p.is_none() { return },
+                    u = updates_rx.recv() => match u {
+                        Some((job, schedule)) => cursors.set(job, schedule, Utc::now() + ahead),
+                        None => return,
+                    },
                     _ = tokio::time::sleep(wait) => {}
                 }
                 for (job, fire_time) in cursors.due(Utc::now() + ahead) {
@@ -98,7 +105,12 @@ impl Ticker {
                 }
             }
         });
-        Ok(Ticker { scheduler })
+        Ok(Ticker { scheduler, updates })
+    }
+
+    /// A handle that changes the jobs' schedules (a reload).
+    pub fn updates(&self) -> ScheduleUpdates {
+        ScheduleUpdates(self.updates.clone())
     }
 
     /// Stop the pulse.
@@ -109,9 +121,23 @@ impl Ticker {
     }
 }
 
+/// Changes a running ticker's schedules.
+#[derive(Clone)]
+pub struct ScheduleUpdates(tokio::sync::mpsc::UnboundedSender<(usize, Option<Schedule>)>);
+
+impl ScheduleUpdates {
+    /// Job `idx` (a new slot, or an existing one) now has `schedule` (`None`: removed). A new
+    /// or returning job's fire times start after now; a changed one's after its cursor, so
+    /// the change takes effect from its next fire time. Applied at the ticker's next wake.
+    pub fn set(&self, idx: usize, schedule: Option<Schedule>) {
+        let _ = self.0.send((idx, schedule));
+    }
+}
+
 /// Per-job cursors: the fire times already handed over end at the cursor.
 pub struct Cursors {
-    schedules: Vec<Schedule>,
+    /// Per job slot, its schedule (`None`: removed by a reload).
+    schedules: Vec<Option<Schedule>>,
     cursors: Vec<DateTime<Utc>>,
     /// Per job, its first fire time after its cursor (cached: croner searches are not free).
     next: Vec<Option<DateTime<Utc>>>,
@@ -122,10 +148,27 @@ impl Cursors {
         let cursors = vec![start; schedules.len()];
         let next = schedules.iter().map(|s| s.next_after(start)).collect();
         Cursors {
-            schedules,
+            schedules: schedules.into_iter().map(Some).collect(),
             cursors,
             next,
         }
+    }
+
+    /// Give job `idx` a schedule (or none). A job that had none (new, or removed before)
+    /// starts at `now`; one that had one keeps its cursor.
+    pub fn set(&mut self, idx: usize, schedule: Option<Schedule>, now: DateTime<Utc>) {
+        if idx >= self.schedules.len() {
+            self.schedules.resize(idx + 1, None);
+            self.cursors.resize(idx + 1, now);
+            self.next.resize(idx + 1, None);
+        }
+        if self.schedules[idx].is_none() {
+            self.cursors[idx] = now;
+        }
+        self.next[idx] = schedule
+            .as_ref()
+            .and_then(|s| s.next_after(self.cursors[idx]));
+        self.schedules[idx] = schedule;
     }
 
     /// The earliest fire time still to hand over.
@@ -138,6 +181,7 @@ impl Cursors {
     pub fn due(&mut self, now: DateTime<Utc>) -> Vec<(usize, DateTime<Utc>)> {
         let mut out = Vec::new();
         for (i, schedule) in self.schedules.iter().enumerate() {
+            let Some(schedule) = schedule else { continue };
             let after = self.cursors[i];
             if now <= after || self.next[i].is_none_or(|n| n > now) {
                 continue;
@@ -197,6 +241,39 @@ mod tests {
         let next = c.due(at("2026-01-01T00:00:10.100Z"));
         assert_eq!(next.len(), 8);
         assert!(next.contains(&(1, at("2026-01-01T00:00:10Z"))));
+    }
+
+    #[test]
+    fn schedules_can_be_added_changed_and_removed() {
+        let every_second = Schedule::parse("* * * * * *", "UTC").unwrap();
+        let every_ten = Schedule::parse("*/10 * * * * *", "UTC").unwrap();
+        let mut c = Cursors::new(vec![every_second.clone()], at("2026-01-01T00:00:00Z"));
+        assert_eq!(c.due(at("2026-01-01T00:00:01.5Z")).len(), 1);
+        // Job 0 changes to every ten seconds; job 1 is added at 00:00:05.
+        c.set(0, Some(every_ten), at("2026-01-01T00:00:05Z"));
+        c.set(2, Some(every_second.clone()), at("2026-01-01T00:00:05Z"));
+        assert_eq!(
+            c.due(at("2026-01-01T00:00:10.5Z")),
+            vec![
+                (0, at("2026-01-01T00:00:10Z")),
+                (2, at("2026-01-01T00:00:06Z")),
+                (2, at("2026-01-01T00:00:07Z")),
+                (2, at("2026-01-01T00:00:08Z")),
+                (2, at("2026-01-01T00:00:09Z")),
+                (2, at("2026-01-01T00:00:10Z")),
+            ]
+        );
+        // Removed: nothing more; back later: from then on, nothing in between.
+        c.set(2, None, at("2026-01-01T00:00:11Z"));
+        assert_eq!(c.due(at("2026-01-01T00:00:15.5Z")), vec![]);
+        c.set(2, Some(every_second), at("2026-01-01T00:00:20Z"));
+        assert_eq!(
+            c.due(at("2026-01-01T00:00:21.5Z")),
+            vec![
+                (0, at("2026-01-01T00:00:20Z")),
+                (2, at("2026-01-01T00:00:21Z"))
+            ]
+        );
     }
 
     #[test]

@@ -46,7 +46,7 @@ async fn takeover(lead_ms: i64, shell: &str) -> (Vec<RunRecord>, DateTime<Utc>) 
             .await
             .unwrap(),
     );
-    let jobs = Arc::new(cfg.jobs.clone());
+    let jobs = Arc::new(cronlease::jobs::JobTable::new(cfg.jobs.clone()));
     let metrics = Arc::new(Metrics::new());
     let session = Arc::new(Session::new("n1".into(), store.clone(), cfg.election, None));
     let cancel = CancellationToken::new();

@@ -1,0 +1,290 @@
+//! Reload: re-read the jobs file on SIGHUP and when it changes on disk, and apply it as a diff.
+//!
+//! The file is watched with a cheap `stat` every [`CHECK_EVERY`] (device, inode, size, mtime,
+//! following symlinks): an in-place rewrite, a rename over it (editors, `sed -i`) and a
+//! Kubernetes ConfigMap's symlink swap all change one of them. A change is applied once the
+//! file has stayed the same for one more check (debounce: an editor's several writes make one
+//! reload), and only if its bytes differ from the last file read.
+//!
+//! A new file is validated completely before anything changes; a bad one is refused
+//! (`config_rejected`, with the usual `file:line:col`) and the node keeps its jobs and stays
+//! ready. `[store]` and `[election]` changes need a restart (the store connection is the
+//! node's identity; lease, renew and poll must agree across the cluster), so a file that
+//! changes them is refused whole with a message that says so. `[node]` settings apply at
+//! once. The jobs are applied as a diff ([`crate::jobs::JobTable::apply`]):
+//!
+//! * unchanged jobs: nothing happens (lease, term and running run kept);
+//! * a changed job keeps its lease and term; its new definition takes effect from its next
+//!   fire time (a run going finishes under the definition it started with);
+//! * a new job joins the election at the next poll, and never catches up fire times from
+//!   before it was added;
+//! * a removed job is no longer scheduled; its runs going here may finish within
+//!   `shutdown_grace` (then they are killed), and then its lease is handed back.
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::signal::unix::Signal;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::config::{self, Config, ElectionConfig, NodeConfig, StoreConfig};
+use crate::election::Election;
+use crate::jobs::JobTable;
+use crate::metrics::Metrics;
+use crate::tick::Ticks;
+use crate::ticker::ScheduleUpdates;
+
+/// How often the file's metadata is looked at.
+pub const CHECK_EVERY: Duration = Duration::from_millis(500);
+
+/// What identifies one version of the file on disk, cheaply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stamp {
+    Missing,
+    File {
+        dev: u64,
+        ino: u64,
+        len: u64,
+        mtime_ns: i128,
+    },
+}
+
+fn stamp(path: &std::path::Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(m) => Stamp::File {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        },
+        Err(_) => Stamp::Missing,
+    }
+}
+
+/// FNV-1a 64 of the file's bytes: "did the content change".
+fn content_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The settings in force, besides the jobs.
+struct Current {
+    store: StoreConfig,
+    election: ElectionConfig,
+    node: NodeConfig,
+    /// The bytes of the last file read (applied or refused), so a `touch` reloads nothing.
+    hash: Option<u64>,
+}
+
+/// The parts of the node a reload changes.
+pub struct Reloader {
+    path: PathBuf,
+    current: Mutex<Current>,
+    jobs: Arc<JobTable>,
+    ticks: Arc<Ticks>,
+    election: Arc<Election>,
+    schedules: ScheduleUpdates,
+    tracker: TaskTracker,
+    metrics: Arc<Metrics>,
+}
+
+/// How one reload ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The diff was applied (names of the jobs added, removed and changed).
+    Applied {
+        added: Vec<String>,
+        removed: Vec<String>,
+        changed: Vec<String>,
+    },
+    /// Same bytes, or no job changed.
+    Unchanged,
+    /// Refused; the current configuration is kept.
+    Rejected(String),
+}
+
+impl Reloader {
+    pub fn new(
+        config: &Config,
+        jobs: Arc<JobTable>,
+        ticks: Arc<Ticks>,
+        election: Arc<Election>,
+        schedules: ScheduleUpdates,
+        tracker: TaskTracker,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let hash = std::fs::read(&config.source).ok().map(|b| content_hash(&b));
+        metrics.set_jobs_configured(jobs.active_names().len());
+        Reloader {
+            path: config.source.clone(),
+            current: Mutex::new(Current {
+                store: config.store.clone(),
+                election: config.election,
+                node: config.node,
+                hash,
+            }),
+            jobs,
+            ticks,
+            election,
+            schedules,
+            tracker,
+            metrics,
+        }
+    }
+
+    /// The `[node]` settings in force (a reload may change them).
+    pub fn node_config(&self) -> NodeConfig {
+        self.current.lock().unwrap().node
+    }
+
+    /// Watch for SIGHUP and for changes of the file until `stop`.
+    pub async fn run(&self, mut hangup: Signal, stop: CancellationToken) {
+        let mut seen = stamp(&self.path);
+        // A change seen and not yet applied: applied once the stamp holds for one more check.
+        let mut settling = false;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                s = hangup.recv() => {
+                    if s.is_none() {
+                        return;
+                    }
+                    info!(event = "signal", signal = "SIGHUP", "reloading {}", self.path.display());
+                    seen = stamp(&self.path);
+                    settling = false;
+                    self.reload("sighup", true);
+                }
+                _ = tokio::time::sleep(CHECK_EVERY) => {
+                    let now = stamp(&self.path);
+                    if now != seen {
+                        seen = now;
+                        settling = true;
+                    } else if settling {
+                        settling = false;
+                        if now != Stamp::Missing {
+                            self.reload("file_changed", false);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Read the file and apply it (see the module docs). `always`: also when the bytes are the
+    /// ones last read (SIGHUP: the operator asked).
+    pub fn reload(&self, trigger: &'static str, always: bool) -> Reloaded {
+        let file = self.path.display().to_string();
+        let hash = std::fs::read(&self.path).ok().map(|b| content_hash(&b));
+        {
+            let mut cur = self.current.lock().unwrap();
+            if !always && hash.is_some() && hash == cur.hash {
+                debug!(trigger, "{file}: same content, nothing to reload");
+                return Reloaded::Unchanged;
+            }
+            cur.hash = hash;
+        }
+        let result = match config::load(&self.path) {
+            Err(e) => Reloaded::Rejected(e.to_string()),
+            Ok(new) => self.apply(new),
+        };
+        match &result {
+            Reloaded::Rejected(why) => {
+                self.metrics.config_reload("rejected");
+                warn!(event = "config_rejected", config = %file, trigger, error = %why,
+                    "keeping the current jobs: {why}");
+            }
+            Reloaded::Unchanged => {
+                self.metrics.config_reload("unchanged");
+                info!(event = "config_unchanged", config = %file, trigger,
+                    "{file} re-read: no job changed");
+            }
+            Reloaded::Applied {
+                added,
+                removed,
+                changed,
+            } => {
+                self.metrics.config_reload("applied");
+                self.metrics
+                    .set_jobs_configured(self.jobs.active_names().len());
+                let what: Vec<String> =
+                    [("added", added), ("removed", removed), ("changed", changed)]
+                        .iter()
+                        .filter(|(_, names)| !names.is_empty())
+                        .map(|(how, names)| format!("{how} {}", names.join(", ")))
+                        .collect();
+                info!(event = "config_reloaded", config = %file, trigger,
+                    added = %added.join(","), removed = %removed.join(","),
+                    changed = %changed.join(","), "{file} reloaded: {}", what.join("; "));
+            }
+        }
+        result
+    }
+
+    fn apply(&self, new: Config) -> Reloaded {
+        let node_changed = {
+            let mut cur = self.current.lock().unwrap();
+            if new.store != cur.store {
+                return Reloaded::Rejected(format!(
+                    "{}: [store] changed; the store is chosen at start: restart the node to \
+                     use the new settings",
+                    self.path.display()
+                ));
+            }
+            if new.election != cur.election {
+                return Reloaded::Rejected(format!(
+                    "{}: [election] changed; lease, renew and poll must agree across the \
+                     cluster: restart every node to use the new settings",
+                    self.path.display()
+                ));
+            }
+            let changed = new.node != cur.node;
+            cur.node = new.node;
+            changed
+        };
+        if node_changed {
+            self.election.set_skew_warn(new.node.clock_skew_warn);
+            info!(event = "node_settings_changed", shutdown_grace = ?new.node.shutdown_grace,
+                clock_skew_warn = ?new.node.clock_skew_warn, "[node] settings applied");
+        }
+        let now = Utc::now();
+        let diff = self.jobs.apply(new.jobs);
+        if diff.is_empty() {
+            return Reloaded::Unchanged;
+        }
+        let names = |slots: &[usize]| -> Vec<String> {
+            slots
+                .iter()
+                .map(|&i| self.jobs.get(i).name.clone())
+                .collect()
+        };
+        for &idx in &diff.added {
+            self.ticks.job_added(idx, now);
+            self.schedules
+                .set(idx, Some(self.jobs.get(idx).schedule.clone()));
+        }
+        for &idx in &diff.changed {
+            self.schedules
+                .set(idx, Some(self.jobs.get(idx).schedule.clone()));
+        }
+        let grace = new.node.shutdown_grace;
+        for &idx in &diff.removed {
+            self.schedules.set(idx, None);
+            let ticks = self.ticks.clone();
+            self.tracker
+                .spawn(async move { ticks.retire(idx, grace).await });
+        }
+        Reloaded::Applied {
+            added: names(&diff.added),
+            removed: names(&diff.removed),
+            changed: names(&diff.changed),
+        }
+    }
+}
