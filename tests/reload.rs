@@ -234,3 +234,38 @@ fn a_removed_job_finishes_its_run_then_hands_its_lease_back() {
     let runs = runs_of(&node, "long");
     assert_eq!(runs.len(), 1, "{runs:?}");
 }
+
+/// A Kubernetes ConfigMap volume: `jobs.toml -> ..data/jobs.toml`, and an update swaps the
+/// `..data` symlink to a new timestamped directory in one rename.
+#[test]
+fn a_configmap_style_symlink_swap_is_seen() {
+    use std::os::unix::fs::symlink;
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let version = |name: &str, body: &str| {
+        std::fs::create_dir(d.join(name)).unwrap();
+        std::fs::write(d.join(name).join("jobs.toml"), body).unwrap();
+    };
+    version(
+        "..2026_11_29_1",
+        &format!("{HEADER}{}", job("a", "* * * * * *", "a")),
+    );
+    symlink("..2026_11_29_1", d.join("..data")).unwrap();
+    symlink("..data/jobs.toml", d.join("jobs.toml")).unwrap();
+    let node = Node::spawn(&emu, &d.join("jobs.toml"), "n1");
+    assert!(wait_until(Duration::from_secs(20), || !runs_of(&node, "a").is_empty()));
+    version(
+        "..2026_11_29_2",
+        &format!(
+            "{HEADER}{}{}",
+            job("a", "* * * * * *", "a"),
+            job("b", "* * * * * *", "b")
+        ),
+    );
+    symlink("..2026_11_29_2", d.join("..data_tmp")).unwrap();
+    std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    let reloaded = nth_event(&node, "config_reloaded", 1);
+    assert_eq!(reloaded["added"], "b", "{reloaded}");
+    assert!(wait_until(Duration::from_secs(15), || !runs_of(&node, "b").is_empty()));
+}
