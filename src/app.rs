@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::drift::Drift;
 use crate::election::{Election, LeaseEvents};
 use crate::history::History;
 use crate::http::{self, NodeState, Running};
@@ -25,7 +26,7 @@ use crate::jobs::JobTable;
 use crate::metrics::Metrics;
 use crate::orphans::Orphans;
 use crate::recorder::Recorder;
-use crate::reload::Reloader;
+use crate::reload::{self, Reloader};
 use crate::session::Session;
 use crate::store::{self, metered::Metered, Store};
 use crate::tick::{TickContext, Ticks};
@@ -192,6 +193,16 @@ async fn run_node(
         config.election,
         http.map(|a| a.to_string()),
     ));
+    // This node's job definitions go to the store before its record names their digest
+    // (crate::drift); if the store is not there yet, the election's polls try again.
+    let drift = Arc::new(Drift::new(
+        node.clone(),
+        store.clone(),
+        session.clone(),
+        jobs.clone(),
+        metrics.clone(),
+    ));
+    drift.publish().await;
     if !session.register(&shutdown.stop).await {
         info!(event = "node_stopped", "stopped before registering");
         return Ok(());
@@ -217,6 +228,7 @@ async fn run_node(
         )
         .with_skew_warn(config.node.clock_skew_warn),
     );
+    election.set_drift(drift.clone());
     let tracker = TaskTracker::new();
     let history = Arc::new(History::new(
         store.clone(),
@@ -268,6 +280,7 @@ async fn run_node(
         session: session.clone(),
         election: election.clone(),
         ticks: ticks.clone(),
+        drift: drift.clone(),
     });
     // Pruning old runs is background work: it stops with the ticks.
     let pruner = {
@@ -320,12 +333,15 @@ async fn run_node(
     // jobs.toml is re-read on SIGHUP and when it changes on disk (crate::reload).
     let reloader = Arc::new(Reloader::new(
         &config,
-        jobs.clone(),
-        ticks.clone(),
-        election.clone(),
-        ticker.updates(),
-        tracker.clone(),
-        metrics.clone(),
+        reload::Parts {
+            jobs: jobs.clone(),
+            ticks: ticks.clone(),
+            election: election.clone(),
+            schedules: ticker.updates(),
+            drift: drift.clone(),
+            tracker: tracker.clone(),
+            metrics: metrics.clone(),
+        },
     ));
     let reload_task = {
         let reloader = reloader.clone();

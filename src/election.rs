@@ -50,6 +50,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::ElectionConfig;
+use crate::drift::Drift;
 use crate::jobs::JobTable;
 use crate::metrics::Metrics;
 use crate::session::Session;
@@ -140,6 +141,8 @@ pub struct Election {
     jobs: Arc<JobTable>,
     state: Mutex<State>,
     events: Mutex<Option<Arc<dyn LeaseEvents>>>,
+    /// Which nodes know which jobs, and drift reports (none in unit tests).
+    drift: Mutex<Option<Arc<Drift>>>,
     metrics: Arc<Metrics>,
     /// Wakes whoever waits for a node's death ([`Election::deaths`]).
     death_seen: tokio::sync::Notify,
@@ -235,6 +238,7 @@ impl Election {
             jobs,
             state: Mutex::new(State::default()),
             events: Mutex::new(None),
+            drift: Mutex::new(None),
             metrics,
             death_seen: tokio::sync::Notify::new(),
             skew_warn: Mutex::new(crate::config::DEFAULT_CLOCK_SKEW_WARN),
@@ -346,6 +350,15 @@ impl Election {
         self.set_events(Arc::new(AcquiredOnly(f)));
     }
 
+    /// Count, per job, only the nodes that know it; report drift ([`crate::drift`]).
+    pub fn set_drift(&self, drift: Arc<Drift>) {
+        *self.drift.lock().unwrap() = Some(drift);
+    }
+
+    fn drift(&self) -> Option<Arc<Drift>> {
+        self.drift.lock().unwrap().clone()
+    }
+
     pub fn set_events(&self, events: Arc<dyn LeaseEvents>) {
         *self.events.lock().unwrap() = Some(events);
     }
@@ -438,6 +451,10 @@ impl Election {
                 return;
             }
         };
+        if let Some(drift) = self.drift() {
+            drift.publish().await;
+            drift.refresh(&nodes).await;
+        }
         let now = Instant::now();
         let current = self.session.current();
         let plan = {
@@ -647,13 +664,20 @@ impl Election {
         }
         let offset_ms = self.clock_offset(st, &alive_now);
         st.alive_prev = alive_now;
-        let live_others = nodes
+        let live_peers: Vec<&String> = nodes
             .keys()
             .filter(|id| *id != &self.node && alive(st, id))
-            .count();
-        let live = live_others + 1;
+            .collect();
+        let live = live_peers.len() + 1;
         let names = self.jobs.active_names();
-        let share = names.len().div_ceil(live);
+        let drift = self.drift();
+        let share = match &drift {
+            Some(d) => {
+                d.check(&live_peers);
+                d.share(&names, &live_peers)
+            }
+            None => names.len().div_ceil(live),
+        };
 
         let mut available = Vec::new();
         for job in names.iter() {

@@ -45,6 +45,7 @@ pub struct Running {
     pub session: Arc<Session>,
     pub election: Arc<Election>,
     pub ticks: Arc<Ticks>,
+    pub drift: Arc<crate::drift::Drift>,
 }
 
 /// Why the HTTP listener could not start.
@@ -142,6 +143,9 @@ pub struct JobStatus {
     pub next_fire_time: Option<String>,
     /// This node's last run of the job since it started (cluster history: `cronlease status`).
     pub last_run: Option<LastRun>,
+    /// When the live nodes run different definitions of this job: `node=digest` per node
+    /// (`absent` where a node lacks it), as in the `config_drift` log line; else `null`.
+    pub drift: Option<String>,
 }
 
 async fn status(State(state): State<Arc<NodeState>>) -> Json<NodeStatus> {
@@ -158,6 +162,7 @@ fn node_status(state: &NodeState) -> NodeStatus {
         (Some(_), None) => "lapsed",
         (Some(_), Some(_)) => "ready",
     };
+    let drift = running.map(|r| r.drift.current()).unwrap_or_default();
     let jobs = state
         .jobs
         .active()
@@ -189,6 +194,7 @@ fn node_status(state: &NodeState) -> NodeStatus {
                 term,
                 next_fire_time: job.schedule.next_after(now).map(rfc3339),
                 last_run,
+                drift: drift.get(&job.name).map(|v| crate::drift::describe(v)),
             }
         })
         .collect();

@@ -10,6 +10,7 @@
 //! | [`config`]   | `jobs.toml` → [`config::Config`]; every error names file, line, column |
 //! | [`crontab`]  | the crontab dialect (Linux cron's fields, macros, day and DST rules) → croner |
 //! | [`schedule`] | cron expression + IANA time zone → fire times (croner, DST-correct)    |
+//! | [`drift`]    | published job definitions: drift reports, per-job fair share          |
 //! | [`jobs`]     | the job table: stable slots, so a reload can add, change and retire jobs |
 //! | [`reload`]   | SIGHUP / file change → validated jobs.toml applied as a diff           |
 //! | [`ticker`]   | the tick source: tokio-cron-scheduler pulses, croner fire times        |
@@ -32,6 +33,7 @@ pub mod app;
 pub mod check;
 pub mod config;
 pub mod crontab;
+pub mod drift;
 pub mod election;
 pub mod history;
 pub mod http;

@@ -89,6 +89,7 @@ pub struct Metrics {
     claims_refused: Family<JobReason, Counter>,
     config_reloads: Family<ResultLabel, Counter>,
     jobs_configured: Gauge,
+    config_drift_jobs: Gauge,
     outcomes_pending: Gauge,
     outcome_queue_full: Counter,
     clock_offset: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -134,6 +135,7 @@ impl Metrics {
             claims_refused: Family::default(),
             config_reloads: Family::default(),
             jobs_configured: Gauge::default(),
+            config_drift_jobs: Gauge::default(),
             outcomes_pending: Gauge::default(),
             outcome_queue_full: Counter::default(),
             clock_offset: Gauge::default(),
@@ -147,6 +149,12 @@ impl Metrics {
             "cronlease_jobs_configured",
             "Jobs in this node's current jobs file",
             m.jobs_configured.clone(),
+        );
+        m.registry.register(
+            "cronlease_config_drift_jobs",
+            "Jobs whose definition differs between this node and its live peers (or that some \
+             of them do not have)",
+            m.config_drift_jobs.clone(),
         );
         m.registry.register(
             "cronlease_runs_lost",
@@ -346,6 +354,10 @@ impl Metrics {
 
     pub fn set_jobs_configured(&self, n: usize) {
         self.jobs_configured.set(n as i64);
+    }
+
+    pub fn set_config_drift_jobs(&self, n: usize) {
+        self.config_drift_jobs.set(n as i64);
     }
 
     pub fn run_lost(&self, job: &str) {

@@ -444,6 +444,12 @@ mod tests {
         async fn running_runs(&self) -> StoreResult<Vec<RunRecord>> {
             unreachable!()
         }
+        async fn put_definitions(&self, _: &str, _: &crate::store::Definitions) -> StoreResult<()> {
+            unreachable!()
+        }
+        async fn definitions(&self, _: &str) -> StoreResult<Option<crate::store::Definitions>> {
+            unreachable!()
+        }
         async fn close_orphan(&self, _: &RunRecord, _: &str, _: &Fence) -> StoreResult<Claim> {
             unreachable!()
         }

@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::{self, Config, ElectionConfig, NodeConfig, StoreConfig};
+use crate::drift::Drift;
 use crate::election::Election;
 use crate::jobs::JobTable;
 use crate::metrics::Metrics;
@@ -85,6 +86,17 @@ struct Current {
 }
 
 /// The parts of the node a reload changes.
+pub struct Parts {
+    pub jobs: Arc<JobTable>,
+    pub ticks: Arc<Ticks>,
+    pub election: Arc<Election>,
+    pub schedules: ScheduleUpdates,
+    pub drift: Arc<Drift>,
+    /// Removed jobs finish their runs in tasks tracked here (the node's run tracker).
+    pub tracker: TaskTracker,
+    pub metrics: Arc<Metrics>,
+}
+
 pub struct Reloader {
     path: PathBuf,
     current: Mutex<Current>,
@@ -92,6 +104,7 @@ pub struct Reloader {
     ticks: Arc<Ticks>,
     election: Arc<Election>,
     schedules: ScheduleUpdates,
+    drift: Arc<Drift>,
     tracker: TaskTracker,
     metrics: Arc<Metrics>,
 }
@@ -112,15 +125,16 @@ pub enum Reloaded {
 }
 
 impl Reloader {
-    pub fn new(
-        config: &Config,
-        jobs: Arc<JobTable>,
-        ticks: Arc<Ticks>,
-        election: Arc<Election>,
-        schedules: ScheduleUpdates,
-        tracker: TaskTracker,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(config: &Config, parts: Parts) -> Self {
+        let Parts {
+            jobs,
+            ticks,
+            election,
+            schedules,
+            drift,
+            tracker,
+            metrics,
+        } = parts;
         let hash = std::fs::read(&config.source).ok().map(|b| content_hash(&b));
         metrics.set_jobs_configured(jobs.active_names().len());
         Reloader {
@@ -135,6 +149,7 @@ impl Reloader {
             ticks,
             election,
             schedules,
+            drift,
             tracker,
             metrics,
         }
@@ -259,6 +274,8 @@ impl Reloader {
         if diff.is_empty() {
             return Reloaded::Unchanged;
         }
+        // The new definitions are published at the next poll (crate::drift).
+        self.drift.jobs_changed();
         let names = |slots: &[usize]| -> Vec<String> {
             slots
                 .iter()

@@ -65,6 +65,9 @@ struct State {
     lease_epoch: i64,
     /// This node's clock offset estimate, published in its record.
     clock_offset_ms: Option<i64>,
+    /// The digest of the job definitions this node runs, once they are in the store
+    /// ([`crate::drift`]).
+    jobs_digest: String,
 }
 
 impl Session {
@@ -89,6 +92,7 @@ impl Session {
                 failures: 0,
                 lease_epoch: 0,
                 clock_offset_ms: None,
+                jobs_digest: String::new(),
             }),
             renew_now: tokio::sync::Notify::new(),
         }
@@ -101,6 +105,12 @@ impl Session {
     /// This process's id (see [`NodeRecord::process`]).
     pub fn process(&self) -> &str {
         &self.process
+    }
+
+    /// Publish the digest of this node's job definitions (already in the store) with the next
+    /// heartbeat.
+    pub fn set_jobs_digest(&self, digest: String) {
+        self.state.lock().unwrap().jobs_digest = digest;
     }
 
     /// Publish this node's clock offset estimate with the next heartbeat.
@@ -159,6 +169,7 @@ impl Session {
                 lease_epoch: st.lease_epoch,
                 process: self.process.clone(),
                 clock_offset_ms: st.clock_offset_ms,
+                jobs_digest: st.jobs_digest.clone(),
             }
         };
         let result = self.store.put_node(&record).await;

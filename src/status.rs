@@ -25,6 +25,7 @@
 //! the skew between the clocks.
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -32,7 +33,9 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Serialize, Serializer};
 
 use crate::config::{Config, StoreConfig};
-use crate::store::{self, LeaseRecord, NodeRecord, RunRecord, Snapshot, Store, StoreError};
+use crate::store::{
+    self, Definitions, LeaseRecord, NodeRecord, RunRecord, Snapshot, Store, StoreError,
+};
 
 /// How many of each job's newest runs `status` shows.
 pub const RECENT_RUNS: usize = 3;
@@ -108,6 +111,17 @@ pub struct JobStatus {
     pub next_fire_time: Option<DateTime<Utc>>,
     /// The newest runs, newest first.
     pub runs: Vec<RunStatus>,
+    /// When the live nodes run different definitions of the job (or some lack it): every
+    /// live node with its definition digest (`None`: it does not have the job). Empty when
+    /// they agree.
+    pub drift: Vec<DriftVariant>,
+}
+
+/// One node's definition of a job, in [`JobStatus::drift`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DriftVariant {
+    pub node: String,
+    pub digest: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -152,6 +166,8 @@ pub struct NodeStatus {
     /// The node's own estimate of its wall clock's offset from its peers (ms; positive:
     /// ahead), if it has peers.
     pub clock_offset_ms: Option<i64>,
+    /// The digest of the job definitions the node runs (`None`: not published).
+    pub jobs_digest: Option<String>,
 }
 
 fn ser_time<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -219,9 +235,20 @@ pub fn build(
     store: String,
     snapshot: &Snapshot,
     runs: &HashMap<String, Vec<RunRecord>>,
+    definitions: &HashMap<String, Arc<Definitions>>,
     now: DateTime<Utc>,
 ) -> ClusterStatus {
     let lease_duration = config.election.lease;
+    // Drift among the live nodes whose definitions are known (by their digest).
+    let mut known: Vec<(String, Arc<Definitions>)> = snapshot
+        .nodes
+        .values()
+        .filter(|n| heartbeat_recent(n.renewed_at, now, lease_duration))
+        .filter_map(|n| Some((n.id.clone(), definitions.get(&n.jobs_digest)?.clone())))
+        .collect();
+    known.sort_by(|a, b| a.0.cmp(&b.0));
+    let names: Vec<String> = config.jobs.iter().map(|j| j.name.clone()).collect();
+    let drift = crate::drift::disagreements(&known, names.iter());
     let jobs = config
         .jobs
         .iter()
@@ -247,6 +274,15 @@ pub fn build(
                 held_for_s: acquired_at.map(|t| secs_between(t, now)),
                 next_fire_time: job.schedule.next_after(now),
                 runs: job_runs,
+                drift: drift
+                    .get(&job.name)
+                    .into_iter()
+                    .flatten()
+                    .map(|(node, digest)| DriftVariant {
+                        node: node.clone(),
+                        digest: digest.clone(),
+                    })
+                    .collect(),
             }
         })
         .collect();
@@ -276,6 +312,7 @@ pub fn build(
                 jobs_held,
                 http: n.http.clone(),
                 clock_offset_ms: n.clock_offset_ms,
+                jobs_digest: Some(n.jobs_digest.clone()).filter(|d| !d.is_empty()),
             }
         })
         .collect();
@@ -323,7 +360,27 @@ pub async fn gather(
         .buffer_unordered(READ_CONCURRENCY)
         .try_collect::<HashMap<String, Vec<RunRecord>>>();
     let (snapshot, runs) = futures::try_join!(snapshot, runs)?;
-    Ok(build(config, store.describe(), &snapshot, &runs, now))
+    // One read of definitions per distinct digest among the nodes (none in a cluster that
+    // runs one file: one).
+    let mut definitions = HashMap::new();
+    for n in snapshot.nodes.values() {
+        if n.jobs_digest.is_empty() || definitions.contains_key(&n.jobs_digest) {
+            continue;
+        }
+        if let Some(d) = store.definitions(&n.id).await? {
+            if d.digest == n.jobs_digest {
+                definitions.insert(d.digest.clone(), Arc::new(d));
+            }
+        }
+    }
+    Ok(build(
+        config,
+        store.describe(),
+        &snapshot,
+        &runs,
+        &definitions,
+        now,
+    ))
 }
 
 /// How the configured store will be reached, for errors before a connection exists.
@@ -590,6 +647,18 @@ pub fn render(status: &ClusterStatus) -> String {
     let _ = writeln!(out, "{}", job_lines[0]);
     for (job, line) in status.jobs.iter().zip(&job_lines[1..]) {
         let _ = writeln!(out, "{line}");
+        if !job.drift.is_empty() {
+            let variants: Vec<crate::drift::Variant> = job
+                .drift
+                .iter()
+                .map(|v| (v.node.clone(), v.digest.clone()))
+                .collect();
+            let _ = writeln!(
+                out,
+                "    DRIFT ! the nodes run different definitions: {}",
+                crate::drift::describe(&variants)
+            );
+        }
         if job.runs.is_empty() {
             let _ = writeln!(out, "    (no runs yet)");
         }
@@ -844,6 +913,7 @@ shell = "true"
             "datastore emulator at http://127.0.0.1:8081 (project p, namespace cronlease)".into(),
             &snapshot,
             &runs,
+            &HashMap::new(),
             now(),
         )
     }
@@ -1009,12 +1079,82 @@ STALE: no heartbeat for longer than the lease (its clock vs. ours)
     }
 
     #[test]
+    fn drift_between_live_nodes_is_marked_under_the_job() {
+        let (config, mut snapshot, runs) = sample();
+        let names: Vec<String> = config.jobs.iter().map(|j| j.name.clone()).collect();
+        let defs = |backup: Option<&str>| {
+            let mut jobs: std::collections::BTreeMap<String, String> = names
+                .iter()
+                .map(|n| (n.clone(), "same".to_string()))
+                .collect();
+            match backup {
+                Some(d) => jobs.insert("backup".into(), d.into()),
+                None => jobs.remove("backup"),
+            };
+            Arc::new(Definitions {
+                digest: format!("{backup:?}"),
+                jobs,
+            })
+        };
+        let (one, two) = (defs(Some("d1")), defs(None));
+        let mut definitions = HashMap::new();
+        for (id, d) in [("zippy-battle-9585", &one), ("quiet-otter-0412", &two)] {
+            snapshot.nodes.get_mut(id).unwrap().jobs_digest = d.digest.clone();
+            definitions.insert(d.digest.clone(), d.clone());
+        }
+        let s = build(
+            &config,
+            "store".into(),
+            &snapshot,
+            &runs,
+            &definitions,
+            now(),
+        );
+        let backup = s.jobs.iter().find(|j| j.name == "backup").unwrap();
+        assert_eq!(
+            backup.drift,
+            vec![
+                DriftVariant {
+                    node: "quiet-otter-0412".into(),
+                    digest: None
+                },
+                DriftVariant {
+                    node: "zippy-battle-9585".into(),
+                    digest: Some("d1".into())
+                },
+            ]
+        );
+        assert!(s
+            .jobs
+            .iter()
+            .filter(|j| j.name != "backup")
+            .all(|j| j.drift.is_empty()));
+        let out = render(&s);
+        assert!(
+            out.contains(
+                "    DRIFT ! the nodes run different definitions: \
+                 quiet-otter-0412=absent, zippy-battle-9585=d1\n"
+            ),
+            "{out}"
+        );
+        assert_eq!(
+            s.nodes
+                .iter()
+                .find(|n| n.id == "zippy-battle-9585")
+                .unwrap()
+                .jobs_digest,
+            Some(one.digest.clone())
+        );
+    }
+
+    #[test]
     fn render_without_nodes_says_so() {
         let config = crate::config::parse("jobs.toml", CONFIG).unwrap();
         let s = build(
             &config,
             "store".into(),
             &Snapshot::default(),
+            &HashMap::new(),
             &HashMap::new(),
             now(),
         );
@@ -1094,6 +1234,12 @@ STALE: no heartbeat for longer than the lease (its clock vs. ours)
         async fn running_runs(&self) -> StoreResult<Vec<RunRecord>> {
             unreachable!("status does not ask")
         }
+        async fn put_definitions(&self, _: &str, _: &crate::store::Definitions) -> StoreResult<()> {
+            unreachable!("status does not write")
+        }
+        async fn definitions(&self, _: &str) -> StoreResult<Option<crate::store::Definitions>> {
+            Ok(None)
+        }
         async fn close_orphan(
             &self,
             _: &RunRecord,
@@ -1151,7 +1297,14 @@ STALE: no heartbeat for longer than the lease (its clock vs. ours)
         );
         assert_eq!(
             got,
-            build(&config, "fake store".into(), &snapshot, &runs, now())
+            build(
+                &config,
+                "fake store".into(),
+                &snapshot,
+                &runs,
+                &HashMap::new(),
+                now()
+            )
         );
     }
 

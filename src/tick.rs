@@ -1077,6 +1077,12 @@ mod tests {
         async fn running_runs(&self) -> StoreResult<Vec<RunRecord>> {
             down()
         }
+        async fn put_definitions(&self, _: &str, _: &crate::store::Definitions) -> StoreResult<()> {
+            down()
+        }
+        async fn definitions(&self, _: &str) -> StoreResult<Option<crate::store::Definitions>> {
+            down()
+        }
         async fn close_orphan(&self, _: &RunRecord, _: &str, _: &Fence) -> StoreResult<Claim> {
             down()
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use cronlease::store::file::FileStore;
 use cronlease::store::{
-    Claim, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError,
+    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError,
 };
 
 use common::Emulator;
@@ -63,6 +63,18 @@ fn node(id: &str, session: &str, heartbeat: i64) -> NodeRecord {
         lease_epoch: 0,
         process: format!("p{id}"),
         clock_offset_ms: None,
+        jobs_digest: String::new(),
+    }
+}
+
+/// Definitions of `jobs` jobs named `job{i}`, each with a digest that depends on `version`.
+fn defs(version: &str, jobs: usize) -> Definitions {
+    let jobs: std::collections::BTreeMap<String, String> = (0..jobs)
+        .map(|i| (format!("job{i:04}"), format!("{version}-{i:064x}")))
+        .collect();
+    Definitions {
+        digest: format!("all-{version}-{}", jobs.len()),
+        jobs,
     }
 }
 
@@ -773,6 +785,126 @@ async fn dead_nodes_are_removed_only_if_unchanged(store: Arc<dyn Store>) {
     assert!(!store.delete_node_if("gone", "s1", 4).await.unwrap());
 }
 
+/// A node's definitions read back as written, an overwrite replaces them whole, a node that
+/// never wrote any has none, and a thousand jobs fit.
+async fn definitions_round_trip(store: Arc<dyn Store>) {
+    assert_eq!(store.definitions("a").await.unwrap(), None);
+    let first = defs("v1", 3);
+    store.put_definitions("a", &first).await.unwrap();
+    assert_eq!(store.definitions("a").await.unwrap(), Some(first.clone()));
+    // Written before the node record exists (a starting node): readable, and no record appears.
+    assert!(store.nodes().await.unwrap().is_empty());
+    // An overwrite with fewer jobs: the old ones are gone.
+    let second = defs("v2", 1);
+    store.put_definitions("a", &second).await.unwrap();
+    assert_eq!(store.definitions("a").await.unwrap(), Some(second.clone()));
+    // Empty maps and odd node ids.
+    let empty = Definitions {
+        digest: "none".into(),
+        jobs: Default::default(),
+    };
+    store.put_definitions("b/c:d", &empty).await.unwrap();
+    assert_eq!(store.definitions("b/c:d").await.unwrap(), Some(empty));
+    assert_eq!(store.definitions("b").await.unwrap(), None);
+    // A big cluster's jobs, with names and digests of the usual lengths.
+    let big = defs("v3", 1000);
+    store.put_definitions("c", &big).await.unwrap();
+    let read = store
+        .definitions("c")
+        .await
+        .unwrap()
+        .expect("the definitions");
+    assert_eq!(read.jobs.len(), 1000);
+    assert_eq!(read, big);
+    // Each node has its own.
+    assert_eq!(store.definitions("a").await.unwrap(), Some(second));
+}
+
+/// `jobs_digest` is written and read with the node record; an empty one reads as empty.
+async fn the_jobs_digest_round_trips_with_the_node_record(store: Arc<dyn Store>) {
+    let mut a = node("a", "sa", 1);
+    store.put_node(&a).await.unwrap();
+    assert_eq!(store.nodes().await.unwrap()["a"].jobs_digest, "");
+    a.jobs_digest = "d1".into();
+    a.heartbeat = 2;
+    store.put_node(&a).await.unwrap();
+    let read = store.nodes().await.unwrap()["a"].clone();
+    assert_eq!(read.jobs_digest, "d1");
+    // The rest of the record as written (times to the store's precision).
+    assert_eq!(
+        NodeRecord {
+            started_at: a.started_at,
+            renewed_at: a.renewed_at,
+            ..read
+        },
+        a
+    );
+    a.jobs_digest = "d2".into();
+    a.heartbeat = 3;
+    store.put_node(&a).await.unwrap();
+    let read = store.nodes().await.unwrap();
+    assert_eq!(
+        read["a"].jobs_digest, "d2",
+        "an overwrite carries the digest"
+    );
+    assert_eq!(read["a"].heartbeat, 3);
+    // Back to empty (a node of an older version writing its record).
+    a.jobs_digest.clear();
+    a.heartbeat = 4;
+    store.put_node(&a).await.unwrap();
+    assert_eq!(store.nodes().await.unwrap()["a"].jobs_digest, "");
+}
+
+/// A node's definitions go with its record: `delete_node` removes them, `delete_node_if` only
+/// when it deletes the record; other nodes' definitions stay.
+async fn definitions_are_deleted_with_the_node_record(store: Arc<dyn Store>) {
+    // delete_node, with and without a record.
+    store.put_node(&node("a", "sa", 1)).await.unwrap();
+    store.put_definitions("a", &defs("a", 2)).await.unwrap();
+    store.put_node(&node("keep", "sk", 1)).await.unwrap();
+    store.put_definitions("keep", &defs("k", 2)).await.unwrap();
+    store.delete_node("a").await.unwrap();
+    assert_eq!(store.definitions("a").await.unwrap(), None);
+    assert!(!store.nodes().await.unwrap().contains_key("a"));
+    store
+        .put_definitions("norecord", &defs("n", 1))
+        .await
+        .unwrap();
+    store.delete_node("norecord").await.unwrap();
+    assert_eq!(store.definitions("norecord").await.unwrap(), None);
+    store.delete_node("neither").await.unwrap();
+
+    // delete_node_if: a changed heartbeat or session keeps both.
+    store.put_node(&node("gone", "s1", 4)).await.unwrap();
+    store.put_definitions("gone", &defs("g", 3)).await.unwrap();
+    assert!(!store.delete_node_if("gone", "s1", 3).await.unwrap());
+    assert!(!store.delete_node_if("gone", "s0", 4).await.unwrap());
+    assert_eq!(
+        store.definitions("gone").await.unwrap(),
+        Some(defs("g", 3)),
+        "not deleted: the definitions stay"
+    );
+    assert!(store.nodes().await.unwrap().contains_key("gone"));
+    // Exactly as observed: both go.
+    assert!(store.delete_node_if("gone", "s1", 4).await.unwrap());
+    assert_eq!(store.definitions("gone").await.unwrap(), None);
+    assert!(!store.nodes().await.unwrap().contains_key("gone"));
+    // A record without definitions is deleted all the same.
+    store.put_node(&node("bare", "sb", 1)).await.unwrap();
+    assert!(store.delete_node_if("bare", "sb", 1).await.unwrap());
+    assert!(!store.nodes().await.unwrap().contains_key("bare"));
+    // No record: nothing deleted, definitions written meanwhile stay.
+    store.put_definitions("gone", &defs("g2", 1)).await.unwrap();
+    assert!(!store.delete_node_if("gone", "s1", 4).await.unwrap());
+    assert_eq!(
+        store.definitions("gone").await.unwrap(),
+        Some(defs("g2", 1))
+    );
+    // The bystander kept everything.
+    assert_eq!(store.definitions("keep").await.unwrap(), Some(defs("k", 2)));
+    assert!(store.nodes().await.unwrap().contains_key("keep"));
+}
+
 // ---- every clause, for every backend ----
 
 /// `contract!(module, constructor)`: one test per clause in `mod module`, each on a fresh store
@@ -797,6 +929,9 @@ macro_rules! contract {
             an_orphan_is_closed_once_by_the_leader,
             history_keeps_the_newest_runs,
             dead_nodes_are_removed_only_if_unchanged,
+            definitions_round_trip,
+            the_jobs_digest_round_trips_with_the_node_record,
+            definitions_are_deleted_with_the_node_record,
         );
     };
     (@clauses $backend:ident, $make:ident, $($name:ident),* $(,)?) => {
@@ -1186,6 +1321,29 @@ mod redis_only {
             .unwrap();
         let max = cronlease::store::redis::NODE_TTL.as_millis() as i64;
         assert!(ttl > max - 60_000 && ttl <= max, "node record ttl {ttl} ms");
+        // The definitions expire with the record: every write of the record renews theirs.
+        store
+            .put_definitions("a", &Definitions::default())
+            .await
+            .unwrap();
+        let defs_ttl = |mut con: ::redis::aio::MultiplexedConnection| async move {
+            ::redis::cmd("PTTL")
+                .arg("cronlease:ns:defs:a")
+                .query_async::<i64>(&mut con)
+                .await
+                .unwrap()
+        };
+        let ttl = defs_ttl(con.clone()).await;
+        assert!(ttl > max - 60_000 && ttl <= max, "definitions ttl {ttl} ms");
+        let _: () = ::redis::cmd("PEXPIRE")
+            .arg("cronlease:ns:defs:a")
+            .arg(60_000)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        store.put_node(&node("a", "sa", 2)).await.unwrap();
+        let ttl = defs_ttl(con.clone()).await;
+        assert!(ttl > max - 60_000, "renewed by put_node: ttl {ttl} ms");
 
         let _: () = ::redis::cmd("HDEL")
             .arg("cronlease:ns:lease:job")

@@ -2,7 +2,11 @@
 //! gRPC API.
 //!
 //! Kinds, in the configured namespace: `Node` (key: node id), `Lease` (key: job name), `Run`
-//! (key: `{job}@{unix fire time}`). Acquire, release and claim are read-write transactions:
+//! (key: `{job}@{unix fire time}`), `Pruned` (key: job name; the newest fire time pruned) and
+//! `Definitions` (key: node id; `digest`, and `jobs`, the map of job name → definition digest as
+//! one unindexed JSON string, so that a thousand jobs cost one property and no index writes). A
+//! node's `Definitions` is deleted in the commit that deletes its `Node`. Acquire, release and
+//! claim are read-write transactions:
 //! Datastore commits them optimistically, so a transaction whose reads changed underneath it is
 //! ABORTED and two nodes cannot both win. A claim inserts the `Run`; inserting an existing key
 //! fails with ALREADY_EXISTS, so a fire time is claimed at most once, ever.
@@ -24,8 +28,8 @@ use ds::key::path_element::IdType;
 use ds::value::ValueType;
 
 use super::{
-    Claim, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError, StoreResult,
-    RUNNING,
+    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError,
+    StoreResult, RUNNING,
 };
 use crate::config::StoreConfig;
 
@@ -34,6 +38,8 @@ const KIND_LEASE: &str = "Lease";
 const KIND_RUN: &str = "Run";
 /// One per job once its history was pruned: `fire_time`, the newest fire time deleted.
 const KIND_PRUNED: &str = "Pruned";
+/// One per node that wrote its job definitions: `digest`, and `jobs` as JSON.
+const KIND_DEFINITIONS: &str = "Definitions";
 /// Datastore's limit on keys per lookup.
 const LOOKUP_BATCH: usize = 1000;
 /// Datastore's limit on mutations per commit.
@@ -277,19 +283,19 @@ impl DatastoreStore {
     }
 
     /// The end of a compare-and-set: if what the transaction read is `unchanged`, commit the
-    /// one mutation `write` makes; else roll back. `Ok(false)` when it did not apply (changed,
-    /// or a concurrent transaction aborted this one).
+    /// mutations `write` makes, all or none; else roll back. `Ok(false)` when it did not apply
+    /// (changed, or a concurrent transaction aborted this one).
     async fn commit_if(
         &self,
         tx: Vec<u8>,
         unchanged: bool,
-        write: impl FnOnce() -> ds::Mutation,
+        write: impl FnOnce() -> Vec<ds::Mutation>,
     ) -> StoreResult<bool> {
         if !unchanged {
             self.rollback(tx).await;
             return Ok(false);
         }
-        match self.commit(Some(tx), vec![write()]).await {
+        match self.commit(Some(tx), write()).await {
             Ok(_) => Ok(true),
             Err(s) if s.code() == Code::Aborted => Ok(false),
             Err(s) => Err(map_status(s)),
@@ -536,6 +542,7 @@ impl DatastoreStore {
         if let Some(http) = &node.http {
             props.insert("http".into(), string(http, false));
         }
+        props.insert("jobs_digest".into(), string(&node.jobs_digest, false));
         props.insert(
             "jobs".into(),
             ds::Value {
@@ -557,6 +564,29 @@ impl DatastoreStore {
             key: Some(self.key(KIND_NODE, &node.id)),
             properties: props,
         }
+    }
+
+    /// Deleting a node's record and its definitions (one commit).
+    fn node_deletes(&self, id: &str) -> Vec<ds::Mutation> {
+        [KIND_NODE, KIND_DEFINITIONS]
+            .into_iter()
+            .map(|kind| mutation(ds::mutation::Operation::Delete(self.key(kind, id))))
+            .collect()
+    }
+
+    fn definitions_entity(&self, node: &str, defs: &Definitions) -> StoreResult<ds::Entity> {
+        let jobs = serde_json::to_string(&defs.jobs).map_err(|e| {
+            StoreError::Other(format!("cannot encode the definitions of {node:?}: {e}"))
+        })?;
+        let mut props = HashMap::new();
+        props.insert("digest".into(), string(&defs.digest, false));
+        // One unindexed string, whatever the number of jobs: no index write per job.
+        props.insert("jobs".into(), string(&jobs, false));
+        props.insert("version".into(), string(env!("CARGO_PKG_VERSION"), false));
+        Ok(ds::Entity {
+            key: Some(self.key(KIND_DEFINITIONS, node)),
+            properties: props,
+        })
     }
 
     fn run_entity(&self, run: &RunRecord) -> ds::Entity {
@@ -613,8 +643,9 @@ impl Store for DatastoreStore {
     }
 
     async fn delete_node(&self, id: &str) -> StoreResult<()> {
-        let m = mutation(ds::mutation::Operation::Delete(self.key(KIND_NODE, id)));
-        self.commit(None, vec![m]).await.map_err(map_status)?;
+        self.commit(None, self.node_deletes(id))
+            .await
+            .map_err(map_status)?;
         Ok(())
     }
 
@@ -624,10 +655,24 @@ impl Store for DatastoreStore {
             .get(&found_key(KIND_NODE, id))
             .and_then(parse_node)
             .is_some_and(|n| n.session == session && n.heartbeat == heartbeat);
-        self.commit_if(tx, same, || {
-            mutation(ds::mutation::Operation::Delete(self.key(KIND_NODE, id)))
-        })
-        .await
+        self.commit_if(tx, same, || self.node_deletes(id)).await
+    }
+
+    async fn put_definitions(&self, node: &str, defs: &Definitions) -> StoreResult<()> {
+        let entity = self.definitions_entity(node, defs)?;
+        let m = mutation(ds::mutation::Operation::Upsert(entity));
+        self.commit(None, vec![m]).await.map_err(map_status)?;
+        Ok(())
+    }
+
+    async fn definitions(&self, node: &str) -> StoreResult<Option<Definitions>> {
+        let found = self
+            .lookup(vec![self.key(KIND_DEFINITIONS, node)], None)
+            .await?;
+        found
+            .get(&found_key(KIND_DEFINITIONS, node))
+            .map(|e| parse_definitions(node, e))
+            .transpose()
     }
 
     async fn nodes(&self) -> StoreResult<HashMap<String, NodeRecord>> {
@@ -676,7 +721,9 @@ impl Store for DatastoreStore {
         let unchanged = same_lease(lease_now.as_ref(), observed.lease.as_ref())
             && (holder.is_empty() || node_now == observed.holder_node);
         self.commit_if(tx, unchanged, || {
-            mutation(ds::mutation::Operation::Upsert(self.lease_entity(job, new)))
+            vec![mutation(ds::mutation::Operation::Upsert(
+                self.lease_entity(job, new),
+            ))]
         })
         .await
     }
@@ -1092,6 +1139,25 @@ fn parse_node(e: &ds::Entity) -> Option<NodeRecord> {
         lease_epoch: get_int(e, "lease_epoch").unwrap_or(0),
         process: get_str(e, "process"),
         clock_offset_ms: get_int(e, "clock_offset_ms"),
+        // Absent in records written before it existed: empty.
+        jobs_digest: get_str(e, "jobs_digest"),
+    })
+}
+
+/// A `Definitions` entity of node `node`; `jobs` absent reads as no jobs, `jobs` that is not a
+/// JSON object of strings is refused.
+fn parse_definitions(node: &str, e: &ds::Entity) -> StoreResult<Definitions> {
+    let jobs = match e.properties.get("jobs").and_then(|v| v.value_type.as_ref()) {
+        Some(ValueType::StringValue(json)) => serde_json::from_str(json).map_err(|err| {
+            StoreError::Other(format!(
+                "the definitions of node {node:?} are not valid: jobs: {err}"
+            ))
+        })?,
+        _ => Default::default(),
+    };
+    Ok(Definitions {
+        digest: get_str(e, "digest"),
+        jobs,
     })
 }
 
@@ -1137,6 +1203,43 @@ mod tests {
             key: None,
             properties: props,
         }
+    }
+
+    #[test]
+    fn definitions_and_the_jobs_digest_read_as_older_records_meant() {
+        let key = ds::Key {
+            partition_id: None,
+            path: vec![ds::key::PathElement {
+                kind: KIND_NODE.into(),
+                id_type: Some(IdType::Name("n".into())),
+            }],
+        };
+        let mut e = ds::Entity {
+            key: Some(key),
+            properties: HashMap::new(),
+        };
+        e.properties.insert("session".into(), string("s", false));
+        assert_eq!(parse_node(&e).unwrap().jobs_digest, "", "absent: empty");
+        e.properties
+            .insert("jobs_digest".into(), string("d1", false));
+        assert_eq!(parse_node(&e).unwrap().jobs_digest, "d1");
+
+        let mut d = ds::Entity {
+            key: None,
+            properties: HashMap::new(),
+        };
+        d.properties.insert("digest".into(), string("all", false));
+        assert_eq!(parse_definitions("n", &d).unwrap().jobs.len(), 0);
+        d.properties
+            .insert("jobs".into(), string(r#"{"a":"1","b":"2"}"#, false));
+        let read = parse_definitions("n", &d).unwrap();
+        assert_eq!((read.digest.as_str(), read.jobs.len()), ("all", 2));
+        assert_eq!(read.jobs["b"], "2");
+        d.properties.insert("jobs".into(), string("[1]", false));
+        assert!(matches!(
+            parse_definitions("n", &d),
+            Err(StoreError::Other(m)) if m.contains("\"n\"")
+        ));
     }
 
     #[test]

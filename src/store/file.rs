@@ -7,6 +7,8 @@
 //! lock                       the lock file (empty): every change holds flock(LOCK_EX) on it
 //! leases.json                every job's lease, one JSON document {"version":1,"leases":{..}}
 //! nodes/{id}.json            one node record per file
+//! defs/{id}.json             a node's job definitions {"digest":..,"jobs":{name: digest}};
+//!                            deleted with its node record
 //! runs/{job}/{unix}.json     one run record per fire time
 //! runs/{job}/{unix}.running  empty marker while that run is `running` (orphan detection)
 //! runs/{job}/pruned          the job's pruned watermark {"fire_time": unix}: claims at or
@@ -23,8 +25,8 @@
 //! `prune_runs` list one job's directory and sort the names, never reading the others.
 //! Job names and node ids become file names with [`disk::encode`].
 //!
-//! Atomicity. Every change (put and delete of nodes, acquire, release, claim, finish, prune)
-//! is a read-modify-write under an exclusive `flock` on `lock`, so the checks of
+//! Atomicity. Every change (put and delete of nodes and definitions, acquire, release, claim,
+//! finish, prune) is a read-modify-write under an exclusive `flock` on `lock`, so the checks of
 //! [`Store::acquire`], [`Store::claim`], [`Store::release`] and [`Store::delete_node_if`] and
 //! their writes are one step for every process on the host. A heartbeat takes the lock too: an
 //! acquire compares the holder's heartbeat, so a heartbeat must not land between that
@@ -61,13 +63,14 @@ use chrono::{DateTime, Utc};
 
 use super::json_records::{self as records, Lease, LeasesFile, LEASES_VERSION};
 use super::{
-    Claim, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError, StoreResult,
-    RUNNING,
+    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError,
+    StoreResult, RUNNING,
 };
 
 const LOCK: &str = "lock";
 const LEASES: &str = "leases.json";
 const NODES: &str = "nodes";
+const DEFS: &str = "defs";
 const RUNS: &str = "runs";
 /// A job's pruned watermark, in its runs directory.
 const PRUNED: &str = "pruned";
@@ -86,6 +89,7 @@ pub struct FileStore {
 struct Dir {
     root: PathBuf,
     nodes: PathBuf,
+    defs: PathBuf,
     runs: PathBuf,
     tmp: PathBuf,
 }
@@ -106,6 +110,7 @@ impl FileStore {
         })?;
         let dir = Arc::new(Dir {
             nodes: root.join(NODES),
+            defs: root.join(DEFS),
             runs: root.join(RUNS),
             tmp: root.join(TMP),
             root,
@@ -210,7 +215,7 @@ fn prepare(dir: &Dir) -> StoreResult<()> {
             dir.root.display()
         )));
     }
-    for sub in [NODES, RUNS, TMP] {
+    for sub in [NODES, DEFS, RUNS, TMP] {
         disk::ensure_dir(&dir.root, sub).map_err(refuse)?;
     }
     // The lock file is created here so that a read-only directory is refused at start, not at
@@ -290,6 +295,16 @@ impl Dir {
     fn read_node(&self, id: &str) -> StoreResult<Option<NodeRecord>> {
         let path = self.nodes.join(self.node_file(id)?);
         Ok(read_json::<records::Node>(&path)?.map(NodeRecord::from))
+    }
+
+    /// Delete node `id`'s record and then its definitions; whether the record existed.
+    fn remove_node(&self, id: &str) -> StoreResult<bool> {
+        let name = self.node_file(id)?;
+        let existed = disk::remove(&self.nodes, &name)
+            .map_err(|e| unavailable("deleting", &self.nodes.join(&name), e))?;
+        disk::remove(&self.defs, &name)
+            .map_err(|e| unavailable("deleting", &self.defs.join(&name), e))?;
+        Ok(existed)
     }
 
     fn read_nodes(&self) -> StoreResult<HashMap<String, NodeRecord>> {
@@ -437,13 +452,8 @@ impl Store for FileStore {
 
     async fn delete_node(&self, id: &str) -> StoreResult<()> {
         let id = id.to_string();
-        self.change("delete_node", move |dir| {
-            let name = dir.node_file(&id)?;
-            disk::remove(&dir.nodes, &name)
-                .map(|_| ())
-                .map_err(|e| unavailable("deleting", &dir.nodes.join(&name), e))
-        })
-        .await
+        self.change("delete_node", move |dir| dir.remove_node(&id).map(|_| ()))
+            .await
     }
 
     async fn delete_node_if(&self, id: &str, session: &str, heartbeat: i64) -> StoreResult<bool> {
@@ -455,9 +465,27 @@ impl Store for FileStore {
             if !same {
                 return Ok(false);
             }
+            dir.remove_node(&id)
+        })
+        .await
+    }
+
+    async fn put_definitions(&self, node: &str, defs: &Definitions) -> StoreResult<()> {
+        let record = records::Definitions::from(defs);
+        let id = node.to_string();
+        self.change("put_definitions", move |dir| {
             let name = dir.node_file(&id)?;
-            disk::remove(&dir.nodes, &name)
-                .map_err(|e| unavailable("deleting", &dir.nodes.join(&name), e))
+            disk::replace(&dir.tmp, &dir.defs, &name, &to_json(&record)?)
+                .map_err(|e| unavailable("writing", &dir.defs.join(&name), e))
+        })
+        .await
+    }
+
+    async fn definitions(&self, node: &str) -> StoreResult<Option<Definitions>> {
+        let id = node.to_string();
+        self.read("definitions", move |dir| {
+            let path = dir.defs.join(dir.node_file(&id)?);
+            Ok(read_json::<records::Definitions>(&path)?.map(Definitions::from))
         })
         .await
     }

@@ -49,6 +49,33 @@ pub(crate) struct Node {
     pub process: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_offset_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub jobs_digest: String,
+}
+
+/// A node's job definitions (`defs/{id}.json`, a znode's data, a Redis value).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Definitions {
+    pub digest: String,
+    pub jobs: BTreeMap<String, String>,
+}
+
+impl From<&crate::store::Definitions> for Definitions {
+    fn from(d: &crate::store::Definitions) -> Self {
+        Definitions {
+            digest: d.digest.clone(),
+            jobs: d.jobs.clone(),
+        }
+    }
+}
+
+impl From<Definitions> for crate::store::Definitions {
+    fn from(d: Definitions) -> Self {
+        crate::store::Definitions {
+            digest: d.digest,
+            jobs: d.jobs,
+        }
+    }
 }
 
 /// `runs/{job}/{unix fire time}.json`.
@@ -118,6 +145,7 @@ impl From<&NodeRecord> for Node {
             version: env!("CARGO_PKG_VERSION").to_string(),
             process: n.process.clone(),
             clock_offset_ms: n.clock_offset_ms,
+            jobs_digest: n.jobs_digest.clone(),
         }
     }
 }
@@ -135,6 +163,7 @@ impl From<Node> for NodeRecord {
             lease_epoch: n.lease_epoch,
             process: n.process,
             clock_offset_ms: n.clock_offset_ms,
+            jobs_digest: n.jobs_digest,
         }
     }
 }

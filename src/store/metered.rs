@@ -8,7 +8,9 @@ use std::time::Instant;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{Claim, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreResult};
+use super::{
+    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreResult,
+};
 use crate::metrics::Metrics;
 
 pub struct Metered {
@@ -71,6 +73,21 @@ impl Store for Metered {
             |deleted| (u64::from(*deleted), 1),
         )
         .await
+    }
+
+    async fn put_definitions(&self, node: &str, defs: &Definitions) -> StoreResult<()> {
+        self.timed(
+            "put_definitions",
+            self.inner.put_definitions(node, defs),
+            |_| 1,
+        )
+        .await
+    }
+
+    async fn definitions(&self, node: &str) -> StoreResult<Option<Definitions>> {
+        // Reads: one lookup, found or not (as `get_run`).
+        self.timed_read("definitions", self.inner.definitions(node), |_| (0, 1))
+            .await
     }
 
     async fn nodes(&self) -> StoreResult<HashMap<String, NodeRecord>> {

@@ -12,6 +12,8 @@
 //!   session: observers watch the heartbeat change on their own monotonic clock.
 //! - [`LeaseRecord`]: one per job. `holder` empty means free. `term` is the fencing token: it
 //!   grows by one on every acquisition and never goes back.
+//! - [`Definitions`]: one per node, the digests of the job definitions it runs (see
+//!   [`crate::drift`]); deleted with the node record.
 //! - [`RunRecord`]: one per executed tick, keyed `{job}@{unix fire time}`. Inserting it is the
 //!   claim; a second insert for the same fire time fails.
 //!
@@ -78,6 +80,20 @@ pub struct NodeRecord {
     /// Informational: this node's estimate of its wall clock's offset from its peers', in
     /// milliseconds (positive: ahead). `None` until it has peers to compare with.
     pub clock_offset_ms: Option<i64>,
+    /// The digest of the job definitions this node runs ([`Definitions::digest`]); peers read
+    /// its [`Definitions`] only when this differs from theirs. Empty in records written before
+    /// it existed (such a node is taken to know every job).
+    pub jobs_digest: String,
+}
+
+/// The job definitions a node runs: job name → digest of its definition
+/// ([`crate::jobs::digest`]), and `digest`, a digest of the whole map. Written by the node when
+/// they change (start, reload), before its [`NodeRecord`] shows the new `jobs_digest`; deleted
+/// with the node record.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Definitions {
+    pub digest: String,
+    pub jobs: std::collections::BTreeMap<String, String>,
 }
 
 /// A job's lease.
@@ -253,12 +269,16 @@ pub trait Store: Send + Sync {
     fn describe(&self) -> String;
     /// Write (create or overwrite) this node's own record.
     async fn put_node(&self, node: &NodeRecord) -> StoreResult<()>;
-    /// Delete this node's record (graceful stop).
+    /// Delete this node's record (graceful stop), and its [`Definitions`].
     async fn delete_node(&self, id: &str) -> StoreResult<()>;
     /// Delete another node's record, atomically, only if it still shows exactly `session` and
-    /// `heartbeat` (garbage collection of a node that died without a goodbye). `Ok(true)` if
-    /// it was deleted.
+    /// `heartbeat` (garbage collection of a node that died without a goodbye), and its
+    /// [`Definitions`]. `Ok(true)` if it was deleted.
     async fn delete_node_if(&self, id: &str, session: &str, heartbeat: i64) -> StoreResult<bool>;
+    /// Write (create or overwrite) node `node`'s job definitions.
+    async fn put_definitions(&self, node: &str, defs: &Definitions) -> StoreResult<()>;
+    /// Node `node`'s job definitions, if it wrote any (and its record was not deleted since).
+    async fn definitions(&self, node: &str) -> StoreResult<Option<Definitions>>;
     /// Read every node record, by id.
     async fn nodes(&self) -> StoreResult<HashMap<String, NodeRecord>>;
     /// Read the given jobs' leases, by job; a job with no record yet is absent.

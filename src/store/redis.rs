@@ -6,8 +6,10 @@
 //! ```text
 //! P:lease:{job}          hash  holder, session, term, acquired_at
 //! P:node:{id}            hash  id, session, heartbeat, lease_epoch, started_at, renewed_at, jobs,
-//!                              http, version
+//!                              http, version, process, clock_offset_ms, jobs_digest
 //! P:nodes                set   every node id with a record (the snapshot's index of nodes)
+//! P:defs:{id}            string  the node's job definitions, JSON {"digest":..,"jobs":{..}};
+//!                              deleted with the node record
 //! P:run:{job}:{unix}     hash  job, fire_time, node, term, started_at, finished_at, outcome,
 //!                              exit_code, attempts
 //! P:runs:{job}           zset  the fire times (unix seconds) of a job's runs, scored by them
@@ -21,8 +23,8 @@
 //! (session, heartbeat) with what the caller saw and only then writes the new lease;
 //! [`Store::claim`] checks (holder, session, term) and inserts the run only if its key does not
 //! exist; [`Store::release`] frees, in one script per batch, the leases still held by the node
-//! and session; [`Store::delete_node_if`] deletes a node only if it still shows the session and
-//! heartbeat. Terms live in the lease hash and only the acquire script writes them, refusing a
+//! and session; [`Store::delete_node_if`] deletes a node (and its definitions) only if it still
+//! shows the session and heartbeat. Terms live in the lease hash and only the acquire script writes them, refusing a
 //! term that is not above the stored one. Plain writes (a heartbeat, a finished run) are
 //! `MULTI`/`EXEC` transactions of delete-then-write, so a reader never sees half a record.
 //!
@@ -30,8 +32,9 @@
 //! trip; the history is read through the sorted set (`ZREVRANGE 0 n-1`, then the hashes), and
 //! pruning deletes what `ZRANGE 0 -(keep+1)` names, so its cost is the number deleted.
 //!
-//! Expiry. A node record expires [`NODE_TTL`] after its last write: a backstop that removes the
-//! records of a cluster that is gone entirely. Nothing relies on it: the election judges
+//! Expiry. A node record expires [`NODE_TTL`] after its last write, and so do its definitions
+//! (every write of the record renews their expiry too): a backstop that removes the records of
+//! a cluster that is gone entirely. Nothing relies on it: the election judges
 //! liveness by a heartbeat's change on its own monotonic clock and removes dead nodes itself,
 //! and the TTL is far above any renew period, so it never removes a live node's record.
 //!
@@ -56,9 +59,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
 
+use super::json_records;
 use super::{
-    Claim, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError, StoreResult,
-    RUNNING,
+    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError,
+    StoreResult, RUNNING,
 };
 
 /// Records read or written per round trip.
@@ -168,12 +172,12 @@ end
 return freed
 "#;
 
-/// Delete node record KEYS[1] (id ARGV[1], listed in set KEYS[2]) if it shows session ARGV[2]
-/// and heartbeat ARGV[3].
+/// Delete node record KEYS[1] (id ARGV[1], listed in set KEYS[2]) and its definitions KEYS[3]
+/// if it shows session ARGV[2] and heartbeat ARGV[3].
 const DELETE_NODE_IF: &str = r#"
 local n = redis.call('HMGET', KEYS[1], 'session', 'heartbeat')
 if n[1] == ARGV[2] and n[2] == ARGV[3] then
-  redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1], KEYS[3])
   redis.call('SREM', KEYS[2], ARGV[1])
   return 1
 end
@@ -373,6 +377,9 @@ impl Keys {
     fn nodes(&self) -> String {
         format!("{}nodes", self.prefix)
     }
+    fn defs(&self, id: &str) -> String {
+        format!("{}defs:{id}", self.prefix)
+    }
     fn run(&self, job: &str, unix: i64) -> String {
         format!("{}run:{job}:{unix}", self.prefix)
     }
@@ -531,6 +538,9 @@ fn node_fields(n: &NodeRecord) -> StoreResult<Vec<(&'static str, String)>> {
     if let Some(ms) = n.clock_offset_ms {
         fields.push(("clock_offset_ms", ms.to_string()));
     }
+    if !n.jobs_digest.is_empty() {
+        fields.push(("jobs_digest", n.jobs_digest.clone()));
+    }
     Ok(fields)
 }
 
@@ -563,6 +573,7 @@ fn parse_node(id: &str, map: &HashMap<String, String>) -> StoreResult<NodeRecord
         lease_epoch: field::<i64>(map, "lease_epoch").map_err(what)?.unwrap_or(0),
         process: text(map, "process"),
         clock_offset_ms: field::<i64>(map, "clock_offset_ms").map_err(what)?,
+        jobs_digest: text(map, "jobs_digest"),
     })
 }
 
@@ -647,6 +658,9 @@ impl Store for RedisStore {
                 .ignore()
                 .pexpire(&key, NODE_TTL.as_millis() as i64)
                 .ignore()
+                // The definitions live as long as the record (no-op if there are none).
+                .pexpire(self.keys.defs(&node.id), NODE_TTL.as_millis() as i64)
+                .ignore()
                 .sadd(self.keys.nodes(), &node.id)
                 .ignore();
             pipe.query_async::<()>(&mut self.con()).await.ctx()
@@ -658,7 +672,7 @@ impl Store for RedisStore {
         self.bounded("delete_node", async {
             let mut pipe = redis::pipe();
             pipe.atomic()
-                .del(self.keys.node(id))
+                .del(&[self.keys.node(id), self.keys.defs(id)])
                 .ignore()
                 .srem(self.keys.nodes(), id)
                 .ignore();
@@ -674,6 +688,7 @@ impl Store for RedisStore {
                 .delete_node_if
                 .key(self.keys.node(id))
                 .key(self.keys.nodes())
+                .key(self.keys.defs(id))
                 .arg(id)
                 .arg(session)
                 .arg(heartbeat)
@@ -681,6 +696,44 @@ impl Store for RedisStore {
                 .await
                 .ctx()?;
             Ok(deleted == 1)
+        })
+        .await
+    }
+
+    async fn put_definitions(&self, node: &str, defs: &Definitions) -> StoreResult<()> {
+        let json = serde_json::to_vec(&json_records::Definitions::from(defs)).map_err(|e| {
+            StoreError::Other(format!("cannot encode the definitions of {node:?}: {e}"))
+        })?;
+        self.bounded("put_definitions", async {
+            redis::cmd("SET")
+                .arg(self.keys.defs(node))
+                .arg(json)
+                .arg("PX")
+                .arg(NODE_TTL.as_millis() as i64)
+                .query_async::<()>(&mut self.con())
+                .await
+                .ctx()
+        })
+        .await
+    }
+
+    async fn definitions(&self, node: &str) -> StoreResult<Option<Definitions>> {
+        self.bounded("definitions", async {
+            let json: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(self.keys.defs(node))
+                .query_async(&mut self.con())
+                .await
+                .ctx()?;
+            json.map(|bytes| {
+                serde_json::from_slice::<json_records::Definitions>(&bytes)
+                    .map(Definitions::from)
+                    .map_err(|e| {
+                        StoreError::Other(format!(
+                            "the definitions of node {node:?} are not valid: {e}"
+                        ))
+                    })
+            })
+            .transpose()
         })
         .await
     }
@@ -1018,6 +1071,7 @@ mod tests {
             lease_epoch: 9,
             process: "p".into(),
             clock_offset_ms: Some(-1500),
+            jobs_digest: "d1".into(),
         };
         let back = parse_node("n:1", &map(&node_fields(&node).unwrap())).unwrap();
         assert_eq!(back.jobs.len(), NODE_JOBS_LISTED, "the job list is capped");
@@ -1052,6 +1106,7 @@ mod tests {
         assert_eq!(node.renewed_at.timestamp_millis(), 1_800_000_000_123);
         assert!(node.jobs.is_empty() && node.http.is_none());
         assert_eq!(node.lease_epoch, 0);
+        assert_eq!(node.jobs_digest, "");
 
         let lease = parse_lease("j", &map(&[("term", "4".into())]))
             .unwrap()
@@ -1080,6 +1135,8 @@ mod tests {
         assert_eq!(k.lease("a"), "cronlease:ns:lease:a");
         assert_ne!(k.run("a:1", 2), k.run("a", 12));
         assert_eq!(k.run("a:1", 2), "cronlease:ns:run:a:1:2");
+        assert_eq!(k.defs("a:1"), "cronlease:ns:defs:a:1");
+        assert_ne!(k.defs("a"), k.node("a"));
         assert_eq!(
             redact("redis://user:secret@db.example:6379/2"),
             "redis://***@db.example:6379/2"

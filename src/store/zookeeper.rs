@@ -6,6 +6,8 @@
 //! ```text
 //! leases/{job}               JSON lease; compare-and-set on the znode's data version
 //! nodes/{id}                 JSON node record; EPHEMERAL, owned by the writer's ZooKeeper session
+//! defs/{id}                  JSON job definitions of a node {"digest":..,"jobs":{..}};
+//!                            persistent, deleted with the node record
 //! runs/{job}/{unix}          JSON run record, one per fire time; creating it is the claim
 //! running/{job}@{unix}       empty marker while that run is `running` (orphan detection)
 //! pruned/{job}               JSON {"fire_time": unix}: the newest fire time pruned; claims at
@@ -27,7 +29,15 @@
 //!   under the expected session, and set it at the version read (with {check the lease
 //!   version} for `close_orphan`). Terms live in the lease data and only these version-checked
 //!   writes change them, so they never go back.
-//! - [`Store::release`] and [`Store::delete_node_if`] write or delete at the version they read.
+//! - [`Store::release`] and [`Store::delete_node_if`] write or delete at the version they read;
+//!   `delete_node_if` deletes the node's definitions in the same multi (or, if it has none,
+//!   checks they are still absent: create-and-delete), so they go exactly when the record goes.
+//!
+//! Definitions are persistent, not ephemeral: a node writes them only when its jobs change, so
+//! they must outlive a ZooKeeper session that expires and is replaced under a live node (whose
+//! next `put_node` recreates only the record). The flip side: a node record that vanishes with
+//! its session (a crashed process) leaves its `defs/{id}` behind, as nobody deletes that record
+//! any more; it is a few bytes per job, and is overwritten by the next process with that id.
 //!
 //! Node records are ephemeral znodes of the writing process's ZooKeeper session: when that
 //! session ends (the process exits, or ZooKeeper expires it after a crash or a partition longer
@@ -54,10 +64,10 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{de::DeserializeOwned, Serialize};
 use zookeeper_client as zk;
 
-use super::json_records::{Lease, Node, Pruned, Run};
+use super::json_records::{self, Lease, Node, Pruned, Run};
 use super::{
-    Claim, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError, StoreResult,
-    RUNNING,
+    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError,
+    StoreResult, RUNNING,
 };
 
 const PERSISTENT: zk::CreateOptions<'static> =
@@ -131,8 +141,8 @@ impl ZooKeeperStore {
 
     /// Create the namespace's directories if missing (`mkdir -p`).
     async fn make_dirs(&self, client: &zk::Client) -> StoreResult<()> {
-        let dirs =
-            ["leases", "nodes", "runs", "running", "pruned"].map(|d| format!("{}/{d}", self.root));
+        let dirs = ["leases", "nodes", "defs", "runs", "running", "pruned"]
+            .map(|d| format!("{}/{d}", self.root));
         futures::future::try_join_all(dirs.iter().map(|dir| async {
             let dir = dir.as_str();
             client
@@ -184,6 +194,10 @@ impl ZooKeeperStore {
 
     fn node_path(&self, id: &str) -> StoreResult<String> {
         Ok(format!("{}/nodes/{}", self.root, name("node id", id)?))
+    }
+
+    fn defs_path(&self, id: &str) -> StoreResult<String> {
+        Ok(format!("{}/defs/{}", self.root, name("node id", id)?))
     }
 
     fn runs_dir(&self, job: &str) -> StoreResult<String> {
@@ -547,31 +561,100 @@ impl Store for ZooKeeperStore {
 
     async fn delete_node(&self, id: &str) -> StoreResult<()> {
         let path = self.node_path(id)?;
+        let defs = self.defs_path(id)?;
         self.bounded("delete_node", async {
             let c = self.client().await?;
-            match c.delete(&path, None).await {
-                Ok(()) | Err(zk::Error::NoNode) => Ok(()),
-                Err(e) => Err(zk_err("delete_node", e)),
+            // The record first: a crash in between leaves definitions nobody reads, never a
+            // record whose definitions are gone.
+            for path in [&path, &defs] {
+                match c.delete(path, None).await {
+                    Ok(()) | Err(zk::Error::NoNode) => {}
+                    Err(e) => return Err(zk_err("delete_node", e)),
+                }
             }
+            Ok(())
         })
         .await
     }
 
     async fn delete_node_if(&self, id: &str, session: &str, heartbeat: i64) -> StoreResult<bool> {
         let path = self.node_path(id)?;
+        let defs = self.defs_path(id)?;
         self.bounded("delete_node_if", async {
             let c = self.client().await?;
-            let Some((node, stat)) = read::<Node>(&c, path.clone()).await? else {
-                return Ok(false);
-            };
-            if node.session != session || node.heartbeat != heartbeat {
-                return Ok(false);
+            for _ in 0..RETRIES {
+                let Some((node, stat)) = read::<Node>(&c, path.clone()).await? else {
+                    return Ok(false);
+                };
+                if node.session != session || node.heartbeat != heartbeat {
+                    return Ok(false);
+                }
+                let defs_exist = match c.check_stat(&defs).await {
+                    Ok(stat) => stat.is_some(),
+                    Err(e) => return Err(zk_err("delete_node_if", e)),
+                };
+                let mut txn = c.new_multi_writer();
+                txn.add_delete(&path, Some(stat.version)).map_err(op_err)?;
+                if defs_exist {
+                    txn.add_delete(&defs, None).map_err(op_err)?;
+                } else {
+                    // Seen absent: still absent at commit, or the create fails.
+                    txn.add_create(&defs, &[], &PERSISTENT).map_err(op_err)?;
+                    txn.add_delete(&defs, None).map_err(op_err)?;
+                }
+                match txn.commit().await {
+                    Ok(_) => return Ok(true),
+                    // The record changed or went meanwhile: not the one observed.
+                    Err(zk::MultiWriteError::OperationFailed {
+                        index: 0,
+                        source: zk::Error::BadVersion | zk::Error::NoNode,
+                    }) => return Ok(false),
+                    // The definitions appeared or went meanwhile: look again.
+                    Err(zk::MultiWriteError::OperationFailed {
+                        source: zk::Error::NodeExists | zk::Error::NoNode,
+                        ..
+                    }) => continue,
+                    Err(e) => return Err(zk_err("delete_node_if", e.into())),
+                }
             }
-            match c.delete(&path, Some(stat.version)).await {
-                Ok(()) => Ok(true),
-                Err(zk::Error::BadVersion | zk::Error::NoNode) => Ok(false),
-                Err(e) => Err(zk_err("delete_node_if", e)),
+            Err(StoreError::Unavailable(format!(
+                "zookeeper: deleting {path} kept racing other writers"
+            )))
+        })
+        .await
+    }
+
+    async fn put_definitions(&self, node: &str, defs: &Definitions) -> StoreResult<()> {
+        let path = self.defs_path(node)?;
+        let data = to_json(&json_records::Definitions::from(defs))?;
+        self.bounded("put_definitions", async {
+            let c = self.client().await?;
+            for _ in 0..RETRIES {
+                match c.set_data(&path, &data, None).await {
+                    Ok(_) => return Ok(()),
+                    // The first write: create it (unless another writer just did: set again).
+                    Err(zk::Error::NoNode) => match c.create(&path, &data, &PERSISTENT).await {
+                        Ok(_) => return Ok(()),
+                        Err(zk::Error::NodeExists) => continue,
+                        Err(e) => return Err(zk_err("put_definitions", e)),
+                    },
+                    Err(e) => return Err(zk_err("put_definitions", e)),
+                }
             }
+            Err(StoreError::Unavailable(format!(
+                "zookeeper: writing {path} kept racing other writers"
+            )))
+        })
+        .await
+    }
+
+    async fn definitions(&self, node: &str) -> StoreResult<Option<Definitions>> {
+        let path = self.defs_path(node)?;
+        self.bounded("definitions", async {
+            let c = self.client().await?;
+            Ok(read::<json_records::Definitions>(&c, path)
+                .await?
+                .map(|(d, _)| d.into()))
         })
         .await
     }
