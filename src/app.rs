@@ -330,6 +330,12 @@ async fn run_node(
         .context("starting the tick source")?
     };
 
+    // Jobs declared off (`enabled = false`) are not scheduled.
+    for (idx, job) in jobs.active() {
+        if !job.enabled {
+            ticker.updates().set(idx, None);
+        }
+    }
     // jobs.toml is re-read on SIGHUP and when it changes on disk (crate::reload).
     let reloader = Arc::new(Reloader::new(
         &config,

@@ -91,6 +91,9 @@ fn header(job: &Job) -> String {
     if let Some(t) = job.timeout {
         let _ = write!(line, ", timeout {}", format_duration(t));
     }
+    if !job.enabled {
+        line.push_str(", DISABLED (enabled = false)");
+    }
     // Policies, where they differ from the defaults.
     let p = &job.policy;
     let d = crate::config::Policy::default();

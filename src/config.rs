@@ -137,6 +137,8 @@ pub struct Job {
     pub timeout: Option<Duration>,
     pub action: Action,
     pub policy: Policy,
+    /// `enabled = false`: the job is declared off: validated, shown, never run nor contested.
+    pub enabled: bool,
 }
 
 /// How a job is scheduled beyond its cron expression; see [`crate::tick`] for how each is
@@ -462,6 +464,7 @@ struct RawJob {
     starting_deadline: Option<Spanned<String>>,
     on_lease_lost: Option<Spanned<String>>,
     recover: Option<Spanned<bool>>,
+    enabled: Option<Spanned<bool>>,
 }
 
 /// The policy keys as written in `[defaults]` or in one `[[job]]`.
@@ -1159,6 +1162,7 @@ impl Validator<'_> {
             timeout,
             action: action?,
             policy,
+            enabled: raw.enabled.as_ref().is_none_or(|e| *e.get_ref()),
         })
     }
 }

@@ -54,7 +54,7 @@ use crate::drift::Drift;
 use crate::jobs::JobTable;
 use crate::metrics::Metrics;
 use crate::session::Session;
-use crate::store::{LeaseRecord, NodeRecord, Observed, Store, StoreResult};
+use crate::store::{LeaseRecord, NodeRecord, Observed, Pause, Store, StoreResult};
 
 /// Who leads a job, as this node last saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -62,6 +62,10 @@ pub struct LeaseView {
     /// Empty when free or unknown.
     pub holder: String,
     pub term: i64,
+    /// The job is paused (as of the last read of its lease).
+    pub paused: Option<Pause>,
+    /// When it was last resumed.
+    pub resumed_at: Option<chrono::DateTime<Utc>>,
 }
 
 /// This node's standing lease on a job, valid while its session is.
@@ -93,6 +97,8 @@ static FREE_LEASE: LeaseRecord = LeaseRecord {
     session: String::new(),
     term: 0,
     acquired_at: None,
+    paused: None,
+    resumed_at: None,
 };
 
 /// A silent node's record is removed after this many lease times without a heartbeat change.
@@ -391,6 +397,29 @@ impl Election {
         let mut v: Vec<String> = self.state.lock().unwrap().held.keys().cloned().collect();
         v.sort();
         v
+    }
+
+    /// A claim found `job` paused (`Some`) or not (`None`): update this node's view, and if
+    /// that changed it, ask every node to re-read the leases (they learn of the pause or the
+    /// resume within a poll, and say so in their logs).
+    pub fn saw_pause(&self, job: &str, paused: Option<Pause>) {
+        let changed = {
+            let mut st = self.state.lock().unwrap();
+            let v = st.view.entry(job.to_string()).or_default();
+            if v.paused.is_some() == paused.is_some() {
+                false
+            } else {
+                if paused.is_none() {
+                    v.resumed_at = Some(Utc::now());
+                }
+                v.paused = paused;
+                st.leases_dirty = true;
+                true
+            }
+        };
+        if changed {
+            self.session.leases_changed(self.held());
+        }
     }
 
     /// A fenced claim showed that the lease of `job` with `term` is no longer ours.
@@ -700,17 +729,23 @@ impl Election {
                     Some(_) => Standing::Available, // heartbeat unchanged for a full lease
                 }
             };
-            let unchanged = st
-                .view
-                .get(job)
-                .is_some_and(|v| v.holder == rec.holder && v.term == rec.term);
-            if !unchanged {
+            let view = st.view.get(job);
+            if !view.is_some_and(|v| v.holder == rec.holder && v.term == rec.term) {
                 st.last_change_poll = st.polls;
+            }
+            if !view.is_some_and(|v| {
+                v.holder == rec.holder
+                    && v.term == rec.term
+                    && v.paused == rec.paused
+                    && v.resumed_at == rec.resumed_at
+            }) {
                 st.view.insert(
                     job.clone(),
                     LeaseView {
                         holder: rec.holder.clone(),
                         term: rec.term,
+                        paused: rec.paused.clone(),
+                        resumed_at: rec.resumed_at,
                     },
                 );
             }
@@ -867,11 +902,19 @@ impl Election {
             .as_ref()
             .map(|l| l.holder.clone())
             .unwrap_or_default();
+        let (paused, resumed_at) = observed
+            .lease
+            .as_ref()
+            .map(|l| (l.paused.clone(), l.resumed_at))
+            .unwrap_or_default();
         let new = LeaseRecord {
             holder: self.node.clone(),
             session: session.to_string(),
             term: old_term + 1,
             acquired_at: Some(Utc::now()),
+            // Kept by the store whatever is written here; the same, for this node's view.
+            paused: paused.clone(),
+            resumed_at,
         };
         let result = self.store.acquire(job, &observed, &new).await;
         // Whatever the answer, the copy of the leases no longer matches the store: ours changed,
@@ -896,6 +939,8 @@ impl Election {
                         LeaseView {
                             holder: self.node.clone(),
                             term: new.term,
+                            paused,
+                            resumed_at,
                         },
                     );
                 }

@@ -146,6 +146,18 @@ pub struct JobStatus {
     /// When the live nodes run different definitions of this job: `node=digest` per node
     /// (`absent` where a node lacks it), as in the `config_drift` log line; else `null`.
     pub drift: Option<String>,
+    /// Set while the job is paused, as this node last read its lease.
+    pub paused: Option<PausedView>,
+    /// `false`: declared off in the jobs file.
+    pub enabled: bool,
+}
+
+/// Who paused a job, since when, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct PausedView {
+    pub by: String,
+    pub since: String,
+    pub note: String,
 }
 
 async fn status(State(state): State<Arc<NodeState>>) -> Json<NodeStatus> {
@@ -168,6 +180,13 @@ fn node_status(state: &NodeState) -> NodeStatus {
         .active()
         .into_iter()
         .map(|(idx, job)| {
+            let paused = running
+                .and_then(|r| r.election.view(&job.name).paused)
+                .map(|p| PausedView {
+                    by: p.by,
+                    since: rfc3339(p.at),
+                    note: p.note,
+                });
             let (role, holder, term, last_run) = match running {
                 None => ("follower", None, 0, None),
                 Some(r) => {
@@ -195,6 +214,8 @@ fn node_status(state: &NodeState) -> NodeStatus {
                 next_fire_time: job.schedule.next_after(now).map(rfc3339),
                 last_run,
                 drift: drift.get(&job.name).map(|v| crate::drift::describe(v)),
+                paused,
+                enabled: job.enabled,
             }
         })
         .collect();

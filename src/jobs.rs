@@ -39,7 +39,8 @@ struct Table {
     retired: Vec<bool>,
     /// Job name → slot, retired slots included.
     index: HashMap<String, usize>,
-    /// The names of the active jobs, in slot order (read on every election poll).
+    /// The names of the active, enabled jobs, in slot order: the ones contested (read on
+    /// every election poll).
     active: Arc<Vec<String>>,
 }
 
@@ -49,7 +50,7 @@ impl Table {
             self.slots
                 .iter()
                 .zip(&self.retired)
-                .filter(|(_, retired)| !**retired)
+                .filter(|(j, retired)| !**retired && j.enabled)
                 .map(|(j, _)| j.name.clone())
                 .collect(),
         );
@@ -102,7 +103,7 @@ impl JobTable {
             .is_some_and(|r| !r)
     }
 
-    /// The names of the current file's jobs, in slot order.
+    /// The names of the current file's enabled jobs, in slot order: the ones contested.
     pub fn active_names(&self) -> Arc<Vec<String>> {
         self.state.read().unwrap().active.clone()
     }
@@ -188,6 +189,10 @@ pub fn digest(job: &Job) -> String {
         p.on_lease_lost.as_str(),
         p.recover,
     );
+    if !job.enabled {
+        // Only when off, so the digests of enabled jobs stay what they were.
+        text.push_str("enabled=false\n");
+    }
     match &job.action {
         Action::Say {
             text: say,
@@ -265,6 +270,7 @@ mod tests {
             format!("{A}overlap = \"allow\"\n"),
             format!("{A}retries = 1\n"),
             format!("{A}recover = true\n"),
+            format!("{A}enabled = false\n"),
         ] {
             assert_ne!(digest(&jobs(&other)[0]), digest(a), "{other}");
         }

@@ -27,11 +27,13 @@
 //! | [`http`]     | `--http`: /healthz, /readyz, /status, /metrics                         |
 //! | [`logging`]  | the two log formats (pretty, flat JSON) and the stable field names     |
 //! | [`check`]    | `cronlease check`: the validated config and next fire times           |
+//! | [`control`]  | `cronlease pause` / `resume`: operator commands through the store      |
 //! | [`status`]   | `cronlease status`: leases, nodes and last runs, read from the store   |
 //! | [`app`]      | wiring and the one shutdown path                                       |
 pub mod app;
 pub mod check;
 pub mod config;
+pub mod control;
 pub mod crontab;
 pub mod drift;
 pub mod election;

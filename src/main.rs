@@ -59,6 +59,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Pause jobs: their fire times are not run (and never caught up) until they are resumed.
+    Pause {
+        /// The jobs to pause.
+        jobs: Vec<String>,
+        /// Every job of the file.
+        #[arg(long)]
+        all: bool,
+        /// Why, for `status` and the nodes' logs.
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        note: String,
+        /// The jobs file.
+        #[arg(short, long, default_value = "jobs.toml")]
+        config: PathBuf,
+    },
+    /// Resume paused jobs: they run again from their next fire time.
+    Resume {
+        /// The jobs to resume.
+        jobs: Vec<String>,
+        /// Every job of the file.
+        #[arg(long)]
+        all: bool,
+        /// The jobs file.
+        #[arg(short, long, default_value = "jobs.toml")]
+        config: PathBuf,
+    },
     /// Internal: the job watchdog a node starts (see cronlease::watchdog).
     #[command(name = "__watchdog", hide = true)]
     Watchdog,
@@ -110,6 +135,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Status { config, json } => status(&config, json),
+        Command::Pause {
+            jobs,
+            all,
+            note,
+            config,
+        } => pause(&config, &jobs, all, Some(note)),
+        Command::Resume { jobs, all, config } => pause(&config, &jobs, all, None),
         Command::Watchdog => ExitCode::from(cronlease::watchdog::serve()),
         Command::Run {
             config,
@@ -187,4 +219,53 @@ fn status(config: &std::path::Path, json: bool) -> ExitCode {
     // A closed stdout (`| head`) is not worth a panic.
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
     ExitCode::SUCCESS
+}
+
+/// `cronlease pause` / `resume` (`note: None`): one attempt at the store; exit 2 for a bad
+/// config or job name, 1 if the store cannot be reached.
+fn pause(config: &std::path::Path, jobs: &[String], all: bool, note: Option<String>) -> ExitCode {
+    use cronlease::control::{self, ControlError};
+    let cfg = match cronlease::config::load(config) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            err(&format!("error: {e}"));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let jobs = match control::select_jobs(&cfg, jobs, all) {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            err(&format!("error: {e}"));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let pause = note.map(|note| cronlease::store::Pause {
+        by: control::who(),
+        at: chrono::Utc::now(),
+        note,
+    });
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            err(&format!("error: cannot start the async runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(control::set_pause(&cfg, &jobs, pause)) {
+        Ok(results) => {
+            out(&control::render(&results));
+            ExitCode::SUCCESS
+        }
+        Err(e @ ControlError::Usage(_)) => {
+            err(&format!("error: {e}"));
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            err(&format!("error: {e}"));
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -41,7 +41,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::election::Election;
+use crate::election::{Election, Leadership};
 use crate::metrics::Metrics;
 use crate::store::{Claim, Fence, RunRecord, Store, RUNNING};
 use crate::tick::{rfc3339, Ticks};
@@ -177,8 +177,29 @@ impl Orphans {
         let Some(lead) = self.election.leading(&orphan.job) else {
             return true;
         };
+        // A paused job's lost run is not run again: closed as lost instead.
+        let paused = self.election.view(&orphan.job).paused.is_some();
+        match self.close_as(idx, &orphan, reason, &lead, !paused).await {
+            Some(done) => done,
+            None => self
+                .close_as(idx, &orphan, reason, &lead, false)
+                .await
+                .unwrap_or(false),
+        }
+    }
+
+    /// Close `orphan` (or, with `may_recover` and `recover = true`, run it again); `None`
+    /// when the store refused the recovery because the job is paused.
+    async fn close_as(
+        &self,
+        idx: usize,
+        orphan: &RunRecord,
+        reason: &'static str,
+        lead: &Leadership,
+        may_recover: bool,
+    ) -> Option<bool> {
         let job = self.ticks.job(idx);
-        let recover = job.policy.recover && !orphan.recovery;
+        let recover = may_recover && job.policy.recover && !orphan.recovery;
         let fire = rfc3339(orphan.fire_time);
         let new = if recover {
             RunRecord {
@@ -221,9 +242,14 @@ impl Orphans {
                     info!(event = "run_recovering", job = %orphan.job, node = %self.node,
                         fire_time = %fire, term = lead.term, attempts = new.attempts,
                         "recovering the lost run of {fire}");
-                    self.ticks.run_recovery(idx, new, lead);
+                    self.ticks.run_recovery(idx, new, lead.clone());
                 }
-                true
+                Some(true)
+            }
+            Ok(Claim::Paused) if recover => {
+                info!(event = "orphan_paused", job = %orphan.job, node = %self.node,
+                    fire_time = %fire, "the job is paused: closing its lost run without running it again");
+                None
             }
             Ok(Claim::Fenced) => {
                 // Really lost, or a conflicting transaction (Datastore): try again if we
@@ -234,12 +260,12 @@ impl Orphans {
                     .is_some_and(|l| l.term == lead.term);
                 debug!(job = %orphan.job, node = %self.node, still_leading = still,
                     "orphan not closed: fenced");
-                !still
+                Some(!still)
             }
             Ok(_) => {
                 debug!(job = %orphan.job, node = %self.node, fire_time = %fire,
                     "orphan closed by someone else first");
-                true
+                Some(true)
             }
             Err(e) if recover => {
                 // The write may have landed: then the record is ours, running, and nobody
@@ -248,12 +274,12 @@ impl Orphans {
                 warn!(event = "store_error", job = %orphan.job, node = %self.node,
                     fire_time = %fire, "cannot recover an orphaned run (checked again): {e}");
                 self.ticks.unconfirmed(new).await;
-                false
+                Some(false)
             }
             Err(e) => {
                 warn!(event = "store_error", job = %orphan.job, node = %self.node,
                     fire_time = %fire, "cannot close an orphaned run (tried again later): {e}");
-                false
+                Some(false)
             }
         }
     }

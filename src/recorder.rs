@@ -450,6 +450,9 @@ mod tests {
         async fn definitions(&self, _: &str) -> StoreResult<Option<crate::store::Definitions>> {
             unreachable!()
         }
+        async fn set_pause(&self, _: &str, _: Option<&crate::store::Pause>) -> StoreResult<bool> {
+            unreachable!()
+        }
         async fn close_orphan(&self, _: &RunRecord, _: &str, _: &Fence) -> StoreResult<Claim> {
             unreachable!()
         }

@@ -282,14 +282,17 @@ impl Reloader {
                 .map(|&i| self.jobs.get(i).name.clone())
                 .collect()
         };
+        // A disabled job (`enabled = false`) is not scheduled.
+        let schedule = |idx: usize| {
+            let job = self.jobs.get(idx);
+            job.enabled.then(|| job.schedule.clone())
+        };
         for &idx in &diff.added {
             self.ticks.job_added(idx, now);
-            self.schedules
-                .set(idx, Some(self.jobs.get(idx).schedule.clone()));
+            self.schedules.set(idx, schedule(idx));
         }
         for &idx in &diff.changed {
-            self.schedules
-                .set(idx, Some(self.jobs.get(idx).schedule.clone()));
+            self.schedules.set(idx, schedule(idx));
         }
         let grace = new.node.shutdown_grace;
         for &idx in &diff.removed {

@@ -606,6 +606,7 @@ mod tests {
             timeout,
             action,
             policy: Default::default(),
+            enabled: true,
         }
     }
 

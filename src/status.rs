@@ -115,6 +115,19 @@ pub struct JobStatus {
     /// live node with its definition digest (`None`: it does not have the job). Empty when
     /// they agree.
     pub drift: Vec<DriftVariant>,
+    /// Set while the job is paused (`cronlease pause`).
+    pub paused: Option<PausedStatus>,
+    /// `false`: declared off in the jobs file (`enabled = false`).
+    pub enabled: bool,
+}
+
+/// Who paused a job, since when, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PausedStatus {
+    pub by: String,
+    #[serde(serialize_with = "ser_time")]
+    pub since: DateTime<Utc>,
+    pub note: String,
 }
 
 /// One node's definition of a job, in [`JobStatus::drift`].
@@ -274,6 +287,12 @@ pub fn build(
                 held_for_s: acquired_at.map(|t| secs_between(t, now)),
                 next_fire_time: job.schedule.next_after(now),
                 runs: job_runs,
+                paused: lease.and_then(|l| l.paused.as_ref()).map(|p| PausedStatus {
+                    by: p.by.clone(),
+                    since: p.at,
+                    note: p.note.clone(),
+                }),
+                enabled: job.enabled,
                 drift: drift
                     .get(&job.name)
                     .into_iter()
@@ -647,6 +666,26 @@ pub fn render(status: &ClusterStatus) -> String {
     let _ = writeln!(out, "{}", job_lines[0]);
     for (job, line) in status.jobs.iter().zip(&job_lines[1..]) {
         let _ = writeln!(out, "{line}");
+        if !job.enabled {
+            let _ = writeln!(
+                out,
+                "    DISABLED in the jobs file (enabled = false): never run"
+            );
+        }
+        if let Some(p) = &job.paused {
+            let note = if p.note.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", p.note)
+            };
+            let _ = writeln!(
+                out,
+                "    PAUSED since {} by {}{note} (cronlease resume {})",
+                rfc3339_secs(p.since),
+                p.by,
+                job.name
+            );
+        }
         if !job.drift.is_empty() {
             let variants: Vec<crate::drift::Variant> = job
                 .drift
@@ -791,6 +830,7 @@ shell = "true"
             session: session.into(),
             term,
             acquired_at: Some(t(acquired)),
+            ..LeaseRecord::default()
         }
     }
 
@@ -1239,6 +1279,9 @@ STALE: no heartbeat for longer than the lease (its clock vs. ours)
         }
         async fn definitions(&self, _: &str) -> StoreResult<Option<crate::store::Definitions>> {
             Ok(None)
+        }
+        async fn set_pause(&self, _: &str, _: Option<&crate::store::Pause>) -> StoreResult<bool> {
+            unreachable!("status does not write")
         }
         async fn close_orphan(
             &self,

@@ -418,6 +418,9 @@ impl Ticks {
         }
         let job_def = self.jobs.get(idx);
         let job = &*job_def;
+        if !job.enabled {
+            return;
+        }
         match self.election.leading(&job.name) {
             Some(lead) => self.claim_and_run(idx, fire_time, lead),
             None => {
@@ -428,6 +431,12 @@ impl Ticks {
                     view.holder.as_str()
                 };
                 self.metrics.tick_sat_out(&job.name);
+                if let Some(p) = &view.paused {
+                    info!(event = "sitting_out", job = %job.name, node = %self.node,
+                        fire_time = %rfc3339(fire_time), paused = true, holder,
+                        term = view.term, "{}", paused_text(Some(p)));
+                    return;
+                }
                 info!(
                     event = "sitting_out",
                     job = %job.name,
@@ -469,6 +478,14 @@ impl Ticks {
         // even within an explicit `starting_deadline`: this node did not know it then.
         if let Some(added) = self.added_at.lock().unwrap().get(&idx) {
             after = after.max(*added - chrono::Duration::nanoseconds(1));
+        }
+        // Paused: nothing to catch up; resumed: nothing from the pause (or before it).
+        let view = self.election.view(&job.name);
+        if view.paused.is_some() {
+            return;
+        }
+        if let Some(resumed) = view.resumed_at {
+            after = after.max(resumed);
         }
         let this = self.clone();
         self.tracker
@@ -707,7 +724,23 @@ impl Ticks {
             &self.process,
         );
         match self.store.claim(&run, &lead.session).await {
-            Ok(Claim::Won) => {}
+            Ok(Claim::Won) => {
+                if self.election.view(&job.name).paused.is_some() {
+                    // Resumed: tell the others at once.
+                    self.election.saw_pause(&job.name, None);
+                }
+            }
+            Ok(Claim::Paused) => {
+                self.metrics.tick_sat_out(&job.name);
+                self.metrics.claim_refused(&job.name, "paused");
+                let known = self.election.view(&job.name).paused;
+                info!(event = "tick_paused", job = %job.name, node = %self.node,
+                    fire_time = %fire, term = lead.term, "{}", paused_text(known.as_ref()));
+                if known.is_none() {
+                    self.election.saw_pause(&job.name, Some(Default::default()));
+                }
+                return;
+            }
             Ok(Claim::AlreadyRun) => {
                 self.metrics.tick_sat_out(&job.name);
                 self.metrics.claim_refused(&job.name, "already_run");
@@ -995,6 +1028,21 @@ fn catch_up_after(
     }
 }
 
+/// A log line's text for a paused job: who paused it, since when, why (when known).
+pub fn paused_text(pause: Option<&crate::store::Pause>) -> String {
+    match pause {
+        Some(p) if !p.by.is_empty() => {
+            let note = if p.note.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", p.note)
+            };
+            format!("paused by {} since {}{note}: not run", p.by, rfc3339(p.at))
+        }
+        _ => "paused: not run".to_string(),
+    }
+}
+
 /// The job's fire times `T` with `after < T <= now`, newest first, at most `limit`; and whether
 /// older ones within the bound were left out.
 fn recent_fire_times(
@@ -1083,6 +1131,9 @@ mod tests {
         async fn definitions(&self, _: &str) -> StoreResult<Option<crate::store::Definitions>> {
             down()
         }
+        async fn set_pause(&self, _: &str, _: Option<&crate::store::Pause>) -> StoreResult<bool> {
+            down()
+        }
         async fn close_orphan(&self, _: &RunRecord, _: &str, _: &Fence) -> StoreResult<Claim> {
             down()
         }
@@ -1109,6 +1160,7 @@ mod tests {
                 overlap,
                 ..Policy::default()
             },
+            enabled: true,
         }
     }
 

@@ -10,7 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use cronlease::store::file::FileStore;
 use cronlease::store::{
-    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError,
+    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause, RunRecord, Store,
+    StoreError,
 };
 
 use common::Emulator;
@@ -84,7 +85,26 @@ fn lease(holder: &str, session: &str, term: i64) -> LeaseRecord {
         session: session.to_string(),
         term,
         acquired_at: Some(Utc::now()),
+        paused: None,
+        resumed_at: None,
     }
+}
+
+/// A pause by `by` at `secs` after the tests' epoch (to the millisecond: every backend keeps
+/// at least that), with `note`.
+fn pause(by: &str, secs: i64, note: &str) -> Pause {
+    Pause {
+        by: by.to_string(),
+        at: Utc
+            .timestamp_opt(1_800_000_000 + secs, 250_000_000)
+            .unwrap(),
+        note: note.to_string(),
+    }
+}
+
+/// `job`'s lease as stored now.
+async fn lease_of(store: &dyn Store, job: &str) -> LeaseRecord {
+    store.leases(&[job.to_string()]).await.unwrap()[job].clone()
 }
 
 fn run(job: &str, fire: DateTime<Utc>, node: &str, term: i64) -> RunRecord {
@@ -728,6 +748,242 @@ async fn an_orphan_is_closed_once_by_the_leader(store: Arc<dyn Store>) {
     );
 }
 
+/// A paused job is never claimed, by its leader either; pausing again keeps the first pause,
+/// resuming stamps the time, and neither touches the lease's holder, session or term.
+async fn a_paused_job_is_never_claimed(store: Arc<dyn Store>) {
+    store.put_node(&node("a", "sa", 1)).await.unwrap();
+    store.put_node(&node("b", "sb", 1)).await.unwrap();
+    let t = take(&*store, "job", "a", "sa").await;
+    let first = pause("ops@h1", 0, "maintenance window");
+    assert!(store.set_pause("job", Some(&first)).await.unwrap());
+    let r = run("job", fire(1), "a", t);
+    assert_eq!(store.claim(&r, "sa").await.unwrap(), Claim::Paused);
+    assert_eq!(
+        store.get_run("job", fire(1)).await.unwrap(),
+        None,
+        "a paused claim inserts nothing"
+    );
+    // Paused or not, a claimer that does not hold the lease is fenced.
+    assert_eq!(
+        store
+            .claim(&run("job", fire(1), "b", t), "sb")
+            .await
+            .unwrap(),
+        Claim::Fenced
+    );
+    // Pausing again: refused, the first pause stays.
+    let second = pause("other@h2", 5, "again");
+    assert!(!store.set_pause("job", Some(&second)).await.unwrap());
+    let paused = lease_of(&*store, "job").await;
+    assert_eq!(paused.paused, Some(first.clone()), "the first pause stays");
+    assert_eq!(paused.resumed_at, None);
+    assert_eq!(
+        (paused.holder.as_str(), paused.session.as_str(), paused.term),
+        ("a", "sa", t),
+        "a pause leaves the lease alone"
+    );
+    // Resume: the pause goes, the time is stamped, the lease stays.
+    let before = Utc::now();
+    assert!(store.set_pause("job", None).await.unwrap());
+    let resumed = lease_of(&*store, "job").await;
+    assert_eq!(resumed.paused, None);
+    let at = resumed.resumed_at.expect("resumed_at is set");
+    // Stored to the backend's precision (microseconds in Datastore).
+    assert!(
+        at >= before - chrono::Duration::milliseconds(1),
+        "resumed at {at}, before the call {before}"
+    );
+    assert!(at <= Utc::now());
+    assert_eq!(
+        (
+            resumed.holder.as_str(),
+            resumed.session.as_str(),
+            resumed.term
+        ),
+        ("a", "sa", t),
+        "a resume leaves the lease alone"
+    );
+    // Resuming again: nothing to do, nothing changed.
+    assert!(!store.set_pause("job", None).await.unwrap());
+    assert_eq!(lease_of(&*store, "job").await, resumed);
+    assert_eq!(store.claim(&r, "sa").await.unwrap(), Claim::Won);
+    // A job without a lease: nothing to resume, and no record appears.
+    assert!(!store.set_pause("never", None).await.unwrap());
+    assert!(store
+        .leases(&["never".to_string()])
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// The pause lives in the lease record: a free job gets a free record, acquire and release keep
+/// the stored pause whatever the new lease says, and an acquire observed before a pause (or a
+/// resume) fails.
+async fn a_pause_survives_acquire_and_release(store: Arc<dyn Store>) {
+    store.put_node(&node("a", "sa", 1)).await.unwrap();
+    let p = pause("ops@h1", 0, "");
+    assert!(store.set_pause("job", Some(&p)).await.unwrap());
+    let free = lease_of(&*store, "job").await;
+    assert!(free.is_free(), "{free:?}");
+    assert_eq!((free.term, free.paused.as_ref()), (0, Some(&p)));
+    // An observation from before the pause (no record) is stale now.
+    assert!(!store
+        .acquire("job", &FREE, &lease("a", "sa", 1))
+        .await
+        .unwrap());
+    // Acquired from the paused record with a new lease that says "not paused": still paused.
+    let t = take(&*store, "job", "a", "sa").await;
+    assert_eq!(t, 1);
+    let held = lease_of(&*store, "job").await;
+    assert_eq!(
+        (held.holder.as_str(), held.session.as_str(), held.term),
+        ("a", "sa", 1)
+    );
+    assert_eq!(held.paused, Some(p.clone()), "acquire keeps the pause");
+    assert_eq!(
+        store
+            .claim(&run("job", fire(1), "a", t), "sa")
+            .await
+            .unwrap(),
+        Claim::Paused
+    );
+    // Released: free again, term and pause kept.
+    assert_eq!(
+        store
+            .release(&["job".to_string()], "a", "sa")
+            .await
+            .unwrap(),
+        1
+    );
+    let released = lease_of(&*store, "job").await;
+    assert!(released.is_free());
+    assert_eq!(
+        (released.term, released.paused.as_ref()),
+        (1, Some(&p)),
+        "release keeps the term and the pause"
+    );
+    // Observed paused, then resumed: the observation is stale.
+    let seen_paused = Observed {
+        lease: Some(released.clone()),
+        holder_node: None,
+    };
+    assert!(store.set_pause("job", None).await.unwrap());
+    assert!(!store
+        .acquire("job", &seen_paused, &lease("a", "sa", 2))
+        .await
+        .unwrap());
+    // Observed resumed, then paused again: stale too.
+    let seen_resumed = Observed {
+        lease: Some(lease_of(&*store, "job").await),
+        holder_node: None,
+    };
+    assert!(seen_resumed.lease.as_ref().unwrap().resumed_at.is_some());
+    let again = pause("ops@h2", 10, "again");
+    assert!(store.set_pause("job", Some(&again)).await.unwrap());
+    assert!(!store
+        .acquire("job", &seen_resumed, &lease("a", "sa", 2))
+        .await
+        .unwrap());
+    let now = lease_of(&*store, "job").await;
+    assert!(now.is_free());
+    assert_eq!(now.term, 1, "no stale acquire went through");
+    assert_eq!(now.paused, Some(again.clone()));
+    // An exact observation wins, and keeps the pause and the resume time.
+    assert_eq!(take(&*store, "job", "a", "sa").await, 2);
+    let held = lease_of(&*store, "job").await;
+    assert_eq!((held.holder.as_str(), held.term), ("a", 2));
+    assert_eq!(held.paused, Some(again));
+    assert_eq!(held.resumed_at, now.resumed_at);
+}
+
+/// While a job is paused its orphans may be closed as lost, never recovered (a recovery is a
+/// new run); after the resume a recovery works again.
+async fn a_recovery_is_refused_while_paused(store: Arc<dyn Store>) {
+    store.put_node(&node("a", "sa", 1)).await.unwrap();
+    store.put_node(&node("b", "sb", 1)).await.unwrap();
+    let ta = take(&*store, "job", "a", "sa").await;
+    let orphans = vec![run("job", fire(1), "a", ta), run("job", fire(2), "a", ta)];
+    claim_all(&store, &orphans).await;
+    let tb = take(&*store, "job", "b", "sb").await;
+    assert!(store
+        .set_pause("job", Some(&pause("ops@h1", 0, "")))
+        .await
+        .unwrap());
+    let recovery = |orphan: &RunRecord| RunRecord {
+        node: "b".into(),
+        term: tb,
+        session: "sb".into(),
+        process: "pb".into(),
+        attempts: 2,
+        recovery: true,
+        ..orphan.clone()
+    };
+    // The old holder is fenced, paused or not.
+    assert_eq!(
+        store
+            .close_orphan(&recovery(&orphans[0]), "sa", &fence("a", ta))
+            .await
+            .unwrap(),
+        Claim::Fenced
+    );
+    assert_eq!(
+        store
+            .close_orphan(&recovery(&orphans[0]), "sa", &fence("b", tb))
+            .await
+            .unwrap(),
+        Claim::Paused
+    );
+    let stored = store.get_run("job", fire(1)).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stored.outcome.as_str(),
+            stored.node.as_str(),
+            stored.session.as_str(),
+            stored.term,
+            stored.recovery
+        ),
+        ("running", "a", "sa", ta, false),
+        "a refused recovery changes nothing"
+    );
+    assert_eq!(store.running_runs().await.unwrap().len(), 2);
+    // Closing it as lost is not a run: allowed while paused, once.
+    let lost = RunRecord {
+        reason: Some("node_gone".into()),
+        ..ended(&orphans[0], "lost")
+    };
+    assert_eq!(
+        store
+            .close_orphan(&lost, "sa", &fence("b", tb))
+            .await
+            .unwrap(),
+        Claim::Won
+    );
+    assert_eq!(
+        store
+            .close_orphan(&lost, "sa", &fence("b", tb))
+            .await
+            .unwrap(),
+        Claim::AlreadyRun
+    );
+    let stored = store.get_run("job", fire(1)).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.outcome.as_str(), stored.reason.as_deref()),
+        ("lost", Some("node_gone"))
+    );
+    // Resumed: the other orphan can be recovered.
+    assert!(store.set_pause("job", None).await.unwrap());
+    assert_eq!(
+        store
+            .close_orphan(&recovery(&orphans[1]), "sa", &fence("b", tb))
+            .await
+            .unwrap(),
+        Claim::Won
+    );
+    let going = store.running_runs().await.unwrap();
+    assert_eq!(going.len(), 1);
+    assert_eq!((going[0].node.as_str(), going[0].recovery), ("b", true));
+}
+
 async fn history_keeps_the_newest_runs(store: Arc<dyn Store>) {
     // 1,200 runs of one job (more than one delete batch) and 5 of another.
     let total = 1200;
@@ -932,6 +1188,9 @@ macro_rules! contract {
             definitions_round_trip,
             the_jobs_digest_round_trips_with_the_node_record,
             definitions_are_deleted_with_the_node_record,
+            a_paused_job_is_never_claimed,
+            a_pause_survives_acquire_and_release,
+            a_recovery_is_refused_while_paused,
         );
     };
     (@clauses $backend:ident, $make:ident, $($name:ident),* $(,)?) => {

@@ -1,12 +1,15 @@
 //! The Google Cloud Datastore backend (and its local emulator), over gcloud-sdk's Datastore v1
 //! gRPC API.
 //!
-//! Kinds, in the configured namespace: `Node` (key: node id), `Lease` (key: job name), `Run`
+//! Kinds, in the configured namespace: `Node` (key: node id), `Lease` (key: job name; `holder`,
+//! `session`, `term`, `acquired_at`, and the unindexed `paused_by`, `paused_at`, `paused_note`
+//! while the job is paused and `resumed_at` once it was resumed: a lease without `paused_at` is
+//! not paused, as are those written before pauses existed), `Run`
 //! (key: `{job}@{unix fire time}`), `Pruned` (key: job name; the newest fire time pruned) and
 //! `Definitions` (key: node id; `digest`, and `jobs`, the map of job name → definition digest as
 //! one unindexed JSON string, so that a thousand jobs cost one property and no index writes). A
-//! node's `Definitions` is deleted in the commit that deletes its `Node`. Acquire, release and
-//! claim are read-write transactions:
+//! node's `Definitions` is deleted in the commit that deletes its `Node`. Acquire, release,
+//! pause and claim are read-write transactions:
 //! Datastore commits them optimistically, so a transaction whose reads changed underneath it is
 //! ABORTED and two nodes cannot both win. A claim inserts the `Run`; inserting an existing key
 //! fails with ALREADY_EXISTS, so a fire time is claimed at most once, ever.
@@ -28,8 +31,8 @@ use ds::key::path_element::IdType;
 use ds::value::ValueType;
 
 use super::{
-    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError,
-    StoreResult, RUNNING,
+    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause, RunRecord, Store,
+    StoreError, StoreResult, RUNNING,
 };
 use crate::config::StoreConfig;
 
@@ -522,6 +525,15 @@ impl DatastoreStore {
         if let Some(at) = lease.acquired_at {
             props.insert("acquired_at".into(), timestamp(at, false));
         }
+        // Unindexed: nothing queries them, and a pause must not cost index writes.
+        if let Some(pause) = &lease.paused {
+            props.insert("paused_by".into(), string(&pause.by, false));
+            props.insert("paused_at".into(), timestamp(pause.at, false));
+            props.insert("paused_note".into(), string(&pause.note, false));
+        }
+        if let Some(at) = lease.resumed_at {
+            props.insert("resumed_at".into(), timestamp(at, false));
+        }
         ds::Entity {
             key: Some(self.key(KIND_LEASE, job)),
             properties: props,
@@ -720,9 +732,15 @@ impl Store for DatastoreStore {
         };
         let unchanged = same_lease(lease_now.as_ref(), observed.lease.as_ref())
             && (holder.is_empty() || node_now == observed.holder_node);
+        // The pause is not the acquirer's to change: the stored one stays.
+        let new = LeaseRecord {
+            paused: lease_now.as_ref().and_then(|l| l.paused.clone()),
+            resumed_at: lease_now.as_ref().and_then(|l| l.resumed_at),
+            ..new.clone()
+        };
         self.commit_if(tx, unchanged, || {
             vec![mutation(ds::mutation::Operation::Upsert(
-                self.lease_entity(job, new),
+                self.lease_entity(job, &new),
             ))]
         })
         .await
@@ -740,11 +758,11 @@ impl Store for DatastoreStore {
                 for job in chunk {
                     if let Some(lease) = found.get(&found_key(KIND_LEASE, job)).map(parse_lease) {
                         if lease.holder == node && lease.session == session {
+                            // Free, keeping the term and the pause.
                             let free = LeaseRecord {
                                 holder: String::new(),
                                 session: String::new(),
-                                term: lease.term,
-                                acquired_at: lease.acquired_at,
+                                ..lease
                             };
                             mutations.push(mutation(ds::mutation::Operation::Update(
                                 self.lease_entity(job, &free),
@@ -770,6 +788,47 @@ impl Store for DatastoreStore {
         Ok(freed)
     }
 
+    async fn set_pause(&self, job: &str, pause: Option<&Pause>) -> StoreResult<bool> {
+        for attempt in 1..=ABORT_RETRIES {
+            let (tx, found) = self.begin_with(vec![self.key(KIND_LEASE, job)]).await?;
+            let current = self.entity_of(&found, KIND_LEASE, job).map(parse_lease);
+            if pause.is_none() && current.is_none() {
+                // No record: not paused, nothing to resume.
+                self.rollback(tx).await;
+                return Ok(false);
+            }
+            // A job without a lease record gets a free one (term 0).
+            let mut lease = current.unwrap_or_default();
+            match pause {
+                Some(_) if lease.paused.is_some() => {
+                    self.rollback(tx).await;
+                    return Ok(false); // the first pause stays
+                }
+                Some(p) => lease.paused = Some(p.clone()),
+                None if lease.paused.is_none() => {
+                    self.rollback(tx).await;
+                    return Ok(false);
+                }
+                None => {
+                    lease.paused = None;
+                    lease.resumed_at = Some(Utc::now());
+                }
+            }
+            let m = mutation(ds::mutation::Operation::Upsert(
+                self.lease_entity(job, &lease),
+            ));
+            match self.commit(Some(tx), vec![m]).await {
+                Ok(_) => return Ok(true),
+                // A concurrent acquire, release or pause: look again.
+                Err(s) if s.code() == Code::Aborted && attempt < ABORT_RETRIES => continue,
+                Err(s) => return Err(map_status(s)),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "pausing or resuming {job}: aborted {ABORT_RETRIES} times by conflicting transactions"
+        )))
+    }
+
     async fn claim(&self, run: &RunRecord, session: &str) -> StoreResult<Claim> {
         for attempt in 1..=ABORT_RETRIES {
             // The lease and the pruned watermark, read in the transaction that inserts: a
@@ -780,13 +839,19 @@ impl Store for DatastoreStore {
                     self.key(KIND_PRUNED, &run.job),
                 ])
                 .await?;
-            let lease = self.entity_of(&found, KIND_LEASE, &run.job);
-            let ours = lease.map(parse_lease).is_some_and(|l| {
-                l.holder == run.node && l.session == session && l.term == run.term
-            });
-            if !ours {
+            let lease = self
+                .entity_of(&found, KIND_LEASE, &run.job)
+                .map(parse_lease);
+            let Some(lease) = lease
+                .filter(|l| l.holder == run.node && l.session == session && l.term == run.term)
+            else {
                 self.rollback(tx).await;
                 return Ok(Claim::Fenced);
+            };
+            // Read in this transaction: a pause committed meanwhile aborts the insert.
+            if lease.paused.is_some() {
+                self.rollback(tx).await;
+                return Ok(Claim::Paused);
             }
             let pruned = self
                 .entity_of(&found, KIND_PRUNED, &run.job)
@@ -876,15 +941,20 @@ impl Store for DatastoreStore {
                     self.key(KIND_RUN, &name),
                 ])
                 .await?;
-            let ours = self
+            let lease = self
                 .entity_of(&found, KIND_LEASE, &new.job)
                 .map(parse_lease)
-                .is_some_and(|l| {
+                .filter(|l| {
                     l.holder == fence.node && l.session == fence.session && l.term == fence.term
                 });
-            if !ours {
+            let Some(lease) = lease else {
                 self.rollback(tx).await;
                 return Ok(Claim::Fenced);
+            };
+            // A recovery is a new run of the job: not while it is paused. Closing as lost is.
+            if new.outcome == RUNNING && lease.paused.is_some() {
+                self.rollback(tx).await;
+                return Ok(Claim::Paused);
             }
             let orphan = self
                 .entity_of(&found, KIND_RUN, &name)
@@ -1015,10 +1085,18 @@ fn mutation(op: ds::mutation::Operation) -> ds::Mutation {
     }
 }
 
+/// Whether the stored lease `a` is the observed `b`: holder, session, term, pause and resume
+/// (`acquired_at` is informational and not compared).
 fn same_lease(a: Option<&LeaseRecord>, b: Option<&LeaseRecord>) -> bool {
     match (a, b) {
         (None, None) => true,
-        (Some(a), Some(b)) => a.holder == b.holder && a.session == b.session && a.term == b.term,
+        (Some(a), Some(b)) => {
+            a.holder == b.holder
+                && a.session == b.session
+                && a.term == b.term
+                && a.paused == b.paused
+                && a.resumed_at == b.resumed_at
+        }
         _ => false,
     }
 }
@@ -1107,12 +1185,20 @@ fn get_time(e: &ds::Entity, name: &str) -> Option<DateTime<Utc>> {
     }
 }
 
+/// A `Lease` entity; without `paused_at` (as in leases written before pauses existed) it is
+/// not paused.
 fn parse_lease(e: &ds::Entity) -> LeaseRecord {
     LeaseRecord {
         holder: get_str(e, "holder"),
         session: get_str(e, "session"),
         term: get_int(e, "term").unwrap_or(0),
         acquired_at: get_time(e, "acquired_at"),
+        paused: get_time(e, "paused_at").map(|at| Pause {
+            by: get_str(e, "paused_by"),
+            at,
+            note: get_str(e, "paused_note"),
+        }),
+        resumed_at: get_time(e, "resumed_at"),
     }
 }
 
@@ -1240,6 +1326,37 @@ mod tests {
             parse_definitions("n", &d),
             Err(StoreError::Other(m)) if m.contains("\"n\"")
         ));
+    }
+
+    #[test]
+    fn a_lease_reads_its_pause_and_older_leases_are_not_paused() {
+        let mut e = ds::Entity {
+            key: None,
+            properties: HashMap::new(),
+        };
+        e.properties.insert("holder".into(), string("a", true));
+        e.properties.insert("term".into(), integer(3, false));
+        let old = parse_lease(&e);
+        assert_eq!((old.term, &old.paused, old.resumed_at), (3, &None, None));
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        e.properties
+            .insert("paused_by".into(), string("ops", false));
+        e.properties
+            .insert("paused_at".into(), timestamp(at, false));
+        e.properties
+            .insert("resumed_at".into(), timestamp(at, false));
+        let paused = parse_lease(&e);
+        assert_eq!(
+            paused.paused,
+            Some(Pause {
+                by: "ops".into(),
+                at,
+                note: String::new()
+            })
+        );
+        assert_eq!(paused.resumed_at, Some(at));
+        assert!(!same_lease(Some(&old), Some(&paused)));
+        assert!(same_lease(Some(&paused), Some(&paused.clone())));
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //!
 //! ```text
 //! lock                       the lock file (empty): every change holds flock(LOCK_EX) on it
-//! leases.json                every job's lease, one JSON document {"version":1,"leases":{..}}
+//! leases.json                every job's lease, one JSON document {"version":1,"leases":{..}};
+//!                            a lease is {"holder","session","term","acquired_at"} plus, when
+//!                            set, "paused": {"by","at","note"} and "resumed_at" (absent in
+//!                            files written before pauses existed: not paused)
 //! nodes/{id}.json            one node record per file
 //! defs/{id}.json             a node's job definitions {"digest":..,"jobs":{name: digest}};
 //!                            deleted with its node record
@@ -25,15 +28,16 @@
 //! `prune_runs` list one job's directory and sort the names, never reading the others.
 //! Job names and node ids become file names with [`disk::encode`].
 //!
-//! Atomicity. Every change (put and delete of nodes and definitions, acquire, release, claim,
-//! finish, prune) is a read-modify-write under an exclusive `flock` on `lock`, so the checks of
-//! [`Store::acquire`], [`Store::claim`], [`Store::release`] and [`Store::delete_node_if`] and
-//! their writes are one step for every process on the host. A heartbeat takes the lock too: an
-//! acquire compares the holder's heartbeat, so a heartbeat must not land between that
-//! comparison and the lease write (in Datastore the transaction would abort). Reads take no
-//! lock: every file is replaced by rename, so a reader sees a whole old or a whole new file.
-//! Within one process calls first queue on an async mutex (fair, and only one thread at a time
-//! polls the OS lock); a wait longer than the store timeout is [`StoreError::Unavailable`].
+//! Atomicity. Every change (put and delete of nodes and definitions, acquire, release, pause,
+//! claim, finish, prune) is a read-modify-write under an exclusive `flock` on `lock`, so the
+//! checks of [`Store::acquire`], [`Store::claim`], [`Store::release`], [`Store::set_pause`] and
+//! [`Store::delete_node_if`] and their writes are one step for every process on the host. A
+//! heartbeat takes the lock too: an acquire compares the holder's heartbeat, so a heartbeat
+//! must not land between that comparison and the lease write (in Datastore the transaction
+//! would abort). Reads take no lock: every file is replaced by rename, so a reader sees a whole
+//! old or a whole new file. Within one process calls first queue on an async mutex (fair, and
+//! only one thread at a time polls the OS lock); a wait longer than the store timeout is
+//! [`StoreError::Unavailable`].
 //!
 //! Crash safety. A file is replaced by writing a new one in `tmp/`, fsyncing it, renaming it
 //! over the target and fsyncing the target's directory ([`disk::replace`]); a claim is durable
@@ -63,8 +67,8 @@ use chrono::{DateTime, Utc};
 
 use super::json_records::{self as records, Lease, LeasesFile, LEASES_VERSION};
 use super::{
-    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError,
-    StoreResult, RUNNING,
+    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause, RunRecord, Store,
+    StoreError, StoreResult, RUNNING,
 };
 
 const LOCK: &str = "lock";
@@ -425,10 +429,11 @@ fn running_name(fire_time: DateTime<Utc>) -> String {
     format!("{}{RUNNING_SUFFIX}", fire_time.timestamp())
 }
 
+/// Whether the stored lease `a` is the observed `b` (pause and resume included).
 fn same_lease(a: Option<&Lease>, b: Option<&LeaseRecord>) -> bool {
     match (a, b) {
         (None, None) => true,
-        (Some(a), Some(b)) => a.holder == b.holder && a.session == b.session && a.term == b.term,
+        (Some(a), Some(b)) => a.is(b),
         _ => false,
     }
 }
@@ -515,7 +520,7 @@ impl Store for FileStore {
         observed: &Observed,
         new: &LeaseRecord,
     ) -> StoreResult<bool> {
-        let (job, observed, new) = (job.to_string(), observed.clone(), Lease::from(new));
+        let (job, observed, mut new) = (job.to_string(), observed.clone(), Lease::from(new));
         self.change("acquire", move |dir| {
             let mut file = dir.read_leases()?;
             let holder = observed
@@ -533,6 +538,10 @@ impl Store for FileStore {
             if !unchanged {
                 return Ok(false);
             }
+            // The pause is not the acquirer's to change: the stored one stays.
+            let stored = file.leases.get(&job);
+            new.paused = stored.and_then(|l| l.paused.clone());
+            new.resumed_at = stored.and_then(|l| l.resumed_at);
             file.leases.insert(job, new);
             dir.write_leases(&file)?;
             Ok(true)
@@ -548,7 +557,8 @@ impl Store for FileStore {
             for job in &jobs {
                 if let Some(lease) = file.leases.get_mut(job) {
                     if lease.holder == node && lease.session == session {
-                        // Free, keeping the term: the next holder's term is still higher.
+                        // Free, keeping the term (the next holder's term is still higher) and
+                        // the pause.
                         lease.holder.clear();
                         lease.session.clear();
                         freed += 1;
@@ -563,14 +573,35 @@ impl Store for FileStore {
         .await
     }
 
+    async fn set_pause(&self, job: &str, pause: Option<&Pause>) -> StoreResult<bool> {
+        let (job, pause) = (job.to_string(), pause.cloned());
+        self.change("set_pause", move |dir| {
+            let mut file = dir.read_leases()?;
+            if pause.is_none() && !file.leases.contains_key(&job) {
+                return Ok(false); // no record: not paused, nothing to resume
+            }
+            let lease = file.leases.entry(job).or_insert_with(Lease::free);
+            if !lease.set_pause(pause.as_ref(), Utc::now()) {
+                return Ok(false);
+            }
+            dir.write_leases(&file)?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn claim(&self, run: &RunRecord, session: &str) -> StoreResult<Claim> {
         let (run, session) = (run.clone(), session.to_string());
         self.change("claim", move |dir| {
-            let ours = dir.read_leases()?.leases.get(&run.job).is_some_and(|l| {
-                l.holder == run.node && l.session == session && l.term == run.term
-            });
-            if !ours {
+            let leases = dir.read_leases()?.leases;
+            let Some(lease) = leases
+                .get(&run.job)
+                .filter(|l| l.holder == run.node && l.session == session && l.term == run.term)
+            else {
                 return Ok(Claim::Fenced);
+            };
+            if lease.paused.is_some() {
+                return Ok(Claim::Paused);
             }
             if dir
                 .pruned(&run.job)?
@@ -652,11 +683,15 @@ impl Store for FileStore {
     ) -> StoreResult<Claim> {
         let (new, orphan_session, fence) = (new.clone(), orphan_session.to_string(), fence.clone());
         self.change("close_orphan", move |dir| {
-            let ours = dir.read_leases()?.leases.get(&new.job).is_some_and(|l| {
+            let leases = dir.read_leases()?.leases;
+            let Some(lease) = leases.get(&new.job).filter(|l| {
                 l.holder == fence.node && l.session == fence.session && l.term == fence.term
-            });
-            if !ours {
+            }) else {
                 return Ok(Claim::Fenced);
+            };
+            // A recovery is a new run of the job: not while it is paused. Closing as lost is.
+            if new.outcome == RUNNING && lease.paused.is_some() {
+                return Ok(Claim::Paused);
             }
             Ok(if dir.replace_running(&new, &orphan_session, None)? {
                 Claim::Won

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::{LeaseRecord, NodeRecord, RunRecord};
 
-/// The leases file's format version; a newer one is refused rather than misread.
+/// The leases file's format version; a newer one is refused rather than misread. The pause
+/// fields of [`Lease`] came later without a new version: they are optional, absent when unset,
+/// and read as "not paused, never resumed" when absent.
 pub(crate) const LEASES_VERSION: u32 = 1;
 
 /// `leases.json`: every job's lease, by job name.
@@ -26,6 +28,85 @@ pub(crate) struct Lease {
     pub term: i64,
     #[serde(default)]
     pub acquired_at: Option<DateTime<Utc>>,
+    /// Absent in records written before pauses existed, and while not paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Pause>,
+    /// Absent in records written before pauses existed, and until the first resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<DateTime<Utc>>,
+}
+
+/// A lease's `paused`: who paused the job, when, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Pause {
+    #[serde(default)]
+    pub by: String,
+    pub at: DateTime<Utc>,
+    #[serde(default)]
+    pub note: String,
+}
+
+impl From<&crate::store::Pause> for Pause {
+    fn from(p: &crate::store::Pause) -> Self {
+        Pause {
+            by: p.by.clone(),
+            at: p.at,
+            note: p.note.clone(),
+        }
+    }
+}
+
+impl From<Pause> for crate::store::Pause {
+    fn from(p: Pause) -> Self {
+        crate::store::Pause {
+            by: p.by,
+            at: p.at,
+            note: p.note,
+        }
+    }
+}
+
+impl Lease {
+    /// A free lease with term 0: what a pause creates for a job that has no lease yet.
+    pub fn free() -> Lease {
+        Lease {
+            holder: String::new(),
+            session: String::new(),
+            term: 0,
+            acquired_at: None,
+            paused: None,
+            resumed_at: None,
+        }
+    }
+
+    /// Whether this stored lease is exactly `seen` (an observation for a compare-and-set):
+    /// holder, session, term, pause and resume; `acquired_at` is informational and not compared.
+    pub fn is(&self, seen: &LeaseRecord) -> bool {
+        self.holder == seen.holder
+            && self.session == seen.session
+            && self.term == seen.term
+            && self.paused == seen.paused.as_ref().map(Pause::from)
+            && self.resumed_at == seen.resumed_at
+    }
+
+    /// Apply a pause (`Some`) or a resume (`None`) at `now`, as [`crate::store::Store::set_pause`]
+    /// says: a pause keeps an earlier one, a resume of a job not paused changes nothing.
+    /// Whether the lease changed.
+    pub fn set_pause(&mut self, pause: Option<&crate::store::Pause>, now: DateTime<Utc>) -> bool {
+        match pause {
+            Some(_) if self.paused.is_some() => false,
+            Some(p) => {
+                self.paused = Some(Pause::from(p));
+                true
+            }
+            None if self.paused.is_none() => false,
+            None => {
+                self.paused = None;
+                self.resumed_at = Some(now);
+                true
+            }
+        }
+    }
 }
 
 /// `nodes/{id}.json`.
@@ -116,6 +197,8 @@ impl From<&LeaseRecord> for Lease {
             session: l.session.clone(),
             term: l.term,
             acquired_at: l.acquired_at,
+            paused: l.paused.as_ref().map(Pause::from),
+            resumed_at: l.resumed_at,
         }
     }
 }
@@ -127,6 +210,8 @@ impl From<Lease> for LeaseRecord {
             session: l.session,
             term: l.term,
             acquired_at: l.acquired_at,
+            paused: l.paused.map(crate::store::Pause::from),
+            resumed_at: l.resumed_at,
         }
     }
 }
@@ -227,6 +312,68 @@ mod tests {
         assert_eq!(run.attempts, 1);
         assert_eq!(run.finished_at, None);
         assert_eq!(run.fire_time.timestamp(), 1_800_000_000);
+    }
+
+    #[test]
+    fn a_lease_without_pause_fields_reads_as_never_paused() {
+        let old = r#"{"holder":"a","session":"s","term":3}"#;
+        let lease: LeaseRecord = serde_json::from_str::<Lease>(old).unwrap().into();
+        assert_eq!(
+            (lease.term, &lease.paused, lease.resumed_at),
+            (3, &None, None)
+        );
+        // Not paused, never resumed: written as before (no new fields).
+        let json = serde_json::to_string(&Lease::from(&lease)).unwrap();
+        assert!(
+            !json.contains("paused") && !json.contains("resumed_at"),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn a_lease_round_trips_with_its_pause() {
+        let lease = LeaseRecord {
+            holder: String::new(),
+            session: String::new(),
+            term: 0,
+            acquired_at: None,
+            paused: Some(crate::store::Pause {
+                by: "ops@host".into(),
+                at: DateTime::from_timestamp(1_800_000_000, 123_456_789).unwrap(),
+                note: "maintenance".into(),
+            }),
+            resumed_at: Some(DateTime::from_timestamp(1_799_000_000, 5).unwrap()),
+        };
+        let json = serde_json::to_vec(&Lease::from(&lease)).unwrap();
+        let stored = serde_json::from_slice::<Lease>(&json).unwrap();
+        assert!(stored.is(&lease));
+        assert_eq!(LeaseRecord::from(stored), lease);
+    }
+
+    #[test]
+    fn pausing_keeps_the_first_pause_and_resuming_stamps_the_time() {
+        let now = DateTime::from_timestamp(1_800_000_100, 0).unwrap();
+        let first = crate::store::Pause {
+            by: "a".into(),
+            at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            note: String::new(),
+        };
+        let second = crate::store::Pause {
+            by: "b".into(),
+            ..first.clone()
+        };
+        let mut lease = Lease::free();
+        assert!(!lease.set_pause(None, now), "not paused: nothing to resume");
+        assert!(lease.set_pause(Some(&first), now));
+        assert!(!lease.set_pause(Some(&second), now));
+        assert_eq!(lease.paused.as_ref().unwrap().by, "a");
+        assert_eq!(lease.resumed_at, None);
+        assert!(lease.set_pause(None, now));
+        assert_eq!(
+            (lease.paused.is_none(), lease.resumed_at),
+            (true, Some(now))
+        );
+        assert!(!lease.set_pause(None, now));
     }
 
     #[test]

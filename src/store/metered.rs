@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreResult,
+    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause, RunRecord, Store,
+    StoreResult,
 };
 use crate::metrics::Metrics;
 
@@ -118,6 +119,14 @@ impl Store for Metered {
         let reads = jobs.len() as u64;
         self.timed_read("release", self.inner.release(jobs, node, session), |n| {
             (*n as u64, reads)
+        })
+        .await
+    }
+
+    async fn set_pause(&self, job: &str, pause: Option<&Pause>) -> StoreResult<bool> {
+        // Reads: the lease (the read-modify-write); one write when it changed the record.
+        self.timed_read("set_pause", self.inner.set_pause(job, pause), |changed| {
+            (u64::from(*changed), 1)
         })
         .await
     }

@@ -107,6 +107,22 @@ pub struct LeaseRecord {
     pub term: i64,
     /// Informational only.
     pub acquired_at: Option<DateTime<Utc>>,
+    /// Set while an operator has the job paused (`cronlease pause`): no claim is accepted.
+    /// Only [`Store::set_pause`] changes it; acquire and release keep it as stored.
+    pub paused: Option<Pause>,
+    /// When the job was last resumed: fire times at or before it are never caught up (they
+    /// fell in the pause). Only [`Store::set_pause`] changes it.
+    pub resumed_at: Option<DateTime<Utc>>,
+}
+
+/// Who paused a job, when, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Pause {
+    /// `user@host` of whoever ran `cronlease pause`.
+    pub by: String,
+    pub at: DateTime<Utc>,
+    /// Free text from `--note`; may be empty.
+    pub note: String,
 }
 
 impl LeaseRecord {
@@ -225,6 +241,8 @@ pub enum Claim {
     /// ran can no longer be told, so it is never claimed (a node whose clock is behind cannot
     /// run history again).
     TooOld,
+    /// The job is paused ([`LeaseRecord::paused`]): nothing is claimed until it is resumed.
+    Paused,
 }
 
 impl Claim {
@@ -234,6 +252,7 @@ impl Claim {
             Claim::AlreadyRun => "already_run",
             Claim::Fenced => "fenced",
             Claim::TooOld => "too_old",
+            Claim::Paused => "paused",
         }
     }
 }
@@ -291,12 +310,20 @@ pub trait Store: Send + Sync {
         let leases = self.leases(jobs).await?;
         Ok(Snapshot { leases, nodes })
     }
-    /// Compare-and-set of a lease; `Ok(true)` if `new` was written.
+    /// Compare-and-set of a lease; `Ok(true)` if `new` was written. `new`'s `paused` and
+    /// `resumed_at` are ignored: the stored ones are kept.
     async fn acquire(&self, job: &str, observed: &Observed, new: &LeaseRecord)
         -> StoreResult<bool>;
     /// Free the given leases if still held by `node` in `session`; returns how many were freed.
     async fn release(&self, jobs: &[String], node: &str, session: &str) -> StoreResult<usize>;
-    /// Claim a tick: insert `run` if the lease of `run.job` is held by `run.node` in `session`
+    /// Pause (`Some`) or resume (`None`) a job, atomically, in its lease record, without
+    /// touching holder, session or term (a job with no lease record gets a free one). Pausing
+    /// a paused job keeps the first pause; resuming sets `resumed_at` to now and clears
+    /// `paused`. `Ok(true)` if it changed the record, `Ok(false)` if the job already was
+    /// paused (resumed).
+    async fn set_pause(&self, job: &str, pause: Option<&Pause>) -> StoreResult<bool>;
+    /// Claim a tick: insert `run` if the job is not paused ([`Claim::Paused`] if it is), the
+    /// lease of `run.job` is held by `run.node` in `session`
     /// with `run.term` ([`Claim::Fenced`] if not), no record of its fire time exists
     /// ([`Claim::AlreadyRun`]) and the fire time is newer than the newest one pruned from the
     /// job's history ([`Claim::TooOld`]): all checked in the transaction that inserts.

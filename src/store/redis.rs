@@ -4,7 +4,10 @@
 //! Keys, all under `cronlease:{namespace}:` (`P` below):
 //!
 //! ```text
-//! P:lease:{job}          hash  holder, session, term, acquired_at
+//! P:lease:{job}          hash  holder, session, term, acquired_at; paused_by, paused_at,
+//!                              paused_note while the job is paused (no paused_at: not paused,
+//!                              as in leases written before pauses existed); resumed_at once
+//!                              it was resumed
 //! P:node:{id}            hash  id, session, heartbeat, lease_epoch, started_at, renewed_at, jobs,
 //!                              http, version, process, clock_offset_ms, jobs_digest
 //! P:nodes                set   every node id with a record (the snapshot's index of nodes)
@@ -21,11 +24,13 @@
 //! Atomicity. Redis runs a Lua script as one step, with nothing interleaved, so every check and
 //! its write are one script: [`Store::acquire`] compares the lease and the observed holder's
 //! (session, heartbeat) with what the caller saw and only then writes the new lease;
-//! [`Store::claim`] checks (holder, session, term) and inserts the run only if its key does not
-//! exist; [`Store::release`] frees, in one script per batch, the leases still held by the node
-//! and session; [`Store::delete_node_if`] deletes a node (and its definitions) only if it still
-//! shows the session and heartbeat. Terms live in the lease hash and only the acquire script writes them, refusing a
-//! term that is not above the stored one. Plain writes (a heartbeat, a finished run) are
+//! [`Store::claim`] checks (holder, session, term) and that the job is not paused, and inserts
+//! the run only if its key does not exist; [`Store::release`] frees, in one script per batch,
+//! the leases still held by the node and session (keeping terms and pauses);
+//! [`Store::set_pause`] pauses or resumes in one script, touching only the pause fields;
+//! [`Store::delete_node_if`] deletes a node (and its definitions) only if it still shows the
+//! session and heartbeat. Terms live in the lease hash and only the acquire script writes them
+//! (a pause creates a free lease at term 0), refusing a term that is not above the stored one. Plain writes (a heartbeat, a finished run) are
 //! `MULTI`/`EXEC` transactions of delete-then-write, so a reader never sees half a record.
 //!
 //! Reads are batched: a snapshot is `SMEMBERS` plus pipelined `HGETALL`s, 1,000 to a round
@@ -61,8 +66,8 @@ use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
 
 use super::json_records;
 use super::{
-    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError,
-    StoreResult, RUNNING,
+    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause, RunRecord, Store,
+    StoreError, StoreResult, RUNNING,
 };
 
 /// Records read or written per round trip.
@@ -73,13 +78,16 @@ const NODE_JOBS_LISTED: usize = 100;
 /// a cluster that is gone, never the judge of a live one.
 pub const NODE_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// Compare-and-set of a lease.
+/// Compare-and-set of a lease. Only holder, session, term and acquired_at are written: the
+/// pause fields stay as stored.
 ///
 /// KEYS: lease, the observed holder's node record (the lease key again when free).
 /// ARGV: lease seen ("0" absent, "1" present), holder, session, term; holder node seen ("0"
-/// absent, "1" present), its session, heartbeat; the new holder, session, term, acquired_at.
+/// absent, "1" present), its session, heartbeat; the new holder, session, term, acquired_at;
+/// the lease seen's paused_by, paused_at, paused_note, resumed_at ("" for none).
 const ACQUIRE: &str = r#"
-local cur = redis.call('HMGET', KEYS[1], 'holder', 'session', 'term')
+local cur = redis.call('HMGET', KEYS[1], 'holder', 'session', 'term',
+  'paused_by', 'paused_at', 'paused_note', 'resumed_at')
 local exists = redis.call('EXISTS', KEYS[1]) == 1
 if ARGV[1] == '0' then
   if exists then return 0 end
@@ -87,6 +95,9 @@ else
   if not exists then return 0 end
   if (cur[1] or '') ~= ARGV[2] or (cur[2] or '') ~= ARGV[3] or cur[3] ~= ARGV[4] then
     return 0
+  end
+  for i = 4, 7 do
+    if (cur[i] or '') ~= ARGV[i + 8] then return 0 end
   end
 end
 if ARGV[2] ~= '' then
@@ -108,15 +119,16 @@ redis.call('HSET', KEYS[1], 'holder', ARGV[8], 'session', ARGV[9], 'term', ARGV[
 return 1
 "#;
 
-/// Claim a tick: insert the run only if the lease is (node, session, term), the fire time is
-/// newer than the job's pruned watermark and the run is new.
+/// Claim a tick: insert the run only if the lease is (node, session, term), the job is not
+/// paused, the fire time is newer than the job's pruned watermark and the run is new.
 ///
 /// KEYS: lease, run, runs index, pruned watermark, running set. ARGV: node, session, term,
 /// unix fire time, running-set member, "1" if the run is `running`, then the run's
 /// field/value pairs.
 const CLAIM: &str = r#"
-local l = redis.call('HMGET', KEYS[1], 'holder', 'session', 'term')
+local l = redis.call('HMGET', KEYS[1], 'holder', 'session', 'term', 'paused_at')
 if l[1] ~= ARGV[1] or l[2] ~= ARGV[2] or l[3] ~= ARGV[3] then return 'fenced' end
+if (l[4] or '') ~= '' then return 'paused' end
 local pruned = redis.call('GET', KEYS[4])
 if pruned and tonumber(ARGV[4]) <= tonumber(pruned) then return 'too_old' end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'already' end
@@ -127,7 +139,8 @@ return 'won'
 "#;
 
 /// Overwrite a run that is still `running` under a session (and term, unless empty), and,
-/// for `close_orphan`, only while the lease is (node, session, term).
+/// for `close_orphan`, only while the lease is (node, session, term) and, if the new record is
+/// `running` (a recovery), the job is not paused.
 ///
 /// KEYS: run, runs index, running set, lease. ARGV: expected session, expected term ("" for
 /// any), unix fire time, running-set member, "1" if the new record is `running`, lease
@@ -135,8 +148,9 @@ return 'won'
 /// field/value pairs.
 const REPLACE_RUNNING: &str = r#"
 if ARGV[6] ~= '' then
-  local l = redis.call('HMGET', KEYS[4], 'holder', 'session', 'term')
+  local l = redis.call('HMGET', KEYS[4], 'holder', 'session', 'term', 'paused_at')
   if l[1] ~= ARGV[6] or l[2] ~= ARGV[7] or l[3] ~= ARGV[8] then return 'fenced' end
+  if ARGV[5] == '1' and (l[4] or '') ~= '' then return 'paused' end
 end
 local r = redis.call('HMGET', KEYS[1], 'outcome', 'session', 'term')
 if r[1] ~= 'running' or (r[2] or '') ~= ARGV[1] then return 'changed' end
@@ -159,7 +173,8 @@ if (not cur) or tonumber(cur) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1]
 return 1
 "#;
 
-/// Free the leases (KEYS) held by node ARGV[1] in session ARGV[2], keeping their terms.
+/// Free the leases (KEYS) held by node ARGV[1] in session ARGV[2], keeping their terms and
+/// pauses.
 const RELEASE: &str = r#"
 local freed = 0
 for _, key in ipairs(KEYS) do
@@ -170,6 +185,27 @@ for _, key in ipairs(KEYS) do
   end
 end
 return freed
+"#;
+
+/// Pause (ARGV[1] "1") or resume ("0") the job of lease KEYS[1]. A pause (by ARGV[2], at
+/// ARGV[3], note ARGV[4]) keeps an earlier one, and gives a job without a lease a free one
+/// (term 0); a resume of a job not paused changes nothing, else it drops the pause and sets
+/// resumed_at to ARGV[5]. Returns 1 if it changed the lease.
+const SET_PAUSE: &str = r#"
+local paused = (redis.call('HGET', KEYS[1], 'paused_at') or '') ~= ''
+if ARGV[1] == '1' then
+  if paused then return 0 end
+  if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('HSET', KEYS[1], 'holder', '', 'session', '', 'term', '0')
+  end
+  redis.call('HSET', KEYS[1], 'paused_by', ARGV[2], 'paused_at', ARGV[3],
+    'paused_note', ARGV[4])
+  return 1
+end
+if not paused then return 0 end
+redis.call('HDEL', KEYS[1], 'paused_by', 'paused_at', 'paused_note')
+redis.call('HSET', KEYS[1], 'resumed_at', ARGV[5])
+return 1
 "#;
 
 /// Delete node record KEYS[1] (id ARGV[1], listed in set KEYS[2]) and its definitions KEYS[3]
@@ -211,6 +247,7 @@ struct Scripts {
     replace_running: Script,
     raise_pruned: Script,
     release: Script,
+    set_pause: Script,
     delete_node_if: Script,
     forget_expired: Script,
 }
@@ -264,6 +301,7 @@ impl RedisStore {
                 replace_running: Script::new(REPLACE_RUNNING),
                 raise_pruned: Script::new(RAISE_PRUNED),
                 release: Script::new(RELEASE),
+                set_pause: Script::new(SET_PAUSE),
                 delete_node_if: Script::new(DELETE_NODE_IF),
                 forget_expired: Script::new(FORGET_EXPIRED),
             }),
@@ -499,8 +537,20 @@ fn text(map: &HashMap<String, String>, name: &str) -> String {
     map.get(name).cloned().unwrap_or_default()
 }
 
+/// A lease's pause fields as written (and compared by [`ACQUIRE`]): paused_by, paused_at,
+/// paused_note, resumed_at; "" for none.
+fn pause_fields(l: &LeaseRecord) -> [String; 4] {
+    let p = l.paused.as_ref();
+    [
+        p.map(|p| p.by.clone()).unwrap_or_default(),
+        p.map(|p| time_text(p.at)).unwrap_or_default(),
+        p.map(|p| p.note.clone()).unwrap_or_default(),
+        l.resumed_at.map(time_text).unwrap_or_default(),
+    ]
+}
+
 /// A lease hash (`None` if the key does not exist). A lease without a term is refused, not
-/// read as term 0: that would let terms go back.
+/// read as term 0: that would let terms go back. Without `paused_at` it is not paused.
 fn parse_lease(job: &str, map: &HashMap<String, String>) -> StoreResult<Option<LeaseRecord>> {
     if map.is_empty() {
         return Ok(None);
@@ -514,6 +564,12 @@ fn parse_lease(job: &str, map: &HashMap<String, String>) -> StoreResult<Option<L
         session: text(map, "session"),
         term,
         acquired_at: opt_time(map, "acquired_at").map_err(what)?,
+        paused: opt_time(map, "paused_at").map_err(what)?.map(|at| Pause {
+            by: text(map, "paused_by"),
+            at,
+            note: text(map, "paused_note"),
+        }),
+        resumed_at: opt_time(map, "resumed_at").map_err(what)?,
     }))
 }
 
@@ -804,6 +860,8 @@ impl Store for RedisStore {
             None => ("0", "", String::new()),
         };
         let acquired_at = new.acquired_at.map(time_text).unwrap_or_default();
+        let [paused_by, paused_at, paused_note, resumed_at] =
+            seen.map(pause_fields).unwrap_or_default();
         self.bounded("acquire", async {
             let won: i64 = self
                 .scripts
@@ -821,6 +879,10 @@ impl Store for RedisStore {
                 .arg(&new.session)
                 .arg(new.term)
                 .arg(&acquired_at)
+                .arg(&paused_by)
+                .arg(&paused_at)
+                .arg(&paused_note)
+                .arg(&resumed_at)
                 .invoke_async(&mut self.con())
                 .await
                 .ctx()?;
@@ -842,6 +904,21 @@ impl Store for RedisStore {
                 freed += n as usize;
             }
             Ok(freed)
+        })
+        .await
+    }
+
+    async fn set_pause(&self, job: &str, pause: Option<&Pause>) -> StoreResult<bool> {
+        self.bounded("set_pause", async {
+            let mut call = self.scripts.set_pause.prepare_invoke();
+            call.key(self.keys.lease(job));
+            match pause {
+                Some(p) => call.arg("1").arg(&p.by).arg(time_text(p.at)).arg(&p.note),
+                None => call.arg("0").arg("").arg("").arg(""),
+            };
+            call.arg(time_text(Utc::now()));
+            let changed: i64 = call.invoke_async(&mut self.con()).await.ctx()?;
+            Ok(changed == 1)
         })
         .await
     }
@@ -869,6 +946,7 @@ impl Store for RedisStore {
                 "won" => Ok(Claim::Won),
                 "already" => Ok(Claim::AlreadyRun),
                 "fenced" => Ok(Claim::Fenced),
+                "paused" => Ok(Claim::Paused),
                 "too_old" => Ok(Claim::TooOld),
                 other => Err(StoreError::Other(format!(
                     "unexpected answer of the claim script: {other:?}"
@@ -949,6 +1027,7 @@ impl Store for RedisStore {
             Ok(match answer.as_str() {
                 "written" => Claim::Won,
                 "fenced" => Claim::Fenced,
+                "paused" => Claim::Paused,
                 _ => Claim::AlreadyRun,
             })
         })
@@ -1113,7 +1192,42 @@ mod tests {
             .unwrap();
         assert!(lease.is_free());
         assert_eq!((lease.term, lease.acquired_at), (4, None));
+        assert_eq!((lease.paused, lease.resumed_at), (None, None), "not paused");
         assert_eq!(parse_lease("j", &HashMap::new()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_lease_pause_round_trips_through_hash_fields() {
+        let lease = LeaseRecord {
+            holder: "a".into(),
+            session: "s".into(),
+            term: 2,
+            acquired_at: None,
+            paused: Some(Pause {
+                by: "ops@h".into(),
+                at: DateTime::from_timestamp(1_800_000_000, 123_456_789).unwrap(),
+                note: "n".into(),
+            }),
+            resumed_at: Some(DateTime::from_timestamp(1_799_999_000, 0).unwrap()),
+        };
+        let [by, at, note, resumed] = pause_fields(&lease);
+        let stored = map(&[
+            ("holder", "a".into()),
+            ("session", "s".into()),
+            ("term", "2".into()),
+            ("paused_by", by),
+            ("paused_at", at),
+            ("paused_note", note),
+            ("resumed_at", resumed),
+        ]);
+        let back = parse_lease("j", &stored).unwrap().unwrap();
+        assert_eq!(back, lease);
+        // What ACQUIRE compares: the fields of a lease read back are the fields written.
+        assert_eq!(pause_fields(&back), pause_fields(&lease));
+        assert_eq!(
+            pause_fields(&LeaseRecord::default()),
+            <[String; 4]>::default()
+        );
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! Layout, under `/cronlease/{namespace}` (names escaped with [`encode`]):
 //!
 //! ```text
-//! leases/{job}               JSON lease; compare-and-set on the znode's data version
+//! leases/{job}               JSON lease {"holder","session","term","acquired_at"} plus, when
+//!                            set, "paused": {"by","at","note"} and "resumed_at" (absent in
+//!                            leases written before pauses existed: not paused);
+//!                            compare-and-set on the znode's data version
 //! nodes/{id}                 JSON node record; EPHEMERAL, owned by the writer's ZooKeeper session
 //! defs/{id}                  JSON job definitions of a node {"digest":..,"jobs":{..}};
 //!                            persistent, deleted with the node record
@@ -16,19 +19,26 @@
 //!
 //! Atomicity. Every conditional write is one ZooKeeper `multi` (all its operations or none):
 //! - [`Store::acquire`] reads the lease and its holder's node record with their versions,
-//!   compares them with the observation, then commits {check the holder's node version (or, if
-//!   it was absent, create-and-delete it: fails if it appeared), set the lease at its version
-//!   (or create it if it was absent)}. A heartbeat or another acquire in between changes a
-//!   version and the multi fails: `Ok(false)`.
-//! - [`Store::claim`] reads the lease and the pruned watermark, checks holder, session, term and
-//!   watermark, then commits {check the lease version, check the watermark's version (or create
-//!   it at 0 if absent: fails if a prune created it meanwhile), create the run znode, create its
-//!   running marker}: a changed lease is [`Claim::Fenced`], an existing run znode
-//!   [`Claim::AlreadyRun`], a fire time at or before the watermark [`Claim::TooOld`].
+//!   compares them with the observation (the pause included), then commits {check the holder's
+//!   node version (or, if it was absent, create-and-delete it: fails if it appeared), set the
+//!   lease at its version (or create it if it was absent)}, keeping the stored pause. A
+//!   heartbeat, another acquire or a pause in between changes a version and the multi fails:
+//!   `Ok(false)`.
+//! - [`Store::claim`] reads the lease and the pruned watermark, checks holder, session, term,
+//!   pause and watermark, then commits {check the lease version, check the watermark's version
+//!   (or create it at 0 if absent: fails if a prune created it meanwhile), create the run
+//!   znode, create its running marker}: a lease not held as the claim says is
+//!   [`Claim::Fenced`], a paused one [`Claim::Paused`], an existing run znode
+//!   [`Claim::AlreadyRun`], a fire time at or before the watermark [`Claim::TooOld`]. A lease
+//!   that changed between the read and the multi (a takeover, a pause) fails the version check
+//!   and is read again.
 //! - [`Store::finish`] and [`Store::close_orphan`] read the run, check it is still `running`
 //!   under the expected session, and set it at the version read (with {check the lease
-//!   version} for `close_orphan`). Terms live in the lease data and only these version-checked
-//!   writes change them, so they never go back.
+//!   version} for `close_orphan`, which reads the lease again if it changed, and refuses a
+//!   recovery of a paused job). Terms live in the lease data and only version-checked writes
+//!   change them, so they never go back.
+//! - [`Store::set_pause`] writes the lease at the version it read (or creates a free one, term
+//!   0, if there is none), changing only the pause.
 //! - [`Store::release`] and [`Store::delete_node_if`] write or delete at the version they read;
 //!   `delete_node_if` deletes the node's definitions in the same multi (or, if it has none,
 //!   checks they are still absent: create-and-delete), so they go exactly when the record goes.
@@ -66,8 +76,8 @@ use zookeeper_client as zk;
 
 use super::json_records::{self, Lease, Node, Pruned, Run};
 use super::{
-    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, RunRecord, Store, StoreError,
-    StoreResult, RUNNING,
+    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause, RunRecord, Store,
+    StoreError, StoreResult, RUNNING,
 };
 
 const PERSISTENT: zk::CreateOptions<'static> =
@@ -365,7 +375,7 @@ impl ZooKeeperStore {
             if lease.holder != node || lease.session != session {
                 return Ok(0);
             }
-            // Free, keeping the term: the next holder's term is still higher.
+            // Free, keeping the term (the next holder's term is still higher) and the pause.
             lease.holder.clear();
             lease.session.clear();
             match c
@@ -725,7 +735,6 @@ impl Store for ZooKeeperStore {
         new: &LeaseRecord,
     ) -> StoreResult<bool> {
         let lease_path = self.lease_path(job)?;
-        let data = to_json(&Lease::from(new))?;
         let holder = observed
             .lease
             .as_ref()
@@ -741,14 +750,17 @@ impl Store for ZooKeeperStore {
             let current = read::<Lease>(&c, lease_path.clone()).await?;
             let same = match (&current, &observed.lease) {
                 (None, None) => true,
-                (Some((a, _)), Some(b)) => {
-                    a.holder == b.holder && a.session == b.session && a.term == b.term
-                }
+                (Some((a, _)), Some(b)) => a.is(b),
                 _ => false,
             };
             if !same {
                 return Ok(false);
             }
+            // The pause is not the acquirer's to change: the stored one stays.
+            let mut lease = Lease::from(new);
+            lease.paused = current.as_ref().and_then(|(l, _)| l.paused.clone());
+            lease.resumed_at = current.as_ref().and_then(|(l, _)| l.resumed_at);
+            let data = to_json(&lease)?;
             let mut txn = c.new_multi_writer();
             if let Some(node_path) = &node_path {
                 let node = read::<Node>(&c, node_path.clone()).await?;
@@ -798,6 +810,42 @@ impl Store for ZooKeeperStore {
         .await
     }
 
+    async fn set_pause(&self, job: &str, pause: Option<&Pause>) -> StoreResult<bool> {
+        let path = self.lease_path(job)?;
+        self.bounded("set_pause", async {
+            let c = self.client().await?;
+            for _ in 0..RETRIES {
+                let current = read::<Lease>(&c, path.clone()).await?;
+                if pause.is_none() && current.is_none() {
+                    return Ok(false); // no record: not paused, nothing to resume
+                }
+                let version = current.as_ref().map(|(_, stat)| stat.version);
+                // A job without a lease record gets a free one (term 0).
+                let mut lease = current.map(|(l, _)| l).unwrap_or_else(Lease::free);
+                if !lease.set_pause(pause, Utc::now()) {
+                    return Ok(false);
+                }
+                let data = to_json(&lease)?;
+                let written = match version {
+                    Some(v) => c.set_data(&path, &data, Some(v)).await.map(|_| ()),
+                    None => c.create(&path, &data, &PERSISTENT).await.map(|_| ()),
+                };
+                match written {
+                    Ok(()) => return Ok(true),
+                    // Changed, created or deleted meanwhile: look again.
+                    Err(zk::Error::BadVersion | zk::Error::NodeExists | zk::Error::NoNode) => {
+                        continue
+                    }
+                    Err(e) => return Err(zk_err("set_pause", e)),
+                }
+            }
+            Err(StoreError::Unavailable(format!(
+                "zookeeper: writing {path} kept racing other writers"
+            )))
+        })
+        .await
+    }
+
     async fn claim(&self, run: &RunRecord, session: &str) -> StoreResult<Claim> {
         let lease_path = self.lease_path(&run.job)?;
         let pruned_path = self.pruned_path(&run.job)?;
@@ -808,13 +856,19 @@ impl Store for ZooKeeperStore {
         let zero = to_json(&Pruned::default())?;
         self.bounded("claim", async {
             let c = self.client().await?;
-            let lease = read::<Lease>(&c, lease_path.clone()).await?;
-            let Some((_, stat)) = lease.filter(|(l, _)| {
-                l.holder == run.node && l.session == session && l.term == run.term
-            }) else {
-                return Ok(Claim::Fenced);
-            };
-            for attempt in 0..RETRIES {
+            let mut made_dir = false;
+            for _ in 0..RETRIES {
+                // Read on every attempt: the multi checks the version read here, so a lease
+                // that changed meanwhile (a takeover, a pause) is looked at again.
+                let lease = read::<Lease>(&c, lease_path.clone()).await?;
+                let Some((lease, stat)) = lease.filter(|(l, _)| {
+                    l.holder == run.node && l.session == session && l.term == run.term
+                }) else {
+                    return Ok(Claim::Fenced);
+                };
+                if lease.paused.is_some() {
+                    return Ok(Claim::Paused);
+                }
                 let pruned = read::<Pruned>(&c, pruned_path.clone()).await?;
                 if pruned
                     .as_ref()
@@ -836,10 +890,11 @@ impl Store for ZooKeeperStore {
                 }
                 match txn.commit().await {
                     Ok(_) => return Ok(Claim::Won),
+                    // The lease changed (or went) meanwhile: read it again.
                     Err(zk::MultiWriteError::OperationFailed {
                         index: 0,
                         source: zk::Error::BadVersion | zk::Error::NoNode,
-                    }) => return Ok(Claim::Fenced),
+                    }) => continue,
                     // The watermark moved or appeared meanwhile: read it again.
                     Err(zk::MultiWriteError::OperationFailed { index: 1, .. }) => continue,
                     Err(zk::MultiWriteError::OperationFailed {
@@ -850,7 +905,10 @@ impl Store for ZooKeeperStore {
                     Err(zk::MultiWriteError::OperationFailed {
                         index: 2,
                         source: zk::Error::NoNode,
-                    }) if attempt == 0 => ensure_dir(&c, &dir).await?,
+                    }) if !made_dir => {
+                        ensure_dir(&c, &dir).await?;
+                        made_dir = true;
+                    }
                     // A stale marker of a pruned run: drop it and try again.
                     Err(zk::MultiWriteError::OperationFailed {
                         index: 3,
@@ -935,20 +993,36 @@ impl Store for ZooKeeperStore {
         let lease_path = self.lease_path(&new.job)?;
         self.bounded("close_orphan", async {
             let c = self.client().await?;
-            let lease = read::<Lease>(&c, lease_path.clone()).await?;
-            let Some((_, stat)) = lease.filter(|(l, _)| {
-                l.holder == fence.node && l.session == fence.session && l.term == fence.term
-            }) else {
-                return Ok(Claim::Fenced);
-            };
-            self.replace_running(
-                &c,
-                new,
-                orphan_session,
-                None,
-                Some((&lease_path, stat.version)),
-            )
-            .await
+            for _ in 0..RETRIES {
+                let lease = read::<Lease>(&c, lease_path.clone()).await?;
+                let Some((lease, stat)) = lease.filter(|(l, _)| {
+                    l.holder == fence.node && l.session == fence.session && l.term == fence.term
+                }) else {
+                    return Ok(Claim::Fenced);
+                };
+                // A recovery is a new run of the job: not while it is paused. Closing as lost is.
+                if new.outcome == RUNNING && lease.paused.is_some() {
+                    return Ok(Claim::Paused);
+                }
+                match self
+                    .replace_running(
+                        &c,
+                        new,
+                        orphan_session,
+                        None,
+                        Some((&lease_path, stat.version)),
+                    )
+                    .await?
+                {
+                    // The lease's version changed after the read (a takeover, a pause): nothing
+                    // was written; read it again.
+                    Claim::Fenced => continue,
+                    other => return Ok(other),
+                }
+            }
+            Err(StoreError::Unavailable(format!(
+                "zookeeper close_orphan: {lease_path} kept changing"
+            )))
         })
         .await
     }
@@ -1124,6 +1198,12 @@ mod tests {
             session: "s".into(),
             term: 7,
             acquired_at: None,
+            paused: Some(Pause {
+                by: "ops".into(),
+                at: DateTime::from_timestamp(1_800_000_000, 5).unwrap(),
+                note: String::new(),
+            }),
+            resumed_at: None,
         };
         let json = serde_json::to_vec(&Lease::from(&lease)).unwrap();
         let back: LeaseRecord = serde_json::from_slice::<Lease>(&json).unwrap().into();
