@@ -54,6 +54,9 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub source: PathBuf,
+    /// A hash of the text this was parsed from ([`text_hash`]): a reload compares the file's
+    /// bytes with it, so an edit made while the node was starting is not missed.
+    pub source_hash: u64,
     pub store: StoreConfig,
     pub election: ElectionConfig,
     pub node: NodeConfig,
@@ -346,6 +349,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             })
         }
     }
+}
+
+/// FNV-1a 64 of a jobs file's bytes: "is it the same file".
+pub fn text_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
@@ -673,6 +686,7 @@ impl Validator<'_> {
         let jobs = self.jobs(raw.job, &defaults);
         Some(Config {
             source: PathBuf::from(file),
+            source_hash: text_hash(self.text.as_bytes()),
             store: store?,
             election: election?,
             node: node?,

@@ -31,12 +31,24 @@ use crate::store::{Definitions, NodeRecord, Store};
 /// removed them too, and this puts them back. One write per node per period.
 const REPUBLISH_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// How a job switched off (`enabled = false`) appears in [`Definitions::jobs`]: its digest
+/// behind this prefix. Such a node has the job but does not contest it.
+pub const OFF: &str = "off:";
+
 /// This node's definitions, from its job table.
 pub fn definitions_of(jobs: &JobTable) -> Definitions {
     let jobs: BTreeMap<String, String> = jobs
         .active()
         .into_iter()
-        .map(|(idx, job)| (job.name.clone(), jobs.digest(idx)))
+        .map(|(idx, job)| {
+            let digest = jobs.digest(idx);
+            let value = if job.enabled {
+                digest
+            } else {
+                format!("{OFF}{digest}")
+            };
+            (job.name.clone(), value)
+        })
         .collect();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for (name, digest) in &jobs {
@@ -212,8 +224,12 @@ impl Drift {
     /// jobs of 1 / (the nodes that know the job), rounded up.
     pub fn share(&self, names: &[String], live_peers: &[&String]) -> usize {
         let st = self.state.lock().unwrap();
+        // A peer contests a job it has, switched on; one whose definitions are unknown is
+        // taken to contest every job.
         let knows = |peer: &String, job: &String| {
-            st.peers.get(peer).is_none_or(|d| d.jobs.contains_key(job))
+            st.peers
+                .get(peer)
+                .is_none_or(|d| d.jobs.get(job).is_some_and(|v| !v.starts_with(OFF)))
         };
         let mut total = 0f64;
         for job in names {

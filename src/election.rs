@@ -194,8 +194,6 @@ struct State {
     skew_reported: bool,
     /// When the last successful poll's read of the node records started (our wall clock).
     last_read_wall: Option<chrono::DateTime<Utc>>,
-    /// Leases of removed jobs whose release the store refused: tried again at every poll.
-    release_retry: Vec<String>,
     /// The copy in `leases` is known stale (this node changed a lease, or a compare-and-set or
     /// a claim showed another holder): re-read at the next poll.
     leases_dirty: bool,
@@ -542,9 +540,22 @@ impl Election {
                 .release_excess(&plan.release, plan.release_count, &session)
                 .await;
         }
-        let retry = std::mem::take(&mut self.state.lock().unwrap().release_retry);
-        if !retry.is_empty() {
-            changed |= self.release_jobs(&retry, "removed").await > 0;
+        // Leases of jobs a reload removed or switched off go back once they are idle.
+        let stale: Vec<String> = self
+            .state
+            .lock()
+            .unwrap()
+            .held
+            .keys()
+            .filter(|j| {
+                self.jobs
+                    .index(j)
+                    .is_none_or(|i| !self.jobs.is_contested(i))
+            })
+            .cloned()
+            .collect();
+        if !stale.is_empty() {
+            changed |= self.release_stale(&stale, &session).await;
         }
         for (id, session, heartbeat) in plan.silent {
             match self.store.delete_node_if(&id, &session, heartbeat).await {
@@ -1014,46 +1025,56 @@ impl Election {
         }
     }
 
-    /// Hand back the leases of `jobs` this node holds (jobs removed by a reload, once their
-    /// runs are over). A release the store refuses is tried again at every poll. How many
-    /// were freed.
-    pub async fn release_jobs(&self, jobs: &[String], reason: &'static str) -> usize {
-        let held: Vec<(String, Leadership)> = {
+    /// Hand back the leases of `jobs`, held by this node but no longer contested (a reload
+    /// removed them or switched them off), that are idle: no claim pending, no run going (a
+    /// run of a removed job finishes first, within `shutdown_grace`). A busy one, or one whose
+    /// release fails, is looked at again at the next poll. True if any was released.
+    async fn release_stale(&self, jobs: &[String], session: &str) -> bool {
+        let events = self.events();
+        let indices: Vec<usize> = jobs.iter().filter_map(|j| self.jobs.index(j)).collect();
+        let idle = match &events {
+            Some(e) => e.hand_over(indices, usize::MAX),
+            None => indices,
+        };
+        let _handed = HandedOver(events.as_deref(), &idle);
+        // Back in the file meanwhile: kept.
+        let names: Vec<String> = idle
+            .iter()
+            .filter(|&&i| !self.jobs.is_contested(i))
+            .map(|&i| self.jobs.get(i).name.clone())
+            .collect();
+        let terms: Vec<(String, i64)> = {
             let st = self.state.lock().unwrap();
-            jobs.iter()
-                .filter_map(|j| st.held.get(j).map(|l| (j.clone(), l.clone())))
+            names
+                .iter()
+                .filter_map(|j| st.held.get(j).map(|l| (j.clone(), l.term)))
                 .collect()
         };
-        if held.is_empty() {
-            return 0;
+        if terms.is_empty() {
+            return false;
         }
-        let session = held[0].1.session.clone();
-        let names: Vec<String> = held.iter().map(|(j, _)| j.clone()).collect();
-        let result = self.store.release(&names, &self.node, &session).await;
+        let names: Vec<String> = terms.iter().map(|(j, _)| j.clone()).collect();
+        let result = self.store.release(&names, &self.node, session).await;
         let mut st = self.state.lock().unwrap();
         st.leases_dirty = true;
         match result {
-            Ok(n) => {
-                for (job, l) in &held {
-                    if st.held.get(job).is_some_and(|h| h.term == l.term) {
+            Ok(_) => {
+                for (job, term) in &terms {
+                    if st.held.get(job).is_some_and(|h| h.term == *term) {
                         st.held.remove(job);
                     }
-                    info!(event = "lease_released", job = %job, node = %self.node, term = l.term,
-                        reason, "lease released");
+                    info!(event = "lease_released", job = %job, node = %self.node, term = *term,
+                        reason = "removed", "lease released: the job is no longer in this node's jobs file (or is off)");
                 }
                 self.metrics.set_leases_held(st.held.len());
-                let held_now: Vec<String> = st.held.keys().cloned().collect();
-                drop(st);
-                self.session.leases_changed(held_now);
-                n
+                true
             }
             Err(e) => {
                 warn!(
                     event = "store_error",
-                    "cannot release leases ({e}); trying again at the next poll"
+                    "cannot release the leases of removed jobs (tried again at the next poll): {e}"
                 );
-                st.release_retry.extend(names);
-                0
+                false
             }
         }
     }

@@ -37,6 +37,9 @@ struct Table {
     /// Per slot, its definition digest ([`digest`]).
     digests: Vec<String>,
     retired: Vec<bool>,
+    /// Per slot, when a reload added the job or switched it on (`None`: since the start):
+    /// set before the slot can be contested, so no fire time from before is caught up.
+    since: Vec<Option<chrono::DateTime<chrono::Utc>>>,
     /// Job name → slot, retired slots included.
     index: HashMap<String, usize>,
     /// The names of the active, enabled jobs, in slot order: the ones contested (read on
@@ -63,6 +66,7 @@ impl JobTable {
             slots: Vec::with_capacity(jobs.len()),
             digests: Vec::with_capacity(jobs.len()),
             retired: Vec::with_capacity(jobs.len()),
+            since: Vec::with_capacity(jobs.len()),
             index: HashMap::with_capacity(jobs.len()),
             active: Arc::default(),
         };
@@ -71,6 +75,7 @@ impl JobTable {
             t.digests.push(digest(&job));
             t.slots.push(Arc::new(job));
             t.retired.push(false);
+            t.since.push(None);
         }
         t.refresh_active();
         JobTable {
@@ -91,6 +96,17 @@ impl JobTable {
     /// The slot of job `name`, active or retired.
     pub fn index(&self, name: &str) -> Option<usize> {
         self.state.read().unwrap().index.get(name).copied()
+    }
+
+    /// Whether slot `idx` is contested and run: a job of the current file, enabled.
+    pub fn is_contested(&self, idx: usize) -> bool {
+        let t = self.state.read().unwrap();
+        t.retired.get(idx).is_some_and(|r| !r) && t.slots[idx].enabled
+    }
+
+    /// When a reload added job `idx` or switched it on (`None`: it was there from the start).
+    pub fn since(&self, idx: usize) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.state.read().unwrap().since.get(idx).copied().flatten()
     }
 
     /// Whether slot `idx` holds a job of the current file.
@@ -124,8 +140,10 @@ impl JobTable {
         self.state.read().unwrap().digests[idx].clone()
     }
 
-    /// Make `jobs` (a complete, validated file's) the current jobs; what changed.
+    /// Make `jobs` (a complete, validated file's) the current jobs; what changed. A job
+    /// added, or switched from `enabled = false` to on, is stamped with `now` ([`Self::since`]).
     pub fn apply(&self, jobs: Vec<Job>) -> Diff {
+        let now = chrono::Utc::now();
         let mut t = self.state.write().unwrap();
         let mut diff = Diff::default();
         let mut seen = vec![false; t.slots.len()];
@@ -136,8 +154,12 @@ impl JobTable {
                     seen[i] = true;
                     if t.retired[i] {
                         t.retired[i] = false;
+                        t.since[i] = Some(now);
                         diff.added.push(i);
                     } else if t.digests[i] != d {
+                        if job.enabled && !t.slots[i].enabled {
+                            t.since[i] = Some(now);
+                        }
                         diff.changed.push(i);
                     } else {
                         continue;
@@ -151,6 +173,7 @@ impl JobTable {
                     t.slots.push(Arc::new(job));
                     t.digests.push(d);
                     t.retired.push(false);
+                    t.since.push(Some(now));
                     diff.added.push(i);
                 }
             }
@@ -249,6 +272,8 @@ mod tests {
         assert!(!t.is_active(0) && t.is_active(1) && t.is_active(2));
         assert_eq!(t.get(1).schedule.expr, "*/5 * * * *");
         assert_eq!(t.get(0).name, "a", "a retired slot keeps its job");
+        assert!(t.since(2).is_some() && t.since(1).is_none());
+        assert!(!t.is_contested(0) && t.is_contested(1));
         // a comes back in its old slot.
         let d = t.apply(jobs(&format!("{A}{B2}{C}")));
         assert_eq!(d.added, vec![0]);

@@ -177,9 +177,14 @@ impl Orphans {
         let Some(lead) = self.election.leading(&orphan.job) else {
             return true;
         };
-        // A paused job's lost run is not run again: closed as lost instead.
+        // A lost run of a paused job, or of one removed or switched off, is not run again:
+        // closed as lost instead.
         let paused = self.election.view(&orphan.job).paused.is_some();
-        match self.close_as(idx, &orphan, reason, &lead, !paused).await {
+        let may_recover = !paused && self.ticks.contested(idx);
+        match self
+            .close_as(idx, &orphan, reason, &lead, may_recover)
+            .await
+        {
             Some(done) => done,
             None => self
                 .close_as(idx, &orphan, reason, &lead, false)

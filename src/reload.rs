@@ -24,7 +24,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio::signal::unix::Signal;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -66,15 +65,7 @@ fn stamp(path: &std::path::Path) -> Stamp {
     }
 }
 
-/// FNV-1a 64 of the file's bytes: "did the content change".
-fn content_hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+use crate::config::text_hash as content_hash;
 
 /// The settings in force, besides the jobs.
 struct Current {
@@ -135,7 +126,9 @@ impl Reloader {
             tracker,
             metrics,
         } = parts;
-        let hash = std::fs::read(&config.source).ok().map(|b| content_hash(&b));
+        // The bytes the running config was parsed from, not the file now: an edit made while
+        // the node was starting is applied as soon as `run` starts.
+        let hash = Some(config.source_hash);
         metrics.set_jobs_configured(jobs.active_names().len());
         Reloader {
             path: config.source.clone(),
@@ -163,6 +156,8 @@ impl Reloader {
     /// Watch for SIGHUP and for changes of the file until `stop`.
     pub async fn run(&self, mut hangup: Signal, stop: CancellationToken) {
         let mut seen = stamp(&self.path);
+        // Changed since it was read at start (the store may have taken a while to answer)?
+        self.reload("file_changed", false);
         // A change seen and not yet applied: applied once the stamp holds for one more check.
         let mut settling = false;
         loop {
@@ -269,7 +264,6 @@ impl Reloader {
             info!(event = "node_settings_changed", shutdown_grace = ?new.node.shutdown_grace,
                 clock_skew_warn = ?new.node.clock_skew_warn, "[node] settings applied");
         }
-        let now = Utc::now();
         let diff = self.jobs.apply(new.jobs);
         if diff.is_empty() {
             return Reloaded::Unchanged;
@@ -287,19 +281,23 @@ impl Reloader {
             let job = self.jobs.get(idx);
             job.enabled.then(|| job.schedule.clone())
         };
-        for &idx in &diff.added {
-            self.ticks.job_added(idx, now);
-            self.schedules.set(idx, schedule(idx));
-        }
-        for &idx in &diff.changed {
-            self.schedules.set(idx, schedule(idx));
-        }
         let grace = new.node.shutdown_grace;
-        for &idx in &diff.removed {
-            self.schedules.set(idx, None);
+        // A removed job, or one switched off, finishes its runs; its lease then goes back.
+        let retire = |idx: usize| {
             let ticks = self.ticks.clone();
             self.tracker
                 .spawn(async move { ticks.retire(idx, grace).await });
+        };
+        for &idx in diff.added.iter().chain(&diff.changed) {
+            let schedule = schedule(idx);
+            if schedule.is_none() {
+                retire(idx);
+            }
+            self.schedules.set(idx, schedule);
+        }
+        for &idx in &diff.removed {
+            self.schedules.set(idx, None);
+            retire(idx);
         }
         Reloaded::Applied {
             added: names(&diff.added),

@@ -139,8 +139,6 @@ pub struct Ticks {
     last: Mutex<HashMap<usize, LastRun>>,
     /// When this node started taking part.
     started_at: DateTime<Utc>,
-    /// Per job added by a reload, when: no fire time from before is caught up.
-    added_at: Mutex<HashMap<usize, DateTime<Utc>>>,
     /// Per job, the newest fire times this node has tried to claim as leader.
     tried: Mutex<HashMap<usize, BTreeSet<DateTime<Utc>>>>,
     /// Per job, the runs going on this node now (the overlap policy looks here).
@@ -240,7 +238,6 @@ impl Ticks {
             kill: ctx.kill,
             last: Mutex::new(HashMap::new()),
             started_at: Utc::now(),
-            added_at: Mutex::new(HashMap::new()),
             tried: Mutex::new(HashMap::new()),
             active: Mutex::new(HashMap::new()),
             next_run_id: AtomicU64::new(1),
@@ -255,20 +252,19 @@ impl Ticks {
         self.jobs.get(idx)
     }
 
-    /// Job `idx` joined this node's jobs (a reload) at `at`.
-    pub fn job_added(&self, idx: usize, at: DateTime<Utc>) {
-        self.added_at.lock().unwrap().insert(idx, at);
-    }
-
-    /// Since when this node has known job `idx`: fire times before are not its to catch up.
+    /// Since when this node has known job `idx` (and had it on): fire times before are not
+    /// its to catch up.
     fn known_since(&self, idx: usize) -> DateTime<Utc> {
-        let added = self.added_at.lock().unwrap().get(&idx).copied();
-        added.map_or(self.started_at, |a| a.max(self.started_at))
+        self.jobs
+            .since(idx)
+            .map_or(self.started_at, |a| a.max(self.started_at))
     }
 
-    /// Job `idx` was removed by a reload (the ticker no longer hands over its fire times):
-    /// its runs going on here may finish within `grace`, then they are killed; then its lease
-    /// is handed back, so a node that still has the job takes it at its next poll.
+    /// Job `idx` was removed (or switched off) by a reload: the ticker no longer hands over
+    /// its fire times and no claim is made for it ([`Ticks::may_claim`]); its runs going on
+    /// here may finish within `grace`, then they are killed. The election hands its lease
+    /// back at the first poll that finds it idle ([`crate::election`]), so a node that still
+    /// has the job takes it over.
     pub async fn retire(&self, idx: usize, grace: Duration) {
         let name = self.jobs.get(idx).name.clone();
         let runs = |ticks: &Ticks| -> Vec<(CancellationToken, CancellationToken)> {
@@ -291,7 +287,8 @@ impl Ticks {
                     done.cancelled().await;
                 }
             };
-            if tokio::time::timeout(grace, all_done).await.is_err() {
+            if tokio::time::timeout(grace, all_done).await.is_err() && !self.jobs.is_contested(idx)
+            {
                 warn!(event = "grace_exceeded", job = %name, node = %self.node,
                     "removed job's runs still going after {grace:?}: killing them");
                 for (cancel, _) in &going {
@@ -305,10 +302,17 @@ impl Ticks {
                 let _ = tokio::time::timeout(Duration::from_secs(5), reaped).await;
             }
         }
-        // A reload that brought the job back meanwhile keeps the lease.
-        if !self.jobs.is_active(idx) {
-            self.election.release_jobs(&[name], "removed").await;
-        }
+    }
+
+    /// Whether job `idx` is in the current file and enabled.
+    pub fn contested(&self, idx: usize) -> bool {
+        self.jobs.is_contested(idx)
+    }
+
+    /// Whether a claim may be made for job `idx` now: in the current file, enabled, and the
+    /// node not stopping.
+    fn may_claim(&self, idx: usize) -> bool {
+        !self.stopping.is_cancelled() && self.jobs.is_contested(idx)
     }
 
     /// The election wants to hand `want` of these jobs back (rebalancing), in order of
@@ -476,8 +480,8 @@ impl Ticks {
         let mut after = catch_up_after(&job.policy, now, self.lease, self.known_since(idx));
         // A job added by a reload never catches up fire times from before it was added, not
         // even within an explicit `starting_deadline`: this node did not know it then.
-        if let Some(added) = self.added_at.lock().unwrap().get(&idx) {
-            after = after.max(*added - chrono::Duration::nanoseconds(1));
+        if let Some(added) = self.jobs.since(idx) {
+            after = after.max(added - chrono::Duration::nanoseconds(1));
         }
         // Paused: nothing to catch up; resumed: nothing from the pause (or before it).
         let view = self.election.view(&job.name);
@@ -708,6 +712,9 @@ impl Ticks {
         let job_def = self.jobs.get(idx);
         let job = &*job_def;
         let fire = rfc3339(fire_time);
+        if !self.may_claim(idx) {
+            return;
+        }
         let Some(pending) = self.begin_claim(idx) else {
             self.metrics.tick_sat_out(&job.name);
             info!(event = "sitting_out", job = %job.name, node = %self.node, fire_time = %fire,

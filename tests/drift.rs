@@ -257,3 +257,91 @@ fn a_rolling_change_runs_every_fire_time_once() {
         }
     }
 }
+
+/// The same change made by restarting the nodes one after another (graceful stop, start on the
+/// new file): no fire time runs twice, and the only ones lost fall in a hand-over (within
+/// three seconds of a stop).
+#[test]
+fn a_rolling_restart_loses_only_hand_overs() {
+    let emu = Emulator::start();
+    let root = tempfile::tempdir().unwrap();
+    let v1 = format!(
+        "{HEADER}{}{}{}",
+        job("a", "a1"),
+        job("b", "b1"),
+        job("c", "c1")
+    );
+    let v2 = format!(
+        "{HEADER}{}{}{}",
+        job("a", "a2"),
+        job("b", "b2"),
+        job("c", "c2")
+    );
+    let ids = ["n1", "n2", "n3"];
+    let files: Vec<PathBuf> = ids
+        .iter()
+        .map(|id| node_file(root.path(), id, &v1))
+        .collect();
+    let mut nodes: Vec<Node> = ids
+        .iter()
+        .zip(&files)
+        .map(|(id, f)| Node::spawn(&emu, f, id))
+        .collect();
+    let runs_of =
+        |nodes: &[Node]| -> usize { nodes.iter().map(|n| n.events_named("tick_run").len()).sum() };
+    assert!(wait_until(Duration::from_secs(30), || runs_of(&nodes) >= 6));
+    let whole = |t: DateTime<Utc>| DateTime::from_timestamp(t.timestamp(), 0).unwrap();
+    let started = whole(Utc::now()) + chrono::Duration::seconds(1);
+    let mut stops = Vec::new();
+    for i in 0..3 {
+        std::fs::write(&files[i], &v2).unwrap();
+        stops.push(Utc::now());
+        nodes[i].signal(libc::SIGTERM);
+        assert!(
+            nodes[i].wait_exit(Duration::from_secs(15)).is_some(),
+            "{} did not stop",
+            ids[i]
+        );
+        let fresh = Node::spawn(&emu, &files[i], ids[i]);
+        assert!(fresh
+            .wait_for(Duration::from_secs(15), |e| e["event"] == "node_started")
+            .is_some());
+        nodes.push(fresh);
+        let seen = runs_of(&nodes);
+        assert!(wait_until(Duration::from_secs(10), || runs_of(&nodes) >= seen + 6));
+    }
+    let ended = whole(Utc::now()) - chrono::Duration::seconds(2);
+    let mut per_fire: BTreeMap<(String, DateTime<Utc>), Vec<String>> = BTreeMap::new();
+    for node in &nodes {
+        for e in node.events_named("tick_run") {
+            per_fire
+                .entry((e["job"].as_str().unwrap().to_string(), fire(&e)))
+                .or_default()
+                .push(node.id.clone());
+        }
+    }
+    let twice: Vec<_> = per_fire.iter().filter(|(_, by)| by.len() > 1).collect();
+    assert!(twice.is_empty(), "fire times run twice: {twice:?}");
+    let mut lost = 0;
+    for j in ["a", "b", "c"] {
+        let mut t = started;
+        while t <= ended {
+            if !per_fire.contains_key(&(j.to_string(), t)) {
+                lost += 1;
+                let near = stops.iter().any(|s| {
+                    let d = (t - *s).num_milliseconds();
+                    (-1000..=3000).contains(&d)
+                });
+                assert!(
+                    near,
+                    "{j} at {t} was lost outside a hand-over (stops at {stops:?})"
+                );
+            }
+            t += chrono::Duration::seconds(1);
+        }
+    }
+    common::report(
+        "rolling_restart",
+        serde_json::json!({ "lost_fire_times": lost }),
+    );
+}

@@ -269,3 +269,56 @@ fn a_configmap_style_symlink_swap_is_seen() {
     assert_eq!(reloaded["added"], "b", "{reloaded}");
     assert!(wait_until(Duration::from_secs(15), || !runs_of(&node, "b").is_empty()));
 }
+
+/// `enabled = false` by reload stops the job and hands its lease back; switching it on again
+/// runs it from then on, without catching up the fire times from while it was off.
+#[test]
+fn switching_a_job_off_and_on_by_reload() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let on = format!(
+        "{HEADER}\n[defaults]\ncatch_up = \"all\"\nstarting_deadline = \"1m\"\n{}{}",
+        job("keep", "* * * * * *", "keep"),
+        job("flip", "* * * * * *", "flip")
+    );
+    let off = on.replace("say = \"flip\"", "say = \"flip\"\nenabled = false");
+    let cfg = write_config(dir.path(), &on);
+    let node = Node::spawn(&emu, &cfg, "n1");
+    assert!(wait_until(Duration::from_secs(20), || !runs_of(
+        &node, "flip"
+    )
+    .is_empty()));
+    std::fs::write(&cfg, &off).unwrap();
+    let reloaded = nth_event(&node, "config_reloaded", 1);
+    assert_eq!(reloaded["changed"], "flip", "{reloaded}");
+    let released = node
+        .wait_for(Duration::from_secs(10), |e| {
+            e["event"] == "lease_released" && e["job"] == "flip"
+        })
+        .expect("the lease of a job switched off is handed back");
+    let off_at = ts(&released);
+    // Off for a few seconds while keep runs.
+    let seen = runs_of(&node, "keep").len();
+    assert!(wait_until(Duration::from_secs(10), || runs_of(
+        &node, "keep"
+    )
+    .len()
+        >= seen + 4));
+    let on_at = Utc::now();
+    std::fs::write(&cfg, &on).unwrap();
+    nth_event(&node, "config_reloaded", 2);
+    assert!(
+        wait_until(Duration::from_secs(15), || runs_of(&node, "flip")
+            .iter()
+            .any(|e| fire(e) > on_at)),
+        "flip did not run again"
+    );
+    let during: Vec<Value> = runs_of(&node, "flip")
+        .into_iter()
+        .filter(|e| fire(e) > off_at && fire(e) < on_at)
+        .collect();
+    assert!(
+        during.is_empty(),
+        "fire times from while it was off ran: {during:?}"
+    );
+}
