@@ -1189,6 +1189,11 @@ impl Election {
     pub fn poll_period(&self) -> Duration {
         self.config.poll
     }
+
+    /// The lease: how long a silent node takes to be judged dead.
+    pub fn lease(&self) -> Duration {
+        self.config.lease
+    }
 }
 
 /// Ends a hand-over when dropped (after the release and its bookkeeping).

@@ -96,6 +96,10 @@ impl Orphans {
         // Never scanned: the first scan comes once this node leads something.
         let mut seen = (u64::MAX, u64::MAX);
         let mut last_scan: Option<Instant> = None;
+        // The last scan found runs of other processes that were not orphans *yet* (their node
+        // was not judged dead then): look again after this, not only at the next death or
+        // acquisition (which may never come: a node already judged silent dies no more).
+        let mut recheck: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -110,7 +114,8 @@ impl Orphans {
                 self.election.deaths(),
                 self.acquisitions.load(Ordering::Relaxed),
             );
-            let due = last_scan.is_none_or(|t| t.elapsed() >= SCAN_EVERY);
+            let due = last_scan.is_none_or(|t| t.elapsed() >= SCAN_EVERY)
+                || recheck.is_some_and(|t| Instant::now() >= t);
             if now == seen && !due {
                 continue;
             }
@@ -123,20 +128,23 @@ impl Orphans {
                     _ = tokio::time::sleep(self.poll / 2) => {}
                 }
             }
-            if self.scan().await {
+            if let Some(undecided) = self.scan().await {
                 seen = now;
                 last_scan = Some(Instant::now());
+                recheck = (undecided > 0).then(|| Instant::now() + self.election.lease());
             }
         }
     }
 
-    /// One scan; false if the store could not be read (tried again at the next wake).
-    pub async fn scan(&self) -> bool {
+    /// One scan: how many runs of other processes it found in jobs this node leads that are
+    /// not orphans (yet); `None` if the store could not be read or an orphan could not be
+    /// closed (tried again at the next wake).
+    pub async fn scan(&self) -> Option<usize> {
         let running = match self.store.running_runs().await {
             Ok(r) => r,
             Err(e) => {
                 debug!(node = %self.node, "cannot look for orphaned runs: {e}");
-                return false;
+                return None;
             }
         };
         let mine: Vec<RunRecord> = running
@@ -145,13 +153,13 @@ impl Orphans {
             .filter(|r| !(r.node == self.node && r.process == self.process))
             .collect();
         if mine.is_empty() {
-            return true;
+            return Some(0);
         }
         let nodes = match self.store.nodes().await {
             Ok(n) => n,
             Err(e) => {
                 debug!(node = %self.node, "cannot look for orphaned runs: {e}");
-                return false;
+                return None;
             }
         };
         let mut ok = true;
@@ -166,7 +174,7 @@ impl Orphans {
         info!(event = "orphan_scan", node = %self.node, candidates, orphans, ok,
             "looked at {candidates} running run(s) of other processes in jobs this node leads: \
              {orphans} orphaned");
-        ok
+        ok.then_some(candidates - orphans)
     }
 
     /// Close one orphan; false if the store failed (the scan is then repeated).
