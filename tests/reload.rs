@@ -322,3 +322,39 @@ fn switching_a_job_off_and_on_by_reload() {
         "fire times from while it was off ran: {during:?}"
     );
 }
+
+/// An edit made while the node is still reaching the store (here: cut off from it) is applied
+/// as soon as the node runs, not lost until the next edit.
+#[test]
+fn an_edit_made_while_the_node_starts_is_applied() {
+    let emu = Emulator::start();
+    let proxy = common::proxy::Proxy::start(emu.port);
+    proxy.cut();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!("{HEADER}{}", job("a", "* * * * * *", "a")),
+    );
+    let host = proxy.host();
+    let node = Node::spawn_with_env(
+        &emu,
+        &cfg,
+        "n1",
+        &[("DATASTORE_EMULATOR_HOST", host.as_str())],
+    );
+    node.wait_for(Duration::from_secs(15), |e| e["event"] == "store_error")
+        .expect("the node retries while the store is cut off");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{HEADER}{}{}",
+            job("a", "* * * * * *", "a"),
+            job("b", "* * * * * *", "b")
+        ),
+    )
+    .unwrap();
+    proxy.restore();
+    let reloaded = nth_event(&node, "config_reloaded", 1);
+    assert_eq!(reloaded["added"], "b", "{reloaded}");
+    assert!(wait_until(Duration::from_secs(15), || !runs_of(&node, "b").is_empty()));
+}
