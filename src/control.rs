@@ -7,16 +7,11 @@
 //! across failovers. The leader then asks every node to re-read the leases, so their log
 //! lines and `/status` say the job is paused within a poll. A paused job's fire times are not
 //! run and never caught up, not after a resume and not by a new leader.
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
-use crate::status::describe_config;
+use crate::status::{describe_config, STORE_TIMEOUT};
 use crate::store::{self, Pause, StoreError};
-
-/// Bound on connecting and on every store call: one attempt, no retries.
-pub const STORE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a control command failed.
 #[derive(Debug, thiserror::Error)]

@@ -50,18 +50,11 @@ pub fn definitions_of(jobs: &JobTable) -> Definitions {
             (job.name.clone(), value)
         })
         .collect();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (name, digest) in &jobs {
-        for b in name
-            .bytes()
-            .chain([b'='])
-            .chain(digest.bytes())
-            .chain([b'\n'])
-        {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
+    let text: String = jobs
+        .iter()
+        .map(|(name, digest)| format!("{name}={digest}\n"))
+        .collect();
+    let h = crate::config::text_hash(text.as_bytes());
     Definitions {
         digest: format!("{h:016x}"),
         jobs,
@@ -78,16 +71,21 @@ pub fn disagreements<'a>(
     jobs: impl Iterator<Item = &'a String>,
 ) -> BTreeMap<String, Vec<Variant>> {
     let mut out = BTreeMap::new();
+    // Nodes with one digest for the whole set agree on every job: nothing to compare.
+    if nodes.windows(2).all(|w| w[0].1.digest == w[1].1.digest) {
+        return out;
+    }
     for job in jobs {
-        let variants: Vec<Variant> = nodes
+        let first = nodes.first().and_then(|(_, d)| d.jobs.get(job));
+        if nodes.iter().all(|(_, d)| d.jobs.get(job) == first) {
+            continue;
+        }
+        let mut variants: Vec<Variant> = nodes
             .iter()
             .map(|(id, d)| (id.clone(), d.jobs.get(job).cloned()))
             .collect();
-        if variants.windows(2).any(|w| w[0].1 != w[1].1) {
-            let mut variants = variants;
-            variants.sort();
-            out.insert(job.clone(), variants);
-        }
+        variants.sort();
+        out.insert(job.clone(), variants);
     }
     out
 }
@@ -231,6 +229,11 @@ impl Drift {
                 .get(peer)
                 .is_none_or(|d| d.jobs.get(job).is_some_and(|v| !v.starts_with(OFF)))
         };
+        // Every peer known to run this node's definitions (or unknown): the plain split.
+        let same = |p: &&String| st.peers.get(*p).is_none_or(|d| d.digest == st.mine.digest);
+        if live_peers.iter().all(same) {
+            return names.len().div_ceil(1 + live_peers.len());
+        }
         let mut total = 0f64;
         for job in names {
             let k = 1 + live_peers.iter().filter(|p| knows(p, job)).count();

@@ -231,11 +231,7 @@ pub fn digest(job: &Job) -> String {
             let _ = writeln!(text, "shell={script:?}");
         }
     }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let h = crate::config::text_hash(text.as_bytes());
     format!("{h:016x}")
 }
 

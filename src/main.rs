@@ -178,6 +178,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// A single-threaded runtime for the one-shot commands (`status`, `pause`, `resume`).
+fn one_shot_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            err(&format!("error: cannot start the async runtime: {e}"));
+            ExitCode::FAILURE
+        })
+}
+
 /// `cronlease status`: one attempt at the store, no retries; exit 1 if it cannot be read.
 fn status(config: &std::path::Path, json: bool) -> ExitCode {
     use std::io::Write as _;
@@ -188,15 +199,9 @@ fn status(config: &std::path::Path, json: bool) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match one_shot_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            err(&format!("error: cannot start the async runtime: {e}"));
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let report = match runtime.block_on(cronlease::status::fetch(&cfg)) {
         Ok(report) => report,
@@ -244,15 +249,9 @@ fn pause(config: &std::path::Path, jobs: &[String], all: bool, note: Option<Stri
         at: chrono::Utc::now(),
         note,
     });
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match one_shot_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            err(&format!("error: cannot start the async runtime: {e}"));
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(control::set_pause(&cfg, &jobs, pause)) {
         Ok(results) => {

@@ -91,13 +91,7 @@ pub struct Parts {
 pub struct Reloader {
     path: PathBuf,
     current: Mutex<Current>,
-    jobs: Arc<JobTable>,
-    ticks: Arc<Ticks>,
-    election: Arc<Election>,
-    schedules: ScheduleUpdates,
-    drift: Arc<Drift>,
-    tracker: TaskTracker,
-    metrics: Arc<Metrics>,
+    parts: Parts,
 }
 
 /// How one reload ended.
@@ -117,19 +111,12 @@ pub enum Reloaded {
 
 impl Reloader {
     pub fn new(config: &Config, parts: Parts) -> Self {
-        let Parts {
-            jobs,
-            ticks,
-            election,
-            schedules,
-            drift,
-            tracker,
-            metrics,
-        } = parts;
         // The bytes the running config was parsed from, not the file now: an edit made while
         // the node was starting is applied as soon as `run` starts.
         let hash = Some(config.source_hash);
-        metrics.set_jobs_configured(jobs.active_names().len());
+        parts
+            .metrics
+            .set_jobs_configured(parts.jobs.active_names().len());
         Reloader {
             path: config.source.clone(),
             current: Mutex::new(Current {
@@ -138,13 +125,7 @@ impl Reloader {
                 node: config.node,
                 hash,
             }),
-            jobs,
-            ticks,
-            election,
-            schedules,
-            drift,
-            tracker,
-            metrics,
+            parts,
         }
     }
 
@@ -207,12 +188,12 @@ impl Reloader {
         };
         match &result {
             Reloaded::Rejected(why) => {
-                self.metrics.config_reload("rejected");
+                self.parts.metrics.config_reload("rejected");
                 warn!(event = "config_rejected", config = %file, trigger, error = %why,
                     "keeping the current jobs: {why}");
             }
             Reloaded::Unchanged => {
-                self.metrics.config_reload("unchanged");
+                self.parts.metrics.config_reload("unchanged");
                 info!(event = "config_unchanged", config = %file, trigger,
                     "{file} re-read: no job changed");
             }
@@ -221,9 +202,10 @@ impl Reloader {
                 removed,
                 changed,
             } => {
-                self.metrics.config_reload("applied");
-                self.metrics
-                    .set_jobs_configured(self.jobs.active_names().len());
+                self.parts.metrics.config_reload("applied");
+                self.parts
+                    .metrics
+                    .set_jobs_configured(self.parts.jobs.active_names().len());
                 let what: Vec<String> =
                     [("added", added), ("removed", removed), ("changed", changed)]
                         .iter()
@@ -260,32 +242,33 @@ impl Reloader {
             changed
         };
         if node_changed {
-            self.election.set_skew_warn(new.node.clock_skew_warn);
+            self.parts.election.set_skew_warn(new.node.clock_skew_warn);
             info!(event = "node_settings_changed", shutdown_grace = ?new.node.shutdown_grace,
                 clock_skew_warn = ?new.node.clock_skew_warn, "[node] settings applied");
         }
-        let diff = self.jobs.apply(new.jobs);
+        let diff = self.parts.jobs.apply(new.jobs);
         if diff.is_empty() {
             return Reloaded::Unchanged;
         }
         // The new definitions are published at the next poll (crate::drift).
-        self.drift.jobs_changed();
+        self.parts.drift.jobs_changed();
         let names = |slots: &[usize]| -> Vec<String> {
             slots
                 .iter()
-                .map(|&i| self.jobs.get(i).name.clone())
+                .map(|&i| self.parts.jobs.get(i).name.clone())
                 .collect()
         };
         // A disabled job (`enabled = false`) is not scheduled.
         let schedule = |idx: usize| {
-            let job = self.jobs.get(idx);
+            let job = self.parts.jobs.get(idx);
             job.enabled.then(|| job.schedule.clone())
         };
         let grace = new.node.shutdown_grace;
         // A removed job, or one switched off, finishes its runs; its lease then goes back.
         let retire = |idx: usize| {
-            let ticks = self.ticks.clone();
-            self.tracker
+            let ticks = self.parts.ticks.clone();
+            self.parts
+                .tracker
                 .spawn(async move { ticks.retire(idx, grace).await });
         };
         for &idx in diff.added.iter().chain(&diff.changed) {
@@ -293,10 +276,10 @@ impl Reloader {
             if schedule.is_none() {
                 retire(idx);
             }
-            self.schedules.set(idx, schedule);
+            self.parts.schedules.set(idx, schedule);
         }
         for &idx in &diff.removed {
-            self.schedules.set(idx, None);
+            self.parts.schedules.set(idx, None);
             retire(idx);
         }
         Reloaded::Applied {

@@ -175,6 +175,22 @@ fn fire(v: &Value) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
+/// Every (job, fire time) the nodes ran, with the nodes that ran it; fails if any ran twice.
+fn run_once_each(nodes: &[Node]) -> BTreeMap<(String, DateTime<Utc>), Vec<String>> {
+    let mut per_fire: BTreeMap<(String, DateTime<Utc>), Vec<String>> = BTreeMap::new();
+    for node in nodes {
+        for e in node.events_named("tick_run") {
+            per_fire
+                .entry((e["job"].as_str().unwrap().to_string(), fire(&e)))
+                .or_default()
+                .push(node.id.clone());
+        }
+    }
+    let twice: Vec<_> = per_fire.iter().filter(|(_, by)| by.len() > 1).collect();
+    assert!(twice.is_empty(), "fire times run twice: {twice:?}");
+    per_fire
+}
+
 /// Three nodes get a new jobs file one after another (every job's definition changes) while
 /// three every-second jobs run: no fire time runs twice, none is lost.
 #[test]
@@ -235,17 +251,7 @@ fn a_rolling_change_runs_every_fire_time_once() {
             .flat_map(|n| n.events_named("job_output"))
             .any(|e| e["line"] == "c2")
     }));
-    let mut per_fire: BTreeMap<(String, DateTime<Utc>), Vec<String>> = BTreeMap::new();
-    for node in &nodes {
-        for e in node.events_named("tick_run") {
-            per_fire
-                .entry((e["job"].as_str().unwrap().to_string(), fire(&e)))
-                .or_default()
-                .push(node.id.clone());
-        }
-    }
-    let twice: Vec<_> = per_fire.iter().filter(|(_, by)| by.len() > 1).collect();
-    assert!(twice.is_empty(), "fire times run twice: {twice:?}");
+    let per_fire = run_once_each(&nodes);
     for j in ["a", "b", "c"] {
         let mut t = started;
         while t <= ended {
@@ -311,17 +317,7 @@ fn a_rolling_restart_loses_only_hand_overs() {
         assert!(wait_until(Duration::from_secs(10), || runs_of(&nodes) >= seen + 6));
     }
     let ended = whole(Utc::now()) - chrono::Duration::seconds(2);
-    let mut per_fire: BTreeMap<(String, DateTime<Utc>), Vec<String>> = BTreeMap::new();
-    for node in &nodes {
-        for e in node.events_named("tick_run") {
-            per_fire
-                .entry((e["job"].as_str().unwrap().to_string(), fire(&e)))
-                .or_default()
-                .push(node.id.clone());
-        }
-    }
-    let twice: Vec<_> = per_fire.iter().filter(|(_, by)| by.len() > 1).collect();
-    assert!(twice.is_empty(), "fire times run twice: {twice:?}");
+    let per_fire = run_once_each(&nodes);
     let mut lost = 0;
     for j in ["a", "b", "c"] {
         let mut t = started;

@@ -1885,16 +1885,12 @@ fn chaos_random_faults_keep_the_run_records_right() {
             Fault::Pause => {
                 if pause_cli(&emu, &cfg, "pause") {
                     let paused = Utc::now();
+                    // The pause's drawn length (a fault's duration, like Freeze's), not a wait.
                     std::thread::sleep(Duration::from_millis(rng.random_range(2000..4000)));
                     let resuming = Utc::now();
-                    let mut resumed = false;
-                    for _ in 0..10 {
-                        if pause_cli(&emu, &cfg, "resume") {
-                            resumed = true;
-                            break;
-                        }
-                        std::thread::sleep(Duration::from_millis(500));
-                    }
+                    // A store that just came back may refuse once: try until it answers.
+                    let resumed =
+                        wait_until(Duration::from_secs(10), || pause_cli(&emu, &cfg, "resume"));
                     assert!(resumed, "seed {seed}: cannot resume ch_b");
                     pauses.push((paused, resuming));
                 }
