@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::drift::Drift;
-use crate::election::{Election, LeaseEvents};
+use crate::election::{Election, Leadership, LeaseEvents};
 use crate::history::History;
 use crate::http::{self, NodeState, Running};
 use crate::jobs::JobTable;
@@ -27,8 +27,9 @@ use crate::metrics::Metrics;
 use crate::orphans::Orphans;
 use crate::recorder::Recorder;
 use crate::reload::{self, Reloader};
+use crate::requested::Requested;
 use crate::session::Session;
-use crate::store::{self, metered::Metered, Store};
+use crate::store::{self, metered::Metered, Requests, Store};
 use crate::tick::{TickContext, Ticks};
 use crate::ticker::Ticker;
 
@@ -50,6 +51,7 @@ struct NodeEvents {
     ticks: Arc<Ticks>,
     history: Arc<History>,
     orphans: Arc<Orphans>,
+    requested: Arc<Requested>,
 }
 
 impl LeaseEvents for NodeEvents {
@@ -61,6 +63,10 @@ impl LeaseEvents for NodeEvents {
 
     fn lost(&self, idx: usize, term: i64) {
         self.ticks.lease_lost(idx, term);
+    }
+
+    fn requests(&self, idx: usize, lead: &Leadership, requests: &Requests) {
+        self.requested.seen(idx, lead, requests)
     }
 
     fn hand_over(&self, jobs: Vec<usize>, want: usize) -> Vec<usize> {
@@ -270,10 +276,18 @@ async fn run_node(
         ticks.clone(),
         metrics.clone(),
     ));
+    let requested = Arc::new(Requested::new(
+        node.clone(),
+        session.process().to_string(),
+        store.clone(),
+        election.clone(),
+        ticks.clone(),
+    ));
     election.set_events(Arc::new(NodeEvents {
         ticks: ticks.clone(),
         history: history.clone(),
         orphans: orphans.clone(),
+        requested,
     }));
     let _ = node_state.running.set(Running {
         store: store.describe(),

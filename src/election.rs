@@ -4,8 +4,10 @@
 //! All lease timing lives in [`Election::poll_once`]; the store only compares and sets.
 //!
 //! What a poll reads: every node record (one small query: a handful of entities however many
-//! jobs there are), and the leases (one batched read of all of them) only when they may have
-//! changed: when some node's `lease_epoch` or session differs from the last lease read (a node
+//! jobs there are), the control epoch (one entity, moved by operators' pauses, resumes and
+//! requests), and the leases (one batched read of all of them) only when they may have
+//! changed: when the control epoch moved, or some node's `lease_epoch` or session differs from
+//! the last lease read (a node
 //! bumps its epoch and writes its record right after every lease change it makes, see
 //! [`Session::leases_changed`]), when this node's own change or a lost compare-and-set showed
 //! its copy is stale, or at least every [`FULL_READ_EVERY`]. Leases are renewed through the
@@ -54,7 +56,7 @@ use crate::drift::Drift;
 use crate::jobs::JobTable;
 use crate::metrics::Metrics;
 use crate::session::Session;
-use crate::store::{LeaseRecord, NodeRecord, Observed, Pause, Store, StoreResult};
+use crate::store::{LeaseRecord, NodeRecord, Observed, Pause, Requests, Store, StoreResult};
 
 /// Who leads a job, as this node last saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -66,6 +68,8 @@ pub struct LeaseView {
     pub paused: Option<Pause>,
     /// When it was last resumed.
     pub resumed_at: Option<chrono::DateTime<Utc>>,
+    /// Pending operator requests (trigger, backfill), as of the last read of its lease.
+    pub requests: Requests,
 }
 
 /// This node's standing lease on a job, valid while its session is.
@@ -99,6 +103,10 @@ static FREE_LEASE: LeaseRecord = LeaseRecord {
     acquired_at: None,
     paused: None,
     resumed_at: None,
+    requests: crate::store::Requests {
+        triggers: Vec::new(),
+        backfill: None,
+    },
 };
 
 /// A silent node's record is removed after this many lease times without a heartbeat change.
@@ -114,6 +122,9 @@ pub trait LeaseEvents: Send + Sync {
     /// This node lost job `idx`'s lease held with `term` (session lapse, fenced claim, another
     /// holder seen in the store). Not called for a release this node made.
     fn lost(&self, _idx: usize, _term: i64) {}
+    /// Job `idx`, whose lease this node holds as `lead`, has pending operator requests (every
+    /// poll while it has: the receiver keeps track of what it already acts on).
+    fn requests(&self, _idx: usize, _lead: &Leadership, _requests: &Requests) {}
     /// The election wants to hand `want` of these jobs' leases back (rebalancing; in order of
     /// preference): return those that may go now, at most `want`. Each returned job must take
     /// no new claim until [`LeaseEvents::handed_over`].
@@ -201,6 +212,8 @@ struct State {
 
 struct LeaseCache {
     leases: Arc<HashMap<String, LeaseRecord>>,
+    /// The control epoch at the read.
+    control: i64,
     /// Per node id at the read: (session, lease_epoch).
     epochs: HashMap<String, (String, i64)>,
     read_at: Instant,
@@ -452,7 +465,13 @@ impl Election {
     pub async fn poll_once(&self, cancel: &CancellationToken) {
         let read_started = Utc::now();
         let read = match self.store.nodes().await {
-            Ok(nodes) => self.leases_for(&nodes).await.map(|leases| (nodes, leases)),
+            Ok(nodes) => match self.store.control_epoch().await {
+                Ok(control) => self
+                    .leases_for(&nodes, control)
+                    .await
+                    .map(|leases| (nodes, leases)),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         let (nodes, leases) = match read {
@@ -505,6 +524,7 @@ impl Election {
             self.metrics.set_clock_offset(offset as f64 / 1000.0);
         }
         self.session.set_jobs(self.held());
+        self.dispatch_requests(&leases);
         let Some(session) = current else { return };
         if cancel.is_cancelled() {
             return;
@@ -575,6 +595,24 @@ impl Election {
         }
     }
 
+    /// Hand the pending requests of the jobs this node leads to whoever acts on them.
+    fn dispatch_requests(&self, leases: &HashMap<String, LeaseRecord>) {
+        let Some(events) = self.events() else { return };
+        let pending: Vec<(usize, Leadership, Requests)> = {
+            let st = self.state.lock().unwrap();
+            st.held
+                .iter()
+                .filter_map(|(job, lead)| {
+                    let rec = leases.get(job).filter(|l| !l.requests.is_empty())?;
+                    Some((self.jobs.index(job)?, lead.clone(), rec.requests.clone()))
+                })
+                .collect()
+        };
+        for (idx, lead, requests) in pending {
+            events.requests(idx, &lead, &requests);
+        }
+    }
+
     /// The leases: the copy from the last read unless they may have changed since (see the
     /// module doc), else a fresh batched read. `nodes` must have been read just before: a node
     /// announces a lease change only after it committed, so a read after seeing the
@@ -582,6 +620,7 @@ impl Election {
     async fn leases_for(
         &self,
         nodes: &HashMap<String, NodeRecord>,
+        control: i64,
     ) -> StoreResult<Arc<HashMap<String, LeaseRecord>>> {
         let started = Instant::now();
         {
@@ -596,6 +635,7 @@ impl Election {
                     });
                 if !st.leases_dirty
                     && announced_nothing
+                    && c.control == control
                     && started.duration_since(c.read_at) < every
                 {
                     return Ok(c.leases.clone());
@@ -613,6 +653,7 @@ impl Election {
                 let leases = Arc::new(leases);
                 self.state.lock().unwrap().leases = Some(LeaseCache {
                     leases: leases.clone(),
+                    control,
                     epochs,
                     read_at: started,
                 });
@@ -749,6 +790,7 @@ impl Election {
                     && v.term == rec.term
                     && v.paused == rec.paused
                     && v.resumed_at == rec.resumed_at
+                    && v.requests == rec.requests
             }) {
                 st.view.insert(
                     job.clone(),
@@ -757,6 +799,7 @@ impl Election {
                         term: rec.term,
                         paused: rec.paused.clone(),
                         resumed_at: rec.resumed_at,
+                        requests: rec.requests.clone(),
                     },
                 );
             }
@@ -913,10 +956,10 @@ impl Election {
             .as_ref()
             .map(|l| l.holder.clone())
             .unwrap_or_default();
-        let (paused, resumed_at) = observed
+        let (paused, resumed_at, requests) = observed
             .lease
             .as_ref()
-            .map(|l| (l.paused.clone(), l.resumed_at))
+            .map(|l| (l.paused.clone(), l.resumed_at, l.requests.clone()))
             .unwrap_or_default();
         let new = LeaseRecord {
             holder: self.node.clone(),
@@ -926,6 +969,7 @@ impl Election {
             // Kept by the store whatever is written here; the same, for this node's view.
             paused: paused.clone(),
             resumed_at,
+            requests: Default::default(),
         };
         let result = self.store.acquire(job, &observed, &new).await;
         // Whatever the answer, the copy of the leases no longer matches the store: ours changed,
@@ -952,6 +996,7 @@ impl Election {
                             term: new.term,
                             paused,
                             resumed_at,
+                            requests,
                         },
                     );
                 }

@@ -20,6 +20,7 @@
 //! | [`tick`]     | one tick: claim (fenced by term) then run, or sit out                  |
 //! | [`recorder`] | run outcomes to the store, retried for as long as the node lives       |
 //! | [`orphans`]  | closes (or recovers) the running runs of dead nodes, per job leader    |
+//! | [`requested`] | runs operators asked for: trigger (run now) and backfill, on the leader |
 //! | [`history`]  | keeps the newest `[store] history` runs per job, prunes in background  |
 //! | [`runner`]   | runs an action, labels its output, enforces the timeout               |
 //! | [`watchdog`] | `__watchdog`: kills a dead node's running jobs (even after `kill -9`)  |
@@ -27,7 +28,7 @@
 //! | [`http`]     | `--http`: /healthz, /readyz, /status, /metrics                         |
 //! | [`logging`]  | the two log formats (pretty, flat JSON) and the stable field names     |
 //! | [`check`]    | `cronlease check`: the validated config and next fire times           |
-//! | [`control`]  | `cronlease pause` / `resume`: operator commands through the store      |
+//! | [`control`]  | `cronlease pause`, `resume`, `trigger`, `backfill`: requests through the store |
 //! | [`status`]   | `cronlease status`: leases, nodes and last runs, read from the store   |
 //! | [`app`]      | wiring and the one shutdown path                                       |
 pub mod app;
@@ -45,6 +46,7 @@ pub mod metrics;
 pub mod orphans;
 pub mod recorder;
 pub mod reload;
+pub mod requested;
 pub mod runner;
 pub mod schedule;
 pub mod session;

@@ -84,6 +84,46 @@ enum Command {
         #[arg(short, long, default_value = "jobs.toml")]
         config: PathBuf,
     },
+    /// Run a job now, once, on its leader (even while paused); with --wait, follow it to its
+    /// end and exit 0 if it ended ok, 1 otherwise.
+    Trigger {
+        /// The job to run.
+        job: String,
+        /// Wait for the run's outcome and print it.
+        #[arg(long)]
+        wait: bool,
+        /// Drop the request if no node has started it within this time (e.g. 30s, 1h).
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+        /// `allow`: run even while a run of the job is going, whatever its overlap policy.
+        #[arg(long, value_name = "POLICY", value_parser = ["allow"])]
+        overlap: Option<String>,
+        /// The jobs file.
+        #[arg(short, long, default_value = "jobs.toml")]
+        config: PathBuf,
+    },
+    /// Run the fire times of a past range that no node ran, oldest first, one at a time.
+    Backfill {
+        /// The job to backfill.
+        job: String,
+        /// The first instant of the range (RFC 3339, included).
+        #[arg(long, value_name = "TIME", value_parser = parse_instant,
+              required_unless_present = "cancel")]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// The last instant of the range (RFC 3339, included).
+        #[arg(long, value_name = "TIME", value_parser = parse_instant,
+              required_unless_present = "cancel")]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        /// List the fire times it would run, and change nothing.
+        #[arg(long, conflicts_with = "cancel")]
+        dry_run: bool,
+        /// Stop the job's backfill in progress (a run already going finishes).
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        cancel: bool,
+        /// The jobs file.
+        #[arg(short, long, default_value = "jobs.toml")]
+        config: PathBuf,
+    },
     /// Internal: the job watchdog a node starts (see cronlease::watchdog).
     #[command(name = "__watchdog", hide = true)]
     Watchdog,
@@ -97,6 +137,14 @@ fn parse_instant(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
         .map_err(|e| {
             format!("{e}: expected an RFC 3339 instant such as 2026-03-29T00:59:59Z or 2026-03-29T01:59:59+01:00")
         })
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("expected a duration above zero".into()),
+        Err(e) => Err(format!("{e}: expected a duration such as 30s, 10m or 1h")),
+    }
 }
 
 fn parse_count(text: &str) -> Result<usize, String> {
@@ -142,6 +190,40 @@ fn main() -> ExitCode {
             config,
         } => pause(&config, &jobs, all, Some(note)),
         Command::Resume { jobs, all, config } => pause(&config, &jobs, all, None),
+        Command::Trigger {
+            job,
+            wait,
+            timeout,
+            overlap,
+            config,
+        } => trigger(
+            &config,
+            &job,
+            cronlease::control::TriggerOptions {
+                timeout,
+                allow_overlap: overlap.is_some(),
+                wait,
+            },
+        ),
+        Command::Backfill {
+            job,
+            from,
+            to,
+            dry_run,
+            cancel,
+            config,
+        } => {
+            use cronlease::control::BackfillAction;
+            let action = match (cancel, from, to) {
+                (true, _, _) => BackfillAction::Cancel,
+                (false, Some(from), Some(to)) => BackfillAction::Start { from, to, dry_run },
+                _ => {
+                    err("error: give --from and --to, or --cancel");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            backfill(&config, &job, action)
+        }
         Command::Watchdog => ExitCode::from(cronlease::watchdog::serve()),
         Command::Run {
             config,
@@ -266,5 +348,82 @@ fn pause(config: &std::path::Path, jobs: &[String], all: bool, note: Option<Stri
             err(&format!("error: {e}"));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The exit code and message for a control command's error: 2 for usage, 1 otherwise.
+fn control_failed(e: cronlease::control::ControlError) -> ExitCode {
+    err(&format!("error: {e}"));
+    match e {
+        cronlease::control::ControlError::Usage(_) => ExitCode::from(EXIT_CONFIG),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// `cronlease trigger`: exit 0 when stored (or, with `--wait`, when the run ended `ok`), 1 when
+/// it ended otherwise, expired, or the store failed, 2 for usage errors.
+fn trigger(
+    config: &std::path::Path,
+    job: &str,
+    options: cronlease::control::TriggerOptions,
+) -> ExitCode {
+    use cronlease::control::{self, TriggerEnd};
+    let cfg = match cronlease::config::load(config) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            err(&format!("error: {e}"));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Err(e) = control::select_enabled_job(&cfg, job) {
+        return control_failed(e);
+    }
+    let runtime = match one_shot_runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let mut say = |line: &str| out(&format!("{line}\n"));
+    match runtime.block_on(control::trigger(&cfg, job, &options, &mut say)) {
+        Ok(TriggerEnd::Queued) => ExitCode::SUCCESS,
+        Ok(TriggerEnd::Finished(run)) => {
+            out(&format!("{}\n", control::run_line(&run)));
+            if run.outcome == "ok" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Ok(TriggerEnd::Expired(why)) => {
+            err(&format!("error: {why}"));
+            ExitCode::FAILURE
+        }
+        Err(e) => control_failed(e),
+    }
+}
+
+/// `cronlease backfill`: exit 0 when requested (or listed, or cancelled), 2 for usage errors
+/// (a range too long, pruned, or overlapping a backfill in progress), 1 for store errors.
+fn backfill(
+    config: &std::path::Path,
+    job: &str,
+    action: cronlease::control::BackfillAction,
+) -> ExitCode {
+    let cfg = match cronlease::config::load(config) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            err(&format!("error: {e}"));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match one_shot_runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(cronlease::control::backfill(&cfg, job, &action)) {
+        Ok(text) => {
+            out(&text);
+            ExitCode::SUCCESS
+        }
+        Err(e) => control_failed(e),
     }
 }

@@ -148,8 +148,8 @@ impl Recorder {
 enum Written {
     Done,
     Retry(StoreError),
-    /// Try this entry again at that instant (not a failure).
-    Later(Instant, Entry),
+    /// Try this entry again at that instant (not a failure). Boxed: a run record is large.
+    Later(Instant, Box<Entry>),
 }
 
 impl Worker {
@@ -267,7 +267,7 @@ impl Worker {
             for (entry, result) in batch.into_iter().zip(results) {
                 match result {
                     Written::Done => {}
-                    Written::Later(at, again) => self.deferred.push((at, again)),
+                    Written::Later(at, again) => self.deferred.push((at, *again)),
                     Written::Retry(e) => {
                         failed.push(entry);
                         error.get_or_insert(e);
@@ -310,7 +310,7 @@ impl Worker {
                     // A commit may still be in flight: read once more later.
                     return Written::Later(
                         Instant::now() + RECHECK_AFTER,
-                        Entry::Unconfirmed(claim.clone(), true),
+                        Box::new(Entry::Unconfirmed(claim.clone(), true)),
                     );
                 }
                 let ours = stored.as_ref().is_some_and(|r| {
@@ -451,6 +451,19 @@ mod tests {
             unreachable!()
         }
         async fn set_pause(&self, _: &str, _: Option<&crate::store::Pause>) -> StoreResult<bool> {
+            unreachable!()
+        }
+        async fn change_request(
+            &self,
+            _: &str,
+            _: &crate::store::RequestChange,
+        ) -> StoreResult<bool> {
+            unreachable!()
+        }
+        async fn control_epoch(&self) -> StoreResult<i64> {
+            unreachable!()
+        }
+        async fn pruned_until(&self, _: &str) -> StoreResult<Option<DateTime<Utc>>> {
             unreachable!()
         }
         async fn close_orphan(&self, _: &RunRecord, _: &str, _: &Fence) -> StoreResult<Claim> {

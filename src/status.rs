@@ -119,6 +119,38 @@ pub struct JobStatus {
     pub paused: Option<PausedStatus>,
     /// `false`: declared off in the jobs file (`enabled = false`).
     pub enabled: bool,
+    /// Runs asked for with `cronlease trigger` that no node has started yet.
+    pub triggers: Vec<TriggerStatus>,
+    /// The backfill in progress (`cronlease backfill`), if any.
+    pub backfill: Option<BackfillStatus>,
+}
+
+/// A pending `cronlease trigger`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TriggerStatus {
+    /// The run's fire time (the request's instant, to the millisecond).
+    #[serde(serialize_with = "ser_time")]
+    pub fire_time: DateTime<Utc>,
+    pub by: String,
+    #[serde(serialize_with = "ser_time")]
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A backfill in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackfillStatus {
+    pub by: String,
+    #[serde(serialize_with = "ser_time")]
+    pub from: DateTime<Utc>,
+    #[serde(serialize_with = "ser_time")]
+    pub to: DateTime<Utc>,
+    /// Fire times in the range.
+    pub total: u32,
+    /// Fire times handled so far (run, or found already run).
+    pub done: u32,
+    /// The newest fire time handled.
+    #[serde(serialize_with = "ser_opt_time")]
+    pub cursor: Option<DateTime<Utc>>,
 }
 
 /// Who paused a job, since when, and why.
@@ -150,6 +182,10 @@ pub struct RunStatus {
     pub reason: Option<String>,
     /// It re-ran a lost run (`recover = true`).
     pub recovery: bool,
+    /// `manual` (`cronlease trigger`) or `backfill`; `None` for a scheduled run.
+    pub trigger: Option<String>,
+    /// Who asked for it (with `trigger`).
+    pub triggered_by: Option<String>,
     pub exit_code: Option<i32>,
     #[serde(serialize_with = "ser_time")]
     pub started_at: DateTime<Utc>,
@@ -293,6 +329,29 @@ pub fn build(
                     note: p.note.clone(),
                 }),
                 enabled: job.enabled,
+                triggers: lease
+                    .map(|l| {
+                        l.requests
+                            .triggers
+                            .iter()
+                            .map(|t| TriggerStatus {
+                                fire_time: t.fire_time,
+                                by: t.by.clone(),
+                                expires_at: t.expires_at,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                backfill: lease.and_then(|l| l.requests.backfill.as_ref()).map(|b| {
+                    BackfillStatus {
+                        by: b.by.clone(),
+                        from: b.from,
+                        to: b.to,
+                        total: b.total,
+                        done: b.done,
+                        cursor: b.cursor,
+                    }
+                }),
                 drift: drift
                     .get(&job.name)
                     .into_iter()
@@ -353,6 +412,8 @@ fn run_status(r: &RunRecord) -> RunStatus {
         outcome: r.outcome.clone(),
         reason: r.reason.clone(),
         recovery: r.recovery,
+        trigger: r.trigger.as_ref().map(|t| t.kind.clone()),
+        triggered_by: r.trigger.as_ref().map(|t| t.by.clone()),
         exit_code: r.exit_code,
         started_at: r.started_at,
         finished_at: r.finished_at,
@@ -602,6 +663,10 @@ fn outcome_cell(run: &RunStatus) -> String {
     if run.recovery {
         cell.push_str(" [recovery]");
     }
+    if let Some(kind) = &run.trigger {
+        let by = run.triggered_by.as_deref().unwrap_or("?");
+        cell.push_str(&format!(" [{kind} by {by}]"));
+    }
     cell
 }
 
@@ -653,7 +718,11 @@ pub fn render(status: &ClusterStatus) -> String {
     for job in &status.jobs {
         for run in &job.runs {
             runs.push(vec![
-                rfc3339_secs(run.fire_time),
+                if run.fire_time.timestamp_subsec_millis() == 0 {
+                    rfc3339_secs(run.fire_time)
+                } else {
+                    crate::tick::rfc3339(run.fire_time)
+                },
                 run.node.clone(),
                 outcome_cell(run),
                 run.duration_ms.map_or_else(|| "-".into(), fmt_ms),
@@ -683,6 +752,30 @@ pub fn render(status: &ClusterStatus) -> String {
                 "    PAUSED since {} by {}{note} (cronlease resume {})",
                 rfc3339_secs(p.since),
                 p.by,
+                job.name
+            );
+        }
+        for t in &job.triggers {
+            let _ = writeln!(
+                out,
+                "    TRIGGERED by {} at {}: waiting for the leader (expires {})",
+                t.by,
+                rfc3339_secs(t.fire_time),
+                rfc3339_secs(t.expires_at)
+            );
+        }
+        if let Some(b) = &job.backfill {
+            let _ = writeln!(
+                out,
+                "    BACKFILL {} .. {} by {}: {} of {} done{} (cronlease backfill {} --cancel)",
+                rfc3339_secs(b.from),
+                rfc3339_secs(b.to),
+                b.by,
+                b.done,
+                b.total,
+                b.cursor
+                    .map(|c| format!(", up to {}", rfc3339_secs(c)))
+                    .unwrap_or_default(),
                 job.name
             );
         }
@@ -1281,6 +1374,19 @@ STALE: no heartbeat for longer than the lease (its clock vs. ours)
             Ok(None)
         }
         async fn set_pause(&self, _: &str, _: Option<&crate::store::Pause>) -> StoreResult<bool> {
+            unreachable!("status does not write")
+        }
+        async fn change_request(
+            &self,
+            _: &str,
+            _: &crate::store::RequestChange,
+        ) -> StoreResult<bool> {
+            unreachable!("status does not write")
+        }
+        async fn control_epoch(&self) -> StoreResult<i64> {
+            unreachable!("status does not write")
+        }
+        async fn pruned_until(&self, _: &str) -> StoreResult<Option<DateTime<Utc>>> {
             unreachable!("status does not write")
         }
         async fn close_orphan(

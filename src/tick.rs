@@ -215,6 +215,17 @@ impl Drop for Slot<'_> {
     }
 }
 
+/// Why [`Ticks::start_requested`] did not start a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotClaimed {
+    /// The store refused the claim (`Won` never appears here).
+    Claim(Claim),
+    /// The store did not answer; the claim is resolved later ([`crate::recorder`]).
+    Store(String),
+    /// The node takes no claim for this job now (stopping, handing the lease over).
+    Busy(&'static str),
+}
+
 /// What the overlap policy decided for a claimed tick.
 enum Start<'a> {
     /// Run it; first wait for these runs (fire time, ended) to end: they were told to stop.
@@ -400,8 +411,102 @@ impl Ticks {
                 this.recorder.finish(run.skipped("handing_over")).await;
                 return;
             };
-            this.run_claimed(idx, run, lead, Some(pending)).await
+            this.run_claimed(idx, run, lead, Some(pending), None).await;
         });
+    }
+
+    /// Claim a run an operator asked for (`run.trigger` says which request) and start it in a
+    /// task of its own: the fenced claim, then the ordinary path (overlap policy, or `overlap`
+    /// when the request overrides it, retries, recording). On success, the receiver gets the
+    /// run's outcome when it ends; otherwise why it was not claimed.
+    pub async fn start_requested(
+        self: &Arc<Self>,
+        idx: usize,
+        run: RunRecord,
+        lead: Leadership,
+        overlap: Option<Overlap>,
+    ) -> Result<tokio::sync::oneshot::Receiver<String>, NotClaimed> {
+        let (claimed_tx, claimed_rx) = tokio::sync::oneshot::channel();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let this = self.clone();
+        // The claim and the run in one task, so that the pending claim (which a hand-over
+        // waits for) lasts until the run has started.
+        self.tracker.spawn(async move {
+            let answer = this.claim_requested(idx, &run, &lead).await;
+            let pending = match answer {
+                Ok(pending) => pending,
+                Err(why) => {
+                    let _ = claimed_tx.send(Err(why));
+                    return;
+                }
+            };
+            let _ = claimed_tx.send(Ok(()));
+            let outcome = this
+                .run_claimed(idx, run, lead, Some(pending), overlap)
+                .await;
+            let _ = done_tx.send(outcome);
+        });
+        match claimed_rx.await {
+            Ok(Ok(())) => Ok(done_rx),
+            Ok(Err(why)) => Err(why),
+            Err(_) => Err(NotClaimed::Busy("stopping")),
+        }
+    }
+
+    async fn claim_requested(
+        &self,
+        idx: usize,
+        run: &RunRecord,
+        lead: &Leadership,
+    ) -> Result<PendingClaim<'_>, NotClaimed> {
+        if !self.may_claim(idx) {
+            return Err(NotClaimed::Busy("stopping"));
+        }
+        let Some(pending) = self.begin_claim(idx) else {
+            return Err(NotClaimed::Busy("handing_over"));
+        };
+        let job = self.jobs.get(idx);
+        match self.store.claim(run, &lead.session).await {
+            Ok(Claim::Won) => Ok(pending),
+            Ok(Claim::Fenced) => {
+                drop(pending);
+                self.metrics.claim_refused(&job.name, "fenced");
+                self.election
+                    .lost(&job.name, lead.term, "a requested run's claim was fenced");
+                Err(NotClaimed::Claim(Claim::Fenced))
+            }
+            Ok(other) => {
+                self.metrics.claim_refused(&job.name, other.as_str());
+                Err(NotClaimed::Claim(other))
+            }
+            Err(e) => {
+                drop(pending);
+                self.recorder.unconfirmed(run.clone()).await;
+                Err(NotClaimed::Store(e.to_string()))
+            }
+        }
+    }
+
+    /// Run `task` on the node's task tracker (a graceful stop waits for it).
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tracker.spawn(task);
+    }
+
+    /// Wait until no run of job `idx` is going on this node (or the node stops).
+    pub async fn idle(&self, idx: usize) {
+        loop {
+            let next = self
+                .active
+                .lock()
+                .unwrap()
+                .get(&idx)
+                .and_then(|runs| runs.first().map(|r| r.done.clone()));
+            let Some(done) = next else { return };
+            tokio::select! {
+                _ = done.cancelled() => {}
+                _ = self.stopping.cancelled() => return,
+            }
+        }
     }
 
     /// A claim-like write whose answer was lost (a recovery's `close_orphan`): resolve it as an
@@ -651,8 +756,14 @@ impl Ticks {
     }
 
     /// The overlap policy's decision for a claimed tick of job `idx`; registers the new run.
-    fn start(&self, idx: usize, fire_time: DateTime<Utc>, term: i64) -> Start<'_> {
-        let overlap = self.jobs.get(idx).policy.overlap;
+    fn start(
+        &self,
+        idx: usize,
+        fire_time: DateTime<Utc>,
+        term: i64,
+        overlap: Option<Overlap>,
+    ) -> Start<'_> {
+        let overlap = overlap.unwrap_or(self.jobs.get(idx).policy.overlap);
         let mut active = self.active.lock().unwrap();
         let runs = active.entry(idx).or_default();
         let mut replacing = Vec::new();
@@ -748,7 +859,7 @@ impl Ticks {
                 }
                 return;
             }
-            Ok(Claim::AlreadyRun) => {
+            Ok(Claim::AlreadyRun | Claim::Withdrawn) => {
                 self.metrics.tick_sat_out(&job.name);
                 self.metrics.claim_refused(&job.name, "already_run");
                 info!(event = "sitting_out", job = %job.name, node = %self.node, fire_time = %fire,
@@ -786,7 +897,7 @@ impl Ticks {
                 return;
             }
         }
-        self.run_claimed(idx, run, lead, Some(pending)).await
+        self.run_claimed(idx, run, lead, Some(pending), None).await;
     }
 
     /// Run a claimed tick (`run` is its `running` record): wait for the fire time, check the
@@ -797,7 +908,8 @@ impl Ticks {
         mut run: RunRecord,
         lead: Leadership,
         pending: Option<PendingClaim<'_>>,
-    ) {
+        overlap: Option<Overlap>,
+    ) -> String {
         let job_def = self.jobs.get(idx);
         let job = &*job_def;
         let fire_time = run.fire_time;
@@ -822,14 +934,14 @@ impl Ticks {
                 if killed { "the node is stopping" } else { "the lease was lost" });
             drop(pending);
             self.recorder.finish(run.skipped(reason)).await;
-            return;
+            return "skipped".into();
         }
         let lateness_ms = Utc::now()
             .signed_duration_since(fire_time)
             .num_milliseconds();
         run.started_at = Utc::now();
 
-        let slot = match self.start(idx, fire_time, lead.term) {
+        let slot = match self.start(idx, fire_time, lead.term, overlap) {
             Start::Run(slot, replacing) => {
                 drop(pending);
                 // A loss noticed between the check above and this run's registration found
@@ -859,15 +971,21 @@ impl Ticks {
                         "skipped: the run of {running} is still going (overlap = skip)");
                 }
                 self.recorder.finish(run.skipped("overlap")).await;
-                return;
+                return "skipped".into();
             }
         };
 
         self.metrics
             .tick_run(&job.name, Duration::from_millis(lateness_ms.max(0) as u64));
         self.set_last(idx, &run, None);
-        info!(event = "tick_run", job = %job.name, node = %self.node, fire_time = %fire,
-            term = lead.term, lateness_ms, recovery = run.recovery, "running tick");
+        match &run.trigger {
+            Some(t) => info!(event = "tick_run", job = %job.name, node = %self.node,
+                fire_time = %fire, term = lead.term, lateness_ms, recovery = run.recovery,
+                trigger = %t.kind, by = %t.by, "running tick ({} by {})", t.kind, t.by),
+            None => info!(event = "tick_run", job = %job.name, node = %self.node,
+                fire_time = %fire, term = lead.term, lateness_ms, recovery = run.recovery,
+                "running tick"),
+        }
         let ctx = RunContext {
             node: self.node.clone(),
             fire_time,
@@ -907,6 +1025,7 @@ impl Ticks {
         drop(slot);
         // Written by the outcome writer, retried for as long as the node lives.
         self.recorder.finish(run).await;
+        outcome.to_string()
     }
 
     /// `replace`: wait until the runs told to stop have ended, at most [`REPLACE_WAIT`].
@@ -1141,6 +1260,19 @@ mod tests {
         async fn set_pause(&self, _: &str, _: Option<&crate::store::Pause>) -> StoreResult<bool> {
             down()
         }
+        async fn change_request(
+            &self,
+            _: &str,
+            _: &crate::store::RequestChange,
+        ) -> StoreResult<bool> {
+            down()
+        }
+        async fn control_epoch(&self) -> StoreResult<i64> {
+            down()
+        }
+        async fn pruned_until(&self, _: &str) -> StoreResult<Option<DateTime<Utc>>> {
+            down()
+        }
         async fn close_orphan(&self, _: &RunRecord, _: &str, _: &Fence) -> StoreResult<Claim> {
             down()
         }
@@ -1223,9 +1355,9 @@ mod tests {
     #[test]
     fn skip_keeps_one_run_at_a_time() {
         let (t, _) = ticks(vec![job("* * * * * *", Overlap::Skip)]);
-        let (first, replacing) = running(t.start(0, at(0), 1));
+        let (first, replacing) = running(t.start(0, at(0), 1, None));
         assert!(replacing.is_empty());
-        match t.start(0, at(1), 1) {
+        match t.start(0, at(1), 1, None) {
             Start::Skip { running, newer } => {
                 assert_eq!(running, at(0));
                 assert!(!newer);
@@ -1235,7 +1367,7 @@ mod tests {
         assert!(!first.cancel.is_cancelled());
         // Once the run ends, the next tick runs.
         drop(first);
-        let (_second, _) = running(t.start(0, at(2), 1));
+        let (_second, _) = running(t.start(0, at(2), 1, None));
     }
 
     #[test]
@@ -1244,20 +1376,20 @@ mod tests {
             job("* * * * * *", Overlap::Allow),
             job("* * * * * *", Overlap::Skip),
         ]);
-        let (a, _) = running(t.start(0, at(0), 1));
-        let (b, replacing) = running(t.start(0, at(1), 1));
+        let (a, _) = running(t.start(0, at(0), 1, None));
+        let (b, replacing) = running(t.start(0, at(1), 1, None));
         assert!(replacing.is_empty());
         assert!(!a.cancel.is_cancelled() && !b.cancel.is_cancelled());
         assert_eq!(t.active.lock().unwrap()[&0].len(), 2);
         // The other job's skip policy does not see job 0's runs.
-        let (_c, _) = running(t.start(1, at(1), 1));
+        let (_c, _) = running(t.start(1, at(1), 1, None));
     }
 
     #[test]
     fn replace_stops_the_older_run_and_never_a_newer_one() {
         let (t, kill) = ticks(vec![job("* * * * * *", Overlap::Replace)]);
-        let (old, _) = running(t.start(0, at(0), 1));
-        let (new, replacing) = running(t.start(0, at(1), 1));
+        let (old, _) = running(t.start(0, at(0), 1, None));
+        let (new, replacing) = running(t.start(0, at(1), 1, None));
         assert_eq!(replacing, [at(0)]);
         assert!(old.cancel.is_cancelled());
         assert!(old.replaced.load(Ordering::SeqCst));
@@ -1270,7 +1402,7 @@ mod tests {
         assert!(done.is_cancelled());
         assert_eq!(t.active.lock().unwrap()[&0].len(), 1);
         // A caught-up fire time older than the running one is skipped, not run over it.
-        match t.start(0, at(-5), 1) {
+        match t.start(0, at(-5), 1, None) {
             Start::Skip { running, newer } => {
                 assert_eq!(running, at(1));
                 assert!(newer);

@@ -1666,9 +1666,16 @@ enum Fault {
     /// ch_b paused for 2–4 s with `cronlease pause`, then resumed: none of its fire times in
     /// between may run, now or later.
     Pause,
+    /// `cronlease trigger ch_c`: it must run once (never twice), whatever strikes next.
+    Trigger,
+    /// `cronlease backfill ch_d` of the last 20 s: every fire time of the range ends up with a
+    /// record, none runs twice.
+    Backfill,
 }
 
-const FAULTS: [Fault; 8] = [
+const FAULTS: [Fault; 10] = [
+    Fault::Trigger,
+    Fault::Backfill,
     Fault::Kill,
     Fault::Freeze,
     Fault::Term,
@@ -1687,6 +1694,20 @@ fn pause_cli(emu: &Emulator, cfg: &std::path::Path, verb: &str) -> bool {
         .envs(emu.env())
         .output()
         .is_ok_and(|o| o.status.success())
+}
+
+/// `cronlease ARGS... --config CFG` against the emulator directly: its stdout if it exited 0.
+fn cli_ok(emu: &Emulator, cfg: &std::path::Path, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cronlease"))
+        .args(args)
+        .arg("--config")
+        .arg(cfg)
+        .envs(emu.env())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// One node slot of the chaos drill: every process that ran under this id (for their logs),
@@ -1749,6 +1770,8 @@ fn chaos_random_faults_keep_the_run_records_right() {
     let dir = tempfile::tempdir().unwrap();
     let jobs = ["ch_a", "ch_b", "ch_c", "ch_d", "ch_slow"];
     let mut body = election_header();
+    // Every record kept for the checks, however long the soak (every second for an hour).
+    body.push_str("\n[store]\nhistory = 4000\n");
     for j in &jobs[..4] {
         body.push_str(&every_second(j));
     }
@@ -1772,6 +1795,10 @@ fn chaos_random_faults_keep_the_run_records_right() {
     };
     // (paused, resumed) instants of every Fault::Pause whose pause went through.
     let mut pauses: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::new();
+    // The fire times of every trigger of ch_c the store took, and the ranges of every backfill
+    // of ch_d it took.
+    let mut triggers: Vec<DateTime<Utc>> = Vec::new();
+    let mut backfills: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::new();
     const NODES: usize = 4;
     let mut slots: Vec<Slot> = (0..NODES)
         .map(|i| {
@@ -1895,6 +1922,29 @@ fn chaos_random_faults_keep_the_run_records_right() {
                     pauses.push((paused, resuming));
                 }
             }
+            Fault::Trigger => {
+                if let Some(out) = cli_ok(&emu, &cfg, &["trigger", "ch_c"]) {
+                    let fire = out
+                        .split("(fire time ")
+                        .nth(1)
+                        .and_then(|rest| rest.split(')').next())
+                        .unwrap_or_else(|| panic!("seed {seed}: no fire time in {out}"));
+                    triggers.push(
+                        DateTime::parse_from_rfc3339(fire)
+                            .unwrap()
+                            .with_timezone(&Utc),
+                    );
+                }
+            }
+            Fault::Backfill => {
+                let to = Utc::now() - chrono::Duration::seconds(1);
+                let from = to - chrono::Duration::seconds(20);
+                let (f, t) = (from.to_rfc3339(), to.to_rfc3339());
+                let args = ["backfill", "ch_d", "--from", f.as_str(), "--to", t.as_str()];
+                if cli_ok(&emu, &cfg, &args).is_some_and(|out| out.contains("requested by")) {
+                    backfills.push((from, to));
+                }
+            }
             Fault::Skew => {
                 let t = Utc::now();
                 slots[i].live().kill9();
@@ -1906,7 +1956,10 @@ fn chaos_random_faults_keep_the_run_records_right() {
                 slots[i].skews.push(skew);
             }
         }
-        if !matches!(fault, Fault::Reload | Fault::Pause) {
+        if !matches!(
+            fault,
+            Fault::Reload | Fault::Pause | Fault::Trigger | Fault::Backfill
+        ) {
             spans.push((fault_start, Utc::now()));
         }
         // The gap to the next fault (drawn): faults are paced, not waited on.
@@ -1935,6 +1988,22 @@ fn chaos_random_faults_keep_the_run_records_right() {
         settled,
         "seed {seed}: orphans still running: {}",
         orphans_left()
+    );
+    // Every trigger and backfill was taken up and finished by some leader.
+    let requests_left = || {
+        rt.block_on(async {
+            let store = emu.store(NAMESPACE).await;
+            let jobs = ["ch_c".to_string(), "ch_d".to_string()];
+            match store.leases(&jobs).await {
+                Ok(leases) => leases.values().filter(|l| !l.requests.is_empty()).count(),
+                Err(_) => usize::MAX,
+            }
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || requests_left() == 0),
+        "seed {seed}: requests still pending after the heal: {}",
+        requests_left()
     );
     for slot in slots.iter_mut() {
         let running = slot.live().is_running();
@@ -2045,6 +2114,40 @@ fn chaos_random_faults_keep_the_run_records_right() {
         worst_close <= bound,
         "seed {seed}: an orphan was closed {worst_close} ms after its node died (bound {bound})"
     );
+    // 6. Every trigger the store took left exactly one record (run, skipped or lost: never
+    //    two, never none); every fire time of a backfilled range has a record. Only what is
+    //    newer than the oldest kept record can be checked (a long soak prunes).
+    let kept_since = |job: &str| {
+        stored
+            .iter()
+            .filter(|r| r.job == job)
+            .map(|r| r.fire_time)
+            .min()
+    };
+    if let Some(oldest) = kept_since("ch_c") {
+        for t in triggers.iter().filter(|t| **t >= oldest) {
+            let n = stored
+                .iter()
+                .filter(|r| r.job == "ch_c" && r.fire_time == *t)
+                .count();
+            assert_eq!(n, 1, "seed {seed}: trigger of ch_c at {t} left {n} records");
+        }
+    }
+    let ch_d = cronlease::schedule::Schedule::parse("* * * * * *", "UTC").unwrap();
+    let mut unfilled = Vec::new();
+    if let Some(oldest) = kept_since("ch_d") {
+        for (from, to) in &backfills {
+            for t in cronlease::control::fire_times(&ch_d, *from, *to, 100) {
+                if t >= oldest && !stored.iter().any(|r| r.job == "ch_d" && r.fire_time == t) {
+                    unfilled.push(t);
+                }
+            }
+        }
+    }
+    assert!(
+        unfilled.is_empty(),
+        "seed {seed}: fire times of a backfilled range without a record: {unfilled:?}"
+    );
     // 5. Nothing of a pause ran (by a node with a true clock): no fire time of ch_b from a
     //    second after the pause went through to the resume, now or by a later catch-up.
     let mut in_pause = Vec::new();
@@ -2120,6 +2223,8 @@ fn chaos_random_faults_keep_the_run_records_right() {
             "lost_answers": store.lost_answers,
             "reloads": reloads,
             "pauses": pauses.len(),
+            "triggers": triggers.len(),
+            "backfills": backfills.len(),
             "outcomes": outcomes,
         }),
     );

@@ -10,8 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use cronlease::store::file::FileStore;
 use cronlease::store::{
-    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause, RunRecord, Store,
-    StoreError,
+    BackfillRequest, Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause,
+    RequestChange, Requests, RunRecord, RunTrigger, Store, StoreError, TriggerRequest,
 };
 
 use common::Emulator;
@@ -87,6 +87,7 @@ fn lease(holder: &str, session: &str, term: i64) -> LeaseRecord {
         acquired_at: Some(Utc::now()),
         paused: None,
         resumed_at: None,
+        requests: Requests::default(),
     }
 }
 
@@ -1161,6 +1162,327 @@ async fn definitions_are_deleted_with_the_node_record(store: Arc<dyn Store>) {
     assert!(store.nodes().await.unwrap().contains_key("keep"));
 }
 
+/// A trigger request at `ms` milliseconds after fire(0) (never a whole second).
+fn trigger(ms: i64) -> TriggerRequest {
+    assert!(ms % 1000 != 0);
+    TriggerRequest {
+        fire_time: fire(0) + chrono::Duration::milliseconds(ms),
+        by: "ops@h1".into(),
+        expires_at: fire(3600),
+        allow_overlap: ms % 2 == 0,
+    }
+}
+
+fn backfill(id: &str) -> BackfillRequest {
+    BackfillRequest {
+        id: id.into(),
+        by: "ops@h1".into(),
+        at: fire(0),
+        from: fire(-600),
+        to: fire(-60),
+        total: 10,
+        done: 0,
+        cursor: None,
+    }
+}
+
+/// `r`, started by the request `request` (`manual` or `backfill`).
+fn triggered(r: RunRecord, kind: &str, request: &str) -> RunRecord {
+    RunRecord {
+        trigger: Some(RunTrigger {
+            kind: kind.into(),
+            by: "ops@h1".into(),
+            request: request.into(),
+        }),
+        ..r
+    }
+}
+
+/// Requests live in the lease record and change atomically by the rules of
+/// `Requests::apply`; every announced change (and every pause or resume that changed
+/// something) moves the control epoch by one, a refused one or a progress report does not.
+async fn requests_change_atomically_and_move_the_control_epoch(store: Arc<dyn Store>) {
+    assert_eq!(store.control_epoch().await.unwrap(), 0);
+    let t = trigger(250);
+    assert!(store
+        .change_request("job", &RequestChange::AddTrigger(t.clone()))
+        .await
+        .unwrap());
+    let free = lease_of(&*store, "job").await;
+    assert_eq!(
+        (free.holder.as_str(), free.term, &free.requests.triggers),
+        ("", 0, &vec![t.clone()]),
+        "a job with no lease gets a free record with the request"
+    );
+    assert_eq!(store.control_epoch().await.unwrap(), 1);
+    assert!(!store
+        .change_request("job", &RequestChange::AddTrigger(t.clone()))
+        .await
+        .unwrap());
+    assert_eq!(store.control_epoch().await.unwrap(), 1, "refused: no move");
+
+    // On a held lease: holder, session and term stay.
+    store.put_node(&node("a", "sa", 1)).await.unwrap();
+    let term = take(&*store, "job", "a", "sa").await;
+    let b = backfill("b1");
+    assert!(store
+        .change_request("job", &RequestChange::AddBackfill(b.clone()))
+        .await
+        .unwrap());
+    assert!(!store
+        .change_request("job", &RequestChange::AddBackfill(backfill("b2")))
+        .await
+        .unwrap());
+    assert_eq!(store.control_epoch().await.unwrap(), 2);
+    let progress = RequestChange::Progress {
+        id: "b1".into(),
+        done: 3,
+        cursor: Some(fire(-400)),
+    };
+    assert!(store.change_request("job", &progress).await.unwrap());
+    assert_eq!(
+        store.control_epoch().await.unwrap(),
+        2,
+        "progress is not announced"
+    );
+    let held = lease_of(&*store, "job").await;
+    assert_eq!(
+        (held.holder.as_str(), held.session.as_str(), held.term),
+        ("a", "sa", term)
+    );
+    assert_eq!(held.requests.triggers, vec![t.clone()]);
+    let stored = held.requests.backfill.expect("the backfill");
+    assert_eq!((stored.done, stored.cursor), (3, Some(fire(-400))));
+    assert_eq!(
+        (stored.from, stored.to, stored.total),
+        (b.from, b.to, b.total)
+    );
+
+    assert!(store
+        .change_request("job", &RequestChange::Remove(t.id()))
+        .await
+        .unwrap());
+    assert!(!store
+        .change_request("job", &RequestChange::Remove(t.id()))
+        .await
+        .unwrap());
+    assert_eq!(store.control_epoch().await.unwrap(), 3);
+    // Pauses and resumes are announced too, only when they change something.
+    assert!(store
+        .set_pause("job", Some(&pause("ops@h1", 0, "")))
+        .await
+        .unwrap());
+    assert_eq!(store.control_epoch().await.unwrap(), 4);
+    assert!(!store
+        .set_pause("job", Some(&pause("ops@h1", 0, "")))
+        .await
+        .unwrap());
+    assert!(store.set_pause("job", None).await.unwrap());
+    assert_eq!(store.control_epoch().await.unwrap(), 5);
+    let now = lease_of(&*store, "job").await;
+    assert_eq!(now.requests.backfill.map(|b| b.id), Some("b1".into()));
+    assert!(now.requests.triggers.is_empty());
+}
+
+/// Acquire and release keep the stored requests, whatever the new lease says.
+async fn requests_survive_acquire_and_release(store: Arc<dyn Store>) {
+    store.put_node(&node("a", "sa", 1)).await.unwrap();
+    store.put_node(&node("b", "sb", 1)).await.unwrap();
+    let t = trigger(500);
+    assert!(store
+        .change_request("job", &RequestChange::AddTrigger(t.clone()))
+        .await
+        .unwrap());
+    let _ = take(&*store, "job", "a", "sa").await;
+    assert_eq!(
+        lease_of(&*store, "job").await.requests.triggers,
+        vec![t.clone()]
+    );
+    assert_eq!(
+        store
+            .release(&["job".to_string()], "a", "sa")
+            .await
+            .unwrap(),
+        1
+    );
+    let released = lease_of(&*store, "job").await;
+    assert!(released.is_free());
+    assert_eq!(released.requests.triggers, vec![t.clone()]);
+    let _ = take(&*store, "job", "b", "sb").await;
+    let held = lease_of(&*store, "job").await;
+    assert_eq!(
+        (held.holder.as_str(), &held.requests.triggers),
+        ("b", &vec![t])
+    );
+}
+
+/// A triggered run is keyed by its millisecond fire time (never colliding with a scheduled
+/// one), claimed once, only while its request is pending, whether the job is paused or not,
+/// and under the same fence as any claim.
+async fn a_triggered_run_is_claimed_once_while_its_request_is_pending(store: Arc<dyn Store>) {
+    store.put_node(&node("a", "sa", 1)).await.unwrap();
+    store.put_node(&node("b", "sb", 1)).await.unwrap();
+    let term = take(&*store, "job", "a", "sa").await;
+    let t = trigger(250);
+    assert!(store
+        .change_request("job", &RequestChange::AddTrigger(t.clone()))
+        .await
+        .unwrap());
+    let manual = triggered(run("job", t.fire_time, "a", term), "manual", &t.id());
+    // Another node is fenced, as for any claim.
+    let from_b = triggered(run("job", t.fire_time, "b", term), "manual", &t.id());
+    assert_eq!(store.claim(&from_b, "sb").await.unwrap(), Claim::Fenced);
+    assert_eq!(store.claim(&manual, "sa").await.unwrap(), Claim::Won);
+    assert_eq!(store.claim(&manual, "sa").await.unwrap(), Claim::AlreadyRun);
+    // The scheduled fire time of the same second is another run.
+    let scheduled = run("job", fire(0), "a", term);
+    assert_eq!(store.claim(&scheduled, "sa").await.unwrap(), Claim::Won);
+    let stored = store
+        .get_run("job", t.fire_time)
+        .await
+        .unwrap()
+        .expect("the run");
+    assert_eq!(stored.fire_time, t.fire_time, "milliseconds kept");
+    assert_eq!(stored.trigger, manual.trigger);
+    assert_eq!(
+        store
+            .get_run("job", fire(0))
+            .await
+            .unwrap()
+            .unwrap()
+            .trigger,
+        None
+    );
+    let running: Vec<_> = store
+        .running_runs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.fire_time)
+        .collect();
+    assert!(
+        running.contains(&t.fire_time) && running.contains(&fire(0)),
+        "{running:?}"
+    );
+    assert!(store.finish(&ended(&manual, "ok")).await.unwrap());
+    assert!(store.finish(&ended(&scheduled, "ok")).await.unwrap());
+    let all: Vec<_> = store
+        .runs("job")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.fire_time)
+        .collect();
+    assert_eq!(
+        all,
+        vec![fire(0), t.fire_time],
+        "oldest first, milliseconds in order"
+    );
+    let newest = store.recent_runs("job", 1).await.unwrap();
+    assert_eq!(newest[0].fire_time, t.fire_time);
+
+    // A request that is not pending: withdrawn, nothing inserted.
+    let gone = trigger(750);
+    let orphan = triggered(run("job", gone.fire_time, "a", term), "manual", &gone.id());
+    assert_eq!(store.claim(&orphan, "sa").await.unwrap(), Claim::Withdrawn);
+    assert!(!store.run_exists("job", gone.fire_time).await.unwrap());
+    assert!(store
+        .change_request("job", &RequestChange::Remove(t.id()))
+        .await
+        .unwrap());
+    let again = triggered(run("job", t.fire_time, "a", term), "manual", &t.id());
+    assert_eq!(
+        store.claim(&again, "sa").await.unwrap(),
+        Claim::AlreadyRun,
+        "a run that exists is reported as run, pending or not"
+    );
+
+    // Paused: scheduled runs are refused, requested ones (trigger, backfill) are not.
+    assert!(store
+        .set_pause("job", Some(&pause("ops@h1", 0, "")))
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .claim(&run("job", fire(1), "a", term), "sa")
+            .await
+            .unwrap(),
+        Claim::Paused
+    );
+    let t2 = trigger(1250);
+    assert!(store
+        .change_request("job", &RequestChange::AddTrigger(t2.clone()))
+        .await
+        .unwrap());
+    let manual2 = triggered(run("job", t2.fire_time, "a", term), "manual", &t2.id());
+    assert_eq!(store.claim(&manual2, "sa").await.unwrap(), Claim::Won);
+    assert!(store
+        .change_request("job", &RequestChange::AddBackfill(backfill("b1")))
+        .await
+        .unwrap());
+    let filled = triggered(run("job", fire(-120), "a", term), "backfill", "b1");
+    assert_eq!(store.claim(&filled, "sa").await.unwrap(), Claim::Won);
+    let other = triggered(run("job", fire(-180), "a", term), "backfill", "b0");
+    assert_eq!(store.claim(&other, "sa").await.unwrap(), Claim::Withdrawn);
+    // A lost manual run is closed like any orphan, by its key.
+    store.put_node(&node("a", "sa2", 2)).await.unwrap();
+    let lost = RunRecord {
+        outcome: "lost".into(),
+        finished_at: Some(Utc::now()),
+        ..manual2.clone()
+    };
+    assert_eq!(
+        store
+            .close_orphan(&lost, "sa", &fence("a", term))
+            .await
+            .unwrap(),
+        Claim::Won
+    );
+    assert_eq!(
+        store
+            .get_run("job", t2.fire_time)
+            .await
+            .unwrap()
+            .unwrap()
+            .outcome,
+        "lost"
+    );
+}
+
+/// The pruned watermark keeps milliseconds: pruning a manual run refuses exactly what is at
+/// or before it, and `pruned_until` reports it.
+async fn a_pruned_manual_run_sets_a_millisecond_watermark(store: Arc<dyn Store>) {
+    store.put_node(&node("a", "sa", 1)).await.unwrap();
+    let term = take(&*store, "job", "a", "sa").await;
+    assert_eq!(store.pruned_until("job").await.unwrap(), None);
+    let t = trigger(250);
+    let late = trigger(750);
+    for r in [&t, &late] {
+        assert!(store
+            .change_request("job", &RequestChange::AddTrigger(r.clone()))
+            .await
+            .unwrap());
+    }
+    let runs = vec![
+        run("job", fire(0), "a", term),
+        triggered(run("job", t.fire_time, "a", term), "manual", &t.id()),
+        run("job", fire(1), "a", term),
+        run("job", fire(2), "a", term),
+    ];
+    claim_all(&store, &runs).await;
+    for r in &runs {
+        assert!(store.finish(&ended(r, "ok")).await.unwrap());
+    }
+    assert_eq!(store.prune_runs("job", 2).await.unwrap(), 2);
+    assert_eq!(store.pruned_until("job").await.unwrap(), Some(t.fire_time));
+    // 0.750 is after the watermark (0.250): claimable; 0.250 itself is not.
+    let after = triggered(run("job", late.fire_time, "a", term), "manual", &late.id());
+    assert_eq!(store.claim(&after, "sa").await.unwrap(), Claim::Won);
+    let before = run("job", fire(0), "a", term);
+    assert_eq!(store.claim(&before, "sa").await.unwrap(), Claim::TooOld);
+    assert_eq!(store.pruned_until("other").await.unwrap(), None);
+}
+
 // ---- every clause, for every backend ----
 
 /// `contract!(module, constructor)`: one test per clause in `mod module`, each on a fresh store
@@ -1191,6 +1513,10 @@ macro_rules! contract {
             a_paused_job_is_never_claimed,
             a_pause_survives_acquire_and_release,
             a_recovery_is_refused_while_paused,
+            requests_change_atomically_and_move_the_control_epoch,
+            requests_survive_acquire_and_release,
+            a_triggered_run_is_claimed_once_while_its_request_is_pending,
+            a_pruned_manual_run_sets_a_millisecond_watermark,
         );
     };
     (@clauses $backend:ident, $make:ident, $($name:ident),* $(,)?) => {

@@ -4,15 +4,22 @@
 //! Kinds, in the configured namespace: `Node` (key: node id), `Lease` (key: job name; `holder`,
 //! `session`, `term`, `acquired_at`, and the unindexed `paused_by`, `paused_at`, `paused_note`
 //! while the job is paused and `resumed_at` once it was resumed: a lease without `paused_at` is
-//! not paused, as are those written before pauses existed), `Run`
-//! (key: `{job}@{unix fire time}`), `Pruned` (key: job name; the newest fire time pruned) and
+//! not paused, as are those written before pauses existed; the unindexed `requests`, the
+//! pending operator requests as one JSON string ([`Requests::encode`]), absent when there are
+//! none), `Run` (key: `{job}@{time_key(fire time)}`: unix seconds, with `.mmm` milliseconds
+//! for a manual run; `fire_time` keeps the milliseconds, and the unindexed `trigger`
+//! ([`RunTrigger::encode`]) is there only for a run an operator asked for), `Pruned` (key: job
+//! name; `fire_time`, the newest fire time pruned, to the millisecond), `Control` (one entity,
+//! key `epoch`: the integer `epoch`, the control epoch; absent until the first change) and
 //! `Definitions` (key: node id; `digest`, and `jobs`, the map of job name → definition digest as
 //! one unindexed JSON string, so that a thousand jobs cost one property and no index writes). A
 //! node's `Definitions` is deleted in the commit that deletes its `Node`. Acquire, release,
-//! pause and claim are read-write transactions:
+//! pause, request changes and claim are read-write transactions:
 //! Datastore commits them optimistically, so a transaction whose reads changed underneath it is
 //! ABORTED and two nodes cannot both win. A claim inserts the `Run`; inserting an existing key
-//! fails with ALREADY_EXISTS, so a fire time is claimed at most once, ever.
+//! fails with ALREADY_EXISTS, so a fire time is claimed at most once, ever. A pause, a resume or
+//! an announced request change reads `Control` in its transaction and writes it back bumped in
+//! the commit that writes the `Lease`: both or neither.
 //!
 //! With `DATASTORE_EMULATOR_HOST` set the client talks plain HTTP/2 to the emulator with
 //! anonymous credentials (gcloud-sdk has no emulator switch of its own); otherwise it uses
@@ -31,8 +38,8 @@ use ds::key::path_element::IdType;
 use ds::value::ValueType;
 
 use super::{
-    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause, RunRecord, Store,
-    StoreError, StoreResult, RUNNING,
+    parse_time_key, Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause,
+    RequestChange, Requests, RunRecord, RunTrigger, Store, StoreError, StoreResult, RUNNING,
 };
 use crate::config::StoreConfig;
 
@@ -41,6 +48,9 @@ const KIND_LEASE: &str = "Lease";
 const KIND_RUN: &str = "Run";
 /// One per job once its history was pruned: `fire_time`, the newest fire time deleted.
 const KIND_PRUNED: &str = "Pruned";
+/// One entity, [`CONTROL_EPOCH`]: `epoch`, the control epoch of the namespace.
+const KIND_CONTROL: &str = "Control";
+const CONTROL_EPOCH: &str = "epoch";
 /// One per node that wrote its job definitions: `digest`, and `jobs` as JSON.
 const KIND_DEFINITIONS: &str = "Definitions";
 /// Datastore's limit on keys per lookup.
@@ -488,6 +498,47 @@ impl DatastoreStore {
         found.get(&found_key(kind, name))
     }
 
+    /// The lease of `job` among the found ones of a lookup (`None`: no record).
+    fn lease_in(
+        &self,
+        found: &HashMap<String, ds::Entity>,
+        job: &str,
+    ) -> StoreResult<Option<LeaseRecord>> {
+        self.entity_of(found, KIND_LEASE, job)
+            .map(parse_lease)
+            .transpose()
+    }
+
+    /// `r`, after rolling the transaction `tx` back if it is an error.
+    async fn or_rollback<T>(&self, tx: &[u8], r: StoreResult<T>) -> StoreResult<T> {
+        if r.is_err() {
+            self.rollback(tx.to_vec()).await;
+        }
+        r
+    }
+
+    /// The `Control` entity holding `epoch`: what a transaction that read the control epoch as
+    /// `epoch - 1` writes to bump it.
+    fn control_entity(&self, epoch: i64) -> ds::Entity {
+        let mut props = HashMap::new();
+        props.insert("epoch".into(), integer(epoch, false));
+        ds::Entity {
+            key: Some(self.key(KIND_CONTROL, CONTROL_EPOCH)),
+            properties: props,
+        }
+    }
+
+    /// The mutation that bumps the control epoch read (in the same transaction) into `found`.
+    fn bump_control(&self, found: &HashMap<String, ds::Entity>) -> ds::Mutation {
+        let epoch = self
+            .entity_of(found, KIND_CONTROL, CONTROL_EPOCH)
+            .and_then(|e| get_int(e, "epoch"))
+            .unwrap_or(0);
+        mutation(ds::mutation::Operation::Upsert(
+            self.control_entity(epoch + 1),
+        ))
+    }
+
     /// Raise `job`'s pruned watermark to `newest` (never lower it), in a transaction.
     async fn raise_pruned(&self, job: &str, newest: DateTime<Utc>) -> StoreResult<()> {
         for attempt in 1..=ABORT_RETRIES {
@@ -533,6 +584,10 @@ impl DatastoreStore {
         }
         if let Some(at) = lease.resumed_at {
             props.insert("resumed_at".into(), timestamp(at, false));
+        }
+        // Unindexed too, and absent when there are none (as in leases written before them).
+        if !lease.requests.is_empty() {
+            props.insert("requests".into(), string(&lease.requests.encode(), false));
         }
         ds::Entity {
             key: Some(self.key(KIND_LEASE, job)),
@@ -625,6 +680,9 @@ impl DatastoreStore {
         if run.recovery {
             props.insert("recovery".into(), boolean(true));
         }
+        if let Some(trigger) = &run.trigger {
+            props.insert("trigger".into(), string(&trigger.encode(), false));
+        }
         ds::Entity {
             key: Some(self.key(KIND_RUN, &RunRecord::key(&run.job, run.fire_time))),
             properties: props,
@@ -634,6 +692,59 @@ impl DatastoreStore {
 
 #[async_trait]
 impl Store for DatastoreStore {
+    async fn change_request(&self, job: &str, change: &RequestChange) -> StoreResult<bool> {
+        let announced = change.announced();
+        for attempt in 1..=ABORT_RETRIES {
+            let mut keys = vec![self.key(KIND_LEASE, job)];
+            if announced {
+                keys.push(self.key(KIND_CONTROL, CONTROL_EPOCH));
+            }
+            let (tx, found) = self.begin_with(keys).await?;
+            // A job without a lease record gets a free one (term 0).
+            let mut lease = self
+                .or_rollback(&tx, self.lease_in(&found, job))
+                .await?
+                .unwrap_or_default();
+            if !lease.requests.apply(change) {
+                self.rollback(tx).await;
+                return Ok(false);
+            }
+            let mut mutations = vec![mutation(ds::mutation::Operation::Upsert(
+                self.lease_entity(job, &lease),
+            ))];
+            if announced {
+                mutations.push(self.bump_control(&found));
+            }
+            match self.commit(Some(tx), mutations).await {
+                Ok(_) => return Ok(true),
+                // A concurrent acquire, release, claim or control change: look again.
+                Err(s) if s.code() == Code::Aborted && attempt < ABORT_RETRIES => continue,
+                Err(s) => return Err(map_status(s)),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "changing the requests of {job}: aborted {ABORT_RETRIES} times by conflicting \
+             transactions"
+        )))
+    }
+
+    async fn control_epoch(&self) -> StoreResult<i64> {
+        let found = self
+            .lookup(vec![self.key(KIND_CONTROL, CONTROL_EPOCH)], None)
+            .await?;
+        Ok(self
+            .entity_of(&found, KIND_CONTROL, CONTROL_EPOCH)
+            .and_then(|e| get_int(e, "epoch"))
+            .unwrap_or(0))
+    }
+
+    async fn pruned_until(&self, job: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        let found = self.lookup(vec![self.key(KIND_PRUNED, job)], None).await?;
+        Ok(self
+            .entity_of(&found, KIND_PRUNED, job)
+            .and_then(|e| get_time(e, "fire_time")))
+    }
+
     fn describe(&self) -> String {
         if self.emulator {
             format!(
@@ -699,10 +810,11 @@ impl Store for DatastoreStore {
     async fn leases(&self, jobs: &[String]) -> StoreResult<HashMap<String, LeaseRecord>> {
         let keys = jobs.iter().map(|j| self.key(KIND_LEASE, j)).collect();
         let leases = self.lookup_batched(keys).await?;
-        Ok(leases
+        leases
             .into_values()
-            .filter_map(|e| Some((key_name(e.key.as_ref())?, parse_lease(&e))))
-            .collect())
+            .filter_map(|e| Some((key_name(e.key.as_ref())?, e)))
+            .map(|(job, e)| Ok((job, parse_lease(&e)?)))
+            .collect()
     }
 
     async fn acquire(
@@ -721,7 +833,7 @@ impl Store for DatastoreStore {
             keys.push(self.key(KIND_NODE, &holder));
         }
         let (tx, found) = self.begin_with(keys).await?;
-        let lease_now = found.get(&found_key(KIND_LEASE, job)).map(parse_lease);
+        let lease_now = self.or_rollback(&tx, self.lease_in(&found, job)).await?;
         let node_now = if holder.is_empty() {
             None
         } else {
@@ -732,10 +844,16 @@ impl Store for DatastoreStore {
         };
         let unchanged = same_lease(lease_now.as_ref(), observed.lease.as_ref())
             && (holder.is_empty() || node_now == observed.holder_node);
-        // The pause is not the acquirer's to change: the stored one stays.
+        // The pause and the requests are not the acquirer's to change: the stored ones stay.
+        // (Requests are not compared: they changing since the observation does not fail the
+        // acquire, which writes the ones read here; a change committed meanwhile aborts it.)
         let new = LeaseRecord {
             paused: lease_now.as_ref().and_then(|l| l.paused.clone()),
             resumed_at: lease_now.as_ref().and_then(|l| l.resumed_at),
+            requests: lease_now
+                .as_ref()
+                .map(|l| l.requests.clone())
+                .unwrap_or_default(),
             ..new.clone()
         };
         self.commit_if(tx, unchanged, || {
@@ -756,9 +874,9 @@ impl Store for DatastoreStore {
                 let (tx, found) = self.begin_with(keys).await?;
                 let mut mutations = Vec::new();
                 for job in chunk {
-                    if let Some(lease) = found.get(&found_key(KIND_LEASE, job)).map(parse_lease) {
+                    if let Some(lease) = self.or_rollback(&tx, self.lease_in(&found, job)).await? {
                         if lease.holder == node && lease.session == session {
-                            // Free, keeping the term and the pause.
+                            // Free, keeping the term, the pause and the requests.
                             let free = LeaseRecord {
                                 holder: String::new(),
                                 session: String::new(),
@@ -790,8 +908,13 @@ impl Store for DatastoreStore {
 
     async fn set_pause(&self, job: &str, pause: Option<&Pause>) -> StoreResult<bool> {
         for attempt in 1..=ABORT_RETRIES {
-            let (tx, found) = self.begin_with(vec![self.key(KIND_LEASE, job)]).await?;
-            let current = self.entity_of(&found, KIND_LEASE, job).map(parse_lease);
+            let (tx, found) = self
+                .begin_with(vec![
+                    self.key(KIND_LEASE, job),
+                    self.key(KIND_CONTROL, CONTROL_EPOCH),
+                ])
+                .await?;
+            let current = self.or_rollback(&tx, self.lease_in(&found, job)).await?;
             if pause.is_none() && current.is_none() {
                 // No record: not paused, nothing to resume.
                 self.rollback(tx).await;
@@ -814,12 +937,16 @@ impl Store for DatastoreStore {
                     lease.resumed_at = Some(Utc::now());
                 }
             }
-            let m = mutation(ds::mutation::Operation::Upsert(
-                self.lease_entity(job, &lease),
-            ));
-            match self.commit(Some(tx), vec![m]).await {
+            // The change and the bump of the control epoch: one commit.
+            let mutations = vec![
+                mutation(ds::mutation::Operation::Upsert(
+                    self.lease_entity(job, &lease),
+                )),
+                self.bump_control(&found),
+            ];
+            match self.commit(Some(tx), mutations).await {
                 Ok(_) => return Ok(true),
-                // A concurrent acquire, release or pause: look again.
+                // A concurrent acquire, release, pause or request change: look again.
                 Err(s) if s.code() == Code::Aborted && attempt < ABORT_RETRIES => continue,
                 Err(s) => return Err(map_status(s)),
             }
@@ -830,28 +957,47 @@ impl Store for DatastoreStore {
     }
 
     async fn claim(&self, run: &RunRecord, session: &str) -> StoreResult<Claim> {
+        let name = RunRecord::key(&run.job, run.fire_time);
         for attempt in 1..=ABORT_RETRIES {
             // The lease and the pruned watermark, read in the transaction that inserts: a
-            // prune that raises the watermark meanwhile aborts this commit.
-            let (tx, found) = self
-                .begin_with(vec![
-                    self.key(KIND_LEASE, &run.job),
-                    self.key(KIND_PRUNED, &run.job),
-                ])
-                .await?;
+            // prune that raises the watermark meanwhile aborts this commit. A requested run
+            // reads its own key too: it is reported as run before its request is looked at.
+            let mut keys = vec![
+                self.key(KIND_LEASE, &run.job),
+                self.key(KIND_PRUNED, &run.job),
+            ];
+            if run.trigger.is_some() {
+                keys.push(self.key(KIND_RUN, &name));
+            }
+            let (tx, found) = self.begin_with(keys).await?;
             let lease = self
-                .entity_of(&found, KIND_LEASE, &run.job)
-                .map(parse_lease);
+                .or_rollback(&tx, self.lease_in(&found, &run.job))
+                .await?;
             let Some(lease) = lease
                 .filter(|l| l.holder == run.node && l.session == session && l.term == run.term)
             else {
                 self.rollback(tx).await;
                 return Ok(Claim::Fenced);
             };
-            // Read in this transaction: a pause committed meanwhile aborts the insert.
-            if lease.paused.is_some() {
-                self.rollback(tx).await;
-                return Ok(Claim::Paused);
+            match &run.trigger {
+                // Read in this transaction: a pause committed meanwhile aborts the insert.
+                None if lease.paused.is_some() => {
+                    self.rollback(tx).await;
+                    return Ok(Claim::Paused);
+                }
+                None => {}
+                // Requested runs run while paused, only while their request is pending (read
+                // in this transaction: a removal committed meanwhile aborts the insert).
+                Some(trigger) => {
+                    if self.entity_of(&found, KIND_RUN, &name).is_some() {
+                        self.rollback(tx).await;
+                        return Ok(Claim::AlreadyRun);
+                    }
+                    if !lease.requests.has(&trigger.request) {
+                        self.rollback(tx).await;
+                        return Ok(Claim::Withdrawn);
+                    }
+                }
             }
             let pruned = self
                 .entity_of(&found, KIND_PRUNED, &run.job)
@@ -873,8 +1019,7 @@ impl Store for DatastoreStore {
             }
         }
         Err(StoreError::Unavailable(format!(
-            "claiming {}: aborted {ABORT_RETRIES} times by conflicting transactions",
-            RunRecord::key(&run.job, run.fire_time)
+            "claiming {name}: aborted {ABORT_RETRIES} times by conflicting transactions"
         )))
     }
 
@@ -942,8 +1087,8 @@ impl Store for DatastoreStore {
                 ])
                 .await?;
             let lease = self
-                .entity_of(&found, KIND_LEASE, &new.job)
-                .map(parse_lease)
+                .or_rollback(&tx, self.lease_in(&found, &new.job))
+                .await?
                 .filter(|l| {
                     l.holder == fence.node && l.session == fence.session && l.term == fence.term
                 });
@@ -1112,10 +1257,9 @@ fn found_key_of(key: Option<&ds::Key>) -> Option<String> {
     Some(found_key(kind, &key_name(key)?))
 }
 
-/// The fire time in a run's key name `{job}@{unix}`.
+/// The fire time in a run's key name `{job}@{time_key}` (milliseconds included).
 fn fire_time_of_key(name: &str) -> Option<DateTime<Utc>> {
-    let unix = name.rsplit_once('@')?.1.parse().ok()?;
-    DateTime::from_timestamp(unix, 0)
+    parse_time_key(name.rsplit_once('@')?.1)
 }
 
 fn key_name(key: Option<&ds::Key>) -> Option<String> {
@@ -1186,9 +1330,13 @@ fn get_time(e: &ds::Entity, name: &str) -> Option<DateTime<Utc>> {
 }
 
 /// A `Lease` entity; without `paused_at` (as in leases written before pauses existed) it is
-/// not paused.
-fn parse_lease(e: &ds::Entity) -> LeaseRecord {
-    LeaseRecord {
+/// not paused, without `requests` it has none; `requests` that do not decode are refused.
+fn parse_lease(e: &ds::Entity) -> StoreResult<LeaseRecord> {
+    let requests = Requests::decode(&get_str(e, "requests")).map_err(|err| {
+        let job = key_name(e.key.as_ref()).unwrap_or_default();
+        StoreError::Other(format!("the lease of {job:?}: {err}"))
+    })?;
+    Ok(LeaseRecord {
         holder: get_str(e, "holder"),
         session: get_str(e, "session"),
         term: get_int(e, "term").unwrap_or(0),
@@ -1199,7 +1347,8 @@ fn parse_lease(e: &ds::Entity) -> LeaseRecord {
             note: get_str(e, "paused_note"),
         }),
         resumed_at: get_time(e, "resumed_at"),
-    }
+        requests,
+    })
 }
 
 fn parse_node(e: &ds::Entity) -> Option<NodeRecord> {
@@ -1270,6 +1419,12 @@ fn parse_run(e: &ds::Entity) -> Option<RunRecord> {
                 .and_then(|v| v.value_type.as_ref()),
             Some(ValueType::BooleanValue(true))
         ),
+        // Absent in scheduled runs and in records written before triggers existed. One that
+        // does not decode is kept as unknown rather than hiding the run.
+        trigger: RunTrigger::decode(&get_str(e, "trigger")).unwrap_or_else(|err| {
+            tracing::warn!("run {:?}: {err}", key_name(e.key.as_ref()));
+            None
+        }),
     })
 }
 
@@ -1336,7 +1491,7 @@ mod tests {
         };
         e.properties.insert("holder".into(), string("a", true));
         e.properties.insert("term".into(), integer(3, false));
-        let old = parse_lease(&e);
+        let old = parse_lease(&e).unwrap();
         assert_eq!((old.term, &old.paused, old.resumed_at), (3, &None, None));
         let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         e.properties
@@ -1345,7 +1500,7 @@ mod tests {
             .insert("paused_at".into(), timestamp(at, false));
         e.properties
             .insert("resumed_at".into(), timestamp(at, false));
-        let paused = parse_lease(&e);
+        let paused = parse_lease(&e).unwrap();
         assert_eq!(
             paused.paused,
             Some(Pause {
@@ -1357,6 +1512,73 @@ mod tests {
         assert_eq!(paused.resumed_at, Some(at));
         assert!(!same_lease(Some(&old), Some(&paused)));
         assert!(same_lease(Some(&paused), Some(&paused.clone())));
+    }
+
+    #[test]
+    fn a_lease_reads_its_requests_and_refuses_malformed_ones() {
+        let mut e = ds::Entity {
+            key: None,
+            properties: HashMap::new(),
+        };
+        e.properties.insert("holder".into(), string("a", true));
+        assert!(parse_lease(&e).unwrap().requests.is_empty(), "absent: none");
+        e.properties.insert("requests".into(), string("", false));
+        assert!(parse_lease(&e).unwrap().requests.is_empty(), "empty: none");
+        let mut requests = Requests::default();
+        let at = DateTime::from_timestamp(1_800_000_000, 250_000_000).unwrap();
+        assert!(
+            requests.apply(&RequestChange::AddTrigger(crate::store::TriggerRequest {
+                fire_time: at,
+                by: "ops@h".into(),
+                expires_at: at + chrono::Duration::hours(1),
+                allow_overlap: false,
+            }))
+        );
+        e.properties
+            .insert("requests".into(), string(&requests.encode(), false));
+        let read = parse_lease(&e).unwrap();
+        assert_eq!(read.requests, requests);
+        assert!(read.requests.has("1800000000.250"));
+        e.properties
+            .insert("requests".into(), string("{not json", false));
+        assert!(matches!(parse_lease(&e), Err(StoreError::Other(_))));
+    }
+
+    #[test]
+    fn run_keys_keep_milliseconds_and_read_back() {
+        let whole = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let manual = DateTime::from_timestamp(1_800_000_000, 250_000_000).unwrap();
+        assert_eq!(RunRecord::key("j", manual), "j@1800000000.250");
+        for t in [whole, manual] {
+            assert_eq!(fire_time_of_key(&RunRecord::key("a@b", t)), Some(t));
+        }
+        assert_eq!(fire_time_of_key("j@1800000000"), Some(whole), "older keys");
+        assert_eq!(fire_time_of_key("j@x"), None);
+        assert_eq!(fire_time_of_key("j"), None);
+        // The timestamp property keeps the milliseconds too.
+        let v = timestamp(manual, true);
+        let e = ds::Entity {
+            key: None,
+            properties: HashMap::from([("t".to_string(), v)]),
+        };
+        assert_eq!(get_time(&e, "t"), Some(manual));
+    }
+
+    #[test]
+    fn a_run_reads_its_trigger_and_older_runs_have_none() {
+        let mut e = run_entity_without_attempts();
+        assert_eq!(parse_run(&e).unwrap().trigger, None);
+        let trigger = RunTrigger {
+            kind: crate::store::MANUAL.into(),
+            by: "ops@h".into(),
+            request: "1800000000.250".into(),
+        };
+        e.properties
+            .insert("trigger".into(), string(&trigger.encode(), false));
+        assert_eq!(parse_run(&e).unwrap().trigger, Some(trigger));
+        e.properties.insert("trigger".into(), string("[", false));
+        let read = parse_run(&e).expect("a malformed trigger does not hide the run");
+        assert_eq!(read.trigger, None);
     }
 
     #[test]

@@ -7,15 +7,22 @@
 //! lock                       the lock file (empty): every change holds flock(LOCK_EX) on it
 //! leases.json                every job's lease, one JSON document {"version":1,"leases":{..}};
 //!                            a lease is {"holder","session","term","acquired_at"} plus, when
-//!                            set, "paused": {"by","at","note"} and "resumed_at" (absent in
-//!                            files written before pauses existed: not paused)
+//!                            set, "paused": {"by","at","note"}, "resumed_at" and "requests":
+//!                            {"triggers":[..],"backfill":{..}} (the pending operator requests;
+//!                            each absent in files written before it existed: not paused, no
+//!                            requests)
+//! control.json               the control epoch {"epoch": N}; absent until the first pause,
+//!                            resume or announced request change (epoch 0)
 //! nodes/{id}.json            one node record per file
 //! defs/{id}.json             a node's job definitions {"digest":..,"jobs":{name: digest}};
 //!                            deleted with its node record
-//! runs/{job}/{unix}.json     one run record per fire time
-//! runs/{job}/{unix}.running  empty marker while that run is `running` (orphan detection)
-//! runs/{job}/pruned          the job's pruned watermark {"fire_time": unix}: claims at or
-//!                            before it are refused
+//! runs/{job}/{time}.json     one run record per fire time; {time} is its `time_key`: unix
+//!                            seconds, plus ".mmm" milliseconds for a manual run
+//!                            (1800000000.250.json); sorted by the time it names, not the text
+//! runs/{job}/{time}.running  empty marker while that run is `running` (orphan detection)
+//! runs/{job}/pruned          the job's pruned watermark {"fire_time": unix, "fire_time_ms":
+//!                            unix ms} (files without "fire_time_ms" mean whole seconds):
+//!                            claims at or before it are refused
 //! tmp/                       files being written; anything left here is from a dead writer
 //! ```
 //!
@@ -29,15 +36,20 @@
 //! Job names and node ids become file names with [`disk::encode`].
 //!
 //! Atomicity. Every change (put and delete of nodes and definitions, acquire, release, pause,
-//! claim, finish, prune) is a read-modify-write under an exclusive `flock` on `lock`, so the
-//! checks of [`Store::acquire`], [`Store::claim`], [`Store::release`], [`Store::set_pause`] and
-//! [`Store::delete_node_if`] and their writes are one step for every process on the host. A
-//! heartbeat takes the lock too: an acquire compares the holder's heartbeat, so a heartbeat
-//! must not land between that comparison and the lease write (in Datastore the transaction
-//! would abort). Reads take no lock: every file is replaced by rename, so a reader sees a whole
-//! old or a whole new file. Within one process calls first queue on an async mutex (fair, and
-//! only one thread at a time polls the OS lock); a wait longer than the store timeout is
-//! [`StoreError::Unavailable`].
+//! request changes, claim, finish, prune) is a read-modify-write under an exclusive `flock` on
+//! `lock`, so the checks of [`Store::acquire`], [`Store::claim`], [`Store::release`],
+//! [`Store::set_pause`], [`Store::change_request`] and [`Store::delete_node_if`] and their
+//! writes are one step for every process on the host. A pause, resume or announced request
+//! change also bumps the control epoch under the same lock, writing `control.json` BEFORE
+//! `leases.json`: a reader (or a crash) between the two sees a bump without its change (one
+//! needless re-read of the leases), never a change without its bump. [`Store::control_epoch`]
+//! reads only `control.json`, so the per-poll check costs one small file whatever the number
+//! of jobs. A heartbeat takes the lock too: an acquire compares the holder's heartbeat, so a
+//! heartbeat must not land between that comparison and the lease write (in Datastore the
+//! transaction would abort). Reads take no lock: every file is replaced by rename, so a reader
+//! sees a whole old or a whole new file. Within one process calls first queue on an async mutex
+//! (fair, and only one thread at a time polls the OS lock); a wait longer than the store
+//! timeout is [`StoreError::Unavailable`].
 //!
 //! Crash safety. A file is replaced by writing a new one in `tmp/`, fsyncing it, renaming it
 //! over the target and fsyncing the target's directory ([`disk::replace`]); a claim is durable
@@ -63,16 +75,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 
 use super::json_records::{self as records, Lease, LeasesFile, LEASES_VERSION};
 use super::{
-    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause, RunRecord, Store,
-    StoreError, StoreResult, RUNNING,
+    parse_time_key, time_key, Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause,
+    RequestChange, RunRecord, Store, StoreError, StoreResult, RUNNING,
 };
 
 const LOCK: &str = "lock";
 const LEASES: &str = "leases.json";
+/// The control epoch, its own small file: every poll reads it, never the leases.
+const CONTROL: &str = "control.json";
 const NODES: &str = "nodes";
 const DEFS: &str = "defs";
 const RUNS: &str = "runs";
@@ -259,6 +273,12 @@ fn to_json(value: &impl serde::Serialize) -> StoreResult<Vec<u8>> {
         .map_err(|e| StoreError::Other(format!("file store: cannot encode a record: {e}")))
 }
 
+/// `control.json`: the control epoch ([`Store::control_epoch`]).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Control {
+    epoch: i64,
+}
+
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> StoreResult<Option<T>> {
     match disk::read(path).map_err(|e| unavailable("reading", path, e))? {
         None => Ok(None),
@@ -290,6 +310,26 @@ impl Dir {
     fn write_leases(&self, file: &LeasesFile) -> StoreResult<()> {
         disk::replace(&self.tmp, &self.root, LEASES, &to_json(file)?)
             .map_err(|e| unavailable("writing", &self.root.join(LEASES), e))
+    }
+
+    /// The control epoch; 0 if it was never bumped.
+    fn read_control(&self) -> StoreResult<i64> {
+        Ok(read_json::<Control>(&self.root.join(CONTROL))?.map_or(0, |c| c.epoch))
+    }
+
+    /// Bump the control epoch by one. Call with the lock held, BEFORE writing the change it
+    /// announces: two files cannot be replaced in one step, and a crash between the two must
+    /// leave a bump without its change (nodes re-read the leases once for nothing), never a
+    /// change without its bump (nodes would not see it until some later change).
+    fn bump_control(&self) -> StoreResult<()> {
+        let epoch = self.read_control()? + 1;
+        disk::replace(
+            &self.tmp,
+            &self.root,
+            CONTROL,
+            &to_json(&Control { epoch })?,
+        )
+        .map_err(|e| unavailable("writing", &self.root.join(CONTROL), e))
     }
 
     fn node_file(&self, id: &str) -> StoreResult<String> {
@@ -333,9 +373,7 @@ impl Dir {
     }
 
     fn run_path(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<PathBuf> {
-        Ok(self
-            .job_dir(job)?
-            .join(format!("{}.json", fire_time.timestamp())))
+        Ok(self.job_dir(job)?.join(run_name(fire_time)))
     }
 
     /// Write (create or overwrite) a run record, creating its job's directory if needed.
@@ -343,7 +381,7 @@ impl Dir {
         let name = file_name("job name", &run.job)?;
         disk::ensure_dir(&self.runs, &name).map_err(|e| unavailable("creating", &self.runs, e))?;
         let dir = self.runs.join(&name);
-        let file = format!("{}.json", run.fire_time.timestamp());
+        let file = run_name(run.fire_time);
         disk::replace(&self.tmp, &dir, &file, &to_json(&records::Run::from(run))?)
             .map_err(|e| unavailable("writing", &dir.join(&file), e))
     }
@@ -352,10 +390,10 @@ impl Dir {
         Ok(read_json::<records::Run>(&self.run_path(job, fire_time)?)?.map(RunRecord::from))
     }
 
-    /// The job's pruned watermark (unix seconds), if it was ever pruned.
-    fn pruned(&self, job: &str) -> StoreResult<Option<i64>> {
+    /// The job's pruned watermark (to the millisecond), if it was ever pruned.
+    fn pruned(&self, job: &str) -> StoreResult<Option<DateTime<Utc>>> {
         let path = self.job_dir(job)?.join(PRUNED);
-        Ok(read_json::<records::Pruned>(&path)?.map(|p| p.fire_time))
+        Ok(read_json::<records::Pruned>(&path)?.map(|p| p.time()))
     }
 
     /// Mark a run as going (an empty file beside its record). Not synced on its own: the
@@ -403,20 +441,21 @@ impl Dir {
         Ok(true)
     }
 
-    /// A job's run fire times (unix seconds), newest first.
-    fn run_times(&self, job: &str) -> StoreResult<(PathBuf, Vec<i64>)> {
+    /// A job's run fire times, newest first (by the full time: `1800000000.250` sorts after
+    /// `1800000000` and before `1800000001`, `999999999` before `1000000000`).
+    fn run_times(&self, job: &str) -> StoreResult<(PathBuf, Vec<DateTime<Utc>>)> {
         let dir = self.job_dir(job)?;
         let stems = disk::json_stems(&dir).map_err(|e| unavailable("listing", &dir, e))?;
-        let mut times: Vec<i64> = stems.iter().filter_map(|s| s.parse().ok()).collect();
+        let mut times: Vec<DateTime<Utc>> = stems.iter().filter_map(|s| run_time(s)).collect();
         times.sort_unstable_by_key(|t| std::cmp::Reverse(*t));
         Ok((dir, times))
     }
 
     /// The run records of `times` in that order; one deleted meanwhile is left out.
-    fn read_runs(&self, dir: &Path, times: &[i64]) -> StoreResult<Vec<RunRecord>> {
+    fn read_runs(&self, dir: &Path, times: &[DateTime<Utc>]) -> StoreResult<Vec<RunRecord>> {
         let mut runs = Vec::with_capacity(times.len());
         for t in times {
-            if let Some(run) = read_json::<records::Run>(&dir.join(format!("{t}.json")))? {
+            if let Some(run) = read_json::<records::Run>(&dir.join(run_name(*t)))? {
                 runs.push(RunRecord::from(run));
             }
         }
@@ -424,9 +463,20 @@ impl Dir {
     }
 }
 
-/// The running marker's file name of a fire time.
+/// The record's file name of a fire time: `{time_key}.json`.
+fn run_name(fire_time: DateTime<Utc>) -> String {
+    format!("{}.json", time_key(fire_time))
+}
+
+/// The running marker's file name of a fire time: `{time_key}.running`.
 fn running_name(fire_time: DateTime<Utc>) -> String {
-    format!("{}{RUNNING_SUFFIX}", fire_time.timestamp())
+    format!("{}{RUNNING_SUFFIX}", time_key(fire_time))
+}
+
+/// The fire time a run file's stem names; `None` for a name this store did not write (not a
+/// [`time_key`], or not in its one spelling, which would name a file no read looks for).
+fn run_time(stem: &str) -> Option<DateTime<Utc>> {
+    parse_time_key(stem).filter(|t| time_key(*t) == stem)
 }
 
 /// Whether the stored lease `a` is the observed `b` (pause and resume included).
@@ -538,10 +588,12 @@ impl Store for FileStore {
             if !unchanged {
                 return Ok(false);
             }
-            // The pause is not the acquirer's to change: the stored one stays.
+            // The pause and the requests are not the acquirer's to change: the stored ones
+            // stay.
             let stored = file.leases.get(&job);
             new.paused = stored.and_then(|l| l.paused.clone());
             new.resumed_at = stored.and_then(|l| l.resumed_at);
+            new.requests = stored.map(|l| l.requests.clone()).unwrap_or_default();
             file.leases.insert(job, new);
             dir.write_leases(&file)?;
             Ok(true)
@@ -557,8 +609,8 @@ impl Store for FileStore {
             for job in &jobs {
                 if let Some(lease) = file.leases.get_mut(job) {
                     if lease.holder == node && lease.session == session {
-                        // Free, keeping the term (the next holder's term is still higher) and
-                        // the pause.
+                        // Free, keeping the term (the next holder's term is still higher),
+                        // the pause and the requests.
                         lease.holder.clear();
                         lease.session.clear();
                         freed += 1;
@@ -584,10 +636,38 @@ impl Store for FileStore {
             if !lease.set_pause(pause.as_ref(), Utc::now()) {
                 return Ok(false);
             }
+            dir.bump_control()?;
             dir.write_leases(&file)?;
             Ok(true)
         })
         .await
+    }
+
+    async fn change_request(&self, job: &str, change: &RequestChange) -> StoreResult<bool> {
+        let (job, change) = (job.to_string(), change.clone());
+        self.change("change_request", move |dir| {
+            let mut file = dir.read_leases()?;
+            let mut lease = file.leases.get(&job).cloned().unwrap_or_else(Lease::free);
+            if !lease.requests.apply(&change) {
+                return Ok(false);
+            }
+            if change.announced() {
+                dir.bump_control()?;
+            }
+            file.leases.insert(job, lease);
+            dir.write_leases(&file)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn control_epoch(&self) -> StoreResult<i64> {
+        self.read("control_epoch", |dir| dir.read_control()).await
+    }
+
+    async fn pruned_until(&self, job: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        let job = job.to_string();
+        self.read("pruned_until", move |dir| dir.pruned(&job)).await
     }
 
     async fn claim(&self, run: &RunRecord, session: &str) -> StoreResult<Claim> {
@@ -600,20 +680,39 @@ impl Store for FileStore {
             else {
                 return Ok(Claim::Fenced);
             };
-            if lease.paused.is_some() {
-                return Ok(Claim::Paused);
-            }
-            if dir
-                .pruned(&run.job)?
-                .is_some_and(|p| run.fire_time.timestamp() <= p)
-            {
-                return Ok(Claim::TooOld);
-            }
             let path = dir.run_path(&run.job, run.fire_time)?;
-            match std::fs::symlink_metadata(&path) {
-                Ok(_) => return Ok(Claim::AlreadyRun),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(unavailable("checking", &path, e)),
+            let exists = || match std::fs::symlink_metadata(&path) {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(unavailable("checking", &path, e)),
+            };
+            // To the millisecond, as the run's file name and the watermark are.
+            let at = run.fire_time.trunc_subsecs(3);
+            let too_old = || Ok::<_, StoreError>(dir.pruned(&run.job)?.is_some_and(|p| at <= p));
+            match &run.trigger {
+                // A requested run: claimed paused or not, while its request is pending.
+                Some(trigger) => {
+                    if exists()? {
+                        return Ok(Claim::AlreadyRun);
+                    }
+                    if !lease.requests.has(&trigger.request) {
+                        return Ok(Claim::Withdrawn);
+                    }
+                    if too_old()? {
+                        return Ok(Claim::TooOld);
+                    }
+                }
+                None => {
+                    if lease.paused.is_some() {
+                        return Ok(Claim::Paused);
+                    }
+                    if too_old()? {
+                        return Ok(Claim::TooOld);
+                    }
+                    if exists()? {
+                        return Ok(Claim::AlreadyRun);
+                    }
+                }
             }
             if run.outcome == RUNNING {
                 dir.mark_running(&run)?;
@@ -653,14 +752,14 @@ impl Store for FileStore {
                 };
                 for name in names.flatten() {
                     let name = name.file_name();
-                    let Some(unix) = name
+                    let Some(fire_time) = name
                         .to_str()
                         .and_then(|n| n.strip_suffix(RUNNING_SUFFIX))
-                        .and_then(|t| t.parse::<i64>().ok())
+                        .and_then(run_time)
                     else {
                         continue;
                     };
-                    let path = job_dir.join(format!("{unix}.json"));
+                    let path = job_dir.join(run_name(fire_time));
                     match read_json::<records::Run>(&path) {
                         Ok(Some(run)) if run.outcome == RUNNING => out.push(RunRecord::from(run)),
                         Ok(_) => {}
@@ -732,15 +831,15 @@ impl Store for FileStore {
             // never a gap in which a deleted fire time could be claimed.
             if let Some(newest) = times.get(keep).copied() {
                 if dir.pruned(&job)?.is_none_or(|p| p < newest) {
-                    let bytes = to_json(&records::Pruned { fire_time: newest })?;
+                    let bytes = to_json(&records::Pruned::at(newest))?;
                     disk::replace(&dir.tmp, &path, PRUNED, &bytes)
                         .map_err(|e| unavailable("writing", &path.join(PRUNED), e))?;
                 }
             }
             let mut deleted = 0;
             for t in times.iter().skip(keep) {
-                let _ = std::fs::remove_file(path.join(format!("{t}{RUNNING_SUFFIX}")));
-                let name = format!("{t}.json");
+                let _ = std::fs::remove_file(path.join(running_name(*t)));
+                let name = run_name(*t);
                 match std::fs::remove_file(path.join(&name)) {
                     Ok(()) => deleted += 1,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -754,5 +853,126 @@ impl Store for FileStore {
             Ok(deleted)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64, ms: u32) -> DateTime<Utc> {
+        DateTime::from_timestamp(secs, ms * 1_000_000).unwrap()
+    }
+
+    async fn open(dir: &Path) -> FileStore {
+        FileStore::open(dir, Duration::from_secs(10)).await.unwrap()
+    }
+
+    #[test]
+    fn run_names_are_time_keys() {
+        assert_eq!(run_name(at(1_800_000_000, 0)), "1800000000.json");
+        assert_eq!(run_name(at(1_800_000_000, 250)), "1800000000.250.json");
+        assert_eq!(running_name(at(1_800_000_000, 0)), "1800000000.running");
+        assert_eq!(running_name(at(1_800_000_000, 5)), "1800000000.005.running");
+        assert_eq!(run_time("1800000000.250"), Some(at(1_800_000_000, 250)));
+        // Names no write produces (another spelling of a time, or no time) are not runs.
+        for stem in [
+            "1800000000.000",
+            "01800000000",
+            "+1800000000",
+            "x",
+            "1800000000.25",
+        ] {
+            assert_eq!(run_time(stem), None, "{stem}");
+        }
+    }
+
+    #[tokio::test]
+    async fn runs_sort_by_the_full_fire_time_not_the_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path()).await;
+        let job_dir = tmp.path().join(RUNS).join("job");
+        std::fs::create_dir_all(&job_dir).unwrap();
+        let times = [
+            at(999_999_999, 0),
+            at(999_999_999, 900),
+            at(1_000_000_000, 0),
+            at(1_000_000_000, 250),
+            at(1_000_000_001, 0),
+        ];
+        for t in times {
+            let run = RunRecord {
+                job: "job".into(),
+                fire_time: t,
+                outcome: "ok".into(),
+                ..RunRecord::default()
+            };
+            let bytes = serde_json::to_vec(&records::Run::from(&run)).unwrap();
+            std::fs::write(job_dir.join(run_name(t)), bytes).unwrap();
+        }
+        std::fs::write(job_dir.join("1000000000.000.json"), b"{").unwrap();
+        let oldest_first: Vec<_> = store
+            .runs("job")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.fire_time)
+            .collect();
+        assert_eq!(oldest_first, times);
+        let newest: Vec<_> = store
+            .recent_runs("job", 2)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.fire_time)
+            .collect();
+        assert_eq!(newest, vec![times[4], times[3]]);
+        assert_eq!(store.prune_runs("job", 2).await.unwrap(), 3);
+        assert_eq!(store.pruned_until("job").await.unwrap(), Some(times[2]));
+        let pruned = std::fs::read_to_string(job_dir.join(PRUNED)).unwrap();
+        assert_eq!(
+            pruned,
+            r#"{"fire_time":1000000000,"fire_time_ms":1000000000000}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn an_old_watermark_reads_as_whole_seconds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path()).await;
+        let job_dir = tmp.path().join(RUNS).join("job");
+        std::fs::create_dir_all(&job_dir).unwrap();
+        std::fs::write(job_dir.join(PRUNED), br#"{"fire_time":1800000000}"#).unwrap();
+        assert_eq!(
+            store.pruned_until("job").await.unwrap(),
+            Some(at(1_800_000_000, 0))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_control_epoch_is_its_own_small_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path()).await;
+        assert_eq!(store.control_epoch().await.unwrap(), 0);
+        assert!(!tmp.path().join(CONTROL).exists());
+        let pause = Pause {
+            by: "ops@h".into(),
+            at: at(1_800_000_000, 0),
+            note: String::new(),
+        };
+        assert!(store.set_pause("job", Some(&pause)).await.unwrap());
+        let control = std::fs::read_to_string(tmp.path().join(CONTROL)).unwrap();
+        assert_eq!(control, r#"{"epoch":1}"#);
+        assert!(!store.set_pause("job", Some(&pause)).await.unwrap());
+        assert!(store.set_pause("job", None).await.unwrap());
+        assert_eq!(store.control_epoch().await.unwrap(), 2);
+        // The epoch is read from its file alone: a damaged leases file does not hide it.
+        std::fs::write(tmp.path().join(LEASES), b"{").unwrap();
+        assert_eq!(store.control_epoch().await.unwrap(), 2);
+        std::fs::write(tmp.path().join(CONTROL), b"[").unwrap();
+        match store.control_epoch().await {
+            Err(StoreError::Other(m)) => assert!(m.contains(CONTROL), "{m}"),
+            other => panic!("a damaged control file was read: {other:?}"),
+        }
     }
 }

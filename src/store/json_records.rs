@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{LeaseRecord, NodeRecord, RunRecord};
+use crate::store::{LeaseRecord, NodeRecord, Requests, RunRecord, RunTrigger};
 
 /// The leases file's format version; a newer one is refused rather than misread. The pause
 /// fields of [`Lease`] came later without a new version: they are optional, absent when unset,
@@ -34,6 +34,9 @@ pub(crate) struct Lease {
     /// Absent in records written before pauses existed, and until the first resume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed_at: Option<DateTime<Utc>>,
+    /// Pending operator requests; absent when there are none (and in older records).
+    #[serde(default, skip_serializing_if = "Requests::is_empty")]
+    pub requests: Requests,
 }
 
 /// A lease's `paused`: who paused the job, when, and why.
@@ -76,11 +79,13 @@ impl Lease {
             acquired_at: None,
             paused: None,
             resumed_at: None,
+            requests: Requests::default(),
         }
     }
 
     /// Whether this stored lease is exactly `seen` (an observation for a compare-and-set):
-    /// holder, session, term, pause and resume; `acquired_at` is informational and not compared.
+    /// holder, session, term, pause and resume; `acquired_at` is informational and not compared,
+    /// nor are the requests (who holds the lease does not depend on them).
     pub fn is(&self, seen: &LeaseRecord) -> bool {
         self.holder == seen.holder
             && self.session == seen.session
@@ -184,6 +189,8 @@ pub(crate) struct Run {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recovery: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<RunTrigger>,
 }
 
 fn one() -> u32 {
@@ -199,6 +206,7 @@ impl From<&LeaseRecord> for Lease {
             acquired_at: l.acquired_at,
             paused: l.paused.as_ref().map(Pause::from),
             resumed_at: l.resumed_at,
+            requests: l.requests.clone(),
         }
     }
 }
@@ -212,6 +220,7 @@ impl From<Lease> for LeaseRecord {
             acquired_at: l.acquired_at,
             paused: l.paused.map(crate::store::Pause::from),
             resumed_at: l.resumed_at,
+            requests: l.requests,
         }
     }
 }
@@ -269,6 +278,7 @@ impl From<&RunRecord> for Run {
             process: r.process.clone(),
             reason: r.reason.clone(),
             recovery: r.recovery,
+            trigger: r.trigger.clone(),
         }
     }
 }
@@ -289,15 +299,39 @@ impl From<Run> for RunRecord {
             process: r.process,
             reason: r.reason,
             recovery: r.recovery,
+            trigger: r.trigger,
         }
     }
 }
 
-/// The pruned watermark of a job (file and ZooKeeper stores): the newest fire time (unix
-/// seconds) deleted from its history; claims at or before it are refused.
+/// The pruned watermark of a job (file and ZooKeeper stores): the newest fire time deleted
+/// from its history; claims at or before it are refused.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub(crate) struct Pruned {
+    /// Unix seconds (rounded down).
     pub fire_time: i64,
+    /// The same instant in unix milliseconds (a manual run's fire time has some); absent in
+    /// records written before manual runs existed, which meant whole seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fire_time_ms: Option<i64>,
+}
+
+impl Pruned {
+    /// The watermark at `t` (to the millisecond).
+    pub fn at(t: DateTime<Utc>) -> Pruned {
+        Pruned {
+            fire_time: t.timestamp(),
+            fire_time_ms: Some(t.timestamp_millis()),
+        }
+    }
+
+    /// The watermark's instant.
+    pub fn time(&self) -> DateTime<Utc> {
+        let ms = self
+            .fire_time_ms
+            .unwrap_or(self.fire_time.saturating_mul(1000));
+        DateTime::from_timestamp_millis(ms).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
@@ -343,6 +377,15 @@ mod tests {
                 note: "maintenance".into(),
             }),
             resumed_at: Some(DateTime::from_timestamp(1_799_000_000, 5).unwrap()),
+            requests: Requests {
+                triggers: vec![crate::store::TriggerRequest {
+                    fire_time: DateTime::from_timestamp(1_800_000_000, 250_000_000).unwrap(),
+                    by: "ops@h".into(),
+                    expires_at: DateTime::from_timestamp(1_800_003_600, 0).unwrap(),
+                    allow_overlap: true,
+                }],
+                backfill: None,
+            },
         };
         let json = serde_json::to_vec(&Lease::from(&lease)).unwrap();
         let stored = serde_json::from_slice::<Lease>(&json).unwrap();
@@ -377,6 +420,17 @@ mod tests {
     }
 
     #[test]
+    fn a_watermark_keeps_milliseconds_and_reads_old_records_as_seconds() {
+        let t = DateTime::from_timestamp(1_800_000_000, 250_000_000).unwrap();
+        assert_eq!(Pruned::at(t).time(), t);
+        let old: Pruned = serde_json::from_str(r#"{"fire_time":1800000000}"#).unwrap();
+        assert_eq!(
+            old.time(),
+            DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+        );
+    }
+
+    #[test]
     fn records_round_trip() {
         let run = RunRecord {
             job: "j".into(),
@@ -392,6 +446,11 @@ mod tests {
             process: "p".into(),
             reason: Some("lease_lost".into()),
             recovery: true,
+            trigger: Some(RunTrigger {
+                kind: "manual".into(),
+                by: "ops@h".into(),
+                request: "1800000000.250".into(),
+            }),
         };
         let json = serde_json::to_vec(&Run::from(&run)).unwrap();
         let back: RunRecord = serde_json::from_slice::<Run>(&json).unwrap().into();

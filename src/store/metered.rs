@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause, RunRecord, Store,
-    StoreResult,
+    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause, RequestChange, RunRecord,
+    Store, StoreResult,
 };
 use crate::metrics::Metrics;
 
@@ -129,6 +129,28 @@ impl Store for Metered {
             (u64::from(*changed), 1)
         })
         .await
+    }
+
+    async fn change_request(&self, job: &str, change: &RequestChange) -> StoreResult<bool> {
+        // Reads: the lease (the read-modify-write); a write when it changed the record, and
+        // one more for the control epoch when the change is announced.
+        let announced = u64::from(change.announced());
+        self.timed_read(
+            "change_request",
+            self.inner.change_request(job, change),
+            |changed| (u64::from(*changed) * (1 + announced), 1),
+        )
+        .await
+    }
+
+    async fn control_epoch(&self) -> StoreResult<i64> {
+        self.timed_read("control_epoch", self.inner.control_epoch(), |_| (0, 1))
+            .await
+    }
+
+    async fn pruned_until(&self, job: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        self.timed_read("pruned_until", self.inner.pruned_until(job), |_| (0, 1))
+            .await
     }
 
     async fn claim(&self, run: &RunRecord, session: &str) -> StoreResult<Claim> {

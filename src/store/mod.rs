@@ -14,8 +14,12 @@
 //!   grows by one on every acquisition and never goes back.
 //! - [`Definitions`]: one per node, the digests of the job definitions it runs (see
 //!   [`crate::drift`]); deleted with the node record.
-//! - [`RunRecord`]: one per executed tick, keyed `{job}@{unix fire time}`. Inserting it is the
-//!   claim; a second insert for the same fire time fails.
+//! - [`RunRecord`]: one per executed tick, keyed `{job}@{fire time}` ([`time_key`]: unix
+//!   seconds, with milliseconds for a manual run). Inserting it is the claim; a second insert
+//!   for the same fire time fails.
+//! - The control epoch: one counter per namespace, bumped with every change an operator makes
+//!   (pause, resume, trigger and backfill requests). Nodes read it every poll and re-read the
+//!   leases, where those changes live ([`Requests`]), only when it moved.
 //!
 //! Backends: [`datastore`] (Google Cloud Datastore, or its emulator: nodes on many hosts) and
 //! [`file`] (a directory shared by the processes of one host). Which one a config means is
@@ -26,6 +30,7 @@ mod json_records;
 pub mod metered;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod requests;
 #[cfg(feature = "zookeeper")]
 pub mod zookeeper;
 
@@ -39,6 +44,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::config::{Backend, StoreConfig};
+
+pub use requests::{
+    BackfillRequest, RequestChange, Requests, RunTrigger, TriggerRequest, BACKFILL, MANUAL,
+    MAX_PENDING_TRIGGERS,
+};
 
 /// What a store call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +123,9 @@ pub struct LeaseRecord {
     /// When the job was last resumed: fire times at or before it are never caught up (they
     /// fell in the pause). Only [`Store::set_pause`] changes it.
     pub resumed_at: Option<DateTime<Utc>>,
+    /// Pending operator requests (trigger, backfill). Only [`Store::change_request`] changes
+    /// them; acquire and release keep them as stored.
+    pub requests: Requests,
 }
 
 /// Who paused a job, when, and why.
@@ -169,6 +182,10 @@ pub struct RunRecord {
     /// This record is the re-run of a lost run (`recover = true`); a recovery that is lost in
     /// turn is closed, never recovered again.
     pub recovery: bool,
+    /// What started it when not its schedule (`cronlease trigger`, `cronlease backfill`); its
+    /// claim requires the request to be pending in the job's lease record and is not refused
+    /// while the job is paused. `None` in records written before it existed.
+    pub trigger: Option<RunTrigger>,
 }
 
 /// A write allowed only to a job's current leader: the job's lease must be held by `node` in
@@ -208,6 +225,7 @@ impl RunRecord {
             process: process.into(),
             reason: None,
             recovery: false,
+            trigger: None,
         }
     }
 
@@ -222,10 +240,34 @@ impl RunRecord {
         }
     }
 
-    /// The run's key: `{job}@{unix seconds of the fire time}`.
+    /// The run's key: `{job}@{time_key(fire time)}`.
     pub fn key(job: &str, fire_time: DateTime<Utc>) -> String {
-        format!("{job}@{}", fire_time.timestamp())
+        format!("{job}@{}", time_key(fire_time))
     }
+}
+
+/// A fire time as it appears in keys and names: unix seconds (`1800000000`), and for a fire
+/// time that is not a whole second (a manual run's) its milliseconds too (`1800000000.250`).
+/// Finer precision is dropped. Names of whole seconds are what they were before manual runs.
+pub fn time_key(t: DateTime<Utc>) -> String {
+    let ms = t.timestamp_subsec_millis();
+    if ms == 0 {
+        t.timestamp().to_string()
+    } else {
+        format!("{}.{ms:03}", t.timestamp())
+    }
+}
+
+/// Read a [`time_key`] back; `None` for any other spelling (`1800000000.000`, `+1800000000`),
+/// which no lookup would ever find.
+pub fn parse_time_key(text: &str) -> Option<DateTime<Utc>> {
+    let (secs, ms) = match text.split_once('.') {
+        Some((s, ms)) if ms.len() == 3 => (s, ms.parse::<u32>().ok()?),
+        Some(_) => return None,
+        None => (text, 0),
+    };
+    let t = DateTime::from_timestamp(secs.parse().ok()?, ms * 1_000_000)?;
+    (time_key(t) == text).then_some(t)
 }
 
 /// The result of a tick claim.
@@ -243,6 +285,9 @@ pub enum Claim {
     TooOld,
     /// The job is paused ([`LeaseRecord::paused`]): nothing is claimed until it is resumed.
     Paused,
+    /// The run belongs to a request ([`RunRecord::trigger`]) that is no longer pending:
+    /// cancelled, expired, or done.
+    Withdrawn,
 }
 
 impl Claim {
@@ -253,6 +298,7 @@ impl Claim {
             Claim::Fenced => "fenced",
             Claim::TooOld => "too_old",
             Claim::Paused => "paused",
+            Claim::Withdrawn => "withdrawn",
         }
     }
 }
@@ -320,13 +366,28 @@ pub trait Store: Send + Sync {
     /// touching holder, session or term (a job with no lease record gets a free one). Pausing
     /// a paused job keeps the first pause; resuming sets `resumed_at` to now and clears
     /// `paused`. `Ok(true)` if it changed the record, `Ok(false)` if the job already was
-    /// paused (resumed).
+    /// paused (resumed). A change bumps the control epoch in the same atomic write.
     async fn set_pause(&self, job: &str, pause: Option<&Pause>) -> StoreResult<bool>;
+    /// Change a job's pending requests ([`Requests::apply`]), atomically, in its lease record,
+    /// without touching anything else in it (a job with no lease record gets a free one).
+    /// `Ok(false)` if the change was refused: nothing written. A change that is
+    /// [`announced`](RequestChange::announced) bumps the control epoch in the same atomic
+    /// write.
+    async fn change_request(&self, job: &str, change: &RequestChange) -> StoreResult<bool>;
+    /// The control epoch: 0 until the first change; grows by one with every announced change
+    /// (pause, resume, request). One small read.
+    async fn control_epoch(&self) -> StoreResult<i64>;
+    /// The newest fire time pruned from the job's history ([`Store::prune_runs`]), if any: a
+    /// fire time at or before it can never be claimed.
+    async fn pruned_until(&self, job: &str) -> StoreResult<Option<DateTime<Utc>>>;
     /// Claim a tick: insert `run` if the job is not paused ([`Claim::Paused`] if it is), the
     /// lease of `run.job` is held by `run.node` in `session`
     /// with `run.term` ([`Claim::Fenced`] if not), no record of its fire time exists
     /// ([`Claim::AlreadyRun`]) and the fire time is newer than the newest one pruned from the
     /// job's history ([`Claim::TooOld`]): all checked in the transaction that inserts.
+    /// A run with a [`RunRecord::trigger`] is claimed whether the job is paused or not, and
+    /// only while its request is pending in the lease record ([`Claim::Withdrawn`] if not;
+    /// checked after the fence).
     async fn claim(&self, run: &RunRecord, session: &str) -> StoreResult<Claim>;
     /// Record a claimed run's outcome: overwrite the record only if it is still `running` under
     /// `run.session` with `run.term` (this claim's own record). `Ok(false)` when it is not
@@ -504,6 +565,32 @@ mod tests {
         Resolved::File {
             dir: PathBuf::from(dir),
             default,
+        }
+    }
+
+    #[test]
+    fn time_keys_keep_milliseconds_only_when_there_are_some() {
+        let whole = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        assert_eq!(time_key(whole), "1800000000");
+        assert_eq!(RunRecord::key("j", whole), "j@1800000000");
+        let manual = DateTime::from_timestamp(1_800_000_000, 250_999_999).unwrap();
+        assert_eq!(time_key(manual), "1800000000.250");
+        assert_eq!(
+            parse_time_key("1800000000.250"),
+            DateTime::from_timestamp(1_800_000_000, 250_000_000)
+        );
+        assert_eq!(parse_time_key("1800000000"), Some(whole));
+        for bad in [
+            "",
+            "x",
+            "1800000000.25",
+            "1800000000.",
+            "1800000000.2500",
+            "1800000000.000",
+            "+1800000000",
+            "01800000000",
+        ] {
+            assert_eq!(parse_time_key(bad), None, "{bad}");
         }
     }
 

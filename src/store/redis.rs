@@ -7,31 +7,54 @@
 //! P:lease:{job}          hash  holder, session, term, acquired_at; paused_by, paused_at,
 //!                              paused_note while the job is paused (no paused_at: not paused,
 //!                              as in leases written before pauses existed); resumed_at once
-//!                              it was resumed
+//!                              it was resumed; requests (`Requests::encode`, JSON) and
+//!                              request_ids (their ids, a JSON array of strings) while the
+//!                              job has pending operator requests (absent or empty: none)
+//! P:control              string  the control epoch (an integer; absent: 0), INCRed by the
+//!                              script that makes an announced change (pause, resume, request)
 //! P:node:{id}            hash  id, session, heartbeat, lease_epoch, started_at, renewed_at, jobs,
 //!                              http, version, process, clock_offset_ms, jobs_digest
 //! P:nodes                set   every node id with a record (the snapshot's index of nodes)
 //! P:defs:{id}            string  the node's job definitions, JSON {"digest":..,"jobs":{..}};
 //!                              deleted with the node record
-//! P:run:{job}:{unix}     hash  job, fire_time, node, term, started_at, finished_at, outcome,
-//!                              exit_code, attempts
-//! P:runs:{job}           zset  the fire times (unix seconds) of a job's runs, scored by them
+//! P:run:{job}:{time}     hash  job, fire_time, node, term, started_at, finished_at, outcome,
+//!                              exit_code, attempts, session, process, reason, recovery;
+//!                              trigger (`RunTrigger::encode`, JSON) for a requested run
+//! P:runs:{job}           zset  the fire times ({time}) of a job's runs, scored by them as
+//!                              decimal unix seconds (so milliseconds order too)
+//! P:running              set   `{job}@{time}` of every run recorded `running`
+//! P:pruned:{job}         string  the job's pruned watermark: the newest {time} deleted
 //! ```
 //!
-//! A job name or node id may hold any character, `:` included: the unix fire time is always
-//! the last segment of a run key and has no `:`, so no two records share a key.
+//! `{time}` is [`time_key`]: unix seconds (`1800000000`), with milliseconds for a fire time
+//! that is not a whole second (`1800000000.250`, a manual run's); keys, members, scores and
+//! watermarks written before manual runs existed are whole seconds and read the same. A job
+//! name or node id may hold any character, `:` included: the fire time is always the last
+//! segment of a run key and has no `:`, so no two records share a key.
 //!
 //! Atomicity. Redis runs a Lua script as one step, with nothing interleaved, so every check and
 //! its write are one script: [`Store::acquire`] compares the lease and the observed holder's
 //! (session, heartbeat) with what the caller saw and only then writes the new lease;
 //! [`Store::claim`] checks (holder, session, term) and that the job is not paused, and inserts
 //! the run only if its key does not exist; [`Store::release`] frees, in one script per batch,
-//! the leases still held by the node and session (keeping terms and pauses);
-//! [`Store::set_pause`] pauses or resumes in one script, touching only the pause fields;
-//! [`Store::delete_node_if`] deletes a node (and its definitions) only if it still shows the
-//! session and heartbeat. Terms live in the lease hash and only the acquire script writes them
-//! (a pause creates a free lease at term 0), refusing a term that is not above the stored one. Plain writes (a heartbeat, a finished run) are
-//! `MULTI`/`EXEC` transactions of delete-then-write, so a reader never sees half a record.
+//! the leases still held by the node and session (keeping terms, pauses and requests);
+//! [`Store::set_pause`] pauses or resumes in one script, touching only the pause fields and
+//! INCRing the control epoch when it changed something; [`Store::delete_node_if`] deletes a
+//! node (and its definitions) only if it still shows the session and heartbeat. Terms live in
+//! the lease hash and only the acquire script writes them (a pause or a request creates a free
+//! lease at term 0), refusing a term that is not above the stored one. Plain writes (a
+//! heartbeat, a finished run) are `MULTI`/`EXEC` transactions of delete-then-write, so a reader
+//! never sees half a record.
+//!
+//! Requests. A script cannot run [`Requests::apply`], so [`Store::change_request`] reads the
+//! lease's `requests` field, applies the change in Rust, and writes the result (with
+//! `request_ids`) by a script that checks the field still holds exactly what was read
+//! (compare-and-set; a conflict is retried a few times), creates a free lease if there was
+//! none, and INCRs the control epoch when the change is announced: the write and the epoch
+//! move are one step. The claim script of a requested run checks that its request id is in
+//! `request_ids` (decoded with Redis's built-in `cjson`) in the step that inserts. Acquire
+//! neither compares nor writes the requests: it keeps them as stored. The control epoch is one
+//! `GET`.
 //!
 //! Reads are batched: a snapshot is `SMEMBERS` plus pipelined `HGETALL`s, 1,000 to a round
 //! trip; the history is read through the sorted set (`ZREVRANGE 0 n-1`, then the hashes), and
@@ -66,20 +89,23 @@ use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
 
 use super::json_records;
 use super::{
-    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause, RunRecord, Store,
-    StoreError, StoreResult, RUNNING,
+    parse_time_key, time_key, Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause,
+    RequestChange, Requests, RunRecord, RunTrigger, Store, StoreError, StoreResult, RUNNING,
 };
 
 /// Records read or written per round trip.
 const BATCH: usize = 1000;
 /// How many of the jobs a node leads its record lists (the rest are in the leases).
 const NODE_JOBS_LISTED: usize = 100;
+/// How many times a compare-and-set of a lease's requests is tried before giving up (a
+/// conflict means the requests changed in between: rare, operator-made).
+const REQUESTS_CAS_TRIES: usize = 16;
 /// A node record expires this long after its last write (a renew rewrites it): a backstop for
 /// a cluster that is gone, never the judge of a live one.
 pub const NODE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Compare-and-set of a lease. Only holder, session, term and acquired_at are written: the
-/// pause fields stay as stored.
+/// pause fields and the requests stay as stored (requests are not compared either).
 ///
 /// KEYS: lease, the observed holder's node record (the lease key again when free).
 /// ARGV: lease seen ("0" absent, "1" present), holder, session, term; holder node seen ("0"
@@ -122,17 +148,33 @@ return 1
 /// Claim a tick: insert the run only if the lease is (node, session, term), the job is not
 /// paused, the fire time is newer than the job's pruned watermark and the run is new.
 ///
+/// A requested run (ARGV[7] "1") is not refused while paused; after the fence it is `already`
+/// if it exists, then `withdrawn` unless its request id ARGV[8] is in the lease's
+/// `request_ids` (a JSON array, decoded with Redis's built-in `cjson`), then the watermark.
+///
 /// KEYS: lease, run, runs index, pruned watermark, running set. ARGV: node, session, term,
-/// unix fire time, running-set member, "1" if the run is `running`, then the run's
+/// fire time key (also its score), running-set member, "1" if the run is `running`, "1" for a
+/// requested run ("0" for a scheduled one), its request id ("" for none), then the run's
 /// field/value pairs.
 const CLAIM: &str = r#"
-local l = redis.call('HMGET', KEYS[1], 'holder', 'session', 'term', 'paused_at')
+local l = redis.call('HMGET', KEYS[1], 'holder', 'session', 'term', 'paused_at', 'request_ids')
 if l[1] ~= ARGV[1] or l[2] ~= ARGV[2] or l[3] ~= ARGV[3] then return 'fenced' end
-if (l[4] or '') ~= '' then return 'paused' end
+if ARGV[7] == '0' then
+  if (l[4] or '') ~= '' then return 'paused' end
+else
+  if redis.call('EXISTS', KEYS[2]) == 1 then return 'already' end
+  local pending = false
+  if (l[5] or '') ~= '' then
+    for _, id in ipairs(cjson.decode(l[5])) do
+      if id == ARGV[8] then pending = true end
+    end
+  end
+  if not pending then return 'withdrawn' end
+end
 local pruned = redis.call('GET', KEYS[4])
 if pruned and tonumber(ARGV[4]) <= tonumber(pruned) then return 'too_old' end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'already' end
-redis.call('HSET', KEYS[2], unpack(ARGV, 7))
+redis.call('HSET', KEYS[2], unpack(ARGV, 9))
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[4])
 if ARGV[6] == '1' then redis.call('SADD', KEYS[5], ARGV[5]) end
 return 'won'
@@ -143,9 +185,9 @@ return 'won'
 /// `running` (a recovery), the job is not paused.
 ///
 /// KEYS: run, runs index, running set, lease. ARGV: expected session, expected term ("" for
-/// any), unix fire time, running-set member, "1" if the new record is `running`, lease
-/// holder, lease session, lease term ("" to skip the lease check), then the new record's
-/// field/value pairs.
+/// any), fire time key (also its score), running-set member, "1" if the new record is
+/// `running`, lease holder, lease session, lease term ("" to skip the lease check), then the
+/// new record's field/value pairs.
 const REPLACE_RUNNING: &str = r#"
 if ARGV[6] ~= '' then
   local l = redis.call('HMGET', KEYS[4], 'holder', 'session', 'term', 'paused_at')
@@ -166,15 +208,16 @@ end
 return 'written'
 "#;
 
-/// Raise the pruned watermark KEYS[1] to ARGV[1], never lower it.
+/// Raise the pruned watermark KEYS[1] to ARGV[1] (a fire time key: decimal unix seconds,
+/// compared as numbers), never lower it.
 const RAISE_PRUNED: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if (not cur) or tonumber(cur) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
 return 1
 "#;
 
-/// Free the leases (KEYS) held by node ARGV[1] in session ARGV[2], keeping their terms and
-/// pauses.
+/// Free the leases (KEYS) held by node ARGV[1] in session ARGV[2], keeping their terms,
+/// pauses and requests.
 const RELEASE: &str = r#"
 local freed = 0
 for _, key in ipairs(KEYS) do
@@ -190,7 +233,8 @@ return freed
 /// Pause (ARGV[1] "1") or resume ("0") the job of lease KEYS[1]. A pause (by ARGV[2], at
 /// ARGV[3], note ARGV[4]) keeps an earlier one, and gives a job without a lease a free one
 /// (term 0); a resume of a job not paused changes nothing, else it drops the pause and sets
-/// resumed_at to ARGV[5]. Returns 1 if it changed the lease.
+/// resumed_at to ARGV[5]. A change INCRs the control epoch KEYS[2]. Returns 1 if it changed
+/// the lease.
 const SET_PAUSE: &str = r#"
 local paused = (redis.call('HGET', KEYS[1], 'paused_at') or '') ~= ''
 if ARGV[1] == '1' then
@@ -200,11 +244,31 @@ if ARGV[1] == '1' then
   end
   redis.call('HSET', KEYS[1], 'paused_by', ARGV[2], 'paused_at', ARGV[3],
     'paused_note', ARGV[4])
+  redis.call('INCR', KEYS[2])
   return 1
 end
 if not paused then return 0 end
 redis.call('HDEL', KEYS[1], 'paused_by', 'paused_at', 'paused_note')
 redis.call('HSET', KEYS[1], 'resumed_at', ARGV[5])
+redis.call('INCR', KEYS[2])
+return 1
+"#;
+
+/// Compare-and-set of the requests of lease KEYS[1]: only if its `requests` field still holds
+/// ARGV[1] ("" for none), write ARGV[2] and their ids ARGV[4] (both "" for none: the fields are
+/// deleted), creating a free lease (term 0) if there is none, and INCR the control epoch
+/// KEYS[2] if ARGV[3] is "1". Returns 0 (nothing written) on a conflict, 1 when written.
+const CHANGE_REQUESTS: &str = r#"
+if (redis.call('HGET', KEYS[1], 'requests') or '') ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'holder', '', 'session', '', 'term', '0')
+end
+if ARGV[2] == '' then
+  redis.call('HDEL', KEYS[1], 'requests', 'request_ids')
+else
+  redis.call('HSET', KEYS[1], 'requests', ARGV[2], 'request_ids', ARGV[4])
+end
+if ARGV[3] == '1' then redis.call('INCR', KEYS[2]) end
 return 1
 "#;
 
@@ -248,6 +312,7 @@ struct Scripts {
     raise_pruned: Script,
     release: Script,
     set_pause: Script,
+    change_requests: Script,
     delete_node_if: Script,
     forget_expired: Script,
 }
@@ -302,6 +367,7 @@ impl RedisStore {
                 raise_pruned: Script::new(RAISE_PRUNED),
                 release: Script::new(RELEASE),
                 set_pause: Script::new(SET_PAUSE),
+                change_requests: Script::new(CHANGE_REQUESTS),
                 delete_node_if: Script::new(DELETE_NODE_IF),
                 forget_expired: Script::new(FORGET_EXPIRED),
             }),
@@ -359,15 +425,15 @@ impl RedisStore {
         term: &str,
         fence: Option<&Fence>,
     ) -> StoreResult<String> {
-        let unix = new.fire_time.timestamp();
+        let time = time_key(new.fire_time);
         let mut call = self.scripts.replace_running.prepare_invoke();
-        call.key(self.keys.run(&new.job, unix))
+        call.key(self.keys.run(&new.job, &time))
             .key(self.keys.runs(&new.job))
             .key(self.keys.running())
             .key(self.keys.lease(&new.job))
             .arg(session)
             .arg(term)
-            .arg(unix)
+            .arg(&time)
             .arg(RunRecord::key(&new.job, new.fire_time))
             .arg(if new.outcome == RUNNING { "1" } else { "0" });
         match fence {
@@ -380,18 +446,33 @@ impl RedisStore {
         call.invoke_async(&mut self.con()).await.ctx()
     }
 
-    /// The run records of `job` at the unix fire times `times`, in that order; one deleted
-    /// meanwhile is left out.
-    async fn read_runs(&self, job: &str, times: &[i64]) -> StoreResult<Vec<RunRecord>> {
-        let keys: Vec<String> = times.iter().map(|t| self.keys.run(job, *t)).collect();
+    /// The run records of `job` at the fire times `times` (runs index members), in that
+    /// order; one deleted meanwhile is left out.
+    async fn read_runs(
+        &self,
+        job: &str,
+        times: &[(String, DateTime<Utc>)],
+    ) -> StoreResult<Vec<RunRecord>> {
+        let keys: Vec<String> = times.iter().map(|(k, _)| self.keys.run(job, k)).collect();
         let maps = self.hgetall_many(&keys).await?;
         let mut runs = Vec::with_capacity(maps.len());
-        for (t, map) in times.iter().zip(maps) {
+        for ((_, t), map) in times.iter().zip(maps) {
             if !map.is_empty() {
                 runs.push(parse_run(job, *t, &map)?);
             }
         }
         Ok(runs)
+    }
+
+    /// The lease's `requests` field as stored ("" for none).
+    async fn requests_field(&self, job: &str) -> StoreResult<String> {
+        let raw: Option<String> = redis::cmd("HGET")
+            .arg(self.keys.lease(job))
+            .arg("requests")
+            .query_async(&mut self.con())
+            .await
+            .ctx()?;
+        Ok(raw.unwrap_or_default())
     }
 }
 
@@ -418,8 +499,9 @@ impl Keys {
     fn defs(&self, id: &str) -> String {
         format!("{}defs:{id}", self.prefix)
     }
-    fn run(&self, job: &str, unix: i64) -> String {
-        format!("{}run:{job}:{unix}", self.prefix)
+    /// The run of `job` at the fire time whose [`time_key`] is `time`.
+    fn run(&self, job: &str, time: &str) -> String {
+        format!("{}run:{job}:{time}", self.prefix)
     }
     fn runs(&self, job: &str) -> String {
         format!("{}runs:{job}", self.prefix)
@@ -427,9 +509,13 @@ impl Keys {
     fn pruned(&self, job: &str) -> String {
         format!("{}pruned:{job}", self.prefix)
     }
-    /// The set of running runs, members `{job}@{unix}`.
+    /// The set of running runs, members `{job}@{time}` ([`RunRecord::key`]).
     fn running(&self) -> String {
         format!("{}running", self.prefix)
+    }
+    /// The control epoch: an integer, INCRed by every announced change.
+    fn control(&self) -> String {
+        format!("{}control", self.prefix)
     }
 }
 
@@ -570,7 +656,23 @@ fn parse_lease(job: &str, map: &HashMap<String, String>) -> StoreResult<Option<L
             note: text(map, "paused_note"),
         }),
         resumed_at: opt_time(map, "resumed_at").map_err(what)?,
+        requests: Requests::decode(&text(map, "requests")).map_err(what)?,
     }))
+}
+
+/// The ids of the pending requests as written in `request_ids` (what [`CLAIM`] checks): a
+/// JSON array of strings; "" for none.
+fn request_ids(r: &Requests) -> String {
+    if r.is_empty() {
+        return String::new();
+    }
+    let ids: Vec<String> = r
+        .triggers
+        .iter()
+        .map(|t| t.id())
+        .chain(r.backfill.iter().map(|b| b.id.clone()))
+        .collect();
+    serde_json::to_string(&ids).expect("strings serialize")
 }
 
 fn node_fields(n: &NodeRecord) -> StoreResult<Vec<(&'static str, String)>> {
@@ -657,18 +759,22 @@ fn run_fields(r: &RunRecord) -> Vec<(&'static str, String)> {
     if let Some(code) = r.exit_code {
         fields.push(("exit_code", code.to_string()));
     }
+    if let Some(t) = &r.trigger {
+        fields.push(("trigger", t.encode()));
+    }
     fields
 }
 
-/// A run hash of `job` at `unix`. Missing fields read as what older or partial records meant:
-/// no attempts field is one attempt; the fire time is the key's.
-fn parse_run(job: &str, unix: i64, map: &HashMap<String, String>) -> StoreResult<RunRecord> {
-    let what = |e: StoreError| StoreError::Other(format!("the run of {job:?} at {unix}: {e}"));
-    let fire_time = match opt_time(map, "fire_time").map_err(what)? {
-        Some(t) => t,
-        None => DateTime::from_timestamp(unix, 0)
-            .ok_or_else(|| what(malformed("fire_time", &unix.to_string())))?,
-    };
+/// A run hash of `job` at `time` (its key's fire time). Missing fields read as what older or
+/// partial records meant: no attempts field is one attempt; the fire time is the key's.
+fn parse_run(
+    job: &str,
+    time: DateTime<Utc>,
+    map: &HashMap<String, String>,
+) -> StoreResult<RunRecord> {
+    let what =
+        |e: StoreError| StoreError::Other(format!("the run of {job:?} at {}: {e}", time_key(time)));
+    let fire_time = opt_time(map, "fire_time").map_err(what)?.unwrap_or(time);
     Ok(RunRecord {
         job: opt_text(map, "job").unwrap_or_else(|| job.to_string()),
         fire_time,
@@ -685,14 +791,18 @@ fn parse_run(job: &str, unix: i64, map: &HashMap<String, String>) -> StoreResult
         process: text(map, "process"),
         reason: opt_text(map, "reason"),
         recovery: opt_text(map, "recovery").is_some_and(|r| r == "1"),
+        trigger: RunTrigger::decode(&text(map, "trigger")).map_err(what)?,
     })
 }
 
-/// The unix fire times of a sorted-set reply.
-fn times(members: Vec<String>) -> StoreResult<Vec<i64>> {
+/// The fire times of a runs index reply: each member as stored (a [`time_key`]) and read.
+fn times(members: Vec<String>) -> StoreResult<Vec<(String, DateTime<Utc>)>> {
     members
         .into_iter()
-        .map(|m| m.parse().map_err(|_| malformed("runs index member", &m)))
+        .map(|m| match parse_time_key(&m) {
+            Some(t) => Ok((m, t)),
+            None => Err(malformed("runs index member", &m)),
+        })
         .collect()
 }
 
@@ -911,7 +1021,7 @@ impl Store for RedisStore {
     async fn set_pause(&self, job: &str, pause: Option<&Pause>) -> StoreResult<bool> {
         self.bounded("set_pause", async {
             let mut call = self.scripts.set_pause.prepare_invoke();
-            call.key(self.keys.lease(job));
+            call.key(self.keys.lease(job)).key(self.keys.control());
             match pause {
                 Some(p) => call.arg("1").arg(&p.by).arg(time_text(p.at)).arg(&p.note),
                 None => call.arg("0").arg("").arg("").arg(""),
@@ -923,21 +1033,82 @@ impl Store for RedisStore {
         .await
     }
 
+    async fn change_request(&self, job: &str, change: &RequestChange) -> StoreResult<bool> {
+        self.bounded("change_request", async {
+            for _ in 0..REQUESTS_CAS_TRIES {
+                let seen = self.requests_field(job).await?;
+                let mut requests = Requests::decode(&seen)
+                    .map_err(|e| StoreError::Other(format!("the lease of {job:?}: {e}")))?;
+                if !requests.apply(change) {
+                    return Ok(false);
+                }
+                let written: i64 = self
+                    .scripts
+                    .change_requests
+                    .key(self.keys.lease(job))
+                    .key(self.keys.control())
+                    .arg(&seen)
+                    .arg(requests.encode())
+                    .arg(if change.announced() { "1" } else { "0" })
+                    .arg(request_ids(&requests))
+                    .invoke_async(&mut self.con())
+                    .await
+                    .ctx()?;
+                if written == 1 {
+                    return Ok(true);
+                }
+            }
+            Err(StoreError::Unavailable(format!(
+                "the requests of {job:?} kept changing: {REQUESTS_CAS_TRIES} tries failed"
+            )))
+        })
+        .await
+    }
+
+    async fn control_epoch(&self) -> StoreResult<i64> {
+        self.bounded("control_epoch", async {
+            let epoch: Option<i64> = redis::cmd("GET")
+                .arg(self.keys.control())
+                .query_async(&mut self.con())
+                .await
+                .ctx()?;
+            Ok(epoch.unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn pruned_until(&self, job: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        self.bounded("pruned_until", async {
+            let mark: Option<String> = redis::cmd("GET")
+                .arg(self.keys.pruned(job))
+                .query_async(&mut self.con())
+                .await
+                .ctx()?;
+            mark.map(|m| parse_time_key(&m).ok_or_else(|| malformed("pruned watermark", &m)))
+                .transpose()
+        })
+        .await
+    }
+
     async fn claim(&self, run: &RunRecord, session: &str) -> StoreResult<Claim> {
-        let unix = run.fire_time.timestamp();
+        let time = time_key(run.fire_time);
         self.bounded("claim", async {
             let mut call = self.scripts.claim.prepare_invoke();
             call.key(self.keys.lease(&run.job))
-                .key(self.keys.run(&run.job, unix))
+                .key(self.keys.run(&run.job, &time))
                 .key(self.keys.runs(&run.job))
                 .key(self.keys.pruned(&run.job))
                 .key(self.keys.running())
                 .arg(&run.node)
                 .arg(session)
                 .arg(run.term)
-                .arg(unix)
+                .arg(&time)
                 .arg(RunRecord::key(&run.job, run.fire_time))
                 .arg(if run.outcome == RUNNING { "1" } else { "0" });
+            match &run.trigger {
+                Some(t) => call.arg("1").arg(&t.request),
+                None => call.arg("0").arg(""),
+            };
             for (name, value) in run_fields(run) {
                 call.arg(name).arg(value);
             }
@@ -948,6 +1119,7 @@ impl Store for RedisStore {
                 "fenced" => Ok(Claim::Fenced),
                 "paused" => Ok(Claim::Paused),
                 "too_old" => Ok(Claim::TooOld),
+                "withdrawn" => Ok(Claim::Withdrawn),
                 other => Err(StoreError::Other(format!(
                     "unexpected answer of the claim script: {other:?}"
                 ))),
@@ -966,17 +1138,18 @@ impl Store for RedisStore {
     }
 
     async fn get_run(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<Option<RunRecord>> {
-        let unix = fire_time.timestamp();
+        let time = time_key(fire_time);
         self.bounded("get_run", async {
             let map: HashMap<String, String> = redis::cmd("HGETALL")
-                .arg(self.keys.run(job, unix))
+                .arg(self.keys.run(job, &time))
                 .query_async(&mut self.con())
                 .await
                 .ctx()?;
             if map.is_empty() {
                 return Ok(None);
             }
-            parse_run(job, unix, &map).map(Some)
+            let at = parse_time_key(&time).unwrap_or(fire_time);
+            parse_run(job, at, &map).map(Some)
         })
         .await
     }
@@ -988,21 +1161,21 @@ impl Store for RedisStore {
                 .query_async(&mut self.con())
                 .await
                 .ctx()?;
-            let runs: Vec<(String, i64)> = members
+            let runs: Vec<(&str, &str, DateTime<Utc>)> = members
                 .iter()
                 .filter_map(|m| {
-                    let (job, unix) = m.rsplit_once('@')?;
-                    Some((job.to_string(), unix.parse().ok()?))
+                    let (job, time) = m.rsplit_once('@')?;
+                    Some((job, time, parse_time_key(time)?))
                 })
                 .collect();
-            let keys: Vec<String> = runs.iter().map(|(j, t)| self.keys.run(j, *t)).collect();
+            let keys: Vec<String> = runs.iter().map(|(j, k, _)| self.keys.run(j, k)).collect();
             let maps = self.hgetall_many(&keys).await?;
             let mut out = Vec::new();
-            for ((job, unix), map) in runs.iter().zip(maps) {
+            for ((job, _, time), map) in runs.iter().zip(maps) {
                 if map.is_empty() {
                     continue;
                 }
-                match parse_run(job, *unix, &map) {
+                match parse_run(job, *time, &map) {
                     Ok(run) if run.outcome == RUNNING => out.push(run),
                     Ok(_) => {}
                     // One damaged record must not hide every orphan.
@@ -1077,27 +1250,30 @@ impl Store for RedisStore {
                 .await
                 .ctx()?;
             let old = times(members)?;
-            // The watermark first (oldest first: the last one is the newest deleted).
-            if let Some(newest) = old.last() {
+            // The watermark first (oldest first: the last one is the newest deleted), as its
+            // time key: decimal seconds, milliseconds kept.
+            if let Some((_, newest)) = old.last() {
                 self.scripts
                     .raise_pruned
                     .key(self.keys.pruned(job))
-                    .arg(*newest)
+                    .arg(time_key(*newest))
                     .invoke_async::<i64>(&mut self.con())
                     .await
                     .ctx()?;
             }
             let mut deleted = 0;
             for chunk in old.chunks(BATCH) {
-                let keys: Vec<String> = chunk.iter().map(|t| self.keys.run(job, *t)).collect();
-                let members: Vec<String> = chunk.iter().map(|t| format!("{job}@{t}")).collect();
+                let keys: Vec<String> = chunk.iter().map(|(k, _)| self.keys.run(job, k)).collect();
+                let running: Vec<String> =
+                    chunk.iter().map(|(k, _)| format!("{job}@{k}")).collect();
+                let members: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
                 let mut pipe = redis::pipe();
                 pipe.atomic()
                     .del(&keys)
                     .ignore()
-                    .srem(self.keys.running(), &members)
+                    .srem(self.keys.running(), &running)
                     .ignore()
-                    .zrem(self.keys.runs(job), chunk);
+                    .zrem(self.keys.runs(job), &members);
                 // ZREM counts what this call removed: a concurrent prune is not counted twice.
                 let (removed,): (i64,) = pipe.query_async(&mut self.con()).await.ctx()?;
                 deleted += removed as usize;
@@ -1135,9 +1311,24 @@ mod tests {
             process: "p1".into(),
             reason: Some("lease_lost".into()),
             recovery: true,
+            trigger: None,
         };
-        let back = parse_run("a:b", 1_800_000_000, &map(&run_fields(&run))).unwrap();
+        let back = parse_run("a:b", run.fire_time, &map(&run_fields(&run))).unwrap();
         assert_eq!(back, run);
+        assert!(!run_fields(&run).iter().any(|(k, _)| *k == "trigger"));
+        // A requested run: a fire time in milliseconds, and its trigger.
+        let manual = RunRecord {
+            fire_time: DateTime::from_timestamp(1_800_000_000, 250_000_000).unwrap(),
+            trigger: Some(RunTrigger {
+                kind: "manual".into(),
+                by: "ops@h".into(),
+                request: "1800000000.250".into(),
+            }),
+            ..run.clone()
+        };
+        let at = parse_time_key("1800000000.250").unwrap();
+        let back = parse_run("a:b", at, &map(&run_fields(&manual))).unwrap();
+        assert_eq!(back, manual);
 
         let node = NodeRecord {
             id: "n:1".into(),
@@ -1166,11 +1357,20 @@ mod tests {
 
     #[test]
     fn missing_fields_read_as_older_records_meant() {
-        let run = parse_run("j", 1_800_000_000, &map(&[("outcome", "ok".into())])).unwrap();
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let run = parse_run("j", at, &map(&[("outcome", "ok".into())])).unwrap();
         assert_eq!(run.attempts, 1);
-        assert_eq!(run.fire_time.timestamp(), 1_800_000_000);
+        assert_eq!(run.fire_time, at);
         assert_eq!(run.started_at, run.fire_time);
         assert_eq!((run.finished_at, run.exit_code), (None, None));
+        assert_eq!(run.trigger, None);
+        let ms = parse_time_key("1800000000.250").unwrap();
+        let run = parse_run("j", ms, &map(&[("trigger", String::new())])).unwrap();
+        assert_eq!(
+            (run.fire_time, run.trigger),
+            (ms, None),
+            "the key's fire time"
+        );
 
         let node = parse_node(
             "n",
@@ -1193,11 +1393,18 @@ mod tests {
         assert!(lease.is_free());
         assert_eq!((lease.term, lease.acquired_at), (4, None));
         assert_eq!((lease.paused, lease.resumed_at), (None, None), "not paused");
+        assert!(lease.requests.is_empty(), "no requests field: none");
+        let empty = map(&[("term", "4".into()), ("requests", String::new())]);
+        assert!(parse_lease("j", &empty)
+            .unwrap()
+            .unwrap()
+            .requests
+            .is_empty());
         assert_eq!(parse_lease("j", &HashMap::new()).unwrap(), None);
     }
 
     #[test]
-    fn a_lease_pause_round_trips_through_hash_fields() {
+    fn a_lease_pause_and_requests_round_trip_through_hash_fields() {
         let lease = LeaseRecord {
             holder: "a".into(),
             session: "s".into(),
@@ -1209,6 +1416,15 @@ mod tests {
                 note: "n".into(),
             }),
             resumed_at: Some(DateTime::from_timestamp(1_799_999_000, 0).unwrap()),
+            requests: Requests {
+                triggers: vec![crate::store::TriggerRequest {
+                    fire_time: DateTime::from_timestamp(1_800_000_000, 250_000_000).unwrap(),
+                    by: "ops@h".into(),
+                    expires_at: DateTime::from_timestamp(1_800_003_600, 0).unwrap(),
+                    allow_overlap: true,
+                }],
+                backfill: None,
+            },
         };
         let [by, at, note, resumed] = pause_fields(&lease);
         let stored = map(&[
@@ -1219,9 +1435,26 @@ mod tests {
             ("paused_at", at),
             ("paused_note", note),
             ("resumed_at", resumed),
+            ("requests", lease.requests.encode()),
         ]);
         let back = parse_lease("j", &stored).unwrap().unwrap();
         assert_eq!(back, lease);
+        assert_eq!(request_ids(&back.requests), r#"["1800000000.250"]"#);
+        let mut more = back.requests.clone();
+        assert!(
+            more.apply(&RequestChange::AddBackfill(crate::store::BackfillRequest {
+                id: "b\"1".into(),
+                by: "ops@h".into(),
+                at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+                from: DateTime::from_timestamp(1_799_000_000, 0).unwrap(),
+                to: DateTime::from_timestamp(1_799_900_000, 0).unwrap(),
+                total: 3,
+                done: 0,
+                cursor: None,
+            }))
+        );
+        assert_eq!(request_ids(&more), r#"["1800000000.250","b\"1"]"#);
+        assert_eq!(request_ids(&Requests::default()), "");
         // What ACQUIRE compares: the fields of a lease read back are the fields written.
         assert_eq!(pause_fields(&back), pause_fields(&lease));
         assert_eq!(
@@ -1239,16 +1472,30 @@ mod tests {
         ));
         assert!(parse_lease("j", &map(&[("term", "x".into())])).is_err());
         assert!(parse_node("n", &map(&[("session", "s".into())])).is_err());
-        assert!(parse_run("j", 1, &map(&[("attempts", "-1".into())])).is_err());
-        assert!(parse_run("j", 1, &map(&[("started_at", "yesterday".into())])).is_err());
+        let at = DateTime::from_timestamp(1, 0).unwrap();
+        assert!(parse_run("j", at, &map(&[("attempts", "-1".into())])).is_err());
+        assert!(parse_run("j", at, &map(&[("started_at", "yesterday".into())])).is_err());
+        assert!(parse_run("j", at, &map(&[("trigger", "{".into())])).is_err());
+        let bad = map(&[("term", "1".into()), ("requests", "[".into())]);
+        assert!(parse_lease("j", &bad).is_err());
+        assert!(times(vec!["1".into(), "1.25".into()]).is_err());
     }
 
     #[test]
     fn keys_keep_jobs_apart_and_urls_hide_passwords() {
         let k = Keys::new("ns");
         assert_eq!(k.lease("a"), "cronlease:ns:lease:a");
-        assert_ne!(k.run("a:1", 2), k.run("a", 12));
-        assert_eq!(k.run("a:1", 2), "cronlease:ns:run:a:1:2");
+        assert_ne!(k.run("a:1", "2"), k.run("a", "12"));
+        assert_eq!(k.run("a:1", "2"), "cronlease:ns:run:a:1:2");
+        assert_eq!(k.run("a", "2.250"), "cronlease:ns:run:a:2.250");
+        assert_eq!(k.control(), "cronlease:ns:control");
+        assert_ne!(k.control(), k.lease("control"));
+        let read = times(vec!["1800000000".into(), "1800000000.250".into()]).unwrap();
+        assert_eq!(
+            read[0],
+            ("1800000000".into(), parse_time_key("1800000000").unwrap())
+        );
+        assert_eq!(read[1].1.timestamp_subsec_millis(), 250);
         assert_eq!(k.defs("a:1"), "cronlease:ns:defs:a:1");
         assert_ne!(k.defs("a"), k.node("a"));
         assert_eq!(

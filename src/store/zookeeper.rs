@@ -5,40 +5,52 @@
 //!
 //! ```text
 //! leases/{job}               JSON lease {"holder","session","term","acquired_at"} plus, when
-//!                            set, "paused": {"by","at","note"} and "resumed_at" (absent in
-//!                            leases written before pauses existed: not paused);
-//!                            compare-and-set on the znode's data version
+//!                            set, "paused": {"by","at","note"}, "resumed_at" and "requests":
+//!                            {"triggers":[..],"backfill":{..}} (each absent when unset, and
+//!                            in leases written before it existed); compare-and-set on the
+//!                            znode's data version
+//! control                    empty; its data version is the control epoch (0: created, no
+//!                            change yet), bumped by a set in the multi of every announced
+//!                            change (pause, resume, request)
 //! nodes/{id}                 JSON node record; EPHEMERAL, owned by the writer's ZooKeeper session
 //! defs/{id}                  JSON job definitions of a node {"digest":..,"jobs":{..}};
 //!                            persistent, deleted with the node record
-//! runs/{job}/{unix}          JSON run record, one per fire time; creating it is the claim
-//! running/{job}@{unix}       empty marker while that run is `running` (orphan detection)
-//! pruned/{job}               JSON {"fire_time": unix}: the newest fire time pruned; claims at
-//!                            or before it are refused
+//! runs/{job}/{time}          JSON run record, one per fire time; creating it is the claim.
+//!                            {time} is [`time_key`]: unix seconds, `.mmm` milliseconds added
+//!                            for a manual run's fire time; a requested run's record has a
+//!                            "trigger": {"kind","by","request"}
+//! running/{job}@{time}       empty marker while that run is `running` (orphan detection)
+//! pruned/{job}               JSON {"fire_time": unix, "fire_time_ms": unix ms}: the newest
+//!                            fire time pruned (records without "fire_time_ms" mean whole
+//!                            seconds); claims at or before it are refused
 //! ```
 //!
 //! Atomicity. Every conditional write is one ZooKeeper `multi` (all its operations or none):
 //! - [`Store::acquire`] reads the lease and its holder's node record with their versions,
 //!   compares them with the observation (the pause included), then commits {check the holder's
 //!   node version (or, if it was absent, create-and-delete it: fails if it appeared), set the
-//!   lease at its version (or create it if it was absent)}, keeping the stored pause. A
-//!   heartbeat, another acquire or a pause in between changes a version and the multi fails:
-//!   `Ok(false)`.
+//!   lease at its version (or create it if it was absent)}, keeping the stored pause and
+//!   requests. A heartbeat, another acquire, a pause or a request change in between changes a
+//!   version and the multi fails: `Ok(false)`.
 //! - [`Store::claim`] reads the lease and the pruned watermark, checks holder, session, term,
-//!   pause and watermark, then commits {check the lease version, check the watermark's version
-//!   (or create it at 0 if absent: fails if a prune created it meanwhile), create the run
-//!   znode, create its running marker}: a lease not held as the claim says is
-//!   [`Claim::Fenced`], a paused one [`Claim::Paused`], an existing run znode
-//!   [`Claim::AlreadyRun`], a fire time at or before the watermark [`Claim::TooOld`]. A lease
-//!   that changed between the read and the multi (a takeover, a pause) fails the version check
-//!   and is read again.
+//!   pause (or, for a requested run, that its request is pending in the lease data read) and
+//!   watermark, then commits {check the lease version, check the watermark's version (or
+//!   create it at 0 if absent: fails if a prune created it meanwhile), create the run znode,
+//!   create its running marker}: a lease not held as the claim says is [`Claim::Fenced`], a
+//!   paused one [`Claim::Paused`], an existing run znode [`Claim::AlreadyRun`], a request no
+//!   longer pending [`Claim::Withdrawn`] (unless its run exists), a fire time at or before the
+//!   watermark [`Claim::TooOld`]. A lease that changed between the read and the multi (a
+//!   takeover, a pause, a request withdrawn) fails the version check and is read again.
 //! - [`Store::finish`] and [`Store::close_orphan`] read the run, check it is still `running`
 //!   under the expected session, and set it at the version read (with {check the lease
 //!   version} for `close_orphan`, which reads the lease again if it changed, and refuses a
 //!   recovery of a paused job). Terms live in the lease data and only version-checked writes
 //!   change them, so they never go back.
-//! - [`Store::set_pause`] writes the lease at the version it read (or creates a free one, term
-//!   0, if there is none), changing only the pause.
+//! - [`Store::set_pause`] and [`Store::change_request`] commit {set the lease at the version
+//!   they read (or create a free one, term 0, if there is none), changing only the pause or
+//!   the requests; set `control`, unversioned: the epoch moves by one} (a backfill's progress
+//!   is not announced: the lease alone). [`Store::control_epoch`] is one `exists` of
+//!   `control`.
 //! - [`Store::release`] and [`Store::delete_node_if`] write or delete at the version they read;
 //!   `delete_node_if` deletes the node's definitions in the same multi (or, if it has none,
 //!   checks they are still absent: create-and-delete), so they go exactly when the record goes.
@@ -76,8 +88,8 @@ use zookeeper_client as zk;
 
 use super::json_records::{self, Lease, Node, Pruned, Run};
 use super::{
-    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause, RunRecord, Store,
-    StoreError, StoreResult, RUNNING,
+    parse_time_key, time_key, Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause,
+    RequestChange, RunRecord, Store, StoreError, StoreResult, RUNNING,
 };
 
 const PERSISTENT: zk::CreateOptions<'static> =
@@ -161,7 +173,9 @@ impl ZooKeeperStore {
                 .map_err(|e| zk_err(&format!("creating {dir}"), e))
         }))
         .await?;
-        Ok(())
+        // The control epoch's znode (version 0: epoch 0), so that an announced change finds
+        // it; a change that does not (wiped meanwhile) creates it and tries again.
+        ensure_dir(client, &self.control_path()).await
     }
 
     /// The client of a live session: a new session if the last one ended (expired, closed).
@@ -215,7 +229,7 @@ impl ZooKeeperStore {
     }
 
     fn run_path(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<String> {
-        Ok(format!("{}/{}", self.runs_dir(job)?, fire_time.timestamp()))
+        Ok(format!("{}/{}", self.runs_dir(job)?, time_key(fire_time)))
     }
 
     fn running_path(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<String> {
@@ -223,8 +237,13 @@ impl ZooKeeperStore {
             "{}/running/{}@{}",
             self.root,
             name("job name", job)?,
-            fire_time.timestamp()
+            time_key(fire_time)
         ))
+    }
+
+    /// The control epoch's znode: its data version is the epoch.
+    fn control_path(&self) -> String {
+        format!("{}/control", self.root)
     }
 
     fn pruned_path(&self, job: &str) -> StoreResult<String> {
@@ -306,28 +325,28 @@ impl ZooKeeperStore {
         Ok(Claim::Won)
     }
 
-    /// A job's run fire times (unix seconds), newest first; none if it has no runs directory.
-    async fn run_times(&self, c: &zk::Client, dir: &str) -> StoreResult<Vec<i64>> {
+    /// A job's runs as (fire time, znode name), newest first by the full fire time
+    /// (milliseconds included); none if it has no runs directory.
+    async fn run_times(&self, c: &zk::Client, dir: &str) -> StoreResult<Vec<RunName>> {
         let names = match c.list_children(dir).await {
             Ok(names) => names,
             Err(zk::Error::NoNode) => return Ok(Vec::new()),
             Err(e) => return Err(zk_err("listing runs", e)),
         };
-        let mut times: Vec<i64> = names.iter().filter_map(|n| n.parse().ok()).collect();
-        times.sort_unstable_by_key(|t| std::cmp::Reverse(*t));
-        Ok(times)
+        Ok(newest_first(names))
     }
 
-    /// The run records at `times` in that order (pipelined); one deleted meanwhile is left out.
+    /// The run records named in `times`, in that order (pipelined); one deleted meanwhile is
+    /// left out.
     async fn read_runs(
         &self,
         c: &zk::Client,
         dir: &str,
-        times: &[i64],
+        times: &[RunName],
     ) -> StoreResult<Vec<RunRecord>> {
         let reads: Vec<_> = times
             .iter()
-            .map(|t| read::<Run>(c, format!("{dir}/{t}")))
+            .map(|(_, n)| read::<Run>(c, format!("{dir}/{n}")))
             .collect();
         let runs: Vec<Option<(Run, zk::Stat)>> = futures::stream::iter(reads)
             .buffered(PIPELINE)
@@ -336,12 +355,18 @@ impl ZooKeeperStore {
         Ok(runs.into_iter().flatten().map(|(r, _)| r.into()).collect())
     }
 
-    /// Raise the pruned watermark at `path` to `newest` (never lower it), version-checked.
-    async fn raise_pruned(&self, c: &zk::Client, path: &str, newest: i64) -> StoreResult<()> {
-        let data = to_json(&Pruned { fire_time: newest })?;
+    /// Raise the pruned watermark at `path` to `newest` (never lower it, keep milliseconds),
+    /// version-checked.
+    async fn raise_pruned(
+        &self,
+        c: &zk::Client,
+        path: &str,
+        newest: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let data = to_json(&Pruned::at(newest))?;
         for _ in 0..RETRIES {
             match read::<Pruned>(c, path.to_string()).await? {
-                Some((p, _)) if p.fire_time >= newest => return Ok(()),
+                Some((p, _)) if p.time() >= Pruned::at(newest).time() => return Ok(()),
                 Some((_, stat)) => match c.set_data(path, &data, Some(stat.version)).await {
                     Ok(_) => return Ok(()),
                     Err(zk::Error::BadVersion | zk::Error::NoNode) => continue,
@@ -392,6 +417,48 @@ impl ZooKeeperStore {
             "zookeeper: releasing {path} kept racing other writers"
         )))
     }
+
+    /// An operator's change of a lease (pause, resume, request) in one multi: {set the lease
+    /// at `version`, the one read (or create it if it was absent: `None`), and if `announce`,
+    /// set the control znode, whatever its version: the epoch moves by one}. `Ok(false)` when
+    /// the lease changed, appeared or went meanwhile (nothing written: read it again), or the
+    /// control znode was missing (created now: try again).
+    async fn write_lease(
+        &self,
+        c: &zk::Client,
+        what: &str,
+        path: &str,
+        version: Option<i32>,
+        lease: &Lease,
+        announce: bool,
+    ) -> StoreResult<bool> {
+        let data = to_json(lease)?;
+        let control = self.control_path();
+        let mut txn = c.new_multi_writer();
+        match version {
+            Some(v) => txn.add_set_data(path, &data, Some(v)),
+            None => txn.add_create(path, &data, &PERSISTENT),
+        }
+        .map_err(op_err)?;
+        if announce {
+            txn.add_set_data(&control, &[], None).map_err(op_err)?;
+        }
+        match txn.commit().await {
+            Ok(_) => Ok(true),
+            Err(zk::MultiWriteError::OperationFailed {
+                index: 0,
+                source: zk::Error::BadVersion | zk::Error::NodeExists | zk::Error::NoNode,
+            }) => Ok(false),
+            Err(zk::MultiWriteError::OperationFailed {
+                index: 1,
+                source: zk::Error::NoNode,
+            }) => {
+                ensure_dir(c, &control).await?;
+                Ok(false)
+            }
+            Err(e) => Err(zk_err(what, e.into())),
+        }
+    }
 }
 
 /// Open a session (the whole attempt bounded by the caller).
@@ -421,11 +488,40 @@ async fn bounded<T>(
     }
 }
 
+/// A run's fire time and the name of its znode ([`time_key`]).
+type RunName = (DateTime<Utc>, String);
+
+/// The run znode names that are fire times ([`parse_time_key`]), newest first by the full
+/// fire time (`1800000000.250` after `1800000000`, before `1800000001`).
+fn newest_first(names: Vec<String>) -> Vec<RunName> {
+    let mut times: Vec<RunName> = names
+        .into_iter()
+        .filter_map(|n| Some((parse_time_key(&n)?, n)))
+        .collect();
+    times.sort_unstable_by(|a, b| b.cmp(a));
+    times
+}
+
+/// A pruned watermark as a fire time; `None` for the zero one a claim creates where no run
+/// was ever pruned.
+fn watermark(p: &Pruned) -> Option<DateTime<Utc>> {
+    let t = p.time();
+    (t.timestamp_millis() > 0).then_some(t)
+}
+
 /// Create a persistent directory znode if missing.
 async fn ensure_dir(c: &zk::Client, dir: &str) -> StoreResult<()> {
     match c.create(dir, &[], &PERSISTENT).await {
         Ok(_) | Err(zk::Error::NodeExists) => Ok(()),
         Err(e) => Err(zk_err(&format!("creating {dir}"), e)),
+    }
+}
+
+/// Whether a znode exists.
+async fn exists(c: &zk::Client, path: &str) -> StoreResult<bool> {
+    match c.check_stat(path).await {
+        Ok(stat) => Ok(stat.is_some()),
+        Err(e) => Err(zk_err(&format!("looking for {path}"), e)),
     }
 }
 
@@ -756,10 +852,15 @@ impl Store for ZooKeeperStore {
             if !same {
                 return Ok(false);
             }
-            // The pause is not the acquirer's to change: the stored one stays.
+            // The pause and the requests are not the acquirer's to change: the stored ones
+            // stay (and one changed since the read fails the version check).
             let mut lease = Lease::from(new);
             lease.paused = current.as_ref().and_then(|(l, _)| l.paused.clone());
             lease.resumed_at = current.as_ref().and_then(|(l, _)| l.resumed_at);
+            lease.requests = current
+                .as_ref()
+                .map(|(l, _)| l.requests.clone())
+                .unwrap_or_default();
             let data = to_json(&lease)?;
             let mut txn = c.new_multi_writer();
             if let Some(node_path) = &node_path {
@@ -825,23 +926,74 @@ impl Store for ZooKeeperStore {
                 if !lease.set_pause(pause, Utc::now()) {
                     return Ok(false);
                 }
-                let data = to_json(&lease)?;
-                let written = match version {
-                    Some(v) => c.set_data(&path, &data, Some(v)).await.map(|_| ()),
-                    None => c.create(&path, &data, &PERSISTENT).await.map(|_| ()),
-                };
-                match written {
-                    Ok(()) => return Ok(true),
-                    // Changed, created or deleted meanwhile: look again.
-                    Err(zk::Error::BadVersion | zk::Error::NodeExists | zk::Error::NoNode) => {
-                        continue
-                    }
-                    Err(e) => return Err(zk_err("set_pause", e)),
+                // Changed, created or deleted meanwhile: look again.
+                if self
+                    .write_lease(&c, "set_pause", &path, version, &lease, true)
+                    .await?
+                {
+                    return Ok(true);
                 }
             }
             Err(StoreError::Unavailable(format!(
                 "zookeeper: writing {path} kept racing other writers"
             )))
+        })
+        .await
+    }
+
+    async fn change_request(&self, job: &str, change: &RequestChange) -> StoreResult<bool> {
+        let path = self.lease_path(job)?;
+        self.bounded("change_request", async {
+            let c = self.client().await?;
+            for _ in 0..RETRIES {
+                let current = read::<Lease>(&c, path.clone()).await?;
+                let version = current.as_ref().map(|(_, stat)| stat.version);
+                // A job without a lease record gets a free one (term 0) if the change is taken.
+                let mut lease = current.map(|(l, _)| l).unwrap_or_else(Lease::free);
+                if !lease.requests.apply(change) {
+                    return Ok(false);
+                }
+                // Changed, created or deleted meanwhile: look again.
+                if self
+                    .write_lease(
+                        &c,
+                        "change_request",
+                        &path,
+                        version,
+                        &lease,
+                        change.announced(),
+                    )
+                    .await?
+                {
+                    return Ok(true);
+                }
+            }
+            Err(StoreError::Unavailable(format!(
+                "zookeeper: writing {path} kept racing other writers"
+            )))
+        })
+        .await
+    }
+
+    async fn control_epoch(&self) -> StoreResult<i64> {
+        let path = self.control_path();
+        self.bounded("control_epoch", async {
+            let c = self.client().await?;
+            match c.check_stat(&path).await {
+                Ok(stat) => Ok(stat.map_or(0, |s| i64::from(s.version))),
+                Err(e) => Err(zk_err("reading the control epoch", e)),
+            }
+        })
+        .await
+    }
+
+    async fn pruned_until(&self, job: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        let path = self.pruned_path(job)?;
+        self.bounded("pruned_until", async {
+            let c = self.client().await?;
+            Ok(read::<Pruned>(&c, path)
+                .await?
+                .and_then(|(p, _)| watermark(&p)))
         })
         .await
     }
@@ -866,14 +1018,30 @@ impl Store for ZooKeeperStore {
                 }) else {
                     return Ok(Claim::Fenced);
                 };
-                if lease.paused.is_some() {
-                    return Ok(Claim::Paused);
+                match &run.trigger {
+                    // A requested run: paused or not, only while its request is pending in the
+                    // lease read at the version the multi checks. One that exists was run.
+                    Some(t) if !lease.requests.has(&t.request) => {
+                        return Ok(if exists(&c, &path).await? {
+                            Claim::AlreadyRun
+                        } else {
+                            Claim::Withdrawn
+                        });
+                    }
+                    Some(_) => {}
+                    None if lease.paused.is_some() => return Ok(Claim::Paused),
+                    None => {}
                 }
                 let pruned = read::<Pruned>(&c, pruned_path.clone()).await?;
                 if pruned
                     .as_ref()
-                    .is_some_and(|(p, _)| run.fire_time.timestamp() <= p.fire_time)
+                    .and_then(|(p, _)| watermark(p))
+                    .is_some_and(|w| run.fire_time.timestamp_millis() <= w.timestamp_millis())
                 {
+                    // A requested run that exists is reported as run (the order of checks).
+                    if run.trigger.is_some() && exists(&c, &path).await? {
+                        return Ok(Claim::AlreadyRun);
+                    }
                     return Ok(Claim::TooOld);
                 }
                 let mut txn = c.new_multi_writer();
@@ -959,9 +1127,9 @@ impl Store for ZooKeeperStore {
             let paths: Vec<String> = names
                 .iter()
                 .filter_map(|n| {
-                    let (job, unix) = n.rsplit_once('@')?;
-                    let unix: i64 = unix.parse().ok()?;
-                    Some(format!("{}/runs/{job}/{unix}", self.root))
+                    let (job, time) = n.rsplit_once('@')?;
+                    parse_time_key(time)?;
+                    Some(format!("{}/runs/{job}/{time}", self.root))
                 })
                 .collect();
             let reads: Vec<_> = paths.into_iter().map(|p| read::<Run>(&c, p)).collect();
@@ -1060,15 +1228,15 @@ impl Store for ZooKeeperStore {
             let c = self.client().await?;
             let times = self.run_times(&c, &dir).await?;
             // The watermark first (newest first: the first deleted is the newest).
-            if let Some(newest) = times.get(keep).copied() {
-                self.raise_pruned(&c, &pruned_path, newest).await?;
+            if let Some((newest, _)) = times.get(keep) {
+                self.raise_pruned(&c, &pruned_path, *newest).await?;
             }
             let deletes: Vec<_> = times
                 .iter()
                 .skip(keep)
-                .map(|t| {
-                    let path = format!("{dir}/{t}");
-                    let marker = format!("{running_dir}@{t}");
+                .map(|(_, n)| {
+                    let path = format!("{dir}/{n}");
+                    let marker = format!("{running_dir}@{n}");
                     let c = &c;
                     async move {
                         match c.delete(&marker, None).await {
@@ -1189,6 +1357,11 @@ mod tests {
             process: "p1".into(),
             reason: Some("lease_lost".into()),
             recovery: true,
+            trigger: Some(crate::store::RunTrigger {
+                kind: crate::store::MANUAL.into(),
+                by: "ops@h".into(),
+                request: "1800000000.250".into(),
+            }),
         };
         let json = serde_json::to_vec(&Run::from(&run)).unwrap();
         let back: RunRecord = serde_json::from_slice::<Run>(&json).unwrap().into();
@@ -1204,9 +1377,54 @@ mod tests {
                 note: String::new(),
             }),
             resumed_at: None,
+            requests: crate::store::Requests {
+                triggers: vec![crate::store::TriggerRequest {
+                    fire_time: DateTime::from_timestamp(1_800_000_000, 250_000_000).unwrap(),
+                    by: "ops@h".into(),
+                    expires_at: DateTime::from_timestamp(1_800_003_600, 0).unwrap(),
+                    allow_overlap: false,
+                }],
+                backfill: None,
+            },
         };
         let json = serde_json::to_vec(&Lease::from(&lease)).unwrap();
         let back: LeaseRecord = serde_json::from_slice::<Lease>(&json).unwrap().into();
         assert_eq!(back, lease);
+    }
+
+    #[test]
+    fn run_names_sort_by_the_full_fire_time() {
+        let names = [
+            "1800000001",
+            "1800000000.250",
+            "junk",
+            "1800000000",
+            "1799999999.999",
+        ];
+        let sorted: Vec<String> = newest_first(names.iter().map(|n| n.to_string()).collect())
+            .into_iter()
+            .map(|(t, n)| {
+                assert_eq!(time_key(t), n);
+                n
+            })
+            .collect();
+        assert_eq!(
+            sorted,
+            [
+                "1800000001",
+                "1800000000.250",
+                "1800000000",
+                "1799999999.999"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_zero_watermark_of_a_claim_is_no_watermark() {
+        assert_eq!(watermark(&Pruned::default()), None);
+        let old: Pruned = serde_json::from_str(r#"{"fire_time":1800000000}"#).unwrap();
+        assert_eq!(watermark(&old), DateTime::from_timestamp(1_800_000_000, 0));
+        let manual = DateTime::from_timestamp(1_800_000_000, 250_000_000).unwrap();
+        assert_eq!(watermark(&Pruned::at(manual)), Some(manual));
     }
 }
