@@ -321,8 +321,9 @@ impl Bench {
              (`cronlease_store_calls_total`, `cronlease_store_writes_total` and \
              `cronlease_store_reads_total` on `/metrics`) over {window:?}, starting {SETTLE:?} after every job has a \
              leader, scaled to one hour, mean per node. Every poll reads the node records (one \
-             query, `nodes`); the leases (one batched lookup per 1,000, `leases`) are re-read only \
-             when a node announced a lease change, or once a minute. Entity reads are what \
+             query, `nodes`) and the control epoch (one entity, `control_epoch`); the leases (one \
+             batched lookup per 1,000, `leases`) are re-read only when a node announced a lease \
+             change or the control epoch moved, or once a minute. Entity reads are what \
              Datastore bills for lookups and queries. CPU and RSS from `/proc` (footprint target \
              at 1,000 jobs: < 1 % of a core, < 50 MiB).\n"
         );

@@ -181,10 +181,16 @@ pub async fn trigger(
     let mut tries = 0;
     loop {
         let change = RequestChange::AddTrigger(request.clone());
-        if timed(store.change_request(job, &change))
+        let added = timed(store.change_request(job, &change))
             .await
-            .map_err(&fail)?
-        {
+            .map_err(|e| ControlError::Store {
+                store: store.describe(),
+                source: StoreError::Unavailable(format!(
+                    "{e}; the request may have been stored anyway: see `cronlease status` \
+                     before asking again"
+                )),
+            })?;
+        if added {
             break;
         }
         let lease = timed(store.leases(&[job.to_string()]))
@@ -236,34 +242,21 @@ async fn live_nodes(store: &dyn Store, config: &Config) -> Result<usize, StoreEr
         .count())
 }
 
-/// `--wait`: poll the run's record until it ends, or the request until it expires.
+/// `--wait`: poll the run's record until it ends, or the request until it expires. A store
+/// that does not answer is tried again (said once every 20 failures): the run may go on.
 async fn follow(
     store: &dyn Store,
     job: &str,
     request: &TriggerRequest,
     say: &mut dyn FnMut(&str),
 ) -> Result<TriggerEnd, StoreError> {
-    let id = request.id();
     let mut announced = false;
     let mut errors = 0u32;
     loop {
-        let run = match timed(store.get_run(job, request.fire_time)).await {
-            Ok(run) => run,
-            Err(e) => {
-                errors += 1;
-                if errors == 1 || errors % 20 == 0 {
-                    say(&format!("{job}: cannot read the store, still waiting: {e}"));
-                }
-                tokio::time::sleep(WAIT_POLL).await;
-                continue;
-            }
-        };
-        errors = 0;
-        match run {
-            Some(run) if run.outcome != store::RUNNING => {
-                return Ok(TriggerEnd::Finished(Box::new(run)))
-            }
-            Some(run) => {
+        match follow_step(store, job, request).await {
+            Ok(Step::Done(end)) => return Ok(end),
+            Ok(Step::Running(run)) => {
+                errors = 0;
                 if !announced {
                     say(&format!(
                         "{job}: running on {} (term {})",
@@ -272,34 +265,69 @@ async fn follow(
                     announced = true;
                 }
             }
-            None => {
-                let pending = timed(store.leases(&[job.to_string()]))
-                    .await?
-                    .get(job)
-                    .is_some_and(|l| l.requests.has(&id));
-                let expired = Utc::now() > request.expires_at;
-                if expired && pending {
-                    // Withdraw it ourselves: a claim checks the request is pending, so
-                    // after this no node can start it.
-                    timed(store.change_request(job, &RequestChange::Remove(id.clone()))).await?;
-                }
-                if expired || !pending {
-                    // Claimed just before the withdrawal (or before the leader removed it)?
-                    if let Some(run) = timed(store.get_run(job, request.fire_time)).await? {
-                        if run.outcome != store::RUNNING {
-                            return Ok(TriggerEnd::Finished(Box::new(run)));
-                        }
-                        continue;
-                    }
-                    return Ok(TriggerEnd::Expired(format!(
-                        "{job}: not run: no node took the request before it expired at {}",
-                        crate::tick::rfc3339(request.expires_at)
-                    )));
+            Ok(Step::Waiting) => errors = 0,
+            Err(e) => {
+                errors += 1;
+                if errors == 1 || errors % 20 == 0 {
+                    say(&format!("{job}: cannot read the store, still waiting: {e}"));
                 }
             }
         }
         tokio::time::sleep(WAIT_POLL).await;
     }
+}
+
+enum Step {
+    Done(TriggerEnd),
+    Running(Box<RunRecord>),
+    Waiting,
+}
+
+async fn follow_step(
+    store: &dyn Store,
+    job: &str,
+    request: &TriggerRequest,
+) -> Result<Step, StoreError> {
+    let finished = |run: RunRecord| {
+        if run.outcome == store::RUNNING {
+            Step::Running(Box::new(run))
+        } else {
+            Step::Done(TriggerEnd::Finished(Box::new(run)))
+        }
+    };
+    if let Some(run) = timed(store.get_run(job, request.fire_time)).await? {
+        return Ok(finished(run));
+    }
+    let id = request.id();
+    let pending = timed(store.leases(&[job.to_string()]))
+        .await?
+        .get(job)
+        .is_some_and(|l| l.requests.has(&id));
+    let expired = Utc::now() > request.expires_at;
+    if pending && !expired {
+        return Ok(Step::Waiting);
+    }
+    if pending {
+        // Withdraw it ourselves: a claim checks the request is pending, so after this no
+        // node can start it.
+        timed(store.change_request(job, &RequestChange::Remove(id))).await?;
+    }
+    // Claimed just before the withdrawal (or before the leader removed it)?
+    if let Some(run) = timed(store.get_run(job, request.fire_time)).await? {
+        return Ok(finished(run));
+    }
+    let why = if expired {
+        format!(
+            "{job}: not run: no node took the request before it expired at {}",
+            crate::tick::rfc3339(request.expires_at)
+        )
+    } else {
+        format!(
+            "{job}: not run: the request was dropped unrun before its expiry (the leader's \
+             log says why: trigger_expired), or withdrawn by someone else"
+        )
+    };
+    Ok(Step::Done(TriggerEnd::Expired(why)))
 }
 
 /// One line for a finished run: `job: ok (exit 0) on node-a, term 3, 1.2 s, 1 attempt`.
@@ -308,7 +336,7 @@ pub fn run_line(run: &RunRecord) -> String {
     if let Some(reason) = &run.reason {
         line.push_str(&format!(" ({reason})"));
     }
-    if let Some(code) = run.exit_code {
+    if let Some(code) = run.exit_code.filter(|c| *c != 0 || run.outcome != "ok") {
         line.push_str(&format!(", exit code {code}"));
     }
     line.push_str(&format!(" on {}, term {}", run.node, run.term));
@@ -403,20 +431,6 @@ pub async fn backfill(
             )));
         }
     }
-    let lease = timed(store.leases(&[job.to_string()]))
-        .await
-        .map_err(&fail)?;
-    if let Some(b) = lease.get(job).and_then(|l| l.requests.backfill.clone()) {
-        return Err(ControlError::Usage(format!(
-            "{job}: a backfill is already in progress ({} .. {}, {} of {} done, by {}): wait \
-             for it or cancel it with `cronlease backfill {job} --cancel`",
-            crate::tick::rfc3339(b.from),
-            crate::tick::rfc3339(b.to),
-            b.done,
-            b.total,
-            b.by
-        )));
-    }
     let mut missing = Vec::new();
     for t in &times {
         if !timed(store.run_exists(job, *t)).await.map_err(&fail)? {
@@ -437,6 +451,20 @@ pub async fn backfill(
             out.push_str(&format!("  {}\n", crate::tick::rfc3339(*t)));
         }
         return Ok(out);
+    }
+    let lease = timed(store.leases(&[job.to_string()]))
+        .await
+        .map_err(&fail)?;
+    if let Some(b) = lease.get(job).and_then(|l| l.requests.backfill.clone()) {
+        return Err(ControlError::Usage(format!(
+            "{job}: a backfill is already in progress ({} .. {}, {} of {} done, by {}): wait \
+             for it or cancel it with `cronlease backfill {job} --cancel`",
+            crate::tick::rfc3339(b.from),
+            crate::tick::rfc3339(b.to),
+            b.done,
+            b.total,
+            b.by
+        )));
     }
     if missing.is_empty() {
         out.push_str(&format!(

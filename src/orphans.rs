@@ -219,6 +219,7 @@ impl Orphans {
                 attempts: orphan.attempts.max(1) + 1,
                 reason: Some(format!("recovery of the run lost on {}", orphan.node)),
                 recovery: true,
+                trigger: orphan.trigger.clone(),
                 ..RunRecord::claimed(
                     &orphan.job,
                     orphan.fire_time,

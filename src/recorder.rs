@@ -313,8 +313,14 @@ impl Worker {
                         Box::new(Entry::Unconfirmed(claim.clone(), true)),
                     );
                 }
+                // The claim's own record: same session and term, and stamped at the same
+                // instant (a requested run, or a recovery, may be claimed again by this node
+                // under the same session and term after this claim did not commit).
                 let ours = stored.as_ref().is_some_and(|r| {
-                    r.outcome == RUNNING && r.session == claim.session && r.term == claim.term
+                    r.outcome == RUNNING
+                        && r.session == claim.session
+                        && r.term == claim.term
+                        && r.started_at.timestamp_millis() == claim.started_at.timestamp_millis()
                 });
                 if !ours {
                     info!(event = "claim_resolved", job = %claim.job, node = %self.node,
@@ -575,6 +581,31 @@ mod tests {
         tokio::time::sleep(RECHECK_AFTER + Duration::from_millis(10)).await;
         let runs = store.runs.lock().unwrap().clone();
         assert_eq!(runs[&1_800_000_003].outcome, "skipped");
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    /// A requested run whose first claim went unanswered (and did not commit) is claimed again
+    /// by the same node under the same session and term: resolving the first claim must not
+    /// close the second, running one (told apart by the instant each claim was stamped).
+    #[tokio::test(start_paused = true)]
+    async fn an_unconfirmed_claim_never_closes_a_later_claim_of_the_same_fire_time() {
+        let (store, recorder, worker) = setup();
+        let first = claimed(5);
+        let second = RunRecord {
+            started_at: first.started_at + chrono::Duration::milliseconds(1200),
+            ..claimed(5)
+        };
+        store.runs.lock().unwrap().insert(1_800_000_005, second);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(worker.run(stop.clone()));
+        recorder.unconfirmed(first).await;
+        tokio::time::sleep(MAX_BACKOFF + RECHECK_AFTER).await;
+        assert_eq!(
+            outcome(&store, 5).as_deref(),
+            Some(R),
+            "the later claim was closed"
+        );
         stop.cancel();
         task.await.unwrap();
     }

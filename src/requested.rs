@@ -33,7 +33,7 @@ use crate::store::{
     BackfillRequest, Claim, RequestChange, Requests, RunRecord, RunTrigger, Store, TriggerRequest,
     BACKFILL, MANUAL,
 };
-use crate::tick::{rfc3339, NotClaimed, Ticks};
+use crate::tick::{rfc3339, NotClaimed, OverlapMode, Ticks};
 
 /// Acts on the requests of the jobs this node leads.
 pub struct Requested {
@@ -165,10 +165,14 @@ impl Requested {
                 request: id.clone(),
             },
         );
-        let overlap = t.allow_overlap.then_some(Overlap::Allow);
+        let mode = if t.allow_overlap {
+            OverlapMode::Allow
+        } else {
+            OverlapMode::Policy
+        };
         match self
             .ticks
-            .start_requested(idx, run, lead.clone(), overlap)
+            .start_requested(idx, run, lead.clone(), mode)
             .await
         {
             Ok(_running) => {
@@ -208,7 +212,10 @@ impl Requested {
         loop {
             // The job as it is now (a reload may have changed its schedule or policy).
             let job = self.ticks.job(idx);
-            let Some(fire_time) = job.schedule.next_after(after).filter(|t| *t <= b.to) else {
+            // Never past this node's now (the range was cut at the asking machine's clock):
+            // later fire times run on schedule.
+            let end = b.to.min(Utc::now());
+            let Some(fire_time) = job.schedule.next_after(after).filter(|t| *t <= end) else {
                 break;
             };
             if !self.still_leading(&job.name, &lead) {
@@ -225,7 +232,7 @@ impl Requested {
             let fire = rfc3339(fire_time);
             match self
                 .ticks
-                .start_requested(idx, run, lead.clone(), None)
+                .start_requested(idx, run, lead.clone(), OverlapMode::Queue)
                 .await
             {
                 Ok(running) => {

@@ -215,6 +215,27 @@ impl Drop for Slot<'_> {
     }
 }
 
+/// How a run meets a run of the same job that is going on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverlapMode {
+    /// The job's `overlap` policy (scheduled ticks, triggers).
+    Policy,
+    /// Alongside, whatever the policy (`cronlease trigger --overlap allow`).
+    Allow,
+    /// Wait until nothing of the job is going, then start under the policy (backfills: an
+    /// operator asked for that fire time; it is not skipped behind a scheduled run).
+    Queue,
+}
+
+impl OverlapMode {
+    fn overlap(self) -> Option<Overlap> {
+        match self {
+            OverlapMode::Allow => Some(Overlap::Allow),
+            OverlapMode::Policy | OverlapMode::Queue => None,
+        }
+    }
+}
+
 /// Why [`Ticks::start_requested`] did not start a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotClaimed {
@@ -411,7 +432,8 @@ impl Ticks {
                 this.recorder.finish(run.skipped("handing_over")).await;
                 return;
             };
-            this.run_claimed(idx, run, lead, Some(pending), None).await;
+            this.run_claimed(idx, run, lead, Some(pending), OverlapMode::Policy)
+                .await;
         });
     }
 
@@ -424,7 +446,7 @@ impl Ticks {
         idx: usize,
         run: RunRecord,
         lead: Leadership,
-        overlap: Option<Overlap>,
+        mode: OverlapMode,
     ) -> Result<tokio::sync::oneshot::Receiver<String>, NotClaimed> {
         let (claimed_tx, claimed_rx) = tokio::sync::oneshot::channel();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -441,9 +463,7 @@ impl Ticks {
                 }
             };
             let _ = claimed_tx.send(Ok(()));
-            let outcome = this
-                .run_claimed(idx, run, lead, Some(pending), overlap)
-                .await;
+            let outcome = this.run_claimed(idx, run, lead, Some(pending), mode).await;
             let _ = done_tx.send(outcome);
         });
         match claimed_rx.await {
@@ -897,7 +917,8 @@ impl Ticks {
                 return;
             }
         }
-        self.run_claimed(idx, run, lead, Some(pending), None).await;
+        self.run_claimed(idx, run, lead, Some(pending), OverlapMode::Policy)
+            .await;
     }
 
     /// Run a claimed tick (`run` is its `running` record): wait for the fire time, check the
@@ -908,7 +929,7 @@ impl Ticks {
         mut run: RunRecord,
         lead: Leadership,
         pending: Option<PendingClaim<'_>>,
-        overlap: Option<Overlap>,
+        mode: OverlapMode,
     ) -> String {
         let job_def = self.jobs.get(idx);
         let job = &*job_def;
@@ -919,7 +940,14 @@ impl Ticks {
         // node still leads with the claimed term (its session may have lapsed meanwhile). If
         // not, the claim stands and nobody runs this fire time: at most once. A rebalancing
         // hand-over waits for this (the pending claim), so only a real loss ends up here.
-        if let Ok(wait) = (fire_time - Utc::now()).to_std() {
+        // A requested run's fire time is its request's instant (another machine's clock): it
+        // is never waited for.
+        let wait = if run.trigger.is_some() {
+            None
+        } else {
+            (fire_time - Utc::now()).to_std().ok()
+        };
+        if let Some(wait) = wait {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.kill.cancelled() => {}
@@ -941,7 +969,24 @@ impl Ticks {
             .num_milliseconds();
         run.started_at = Utc::now();
 
-        let slot = match self.start(idx, fire_time, lead.term, overlap) {
+        // A queued run (a backfill's) waits while a run of the job is going, instead of being
+        // skipped behind it.
+        let start = loop {
+            let start = self.start(idx, fire_time, lead.term, mode.overlap());
+            if !(mode == OverlapMode::Queue && matches!(start, Start::Skip { .. })) {
+                break start;
+            }
+            drop(start);
+            self.idle(idx).await;
+            let killed = self.kill.is_cancelled() || self.stopping.is_cancelled();
+            if killed || !self.still_leading(job, &lead) {
+                let reason = if killed { "stopping" } else { "lease_lost" };
+                drop(pending);
+                self.recorder.finish(run.skipped(reason)).await;
+                return "skipped".into();
+            }
+        };
+        let slot = match start {
             Start::Run(slot, replacing) => {
                 drop(pending);
                 // A loss noticed between the check above and this run's registration found
@@ -975,8 +1020,11 @@ impl Ticks {
             }
         };
 
-        self.metrics
-            .tick_run(&job.name, Duration::from_millis(lateness_ms.max(0) as u64));
+        if run.trigger.is_none() {
+            // A requested run's "lateness" is how long its request waited: not a tick's.
+            self.metrics
+                .tick_run(&job.name, Duration::from_millis(lateness_ms.max(0) as u64));
+        }
         self.set_last(idx, &run, None);
         match &run.trigger {
             Some(t) => info!(event = "tick_run", job = %job.name, node = %self.node,

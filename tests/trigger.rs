@@ -152,6 +152,30 @@ fn a_trigger_runs_once_on_the_leader_even_while_paused_and_wait_tells_the_outcom
         out.stdout
     );
 
+    // A run of `slow` is going: a trigger is skipped behind it (its overlap policy), unless
+    // `--overlap allow`.
+    assert_eq!(cronlease(&emu, &cfg, &["trigger", "slow"]).code, Some(0));
+    assert!(
+        wait_until(Duration::from_secs(10), || manual_runs(&[&n1, &n2], "slow")
+            == 1),
+        "slow did not start"
+    );
+    let out = cronlease(&emu, &cfg, &["trigger", "slow", "--wait"]);
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("slow: skipped (overlap)"),
+        "{}",
+        out.stdout
+    );
+    let out = cronlease(
+        &emu,
+        &cfg,
+        &["trigger", "slow", "--wait", "--overlap", "allow"],
+    );
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("slow: ok on n"), "{}", out.stdout);
+    assert_eq!(manual_runs(&[&n1, &n2], "slow"), 2);
+
     // Paused: a trigger still runs (the operator asked for it).
     assert_eq!(cronlease(&emu, &cfg, &["pause", "job"]).code, Some(0));
     let out = cronlease(&emu, &cfg, &["trigger", "job", "--wait"]);

@@ -40,9 +40,13 @@
 //! `lock`, so the checks of [`Store::acquire`], [`Store::claim`], [`Store::release`],
 //! [`Store::set_pause`], [`Store::change_request`] and [`Store::delete_node_if`] and their
 //! writes are one step for every process on the host. A pause, resume or announced request
-//! change also bumps the control epoch under the same lock, writing `control.json` BEFORE
-//! `leases.json`: a reader (or a crash) between the two sees a bump without its change (one
-//! needless re-read of the leases), never a change without its bump. [`Store::control_epoch`]
+//! change also bumps the control epoch under the same lock, writing `control.json` AFTER
+//! `leases.json`. Readers take no lock and read the epoch before the leases, so a reader
+//! between the two writes caches the old epoch (with old or new leases) and re-reads at its
+//! next poll, when it sees the bump; the other order could pair the new epoch with the old
+//! leases, and that pairing would stay cached until the once-a-minute full re-read. A crash
+//! between the two writes leaves the change unannounced until the next announced change or
+//! that full re-read. [`Store::control_epoch`]
 //! reads only `control.json`, so the per-poll check costs one small file whatever the number
 //! of jobs. A heartbeat takes the lock too: an acquire compares the holder's heartbeat, so a
 //! heartbeat must not land between that comparison and the lease write (in Datastore the
@@ -317,10 +321,8 @@ impl Dir {
         Ok(read_json::<Control>(&self.root.join(CONTROL))?.map_or(0, |c| c.epoch))
     }
 
-    /// Bump the control epoch by one. Call with the lock held, BEFORE writing the change it
-    /// announces: two files cannot be replaced in one step, and a crash between the two must
-    /// leave a bump without its change (nodes re-read the leases once for nothing), never a
-    /// change without its bump (nodes would not see it until some later change).
+    /// Bump the control epoch by one. Call with the lock held, AFTER writing the change it
+    /// announces (module docs: a reader must never pair the new epoch with the old leases).
     fn bump_control(&self) -> StoreResult<()> {
         let epoch = self.read_control()? + 1;
         disk::replace(
@@ -636,8 +638,8 @@ impl Store for FileStore {
             if !lease.set_pause(pause.as_ref(), Utc::now()) {
                 return Ok(false);
             }
-            dir.bump_control()?;
             dir.write_leases(&file)?;
+            dir.bump_control()?;
             Ok(true)
         })
         .await
@@ -651,11 +653,11 @@ impl Store for FileStore {
             if !lease.requests.apply(&change) {
                 return Ok(false);
             }
+            file.leases.insert(job, lease);
+            dir.write_leases(&file)?;
             if change.announced() {
                 dir.bump_control()?;
             }
-            file.leases.insert(job, lease);
-            dir.write_leases(&file)?;
             Ok(true)
         })
         .await
