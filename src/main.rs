@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use cronlease::logging::LogFormat;
+use cronlease::ops::logging::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -46,7 +46,7 @@ enum Command {
         #[arg(long, value_name = "TIME", value_parser = parse_instant)]
         at: Option<chrono::DateTime<chrono::Utc>>,
         /// How many fire times to list per job.
-        #[arg(long, value_name = "N", default_value_t = cronlease::check::NEXT_FIRES,
+        #[arg(long, value_name = "N", default_value_t = cronlease::ops::check::NEXT_FIRES,
               value_parser = parse_count)]
         count: usize,
     },
@@ -124,7 +124,7 @@ enum Command {
         #[arg(short, long, default_value = "jobs.toml")]
         config: PathBuf,
     },
-    /// Internal: the job watchdog a node starts (see cronlease::watchdog).
+    /// Internal: the job watchdog a node starts (see cronlease::node::watchdog).
     #[command(name = "__watchdog", hide = true)]
     Watchdog,
 }
@@ -148,7 +148,7 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 }
 
 fn parse_count(text: &str) -> Result<usize, String> {
-    let max = cronlease::check::MAX_FIRES;
+    let max = cronlease::ops::check::MAX_FIRES;
     match text.parse::<usize>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(format!("expected a number from 1 to {max}")),
@@ -174,7 +174,7 @@ fn main() -> ExitCode {
         Command::Check { config, at, count } => match cronlease::config::load(&config) {
             Ok(cfg) => {
                 let from = at.unwrap_or_else(chrono::Utc::now);
-                out(&cronlease::check::report(&cfg, from, count));
+                out(&cronlease::ops::check::report(&cfg, from, count));
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -199,7 +199,7 @@ fn main() -> ExitCode {
         } => trigger(
             &config,
             &job,
-            cronlease::control::TriggerOptions {
+            cronlease::ops::control::TriggerOptions {
                 timeout,
                 allow_overlap: overlap.is_some(),
                 wait,
@@ -213,7 +213,7 @@ fn main() -> ExitCode {
             cancel,
             config,
         } => {
-            use cronlease::control::BackfillAction;
+            use cronlease::ops::control::BackfillAction;
             let action = match (cancel, from, to) {
                 (true, _, _) => BackfillAction::Cancel,
                 (false, Some(from), Some(to)) => BackfillAction::Start { from, to, dry_run },
@@ -224,7 +224,7 @@ fn main() -> ExitCode {
             };
             backfill(&config, &job, action)
         }
-        Command::Watchdog => ExitCode::from(cronlease::watchdog::serve()),
+        Command::Watchdog => ExitCode::from(cronlease::node::watchdog::serve()),
         Command::Run {
             config,
             node_id,
@@ -238,8 +238,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            let node = node_id.unwrap_or_else(cronlease::app::random_node_id);
-            cronlease::logging::init(log_format, &node);
+            let node = node_id.unwrap_or_else(cronlease::node::app::random_node_id);
+            cronlease::ops::logging::init(log_format, &node);
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -247,8 +247,8 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let options = cronlease::app::RunOptions { node, http };
-            match runtime.block_on(cronlease::app::run(cfg, options)) {
+            let options = cronlease::node::app::RunOptions { node, http };
+            match runtime.block_on(cronlease::node::app::run(cfg, options)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(event = "fatal", "{e:#}");
@@ -285,7 +285,7 @@ fn status(config: &std::path::Path, json: bool) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let report = match runtime.block_on(cronlease::status::fetch(&cfg)) {
+    let report = match runtime.block_on(cronlease::ops::status::fetch(&cfg)) {
         Ok(report) => report,
         Err(e) => {
             err(&format!("error: {e}"));
@@ -293,7 +293,7 @@ fn status(config: &std::path::Path, json: bool) -> ExitCode {
         }
     };
     let text = if json {
-        match cronlease::status::to_json(&report) {
+        match cronlease::ops::status::to_json(&report) {
             Ok(text) => text,
             Err(e) => {
                 err(&format!("error: cannot encode the status as JSON: {e}"));
@@ -301,7 +301,7 @@ fn status(config: &std::path::Path, json: bool) -> ExitCode {
             }
         }
     } else {
-        cronlease::status::render(&report)
+        cronlease::ops::status::render(&report)
     };
     // A closed stdout (`| head`) is not worth a panic.
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
@@ -311,7 +311,7 @@ fn status(config: &std::path::Path, json: bool) -> ExitCode {
 /// `cronlease pause` / `resume` (`note: None`): one attempt at the store; exit 2 for a bad
 /// config or job name, 1 if the store cannot be reached.
 fn pause(config: &std::path::Path, jobs: &[String], all: bool, note: Option<String>) -> ExitCode {
-    use cronlease::control::{self, ControlError};
+    use cronlease::ops::control::{self, ControlError};
     let cfg = match cronlease::config::load(config) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -352,10 +352,10 @@ fn pause(config: &std::path::Path, jobs: &[String], all: bool, note: Option<Stri
 }
 
 /// The exit code and message for a control command's error: 2 for usage, 1 otherwise.
-fn control_failed(e: cronlease::control::ControlError) -> ExitCode {
+fn control_failed(e: cronlease::ops::control::ControlError) -> ExitCode {
     err(&format!("error: {e}"));
     match e {
-        cronlease::control::ControlError::Usage(_) => ExitCode::from(EXIT_CONFIG),
+        cronlease::ops::control::ControlError::Usage(_) => ExitCode::from(EXIT_CONFIG),
         _ => ExitCode::FAILURE,
     }
 }
@@ -365,9 +365,9 @@ fn control_failed(e: cronlease::control::ControlError) -> ExitCode {
 fn trigger(
     config: &std::path::Path,
     job: &str,
-    options: cronlease::control::TriggerOptions,
+    options: cronlease::ops::control::TriggerOptions,
 ) -> ExitCode {
-    use cronlease::control::{self, TriggerEnd};
+    use cronlease::ops::control::{self, TriggerEnd};
     let cfg = match cronlease::config::load(config) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -406,7 +406,7 @@ fn trigger(
 fn backfill(
     config: &std::path::Path,
     job: &str,
-    action: cronlease::control::BackfillAction,
+    action: cronlease::ops::control::BackfillAction,
 ) -> ExitCode {
     let cfg = match cronlease::config::load(config) {
         Ok(cfg) => cfg,
@@ -419,7 +419,7 @@ fn backfill(
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match runtime.block_on(cronlease::control::backfill(&cfg, job, &action)) {
+    match runtime.block_on(cronlease::ops::control::backfill(&cfg, job, &action)) {
         Ok(text) => {
             out(&text);
             ExitCode::SUCCESS

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, Utc};
-use cronlease::election::Election;
-use cronlease::history::History;
-use cronlease::metrics::Metrics;
-use cronlease::recorder::Recorder;
-use cronlease::session::Session;
+use cronlease::node::election::Election;
+use cronlease::node::history::History;
+use cronlease::node::recorder::Recorder;
+use cronlease::node::session::Session;
+use cronlease::node::tick::{TickContext, Ticks};
+use cronlease::ops::metrics::Metrics;
 use cronlease::store::{file::FileStore, RunRecord, Store};
-use cronlease::tick::{TickContext, Ticks};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -46,7 +46,7 @@ async fn takeover(lead_ms: i64, shell: &str) -> (Vec<RunRecord>, DateTime<Utc>) 
             .await
             .unwrap(),
     );
-    let jobs = Arc::new(cronlease::jobs::JobTable::new(cfg.jobs.clone()));
+    let jobs = Arc::new(cronlease::node::jobs::JobTable::new(cfg.jobs.clone()));
     let metrics = Arc::new(Metrics::new());
     let session = Arc::new(Session::new("n1".into(), store.clone(), cfg.election, None));
     let cancel = CancellationToken::new();

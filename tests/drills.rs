@@ -1361,7 +1361,7 @@ fn fired_text(z: &Zone, job: &str) -> String {
 }
 
 /// Spring forward: a daily job at a wall-clock time the transition skips fires once, right after
-/// the gap (the instant of the transition: 03:00 local), as src/schedule.rs specifies. Berlin
+/// the gap (the instant of the transition: 03:00 local), as src/config/schedule.rs specifies. Berlin
 /// jumps 02:00 CET -> 03:00 CEST at 2026-03-29 01:00 UTC; New York 02:00 EST -> 03:00 EDT at
 /// 2026-03-08 07:00 UTC. Each node's clock starts (libfaketime `@`) 10 s before its transition.
 #[test]
@@ -1489,7 +1489,7 @@ fn set_fake_clock(file: &Path, target: DateTime<Utc>) {
 
 /// Fall back: a daily job at a wall-clock time that occurs twice fires once, at the first
 /// occurrence; an hourly job at minute 30 fires at both (it keeps its real-time cadence), as
-/// src/schedule.rs specifies. Berlin repeats 02:00-02:59 (CEST, then CET from 2026-10-25 01:00
+/// src/config/schedule.rs specifies. Berlin repeats 02:00-02:59 (CEST, then CET from 2026-10-25 01:00
 /// UTC); New York repeats 01:00-01:59 (EDT, then EST from 2026-11-01 06:00 UTC). One node per
 /// zone, its clock read from a libfaketime timestamp file: it starts 10 s before the first
 /// occurrence, and after it the test moves the clock on by an hour, to 8 s before the second
@@ -2133,11 +2133,11 @@ fn chaos_random_faults_keep_the_run_records_right() {
             assert_eq!(n, 1, "seed {seed}: trigger of ch_c at {t} left {n} records");
         }
     }
-    let ch_d = cronlease::schedule::Schedule::parse("* * * * * *", "UTC").unwrap();
+    let ch_d = cronlease::config::schedule::Schedule::parse("* * * * * *", "UTC").unwrap();
     let mut unfilled = Vec::new();
     if let Some(oldest) = kept_since("ch_d") {
         for (from, to) in &backfills {
-            for t in cronlease::control::fire_times(&ch_d, *from, *to, 100) {
+            for t in cronlease::ops::control::fire_times(&ch_d, *from, *to, 100) {
                 if t >= oldest && !stored.iter().any(|r| r.job == "ch_d" && r.fire_time == t) {
                     unfilled.push(t);
                 }

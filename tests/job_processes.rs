@@ -1,4 +1,4 @@
-//! A job's processes die with their node (src/watchdog.rs): real `cronlease` nodes on the file
+//! A job's processes die with their node (src/node/watchdog.rs): real `cronlease` nodes on the file
 //! store (no server needed), jobs whose processes carry a unique number in their command line,
 //! found through /proc.
 //!

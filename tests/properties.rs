@@ -12,7 +12,7 @@
 //!   fires"), `next_after` is strictly later and whole-second, `next_after` and
 //!   `latest_at_or_before` are exact inverses, `upcoming` and `between` are strictly
 //!   increasing and complete, and around offset changes the fire times equal a brute-force
-//!   evaluation of the rules in `src/schedule.rs` second by second (which also shows that no
+//!   evaluation of the rules in `src/config/schedule.rs` second by second (which also shows that no
 //!   fire time is returned twice across a fall-back). Garbage expressions and unknown zones are
 //!   refused with an error, never a panic.
 //!
@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Datelike, LocalResult, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
 use chrono_tz::{Tz, TZ_VARIANTS};
+use cronlease::config::schedule::Schedule;
 use cronlease::config::{self, Action, Config, ConfigError};
-use cronlease::schedule::Schedule;
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
 use proptest::test_runner::TestCaseError;
@@ -338,7 +338,7 @@ fn matches(s: &Schedule, n: NaiveDateTime) -> bool {
     s.matches_wall_clock(n)
 }
 
-/// Is unix second `ts` a fire time of `s`, by the rules of `src/schedule.rs` (module docs),
+/// Is unix second `ts` a fire time of `s`, by the rules of `src/config/schedule.rs` (module docs),
 /// evaluated directly: the wall-clock time at `ts` matches (and, for a fixed-time job, `ts` is
 /// its first occurrence), or a fixed-time job's wall-clock match fell into a gap that ends at
 /// `ts`.

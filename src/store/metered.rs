@@ -12,7 +12,7 @@ use super::{
     Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause, RequestChange, RunRecord,
     Store, StoreResult,
 };
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 pub struct Metered {
     inner: Arc<dyn Store>,

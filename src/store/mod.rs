@@ -1,6 +1,6 @@
 //! The storage seam: one small trait, storage only.
 //!
-//! Timing lives in [`crate::session`] and [`crate::election`]; a store never judges whether a
+//! Timing lives in [`crate::node::session`] and [`crate::node::election`]; a store never judges whether a
 //! lease has expired. It offers atomic compare-and-set on leases, a tick claim that succeeds
 //! once, the node records that carry heartbeats, and batched reads. Every backend must pass the
 //! contract suite in `tests/store_contract.rs`.
@@ -13,7 +13,7 @@
 //! - [`LeaseRecord`]: one per job. `holder` empty means free. `term` is the fencing token: it
 //!   grows by one on every acquisition and never goes back.
 //! - [`Definitions`]: one per node, the digests of the job definitions it runs (see
-//!   [`crate::drift`]); deleted with the node record.
+//!   [`crate::node::drift`]); deleted with the node record.
 //! - [`RunRecord`]: one per executed tick, keyed `{job}@{fire time}` ([`time_key`]: unix
 //!   seconds, with milliseconds for a manual run). Inserting it is the claim; a second insert
 //!   for the same fire time fails.
@@ -81,7 +81,7 @@ pub struct NodeRecord {
     pub http: Option<String>,
     /// Bumped by the node after every change it made to a lease (acquired, released), and
     /// written at once. Observers re-read the leases only when some node's `lease_epoch` or
-    /// session changed ([`crate::election`]); records written before it existed read as 0.
+    /// session changed ([`crate::node::election`]); records written before it existed read as 0.
     pub lease_epoch: i64,
     /// Fresh per process start and kept across session lapses: a run record claimed by this
     /// process stays alive while this value is in the node's record (see [`RunRecord::process`]).
@@ -97,7 +97,7 @@ pub struct NodeRecord {
 }
 
 /// The job definitions a node runs: job name → digest of its definition
-/// ([`crate::jobs::digest`]), and `digest`, a digest of the whole map. Written by the node when
+/// ([`crate::node::jobs::digest`]), and `digest`, a digest of the whole map. Written by the node when
 /// they change (start, reload), before its [`NodeRecord`] shows the new `jobs_digest`; deleted
 /// with the node record.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

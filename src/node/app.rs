@@ -18,20 +18,20 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::drift::Drift;
-use crate::election::{Election, Leadership, LeaseEvents};
-use crate::history::History;
-use crate::http::{self, NodeState, Running};
-use crate::jobs::JobTable;
-use crate::metrics::Metrics;
-use crate::orphans::Orphans;
-use crate::recorder::Recorder;
-use crate::reload::{self, Reloader};
-use crate::requested::Requested;
-use crate::session::Session;
+use crate::node::drift::Drift;
+use crate::node::election::{Election, Leadership, LeaseEvents};
+use crate::node::history::History;
+use crate::node::jobs::JobTable;
+use crate::node::orphans::Orphans;
+use crate::node::recorder::Recorder;
+use crate::node::reload::{self, Reloader};
+use crate::node::requested::Requested;
+use crate::node::session::Session;
+use crate::node::tick::{TickContext, Ticks};
+use crate::node::ticker::Ticker;
+use crate::ops::http::{self, NodeState, Running};
+use crate::ops::metrics::Metrics;
 use crate::store::{self, metered::Metered, Requests, Store};
-use crate::tick::{TickContext, Ticks};
-use crate::ticker::Ticker;
 
 /// How one node runs, besides its jobs file.
 pub struct RunOptions {
@@ -155,8 +155,8 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         }
         None => None,
     };
-    // Running jobs' processes die with this node, even on SIGKILL (crate::watchdog).
-    crate::watchdog::start();
+    // Running jobs' processes die with this node, even on SIGKILL (crate::node::watchdog).
+    crate::node::watchdog::start();
     let result = run_node(
         config,
         hangup,
@@ -167,7 +167,7 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         shutdown,
     )
     .await;
-    crate::watchdog::stop().await;
+    crate::node::watchdog::stop().await;
     http_stop.cancel();
     if let Some((_, task)) = http_server {
         let _ = task.await;
@@ -200,7 +200,7 @@ async fn run_node(
         http.map(|a| a.to_string()),
     ));
     // This node's job definitions go to the store before its record names their digest
-    // (crate::drift); if the store is not there yet, the election's polls try again.
+    // (crate::node::drift); if the store is not there yet, the election's polls try again.
     let drift = Arc::new(Drift::new(
         node.clone(),
         store.clone(),
@@ -350,7 +350,7 @@ async fn run_node(
             ticker.updates().set(idx, None);
         }
     }
-    // jobs.toml is re-read on SIGHUP and when it changes on disk (crate::reload).
+    // jobs.toml is re-read on SIGHUP and when it changes on disk (crate::node::reload).
     let reloader = Arc::new(Reloader::new(
         &config,
         reload::Parts {

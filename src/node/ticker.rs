@@ -7,7 +7,7 @@
 //! no DST, so its captured offset is right forever), which re-reads the wall clock; between
 //! pulses the [`Ticker`] also sleeps until the earliest next fire time, so a tick is handed over
 //! within a millisecond or two of its instant instead of up to 500 ms late. On each wake it asks
-//! every due job's [`Schedule`](crate::schedule::Schedule) (croner, in the job's own zone,
+//! every due job's [`Schedule`](crate::config::schedule::Schedule) (croner, in the job's own zone,
 //! DST-correct) which fire times fell due since its cursor and hands each one, as the scheduled
 //! instant, to the callback. A wake that comes late or twice loses or repeats nothing: fire
 //! times are computed from the per-job cursor, not from the wake. A wall-clock step is caught at
@@ -19,13 +19,13 @@ use tokio_cron_scheduler::{Job as PulseJob, JobScheduler};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::schedule::Schedule;
+use crate::config::schedule::Schedule;
 
 /// More fire times than this due at once (after a long pause) collapse to the latest one.
 const MAX_DUE_AT_ONCE: usize = 64;
 /// Fire times are handed over this long before their instant, so that the leader's claim (a
 /// store round trip) is done when the instant comes and the job starts on time; the tick waits
-/// for the instant itself ([`crate::tick`]).
+/// for the instant itself ([`crate::node::tick`]).
 pub const CLAIM_AHEAD: std::time::Duration = std::time::Duration::from_millis(250);
 /// The longest the ticker sleeps without looking at the wall clock again.
 const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(1);

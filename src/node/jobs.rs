@@ -2,7 +2,7 @@
 //! the same for the node's whole life.
 //!
 //! Everything that keeps per-job state (the ticks and their runs, the ticker's cursors, the
-//! election's callbacks) refers to a job by its slot index. A reload ([`crate::reload`]) applies
+//! election's callbacks) refers to a job by its slot index. A reload ([`crate::node::reload`]) applies
 //! a new file as a diff: a changed job gets its new definition in the same slot (runs going keep
 //! the definition they started with: they hold an `Arc` of it), a new job gets a new slot (or
 //! its old one back, if a job of that name was removed earlier), and a removed job's slot is

@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
-use crate::status::{describe_config, STORE_TIMEOUT};
+use crate::ops::status::{describe_config, STORE_TIMEOUT};
 use crate::store::{
     self, BackfillRequest, Pause, RequestChange, RunRecord, Store, StoreError, TriggerRequest,
     MAX_PENDING_TRIGGERS,
@@ -209,17 +209,17 @@ pub async fn trigger(
             request.fire_time += chrono::Duration::milliseconds(1);
         }
     }
-    let fire = crate::tick::rfc3339(request.fire_time);
+    let fire = crate::node::tick::rfc3339(request.fire_time);
     say(&format!(
         "{job}: run requested by {} (fire time {fire}); it expires at {}",
         request.by,
-        crate::tick::rfc3339(request.expires_at)
+        crate::node::tick::rfc3339(request.expires_at)
     ));
     let live = live_nodes(&*store, config).await.map_err(&fail)?;
     if live == 0 {
         say(&format!(
             "{job}: no node is running: the request waits in the store until {}",
-            crate::tick::rfc3339(request.expires_at)
+            crate::node::tick::rfc3339(request.expires_at)
         ));
     }
     if !options.wait {
@@ -319,7 +319,7 @@ async fn follow_step(
     let why = if expired {
         format!(
             "{job}: not run: no node took the request before it expired at {}",
-            crate::tick::rfc3339(request.expires_at)
+            crate::node::tick::rfc3339(request.expires_at)
         )
     } else {
         format!(
@@ -378,21 +378,21 @@ pub async fn backfill(
     if from > to {
         return Err(ControlError::Usage(format!(
             "--from {} is after --to {}",
-            crate::tick::rfc3339(from),
-            crate::tick::rfc3339(to)
+            crate::node::tick::rfc3339(from),
+            crate::node::tick::rfc3339(to)
         )));
     }
     if from > now {
         return Err(ControlError::Usage(format!(
             "--from {} is in the future: a backfill runs fire times that passed",
-            crate::tick::rfc3339(from)
+            crate::node::tick::rfc3339(from)
         )));
     }
     let mut out = String::new();
     let to = if to > now {
         out.push_str(&format!(
             "{job}: --to is in the future: backfilling up to now ({}); later fire times run on schedule\n",
-            crate::tick::rfc3339(now)
+            crate::node::tick::rfc3339(now)
         ));
         now
     } else {
@@ -403,15 +403,15 @@ pub async fn backfill(
         return Err(ControlError::Usage(format!(
             "{job}: more than {MAX_BACKFILL} fire times between {} and {}: backfill at most \
              {MAX_BACKFILL} at once (split the range)",
-            crate::tick::rfc3339(from),
-            crate::tick::rfc3339(to)
+            crate::node::tick::rfc3339(from),
+            crate::node::tick::rfc3339(to)
         )));
     }
     if times.is_empty() {
         out.push_str(&format!(
             "{job}: no fire time between {} and {}: nothing to backfill\n",
-            crate::tick::rfc3339(from),
-            crate::tick::rfc3339(to)
+            crate::node::tick::rfc3339(from),
+            crate::node::tick::rfc3339(to)
         ));
         return Ok(out);
     }
@@ -423,9 +423,9 @@ pub async fn backfill(
             return Err(ControlError::Usage(format!(
                 "{job}: the history up to {} was pruned ([store] history): whether fire times \
                  up to then ran cannot be told, so they cannot be backfilled; {}",
-                crate::tick::rfc3339(pruned),
+                crate::node::tick::rfc3339(pruned),
                 match first_ok {
-                    Some(t) => format!("start at {} or later", crate::tick::rfc3339(*t)),
+                    Some(t) => format!("start at {} or later", crate::node::tick::rfc3339(*t)),
                     None => "no fire time of this range can be".into(),
                 }
             )));
@@ -442,13 +442,13 @@ pub async fn backfill(
         out.push_str(&format!(
             "{job}: {} fire times between {} and {}: {ran} ran, {} would be backfilled{}\n",
             times.len(),
-            crate::tick::rfc3339(from),
-            crate::tick::rfc3339(to),
+            crate::node::tick::rfc3339(from),
+            crate::node::tick::rfc3339(to),
             missing.len(),
             if missing.is_empty() { "" } else { ":" }
         ));
         for t in &missing {
-            out.push_str(&format!("  {}\n", crate::tick::rfc3339(*t)));
+            out.push_str(&format!("  {}\n", crate::node::tick::rfc3339(*t)));
         }
         return Ok(out);
     }
@@ -459,8 +459,8 @@ pub async fn backfill(
         return Err(ControlError::Usage(format!(
             "{job}: a backfill is already in progress ({} .. {}, {} of {} done, by {}): wait \
              for it or cancel it with `cronlease backfill {job} --cancel`",
-            crate::tick::rfc3339(b.from),
-            crate::tick::rfc3339(b.to),
+            crate::node::tick::rfc3339(b.from),
+            crate::node::tick::rfc3339(b.to),
             b.done,
             b.total,
             b.by
@@ -470,8 +470,8 @@ pub async fn backfill(
         out.push_str(&format!(
             "{job}: all {} fire times between {} and {} ran: nothing to backfill\n",
             times.len(),
-            crate::tick::rfc3339(from),
-            crate::tick::rfc3339(to)
+            crate::node::tick::rfc3339(from),
+            crate::node::tick::rfc3339(to)
         ));
         return Ok(out);
     }
@@ -498,8 +498,8 @@ pub async fn backfill(
     out.push_str(&format!(
         "{job}: backfill of {} .. {} requested by {}: {} fire times, {} not run yet, oldest \
          first, one at a time; progress in `cronlease status`\n",
-        crate::tick::rfc3339(from),
-        crate::tick::rfc3339(to),
+        crate::node::tick::rfc3339(from),
+        crate::node::tick::rfc3339(to),
         request.by,
         times.len(),
         missing.len()
@@ -537,20 +537,20 @@ async fn cancel_backfill(config: &Config, job: &str) -> Result<String, ControlEr
             "{} of {} done, up to {}",
             b.done,
             b.total,
-            crate::tick::rfc3339(c)
+            crate::node::tick::rfc3339(c)
         ),
         None => format!("0 of {} done", b.total),
     };
     Ok(format!(
         "{job}: backfill of {} .. {} cancelled ({progress}); a run already going finishes\n",
-        crate::tick::rfc3339(b.from),
-        crate::tick::rfc3339(b.to)
+        crate::node::tick::rfc3339(b.from),
+        crate::node::tick::rfc3339(b.to)
     ))
 }
 
 /// The fire times of `schedule` from `from` to `to` (both included), at most `limit`.
 pub fn fire_times(
-    schedule: &crate::schedule::Schedule,
+    schedule: &crate::config::schedule::Schedule,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     limit: usize,
@@ -629,7 +629,7 @@ async fn timed<T>(
 
 /// One line per job for the terminal.
 pub fn render(results: &[(String, Outcome)]) -> String {
-    let at = |t: DateTime<Utc>| crate::tick::rfc3339(t);
+    let at = |t: DateTime<Utc>| crate::node::tick::rfc3339(t);
     let note = |p: &Pause| {
         if p.note.is_empty() {
             String::new()
@@ -700,7 +700,7 @@ mod tests {
 
     #[test]
     fn backfill_fire_times_include_both_ends_and_stop_at_the_limit() {
-        let every_minute = crate::schedule::Schedule::parse("* * * * *", "UTC").unwrap();
+        let every_minute = crate::config::schedule::Schedule::parse("* * * * *", "UTC").unwrap();
         let from = at("2026-11-29T17:00:00Z");
         let to = at("2026-11-29T17:03:00Z");
         assert_eq!(

@@ -1,6 +1,6 @@
 //! The job watchdog: a running job's processes die with their node, even after `kill -9`.
 //!
-//! Every job runs in a process group of its own (see [`crate::runner`]), so a node that is
+//! Every job runs in a process group of its own (see [`crate::node::runner`]), so a node that is
 //! killed with SIGKILL cannot take its jobs with it. At start the node therefore re-executes
 //! its own binary (`/proc/self/exe`, so an upgrade in place does not matter) as a hidden
 //! subcommand, `cronlease __watchdog`: a small process without a tokio runtime, whose stdin is

@@ -28,12 +28,12 @@ use chrono::Utc;
 use tracing::{info, warn};
 
 use crate::config::Overlap;
-use crate::election::{Election, Leadership};
+use crate::node::election::{Election, Leadership};
+use crate::node::tick::{rfc3339, NotClaimed, OverlapMode, Ticks};
 use crate::store::{
     BackfillRequest, Claim, RequestChange, Requests, RunRecord, RunTrigger, Store, TriggerRequest,
     BACKFILL, MANUAL,
 };
-use crate::tick::{rfc3339, NotClaimed, OverlapMode, Ticks};
 
 /// Acts on the requests of the jobs this node leads.
 pub struct Requested {

@@ -12,9 +12,9 @@
 //! process exits on its own, processes it left behind in the group are ended the same way, so
 //! a finished run leaves nothing running. If the run future is dropped, the group gets SIGKILL.
 //! From spawn until the run is over the group is registered with the node's
-//! [`crate::watchdog`], which SIGKILLs it if the node dies (even by SIGKILL) meanwhile.
+//! [`crate::node::watchdog`], which SIGKILLs it if the node dies (even by SIGKILL) meanwhile.
 //! `kill` is the run's own token: a child of the node's kill switch, which a newer tick of the
-//! same job also cancels to replace the run (`overlap = "replace"`, see [`crate::tick`]).
+//! same job also cancels to replace the run (`overlap = "replace"`, see [`crate::node::tick`]).
 //!
 //! The caller logs `tick_run` / `job_finished` from the returned [`RunResult`]; the runner logs
 //! only output, start errors (`job_error`) and termination steps.
@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Action, Job};
-use crate::logging::rfc3339;
+use crate::ops::logging::rfc3339;
 
 /// The longest output line kept, in bytes; the rest of a longer line is dropped.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -486,7 +486,7 @@ fn group_alive(pgid: i32) -> bool {
     false
 }
 
-/// The run's hold on its process group: registered with the node's [`crate::watchdog`] from
+/// The run's hold on its process group: registered with the node's [`crate::node::watchdog`] from
 /// spawn until the run is over (so the group dies with the node, even on SIGKILL), and
 /// SIGKILLed if the run is dropped before it finished.
 struct GroupGuard {
@@ -496,7 +496,7 @@ struct GroupGuard {
 
 impl GroupGuard {
     fn new(pgid: i32) -> GroupGuard {
-        crate::watchdog::register(pgid);
+        crate::node::watchdog::register(pgid);
         GroupGuard { pgid, armed: true }
     }
 }
@@ -507,7 +507,7 @@ impl Drop for GroupGuard {
             signal_group(self.pgid, Signal::SIGKILL);
         }
         // The group is gone (or has SIGKILL pending): the watchdog may forget it.
-        crate::watchdog::unregister(self.pgid);
+        crate::node::watchdog::unregister(self.pgid);
     }
 }
 
@@ -591,7 +591,7 @@ fn trim_partial_utf8(b: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::Schedule;
+    use crate::config::schedule::Schedule;
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};

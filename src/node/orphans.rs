@@ -41,10 +41,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::election::{Election, Leadership};
-use crate::metrics::Metrics;
+use crate::node::election::{Election, Leadership};
+use crate::node::tick::{rfc3339, Ticks};
+use crate::ops::metrics::Metrics;
 use crate::store::{Claim, Fence, RunRecord, Store, RUNNING};
-use crate::tick::{rfc3339, Ticks};
 
 /// A scan at least this often, whatever happened (a safety net).
 pub const SCAN_EVERY: Duration = Duration::from_secs(60);

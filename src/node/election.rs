@@ -52,10 +52,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::ElectionConfig;
-use crate::drift::Drift;
-use crate::jobs::JobTable;
-use crate::metrics::Metrics;
-use crate::session::Session;
+use crate::node::drift::Drift;
+use crate::node::jobs::JobTable;
+use crate::node::session::Session;
+use crate::ops::metrics::Metrics;
 use crate::store::{LeaseRecord, NodeRecord, Observed, Pause, Requests, Store, StoreResult};
 
 /// Who leads a job, as this node last saw it.
@@ -367,7 +367,7 @@ impl Election {
         self.set_events(Arc::new(AcquiredOnly(f)));
     }
 
-    /// Count, per job, only the nodes that know it; report drift ([`crate::drift`]).
+    /// Count, per job, only the nodes that know it; report drift ([`crate::node::drift`]).
     pub fn set_drift(&self, drift: Arc<Drift>) {
         *self.drift.lock().unwrap() = Some(drift);
     }

@@ -11,7 +11,7 @@
 //! ready. `[store]` and `[election]` changes need a restart (the store connection is the
 //! node's identity; lease, renew and poll must agree across the cluster), so a file that
 //! changes them is refused whole with a message that says so. `[node]` settings apply at
-//! once. The jobs are applied as a diff ([`crate::jobs::JobTable::apply`]):
+//! once. The jobs are applied as a diff ([`crate::node::jobs::JobTable::apply`]):
 //!
 //! * unchanged jobs: nothing happens (lease, term and running run kept);
 //! * a changed job keeps its lease and term; its new definition takes effect from its next
@@ -30,12 +30,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::{self, Config, ElectionConfig, NodeConfig, StoreConfig};
-use crate::drift::Drift;
-use crate::election::Election;
-use crate::jobs::JobTable;
-use crate::metrics::Metrics;
-use crate::tick::Ticks;
-use crate::ticker::ScheduleUpdates;
+use crate::node::drift::Drift;
+use crate::node::election::Election;
+use crate::node::jobs::JobTable;
+use crate::node::tick::Ticks;
+use crate::node::ticker::ScheduleUpdates;
+use crate::ops::metrics::Metrics;
 
 /// How often the file's metadata is looked at.
 pub const CHECK_EVERY: Duration = Duration::from_millis(500);
@@ -250,7 +250,7 @@ impl Reloader {
         if diff.is_empty() {
             return Reloaded::Unchanged;
         }
-        // The new definitions are published at the next poll (crate::drift).
+        // The new definitions are published at the next poll (crate::node::drift).
         self.parts.drift.jobs_changed();
         let names = |slots: &[usize]| -> Vec<String> {
             slots

@@ -1,6 +1,6 @@
 //! Config drift: which node runs which definition of each job.
 //!
-//! Every node publishes its job definitions (job → [`crate::jobs::digest`]) as a
+//! Every node publishes its job definitions (job → [`crate::node::jobs::digest`]) as a
 //! [`Definitions`] record, written at start and after every reload that changed a job, and
 //! then the digest of the whole set in its node record (`jobs_digest`, written with the
 //! heartbeat it already makes). A peer reads another node's definitions only when that node's
@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex};
 
 use tracing::{info, warn};
 
-use crate::jobs::JobTable;
-use crate::metrics::Metrics;
-use crate::session::Session;
+use crate::node::jobs::JobTable;
+use crate::node::session::Session;
+use crate::ops::metrics::Metrics;
 use crate::store::{Definitions, NodeRecord, Store};
 
 /// Definitions are written again this often even when unchanged: a peer that removed this

@@ -11,7 +11,7 @@
 //!   and counted): its own task waits, no other job's tick does, and nothing is dropped.
 //! - **Conditional.** Each write is [`Store::finish`]: it lands only if the record is still
 //!   this claim's `running` record. If another node closed it meanwhile (it judged this node
-//!   dead: see [`crate::orphans`]) or it was pruned, the write is dropped and logged
+//!   dead: see [`crate::node::orphans`]) or it was pruned, the write is dropped and logged
 //!   (`outcome_superseded`): a run is closed once.
 //! - **Unconfirmed claims.** A claim whose answer was lost (the store call failed) may have
 //!   committed, possibly after the caller gave up waiting. It is queued as such: once the
@@ -20,7 +20,7 @@
 //!   is no record yet, it is read once more [`RECHECK_AFTER`] later (a commit still in flight
 //!   lands by then) before the claim is taken as never made. The fire time is not run late:
 //!   at most once.
-//! - **Graceful stop.** [`Recorder::drain`] keeps writing until a deadline (the end of
+//! - **Graceful stop.** [`Worker::drain`] keeps writing until a deadline (the end of
 //!   `shutdown_grace`), then logs every record it could not write (`outcome_unrecorded`); those
 //!   are closed as `lost` by the job's next leader once this node's record is gone.
 use std::collections::VecDeque;
@@ -31,10 +31,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::history::History;
-use crate::metrics::Metrics;
+use crate::node::history::History;
+use crate::node::tick::rfc3339;
+use crate::ops::metrics::Metrics;
 use crate::store::{RunRecord, Store, StoreError, RUNNING};
-use crate::tick::rfc3339;
 
 /// Records waiting in the channel before a finishing run waits for room.
 pub const QUEUE: usize = 1024;

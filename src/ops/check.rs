@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use humantime::format_duration;
 
+use crate::config::schedule::{DaysRule, Schedule};
 use crate::config::{Action, Config, Job};
-use crate::schedule::{DaysRule, Schedule};
 
 /// How many upcoming fire times `check` lists per job unless `--count` says otherwise.
 pub const NEXT_FIRES: usize = 3;

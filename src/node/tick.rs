@@ -6,7 +6,7 @@
 //! time can be claimed twice. Every other node logs that it is sitting out and who leads.
 //!
 //! Claims are made ahead: the ticker hands each fire time over
-//! [`CLAIM_AHEAD`](crate::ticker::CLAIM_AHEAD) before its instant, the holder claims it then,
+//! [`CLAIM_AHEAD`](crate::node::ticker::CLAIM_AHEAD) before its instant, the holder claims it then,
 //! waits for the instant and checks once more that it still leads with the claimed term (its
 //! session is checked on the local monotonic clock, as for any act of leadership). So the job
 //! starts at its instant, not one store round trip later. If the lease was lost in between,
@@ -69,11 +69,11 @@ use tracing::{info, warn};
 
 use crate::config::OnLeaseLost;
 use crate::config::{CatchUp, Job, Overlap, Policy};
-use crate::election::{Election, Leadership};
-use crate::jobs::JobTable;
-use crate::metrics::Metrics;
-use crate::recorder::Recorder;
-use crate::runner::{self, Outcome, RunContext, RunResult};
+use crate::node::election::{Election, Leadership};
+use crate::node::jobs::JobTable;
+use crate::node::recorder::Recorder;
+use crate::node::runner::{self, Outcome, RunContext, RunResult};
+use crate::ops::metrics::Metrics;
 use crate::store::{Claim, RunRecord, Store};
 
 /// The most missed fire times one lease acquisition catches up (`catch_up = "all"`).
@@ -241,7 +241,7 @@ impl OverlapMode {
 pub enum NotClaimed {
     /// The store refused the claim (`Won` never appears here).
     Claim(Claim),
-    /// The store did not answer; the claim is resolved later ([`crate::recorder`]).
+    /// The store did not answer; the claim is resolved later ([`crate::node::recorder`]).
     Store(String),
     /// The node takes no claim for this job now (stopping, handing the lease over).
     Busy(&'static str),
@@ -295,7 +295,7 @@ impl Ticks {
     /// Job `idx` was removed (or switched off) by a reload: the ticker no longer hands over
     /// its fire times and no claim is made for it ([`Ticks::may_claim`]); its runs going on
     /// here may finish within `grace`, then they are killed. The election hands its lease
-    /// back at the first poll that finds it idle ([`crate::election`]), so a node that still
+    /// back at the first poll that finds it idle ([`crate::node::election`]), so a node that still
     /// has the job takes it over.
     pub async fn retire(&self, idx: usize, grace: Duration) {
         let name = self.jobs.get(idx).name.clone();
@@ -530,7 +530,7 @@ impl Ticks {
     }
 
     /// A claim-like write whose answer was lost (a recovery's `close_orphan`): resolve it as an
-    /// unconfirmed claim ([`crate::recorder`]).
+    /// unconfirmed claim ([`crate::node::recorder`]).
     pub async fn unconfirmed(&self, run: RunRecord) {
         self.recorder.unconfirmed(run).await
     }
@@ -595,7 +595,8 @@ impl Ticks {
         // The ticker hands fire times over CLAIM_AHEAD early: one due within that window was
         // handed over (and sat out) before this node led. Claim it now; the tick waits for its
         // instant. `try_mark` keeps it from running twice on this node.
-        let ahead = chrono::Duration::from_std(crate::ticker::CLAIM_AHEAD).unwrap_or_default();
+        let ahead =
+            chrono::Duration::from_std(crate::node::ticker::CLAIM_AHEAD).unwrap_or_default();
         if let Some(next) = job.schedule.next_after(now).filter(|t| *t <= now + ahead) {
             self.claim_and_run(idx, next, lead.clone());
         }
@@ -1248,10 +1249,10 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::schedule::Schedule;
     use crate::config::{Action, ElectionConfig};
-    use crate::history::History;
-    use crate::schedule::Schedule;
-    use crate::session::Session;
+    use crate::node::history::History;
+    use crate::node::session::Session;
     use crate::store::{Fence, LeaseRecord, NodeRecord, Observed, StoreError, StoreResult};
 
     /// A store that is never reached: these tests stop before any store call.

@@ -5,7 +5,7 @@
 //! | `/healthz`, `/.well-known/live` | 200 while the node works; 503 when it held leases it failed to renew in time and has not renewed since |
 //! | `/readyz`, `/.well-known/ready` | 200 once the store answered and the node's session is valid; 503 while connecting, after a lapse, and while stopping |
 //! | `/status` | JSON: this node's view of every job (role, holder, term, next fire time, its last run) |
-//! | `/metrics` | Prometheus / OpenMetrics text, see [`crate::metrics`] |
+//! | `/metrics` | Prometheus / OpenMetrics text, see [`crate::ops::metrics`] |
 //!
 //! The listener is bound before the store is reached, so an orchestrator sees "alive, not
 //! ready" during start-up instead of a refused connection. Liveness deliberately does not fail
@@ -23,11 +23,11 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::election::Election;
-use crate::jobs::JobTable;
-use crate::metrics::Metrics;
-use crate::session::Session;
-use crate::tick::{rfc3339, LastRun, Ticks};
+use crate::node::election::Election;
+use crate::node::jobs::JobTable;
+use crate::node::session::Session;
+use crate::node::tick::{rfc3339, LastRun, Ticks};
+use crate::ops::metrics::Metrics;
 
 /// What the endpoints read. The running parts are filled in once the node has registered.
 pub struct NodeState {
@@ -45,7 +45,7 @@ pub struct Running {
     pub session: Arc<Session>,
     pub election: Arc<Election>,
     pub ticks: Arc<Ticks>,
-    pub drift: Arc<crate::drift::Drift>,
+    pub drift: Arc<crate::node::drift::Drift>,
 }
 
 /// Why the HTTP listener could not start.
@@ -213,7 +213,9 @@ fn node_status(state: &NodeState) -> NodeStatus {
                 term,
                 next_fire_time: job.schedule.next_after(now).map(rfc3339),
                 last_run,
-                drift: drift.get(&job.name).map(|v| crate::drift::describe(v)),
+                drift: drift
+                    .get(&job.name)
+                    .map(|v| crate::node::drift::describe(v)),
                 paused,
                 enabled: job.enabled,
             }

@@ -21,7 +21,7 @@
 //! own wall clock against this machine's wall clock. That is for display only, and clock skew
 //! between the two machines shows up in it. The election never compares wall clocks: it judges
 //! expiry by watching the heartbeat counter change on each observer's monotonic clock (see
-//! [`crate::election`]), so what `status` shows can differ from what the nodes decide by up to
+//! [`crate::node::election`]), so what `status` shows can differ from what the nodes decide by up to
 //! the skew between the clocks.
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -297,7 +297,7 @@ pub fn build(
         .collect();
     known.sort_by(|a, b| a.0.cmp(&b.0));
     let names: Vec<String> = config.jobs.iter().map(|j| j.name.clone()).collect();
-    let drift = crate::drift::disagreements(&known, names.iter());
+    let drift = crate::node::drift::disagreements(&known, names.iter());
     let jobs = config
         .jobs
         .iter()
@@ -721,7 +721,7 @@ pub fn render(status: &ClusterStatus) -> String {
                 if run.fire_time.timestamp_subsec_millis() == 0 {
                     rfc3339_secs(run.fire_time)
                 } else {
-                    crate::tick::rfc3339(run.fire_time)
+                    crate::node::tick::rfc3339(run.fire_time)
                 },
                 run.node.clone(),
                 outcome_cell(run),
@@ -780,7 +780,7 @@ pub fn render(status: &ClusterStatus) -> String {
             );
         }
         if !job.drift.is_empty() {
-            let variants: Vec<crate::drift::Variant> = job
+            let variants: Vec<crate::node::drift::Variant> = job
                 .drift
                 .iter()
                 .map(|v| (v.node.clone(), v.digest.clone()))
@@ -788,7 +788,7 @@ pub fn render(status: &ClusterStatus) -> String {
             let _ = writeln!(
                 out,
                 "    DRIFT ! the nodes run different definitions: {}",
-                crate::drift::describe(&variants)
+                crate::node::drift::describe(&variants)
             );
         }
         if job.runs.is_empty() {

@@ -66,7 +66,7 @@ struct State {
     /// This node's clock offset estimate, published in its record.
     clock_offset_ms: Option<i64>,
     /// The digest of the job definitions this node runs, once they are in the store
-    /// ([`crate::drift`]).
+    /// ([`crate::node::drift`]).
     jobs_digest: String,
 }
 

@@ -1,4 +1,4 @@
-//! Prometheus metrics of one node, served on `/metrics` by [`crate::http`].
+//! Prometheus metrics of one node, served on `/metrics` by [`crate::ops::http`].
 //!
 //! Counted where the thing happens (the tick, the election, the store wrapper in
 //! [`crate::store::metered`]), not derived from log lines: a log filter must never change what

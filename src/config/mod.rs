@@ -27,6 +27,9 @@
 //! command = ["/usr/local/bin/backup"]
 //! retries = 2                 # overrides [defaults]
 //! ```
+pub mod crontab;
+pub mod schedule;
+
 use std::collections::HashMap;
 use std::io::Read;
 use std::ops::Range;
@@ -36,7 +39,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::schedule::{parse_timezone, Schedule};
+use crate::config::schedule::{parse_timezone, Schedule};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -144,7 +147,7 @@ pub struct Job {
     pub enabled: bool,
 }
 
-/// How a job is scheduled beyond its cron expression; see [`crate::tick`] for how each is
+/// How a job is scheduled beyond its cron expression; see [`crate::node::tick`] for how each is
 /// carried out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -251,7 +254,7 @@ pub enum CatchUp {
     #[default]
     Latest,
     /// Every fire time within the starting deadline that has no run, oldest first, at most
-    /// [`crate::tick::MAX_CATCH_UP`].
+    /// [`crate::node::tick::MAX_CATCH_UP`].
     All,
 }
 

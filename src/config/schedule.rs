@@ -11,7 +11,7 @@
 //! * A wall-clock time that exists once fires at that instant.
 //! * Linux cron's DST rule (crontab(5), cronie and Vixie cron) for *fixed-time* jobs: those
 //!   whose second, minute and hour fields do not start with `*` (`30 2 * * *`,
-//!   `0,30 2 * * *`, `0 1,2,5 * * *`, `@daily`; see [`crate::crontab`]):
+//!   `0,30 2 * * *`, `0 1,2,5 * * *`, `@daily`; see [`crate::config::crontab`]):
 //!   - DST gap (spring forward, the wall-clock time does not exist): the job fires once at the
 //!     first instant after the gap (03:00 local in Europe/Berlin), however many of its times
 //!     the gap swallowed;
@@ -50,7 +50,7 @@ pub struct Schedule {
     pub fixed_time: bool,
     /// Day-of-month `LW`: only the last weekday of the month matches.
     last_weekday: bool,
-    /// How the day fields combine, when both restrict the days (see [`crate::crontab`]).
+    /// How the day fields combine, when both restrict the days (see [`crate::config::crontab`]).
     pub days_rule: Option<DaysRule>,
 }
 
@@ -81,11 +81,11 @@ impl Schedule {
         Schedule::new(expr, tz)
     }
 
-    /// Parse `expr` (5 or 6 fields, or a macro; see [`crate::crontab`]) for the zone `tz`.
+    /// Parse `expr` (5 or 6 fields, or a macro; see [`crate::config::crontab`]) for the zone `tz`.
     pub fn new(expr: &str, tz: chrono_tz::Tz) -> Result<Schedule, ScheduleError> {
         let trimmed = expr.trim();
         let bad = |why: String| ScheduleError(format!("bad cron expression {expr:?}: {why}"));
-        let tab = crate::crontab::parse(trimmed).map_err(|e| bad(e.0))?;
+        let tab = crate::config::crontab::parse(trimmed).map_err(|e| bad(e.0))?;
         let cron = CronParser::builder()
             .seconds(Seconds::Required)
             .year(Year::Disallowed)
@@ -120,7 +120,7 @@ impl Schedule {
     /// Does the wall-clock second `n` match the expression?
     pub fn matches_wall_clock(&self, n: NaiveDateTime) -> bool {
         self.cron.is_time_matching(&n.and_utc()).unwrap_or(false)
-            && (!self.last_weekday || crate::crontab::is_last_weekday(n.date()))
+            && (!self.last_weekday || crate::config::crontab::is_last_weekday(n.date()))
     }
 
     /// The nearest matching wall-clock second at or after (before) `from` (UTC has no DST, so
@@ -134,7 +134,7 @@ impl Schedule {
         // `LW`: croner matches days 26-31; skip the days that are not the last weekday.
         for _ in 0..MAX_STEPS {
             let found = naive_search(&self.cron, from, true, direction)?;
-            if !self.last_weekday || crate::crontab::is_last_weekday(found.date()) {
+            if !self.last_weekday || crate::config::crontab::is_last_weekday(found.date()) {
                 return Some(found);
             }
             from = match direction {

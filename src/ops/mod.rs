@@ -1,0 +1,8 @@
+//! Operator surfaces: the one-shot commands (`check`, `status`, `pause`, `resume`,
+//! `trigger`, `backfill`), a node's HTTP endpoints and metrics, and its log formats.
+pub mod check;
+pub mod control;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod status;
