@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! cargo bench --bench cluster -- [--quick] [--out FILE] [SECTION ...]
-//! SECTION: precision failover cost startup scale   (default: all; `cost` includes footprint)
+//! SECTION: precision failover cost startup scale operate
+//!          (default: all; `cost` includes footprint; `operate`: reload, pause, trigger latency)
 //! ```
 //!
 //! Figures, not assertions: each section prints what it measured beside its target.
@@ -48,7 +49,14 @@ fn main() {
             s => sections.push(s.to_string()),
         }
     }
-    let all = ["precision", "failover", "cost", "startup", "scale"];
+    let all = [
+        "precision",
+        "failover",
+        "cost",
+        "startup",
+        "scale",
+        "operate",
+    ];
     if sections.is_empty() {
         sections = all.iter().map(|s| s.to_string()).collect();
     }
@@ -77,6 +85,7 @@ fn main() {
             "cost" => bench.cost(),
             "startup" => bench.startup(),
             "scale" => bench.scale(),
+            "operate" => bench.operate(),
             other => panic!("unknown section {other}; sections: {all:?}"),
         };
         eprintln!("{text}");
@@ -495,6 +504,154 @@ impl Bench {
              of a full period and the node waited a third; it now allows a tenth of a period of \
              slack."
         );
+        out
+    }
+
+    // ---- 7. operating a cluster: reload, pause, trigger ----------------------------------------
+
+    fn operate(&mut self) -> String {
+        let trials = if self.quick { 3 } else { 10 };
+        let jobs = |text: &str| {
+            format!(
+                "\n[[job]]\nname = \"every\"\nschedule = \"* * * * * *\"\nsay = \"{text}\"\n\
+                 \n[[job]]\nname = \"manual\"\nschedule = \"0 0 1 1 *\"\nsay = \"now\"\n"
+            )
+        };
+        let cfg = self.setup(FAST, &jobs("tick"));
+        let nodes: Vec<(Node, u16)> = (0..3)
+            .map(|i| self.node(&cfg, &format!("op-{i}"), &[]))
+            .collect();
+        assert!(wait_until(Duration::from_secs(30), || {
+            nodes
+                .iter()
+                .map(|(n, _)| n.events_named("tick_run").len())
+                .sum::<usize>()
+                >= 3
+        }));
+        let cli = |args: &[&str]| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_cronlease"))
+                .args(args)
+                .arg("--config")
+                .arg(&cfg)
+                .envs(self.emu.env())
+                .output()
+                .expect("run cronlease");
+            assert!(out.status.success(), "{args:?}: {out:?}");
+        };
+        let paused_everywhere = |want: bool| {
+            nodes.iter().all(|(_, port)| {
+                http(*port, "GET", "/status", Duration::from_secs(2))
+                    .ok()
+                    .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
+                    .and_then(|v| {
+                        v["jobs"]
+                            .as_array()?
+                            .iter()
+                            .find(|j| j["name"] == "every")
+                            .map(|j| j["paused"].is_object() == want)
+                    })
+                    .unwrap_or(false)
+            })
+        };
+        let (mut reload, mut pause, mut resume, mut trigger, mut waited) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for t in 0..trials {
+            // Reload: the file rewritten; every node's `config_reloaded`.
+            let before: Vec<usize> = nodes
+                .iter()
+                .map(|(n, _)| n.events_named("config_reloaded").len())
+                .collect();
+            let written = Utc::now();
+            std::fs::write(
+                &cfg,
+                format!(
+                    "{FAST}\n[node]\nshutdown_grace = \"2s\"\n{}",
+                    jobs(&format!("tick {t}"))
+                ),
+            )
+            .unwrap();
+            assert!(wait_until(Duration::from_secs(10), || {
+                nodes
+                    .iter()
+                    .zip(&before)
+                    .all(|((n, _), b)| n.events_named("config_reloaded").len() > *b)
+            }));
+            let last = nodes
+                .iter()
+                .zip(&before)
+                .map(|((n, _), b)| ts(&n.events_named("config_reloaded")[*b]))
+                .max()
+                .unwrap();
+            reload.push(ms(last - written));
+            // Pause and resume: until every node's /status says so.
+            let asked = Instant::now();
+            cli(&["pause", "every"]);
+            assert!(wait_until(Duration::from_secs(10), || paused_everywhere(
+                true
+            )));
+            pause.push(asked.elapsed().as_secs_f64() * 1000.0);
+            let asked = Instant::now();
+            cli(&["resume", "every"]);
+            assert!(wait_until(Duration::from_secs(10), || paused_everywhere(
+                false
+            )));
+            resume.push(asked.elapsed().as_secs_f64() * 1000.0);
+            // Trigger: from asking to the run's start on the leader (its `tick_run`).
+            let before: usize = nodes
+                .iter()
+                .map(|(n, _)| {
+                    n.events_named("tick_run")
+                        .iter()
+                        .filter(|e| e["job"] == "manual")
+                        .count()
+                })
+                .sum();
+            let asked = Utc::now();
+            cli(&["trigger", "manual"]);
+            let mut started = None;
+            assert!(wait_until(Duration::from_secs(10), || {
+                let runs: Vec<Value> = nodes
+                    .iter()
+                    .flat_map(|(n, _)| n.events_named("tick_run"))
+                    .filter(|e| e["job"] == "manual")
+                    .collect();
+                if runs.len() > before {
+                    started = runs.iter().map(ts).max();
+                }
+                started.is_some()
+            }));
+            trigger.push(ms(started.unwrap() - asked));
+            // And `trigger --wait` end to end (the command's own start included).
+            let asked = Instant::now();
+            cli(&["trigger", "manual", "--wait"]);
+            waited.push(asked.elapsed().as_secs_f64() * 1000.0);
+        }
+        stop_all(nodes.into_iter().map(|(n, _)| n).collect());
+        let row = |what: &str, v: &[f64]| {
+            format!(
+                "| {what} | {} | {:.0} ms | {:.0} ms |\n",
+                v.len(),
+                pct(v, 50.0),
+                pct(v, 100.0)
+            )
+        };
+        let mut out = String::from("## Operating a cluster\n\n");
+        let _ = writeln!(
+            out,
+            "Three nodes, lease 3 s, renew 500 ms, poll 250 ms; {trials} trials each. *Reload*: \
+             from rewriting jobs.toml to the last node's `config_reloaded` (a stat check every \
+             500 ms, applied once the change held for one more check). *Pause* / *resume*: from \
+             starting `cronlease pause` (a process start, a store write) to every node's \
+             `/status` showing it (each node notices the control epoch at its next poll). \
+             *Trigger*: from starting `cronlease trigger` to the run's `tick_run` on the \
+             leader; *trigger --wait*: the command's whole run, a `say` job.\n"
+        );
+        out.push_str("| what | trials | p50 | max |\n|---|---|---|---|\n");
+        out.push_str(&row("reload: file written → every node reloaded", &reload));
+        out.push_str(&row("pause → every node shows it paused", &pause));
+        out.push_str(&row("resume → every node shows it running", &resume));
+        out.push_str(&row("trigger → the run starts on the leader", &trigger));
+        out.push_str(&row("`trigger --wait`, whole command", &waited));
         out
     }
 
