@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond the toolchain, Java and the Datastore emulator (which
 # .ci/run sees to): libfaketime, used by the fault drills (tests/drills.rs) to give a node a
-# skewed or DST-edge wall clock, and jq, which scripts/reliability.sh uses. Idempotent: installs
+# skewed or DST-edge wall clock, jq, which scripts/reliability.sh uses, redis-server and
+# zookeeper (the Redis and ZooKeeper stores' tests), and promtool (the alerting rules). Idempotent: installs
 # only what is missing, and nothing when all is there. Works as root or through passwordless
 # sudo (Debian/Ubuntu: apt-get).
 #
@@ -65,6 +66,13 @@ if [[ -f /usr/share/java/zookeeper.jar ]]; then
 else
     missing+=(zookeeper)
 fi
+# promtool (Debian package prometheus): scripts/test.sh checks and unit-tests the alerting rules
+# in deploy/prometheus with it.
+if command -v promtool >/dev/null 2>&1; then
+    say "promtool present: $(command -v promtool)"
+else
+    missing+=(prometheus)
+fi
 if ((${#missing[@]} == 0)); then
     say "nothing to install"
     exit 0
@@ -81,4 +89,5 @@ lib=$(find_libfaketime) || { say "libfaketime.so.1 is still not found after inst
 command -v jq >/dev/null 2>&1 || { say "jq is still not found after installing it"; exit 1; }
 [[ -x /usr/bin/redis-server ]] || command -v redis-server >/dev/null 2>&1 || { say "redis-server is still not found after installing it"; exit 1; }
 [[ -f /usr/share/java/zookeeper.jar ]] || { say "zookeeper.jar is still not found after installing zookeeper"; exit 1; }
+command -v promtool >/dev/null 2>&1 || { say "promtool is still not found after installing prometheus"; exit 1; }
 say "installed ${missing[*]}; libfaketime: $lib"

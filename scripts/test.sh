@@ -7,8 +7,8 @@
 #
 # Needs: cargo (with rustfmt and clippy), Java 11+, the Cloud Datastore emulator
 # (CRONLEASE_EMULATOR overrides its path). Installs the other servers and tools the tests use
-# when they are missing (scripts/deps.sh: libfaketime, jq, redis-server, zookeeper; root or
-# passwordless sudo). Uses cargo-nextest if installed, else cargo test.
+# when they are missing (scripts/deps.sh: libfaketime, jq, redis-server, zookeeper, promtool;
+# root or passwordless sudo). Checks and unit-tests the Prometheus alerting rules with promtool. Uses cargo-nextest if installed, else cargo test.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -41,6 +41,9 @@ echo "java:     $("${JAVA:-java}" -version 2>&1 | head -n 1)"
 echo "emulator: $CRONLEASE_EMULATOR"
 
 step scripts/deps.sh
+step promtool check rules deploy/prometheus/alerts.yaml
+step promtool test rules deploy/prometheus/alerts_test.yaml
+step promtool check config deploy/prometheus/scrape.yaml
 step cargo fmt --all -- --check
 step cargo clippy --all-targets -- -D warnings
 step cargo build --all-targets

@@ -31,6 +31,7 @@
 //! | [`node::requested`]   | runs operators asked for: trigger (run now) and backfill, on the leader |
 //! | [`node::recorder`]    | run outcomes to the store, retried for as long as the node lives |
 //! | [`node::orphans`]     | closes (or recovers) the running runs of dead nodes, per job leader |
+//! | [`node::job_health`]  | on taking a lease: last run / success gauges from history, missed ticks |
 //! | [`node::history`]     | keeps the newest `[store] history` runs per job, prunes in background |
 //! | [`node::runner`]      | runs an action, labels its output, enforces the timeout         |
 //! | [`node::watchdog`]    | `__watchdog`: kills a dead node's running jobs (even after `kill -9`) |

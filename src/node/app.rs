@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::node::drift::Drift;
 use crate::node::election::{Election, Leadership, LeaseEvents};
 use crate::node::history::History;
+use crate::node::job_health::JobHealth;
 use crate::node::jobs::JobTable;
 use crate::node::orphans::Orphans;
 use crate::node::recorder::Recorder;
@@ -52,6 +53,7 @@ struct NodeEvents {
     history: Arc<History>,
     orphans: Arc<Orphans>,
     requested: Arc<Requested>,
+    health: Arc<JobHealth>,
 }
 
 impl LeaseEvents for NodeEvents {
@@ -59,6 +61,7 @@ impl LeaseEvents for NodeEvents {
         self.ticks.caught_up(idx, term);
         self.history.acquired(&self.ticks.job(idx).name);
         self.orphans.acquired();
+        self.health.acquired(idx, term);
     }
 
     fn lost(&self, idx: usize, term: i64) {
@@ -288,6 +291,13 @@ async fn run_node(
         history: history.clone(),
         orphans: orphans.clone(),
         requested,
+        health: Arc::new(JobHealth::new(
+            node.clone(),
+            store.clone(),
+            election.clone(),
+            ticks.clone(),
+            metrics.clone(),
+        )),
     }));
     let _ = node_state.running.set(Running {
         store: store.describe(),

@@ -70,6 +70,10 @@ pub struct LeaseView {
     pub resumed_at: Option<chrono::DateTime<Utc>>,
     /// Pending operator requests (trigger, backfill), as of the last read of its lease.
     pub requests: Requests,
+    /// When this node acquired the lease: when the previous holder had acquired it (its
+    /// clock), as the lease read before the acquisition said. Fire times a previous holder
+    /// already found missed are not counted again ([`crate::node::job_health`]).
+    pub previous_acquired_at: Option<chrono::DateTime<Utc>>,
 }
 
 /// This node's standing lease on a job, valid while its session is.
@@ -289,6 +293,11 @@ impl Election {
     }
 
     /// The slot of job `name` in the job table, if it is (or was) one of ours.
+    /// The names of the jobs contested now.
+    pub fn job_names(&self) -> Vec<String> {
+        self.jobs.active_names().to_vec()
+    }
+
     pub fn job_index(&self, name: &str) -> Option<usize> {
         self.jobs.index(name)
     }
@@ -440,7 +449,7 @@ impl Election {
         if st.held.get(job).is_some_and(|l| l.term == term) {
             st.held.remove(job);
             self.metrics.lease_lost(job);
-            self.metrics.set_leases_held(st.held.len());
+            self.metrics.set_held(st.held.keys());
             info!(event = "lease_lost", job, node = %self.node, term, "lease lost: {why}");
             drop(st);
             self.notify_lost(vec![(job.to_string(), term)]);
@@ -587,7 +596,7 @@ impl Election {
             }
         }
         let held = self.held();
-        self.metrics.set_leases_held(held.len());
+        self.metrics.set_held(held.iter());
         if changed {
             self.session.leases_changed(held);
         } else {
@@ -800,6 +809,7 @@ impl Election {
                         paused: rec.paused.clone(),
                         resumed_at: rec.resumed_at,
                         requests: rec.requests.clone(),
+                        previous_acquired_at: None,
                     },
                 );
             }
@@ -956,10 +966,17 @@ impl Election {
             .as_ref()
             .map(|l| l.holder.clone())
             .unwrap_or_default();
-        let (paused, resumed_at, requests) = observed
+        let (paused, resumed_at, requests, previous_acquired_at) = observed
             .lease
             .as_ref()
-            .map(|l| (l.paused.clone(), l.resumed_at, l.requests.clone()))
+            .map(|l| {
+                (
+                    l.paused.clone(),
+                    l.resumed_at,
+                    l.requests.clone(),
+                    l.acquired_at,
+                )
+            })
             .unwrap_or_default();
         let new = LeaseRecord {
             holder: self.node.clone(),
@@ -988,7 +1005,7 @@ impl Election {
                         },
                     );
                     st.available_since.remove(job);
-                    self.metrics.set_leases_held(st.held.len());
+                    self.metrics.set_held(st.held.keys());
                     st.view.insert(
                         job.to_string(),
                         LeaseView {
@@ -997,6 +1014,7 @@ impl Election {
                             paused,
                             resumed_at,
                             requests,
+                            previous_acquired_at,
                         },
                     );
                 }
@@ -1111,7 +1129,7 @@ impl Election {
                     info!(event = "lease_released", job = %job, node = %self.node, term = *term,
                         reason = "removed", "lease released: the job is no longer in this node's jobs file (or is off)");
                 }
-                self.metrics.set_leases_held(st.held.len());
+                self.metrics.set_held(st.held.keys());
                 true
             }
             Err(e) => {
@@ -1294,7 +1312,7 @@ fn drop_stale(
     for job in stale {
         if let Some(l) = st.held.remove(&job) {
             metrics.lease_lost(&job);
-            metrics.set_leases_held(st.held.len());
+            metrics.set_held(st.held.keys());
             info!(event = "lease_lost", job = %job, node, term = l.term,
                 "lease lost: the session lapsed (no successful heartbeat within the renew deadline)");
             lost.push((job, l.term));

@@ -5,6 +5,7 @@ pub mod app;
 pub mod drift;
 pub mod election;
 pub mod history;
+pub mod job_health;
 pub mod jobs;
 pub mod orphans;
 pub mod recorder;

@@ -109,14 +109,53 @@ pub enum Reloaded {
     Rejected(String),
 }
 
+/// The longest time between two fire times of `schedule` within the next 8 days (at most
+/// 10,000 of them): what "a job without a success for N intervals" should count in, so that
+/// `*/15 9-17 * * 1-5` is not overdue every night and weekend.
+fn longest_gap(
+    schedule: &crate::config::schedule::Schedule,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<std::time::Duration> {
+    let horizon = now + chrono::Duration::days(8);
+    let mut prev = schedule.next_after(now)?;
+    let mut longest = chrono::Duration::zero();
+    for _ in 0..10_000 {
+        let Some(next) = schedule.next_after(prev) else {
+            break;
+        };
+        longest = longest.max(next - prev);
+        if next > horizon {
+            break;
+        }
+        prev = next;
+    }
+    (longest > chrono::Duration::zero())
+        .then(|| longest.to_std().ok())
+        .flatten()
+}
+
+/// The jobs in force, on `/metrics`: how many, and each enabled job's interval.
+fn publish_jobs(parts: &Parts) {
+    parts
+        .metrics
+        .set_jobs_configured(parts.jobs.active_names().len());
+    let now = chrono::Utc::now();
+    let intervals: Vec<(String, Option<std::time::Duration>)> = parts
+        .jobs
+        .active()
+        .into_iter()
+        .filter(|(_, j)| j.enabled)
+        .map(|(_, j)| (j.name.clone(), longest_gap(&j.schedule, now)))
+        .collect();
+    parts.metrics.set_intervals(&intervals);
+}
+
 impl Reloader {
     pub fn new(config: &Config, parts: Parts) -> Self {
         // The bytes the running config was parsed from, not the file now: an edit made while
         // the node was starting is applied as soon as `run` starts.
         let hash = Some(config.source_hash);
-        parts
-            .metrics
-            .set_jobs_configured(parts.jobs.active_names().len());
+        publish_jobs(&parts);
         Reloader {
             path: config.source.clone(),
             current: Mutex::new(Current {
@@ -203,9 +242,7 @@ impl Reloader {
                 changed,
             } => {
                 self.parts.metrics.config_reload("applied");
-                self.parts
-                    .metrics
-                    .set_jobs_configured(self.parts.jobs.active_names().len());
+                publish_jobs(&self.parts);
                 let what: Vec<String> =
                     [("added", added), ("removed", removed), ("changed", changed)]
                         .iter()

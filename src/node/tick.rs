@@ -286,7 +286,12 @@ impl Ticks {
 
     /// Since when this node has known job `idx` (and had it on): fire times before are not
     /// its to catch up.
-    fn known_since(&self, idx: usize) -> DateTime<Utc> {
+    /// When a reload added job `idx` (`None`: it was in the file at start).
+    pub(crate) fn added_at(&self, idx: usize) -> Option<DateTime<Utc>> {
+        self.jobs.since(idx)
+    }
+
+    pub(crate) fn known_since(&self, idx: usize) -> DateTime<Utc> {
         self.jobs
             .since(idx)
             .map_or(self.started_at, |a| a.max(self.started_at))
@@ -1060,6 +1065,11 @@ impl Ticks {
         run.attempts = attempts + run.attempts.saturating_sub(1);
         let attempts = run.attempts;
         self.metrics.job_finished(&job.name, outcome, took);
+        self.metrics.run_seen(
+            &job.name,
+            run.started_at,
+            (outcome == "ok").then_some(run.finished_at).flatten(),
+        );
         self.set_last(idx, &run, Some(duration_ms));
         match result.exit_code {
             Some(code) => info!(event = "job_finished", job = %job.name, node = %self.node,

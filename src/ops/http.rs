@@ -103,19 +103,23 @@ async fn healthz(State(state): State<Arc<NodeState>>) -> Response {
 }
 
 async fn readyz(State(state): State<Arc<NodeState>>) -> Response {
+    match not_ready(&state) {
+        Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, why),
+        None => text(StatusCode::OK, "ready"),
+    }
+}
+
+/// Why the node is not ready, if it is not (`/readyz`, `cronlease_node_ready`).
+fn not_ready(state: &NodeState) -> Option<&'static str> {
     if state.stopping.is_cancelled() {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "not ready: stopping");
+        return Some("not ready: stopping");
     }
     match state.running.get() {
-        None => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: not registered with the store yet",
-        ),
-        Some(r) if r.session.current().is_none() => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the session lapsed; re-registering",
-        ),
-        Some(_) => text(StatusCode::OK, "ready"),
+        None => Some("not ready: not registered with the store yet"),
+        Some(r) if r.session.current().is_none() => {
+            Some("not ready: the session lapsed; re-registering")
+        }
+        Some(_) => None,
     }
 }
 
@@ -233,6 +237,19 @@ fn node_status(state: &NodeState) -> NodeStatus {
 }
 
 async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
+    state.metrics.set_ready(not_ready(&state).is_none());
+    if let Some(r) = state.running.get() {
+        let paused: Vec<(String, bool)> = r
+            .election
+            .job_names()
+            .into_iter()
+            .map(|job| {
+                let paused = r.election.view(&job).paused.is_some();
+                (job, paused)
+            })
+            .collect();
+        state.metrics.set_paused(&paused);
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -28,6 +28,19 @@
 //! | `cronlease_outcomes_pending` | gauge | — |
 //! | `cronlease_outcome_queue_full_total` | counter | — |
 //! | `cronlease_clock_offset_seconds` | gauge | — |
+//! | `cronlease_job_leader` | gauge | job (1 on the node that holds the job's lease, else 0) |
+//! | `cronlease_job_last_run_timestamp_seconds` | gauge | job (start of its newest run) |
+//! | `cronlease_job_last_success_timestamp_seconds` | gauge | job (end of its newest `ok` run) |
+//! | `cronlease_ticks_missed_total` | counter | job |
+//! | `cronlease_job_interval_seconds` | gauge | job (longest time between its fire times in the next 8 days; enabled jobs) |
+//! | `cronlease_job_paused` | gauge | job (1 while paused, as this node last read its lease) |
+//! | `cronlease_node_ready` | gauge | — (what `/readyz` says, at each scrape) |
+//!
+//! The last-run and last-success gauges are seeded from the store's history when this node
+//! takes a job's lease and only ever move forward, so a failover does not reset them: take
+//! `max by (job)` across nodes. A missed tick (a fire time that passed with nobody running it)
+//! is counted once in the cluster, by the node that takes the lease over and finds it
+//! ([`crate::node::job_health`]).
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -86,6 +99,15 @@ pub struct Metrics {
     runs_pruned: Counter,
     runs_lost: Family<JobLabel, Counter>,
     runs_recovered: Family<JobLabel, Counter>,
+    job_leader: Family<JobLabel, Gauge>,
+    job_last_run: Family<JobLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    job_last_success: Family<JobLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    ticks_missed: Family<JobLabel, Counter>,
+    job_interval: Family<JobLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    node_ready: Gauge,
+    job_paused: Family<JobLabel, Gauge>,
+    /// The jobs whose `cronlease_job_leader` is 1 now.
+    leading: std::sync::Mutex<std::collections::HashSet<String>>,
     claims_refused: Family<JobReason, Counter>,
     config_reloads: Family<ResultLabel, Counter>,
     jobs_configured: Gauge,
@@ -132,6 +154,14 @@ impl Metrics {
             runs_pruned: Counter::default(),
             runs_lost: Family::default(),
             runs_recovered: Family::default(),
+            job_leader: Family::default(),
+            job_last_run: Family::default(),
+            job_last_success: Family::default(),
+            ticks_missed: Family::default(),
+            job_interval: Family::default(),
+            node_ready: Gauge::default(),
+            job_paused: Family::default(),
+            leading: Default::default(),
             claims_refused: Family::default(),
             config_reloads: Family::default(),
             jobs_configured: Gauge::default(),
@@ -165,6 +195,41 @@ impl Metrics {
             "cronlease_runs_recovered",
             "Lost runs this node ran again (recover = true)",
             m.runs_recovered.clone(),
+        );
+        m.registry.register(
+            "cronlease_job_leader",
+            "1 on the node that holds the job's lease, 0 on a node that held it",
+            m.job_leader.clone(),
+        );
+        m.registry.register(
+            "cronlease_job_last_run_timestamp_seconds",
+            "Start of the job's newest run (from the store's history when this node took the lease)",
+            m.job_last_run.clone(),
+        );
+        m.registry.register(
+            "cronlease_job_last_success_timestamp_seconds",
+            "End of the job's newest ok run (from the store's history when this node took the lease)",
+            m.job_last_success.clone(),
+        );
+        m.registry.register(
+            "cronlease_job_interval_seconds",
+            "Time between the job's next two fire times (for alerts on a job without a success)",
+            m.job_interval.clone(),
+        );
+        m.registry.register(
+            "cronlease_job_paused",
+            "1 while the job is paused (cronlease pause), as this node last read its lease",
+            m.job_paused.clone(),
+        );
+        m.registry.register(
+            "cronlease_node_ready",
+            "1 while this node is ready (/readyz), else 0",
+            m.node_ready.clone(),
+        );
+        m.registry.register(
+            "cronlease_ticks_missed",
+            "Fire times that passed with nobody running them, counted by the node that took the lease over",
+            m.ticks_missed.clone(),
         );
         m.registry.register(
             "cronlease_claims_refused",
@@ -316,8 +381,82 @@ impl Metrics {
         self.lease_losses.get_or_create(&Self::job(job)).inc();
     }
 
-    pub fn set_leases_held(&self, n: usize) {
-        self.leases_held.set(n as i64);
+    /// The jobs this node holds the lease of now: `cronlease_leases_held` and each job's
+    /// `cronlease_job_leader` (only the jobs whose leadership changed are touched).
+    pub fn set_held<'a>(&self, jobs: impl IntoIterator<Item = &'a String>) {
+        let now: std::collections::HashSet<&String> = jobs.into_iter().collect();
+        self.leases_held.set(now.len() as i64);
+        let mut leading = self.leading.lock().unwrap();
+        leading.retain(|job| {
+            let keep = now.contains(job);
+            if !keep {
+                self.job_leader.get_or_create(&Self::job(job)).set(0);
+            }
+            keep
+        });
+        for job in now {
+            if leading.insert(job.clone()) {
+                self.job_leader.get_or_create(&Self::job(job)).set(1);
+            }
+        }
+    }
+
+    /// A run of `job` started at `started` (and, if `succeeded_at`, ended `ok` then): the
+    /// last-run and last-success gauges move forward, never back.
+    pub fn run_seen(
+        &self,
+        job: &str,
+        started: chrono::DateTime<chrono::Utc>,
+        succeeded_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) {
+        let secs = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis() as f64 / 1000.0;
+        let raise = |g: &Gauge<f64, std::sync::atomic::AtomicU64>, v: f64| {
+            if v > g.get() {
+                g.set(v);
+            }
+        };
+        raise(
+            &self.job_last_run.get_or_create(&Self::job(job)),
+            secs(started),
+        );
+        if let Some(t) = succeeded_at {
+            raise(
+                &self.job_last_success.get_or_create(&Self::job(job)),
+                secs(t),
+            );
+        }
+    }
+
+    /// The enabled jobs in force and the time between their next two fire times; jobs no
+    /// longer in the list lose their series.
+    pub fn set_intervals(&self, jobs: &[(String, Option<Duration>)]) {
+        self.job_interval.clear();
+        for (job, interval) in jobs {
+            if let Some(d) = interval {
+                self.job_interval
+                    .get_or_create(&Self::job(job))
+                    .set(d.as_secs_f64());
+            }
+        }
+    }
+
+    /// Which jobs are paused now (each job of the table, with its state).
+    pub fn set_paused(&self, jobs: &[(String, bool)]) {
+        self.job_paused.clear();
+        for (job, paused) in jobs {
+            self.job_paused
+                .get_or_create(&Self::job(job))
+                .set(i64::from(*paused));
+        }
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.node_ready.set(i64::from(ready));
+    }
+
+    /// Fire times of `job` that passed with nobody running them.
+    pub fn ticks_missed(&self, job: &str, n: u64) {
+        self.ticks_missed.get_or_create(&Self::job(job)).inc_by(n);
     }
 
     /// One store operation: its latency, whether it failed, how many entities it wrote.
@@ -410,6 +549,40 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    /// Every metric the shipped alerting rules use is one this node exports (a rule on a
+    /// misspelt name would never fire).
+    #[test]
+    fn the_alerting_rules_use_only_exported_metrics() {
+        let rules = include_str!("../../deploy/prometheus/alerts.yaml");
+        let m = Metrics::new();
+        let j = "j".to_string();
+        m.set_held([&j]);
+        m.run_seen("j", chrono::Utc::now(), Some(chrono::Utc::now()));
+        m.ticks_missed("j", 1);
+        m.run_lost("j");
+        m.job_finished("j", "failed", Duration::from_secs(1));
+        m.set_intervals(&[(j.clone(), Some(Duration::from_secs(60)))]);
+        m.set_ready(true);
+        m.set_paused(&[(j.clone(), false)]);
+        m.set_clock_offset(0.1);
+        let text = m.encode();
+        let mut used: Vec<&str> = rules
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("cronlease_"))
+            .collect();
+        used.sort();
+        used.dedup();
+        assert!(used.len() >= 8, "{used:?}");
+        for name in used {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&format!("{name}{{"))
+                        || l.starts_with(&format!("{name} "))),
+                "the rules use {name}, which /metrics does not export:\n{text}"
+            );
+        }
+    }
+
     #[test]
     fn counters_show_in_the_text_exposition() {
         let m = Metrics::new();
@@ -420,7 +593,9 @@ mod tests {
         m.store_call("claim", Duration::from_millis(3), true, 1);
         m.store_call("snapshot", Duration::from_millis(3), false, 0);
         m.store_call_read("leases", Duration::from_millis(3), true, 0, 1000);
-        m.set_leases_held(2);
+        let (backup, report) = ("backup".to_string(), "report".to_string());
+        m.set_held([&backup, &report]);
+        m.set_held([&backup, &report]);
         m.job_retry("backup");
         m.job_retry("backup");
         m.job_skipped("report");
@@ -436,6 +611,12 @@ mod tests {
         assert!(text.contains("cronlease_store_errors_total{op=\"snapshot\"} 1"));
         assert!(text.contains("cronlease_store_reads_total{op=\"leases\"} 1000"));
         assert!(text.contains("cronlease_leases_held 2"));
+        assert!(text.contains("cronlease_job_leader{job=\"report\"} 1"));
+        m.set_held([&backup]);
+        let text_after = m.encode();
+        assert!(text_after.contains("cronlease_job_leader{job=\"report\"} 0"));
+        assert!(text_after.contains("cronlease_job_leader{job=\"backup\"} 1"));
+        assert!(text_after.contains("cronlease_leases_held 1"));
         assert!(text.contains("cronlease_job_retries_total{job=\"backup\"} 2"));
         assert!(text.contains("cronlease_job_runs_total{job=\"report\",outcome=\"skipped\"} 1"));
         assert!(!text.contains("cronlease_job_duration_seconds_count{job=\"report\"}"));
