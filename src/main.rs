@@ -124,6 +124,21 @@ enum Command {
         #[arg(short, long, default_value = "jobs.toml")]
         config: PathBuf,
     },
+    /// Print what a job's runs printed (their kept output) with a header per run; exit 0 when
+    /// the (last) run shown ended ok, 1 otherwise.
+    Logs {
+        /// The job.
+        job: String,
+        /// The run of this fire time (RFC 3339); default: the newest run.
+        #[arg(value_name = "FIRE_TIME", value_parser = parse_instant, conflicts_with = "last")]
+        fire_time: Option<chrono::DateTime<chrono::Utc>>,
+        /// The newest N runs, oldest first.
+        #[arg(long, value_name = "N", value_parser = parse_last)]
+        last: Option<usize>,
+        /// The jobs file.
+        #[arg(short, long, default_value = "jobs.toml")]
+        config: PathBuf,
+    },
     /// Internal: the job watchdog a node starts (see cronlease::node::watchdog).
     #[command(name = "__watchdog", hide = true)]
     Watchdog,
@@ -144,6 +159,14 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         Ok(d) if !d.is_zero() => Ok(d),
         Ok(_) => Err("expected a duration above zero".into()),
         Err(e) => Err(format!("{e}: expected a duration such as 30s, 10m or 1h")),
+    }
+}
+
+fn parse_last(text: &str) -> Result<usize, String> {
+    let max = cronlease::ops::logs::MAX_LAST;
+    match text.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("expected a number from 1 to {max}")),
     }
 }
 
@@ -224,6 +247,12 @@ fn main() -> ExitCode {
             };
             backfill(&config, &job, action)
         }
+        Command::Logs {
+            job,
+            fire_time,
+            last,
+            config,
+        } => logs(&config, &job, fire_time, last),
         Command::Watchdog => ExitCode::from(cronlease::node::watchdog::serve()),
         Command::Run {
             config,
@@ -423,6 +452,45 @@ fn backfill(
         Ok(text) => {
             out(&text);
             ExitCode::SUCCESS
+        }
+        Err(e) => control_failed(e),
+    }
+}
+
+/// `cronlease logs`: exit 0 when the (last) run shown ended `ok`, 1 otherwise (or no such run,
+/// or a store error), 2 for usage errors.
+fn logs(
+    config: &std::path::Path,
+    job: &str,
+    fire_time: Option<chrono::DateTime<chrono::Utc>>,
+    last: Option<usize>,
+) -> ExitCode {
+    use cronlease::ops::logs::{self, Which};
+    let cfg = match cronlease::config::load(config) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            err(&format!("error: {e}"));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let which = match fire_time {
+        Some(t) => Which::At(t),
+        None => Which::Last(last.unwrap_or(1)),
+    };
+    let runtime = match one_shot_runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(logs::fetch(&cfg, job, which)) {
+        Ok(runs) => {
+            for run in &runs {
+                out(&logs::render(run));
+            }
+            if runs.last().is_some_and(|r| r.outcome == "ok") {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(e) => control_failed(e),
     }

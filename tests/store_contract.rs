@@ -1483,6 +1483,75 @@ async fn a_pruned_manual_run_sets_a_millisecond_watermark(store: Arc<dyn Store>)
     assert_eq!(store.pruned_until("other").await.unwrap(), None);
 }
 
+/// A run keeps its output tail: a progress write (outcome still `running`) updates the record
+/// in place, under the claim's condition, and it stays running; the outcome's write keeps the
+/// final tail; a progress write after that is refused. 256 KiB (the largest `output_limit`) of
+/// multi-byte text round-trips.
+async fn a_run_keeps_its_output_tail(store: Arc<dyn Store>) {
+    store.put_node(&node("a", "sa", 1)).await.unwrap();
+    let term = take(&*store, "job", "a", "sa").await;
+    let claimed = run("job", fire(0), "a", term);
+    assert_eq!(store.claim(&claimed, "sa").await.unwrap(), Claim::Won);
+    let progress = RunRecord {
+        output: "starting\nhalf way\n".into(),
+        output_cut: 0,
+        ..claimed.clone()
+    };
+    assert!(store.finish(&progress).await.unwrap());
+    let stored = store.get_run("job", fire(0)).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.outcome.as_str(), stored.output.as_str()),
+        ("running", "starting\nhalf way\n")
+    );
+    assert!(
+        store
+            .running_runs()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.fire_time == fire(0)),
+        "a progress write keeps the run listed as running"
+    );
+    // Another claim's session cannot write progress either.
+    let stranger = RunRecord {
+        session: "other".into(),
+        ..progress.clone()
+    };
+    assert!(!store.finish(&stranger).await.unwrap());
+    let big: String = "é".repeat(128 * 1024); // 256 KiB of UTF-8
+    let done = RunRecord {
+        output: big.clone(),
+        output_cut: 1_000_000,
+        ..ended(&claimed, "ok")
+    };
+    assert!(store.finish(&done).await.unwrap());
+    let stored = store.get_run("job", fire(0)).await.unwrap().unwrap();
+    assert_eq!(stored.outcome, "ok");
+    assert_eq!(stored.output, big);
+    assert_eq!(stored.output_cut, 1_000_000);
+    assert!(!store
+        .running_runs()
+        .await
+        .unwrap()
+        .iter()
+        .any(|r| r.fire_time == fire(0)));
+    assert!(
+        !store.finish(&progress).await.unwrap(),
+        "closed: no more progress"
+    );
+    assert_eq!(
+        store
+            .get_run("job", fire(0))
+            .await
+            .unwrap()
+            .unwrap()
+            .outcome,
+        "ok"
+    );
+    let recent = store.recent_runs("job", 1).await.unwrap();
+    assert_eq!(recent[0].output.len(), big.len());
+}
+
 // ---- every clause, for every backend ----
 
 /// `contract!(module, constructor)`: one test per clause in `mod module`, each on a fresh store
@@ -1517,6 +1586,7 @@ macro_rules! contract {
             requests_survive_acquire_and_release,
             a_triggered_run_is_claimed_once_while_its_request_is_pending,
             a_pruned_manual_run_sets_a_millisecond_watermark,
+            a_run_keeps_its_output_tail,
         );
     };
     (@clauses $backend:ident, $make:ident, $($name:ident),* $(,)?) => {

@@ -20,6 +20,8 @@
 //! # starting_deadline = "1m"  # how old a missed fire time may be; default: the lease, and
 //! #                           # never from before this node started
 //! # timeout = "10m"           # applies to jobs that set none
+//! output_limit = "32KiB"      # the tail of a run's output kept with its record (0 .. 256KiB)
+//! output_refresh = "10s"      # how often a long run's tail is written while it goes (>= 1s)
 //!
 //! [[job]]
 //! name = "backup"
@@ -165,7 +167,20 @@ pub struct Policy {
     pub on_lease_lost: OnLeaseLost,
     /// Run a lost fire time (its node died while it ran) once more on the new leader.
     pub recover: bool,
+    /// Bytes of a run's output (its tail) kept with its record; 0 keeps none.
+    pub output_limit: usize,
+    /// How often a running run's output tail is written to its record (if it changed).
+    pub output_refresh: Duration,
 }
+
+/// The default `output_limit`: 32 KiB.
+pub const DEFAULT_OUTPUT_LIMIT: usize = 32 * 1024;
+/// The largest `output_limit`: 256 KiB.
+pub const MAX_OUTPUT_LIMIT: usize = 256 * 1024;
+/// The default `output_refresh`.
+pub const DEFAULT_OUTPUT_REFRESH: Duration = Duration::from_secs(10);
+/// The shortest `output_refresh`.
+pub const MIN_OUTPUT_REFRESH: Duration = Duration::from_secs(1);
 
 impl Default for Policy {
     fn default() -> Self {
@@ -177,8 +192,32 @@ impl Default for Policy {
             starting_deadline: None,
             on_lease_lost: OnLeaseLost::default(),
             recover: false,
+            output_limit: DEFAULT_OUTPUT_LIMIT,
+            output_refresh: DEFAULT_OUTPUT_REFRESH,
         }
     }
+}
+
+/// A size as written in jobs.toml: `"32KiB"`, `"8 KiB"`, `"1MiB"`, `"512B"`, `"4096"` (bytes).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: usize = number.parse().map_err(|_| {
+        format!("bad size {text:?}: write it like \"32KiB\", \"256KiB\" or \"512B\"")
+    })?;
+    let factor = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        other => {
+            return Err(format!(
+                "bad size {text:?}: unknown unit {other:?} (use B, KiB or MiB)"
+            ))
+        }
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("bad size {text:?}: too large"))
 }
 
 /// What a running run does when its node loses the job's lease (session lapse, fenced claim,
@@ -432,6 +471,8 @@ struct RawDefaults {
     starting_deadline: Option<Spanned<String>>,
     on_lease_lost: Option<Spanned<String>>,
     recover: Option<Spanned<bool>>,
+    output_limit: Option<Spanned<String>>,
+    output_refresh: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -481,6 +522,8 @@ struct RawJob {
     on_lease_lost: Option<Spanned<String>>,
     recover: Option<Spanned<bool>>,
     enabled: Option<Spanned<bool>>,
+    output_limit: Option<Spanned<String>>,
+    output_refresh: Option<Spanned<String>>,
 }
 
 /// The policy keys as written in `[defaults]` or in one `[[job]]`.
@@ -493,6 +536,8 @@ struct PolicyKeys<'r> {
     starting_deadline: &'r Option<Spanned<String>>,
     on_lease_lost: &'r Option<Spanned<String>>,
     recover: &'r Option<Spanned<bool>>,
+    output_limit: &'r Option<Spanned<String>>,
+    output_refresh: &'r Option<Spanned<String>>,
 }
 
 /// Validated policy keys; `None` where a key was not given (or was invalid, error recorded).
@@ -506,6 +551,8 @@ struct Settings {
     starting_deadline: Option<Duration>,
     on_lease_lost: Option<OnLeaseLost>,
     recover: Option<bool>,
+    output_limit: Option<usize>,
+    output_refresh: Option<Duration>,
 }
 
 struct Validator<'a> {
@@ -653,6 +700,39 @@ impl Validator<'_> {
             }
         });
         let on_lease_lost = self.choice(keys.on_lease_lost, "on_lease_lost", &OnLeaseLost::NAMES);
+        let output_limit =
+            keys.output_limit
+                .as_ref()
+                .and_then(|raw| match parse_size(raw.get_ref()) {
+                    Ok(n) if n <= MAX_OUTPUT_LIMIT => Some(n),
+                    Ok(n) => {
+                        self.error(
+                            raw.span().start,
+                            format!(
+                            "output_limit {:?} ({n} bytes) is more than the largest, \"256KiB\"",
+                            raw.get_ref()
+                        ),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        self.error(raw.span().start, format!("output_limit: {e}"));
+                        None
+                    }
+                });
+        let output_refresh = keys.output_refresh.as_ref().and_then(|raw| {
+            match self.duration(raw, "output_refresh") {
+                Some(d) if d < MIN_OUTPUT_REFRESH => {
+                    self.error(
+                        raw.span().start,
+                        "output_refresh must be at least 1s (one store write per run per refresh)"
+                            .into(),
+                    );
+                    None
+                }
+                d => d,
+            }
+        });
         Settings {
             timeout,
             overlap,
@@ -662,6 +742,8 @@ impl Validator<'_> {
             starting_deadline,
             on_lease_lost,
             recover: keys.recover.as_ref().map(|r| *r.get_ref()),
+            output_limit,
+            output_refresh,
         }
     }
 
@@ -677,6 +759,8 @@ impl Validator<'_> {
                 starting_deadline: &raw.starting_deadline,
                 on_lease_lost: &raw.on_lease_lost,
                 recover: &raw.recover,
+                output_limit: &raw.output_limit,
+                output_refresh: &raw.output_refresh,
             }),
         }
     }
@@ -1060,6 +1144,8 @@ impl Validator<'_> {
             starting_deadline: &raw.starting_deadline,
             on_lease_lost: &raw.on_lease_lost,
             recover: &raw.recover,
+            output_limit: &raw.output_limit,
+            output_refresh: &raw.output_refresh,
         });
         let builtin = Policy::default();
         let timeout = own.timeout.or(defaults.timeout);
@@ -1080,6 +1166,14 @@ impl Validator<'_> {
                 .or(defaults.on_lease_lost)
                 .unwrap_or(builtin.on_lease_lost),
             recover: own.recover.or(defaults.recover).unwrap_or(builtin.recover),
+            output_limit: own
+                .output_limit
+                .or(defaults.output_limit)
+                .unwrap_or(builtin.output_limit),
+            output_refresh: own
+                .output_refresh
+                .or(defaults.output_refresh)
+                .unwrap_or(builtin.output_refresh),
         };
 
         // Exactly one action.
@@ -1252,6 +1346,44 @@ shell = "echo hi"
     const JOB: &str = "[[job]]\nname = \"a\"\nschedule = \"* * * * *\"\nsay = \"hi\"\n";
 
     #[test]
+    fn output_limit_and_refresh() {
+        let c = parse("j", JOB).unwrap();
+        assert_eq!(c.jobs[0].policy.output_limit, DEFAULT_OUTPUT_LIMIT);
+        assert_eq!(c.jobs[0].policy.output_refresh, DEFAULT_OUTPUT_REFRESH);
+        let c = parse(
+            "j",
+            &format!(
+                "[defaults]\noutput_limit = \"8KiB\"\noutput_refresh = \"30s\"\n{JOB}\
+                 [[job]]\nname = \"b\"\nschedule = \"* * * * *\"\nsay = \"b\"\n\
+                 output_limit = \"256KiB\"\n"
+            ),
+        )
+        .unwrap();
+        assert_eq!(c.jobs[0].policy.output_limit, 8 * 1024);
+        assert_eq!(c.jobs[0].policy.output_refresh, Duration::from_secs(30));
+        assert_eq!(c.jobs[1].policy.output_limit, MAX_OUTPUT_LIMIT);
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("512 B"), Ok(512));
+        assert_eq!(parse_size("1MiB"), Ok(1024 * 1024));
+        assert_err(
+            &format!("{JOB}output_limit = \"300KiB\"\n"),
+            5,
+            "more than the largest",
+        );
+        assert_err(
+            &format!("{JOB}output_limit = \"32KB\"\n"),
+            5,
+            "unknown unit \"KB\"",
+        );
+        assert_err(&format!("{JOB}output_limit = \"lots\"\n"), 5, "bad size");
+        assert_err(
+            &format!("[defaults]\noutput_refresh = \"100ms\"\n{JOB}"),
+            2,
+            "output_refresh must be at least 1s",
+        );
+    }
+
+    #[test]
     fn history_bound() {
         assert_eq!(parse("j", JOB).unwrap().store.history, DEFAULT_HISTORY);
         let c = parse("j", &format!("[store]\nhistory = 7\n{JOB}")).unwrap();
@@ -1373,6 +1505,7 @@ shell = "echo hi"
                 starting_deadline: Some(Duration::from_secs(60)),
                 on_lease_lost: OnLeaseLost::Continue,
                 recover: true,
+                ..Policy::default()
             }
         );
         assert_eq!(a.timeout, Some(Duration::from_secs(30)));
@@ -1387,6 +1520,7 @@ shell = "echo hi"
                 starting_deadline: Some(Duration::from_secs(5)),
                 on_lease_lost: OnLeaseLost::Stop,
                 recover: false,
+                ..Policy::default()
             }
         );
         assert_eq!(b.timeout, Some(Duration::from_secs(3600)));

@@ -8,6 +8,7 @@ pub mod history;
 pub mod job_health;
 pub mod jobs;
 pub mod orphans;
+pub mod output;
 pub mod recorder;
 pub mod reload;
 pub mod requested;

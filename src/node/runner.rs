@@ -63,11 +63,13 @@ impl Outcome {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunContext {
     pub node: String,
     pub fire_time: DateTime<Utc>,
     pub term: i64,
+    /// Where the run's output lines are kept, besides the log ([`crate::node::output`]).
+    pub output: Option<std::sync::Arc<crate::node::output::OutputTail>>,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +94,7 @@ pub async fn run(job: &Job, ctx: &RunContext, kill: CancellationToken) -> RunRes
         node: &ctx.node,
         fire_time: rfc3339(ctx.fire_time),
         term: ctx.term,
+        tail: ctx.output.as_deref(),
     };
     if kill.is_cancelled() {
         return RunResult::new(Outcome::Killed, None);
@@ -132,10 +135,14 @@ struct Labels<'a> {
     node: &'a str,
     fire_time: String,
     term: i64,
+    tail: Option<&'a crate::node::output::OutputTail>,
 }
 
 impl Labels<'_> {
     fn output(&self, stream: &str, line: &str, truncated: bool) {
+        if let Some(tail) = self.tail {
+            tail.push(line);
+        }
         if truncated {
             tracing::info!(
                 event = "job_output",
@@ -621,6 +628,7 @@ mod tests {
             node: "n1".into(),
             fire_time: "2026-11-22T14:35:00Z".parse().unwrap(),
             term: 42,
+            output: None,
         }
     }
 

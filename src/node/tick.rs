@@ -71,6 +71,7 @@ use crate::config::OnLeaseLost;
 use crate::config::{CatchUp, Job, Overlap, Policy};
 use crate::node::election::{Election, Leadership};
 use crate::node::jobs::JobTable;
+use crate::node::output::OutputTail;
 use crate::node::recorder::Recorder;
 use crate::node::runner::{self, Outcome, RunContext, RunResult};
 use crate::ops::metrics::Metrics;
@@ -1040,13 +1041,54 @@ impl Ticks {
                 fire_time = %fire, term = lead.term, lateness_ms, recovery = run.recovery,
                 "running tick"),
         }
+        let tail = Arc::new(OutputTail::new(job.policy.output_limit));
         let ctx = RunContext {
             node: self.node.clone(),
             fire_time,
             term: lead.term,
+            output: Some(tail.clone()),
         };
         let started = std::time::Instant::now();
+        // A long run's tail is written while it goes, when it changed, at most once per
+        // `output_refresh`: a crash does not lose all of it.
+        let refresh = CancellationToken::new();
+        if job.policy.output_limit > 0 {
+            let (store, tail, refresh, every) = (
+                self.store.clone(),
+                tail.clone(),
+                refresh.clone(),
+                job.policy.output_refresh,
+            );
+            let progress = run.clone();
+            self.tracker.spawn(async move {
+                let mut seen = tail.version();
+                loop {
+                    tokio::select! {
+                        _ = refresh.cancelled() => return,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                    if !tail.changed_since(seen) {
+                        continue;
+                    }
+                    seen = tail.version();
+                    let (output, output_cut) = tail.snapshot();
+                    let update = RunRecord {
+                        output,
+                        output_cut,
+                        ..progress.clone()
+                    };
+                    // Best effort: the outcome's write carries the tail anyway.
+                    if let Err(e) = store.finish(&update).await {
+                        tracing::debug!(job = %update.job, "cannot write the output tail: {e}");
+                    }
+                }
+            });
+        }
         let (result, attempts) = self.attempts(job, &ctx, &lead, &slot).await;
+        refresh.cancel();
+        let (output, output_cut) = tail.snapshot();
+        run.output = output;
+        run.output_cut = output_cut;
         let outcome = if result.outcome == Outcome::Killed && slot.replaced.load(Ordering::SeqCst) {
             "replaced"
         } else if result.outcome == Outcome::Killed && slot.stopped.load(Ordering::SeqCst) {

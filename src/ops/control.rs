@@ -615,7 +615,7 @@ pub async fn set_pause(
     Ok(out)
 }
 
-async fn timed<T>(
+pub(crate) async fn timed<T>(
     f: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
     tokio::time::timeout(STORE_TIMEOUT, f)

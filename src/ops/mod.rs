@@ -4,5 +4,6 @@ pub mod check;
 pub mod control;
 pub mod http;
 pub mod logging;
+pub mod logs;
 pub mod metrics;
 pub mod status;

@@ -7,8 +7,12 @@
 //! not paused, as are those written before pauses existed; the unindexed `requests`, the
 //! pending operator requests as one JSON string ([`Requests::encode`]), absent when there are
 //! none), `Run` (key: `{job}@{time_key(fire time)}`: unix seconds, with `.mmm` milliseconds
-//! for a manual run; `fire_time` keeps the milliseconds, and the unindexed `trigger`
-//! ([`RunTrigger::encode`]) is there only for a run an operator asked for), `Pruned` (key: job
+//! for a manual run; `fire_time` keeps the milliseconds, the indexed `outcome` is what
+//! [`Store::running_runs`] queries (a progress write keeps it `running`), the unindexed
+//! `trigger` ([`RunTrigger::encode`]) is there only for a run an operator asked for, the
+//! unindexed string `output` (the tail of what the run printed, up to 256 KiB: an indexed string
+//! could hold only 1,500 bytes) only when it printed something, and the unindexed integer
+//! `output_cut` (bytes dropped before that tail) only when not 0), `Pruned` (key: job
 //! name; `fire_time`, the newest fire time pruned, to the millisecond), `Control` (one entity,
 //! key `epoch`: the integer `epoch`, the control epoch; absent until the first change) and
 //! `Definitions` (key: node id; `digest`, and `jobs`, the map of job name → definition digest as
@@ -61,6 +65,9 @@ const COMMIT_BATCH: usize = 500;
 const NODE_JOBS_LISTED: usize = 100;
 /// How often a transaction is retried after ABORTED before the caller is told it lost.
 const ABORT_RETRIES: usize = 3;
+/// The largest response accepted (tonic's default is 4 MiB): a query's batch of runs, each
+/// with an output tail of up to 256 KiB (an entity may be up to 1 MiB), can be larger.
+const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 /// Project used with the emulator when none is configured.
 const EMULATOR_DEFAULT_PROJECT: &str = "cronlease-dev";
 
@@ -151,15 +158,10 @@ impl DatastoreStore {
             if emulator {
                 let credentials =
                     gcloud_sdk::google_cloud_auth::credentials::anonymous::Builder::new().build();
-                GoogleApi::from_function_with_credentials(
-                    DatastoreClient::new,
-                    &endpoint,
-                    None,
-                    credentials,
-                )
-                .await
+                GoogleApi::from_function_with_credentials(new_client, &endpoint, None, credentials)
+                    .await
             } else {
-                GoogleApi::from_function(DatastoreClient::new, &endpoint, None).await
+                GoogleApi::from_function(new_client, &endpoint, None).await
             }
         };
         let api = match tokio::time::timeout(timeout.max(Duration::from_secs(2)), connecting).await
@@ -657,37 +659,51 @@ impl DatastoreStore {
     }
 
     fn run_entity(&self, run: &RunRecord) -> ds::Entity {
-        let mut props = HashMap::new();
-        props.insert("job".into(), string(&run.job, true));
-        props.insert("fire_time".into(), timestamp(run.fire_time, true));
-        props.insert("node".into(), string(&run.node, true));
-        props.insert("term".into(), integer(run.term, true));
-        props.insert("started_at".into(), timestamp(run.started_at, true));
-        if let Some(at) = run.finished_at {
-            props.insert("finished_at".into(), timestamp(at, true));
-        }
-        // Indexed: orphan detection queries the `running` records.
-        props.insert("outcome".into(), string(&run.outcome, true));
-        if let Some(code) = run.exit_code {
-            props.insert("exit_code".into(), integer(code as i64, true));
-        }
-        props.insert("attempts".into(), integer(run.attempts as i64, false));
-        props.insert("session".into(), string(&run.session, false));
-        props.insert("process".into(), string(&run.process, false));
-        if let Some(reason) = &run.reason {
-            props.insert("reason".into(), string(reason, false));
-        }
-        if run.recovery {
-            props.insert("recovery".into(), boolean(true));
-        }
-        if let Some(trigger) = &run.trigger {
-            props.insert("trigger".into(), string(&trigger.encode(), false));
-        }
         ds::Entity {
             key: Some(self.key(KIND_RUN, &RunRecord::key(&run.job, run.fire_time))),
-            properties: props,
+            properties: run_props(run),
         }
     }
+}
+
+/// The properties of a `Run` entity (see the module doc).
+fn run_props(run: &RunRecord) -> HashMap<String, ds::Value> {
+    let mut props = HashMap::new();
+    props.insert("job".into(), string(&run.job, true));
+    props.insert("fire_time".into(), timestamp(run.fire_time, true));
+    props.insert("node".into(), string(&run.node, true));
+    props.insert("term".into(), integer(run.term, true));
+    props.insert("started_at".into(), timestamp(run.started_at, true));
+    if let Some(at) = run.finished_at {
+        props.insert("finished_at".into(), timestamp(at, true));
+    }
+    // Indexed: orphan detection queries the `running` records.
+    props.insert("outcome".into(), string(&run.outcome, true));
+    if let Some(code) = run.exit_code {
+        props.insert("exit_code".into(), integer(code as i64, true));
+    }
+    props.insert("attempts".into(), integer(run.attempts as i64, false));
+    props.insert("session".into(), string(&run.session, false));
+    props.insert("process".into(), string(&run.process, false));
+    if let Some(reason) = &run.reason {
+        props.insert("reason".into(), string(reason, false));
+    }
+    if run.recovery {
+        props.insert("recovery".into(), boolean(true));
+    }
+    if let Some(trigger) = &run.trigger {
+        props.insert("trigger".into(), string(&trigger.encode(), false));
+    }
+    // Unindexed: an indexed string is limited to 1,500 bytes, an unindexed one to 1 MiB
+    // (the tail is at most 256 KiB).
+    if !run.output.is_empty() {
+        props.insert("output".into(), string(&run.output, false));
+    }
+    if run.output_cut > 0 {
+        let cut = i64::try_from(run.output_cut).unwrap_or(i64::MAX);
+        props.insert("output_cut".into(), integer(cut, false));
+    }
+    props
 }
 
 #[async_trait]
@@ -1205,6 +1221,10 @@ fn causes(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+fn new_client(service: GoogleAuthMiddleware) -> Client {
+    DatastoreClient::new(service).max_decoding_message_size(MAX_RESPONSE_BYTES)
+}
+
 fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
@@ -1425,6 +1445,11 @@ fn parse_run(e: &ds::Entity) -> Option<RunRecord> {
             tracing::warn!("run {:?}: {err}", key_name(e.key.as_ref()));
             None
         }),
+        // Absent when the run printed nothing and in records written before output was kept.
+        output: get_str(e, "output"),
+        output_cut: get_int(e, "output_cut")
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0),
     })
 }
 
@@ -1579,6 +1604,44 @@ mod tests {
         e.properties.insert("trigger".into(), string("[", false));
         let read = parse_run(&e).expect("a malformed trigger does not hide the run");
         assert_eq!(read.trigger, None);
+    }
+
+    #[test]
+    fn a_run_keeps_its_output_unindexed_and_older_runs_have_none() {
+        let e = run_entity_without_attempts();
+        let old = parse_run(&e).unwrap();
+        assert_eq!(
+            (old.output.as_str(), old.output_cut),
+            ("", 0),
+            "absent: none"
+        );
+
+        let fire = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut run = RunRecord::claimed("j", fire, "a", 1, "s", "p");
+        let bare = run_props(&run);
+        assert!(!bare.contains_key("output") && !bare.contains_key("output_cut"));
+        run.output = "é".repeat(128 * 1024);
+        run.output_cut = 1_000_000;
+        let props = run_props(&run);
+        assert!(
+            props["output"].exclude_from_indexes,
+            "over 1,500 bytes: unindexed"
+        );
+        assert!(props["output_cut"].exclude_from_indexes);
+        let e = ds::Entity {
+            key: None,
+            properties: props,
+        };
+        let read = parse_run(&e).unwrap();
+        assert_eq!((read.output, read.output_cut), (run.output, 1_000_000));
+
+        let mut e = e;
+        e.properties.insert("output_cut".into(), integer(-1, false));
+        assert_eq!(
+            parse_run(&e).unwrap().output_cut,
+            0,
+            "nonsense reads as none"
+        );
     }
 
     #[test]

@@ -191,6 +191,14 @@ pub(crate) struct Run {
     pub recovery: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<RunTrigger>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub output_cut: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn one() -> u32 {
@@ -279,6 +287,8 @@ impl From<&RunRecord> for Run {
             reason: r.reason.clone(),
             recovery: r.recovery,
             trigger: r.trigger.clone(),
+            output: r.output.clone(),
+            output_cut: r.output_cut,
         }
     }
 }
@@ -300,6 +310,8 @@ impl From<Run> for RunRecord {
             reason: r.reason,
             recovery: r.recovery,
             trigger: r.trigger,
+            output: r.output,
+            output_cut: r.output_cut,
         }
     }
 }
@@ -451,6 +463,8 @@ mod tests {
                 by: "ops@h".into(),
                 request: "1800000000.250".into(),
             }),
+            output: "line one\nline two\n".into(),
+            output_cut: 12,
         };
         let json = serde_json::to_vec(&Run::from(&run)).unwrap();
         let back: RunRecord = serde_json::from_slice::<Run>(&json).unwrap().into();

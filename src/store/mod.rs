@@ -186,6 +186,11 @@ pub struct RunRecord {
     /// claim requires the request to be pending in the job's lease record and is not refused
     /// while the job is paused. `None` in records written before it existed.
     pub trigger: Option<RunTrigger>,
+    /// The tail of what the run printed (stdout and stderr lines in the order seen), at most
+    /// the job's `output_limit`; empty when it printed nothing (or in older records).
+    pub output: String,
+    /// Bytes of output dropped before `output` (0: `output` is all of it).
+    pub output_cut: u64,
 }
 
 /// A write allowed only to a job's current leader: the job's lease must be held by `node` in
@@ -226,6 +231,8 @@ impl RunRecord {
             reason: None,
             recovery: false,
             trigger: None,
+            output: String::new(),
+            output_cut: 0,
         }
     }
 
@@ -392,6 +399,9 @@ pub trait Store: Send + Sync {
     /// Record a claimed run's outcome: overwrite the record only if it is still `running` under
     /// `run.session` with `run.term` (this claim's own record). `Ok(false)` when it is not
     /// (closed as lost by another node, recovered, pruned, never written): nothing is written.
+    /// With `run.outcome` still [`RUNNING`] it is a progress write (the output tail of a long
+    /// run): the record is updated under the same condition and stays running (listed by
+    /// [`Store::running_runs`]).
     async fn finish(&self, run: &RunRecord) -> StoreResult<bool>;
     /// The run record of this job and fire time, if there is one.
     async fn get_run(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<Option<RunRecord>>;

@@ -19,10 +19,14 @@
 //!                              deleted with the node record
 //! P:run:{job}:{time}     hash  job, fire_time, node, term, started_at, finished_at, outcome,
 //!                              exit_code, attempts, session, process, reason, recovery;
-//!                              trigger (`RunTrigger::encode`, JSON) for a requested run
+//!                              trigger (`RunTrigger::encode`, JSON) for a requested run;
+//!                              output (the tail of what it printed, UTF-8, up to 256 KiB)
+//!                              and output_cut (bytes dropped before it, an integer) when
+//!                              not empty/0 (absent: none, as in older records)
 //! P:runs:{job}           zset  the fire times ({time}) of a job's runs, scored by them as
 //!                              decimal unix seconds (so milliseconds order too)
-//! P:running              set   `{job}@{time}` of every run recorded `running`
+//! P:running              set   `{job}@{time}` of every run recorded `running` (a progress
+//!                              write, [`Store::finish`] still `running`, keeps it there)
 //! P:pruned:{job}         string  the job's pruned watermark: the newest {time} deleted
 //! ```
 //!
@@ -40,11 +44,14 @@
 //! the leases still held by the node and session (keeping terms, pauses and requests);
 //! [`Store::set_pause`] pauses or resumes in one script, touching only the pause fields and
 //! INCRing the control epoch when it changed something; [`Store::delete_node_if`] deletes a
-//! node (and its definitions) only if it still shows the session and heartbeat. Terms live in
+//! node (and its definitions) only if it still shows the session and heartbeat;
+//! [`Store::finish`] and [`Store::close_orphan`] replace a run (delete-then-write) only while
+//! it is `running` under the expected session (and term, or fence), and keep the running set in
+//! step with the new outcome: a progress write (still `running`) stays in it. Terms live in
 //! the lease hash and only the acquire script writes them (a pause or a request creates a free
 //! lease at term 0), refusing a term that is not above the stored one. Plain writes (a
-//! heartbeat, a finished run) are `MULTI`/`EXEC` transactions of delete-then-write, so a reader
-//! never sees half a record.
+//! heartbeat) are `MULTI`/`EXEC` transactions of delete-then-write, so a reader never sees
+//! half a record.
 //!
 //! Requests. A script cannot run [`Requests::apply`], so [`Store::change_request`] reads the
 //! lease's `requests` field, applies the change in Rust, and writes the result (with
@@ -762,6 +769,12 @@ fn run_fields(r: &RunRecord) -> Vec<(&'static str, String)> {
     if let Some(t) = &r.trigger {
         fields.push(("trigger", t.encode()));
     }
+    if !r.output.is_empty() {
+        fields.push(("output", r.output.clone()));
+    }
+    if r.output_cut != 0 {
+        fields.push(("output_cut", r.output_cut.to_string()));
+    }
     fields
 }
 
@@ -792,6 +805,8 @@ fn parse_run(
         reason: opt_text(map, "reason"),
         recovery: opt_text(map, "recovery").is_some_and(|r| r == "1"),
         trigger: RunTrigger::decode(&text(map, "trigger")).map_err(what)?,
+        output: text(map, "output"),
+        output_cut: field(map, "output_cut").map_err(what)?.unwrap_or(0),
     })
 }
 
@@ -1312,6 +1327,8 @@ mod tests {
             reason: Some("lease_lost".into()),
             recovery: true,
             trigger: None,
+            output: String::new(),
+            output_cut: 0,
         };
         let back = parse_run("a:b", run.fire_time, &map(&run_fields(&run))).unwrap();
         assert_eq!(back, run);
@@ -1329,6 +1346,17 @@ mod tests {
         let at = parse_time_key("1800000000.250").unwrap();
         let back = parse_run("a:b", at, &map(&run_fields(&manual))).unwrap();
         assert_eq!(back, manual);
+        // An output tail, cut: both fields; none: neither is written.
+        let printed = RunRecord {
+            output: "é\nlast line\n".into(),
+            output_cut: 1_000_000,
+            ..run.clone()
+        };
+        let back = parse_run("a:b", run.fire_time, &map(&run_fields(&printed))).unwrap();
+        assert_eq!(back, printed);
+        assert!(!run_fields(&run)
+            .iter()
+            .any(|(k, _)| *k == "output" || *k == "output_cut"));
 
         let node = NodeRecord {
             id: "n:1".into(),
@@ -1364,6 +1392,7 @@ mod tests {
         assert_eq!(run.started_at, run.fire_time);
         assert_eq!((run.finished_at, run.exit_code), (None, None));
         assert_eq!(run.trigger, None);
+        assert_eq!((run.output.as_str(), run.output_cut), ("", 0));
         let ms = parse_time_key("1800000000.250").unwrap();
         let run = parse_run("j", ms, &map(&[("trigger", String::new())])).unwrap();
         assert_eq!(
@@ -1476,6 +1505,7 @@ mod tests {
         assert!(parse_run("j", at, &map(&[("attempts", "-1".into())])).is_err());
         assert!(parse_run("j", at, &map(&[("started_at", "yesterday".into())])).is_err());
         assert!(parse_run("j", at, &map(&[("trigger", "{".into())])).is_err());
+        assert!(parse_run("j", at, &map(&[("output_cut", "-1".into())])).is_err());
         let bad = map(&[("term", "1".into()), ("requests", "[".into())]);
         assert!(parse_lease("j", &bad).is_err());
         assert!(times(vec!["1".into(), "1.25".into()]).is_err());

@@ -1362,6 +1362,8 @@ mod tests {
                 by: "ops@h".into(),
                 request: "1800000000.250".into(),
             }),
+            output: String::new(),
+            output_cut: 0,
         };
         let json = serde_json::to_vec(&Run::from(&run)).unwrap();
         let back: RunRecord = serde_json::from_slice::<Run>(&json).unwrap().into();
