@@ -289,6 +289,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// The jobs file, or exit 2 with its error (`file:line:col`).
+fn load_config(config: &std::path::Path) -> Result<cronlease::config::Config, ExitCode> {
+    cronlease::config::load(config).map_err(|e| {
+        err(&format!("error: {e}"));
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
 /// A single-threaded runtime for the one-shot commands (`status`, `pause`, `resume`).
 fn one_shot_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_current_thread()
@@ -303,12 +311,9 @@ fn one_shot_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 /// `cronlease status`: one attempt at the store, no retries; exit 1 if it cannot be read.
 fn status(config: &std::path::Path, json: bool) -> ExitCode {
     use std::io::Write as _;
-    let cfg = match cronlease::config::load(config) {
+    let cfg = match load_config(config) {
         Ok(cfg) => cfg,
-        Err(e) => {
-            err(&format!("error: {e}"));
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let runtime = match one_shot_runtime() {
         Ok(rt) => rt,
@@ -341,12 +346,9 @@ fn status(config: &std::path::Path, json: bool) -> ExitCode {
 /// config or job name, 1 if the store cannot be reached.
 fn pause(config: &std::path::Path, jobs: &[String], all: bool, note: Option<String>) -> ExitCode {
     use cronlease::ops::control::{self, ControlError};
-    let cfg = match cronlease::config::load(config) {
+    let cfg = match load_config(config) {
         Ok(cfg) => cfg,
-        Err(e) => {
-            err(&format!("error: {e}"));
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let jobs = match control::select_jobs(&cfg, jobs, all) {
         Ok(jobs) => jobs,
@@ -397,12 +399,9 @@ fn trigger(
     options: cronlease::ops::control::TriggerOptions,
 ) -> ExitCode {
     use cronlease::ops::control::{self, TriggerEnd};
-    let cfg = match cronlease::config::load(config) {
+    let cfg = match load_config(config) {
         Ok(cfg) => cfg,
-        Err(e) => {
-            err(&format!("error: {e}"));
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     if let Err(e) = control::select_enabled_job(&cfg, job) {
         return control_failed(e);
@@ -437,12 +436,9 @@ fn backfill(
     job: &str,
     action: cronlease::ops::control::BackfillAction,
 ) -> ExitCode {
-    let cfg = match cronlease::config::load(config) {
+    let cfg = match load_config(config) {
         Ok(cfg) => cfg,
-        Err(e) => {
-            err(&format!("error: {e}"));
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let runtime = match one_shot_runtime() {
         Ok(rt) => rt,
@@ -466,12 +462,9 @@ fn logs(
     last: Option<usize>,
 ) -> ExitCode {
     use cronlease::ops::logs::{self, Which};
-    let cfg = match cronlease::config::load(config) {
+    let cfg = match load_config(config) {
         Ok(cfg) => cfg,
-        Err(e) => {
-            err(&format!("error: {e}"));
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let which = match fire_time {
         Some(t) => Which::At(t),

@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{http, wait_until, write_config, Emulator, Node};
@@ -23,14 +22,8 @@ fn metric(port: u16, name: &str) -> Option<f64> {
 }
 
 fn cli(emu: &Emulator, cfg: &Path, args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cronlease"))
-        .args(args)
-        .arg("--config")
-        .arg(cfg)
-        .envs(emu.env())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{args:?}: {out:?}");
+    let out = common::cli(emu, cfg, args);
+    assert_eq!(out.code, Some(0), "{args:?}: {}", out.stderr);
 }
 
 #[test]

@@ -5,41 +5,18 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use common::{wait_until, write_config, Emulator, Node};
+use common::{cli as cronlease, wait_until, write_config, Emulator, Node};
 
 const CONFIG: &str = "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n\n\
     [defaults]\ncatch_up = \"all\"\nstarting_deadline = \"1m\"\n\n\
     [[job]]\nname = \"tick\"\nschedule = \"* * * * * *\"\nsay = \"tick\"\n\n\
     [[job]]\nname = \"other\"\nschedule = \"* * * * * *\"\nsay = \"other\"\n\n\
     [[job]]\nname = \"off\"\nschedule = \"* * * * * *\"\nsay = \"off\"\nenabled = false\n";
-
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn cronlease(emu: &Emulator, cfg: &Path, args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_cronlease"))
-        .args(args)
-        .arg("--config")
-        .arg(cfg)
-        .envs(emu.env())
-        .env("USER", "ops")
-        .output()
-        .expect("run cronlease");
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn fire(v: &Value) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(v["fire_time"].as_str().unwrap())

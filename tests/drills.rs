@@ -1688,26 +1688,13 @@ const FAULTS: [Fault; 10] = [
 
 /// `cronlease pause|resume ch_b` against the emulator directly; true if it exited 0.
 fn pause_cli(emu: &Emulator, cfg: &std::path::Path, verb: &str) -> bool {
-    std::process::Command::new(env!("CARGO_BIN_EXE_cronlease"))
-        .args([verb, "ch_b", "--config"])
-        .arg(cfg)
-        .envs(emu.env())
-        .output()
-        .is_ok_and(|o| o.status.success())
+    cli_ok(emu, cfg, &[verb, "ch_b"]).is_some()
 }
 
 /// `cronlease ARGS... --config CFG` against the emulator directly: its stdout if it exited 0.
 fn cli_ok(emu: &Emulator, cfg: &std::path::Path, args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cronlease"))
-        .args(args)
-        .arg("--config")
-        .arg(cfg)
-        .envs(emu.env())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = common::cli(emu, cfg, args);
+    (out.code == Some(0)).then_some(out.stdout)
 }
 
 /// One node slot of the chaos drill: every process that ran under this id (for their logs),

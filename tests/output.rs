@@ -3,11 +3,9 @@
 //! `cronlease logs` (exit 0 for an ok run, 1 otherwise, 2 for usage errors).
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use common::{wait_until, write_config, Emulator, Node};
+use common::{cli as cronlease, wait_until, write_config, Emulator, Node};
 
 const CONFIG: &str = "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n\n\
     [[job]]\nname = \"chatty\"\nschedule = \"0 0 1 1 *\"\noutput_limit = \"1KiB\"\n\
@@ -16,27 +14,6 @@ const CONFIG: &str = "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"25
     [[job]]\nname = \"fail\"\nschedule = \"0 0 1 1 *\"\nshell = \"echo oops >&2; exit 3\"\n\n\
     [[job]]\nname = \"long\"\nschedule = \"0 0 1 1 *\"\noutput_refresh = \"1s\"\n\
     shell = \"echo started; sleep 5; echo done\"\n";
-
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn cronlease(emu: &Emulator, cfg: &Path, args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_cronlease"))
-        .args(args)
-        .arg("--config")
-        .arg(cfg)
-        .envs(emu.env())
-        .output()
-        .expect("run cronlease");
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 #[test]
 fn a_runs_output_is_kept_cut_at_its_limit_and_shown_by_logs() {

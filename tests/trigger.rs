@@ -7,13 +7,12 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use common::{wait_until, write_config, Emulator, Node};
+use common::{cli as cronlease, wait_until, write_config, Emulator, Node};
 
 const TIMING: &str = "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n\n";
 
@@ -23,28 +22,6 @@ const MANUAL_JOBS: &str = "[[job]]\nname = \"job\"\nschedule = \"0 0 1 1 *\"\nsa
     [[job]]\nname = \"fail\"\nschedule = \"0 0 1 1 *\"\ncommand = [\"false\"]\n\n\
     [[job]]\nname = \"slow\"\nschedule = \"0 0 1 1 *\"\nshell = \"sleep 4\"\n\n\
     [[job]]\nname = \"off\"\nschedule = \"0 0 1 1 *\"\nsay = \"off\"\nenabled = false\n";
-
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn cronlease(emu: &Emulator, cfg: &Path, args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_cronlease"))
-        .args(args)
-        .arg("--config")
-        .arg(cfg)
-        .envs(emu.env())
-        .env("USER", "ops")
-        .output()
-        .expect("run cronlease");
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn time(v: &Value) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(v.as_str().unwrap())

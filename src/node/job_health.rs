@@ -99,7 +99,7 @@ impl JobHealth {
             .max();
         // With no run at all, nothing says the job existed before this node knew it.
         let known = match newest {
-            Some(_) => self.jobs_since(idx),
+            Some(_) => self.ticks.added_at(idx),
             None => Some(self.ticks.known_since(idx)),
         };
         let floor = [newest, view.previous_acquired_at, view.resumed_at, known]
@@ -116,13 +116,6 @@ impl JobHealth {
                 since = %rfc3339(floor), "{missed} fire time(s) since {} passed with nobody \
                 running them", rfc3339(floor));
         }
-    }
-}
-
-impl JobHealth {
-    /// When a reload added job `idx`, if it did.
-    fn jobs_since(&self, idx: usize) -> Option<DateTime<Utc>> {
-        self.ticks.added_at(idx)
     }
 }
 
@@ -153,18 +146,9 @@ pub fn count_between(
     before: DateTime<Utc>,
     limit: usize,
 ) -> usize {
-    let mut n = 0;
-    let mut t = after;
-    while n < limit {
-        match schedule.next_after(t).filter(|next| *next < before) {
-            Some(next) => {
-                n += 1;
-                t = next;
-            }
-            None => break,
-        }
-    }
-    n
+    schedule
+        .between(after, before - chrono::Duration::nanoseconds(1), limit)
+        .len()
 }
 
 #[cfg(test)]

@@ -555,18 +555,7 @@ pub fn fire_times(
     to: DateTime<Utc>,
     limit: usize,
 ) -> Vec<DateTime<Utc>> {
-    let mut out = Vec::new();
-    let mut after = from - chrono::Duration::nanoseconds(1);
-    while out.len() < limit {
-        match schedule.next_after(after).filter(|t| *t <= to) {
-            Some(t) => {
-                out.push(t);
-                after = t;
-            }
-            None => break,
-        }
-    }
-    out
+    schedule.between(from - chrono::Duration::nanoseconds(1), to, limit)
 }
 
 /// What one pause or resume did.

@@ -959,3 +959,30 @@ pub fn report(drill: &str, figures: Value) {
         writeln!(f, "{text}").unwrap();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// one-shot commands
+
+/// What a one-shot `cronlease` command printed and how it exited.
+pub struct CliOut {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// `cronlease ARGS... --config CFG` against `emu`, as user `ops`.
+pub fn cli(emu: &Emulator, cfg: &Path, args: &[&str]) -> CliOut {
+    let out = Command::new(env!("CARGO_BIN_EXE_cronlease"))
+        .args(args)
+        .arg("--config")
+        .arg(cfg)
+        .envs(emu.env())
+        .env("USER", "ops")
+        .output()
+        .expect("run cronlease");
+    CliOut {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
