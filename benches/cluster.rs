@@ -338,15 +338,21 @@ impl Bench {
         );
         let _ = writeln!(
             out,
-            "| jobs | store calls /node/h | put_node (renewal) | nodes reads | leases reads | claim + finish | prune_runs | run_exists | entity writes /node/h | entity reads /node/h | CPU /node/min | peak RSS |"
+            "| jobs | store calls /node/h | put_node (renewal) | nodes reads | leases reads | claim + finish | prune_runs | run_exists | entity writes /node/h | entity reads /node/h | output bytes written /node/h | CPU /node/min | peak RSS |"
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         let mut ours = Vec::new();
-        for n in [10usize, 100, 1000] {
-            let row = self.cost_at(n, window);
+        // The last row: every run prints 10 lines of 100 bytes (1 KB), kept with its record.
+        for (n, lines) in [(10usize, 1u32), (100, 1), (1000, 1), (1000, 10)] {
+            let row = self.cost_at(n, window, lines);
+            let label = if lines > 1 {
+                format!("{n}, {} B of output per run", lines * 100)
+            } else {
+                n.to_string()
+            };
             let _ = writeln!(
                 out,
-                "| {n} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} s ({:.2} %) | {:.1} MiB |",
+                "| {label} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} s ({:.2} %) | {:.1} MiB |",
                 row.calls,
                 row.put_node,
                 row.nodes,
@@ -356,11 +362,14 @@ impl Bench {
                 row.other_reads,
                 row.writes,
                 row.reads,
+                row.output_bytes,
                 row.cpu_per_min,
                 row.cpu_per_min / 60.0 * 100.0,
                 row.rss_mib
             );
-            ours.push((n, row));
+            if lines == 1 {
+                ours.push((n, row));
+            }
         }
         let _ = writeln!(
             out,
@@ -401,11 +410,14 @@ impl Bench {
         out
     }
 
-    fn cost_at(&mut self, n: usize, window: Duration) -> CostRow {
+    /// `n` jobs once a minute, each printing `lines` lines of 100 bytes (`say`).
+    fn cost_at(&mut self, n: usize, window: Duration, lines: u32) -> CostRow {
+        let text = "x".repeat(99);
         let jobs: String = (0..n)
             .map(|i| {
                 format!(
-                    "\n[[job]]\nname = \"c{i:04}\"\nschedule = \"{} * * * * *\"\nsay = \"x\"\n",
+                    "\n[[job]]\nname = \"c{i:04}\"\nschedule = \"{} * * * * *\"\nsay = \"{text}\"\n\
+                     repeat = {lines}\npause = \"0s\"\n",
                     i % 60
                 )
             })
@@ -459,6 +471,7 @@ impl Bench {
                 + d("cronlease_store_calls_total{op=\"finish\"}"))
                 * per_hour
                 / 3.0;
+            row.output_bytes += d("cronlease_output_bytes_written_total") * per_hour / 3.0;
             row.cpu_per_min += (ca - cb) * per_min / 3.0;
         }
         row.rss_mib = rss.iter().cloned().fold(0.0, f64::max);
@@ -752,6 +765,8 @@ struct CostRow {
     /// `run_exists` calls (catch-up checks).
     other_reads: f64,
     claim_finish: f64,
+    /// `cronlease_output_bytes_written_total`: output tails written with run records.
+    output_bytes: f64,
     cpu_per_min: f64,
     rss_mib: f64,
 }

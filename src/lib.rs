@@ -46,7 +46,18 @@
 //! | [`ops::http`]         | `--http`: /healthz, /readyz, /status, /metrics                  |
 //! | [`ops::metrics`]      | Prometheus counters and histograms of one node                  |
 //! | [`ops::logging`]      | the two log formats (pretty, flat JSON) and the stable field names |
+//! | [`ops::logs`]         | `cronlease logs`: a run's kept output with its header           |
+//!
+//! **Telling people** ([`notify`]):
+//!
+//! | module                | job                                                             |
+//! |-----------------------|-----------------------------------------------------------------|
+//! | [`notify`]            | routes run events to `[[notify]]` sinks and jobs' pings, once in the cluster |
+//! | [`notify::event`]     | the event JSON a sink receives                                  |
+//! | [`notify::deliver`]   | one bounded queue and worker per destination, retries with backoff |
+//! | [`config::notify`]    | `[[notify]]` tables, a job's `notify` and `ping`                |
 pub mod config;
 pub mod node;
+pub mod notify;
 pub mod ops;
 pub mod store;

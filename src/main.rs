@@ -267,6 +267,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
+            // A webhook header naming a variable this node lacks: a config error, before start.
+            if let Err(e) = cronlease::notify::resolve(&cfg.notify, cronlease::notify::environment)
+            {
+                err(&format!("error: {}: {e}", config.display()));
+                return ExitCode::from(EXIT_CONFIG);
+            }
             let node = node_id.unwrap_or_else(cronlease::node::app::random_node_id);
             cronlease::ops::logging::init(log_format, &node);
             let runtime = match tokio::runtime::Runtime::new() {

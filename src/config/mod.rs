@@ -30,6 +30,7 @@
 //! retries = 2                 # overrides [defaults]
 //! ```
 pub mod crontab;
+pub mod notify;
 pub mod schedule;
 
 use std::collections::HashMap;
@@ -65,6 +66,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub election: ElectionConfig,
     pub node: NodeConfig,
+    /// `[[notify]]`: where the jobs' events go ([`notify`]).
+    pub notify: Vec<notify::Sink>,
     pub jobs: Vec<Job>,
 }
 
@@ -147,6 +150,10 @@ pub struct Job {
     pub policy: Policy,
     /// `enabled = false`: the job is declared off: validated, shown, never run nor contested.
     pub enabled: bool,
+    /// The `[[notify]]` sinks its events go to (its own `notify`, else `[defaults]`'s).
+    pub notify: Vec<String>,
+    /// A healthchecks.io-style ping URL: `/start`, then the URL itself or `/fail`.
+    pub ping: Option<reqwest::Url>,
 }
 
 /// How a job is scheduled beyond its cron expression; see [`crate::node::tick`] for how each is
@@ -456,6 +463,7 @@ struct RawFile {
     election: Option<RawElection>,
     node: Option<RawNode>,
     defaults: Option<RawDefaults>,
+    notify: Option<Vec<Spanned<notify::RawSink>>>,
     job: Option<Spanned<Vec<Spanned<RawJob>>>>,
 }
 
@@ -473,6 +481,7 @@ struct RawDefaults {
     recover: Option<Spanned<bool>>,
     output_limit: Option<Spanned<String>>,
     output_refresh: Option<Spanned<String>>,
+    notify: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -524,6 +533,8 @@ struct RawJob {
     enabled: Option<Spanned<bool>>,
     output_limit: Option<Spanned<String>>,
     output_refresh: Option<Spanned<String>>,
+    notify: Option<Spanned<Vec<Spanned<String>>>>,
+    ping: Option<Spanned<String>>,
 }
 
 /// The policy keys as written in `[defaults]` or in one `[[job]]`.
@@ -553,6 +564,8 @@ struct Settings {
     recover: Option<bool>,
     output_limit: Option<usize>,
     output_refresh: Option<Duration>,
+    /// `[defaults] notify` only.
+    notify: Option<Vec<String>>,
 }
 
 struct Validator<'a> {
@@ -744,10 +757,11 @@ impl Validator<'_> {
             recover: keys.recover.as_ref().map(|r| *r.get_ref()),
             output_limit,
             output_refresh,
+            notify: None,
         }
     }
 
-    fn defaults(&mut self, raw: Option<RawDefaults>) -> Settings {
+    fn defaults(&mut self, raw: Option<&RawDefaults>) -> Settings {
         match raw {
             None => Settings::default(),
             Some(raw) => self.settings(PolicyKeys {
@@ -769,14 +783,28 @@ impl Validator<'_> {
         let store = self.store(raw.store, file);
         let election = self.election(raw.election);
         let node = self.node(raw.node);
-        let defaults = self.defaults(raw.defaults);
-        let jobs = self.jobs(raw.job, &defaults);
+        let mut defaults = self.defaults(raw.defaults.as_ref());
+        // Names as written, so that a job naming a sink whose table has an error of its own
+        // is not blamed for it.
+        let known: Vec<String> = raw
+            .notify
+            .iter()
+            .flatten()
+            .map(|s| s.get_ref().name().to_string())
+            .collect();
+        let sinks = self.sinks(raw.notify);
+        defaults.notify = raw
+            .defaults
+            .as_ref()
+            .and_then(|d| self.notify_list(&d.notify, &known));
+        let jobs = self.jobs(raw.job, &defaults, &known);
         Some(Config {
             source: PathBuf::from(file),
             source_hash: text_hash(self.text.as_bytes()),
             store: store?,
             election: election?,
             node: node?,
+            notify: sinks?,
             jobs: jobs?,
         })
     }
@@ -1045,6 +1073,7 @@ impl Validator<'_> {
         &mut self,
         raw: Option<Spanned<Vec<Spanned<RawJob>>>>,
         defaults: &Settings,
+        sinks: &[String],
     ) -> Option<Vec<Job>> {
         let Some(raw) = raw else {
             self.error(
@@ -1081,7 +1110,7 @@ impl Validator<'_> {
             } else {
                 seen.insert(name.clone(), name_at.start);
             }
-            match self.job(job, defaults) {
+            match self.job(job, defaults, sinks) {
                 Some(job) => jobs.push(job),
                 None => ok = false,
             }
@@ -1089,7 +1118,7 @@ impl Validator<'_> {
         ok.then_some(jobs)
     }
 
-    fn job(&mut self, raw: RawJob, defaults: &Settings) -> Option<Job> {
+    fn job(&mut self, raw: RawJob, defaults: &Settings, sinks: &[String]) -> Option<Job> {
         let errors_before = self.errors.len();
         let name = raw.name.get_ref().clone();
         let name_at = raw.name.span().start;
@@ -1264,6 +1293,12 @@ impl Validator<'_> {
             None
         };
 
+        let notify = self
+            .notify_list(&raw.notify, sinks)
+            .or_else(|| defaults.notify.clone())
+            .unwrap_or_default();
+        let ping = self.ping(&raw.ping);
+
         if self.errors.len() > errors_before {
             return None;
         }
@@ -1274,6 +1309,8 @@ impl Validator<'_> {
             action: action?,
             policy,
             enabled: raw.enabled.as_ref().is_none_or(|e| *e.get_ref()),
+            notify,
+            ping,
         })
     }
 }

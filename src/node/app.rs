@@ -46,6 +46,8 @@ pub struct RunOptions {
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// The least time queued run outcomes get to be written at a graceful stop.
 const MIN_FLUSH: Duration = Duration::from_secs(1);
+/// The least time given to queued notifications at shutdown.
+const NOTIFY_FLUSH: Duration = Duration::from_secs(3);
 
 /// The election's events, delivered to the parts of the node that act on them.
 struct NodeEvents {
@@ -244,6 +246,10 @@ async fn run_node(
         config.store.history,
         metrics.clone(),
     ));
+    // Events go out from queues of their own (crate::notify), never in a tick's way.
+    let notifier = crate::notify::Notifier::new(node.clone(), metrics.clone(), jobs.clone())?;
+    let sinks = crate::notify::resolve(&config.notify, crate::notify::environment)?;
+    notifier.configure(sinks);
     // Run outcomes are written by their own worker, retrying across store outages.
     let (recorder, outcome_writer) = Recorder::new(
         node.clone(),
@@ -251,6 +257,7 @@ async fn run_node(
         history.clone(),
         metrics.clone(),
     );
+    let outcome_writer = outcome_writer.notify_to(notifier.clone());
     let recorder_stop = CancellationToken::new();
     let outcome_writer = {
         let token = recorder_stop.clone();
@@ -268,6 +275,7 @@ async fn run_node(
             kill: shutdown.kill.clone(),
             recorder,
             process: session.process().to_string(),
+            notifier: notifier.clone(),
         },
         jobs.clone(),
     ));
@@ -371,6 +379,7 @@ async fn run_node(
             drift: drift.clone(),
             tracker: tracker.clone(),
             metrics: metrics.clone(),
+            notifier: notifier.clone(),
         },
     ));
     let reload_task = {
@@ -427,7 +436,11 @@ async fn run_node(
             );
         }
     }
-    // 4. Hand the leases back and end the session.
+    // 4. Send the notifications still queued (outcomes just written included), within what is
+    // left of the grace period, at least a few seconds.
+    let deadline = (stopped_at + grace).max(tokio::time::Instant::now() + NOTIFY_FLUSH);
+    notifier.shutdown(deadline).await;
+    // 5. Hand the leases back and end the session.
     let released = election.release_all().await;
     heartbeat_stop.cancel();
     let _ = heartbeat.await;

@@ -86,6 +86,7 @@ impl JobHealth {
             }
         };
         seed(&self.metrics, &job.name, &runs);
+        self.ticks.notifier().seed(&job.name, &runs);
         if view.paused.is_some() {
             return;
         }
@@ -109,12 +110,16 @@ impl JobHealth {
         let Some(floor) = floor.filter(|f| *f < now) else {
             return;
         };
-        let missed = count_between(&job.schedule, floor, now, MAX_COUNTED);
-        if missed > 0 {
-            self.metrics.ticks_missed(&job.name, missed as u64);
-            info!(event = "ticks_missed", job = %job.name, node = %self.node, missed,
-                since = %rfc3339(floor), "{missed} fire time(s) since {} passed with nobody \
+        let missed = missed_between(&job.schedule, floor, now, MAX_COUNTED);
+        if let (Some(first), Some(last)) = (missed.first(), missed.last()) {
+            let n = missed.len();
+            self.metrics.ticks_missed(&job.name, n as u64);
+            info!(event = "ticks_missed", job = %job.name, node = %self.node, missed = n,
+                since = %rfc3339(floor), "{n} fire time(s) since {} passed with nobody \
                 running them", rfc3339(floor));
+            self.ticks
+                .notifier()
+                .missed(&job.name, *first, *last, n, term);
         }
     }
 }
@@ -140,15 +145,13 @@ pub fn seed(metrics: &Metrics, job: &str, runs: &[RunRecord]) {
 
 /// Fire times of `schedule` strictly after `after` and strictly before `before`, at most
 /// `limit`.
-pub fn count_between(
+pub fn missed_between(
     schedule: &Schedule,
     after: DateTime<Utc>,
     before: DateTime<Utc>,
     limit: usize,
-) -> usize {
-    schedule
-        .between(after, before - chrono::Duration::nanoseconds(1), limit)
-        .len()
+) -> Vec<DateTime<Utc>> {
+    schedule.between(after, before - chrono::Duration::nanoseconds(1), limit)
 }
 
 #[cfg(test)]
@@ -165,14 +168,14 @@ mod tests {
         let after = at("2026-11-29T10:00:00Z");
         // 10:01 .. 10:04 (10:05 is "now": being claimed, not missed).
         assert_eq!(
-            count_between(&every_minute, after, at("2026-11-29T10:05:00Z"), 100),
+            missed_between(&every_minute, after, at("2026-11-29T10:05:00Z"), 100).len(),
             4
         );
         assert_eq!(
-            count_between(&every_minute, after, at("2026-11-29T10:05:00Z"), 2),
+            missed_between(&every_minute, after, at("2026-11-29T10:05:00Z"), 2).len(),
             2
         );
-        assert_eq!(count_between(&every_minute, after, after, 100), 0);
+        assert_eq!(missed_between(&every_minute, after, after, 100).len(), 0);
     }
 
     #[test]

@@ -216,6 +216,13 @@ pub fn digest(job: &Job) -> String {
         // Only when off, so the digests of enabled jobs stay what they were.
         text.push_str("enabled=false\n");
     }
+    // Only when set, likewise: where its events go is part of what a job is.
+    if !job.notify.is_empty() {
+        let _ = writeln!(text, "notify={:?}", job.notify);
+    }
+    if let Some(ping) = &job.ping {
+        let _ = writeln!(text, "ping={ping}");
+    }
     match &job.action {
         Action::Say {
             text: say,

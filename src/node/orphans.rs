@@ -257,6 +257,8 @@ impl Orphans {
                         fire_time = %fire, term = lead.term, attempts = new.attempts,
                         "recovering the lost run of {fire}");
                     self.ticks.run_recovery(idx, new, lead.clone());
+                } else {
+                    self.ticks.notifier().run_ended(&new);
                 }
                 Some(true)
             }

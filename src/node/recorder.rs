@@ -82,6 +82,8 @@ pub struct Worker {
     pending: VecDeque<Entry>,
     /// Unconfirmed claims to read again, and when.
     deferred: Vec<(Instant, Entry)>,
+    /// Told of every outcome the store took ([`crate::notify`]).
+    notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 impl Recorder {
@@ -105,6 +107,7 @@ impl Recorder {
             node,
             pending: VecDeque::new(),
             deferred: Vec::new(),
+            notifier: None,
         };
         (recorder, worker)
     }
@@ -153,6 +156,12 @@ enum Written {
 }
 
 impl Worker {
+    /// Tell `notifier` of every run outcome written.
+    pub fn notify_to(mut self, notifier: Arc<crate::notify::Notifier>) -> Worker {
+        self.notifier = Some(notifier);
+        self
+    }
+
     /// Write until `stop` fires; then [`Worker::drain`] until `deadline` (if given) is what the
     /// caller does next.
     pub async fn run(mut self, stop: tokio_util::sync::CancellationToken) -> Worker {
@@ -292,6 +301,11 @@ impl Worker {
             Entry::Finish(run) => match self.store.finish(run).await {
                 Ok(true) => {
                     self.history.recorded(&run.job);
+                    // Told once the store has it: a run another node closed as lost meanwhile
+                    // (superseded below) is not also reported by this node.
+                    if let Some(notifier) = &self.notifier {
+                        notifier.run_ended(run);
+                    }
                     Written::Done
                 }
                 Ok(false) => {

@@ -86,6 +86,8 @@ pub struct Parts {
     /// Removed jobs finish their runs in tasks tracked here (the node's run tracker).
     pub tracker: TaskTracker,
     pub metrics: Arc<Metrics>,
+    /// `[[notify]]` changes apply at once.
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 pub struct Reloader {
@@ -258,6 +260,14 @@ impl Reloader {
     }
 
     fn apply(&self, new: Config) -> Reloaded {
+        // Resolved before anything changes: a header naming a variable this node lacks
+        // refuses the whole file, as a syntax error would.
+        let sinks = match crate::notify::resolve(&new.notify, crate::notify::environment) {
+            Ok(sinks) => sinks,
+            Err(e) => {
+                return Reloaded::Rejected(format!("{}: {e}", self.path.display()));
+            }
+        };
         let node_changed = {
             let mut cur = self.current.lock().unwrap();
             if new.store != cur.store {
@@ -278,6 +288,11 @@ impl Reloader {
             cur.node = new.node;
             changed
         };
+        let touched = self.parts.notifier.configure(sinks);
+        if !touched.is_empty() {
+            info!(event = "notify_configured", sinks = %touched.join(","),
+                "[[notify]] applied: {} added, changed or removed", touched.join(", "));
+        }
         if node_changed {
             self.parts.election.set_skew_warn(new.node.clock_skew_warn);
             info!(event = "node_settings_changed", shutdown_grace = ?new.node.shutdown_grace,

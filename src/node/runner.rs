@@ -614,6 +614,8 @@ mod tests {
             action,
             policy: Default::default(),
             enabled: true,
+            notify: Vec::new(),
+            ping: None,
         }
     }
 

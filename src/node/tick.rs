@@ -124,6 +124,8 @@ pub struct TickContext {
     pub recorder: Arc<Recorder>,
     /// This process's id, written into every claimed run ([`RunRecord::process`]).
     pub process: String,
+    /// Told when a run starts (its ping); outcomes reach it through the recorder.
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 pub struct Ticks {
@@ -147,6 +149,7 @@ pub struct Ticks {
     next_run_id: AtomicU64,
     recorder: Arc<Recorder>,
     process: String,
+    notifier: Arc<crate::notify::Notifier>,
     /// Claims not yet started, and jobs being handed over (see [`Ticks::hand_over`]).
     handover: Mutex<HandOver>,
 }
@@ -276,8 +279,14 @@ impl Ticks {
             next_run_id: AtomicU64::new(1),
             recorder: ctx.recorder,
             process: ctx.process,
+            notifier: ctx.notifier,
             handover: Mutex::new(HandOver::default()),
         }
+    }
+
+    /// Where this node's events go ([`crate::notify`]).
+    pub fn notifier(&self) -> &Arc<crate::notify::Notifier> {
+        &self.notifier
     }
 
     /// The job at `idx`.
@@ -1041,6 +1050,7 @@ impl Ticks {
                 fire_time = %fire, term = lead.term, lateness_ms, recovery = run.recovery,
                 "running tick"),
         }
+        self.notifier.run_started(&run);
         let tail = Arc::new(OutputTail::new(job.policy.output_limit));
         let ctx = RunContext {
             node: self.node.clone(),
@@ -1401,6 +1411,8 @@ mod tests {
                 ..Policy::default()
             },
             enabled: true,
+            notify: Vec::new(),
+            ping: None,
         }
     }
 
@@ -1436,6 +1448,8 @@ mod tests {
                 kill: kill.clone(),
                 recorder,
                 process: "p1".into(),
+                notifier: crate::notify::Notifier::new("n1".into(), metrics.clone(), jobs.clone())
+                    .unwrap(),
             },
             jobs,
         );

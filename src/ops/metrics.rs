@@ -35,6 +35,8 @@
 //! | `cronlease_job_interval_seconds` | gauge | job (longest time between its fire times in the next 8 days; enabled jobs) |
 //! | `cronlease_job_paused` | gauge | job (1 while paused, as this node last read its lease) |
 //! | `cronlease_node_ready` | gauge | — (what `/readyz` says, at each scrape) |
+//! | `cronlease_output_bytes_written_total` | counter | — (output tails written with run records: outcomes and refreshes) |
+//! | `cronlease_notifications_total` | counter | sink, result (`sent`, `retried`, `gave_up`, `dropped`) |
 //!
 //! The last-run and last-success gauges are seeded from the store's history when this node
 //! takes a job's lease and only ever move forward, so a failover does not reset them: take
@@ -69,6 +71,12 @@ struct JobReason {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkResult {
+    sink: String,
     result: String,
 }
 
@@ -110,6 +118,8 @@ pub struct Metrics {
     leading: std::sync::Mutex<std::collections::HashSet<String>>,
     claims_refused: Family<JobReason, Counter>,
     config_reloads: Family<ResultLabel, Counter>,
+    notifications: Family<SinkResult, Counter>,
+    output_written: Counter,
     jobs_configured: Gauge,
     config_drift_jobs: Gauge,
     outcomes_pending: Gauge,
@@ -164,6 +174,8 @@ impl Metrics {
             leading: Default::default(),
             claims_refused: Family::default(),
             config_reloads: Family::default(),
+            notifications: Family::default(),
+            output_written: Counter::default(),
             jobs_configured: Gauge::default(),
             config_drift_jobs: Gauge::default(),
             outcomes_pending: Gauge::default(),
@@ -174,6 +186,18 @@ impl Metrics {
             "cronlease_config_reloads",
             "Reloads of the jobs file, by result (applied, unchanged, rejected)",
             m.config_reloads.clone(),
+        );
+        m.registry.register(
+            "cronlease_output_bytes_written",
+            "Bytes of run output (kept tails) written to the store with run records",
+            m.output_written.clone(),
+        );
+        m.registry.register(
+            "cronlease_notifications",
+            "Notification and ping deliveries by sink and result: sent, retried (an attempt \
+             failed; tried again), gave_up (retry_for passed or the sink refused it), dropped \
+             (queue full, or the node stopped first)",
+            m.notifications.clone(),
         );
         m.registry.register(
             "cronlease_jobs_configured",
@@ -491,6 +515,21 @@ impl Metrics {
             .inc();
     }
 
+    /// A run record carrying `bytes` of output tail was written.
+    pub fn output_written(&self, bytes: usize) {
+        self.output_written.inc_by(bytes as u64);
+    }
+
+    /// A notification to `sink` (a `[[notify]]` name, or `ping`) came to `result`.
+    pub fn notification(&self, sink: &str, result: &str) {
+        self.notifications
+            .get_or_create(&SinkResult {
+                sink: sink.into(),
+                result: result.into(),
+            })
+            .inc();
+    }
+
     pub fn set_jobs_configured(&self, n: usize) {
         self.jobs_configured.set(n as i64);
     }
@@ -565,6 +604,7 @@ mod tests {
         m.set_ready(true);
         m.set_paused(&[(j.clone(), false)]);
         m.set_clock_offset(0.1);
+        m.notification("ops", "gave_up");
         let text = m.encode();
         let mut used: Vec<&str> = rules
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))

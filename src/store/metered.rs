@@ -163,8 +163,13 @@ impl Store for Metered {
 
     async fn finish(&self, run: &RunRecord) -> StoreResult<bool> {
         // Reads: the record (the condition).
-        self.timed_read("finish", self.inner.finish(run), |w| (u64::from(*w), 1))
-            .await
+        let written = self
+            .timed_read("finish", self.inner.finish(run), |w| (u64::from(*w), 1))
+            .await;
+        if matches!(written, Ok(true)) {
+            self.metrics.output_written(run.output.len());
+        }
+        written
     }
 
     async fn get_run(&self, job: &str, fire_time: DateTime<Utc>) -> StoreResult<Option<RunRecord>> {

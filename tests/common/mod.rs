@@ -29,6 +29,7 @@
 //! so the events the tests read are always logged).
 #![allow(dead_code)]
 
+pub mod hook;
 pub mod proxy;
 pub mod redis_server;
 pub mod zookeeper_server;
