@@ -4,8 +4,9 @@
 //!
 //! ```text
 //! cargo bench --bench cluster -- [--quick] [--out FILE] [SECTION ...]
-//! SECTION: precision failover cost startup scale operate
-//!          (default: all; `cost` includes footprint; `operate`: reload, pause, trigger latency)
+//! SECTION: precision failover cost startup scale operate notify
+//!          (default: all; `cost` includes footprint; `operate`: reload, pause, trigger latency;
+//!          `notify`: a webhook sink down for a minute)
 //! ```
 //!
 //! Figures, not assertions: each section prints what it measured beside its target.
@@ -56,6 +57,7 @@ fn main() {
         "startup",
         "scale",
         "operate",
+        "notify",
     ];
     if sections.is_empty() {
         sections = all.iter().map(|s| s.to_string()).collect();
@@ -86,6 +88,7 @@ fn main() {
             "startup" => bench.startup(),
             "scale" => bench.scale(),
             "operate" => bench.operate(),
+            "notify" => bench.notify(),
             other => panic!("unknown section {other}; sections: {all:?}"),
         };
         eprintln!("{text}");
@@ -113,6 +116,169 @@ impl Bench {
 
     fn node(&self, cfg: &Path, id: &str, env: &[(&str, &str)]) -> (Node, u16) {
         Node::spawn_with_http(&self.emu, cfg, id, env)
+    }
+
+    // ---- notifications while the sink is down -----------------------------------------------
+
+    fn notify(&mut self) -> String {
+        let outage = Duration::from_secs(if self.quick { 20 } else { 60 });
+        let hook = common::hook::Hook::start();
+        let jobs = format!(
+            "[[notify]]\nname = \"ops\"\nwebhook = \"{}\"\non = [\"failed\"]\n\n\
+             [[job]]\nname = \"fails\"\nschedule = \"*/5 * * * * *\"\ncatch_up = \"none\"\n\
+             shell = \"echo boom; exit 1\"\nnotify = [\"ops\"]\n\n\
+             [[job]]\nname = \"beat\"\nschedule = \"* * * * * *\"\ncatch_up = \"none\"\nsay = \"x\"\n",
+            hook.url("/hook")
+        );
+        let cfg = self.setup(FAST, &jobs);
+        let nodes: Vec<(Node, u16)> = (0..3)
+            .map(|i| self.node(&cfg, &format!("notify-{i}"), &[]))
+            .collect();
+        // Steady first: a few events delivered at once.
+        assert!(
+            wait_until(Duration::from_secs(60), || hook
+                .got()
+                .iter()
+                .filter(|g| g.status == 200)
+                .count()
+                >= 3),
+            "no event delivered"
+        );
+        let down_at = Utc::now();
+        hook.set_down(true);
+        let t0 = Instant::now();
+        assert!(wait_until(outage + Duration::from_secs(5), || t0.elapsed() >= outage));
+        hook.set_down(false);
+        let up_at = Utc::now();
+        // The failed runs (by fire time) the nodes finished until the sink came back.
+        let failed = |until: DateTime<Utc>| -> Vec<String> {
+            let mut v: Vec<String> = nodes
+                .iter()
+                .flat_map(|(n, _)| n.events_named("job_finished"))
+                .filter(|e| e["job"] == "fails" && e["outcome"] == "failed" && ts(e) <= until)
+                .map(|e| e["fire_time"].as_str().unwrap().to_string())
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let ok_ids = || -> Vec<(String, DateTime<Utc>)> {
+            hook.got()
+                .iter()
+                .filter(|g| g.status == 200)
+                .map(|g| {
+                    (
+                        g.json()["fire_time"].as_str().unwrap_or("").to_string(),
+                        g.at,
+                    )
+                })
+                .collect()
+        };
+        let wanted = failed(up_at);
+        let all_in = wait_until(Duration::from_secs(90), || {
+            let got: Vec<String> = ok_ids().into_iter().map(|(f, _)| f).collect();
+            wanted.iter().all(|f| got.contains(f))
+        });
+        let done_at = ok_ids().iter().map(|(_, at)| *at).max().unwrap();
+        let got = ok_ids();
+        let mut fires: Vec<&String> = got.iter().map(|(f, _)| f).collect();
+        fires.sort();
+        let dupes = fires.windows(2).filter(|w| w[0] == w[1]).count();
+        let during: Vec<&String> = wanted
+            .iter()
+            .filter(|f| {
+                f.as_str()
+                    >= down_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        .as_str()
+            })
+            .collect();
+        let refused = hook.got().iter().filter(|g| g.status == 503).count();
+        // Delay of each event raised during the outage: its `at` to its delivery.
+        let delays: Vec<f64> = hook
+            .got()
+            .iter()
+            .filter(|g| g.status == 200)
+            .filter_map(|g| {
+                let v = g.json();
+                let at = DateTime::parse_from_rfc3339(v["at"].as_str()?)
+                    .ok()?
+                    .with_timezone(&Utc);
+                (at >= down_at && at <= up_at).then(|| ms(g.at - at) / 1000.0)
+            })
+            .collect();
+        // Tick lateness of the every-second job, before and during the outage.
+        let lateness = |from: DateTime<Utc>, to: DateTime<Utc>| -> Vec<f64> {
+            nodes
+                .iter()
+                .flat_map(|(n, _)| n.events_named("tick_run"))
+                .filter(|e| e["job"] == "beat" && fire(e) >= from && fire(e) < to)
+                .filter_map(|e| e["lateness_ms"].as_f64())
+                .collect()
+        };
+        let before = lateness(down_at - chrono::Duration::seconds(15), down_at);
+        let while_down = lateness(down_at, up_at);
+        let metric = |result: &str| -> f64 {
+            nodes
+                .iter()
+                .map(|(_, p)| {
+                    scrape(*p)
+                        .get(&format!(
+                            "cronlease_notifications_total{{sink=\"ops\",result=\"{result}\"}}"
+                        ))
+                        .copied()
+                        .unwrap_or(0.0)
+                })
+                .sum()
+        };
+        let (sent, retried, gave_up, dropped) = (
+            metric("sent"),
+            metric("retried"),
+            metric("gave_up"),
+            metric("dropped"),
+        );
+        stop_all(nodes.into_iter().map(|(n, _)| n).collect());
+        let mut out = String::from("## Notifications while the sink is down\n\n");
+        let _ = writeln!(
+            out,
+            "Three nodes (lease 3 s), a job failing every 5 s with a webhook sink (`on = \
+             [\"failed\"]`, default retry_for 10 min) and a `say` job every second. The receiver \
+             answers 503 for {outage:?}, then 200 again.\n"
+        );
+        let _ = writeln!(out, "| | |\n|---|---|");
+        let _ = writeln!(
+            out,
+            "| failures raised while it was down | {} |",
+            during.len()
+        );
+        let _ = writeln!(
+            out,
+            "| all of them delivered after it came back | {} (last one {:.1} s after) |",
+            if all_in { "yes" } else { "NO" },
+            ms(done_at - up_at) / 1000.0
+        );
+        let _ = writeln!(
+            out,
+            "| deliveries answered 503 (attempts while down) | {refused} |"
+        );
+        let _ = writeln!(out, "| duplicate deliveries | {dupes} |");
+        let _ = writeln!(
+            out,
+            "| delay of an event raised while down (p50 / max) | {:.1} s / {:.1} s |",
+            pct(&delays, 50.0),
+            pct(&delays, 100.0)
+        );
+        let _ = writeln!(
+            out,
+            "| `cronlease_notifications_total` sent / retried / gave_up / dropped | {sent:.0} / {retried:.0} / {gave_up:.0} / {dropped:.0} |"
+        );
+        let _ = writeln!(
+            out,
+            "| tick lateness of the every-second job, 15 s before / while down (p50, p99, max ms) | {} / {} |",
+            pct3(&before),
+            pct3(&while_down)
+        );
+        out
     }
 
     // ---- 1. tick precision ------------------------------------------------------------------

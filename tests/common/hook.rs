@@ -20,6 +20,8 @@ pub struct Got {
     pub body: String,
     /// What it answered.
     pub status: u16,
+    /// When it came.
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 impl Got {
@@ -71,6 +73,7 @@ impl Hook {
                             .collect(),
                         body: String::from_utf8_lossy(&body).into_owned(),
                         status: status.as_u16(),
+                        at: chrono::Utc::now(),
                     });
                     status
                 }
