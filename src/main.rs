@@ -125,7 +125,7 @@ enum Command {
         config: PathBuf,
     },
     /// Print what a job's runs printed (their kept output) with a header per run; exit 0 when
-    /// the (last) run shown ended ok, 1 otherwise.
+    /// the (last) run shown ended ok, 1 otherwise. With --follow, a run in progress live.
     Logs {
         /// The job.
         job: String,
@@ -135,6 +135,10 @@ enum Command {
         /// The newest N runs, oldest first.
         #[arg(long, value_name = "N", value_parser = parse_last)]
         last: Option<usize>,
+        /// A run in progress: stream its output live from its node's --http endpoint until it
+        /// ends, then print its outcome.
+        #[arg(short, long, conflicts_with = "last")]
+        follow: bool,
         /// The jobs file.
         #[arg(short, long, default_value = "jobs.toml")]
         config: PathBuf,
@@ -251,8 +255,9 @@ fn main() -> ExitCode {
             job,
             fire_time,
             last,
+            follow,
             config,
-        } => logs(&config, &job, fire_time, last),
+        } => logs(&config, &job, fire_time, last, follow),
         Command::Watchdog => ExitCode::from(cronlease::node::watchdog::serve()),
         Command::Run {
             config,
@@ -460,18 +465,33 @@ fn backfill(
 }
 
 /// `cronlease logs`: exit 0 when the (last) run shown ended `ok`, 1 otherwise (or no such run,
-/// or a store error), 2 for usage errors.
+/// or a store error, or, with `--follow`, a run not seen to end), 2 for usage errors.
 fn logs(
     config: &std::path::Path,
     job: &str,
     fire_time: Option<chrono::DateTime<chrono::Utc>>,
     last: Option<usize>,
+    follow: bool,
 ) -> ExitCode {
     use cronlease::ops::logs::{self, Which};
     let cfg = match load_config(config) {
         Ok(cfg) => cfg,
         Err(code) => return code,
     };
+    if follow {
+        let runtime = match one_shot_runtime() {
+            Ok(rt) => rt,
+            Err(code) => return code,
+        };
+        let mut stdout = std::io::stdout();
+        let mut note = |line: &str| err(line);
+        let followed = cronlease::ops::follow::follow(&cfg, job, fire_time, &mut stdout, &mut note);
+        return match runtime.block_on(followed) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => control_failed(e),
+        };
+    }
     let which = match fire_time {
         Some(t) => Which::At(t),
         None => Which::Last(last.unwrap_or(1)),

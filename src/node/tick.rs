@@ -71,7 +71,7 @@ use crate::config::OnLeaseLost;
 use crate::config::{CatchUp, Job, Overlap, Policy};
 use crate::node::election::{Election, Leadership};
 use crate::node::jobs::JobTable;
-use crate::node::output::OutputTail;
+use crate::node::output::{LiveOutputs, OutputTail};
 use crate::node::recorder::Recorder;
 use crate::node::runner::{self, Outcome, RunContext, RunResult};
 use crate::ops::metrics::Metrics;
@@ -146,6 +146,8 @@ pub struct Ticks {
     tried: Mutex<HashMap<usize, BTreeSet<DateTime<Utc>>>>,
     /// Per job, the runs going on this node now (the overlap policy looks here).
     active: Mutex<HashMap<usize, Vec<Active>>>,
+    /// The output tails of the runs going on this node, for live readers (HTTP).
+    live: LiveOutputs,
     next_run_id: AtomicU64,
     recorder: Arc<Recorder>,
     process: String,
@@ -276,6 +278,7 @@ impl Ticks {
             started_at: Utc::now(),
             tried: Mutex::new(HashMap::new()),
             active: Mutex::new(HashMap::new()),
+            live: LiveOutputs::default(),
             next_run_id: AtomicU64::new(1),
             recorder: ctx.recorder,
             process: ctx.process,
@@ -548,6 +551,12 @@ impl Ticks {
     /// unconfirmed claim ([`crate::node::recorder`]).
     pub async fn unconfirmed(&self, run: RunRecord) {
         self.recorder.unconfirmed(run).await
+    }
+
+    /// The output tail of the run of `job` at `fire_time` if it is going on this node now
+    /// (`GET /runs/{job}/{fire_time}/output`).
+    pub fn live_output(&self, job: &str, fire_time: DateTime<Utc>) -> Option<Arc<OutputTail>> {
+        self.live.get(job, fire_time)
     }
 
     /// This node's last run of job `idx`, if it ran one.
@@ -1059,6 +1068,8 @@ impl Ticks {
             output: Some(tail.clone()),
         };
         let started = std::time::Instant::now();
+        // Live readers find the tail until the run is over (outcome queued) or its task dropped.
+        let _live = self.live.register(&job.name, fire_time, &tail);
         // A long run's tail is written while it goes, when it changed, at most once per
         // `output_refresh`: a crash does not lose all of it.
         let refresh = CancellationToken::new();

@@ -6,6 +6,17 @@
 //! | `/readyz`, `/.well-known/ready` | 200 once the store answered and the node's session is valid; 503 while connecting, after a lapse, and while stopping |
 //! | `/status` | JSON: this node's view of every job (role, holder, term, next fire time, its last run) |
 //! | `/metrics` | Prometheus / OpenMetrics text, see [`crate::ops::metrics`] |
+//! | `/runs/{job}/{fire_time}/output` | a run going on this node: its kept output, then its lines as they come, until it ends (`text/plain`, chunked); 404 when no such run is going here |
+//!
+//! The output stream is what `cronlease logs --follow` reads (the node's address is in its
+//! record in the store). `fire_time` is RFC 3339 or a run key's unix seconds (`1800000000`, or
+//! `1800000000.250` for a manual run). The body starts with the cut marker when bytes before
+//! the kept tail were dropped (their count is also in the `x-cronlease-output-cut` header, so
+//! a reader can tell where in the run's output the body starts), then the kept tail, then each
+//! new line; a reader that falls [`LIVE_LINES`](crate::node::output::LIVE_LINES) behind gets a
+//! [`lag_marker`] line and goes on.
+//! It ends when the run does; when the server stops first, it breaks off (no chunked end), so
+//! that a reader cannot take it for the run's end.
 //!
 //! The listener is bound before the store is reached, so an orchestrator sees "alive, not
 //! ready" during start-up instead of a refused connection. Liveness deliberately does not fail
@@ -13,18 +24,22 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::State;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::CancellationToken;
 
 use crate::node::election::Election;
 use crate::node::jobs::JobTable;
+use crate::node::output::{cut_marker, lag_marker, Subscription};
 use crate::node::session::Session;
 use crate::node::tick::{rfc3339, LastRun, Ticks};
 use crate::ops::metrics::Metrics;
@@ -76,6 +91,10 @@ pub async fn serve(
         .route("/.well-known/ready", get(readyz))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/runs/{job}/{fire_time}/output", {
+            let shutdown = shutdown.clone();
+            get(move |state, path| run_output(state, path, shutdown.clone()))
+        })
         .with_state(state);
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
@@ -258,4 +277,206 @@ async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
         state.metrics.encode(),
     )
         .into_response()
+}
+
+/// The response header with the number of output bytes before the body's first byte of output.
+pub const OUTPUT_CUT_HEADER: &str = "x-cronlease-output-cut";
+
+/// A fire time in a URL: RFC 3339, or a run key's unix seconds ([`crate::store::time_key`]).
+pub fn parse_fire_time(text: &str) -> Option<DateTime<Utc>> {
+    crate::store::parse_time_key(text).or_else(|| {
+        DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    })
+}
+
+/// `/runs/{job}/{fire_time}/output`.
+async fn run_output(
+    State(state): State<Arc<NodeState>>,
+    Path((job, fire)): Path<(String, String)>,
+    shutdown: CancellationToken,
+) -> Response {
+    let Some(fire_time) = parse_fire_time(&fire) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "bad fire time {fire:?}: expected RFC 3339 (2026-03-29T00:59:59Z) or unix \
+                 seconds (1800000000, 1800000000.250)"
+            ),
+        );
+    };
+    let tail = state
+        .running
+        .get()
+        .and_then(|r| r.ticks.live_output(&job, fire_time));
+    let Some(tail) = tail else {
+        return text(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "no run of {job} at {} is going on node {} (it ended, or runs elsewhere: see \
+                 `cronlease logs {job}`)",
+                rfc3339(fire_time),
+                state.node
+            ),
+        );
+    };
+    let sub = tail.subscribe();
+    let cut = sub.cut;
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            (header::CACHE_CONTROL, "no-cache".to_string()),
+            (
+                header::HeaderName::from_static(OUTPUT_CUT_HEADER),
+                cut.to_string(),
+            ),
+        ],
+        Body::from_stream(output_stream(sub, shutdown)),
+    )
+        .into_response()
+}
+
+/// The most bytes of lines already waiting that one chunk gathers.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// The body of `/runs/{job}/{fire_time}/output`: the cut marker and the kept tail, then the
+/// lines as they come (those already waiting gathered into one chunk), until the run ends.
+/// When the server stops first, an error breaks the response off.
+fn output_stream(
+    sub: Subscription,
+    shutdown: CancellationToken,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let mut head = String::new();
+    if sub.cut > 0 {
+        head.push_str(&cut_marker(sub.cut));
+        head.push('\n');
+    }
+    head.push_str(&sub.text);
+    let head = futures::stream::iter((!head.is_empty()).then(|| Ok(Bytes::from(head))));
+    let live = futures::stream::unfold(Some(sub.lines), move |rx| {
+        let shutdown = shutdown.clone();
+        async move {
+            let mut rx = rx?;
+            let mut chunk = String::new();
+            let first = tokio::select! {
+                biased;
+                first = rx.recv() => first,
+                _ = shutdown.cancelled() => {
+                    let e = std::io::Error::other("the node's HTTP server is stopping");
+                    return Some((Err(e), None));
+                }
+            };
+            let mut ended = false;
+            match first {
+                Ok(line) => {
+                    chunk.push_str(&line);
+                    chunk.push('\n');
+                }
+                Err(RecvError::Lagged(n)) => {
+                    chunk.push_str(&lag_marker(n));
+                    chunk.push('\n');
+                }
+                Err(RecvError::Closed) => return None,
+            }
+            while chunk.len() < CHUNK_BYTES {
+                match rx.try_recv() {
+                    Ok(line) => {
+                        chunk.push_str(&line);
+                        chunk.push('\n');
+                    }
+                    Err(TryRecvError::Lagged(n)) => {
+                        chunk.push_str(&lag_marker(n));
+                        chunk.push('\n');
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Closed) => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+            Some((Ok(Bytes::from(chunk)), (!ended).then_some(rx)))
+        }
+    });
+    head.chain(live)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::output::{OutputTail, LIVE_LINES};
+
+    async fn collect(
+        stream: impl Stream<Item = Result<Bytes, std::io::Error>>,
+    ) -> (String, Option<String>) {
+        let mut body = String::new();
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(bytes) => body.push_str(std::str::from_utf8(&bytes).unwrap()),
+                Err(e) => return (body, Some(e.to_string())),
+            }
+        }
+        (body, None)
+    }
+
+    #[tokio::test]
+    async fn the_output_stream_is_the_marker_the_tail_then_live_lines_until_the_end() {
+        let tail = Arc::new(OutputTail::new(7));
+        tail.push("first line");
+        tail.push("second");
+        let stream = output_stream(tail.subscribe(), CancellationToken::new());
+        let pusher = {
+            let tail = tail.clone();
+            tokio::spawn(async move {
+                for i in 0..3 {
+                    tail.push(&format!("live {i}"));
+                    tokio::task::yield_now().await;
+                }
+                tail.close();
+            })
+        };
+        let (body, error) = collect(stream).await;
+        pusher.await.unwrap();
+        assert_eq!(error, None);
+        assert_eq!(
+            body,
+            format!("{}\nsecond\nlive 0\nlive 1\nlive 2\n", cut_marker(11))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lagging_reader_is_told_and_a_stopping_server_breaks_the_stream_off() {
+        let tail = OutputTail::new(0);
+        let shutdown = CancellationToken::new();
+        let stream = output_stream(tail.subscribe(), shutdown.clone());
+        for i in 0..LIVE_LINES + 3 {
+            tail.push(&format!("{i}"));
+        }
+        shutdown.cancel();
+        let (body, error) = collect(stream).await;
+        let lines: Vec<&str> = body.lines().collect();
+        assert_eq!(lines[0], lag_marker(3));
+        assert_eq!(lines[1], "3");
+        assert_eq!(lines.last(), Some(&format!("{}", LIVE_LINES + 2).as_str()));
+        assert_eq!(error.as_deref(), Some("the node's HTTP server is stopping"));
+    }
+
+    #[test]
+    fn fire_times_parse_as_run_keys_or_rfc3339() {
+        let t = DateTime::from_timestamp(1_800_000_000, 250_000_000).unwrap();
+        assert_eq!(parse_fire_time("1800000000.250"), Some(t));
+        assert_eq!(parse_fire_time("2027-01-15T08:00:00.250Z"), Some(t));
+        assert_eq!(parse_fire_time("2027-01-15T09:00:00.250+01:00"), Some(t));
+        assert_eq!(
+            parse_fire_time("1800000000"),
+            DateTime::from_timestamp(1_800_000_000, 0)
+        );
+        assert_eq!(parse_fire_time("yesterday"), None);
+        assert_eq!(parse_fire_time("1800000000.2"), None);
+    }
 }

@@ -1,13 +1,16 @@
 //! `cronlease logs JOB [FIRE_TIME | --last N]`: what a run printed (its kept output tail) with
 //! a header line: fire time, outcome, exit code, node, term, duration, attempts. Read from the
-//! store: it works whichever node ran the job, and after that node is gone.
+//! store: it works whichever node ran the job, and after that node is gone. With `--follow`,
+//! a run in progress is streamed from its node ([`crate::ops::follow`]).
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::node::output::cut_marker;
 use crate::ops::control::{select_jobs, timed, ControlError};
 use crate::ops::status::{describe_config, STORE_TIMEOUT};
-use crate::store::{self, RunRecord, StoreError};
+use crate::store::{self, RunRecord, Store, StoreError};
 
 /// The most runs `--last` shows.
 pub const MAX_LAST: usize = 100;
@@ -28,13 +31,27 @@ pub async fn fetch(
     job: &str,
     which: Which,
 ) -> Result<Vec<RunRecord>, ControlError> {
+    let store = open(config, job).await?;
+    runs(&*store, job, which).await
+}
+
+/// The store, once `job` is known to be one of the file's (a usage error if not).
+pub(crate) async fn open(config: &Config, job: &str) -> Result<Arc<dyn Store>, ControlError> {
     select_jobs(config, &[job.to_string()], false)?;
-    let store = store::connect(&config.store, STORE_TIMEOUT)
+    store::connect(&config.store, STORE_TIMEOUT)
         .await
         .map_err(|source| ControlError::Connect {
             store: describe_config(&config.store),
             source,
-        })?;
+        })
+}
+
+/// [`fetch`] on a connected store.
+pub(crate) async fn runs(
+    store: &dyn Store,
+    job: &str,
+    which: Which,
+) -> Result<Vec<RunRecord>, ControlError> {
     let fail = |source: StoreError| ControlError::Store {
         store: store.describe(),
         source,
@@ -61,6 +78,12 @@ pub async fn fetch(
 
 /// One run: its header line, then its kept output (with a marker when the start was cut).
 pub fn render(run: &RunRecord) -> String {
+    format!("{}\n{}", header(run), kept(run))
+}
+
+/// A run's header line (no newline): `== job @ fire time: outcome, ... ==`; for a run in
+/// progress, which node runs it, under which term, since when.
+pub fn header(run: &RunRecord) -> String {
     let mut header = format!(
         "== {} @ {}: {}",
         run.job,
@@ -95,7 +118,14 @@ pub fn render(run: &RunRecord) -> String {
     if let Some(t) = &run.trigger {
         header.push_str(&format!(", {} by {}", t.kind, t.by));
     }
-    let mut out = format!("{header} ==\n");
+    header.push_str(" ==");
+    header
+}
+
+/// A run's kept output as printed under its header: the cut marker if bytes were dropped,
+/// the tail, a final newline; `(no output kept)` if there is none.
+pub fn kept(run: &RunRecord) -> String {
+    let mut out = String::new();
     if run.output_cut > 0 {
         out.push_str(&cut_marker(run.output_cut));
         out.push('\n');

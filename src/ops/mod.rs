@@ -2,6 +2,7 @@
 //! `trigger`, `backfill`), a node's HTTP endpoints and metrics, and its log formats.
 pub mod check;
 pub mod control;
+pub mod follow;
 pub mod http;
 pub mod logging;
 pub mod logs;
