@@ -47,6 +47,7 @@
 //! | [`ops::metrics`]      | Prometheus counters and histograms of one node                  |
 //! | [`ops::logging`]      | the two log formats (pretty, flat JSON) and the stable field names |
 //! | [`ops::logs`]         | `cronlease logs`: a run's kept output with its header           |
+//! | [`ops::follow`]       | `cronlease logs --follow`: a running run's output, live from its node |
 //!
 //! **Telling people** ([`notify`]):
 //!
