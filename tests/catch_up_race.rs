@@ -78,8 +78,13 @@ async fn takeover(lead_ms: i64, shell: &str) -> (Vec<RunRecord>, DateTime<Utc>) 
             kill: CancellationToken::new(),
             recorder,
             process: session.process().to_string(),
-            notifier: cronlease::notify::Notifier::new("n1".into(), metrics.clone(), jobs.clone())
-                .unwrap(),
+            notifier: cronlease::notify::Notifier::new(
+                "n1".into(),
+                metrics.clone(),
+                jobs.clone(),
+                None,
+            )
+            .unwrap(),
         },
         jobs.clone(),
     ));

@@ -14,13 +14,15 @@ const CONFIG: &str = "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"25
     [[job]]\nname = \"quiet\"\nschedule = \"0 0 1 1 *\"\nsay = \"hello\"\n\n\
     [[job]]\nname = \"fail\"\nschedule = \"0 0 1 1 *\"\nshell = \"echo oops >&2; exit 3\"\n\n\
     [[job]]\nname = \"long\"\nschedule = \"0 0 1 1 *\"\noutput_refresh = \"1s\"\n\
-    shell = \"echo started; sleep 5; echo done\"\n";
+    shell = \"echo started; while [ ! -e GO ]; do sleep 0.1; done; echo done\"\n";
 
 #[test]
 fn a_runs_output_is_kept_cut_at_its_limit_and_shown_by_logs() {
     let emu = Emulator::start();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), CONFIG);
+    // `long` runs until the test says so (the file `go`).
+    let go = dir.path().join("go");
+    let cfg = write_config(dir.path(), &CONFIG.replace("GO", &go.display().to_string()));
     let _n1 = Node::spawn(&emu, &cfg, "n1");
     let _n2 = Node::spawn(&emu, &cfg, "n2");
     for job in ["chatty", "quiet"] {
@@ -79,7 +81,7 @@ fn a_runs_output_is_kept_cut_at_its_limit_and_shown_by_logs() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let mut seen = String::new();
     assert!(
-        wait_until(Duration::from_secs(5), || {
+        wait_until(Duration::from_secs(20), || {
             seen = cronlease(&emu, &cfg, &["logs", "long"]).stdout;
             seen.contains(": running on n") && seen.contains("\nstarted\n")
         }),
@@ -100,6 +102,7 @@ fn a_runs_output_is_kept_cut_at_its_limit_and_shown_by_logs() {
         "{}",
         out.stderr
     );
+    std::fs::write(&go, "").unwrap();
     assert!(wait_until(Duration::from_secs(15), || {
         cronlease(&emu, &cfg, &["logs", "long"])
             .stdout

@@ -247,7 +247,12 @@ async fn run_node(
         metrics.clone(),
     ));
     // Events go out from queues of their own (crate::notify), never in a tick's way.
-    let notifier = crate::notify::Notifier::new(node.clone(), metrics.clone(), jobs.clone())?;
+    let notifier = crate::notify::Notifier::new(
+        node.clone(),
+        metrics.clone(),
+        jobs.clone(),
+        Some(store.clone()),
+    )?;
     let sinks = crate::notify::resolve(&config.notify, crate::notify::environment)?;
     notifier.configure(sinks);
     // Run outcomes are written by their own worker, retrying across store outages.
@@ -436,11 +441,7 @@ async fn run_node(
             );
         }
     }
-    // 4. Send the notifications still queued (outcomes just written included), within what is
-    // left of the grace period, at least a few seconds.
-    let deadline = (stopped_at + grace).max(tokio::time::Instant::now() + NOTIFY_FLUSH);
-    notifier.shutdown(deadline).await;
-    // 5. Hand the leases back and end the session.
+    // 4. Hand the leases back and end the session.
     let released = election.release_all().await;
     heartbeat_stop.cancel();
     let _ = heartbeat.await;
@@ -451,6 +452,11 @@ async fn run_node(
             "cannot delete this node's record: {e}"
         );
     }
+    // 5. Send the notifications still queued (outcomes just written included), within what is
+    // left of the grace period, at least a few seconds: after the hand-over, so that a sink
+    // that is down does not keep the jobs unled.
+    let deadline = (stopped_at + grace).max(tokio::time::Instant::now() + NOTIFY_FLUSH);
+    notifier.shutdown(deadline).await;
     info!(event = "node_stopped", released, "stopped");
     Ok(())
 }

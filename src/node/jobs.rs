@@ -216,9 +216,12 @@ pub fn digest(job: &Job) -> String {
         // Only when off, so the digests of enabled jobs stay what they were.
         text.push_str("enabled=false\n");
     }
-    // Only when set, likewise: where its events go is part of what a job is.
+    // Only when set, likewise: where its events go is part of what a job is (the sinks by
+    // name, in any order; a [[notify]] table that differs between nodes is not seen here).
     if !job.notify.is_empty() {
-        let _ = writeln!(text, "notify={:?}", job.notify);
+        let mut names = job.notify.clone();
+        names.sort();
+        let _ = writeln!(text, "notify={names:?}");
     }
     if let Some(ping) = &job.ping {
         let _ = writeln!(text, "ping={ping}");

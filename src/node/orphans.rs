@@ -293,6 +293,25 @@ impl Orphans {
                 Some(false)
             }
             Err(e) => {
+                // The close may have landed with its answer lost: then the orphan is no longer
+                // running and the next scan would not see it, so it is told now.
+                let landed = self
+                    .store
+                    .get_run(&orphan.job, orphan.fire_time)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| crate::node::recorder::same_outcome(&r, &new));
+                if landed {
+                    self.metrics.run_lost(&orphan.job);
+                    warn!(event = "run_lost", job = %orphan.job, node = %self.node,
+                        fire_time = %fire, term = lead.term, lost_node = %orphan.node,
+                        lost_term = orphan.term, reason, recover,
+                        "the run of {fire} on {} was lost ({reason}): closed as lost (the \
+                         store's answer was lost, the record says so)", orphan.node);
+                    self.ticks.notifier().run_ended(&new);
+                    return Some(true);
+                }
                 warn!(event = "store_error", job = %orphan.job, node = %self.node,
                     fire_time = %fire, "cannot close an orphaned run (tried again later): {e}");
                 Some(false)

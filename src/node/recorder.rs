@@ -309,7 +309,14 @@ impl Worker {
                     Written::Done
                 }
                 Ok(false) => {
-                    self.superseded(run).await;
+                    // Our own write, whose answer was lost and whose retry found it done:
+                    // recorded after all.
+                    if self.superseded(run).await {
+                        self.history.recorded(&run.job);
+                        if let Some(notifier) = &self.notifier {
+                            notifier.run_ended(run);
+                        }
+                    }
                     Written::Done
                 }
                 Err(e) => Written::Retry(e),
@@ -361,14 +368,21 @@ impl Worker {
         }
     }
 
-    /// A finish that did not land: say what the store holds instead.
-    async fn superseded(&self, run: &RunRecord) {
+    /// A finish the store refused: true if the record holds this very outcome (an earlier try
+    /// landed and its answer was lost); else say what the store holds instead.
+    async fn superseded(&self, run: &RunRecord) -> bool {
         let now = self
             .store
             .get_run(&run.job, run.fire_time)
             .await
             .ok()
             .flatten();
+        if now.as_ref().is_some_and(|r| same_outcome(r, run)) {
+            info!(event = "outcome_landed", job = %run.job, node = %self.node,
+                fire_time = %rfc3339(run.fire_time), term = run.term, outcome = %run.outcome,
+                "the outcome had been written by an earlier try whose answer was lost");
+            return true;
+        }
         let (outcome, by) = match &now {
             Some(r) => (r.outcome.clone(), r.node.clone()),
             None => ("none (pruned)".to_string(), String::new()),
@@ -378,7 +392,19 @@ impl Worker {
             stored_outcome = %outcome, stored_node = %by,
             "the run ended {} but its record was closed meanwhile (now {outcome}{}): not \
              overwritten", run.outcome, if by.is_empty() { String::new() } else { format!(" by {by}") });
+        false
     }
+}
+
+/// Whether `stored` is the very record `written` (same claim, same outcome, same end to the
+/// millisecond, as the stores keep it): a write whose answer was lost landed.
+pub fn same_outcome(stored: &RunRecord, written: &RunRecord) -> bool {
+    let ms = |r: &RunRecord| r.finished_at.map(|t| t.timestamp_millis());
+    stored.outcome == written.outcome
+        && stored.session == written.session
+        && stored.term == written.term
+        && ms(stored).is_some()
+        && ms(stored) == ms(written)
 }
 
 #[cfg(test)]

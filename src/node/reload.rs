@@ -288,17 +288,19 @@ impl Reloader {
             cur.node = new.node;
             changed
         };
-        let touched = self.parts.notifier.configure(sinks);
-        if !touched.is_empty() {
-            info!(event = "notify_configured", sinks = %touched.join(","),
-                "[[notify]] applied: {} added, changed or removed", touched.join(", "));
-        }
+
         if node_changed {
             self.parts.election.set_skew_warn(new.node.clock_skew_warn);
             info!(event = "node_settings_changed", shutdown_grace = ?new.node.shutdown_grace,
                 clock_skew_warn = ?new.node.clock_skew_warn, "[node] settings applied");
         }
         let diff = self.parts.jobs.apply(new.jobs);
+        // After the jobs: the pings of URLs no job uses any more end with them.
+        let touched = self.parts.notifier.configure(sinks);
+        if !touched.is_empty() {
+            info!(event = "notify_configured", sinks = %touched.join(","),
+                "[[notify]] applied: {} added, changed or removed", touched.join(", "));
+        }
         if diff.is_empty() {
             return Reloaded::Unchanged;
         }

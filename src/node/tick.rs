@@ -414,6 +414,8 @@ impl Ticks {
     pub fn lease_lost(&self, idx: usize, term: i64) {
         let job_def = self.jobs.get(idx);
         let job = &*job_def;
+        // What this node knew of the job's last outcome goes stale while others lead it.
+        self.notifier.forget(&job.name);
         if job.policy.on_lease_lost != OnLeaseLost::Stop {
             return;
         }
@@ -1459,8 +1461,13 @@ mod tests {
                 kill: kill.clone(),
                 recorder,
                 process: "p1".into(),
-                notifier: crate::notify::Notifier::new("n1".into(), metrics.clone(), jobs.clone())
-                    .unwrap(),
+                notifier: crate::notify::Notifier::new(
+                    "n1".into(),
+                    metrics.clone(),
+                    jobs.clone(),
+                    None,
+                )
+                .unwrap(),
             },
             jobs,
         );

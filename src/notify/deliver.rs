@@ -121,6 +121,14 @@ impl Worker {
     async fn deliver(&self, d: &Delivery, kill: &CancellationToken) -> bool {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1u32;
+        // Waited in the queue past its time (behind a sink that was down): not sent late.
+        if d.queued.elapsed() > self.retry_for {
+            self.metrics.notification(&self.sink, "gave_up");
+            warn!(event = "notify_gave_up", sink = %self.sink, job = %d.job, node = %self.node,
+                what = %d.what, attempt = 0, reason = "retry_for",
+                "{} {}: queued for {} longer than retry_for; not sent", d.job, d.what, self.sink);
+            return true;
+        }
         loop {
             let tried = tokio::select! {
                 r = self.attempt(&d.request) => r,

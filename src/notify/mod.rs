@@ -10,8 +10,9 @@
 //! sent again, with the same `id`.
 //!
 //! **`recovered`** is the first `ok` run after a `failed`, `timeout` or `lost` one. The node
-//! remembers the newest finished run of each job, seeded from the store's history when it
-//! takes the lease, so it works across a failover.
+//! remembers the newest outcome of each job it leads (seeded from the store's history when it
+//! takes the lease, forgotten when it loses it); an `ok` run of a job it knows nothing of
+//! looks its predecessor up in the store (one read), so it works across a failover.
 //!
 //! **Pings** follow the healthchecks.io protocol: `GET <ping>/start` when a run starts, then
 //! `POST <ping>` (ok) or `POST <ping>/fail` (anything else, `lost` included) with the end of
@@ -40,7 +41,7 @@ use crate::config::notify::{EventKind, Sink, Target};
 use crate::config::Job;
 use crate::node::jobs::JobTable;
 use crate::ops::metrics::Metrics;
-use crate::store::{time_key, RunRecord};
+use crate::store::{time_key, RunRecord, Store};
 
 use deliver::{Delivery, Destination, Request, Worker};
 use event::Event;
@@ -51,6 +52,8 @@ pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
 pub const PING_RETRY_FOR: Duration = Duration::from_secs(5 * 60);
 /// The metrics label of every ping destination (one per job would not be a bounded set).
 pub const PING_SINK: &str = "ping";
+/// Runs read to find an `ok` run's predecessor when the node does not know it.
+const PREVIOUS_READ: usize = 10;
 
 /// Why the notification settings cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +70,8 @@ pub struct Notifier {
     node: String,
     metrics: Arc<Metrics>,
     jobs: Arc<JobTable>,
+    /// For an `ok` run's predecessor when this node does not know it.
+    store: Option<Arc<dyn Store>>,
     client: reqwest::Client,
     tracker: TaskTracker,
     /// Cancelled when the node gives up on what is still queued.
@@ -80,7 +85,8 @@ struct State {
     sinks: HashMap<String, (Sink, mpsc::Sender<Delivery>)>,
     /// Per ping URL: its queue.
     pings: HashMap<String, mpsc::Sender<Delivery>>,
-    /// Per job: the fire time and outcome of its newest finished run.
+    /// Per job this node leads: the fire time and outcome of its newest run that ended `ok`,
+    /// `failed`, `timeout` or `lost` ([`tracked`]).
     last: HashMap<String, (DateTime<Utc>, String)>,
     /// After [`Notifier::close`]: nothing more is queued.
     closed: bool,
@@ -95,6 +101,16 @@ pub fn resolve(
         .iter()
         .map(|s| {
             let headers = s.resolve_headers(&env).map_err(NotifyError::Environment)?;
+            // A value reqwest would refuse at every send (a variable ending in a newline).
+            for (name, value) in &headers {
+                if reqwest::header::HeaderValue::from_str(value).is_err() {
+                    return Err(NotifyError::Environment(format!(
+                        "notify {:?}: header {name} is not a valid HTTP header value once its \
+                         variables are filled in (a newline or control character?)",
+                        s.name
+                    )));
+                }
+            }
             let mut s = s.clone();
             if let Target::Webhook { headers: h, .. } = &mut s.target {
                 *h = headers;
@@ -110,10 +126,12 @@ pub fn environment(name: &str) -> Option<String> {
 }
 
 impl Notifier {
+    /// `store`: where an `ok` run's predecessor is looked up (`None`: never; tests).
     pub fn new(
         node: String,
         metrics: Arc<Metrics>,
         jobs: Arc<JobTable>,
+        store: Option<Arc<dyn Store>>,
     ) -> Result<Arc<Notifier>, NotifyError> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("cronlease/", env!("CARGO_PKG_VERSION")))
@@ -123,6 +141,7 @@ impl Notifier {
             node,
             metrics,
             jobs,
+            store,
             client,
             tracker: TaskTracker::new(),
             kill: CancellationToken::new(),
@@ -156,6 +175,14 @@ impl Notifier {
         }
         touched.extend(st.sinks.keys().cloned());
         st.sinks = next;
+        // Pings of URLs no job uses any more: their workers send what they have, then end.
+        let used: std::collections::HashSet<String> = self
+            .jobs
+            .active()
+            .iter()
+            .filter_map(|(_, j)| j.ping.as_ref().map(|u| u.to_string()))
+            .collect();
+        st.pings.retain(|url, _| used.contains(url));
         touched.sort();
         touched
     }
@@ -190,7 +217,7 @@ impl Notifier {
     pub fn seed(&self, job: &str, runs: &[RunRecord]) {
         let newest = runs
             .iter()
-            .filter(|r| finished(&r.outcome))
+            .filter(|r| tracked(&r.outcome))
             .max_by_key(|r| r.fire_time);
         if let Some(run) = newest {
             let mut st = self.state.lock().unwrap();
@@ -212,40 +239,84 @@ impl Notifier {
         }
     }
 
+    /// This node no longer leads `job`: what it knew of its last outcome goes stale.
+    pub fn forget(&self, job: &str) {
+        self.state.lock().unwrap().last.remove(job);
+    }
+
     /// A run's final outcome is in the store (written by this node; `lost`: closed by it).
-    pub fn run_ended(&self, run: &RunRecord) {
+    pub fn run_ended(self: &Arc<Self>, run: &RunRecord) {
         if !finished(&run.outcome) {
             return;
         }
         let Some(job) = self.job(&run.job) else {
             return;
         };
-        let previous = {
-            let mut st = self.state.lock().unwrap();
-            let previous = st.last.get(&run.job).cloned();
-            // A backfilled old fire time says nothing about the job's state now.
-            if previous.as_ref().is_none_or(|(t, _)| *t < run.fire_time) {
-                st.last
-                    .insert(run.job.clone(), (run.fire_time, run.outcome.clone()));
-            }
-            previous
-        };
-        let kind = EventKind::of_outcome(&run.outcome).or_else(|| {
-            let was_failing = previous.as_ref().is_some_and(|(t, outcome)| {
-                *t < run.fire_time && matches!(outcome.as_str(), "failed" | "timeout" | "lost")
-            });
-            (run.outcome == "ok" && was_failing).then_some(EventKind::Recovered)
-        });
-        if let Some(kind) = kind {
-            self.send(&job, Event::of_run(kind, run, &self.node));
-        }
         if let Some(ping) = &job.ping {
             let body = Some(deliver::ping_body(&run.output));
-            if run.outcome == "ok" {
-                self.ping(run, ping, "success", body);
+            let what = if run.outcome == "ok" {
+                "success"
             } else {
-                self.ping(run, ping, "fail", body);
+                "fail"
+            };
+            self.ping(run, ping, what, body);
+        }
+        if let Some(kind) = EventKind::of_outcome(&run.outcome) {
+            self.remember(run);
+            self.send(&job, Event::of_run(kind, run, &self.node));
+            return;
+        }
+        if run.outcome != "ok" {
+            return;
+        }
+        // `ok`: recovered if the run before it failed.
+        let known = self.state.lock().unwrap().last.get(&run.job).cloned();
+        self.remember(run);
+        match recovered(known.as_ref(), run.fire_time) {
+            Some(true) => self.send(&job, Event::of_run(EventKind::Recovered, run, &self.node)),
+            Some(false) => {}
+            None => {
+                let Some(store) = self.store.clone() else {
+                    return;
+                };
+                let (this, run) = (self.clone(), run.clone());
+                tokio::spawn(async move {
+                    let runs = match store.recent_runs(&run.job, PREVIOUS_READ).await {
+                        Ok(runs) => runs,
+                        Err(e) => {
+                            warn!(event = "store_error", job = %run.job, node = %this.node,
+                                "cannot read the run before this ok run (no recovered event \
+                                 if it failed): {e}");
+                            return;
+                        }
+                    };
+                    let previous = runs
+                        .iter()
+                        .filter(|r| r.fire_time < run.fire_time && tracked(&r.outcome))
+                        .max_by_key(|r| r.fire_time);
+                    if previous.is_some_and(|p| failing(&p.outcome)) {
+                        if let Some(job) = this.job(&run.job) {
+                            this.send(&job, Event::of_run(EventKind::Recovered, &run, &this.node));
+                        }
+                    }
+                });
             }
+        }
+    }
+
+    /// Keep `run` as the job's newest outcome, unless a newer one is known.
+    fn remember(&self, run: &RunRecord) {
+        if !tracked(&run.outcome) {
+            return;
+        }
+        let mut st = self.state.lock().unwrap();
+        let newer = st
+            .last
+            .get(&run.job)
+            .is_some_and(|(t, _)| *t >= run.fire_time);
+        if !newer {
+            st.last
+                .insert(run.job.clone(), (run.fire_time, run.outcome.clone()));
         }
     }
 
@@ -268,34 +339,50 @@ impl Notifier {
 
     /// Queue `event` for each of the job's sinks that wants it.
     fn send(&self, job: &Job, event: Event) {
-        let kind = EventKind::NAMES
+        let Some(kind) = EventKind::NAMES
             .iter()
             .find(|(n, _)| *n == event.event)
-            .map(|(_, k)| *k);
-        let st = self.state.lock().unwrap();
-        if st.closed {
+            .map(|(_, k)| *k)
+        else {
+            return;
+        };
+        if job.notify.is_empty() {
             return;
         }
-        let mut body: Option<String> = None;
-        for name in &job.notify {
-            let Some((sink, tx)) = st.sinks.get(name) else {
+        // The JSON (its output up to 256 KiB) and the logs are made outside the lock.
+        let targets: Vec<(String, Option<mpsc::Sender<Delivery>>)> = {
+            let st = self.state.lock().unwrap();
+            job.notify
+                .iter()
+                .filter_map(|name| match st.sinks.get(name) {
+                    Some((sink, _)) if !sink.on.contains(&kind) => None,
+                    Some((_, tx)) if !st.closed => Some((name.clone(), Some(tx.clone()))),
+                    _ => Some((name.clone(), None)),
+                })
+                .collect()
+        };
+        if targets.is_empty() {
+            return;
+        }
+        let body = serde_json::to_string(&event).unwrap_or_default();
+        for (name, tx) in targets {
+            let Some(tx) = tx else {
+                // The node is stopping (or the sink went away with a reload).
+                self.metrics.notification(&name, "dropped");
+                warn!(event = "notify_dropped", sink = %name, job = %job.name, node = %self.node,
+                    what = event.event, "{} → {name}: not sent (the node is stopping, or a \
+                    reload is replacing the sink)", event.summary());
                 continue;
             };
-            if !kind.is_some_and(|k| sink.on.contains(&k)) {
-                continue;
-            }
-            let body = body
-                .get_or_insert_with(|| serde_json::to_string(&event).unwrap_or_default())
-                .clone();
             info!(event = "notify", sink = %name, job = %job.name, node = %self.node,
                 what = event.event, fire_time = %event.fire_time, "{} → {name}", event.summary());
             self.queue(
-                name,
-                tx,
+                &name,
+                &tx,
                 Delivery {
                     job: job.name.clone(),
                     what: event.event.to_string(),
-                    request: Request::Event(body),
+                    request: Request::Event(body.clone()),
                     queued: Instant::now(),
                 },
             );
@@ -309,7 +396,7 @@ impl Notifier {
         match what {
             "start" => url.set_path(&format!("{path}/start")),
             "fail" => url.set_path(&format!("{path}/fail")),
-            _ => {}
+            _ => url.set_path(&path),
         }
         url.query_pairs_mut()
             .append_pair("rid", &run_uuid(run).to_string());
@@ -376,6 +463,28 @@ fn finished(outcome: &str) -> bool {
     !matches!(outcome, "running" | "skipped" | "")
 }
 
+/// The outcomes that say whether a job works (`recovered` looks at these only: a run stopped,
+/// killed or replaced says nothing either way).
+fn tracked(outcome: &str) -> bool {
+    matches!(outcome, "ok" | "failed" | "timeout" | "lost")
+}
+
+/// Whether an `ok` run of `fire_time` is `recovered`, from the job's newest known outcome
+/// before it (`None`: not known here; ask the store).
+fn recovered(known: Option<&(DateTime<Utc>, String)>, fire_time: DateTime<Utc>) -> Option<bool> {
+    match known {
+        Some((t, outcome)) if *t < fire_time => Some(failing(outcome)),
+        // A backfilled old fire time says nothing about the job's state now.
+        Some(_) => Some(false),
+        None => None,
+    }
+}
+
+/// The outcomes after which an `ok` is `recovered`.
+fn failing(outcome: &str) -> bool {
+    matches!(outcome, "failed" | "timeout" | "lost")
+}
+
 fn destination(sink: &Sink) -> Destination {
     match &sink.target {
         Target::Webhook { url, headers } => Destination::Webhook {
@@ -408,6 +517,53 @@ mod tests {
             finished_at: Some(t),
             ..RunRecord::claimed(job, t, "n1", 1, "s", "p")
         }
+    }
+
+    #[test]
+    fn recovered_is_the_first_ok_after_a_failure() {
+        let t = |s: i64| DateTime::from_timestamp(s, 0).unwrap();
+        let n = Notifier::new(
+            "n1".into(),
+            Arc::new(Metrics::new()),
+            Arc::new(JobTable::new(Vec::new())),
+            None,
+        )
+        .unwrap();
+        let known = |n: &Notifier| n.state.lock().unwrap().last.get("j").cloned();
+        assert_eq!(recovered(None, t(10)), None, "unknown: the store is asked");
+        n.remember(&run("j", 10, "failed"));
+        assert_eq!(recovered(known(&n).as_ref(), t(11)), Some(true));
+        // A stopped, replaced or killed run says nothing: the failure stays the last word.
+        for outcome in ["stopped", "replaced", "killed", "skipped"] {
+            n.remember(&run("j", 11, outcome));
+        }
+        assert_eq!(recovered(known(&n).as_ref(), t(12)), Some(true));
+        // A backfill of an older fire time neither recovers nor replaces the newest outcome.
+        assert_eq!(recovered(known(&n).as_ref(), t(5)), Some(false));
+        n.remember(&run("j", 5, "ok"));
+        assert_eq!(known(&n).unwrap().1, "failed");
+        n.remember(&run("j", 12, "ok"));
+        assert_eq!(
+            recovered(known(&n).as_ref(), t(13)),
+            Some(false),
+            "only the first ok"
+        );
+        n.remember(&run("j", 13, "lost"));
+        assert_eq!(recovered(known(&n).as_ref(), t(14)), Some(true));
+        // Seeding never goes back in time; losing the lease forgets.
+        n.seed("j", &[run("j", 1, "ok")]);
+        assert_eq!(known(&n).unwrap().1, "lost");
+        n.forget("j");
+        assert_eq!(known(&n), None);
+        n.seed(
+            "j",
+            &[
+                run("j", 20, "timeout"),
+                run("j", 19, "ok"),
+                run("j", 21, "skipped"),
+            ],
+        );
+        assert_eq!(known(&n).unwrap(), (t(20), "timeout".to_string()));
     }
 
     #[test]
