@@ -35,6 +35,10 @@ enum Command {
         /// No listener without it.
         #[arg(long, value_name = "ADDR")]
         http: Option<std::net::SocketAddr>,
+        /// A file whose first line is the bearer token that unlocks the HTTP write endpoints
+        /// (pause, resume, trigger); else CRONLEASE_HTTP_TOKEN; without either they answer 403.
+        #[arg(long, value_name = "PATH")]
+        http_token_file: Option<PathBuf>,
     },
     /// Validate the jobs file and print each job's next fire times.
     Check {
@@ -264,6 +268,7 @@ fn main() -> ExitCode {
             node_id,
             log_format,
             http,
+            http_token_file,
         } => {
             let cfg = match cronlease::config::load(&config) {
                 Ok(cfg) => cfg,
@@ -287,7 +292,17 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let options = cronlease::node::app::RunOptions { node, http };
+            let token = match cronlease::ops::token::HttpToken::load(
+                http_token_file.as_deref(),
+                std::env::var("CRONLEASE_HTTP_TOKEN").ok(),
+            ) {
+                Ok(t) => t,
+                Err(e) => {
+                    err(&format!("error: {e}"));
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let options = cronlease::node::app::RunOptions { node, http, token };
             match runtime.block_on(cronlease::node::app::run(cfg, options)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

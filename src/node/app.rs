@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub node: String,
     /// Serve health, status and metrics here (`--http`); no listener without it.
     pub http: Option<std::net::SocketAddr>,
+    /// Unlocks the HTTP write endpoints (`--http-token-file`, `CRONLEASE_HTTP_TOKEN`).
+    pub token: Option<crate::ops::token::HttpToken>,
 }
 
 /// How long killed jobs get to be reaped and recorded before the node gives up on them.
@@ -149,6 +151,7 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         jobs: jobs.clone(),
         metrics: metrics.clone(),
         running: std::sync::OnceLock::new(),
+        token: options.token,
         stopping: shutdown.stop.clone(),
     });
     let http_stop = CancellationToken::new();
@@ -314,6 +317,7 @@ async fn run_node(
     }));
     let _ = node_state.running.set(Running {
         store: store.describe(),
+        handle: store.clone(),
         session: session.clone(),
         election: election.clone(),
         ticks: ticks.clone(),

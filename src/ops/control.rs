@@ -171,11 +171,45 @@ pub async fn trigger(
         .map_err(|_| ControlError::Usage("--timeout is too long".into()))?;
     let store = connect(config).await?;
     let fail = store_error(&store);
+    let request = request_trigger(&*store, job, &who(), timeout, options.allow_overlap).await?;
+    let fire = crate::node::tick::rfc3339(request.fire_time);
+    say(&format!(
+        "{job}: run requested by {} (fire time {fire}); it expires at {}",
+        request.by,
+        crate::node::tick::rfc3339(request.expires_at)
+    ));
+    let live = live_nodes(&*store, config).await.map_err(&fail)?;
+    if live == 0 {
+        say(&format!(
+            "{job}: no node is running: the request waits in the store until {}",
+            crate::node::tick::rfc3339(request.expires_at)
+        ));
+    }
+    if !options.wait {
+        return Ok(TriggerEnd::Queued);
+    }
+    follow(&*store, job, &request, say).await.map_err(&fail)
+}
+
+/// Store a request to run `job` now, made by `by`, expiring after `timeout` (the job must be
+/// one of the file's enabled jobs: the caller checks). What `cronlease trigger` and the
+/// dashboard's button do.
+pub async fn request_trigger(
+    store: &dyn Store,
+    job: &str,
+    by: &str,
+    timeout: chrono::Duration,
+    allow_overlap: bool,
+) -> Result<TriggerRequest, ControlError> {
+    let fail = |source| ControlError::Store {
+        store: store.describe(),
+        source,
+    };
     let mut request = TriggerRequest {
         fire_time: trigger_fire_time(Utc::now()),
-        by: who(),
+        by: by.to_string(),
         expires_at: Utc::now() + timeout,
-        allow_overlap: options.allow_overlap,
+        allow_overlap,
     };
     // Two requests within one millisecond: the second takes the next one.
     let mut tries = 0;
@@ -209,23 +243,7 @@ pub async fn trigger(
             request.fire_time += chrono::Duration::milliseconds(1);
         }
     }
-    let fire = crate::node::tick::rfc3339(request.fire_time);
-    say(&format!(
-        "{job}: run requested by {} (fire time {fire}); it expires at {}",
-        request.by,
-        crate::node::tick::rfc3339(request.expires_at)
-    ));
-    let live = live_nodes(&*store, config).await.map_err(&fail)?;
-    if live == 0 {
-        say(&format!(
-            "{job}: no node is running: the request waits in the store until {}",
-            crate::node::tick::rfc3339(request.expires_at)
-        ));
-    }
-    if !options.wait {
-        return Ok(TriggerEnd::Queued);
-    }
-    follow(&*store, job, &request, say).await.map_err(&fail)
+    Ok(request)
 }
 
 /// Nodes that renewed their record within three leases (by this machine's clock: good
@@ -579,6 +597,15 @@ pub async fn set_pause(
             store: describe_config(&config.store),
             source,
         })?;
+    set_pause_in(&*store, jobs, pause).await
+}
+
+/// [`set_pause`] through a store at hand (a node's: the dashboard's buttons).
+pub async fn set_pause_in(
+    store: &dyn Store,
+    jobs: &[String],
+    pause: Option<Pause>,
+) -> Result<Vec<(String, Outcome)>, ControlError> {
     let fail = |source| ControlError::Store {
         store: store.describe(),
         source,

@@ -7,6 +7,7 @@
 //! | `/status` | JSON: this node's view of every job (role, holder, term, next fire time, its last run) |
 //! | `/metrics` | Prometheus / OpenMetrics text, see [`crate::ops::metrics`] |
 //! | `/runs/{job}/{fire_time}/output` | a run going on this node: its kept output, then its lines as they come, until it ends (`text/plain`, chunked); 404 when no such run is going here |
+//! | `POST /api/jobs/{job}/{pause,resume,trigger}` | the control plane's writes, behind a bearer token: [`crate::ops::actions`] |
 //!
 //! The output stream is what `cronlease logs --follow` reads (the node's address is in its
 //! record in the store). `fire_time` is RFC 3339 or a run key's unix seconds (`1800000000`, or
@@ -28,7 +29,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
@@ -50,6 +51,8 @@ pub struct NodeState {
     pub jobs: Arc<JobTable>,
     pub metrics: Arc<Metrics>,
     pub running: OnceLock<Running>,
+    /// Unlocks the write endpoints ([`crate::ops::actions`]); `None`: read-only.
+    pub token: Option<crate::ops::token::HttpToken>,
     /// Cancelled when the node starts its graceful stop.
     pub stopping: CancellationToken,
 }
@@ -57,6 +60,8 @@ pub struct NodeState {
 /// The parts of a registered node.
 pub struct Running {
     pub store: String,
+    /// The store itself, for the write endpoints.
+    pub handle: Arc<dyn crate::store::Store>,
     pub session: Arc<Session>,
     pub election: Arc<Election>,
     pub ticks: Arc<Ticks>,
@@ -95,11 +100,21 @@ pub async fn serve(
             let shutdown = shutdown.clone();
             get(move |state, path| run_output(state, path, shutdown.clone()))
         })
+        .route("/api/jobs/{job}/pause", post(crate::ops::actions::pause))
+        .route("/api/jobs/{job}/resume", post(crate::ops::actions::resume))
+        .route(
+            "/api/jobs/{job}/trigger",
+            post(crate::ops::actions::trigger),
+        )
         .with_state(state);
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
+        // The callers' addresses: the write endpoints log them.
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
         if let Err(e) = served {
             tracing::warn!(event = "http_error", "HTTP server stopped: {e}");
         }

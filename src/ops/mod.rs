@@ -1,5 +1,6 @@
 //! Operator surfaces: the one-shot commands (`check`, `status`, `pause`, `resume`,
 //! `trigger`, `backfill`), a node's HTTP endpoints and metrics, and its log formats.
+pub mod actions;
 pub mod check;
 pub mod control;
 pub mod follow;
@@ -8,3 +9,4 @@ pub mod logging;
 pub mod logs;
 pub mod metrics;
 pub mod status;
+pub mod token;
