@@ -73,6 +73,13 @@ fn authorize(state: &NodeState, headers: &HeaderMap) -> Result<(), Box<Response>
 /// A job's definition on this node, and the store to act through.
 type Target = (Arc<crate::config::Job>, Arc<dyn crate::store::Store>);
 
+/// A write allowed: the token checked, the job known, the store reached; or the answer that
+/// says why not.
+fn admit(state: &NodeState, headers: &HeaderMap, job: &str) -> Result<Target, Box<Response>> {
+    authorize(state, headers)?;
+    job_and_store(state, job)
+}
+
 /// The job's definition on this node, and the store; or the answer that says why not.
 fn job_and_store(state: &NodeState, job: &str) -> Result<Target, Box<Response>> {
     let Some(def) = state.jobs.index(job).map(|i| state.jobs.get(i)) else {
@@ -135,7 +142,7 @@ pub async fn pause(
             format!("the note is longer than {MAX_NOTE} characters"),
         );
     }
-    let (_, store) = match job_and_store(&state, &job) {
+    let (_, store) = match admit(&state, &headers, &job) {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -165,10 +172,7 @@ pub async fn resume(
     Path(job): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return *r;
-    }
-    let (_, store) = match job_and_store(&state, &job) {
+    let (_, store) = match admit(&state, &headers, &job) {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -192,10 +196,7 @@ pub async fn trigger(
     Path(job): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return *r;
-    }
-    let (def, store) = match job_and_store(&state, &job) {
+    let (def, store) = match admit(&state, &headers, &job) {
         Ok(x) => x,
         Err(r) => return *r,
     };
