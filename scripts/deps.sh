@@ -2,7 +2,8 @@
 # Installs what the tests need beyond the toolchain, Java and the Datastore emulator (which
 # .ci/run sees to): libfaketime, used by the fault drills (tests/drills.rs) to give a node a
 # skewed or DST-edge wall clock, jq, which scripts/reliability.sh uses, redis-server and
-# zookeeper (the Redis and ZooKeeper stores' tests), and promtool (the alerting rules). Idempotent: installs
+# zookeeper (the Redis and ZooKeeper stores' tests), promtool (the alerting rules), and chromium
+# with chromedriver (the dashboard's browser tests). Idempotent: installs
 # only what is missing, and nothing when all is there. Works as root or through passwordless
 # sudo (Debian/Ubuntu: apt-get).
 #
@@ -73,6 +74,13 @@ if command -v promtool >/dev/null 2>&1; then
 else
     missing+=(prometheus)
 fi
+# chromium and chromedriver: the dashboard's tests drive a real headless browser through
+# WebDriver (tests/common/browser.rs); fonts-liberation gives its screenshots readable text.
+if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    say "chromium present: $(command -v chromium), $(command -v chromedriver)"
+else
+    missing+=(chromium chromium-driver fonts-liberation)
+fi
 if ((${#missing[@]} == 0)); then
     say "nothing to install"
     exit 0
@@ -90,4 +98,5 @@ command -v jq >/dev/null 2>&1 || { say "jq is still not found after installing i
 [[ -x /usr/bin/redis-server ]] || command -v redis-server >/dev/null 2>&1 || { say "redis-server is still not found after installing it"; exit 1; }
 [[ -f /usr/share/java/zookeeper.jar ]] || { say "zookeeper.jar is still not found after installing zookeeper"; exit 1; }
 command -v promtool >/dev/null 2>&1 || { say "promtool is still not found after installing prometheus"; exit 1; }
+command -v chromedriver >/dev/null 2>&1 || { say "chromedriver is still not found after installing chromium-driver"; exit 1; }
 say "installed ${missing[*]}; libfaketime: $lib"

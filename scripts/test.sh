@@ -7,7 +7,8 @@
 #
 # Needs: cargo (with rustfmt and clippy), Java 11+, the Cloud Datastore emulator
 # (CRONLEASE_EMULATOR overrides its path). Installs the other servers and tools the tests use
-# when they are missing (scripts/deps.sh: libfaketime, jq, redis-server, zookeeper, promtool;
+# when they are missing (scripts/deps.sh: libfaketime, jq, redis-server, zookeeper, promtool,
+# chromium and chromedriver;
 # root or passwordless sudo). Checks and unit-tests the Prometheus alerting rules with promtool. Uses cargo-nextest if installed, else cargo test.
 set -euo pipefail
 

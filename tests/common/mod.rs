@@ -29,6 +29,7 @@
 //! so the events the tests read are always logged).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod hook;
 pub mod proxy;
 pub mod redis_server;
@@ -717,10 +718,20 @@ impl Node {
 
     /// The `cronlease` binary with any arguments and extra environment, in its own group.
     pub fn spawn_args(id: &str, args: &[String], env: &[(String, String)]) -> Node {
+        Node::spawn_program(id, env!("CARGO_BIN_EXE_cronlease"), args, env)
+    }
+
+    /// Any program (e.g. chromedriver) under the same guard, in its own group.
+    pub fn spawn_program(
+        id: &str,
+        program: &str,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Node {
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(GUARD)
-            .arg(env!("CARGO_BIN_EXE_cronlease"))
+            .arg(program)
             .args(args)
             .env_remove("RUST_LOG")
             .env("RUST_BACKTRACE", "1")
@@ -734,7 +745,7 @@ impl Node {
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn cronlease node {id}: {e}"));
+            .unwrap_or_else(|e| panic!("spawn {program} ({id}): {e}"));
         let guard = child.stdin.take();
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
