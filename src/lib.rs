@@ -47,6 +47,8 @@
 //! | [`ops::metrics`]      | Prometheus counters and histograms of one node                  |
 //! | [`ops::logging`]      | the two log formats (pretty, flat JSON) and the stable field names |
 //! | [`ops::logs`]         | `cronlease logs`: a run's kept output with its header           |
+//! | [`ops::dashboard`]    | `--http` `/`: the live page (embedded HTML/CSS/JS) and `/api/cluster` |
+//! | [`ops::cluster_view`] | the node's cached `status` report: one refresh per poll for any number of pages |
 //! | [`ops::actions`]      | `--http` write endpoints (pause, resume, trigger) behind a bearer token |
 //! | [`ops::token`]        | that token: from a file or the environment, compared in constant time |
 //! | [`ops::follow`]       | `cronlease logs --follow`: a running run's output, live from its node |

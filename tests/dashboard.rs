@@ -36,3 +36,89 @@ fn a_headless_chromium_reads_a_nodes_http_interface() {
         "{text}"
     );
 }
+
+/// The leader the page shows for `job` (`None` until its row is there).
+fn shown_leader(browser: &Browser, job: &str) -> Option<String> {
+    browser
+        .block_on(async {
+            browser
+                .client
+                .find(fantoccini::Locator::Css(&format!(
+                    "tr[data-job=\"{job}\"] td.leader"
+                )))
+                .await?
+                .text()
+                .await
+        })
+        .ok()
+}
+
+#[test]
+fn the_page_shows_every_leader_and_follows_a_failover_without_reloading() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n\n\
+         [[job]]\nname = \"alpha\"\nschedule = \"* * * * * *\"\nsay = \"a\"\n\n\
+         [[job]]\nname = \"beta\"\nschedule = \"*/2 * * * * *\"\nsay = \"b\"\n\n\
+         [[job]]\nname = \"gamma\"\nschedule = \"0 0 3 * * *\"\nsay = \"c\"\n",
+    );
+    let mut nodes = Vec::new();
+    for id in ["a", "b", "c"] {
+        nodes.push(Node::spawn_with_http(&emu, &cfg, id, &[]));
+    }
+    // The page is served by c; the node to kill is a leader other than c.
+    let port = nodes[2].1;
+    let browser = Browser::start();
+    browser.goto(&format!("http://127.0.0.1:{port}/"));
+    let jobs = ["alpha", "beta", "gamma"];
+    let mut shown = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            shown = jobs.iter().map(|j| shown_leader(&browser, j)).collect();
+            shown
+                .iter()
+                .all(|l| l.as_deref().is_some_and(|l| ["a", "b", "c"].contains(&l)))
+        }),
+        "leaders shown: {shown:?}\n{}",
+        browser.text()
+    );
+    // What the page shows is what the store says (cronlease status).
+    let status: serde_json::Value =
+        serde_json::from_str(&common::cli(&emu, &cfg, &["status", "--json"]).stdout).unwrap();
+    for (i, job) in jobs.iter().enumerate() {
+        let leader = status["jobs"][i]["leader"].as_str().unwrap_or_default();
+        assert_eq!(status["jobs"][i]["name"], *job);
+        assert_eq!(shown[i].as_deref(), Some(leader), "{job}");
+    }
+    // kill -9 a node that leads something and is not the one serving the page.
+    let (victim_job, victim) = jobs
+        .iter()
+        .zip(&shown)
+        .find_map(|(j, l)| {
+            l.as_deref()
+                .filter(|l| *l != "c")
+                .map(|l| (*j, l.to_string()))
+        })
+        .unwrap_or_else(|| panic!("c leads everything: {shown:?}"));
+    let idx = ["a", "b", "c"].iter().position(|n| *n == victim).unwrap();
+    nodes[idx].0.kill9();
+    let mut now_shown = None;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            now_shown = shown_leader(&browser, victim_job);
+            now_shown
+                .as_deref()
+                .is_some_and(|l| l != victim && l != "—")
+        }),
+        "{victim_job} still shows {now_shown:?} after {victim} was killed\n{}",
+        browser.text()
+    );
+    // The nodes table lists the cluster.
+    let text = browser.text();
+    assert!(
+        text.contains("Nodes") && text.contains("Jobs held"),
+        "{text}"
+    );
+}

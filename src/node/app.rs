@@ -152,6 +152,7 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         running: std::sync::OnceLock::new(),
         token: options.token,
+        poll: config.election.poll,
         stopping: shutdown.stop.clone(),
     });
     let http_stop = CancellationToken::new();
@@ -318,6 +319,12 @@ async fn run_node(
     let _ = node_state.running.set(Running {
         store: store.describe(),
         handle: store.clone(),
+        cluster: Arc::new(crate::ops::cluster_view::ClusterView::new(
+            store.clone(),
+            config.clone(),
+            jobs.clone(),
+            config.election.poll,
+        )),
         session: session.clone(),
         election: election.clone(),
         ticks: ticks.clone(),

@@ -7,6 +7,8 @@
 //! | `/status` | JSON: this node's view of every job (role, holder, term, next fire time, its last run) |
 //! | `/metrics` | Prometheus / OpenMetrics text, see [`crate::ops::metrics`] |
 //! | `/runs/{job}/{fire_time}/output` | a run going on this node: its kept output, then its lines as they come, until it ends (`text/plain`, chunked); 404 when no such run is going here |
+//! | `/` | the dashboard: a page that shows the cluster live, [`crate::ops::dashboard`] |
+//! | `/api/cluster` | JSON: the report of `cronlease status --json`, refreshed at most once per poll |
 //! | `POST /api/jobs/{job}/{pause,resume,trigger}` | the control plane's writes, behind a bearer token: [`crate::ops::actions`] |
 //!
 //! The output stream is what `cronlease logs --follow` reads (the node's address is in its
@@ -51,6 +53,8 @@ pub struct NodeState {
     pub jobs: Arc<JobTable>,
     pub metrics: Arc<Metrics>,
     pub running: OnceLock<Running>,
+    /// The election's poll: how often the dashboard refreshes.
+    pub poll: std::time::Duration,
     /// Unlocks the write endpoints ([`crate::ops::actions`]); `None`: read-only.
     pub token: Option<crate::ops::token::HttpToken>,
     /// Cancelled when the node starts its graceful stop.
@@ -62,6 +66,8 @@ pub struct Running {
     pub store: String,
     /// The store itself, for the write endpoints.
     pub handle: Arc<dyn crate::store::Store>,
+    /// The dashboard's view of the cluster, refreshed at most once per poll.
+    pub cluster: Arc<crate::ops::cluster_view::ClusterView>,
     pub session: Arc<Session>,
     pub election: Arc<Election>,
     pub ticks: Arc<Ticks>,
@@ -100,6 +106,8 @@ pub async fn serve(
             let shutdown = shutdown.clone();
             get(move |state, path| run_output(state, path, shutdown.clone()))
         })
+        .route("/", get(crate::ops::dashboard::page))
+        .route("/api/cluster", get(crate::ops::dashboard::cluster))
         .route("/api/jobs/{job}/pause", post(crate::ops::actions::pause))
         .route("/api/jobs/{job}/resume", post(crate::ops::actions::resume))
         .route(

@@ -2,7 +2,9 @@
 //! `trigger`, `backfill`), a node's HTTP endpoints and metrics, and its log formats.
 pub mod actions;
 pub mod check;
+pub mod cluster_view;
 pub mod control;
+pub mod dashboard;
 pub mod follow;
 pub mod http;
 pub mod logging;

@@ -287,6 +287,19 @@ pub fn build(
     definitions: &HashMap<String, Arc<Definitions>>,
     now: DateTime<Utc>,
 ) -> ClusterStatus {
+    build_keeping(config, store, snapshot, runs, definitions, now, RECENT_RUNS)
+}
+
+/// [`build`], keeping each job's newest `keep` runs (the dashboard shows more).
+pub fn build_keeping(
+    config: &Config,
+    store: String,
+    snapshot: &Snapshot,
+    runs: &HashMap<String, Vec<RunRecord>>,
+    definitions: &HashMap<String, Arc<Definitions>>,
+    now: DateTime<Utc>,
+    keep: usize,
+) -> ClusterStatus {
     let lease_duration = config.election.lease;
     // Drift among the live nodes whose definitions are known (by their digest).
     let mut known: Vec<(String, Arc<Definitions>)> = snapshot
@@ -311,7 +324,7 @@ pub fn build(
                 .map(|rs| rs.iter().map(run_status).collect())
                 .unwrap_or_default();
             job_runs.sort_by_key(|r| std::cmp::Reverse(r.fire_time));
-            job_runs.truncate(RECENT_RUNS);
+            job_runs.truncate(keep);
             JobStatus {
                 name: job.name.clone(),
                 schedule: job.schedule.expr.clone(),
