@@ -122,3 +122,83 @@ fn the_page_shows_every_leader_and_follows_a_failover_without_reloading() {
         "{text}"
     );
 }
+
+#[test]
+fn buttons_only_with_a_token_and_run_now_runs_the_job_once() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n\n\
+         [[job]]\nname = \"report\"\nschedule = \"0 0 3 * * *\"\nshell = \"echo from the page\"\n",
+    );
+    let token = "page-token-0123456789";
+    let (_plain, plain_port) = Node::spawn_with_http(&emu, &cfg, "a", &[]);
+    let (_locked, port) =
+        Node::spawn_with_http(&emu, &cfg, "b", &[("CRONLEASE_HTTP_TOKEN", token)]);
+    let browser = Browser::start();
+    let buttons = |browser: &Browser| -> usize {
+        browser
+            .block_on(browser.client.find_all(fantoccini::Locator::Css(
+                "button[data-action]:not([hidden])",
+            )))
+            .map(|b| b.len())
+            .unwrap_or(0)
+    };
+    // Without a token: rows, no buttons, no token field.
+    browser.goto(&format!("http://127.0.0.1:{plain_port}/"));
+    assert!(wait_until(Duration::from_secs(20), || shown_leader(
+        &browser, "report"
+    )
+    .is_some_and(|l| l != "—")));
+    assert_eq!(buttons(&browser), 0, "{}", browser.text());
+    assert!(!browser.text().contains("Token"));
+
+    // With one: the buttons; the token typed in; "Run now" runs it once.
+    browser.goto(&format!("http://127.0.0.1:{port}/"));
+    assert!(wait_until(Duration::from_secs(20), || buttons(&browser) == 2));
+    browser
+        .block_on(async {
+            let field = browser
+                .client
+                .find(fantoccini::Locator::Css("#token"))
+                .await?;
+            field.send_keys(token).await?;
+            browser
+                .client
+                .find(fantoccini::Locator::Css(
+                    "tr[data-job=\"report\"] button[data-action=\"trigger\"]",
+                ))
+                .await?
+                .click()
+                .await
+        })
+        .expect("click Run now");
+    let mut logs = String::new();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            logs = common::cli(&emu, &cfg, &["logs", "report", "--last", "10"]).stdout;
+            logs.contains(": ok") && logs.contains("manual by http@127.0.0.1")
+        }),
+        "{logs}\n{}",
+        browser.text()
+    );
+    // Once: one manual run, and the page's strip shows it.
+    assert_eq!(logs.matches("== report @ ").count(), 1, "{logs}");
+    assert!(
+        wait_until(Duration::from_secs(10), || browser
+            .block_on(
+                browser
+                    .client
+                    .find_all(fantoccini::Locator::Css("tr[data-job=\"report\"] .run.ok"))
+            )
+            .is_ok_and(|r| r.len() == 1)),
+        "the strip: {}\n{}",
+        browser
+            .block_on(browser.client.source())
+            .unwrap_or_default(),
+        common::http(port, "GET", "/api/cluster", Duration::from_secs(5))
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    );
+}

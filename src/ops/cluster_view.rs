@@ -5,7 +5,8 @@
 //! What one refresh reads: one snapshot (every lease and node record, as a poll does), and the
 //! newest [`DASHBOARD_RUNS`] runs only of the jobs whose history may have changed since they
 //! were last read: never read, a fire time of theirs passed, one of their cached runs was
-//! still going, or their lease record changed (a trigger, a backfill, a pause, a new term).
+//! still going, or their lease record changed (a new term), and every job's when the control
+//! epoch moved (a pause, trigger or backfill anywhere: rare, operator-made).
 //! So a settled cluster of jobs that fire once a minute costs, with a page open, one snapshot
 //! per poll and about one `recent_runs` read per run.
 use std::collections::HashMap;
@@ -46,6 +47,8 @@ struct State {
     runs: HashMap<String, Cached>,
     /// Definitions by digest (they never change for a digest).
     definitions: HashMap<String, Arc<Definitions>>,
+    /// The control epoch at the last refresh.
+    epoch: Option<i64>,
 }
 
 /// A job's newest runs, when they were read, and its lease record as seen then.
@@ -115,6 +118,11 @@ impl ClusterView {
             .collect();
         let names: Vec<String> = config.jobs.iter().map(|j| j.name.clone()).collect();
         let snapshot = timed(self.store.snapshot(&names)).await?;
+        // A pause, trigger or backfill moves the control epoch; a trigger that ran within one
+        // poll leaves the lease record as it was, so the epoch is what tells.
+        let epoch = timed(self.store.control_epoch()).await?;
+        let moved = st.epoch != Some(epoch);
+        st.epoch = Some(epoch);
         // Which jobs' histories may have changed since they were read.
         let stale: Vec<String> = config
             .jobs
@@ -122,7 +130,8 @@ impl ClusterView {
             .filter(|job| match st.runs.get(&job.name) {
                 None => true,
                 Some(c) => {
-                    c.runs.iter().any(|r| r.outcome == crate::store::RUNNING)
+                    moved
+                        || c.runs.iter().any(|r| r.outcome == crate::store::RUNNING)
                         || c.lease.as_ref() != snapshot.leases.get(&job.name)
                         || job.schedule.next_after(c.read_at).is_some_and(|t| t <= now)
                 }

@@ -21,7 +21,14 @@ pub async fn page(State(state): State<Arc<NodeState>>) -> Response {
     let poll_ms = state.poll.as_millis().max(250);
     (
         [(header::CACHE_CONTROL, "no-store")],
-        Html(PAGE.replace("__POLL_MS__", &poll_ms.to_string())),
+        Html(PAGE.replace("__POLL_MS__", &poll_ms.to_string()).replace(
+            "__ACTIONS__",
+            if state.token.is_some() {
+                "true"
+            } else {
+                "false"
+            },
+        )),
     )
         .into_response()
 }
