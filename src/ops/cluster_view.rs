@@ -25,6 +25,12 @@ use crate::store::{Definitions, LeaseRecord, RunRecord, Store, StoreError};
 
 /// How many of each job's newest runs the dashboard shows.
 pub const DASHBOARD_RUNS: usize = 20;
+/// The longest one refresh may take.
+const REFRESH_DEADLINE: Duration = Duration::from_secs(10);
+/// A run is recorded a little after its fire time (the claim is made ahead, but a slow leader
+/// or a failover takes longer): a job's history is read again until this long after its last
+/// fire time.
+const RECORD_GRACE: chrono::Duration = chrono::Duration::seconds(30);
 
 /// The node's cached view of the cluster.
 pub struct ClusterView {
@@ -88,7 +94,13 @@ impl ClusterView {
             .as_ref()
             .is_some_and(|(at, _)| at.elapsed() < self.every);
         if !fresh {
-            let made = self.refresh(&mut st).await;
+            // One deadline for the whole refresh: a hanging store does not hold every page.
+            let made = match tokio::time::timeout(REFRESH_DEADLINE, self.refresh(&mut st)).await {
+                Ok(made) => made,
+                Err(_) => Err(StoreError::Unavailable(format!(
+                    "the store did not answer within {REFRESH_DEADLINE:?}"
+                ))),
+            };
             if let Ok(r) = &made {
                 st.good = Some(r.clone());
             }
@@ -121,8 +133,8 @@ impl ClusterView {
         // A pause, trigger or backfill moves the control epoch; a trigger that ran within one
         // poll leaves the lease record as it was, so the epoch is what tells.
         let epoch = timed(self.store.control_epoch()).await?;
+        // Kept only once the refresh succeeded: a failed one must not forget the move.
         let moved = st.epoch != Some(epoch);
-        st.epoch = Some(epoch);
         // Which jobs' histories may have changed since they were read.
         let stale: Vec<String> = config
             .jobs
@@ -133,7 +145,12 @@ impl ClusterView {
                     moved
                         || c.runs.iter().any(|r| r.outcome == crate::store::RUNNING)
                         || c.lease.as_ref() != snapshot.leases.get(&job.name)
-                        || job.schedule.next_after(c.read_at).is_some_and(|t| t <= now)
+                        // A fire time passed since (or shortly before) the read: its run may
+                        // have been recorded after it.
+                        || job
+                            .schedule
+                            .next_after(c.read_at - RECORD_GRACE)
+                            .is_some_and(|t| t <= now)
                 }
             })
             .map(|job| job.name.clone())
@@ -164,6 +181,8 @@ impl ClusterView {
             );
         }
         st.runs.retain(|name, _| names.contains(name));
+        st.definitions
+            .retain(|digest, _| snapshot.nodes.values().any(|n| &n.jobs_digest == digest));
         for n in snapshot.nodes.values() {
             if n.jobs_digest.is_empty() || st.definitions.contains_key(&n.jobs_digest) {
                 continue;
@@ -174,6 +193,7 @@ impl ClusterView {
                 }
             }
         }
+        st.epoch = Some(epoch);
         let runs: HashMap<String, Vec<RunRecord>> = st
             .runs
             .iter()

@@ -20,7 +20,11 @@ const PAGE: &str = include_str!("dashboard.html");
 pub async fn page(State(state): State<Arc<NodeState>>) -> Response {
     let poll_ms = state.poll.as_millis().max(250);
     (
-        [(header::CACHE_CONTROL, "no-store")],
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            // Not framed by another site: its buttons cannot be clicked through a disguise.
+            (header::X_FRAME_OPTIONS, "DENY"),
+        ],
         Html(PAGE.replace("__POLL_MS__", &poll_ms.to_string()).replace(
             "__ACTIONS__",
             if state.token.is_some() {
