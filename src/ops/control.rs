@@ -358,15 +358,7 @@ pub fn run_line(run: &RunRecord) -> String {
         line.push_str(&format!(", exit code {code}"));
     }
     line.push_str(&format!(" on {}, term {}", run.node, run.term));
-    if let Some(end) = run.finished_at {
-        let ms = (end - run.started_at).num_milliseconds().max(0);
-        line.push_str(&format!(", {:.1} s", ms as f64 / 1000.0));
-    }
-    line.push_str(&format!(
-        ", {} attempt{}",
-        run.attempts,
-        if run.attempts == 1 { "" } else { "s" }
-    ));
+    line.push_str(&took_and_attempts(run));
     line
 }
 
@@ -574,6 +566,22 @@ pub fn fire_times(
     limit: usize,
 ) -> Vec<DateTime<Utc>> {
     schedule.between(from - chrono::Duration::nanoseconds(1), to, limit)
+}
+
+/// `, 1.2 s, 2 attempts` (the duration only once the run ended): the end of a run's line in
+/// `trigger --wait` and of its header in `cronlease logs`.
+pub fn took_and_attempts(run: &RunRecord) -> String {
+    let mut text = String::new();
+    if let Some(end) = run.finished_at {
+        let ms = (end - run.started_at).num_milliseconds().max(0);
+        text.push_str(&format!(", {:.1} s", ms as f64 / 1000.0));
+    }
+    text.push_str(&format!(
+        ", {} attempt{}",
+        run.attempts,
+        if run.attempts == 1 { "" } else { "s" }
+    ));
+    text
 }
 
 /// What one pause or resume did.

@@ -105,15 +105,7 @@ pub fn header(run: &RunRecord) -> String {
         ));
     } else {
         header.push_str(&format!(", node {}, term {}", run.node, run.term));
-        if let Some(end) = run.finished_at {
-            let ms = (end - run.started_at).num_milliseconds().max(0);
-            header.push_str(&format!(", {:.1} s", ms as f64 / 1000.0));
-        }
-        header.push_str(&format!(
-            ", {} attempt{}",
-            run.attempts,
-            if run.attempts == 1 { "" } else { "s" }
-        ));
+        header.push_str(&crate::ops::control::took_and_attempts(run));
     }
     if let Some(t) = &run.trigger {
         header.push_str(&format!(", {} by {}", t.kind, t.by));
