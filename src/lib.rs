@@ -50,6 +50,7 @@
 //! | [`ops::dashboard`]    | `--http` `/`: the live page (embedded HTML/CSS/JS) and `/api/cluster` |
 //! | [`ops::cluster_view`] | the node's cached `status` report: one refresh per poll for any number of pages |
 //! | [`ops::actions`]      | `--http` write endpoints (pause, resume, trigger) behind a bearer token |
+//! | [`ops::run_detail`]   | `--http` one run for the page: its record and kept output, its live output from any node |
 //! | [`ops::token`]        | that token: from a file or the environment, compared in constant time |
 //! | [`ops::follow`]       | `cronlease logs --follow`: a running run's output, live from its node |
 //!

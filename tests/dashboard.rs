@@ -214,3 +214,229 @@ fn buttons_only_with_a_token_and_run_now_runs_the_job_once() {
             .unwrap_or_default()
     );
 }
+
+/// The `/api/cluster` report of the node on `port`.
+fn cluster(port: u16) -> serde_json::Value {
+    common::http(port, "GET", "/api/cluster", Duration::from_secs(5))
+        .ok()
+        .and_then(|(_, body)| serde_json::from_str(&body).ok())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_runs_mark_shows_its_output_and_follows_a_run_on_another_node_live() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Runs of about 6 s every 15 s: long enough to be caught running, and the stored tail is
+    // not refreshed during one (output_refresh 10 s), so lines seen while it runs came live.
+    let cfg = write_config(
+        dir.path(),
+        "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n\n\
+         [[job]]\nname = \"slow.job\"\nschedule = \"*/15 * * * * *\"\n\
+         shell = \"for i in $(seq 1 20); do echo line $i; sleep 0.3; done\"\n",
+    );
+    let mut nodes = Vec::new();
+    for id in ["a", "b", "c"] {
+        nodes.push(Node::spawn_with_http(&emu, &cfg, id, &[]));
+    }
+    // A run going on, and which node runs it: the page is served by another one.
+    let mut report = serde_json::Value::Null;
+    let runner = common::poll_for(Duration::from_secs(40), || {
+        report = cluster(nodes[0].1);
+        let run = &report["jobs"][0]["runs"][0];
+        (run["outcome"] == "running").then(|| run["node"].as_str().unwrap().to_string())
+    })
+    .unwrap_or_else(|| panic!("no run caught running: {report}"));
+    let fire = report["jobs"][0]["runs"][0]["fire_time"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let server = ["a", "b", "c"].iter().position(|n| *n != runner).unwrap();
+    let browser = Browser::start();
+    browser.goto(&format!("http://127.0.0.1:{}/", nodes[server].1));
+    let mark = format!("tr[data-job=\"slow.job\"] button.run[data-fire=\"{fire}\"]");
+    assert!(
+        wait_until(Duration::from_secs(10), || browser.click(&mark).is_ok()),
+        "no mark for {fire}: {}",
+        browser.text()
+    );
+    // Lines come in while the header still says the run is going on, on the other node.
+    let mut seen_live = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let head = browser.text_of("#detail-head").unwrap_or_default();
+            let out = browser.text_of("#detail-output").unwrap_or_default();
+            if head.contains("running on") && out.contains("line 2\n") {
+                seen_live = Some((head, out));
+            }
+            seen_live.is_some()
+        }),
+        "no live lines: {}",
+        browser.text()
+    );
+    let (head, _) = seen_live.unwrap();
+    assert!(head.contains(&format!("running on {runner}")), "{head}");
+    // Then the outcome, and every line once.
+    let mut out = String::new();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            out = browser.text_of("#detail-output").unwrap_or_default();
+            browser
+                .text_of("#detail-head")
+                .is_some_and(|h| h.contains(": ok, exit code 0"))
+        }),
+        "no outcome: {}",
+        browser.text()
+    );
+    for i in 1..=20 {
+        assert_eq!(
+            out.lines().filter(|l| *l == format!("line {i}")).count(),
+            1,
+            "{out:?}\n{}",
+            common::cli(&emu, &cfg, &["logs", "slow.job", &fire]).stdout
+        );
+    }
+    // Closed with Escape; a finished run's mark shows its stored output at once.
+    browser
+        .block_on(async {
+            browser
+                .client
+                .find(fantoccini::Locator::Css("#detail"))
+                .await?
+                .send_keys("\u{E00C}")
+                .await
+        })
+        .expect("Escape");
+    assert!(wait_until(Duration::from_secs(5), || browser
+        .eval("return document.getElementById('detail').open")
+        == serde_json::Value::Bool(false)));
+    let done = format!("tr[data-job=\"slow.job\"] button.run.ok[data-fire=\"{fire}\"]");
+    assert!(wait_until(Duration::from_secs(10), || browser
+        .click(&done)
+        .is_ok()));
+    assert!(
+        wait_until(Duration::from_secs(10), || browser
+            .text_of("#detail-output")
+            .is_some_and(|o| o.contains("line 1\n") && o.contains("line 20"))
+            && browser
+                .text_of("#detail-head")
+                .is_some_and(|h| h.contains(&format!("node {runner}")))),
+        "{}",
+        browser.text()
+    );
+    // The record endpoint: 404 for no such run, 400 for a bad fire time.
+    let port = nodes[server].1;
+    let (code, _) = common::http(
+        port,
+        "GET",
+        "/api/runs/slow.job/2001-01-01T00:00:00Z",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(code, 404);
+    let (code, _) = common::http(
+        port,
+        "GET",
+        "/api/runs/slow.job/yesterday",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(code, 400);
+}
+
+#[test]
+fn a_pause_note_is_shown_as_text_the_token_stays_for_the_tab_and_a_lost_store_is_said() {
+    let mut emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n\n\
+         [[job]]\nname = \"nightly\"\nschedule = \"0 0 3 * * *\"\nsay = \"n\"\n",
+    );
+    let token = "page-token-0123456789";
+    let (_node, port) = Node::spawn_with_http(&emu, &cfg, "a", &[("CRONLEASE_HTTP_TOKEN", token)]);
+    let browser = Browser::start();
+    let url = format!("http://127.0.0.1:{port}/");
+    browser.goto(&url);
+    let pause = "tr[data-job=\"nightly\"] button[data-action=\"pause\"]";
+    assert!(wait_until(Duration::from_secs(20), || browser
+        .text_of("tr[data-job=\"nightly\"] td.leader")
+        .is_some_and(|l| l == "a")));
+    // A note that would be markup if the page put it in as HTML.
+    let note = "<img src=x onerror=alert(1)> & \"disk\" full";
+    browser
+        .block_on(async {
+            browser
+                .client
+                .find(fantoccini::Locator::Css("#token"))
+                .await?
+                .send_keys(token)
+                .await?;
+            browser
+                .client
+                .find(fantoccini::Locator::Css(pause))
+                .await?
+                .click()
+                .await?;
+            browser.client.send_alert_text(note).await?;
+            browser.client.accept_alert().await
+        })
+        .expect("click Pause and give a note");
+    let want = format!("paused by http@127.0.0.1: {note}");
+    assert!(
+        wait_until(Duration::from_secs(10), || browser
+            .text_of("tr[data-job=\"nightly\"] td.state")
+            .is_some_and(|s| s == want)),
+        "{}",
+        browser.text()
+    );
+    // Text, not markup: no element came from the note.
+    assert_eq!(
+        browser.eval("return document.querySelectorAll('td.state img').length"),
+        serde_json::json!(0)
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&common::cli(&emu, &cfg, &["status", "--json"]).stdout).unwrap();
+    assert_eq!(status["jobs"][0]["paused"]["note"], note);
+
+    // The token stays for this tab across a reload; Resume works with it.
+    browser.goto(&url);
+    assert_eq!(
+        browser.eval("return document.getElementById('token').value"),
+        serde_json::json!(token)
+    );
+    let resume = "tr[data-job=\"nightly\"] button[data-action=\"resume\"]:not([hidden])";
+    assert!(wait_until(Duration::from_secs(10), || browser
+        .click(resume)
+        .is_ok()));
+    assert!(
+        wait_until(Duration::from_secs(10), || browser
+            .text_of("tr[data-job=\"nightly\"] td.state")
+            .is_some_and(|s| s == "held")),
+        "{}",
+        browser.text()
+    );
+
+    // The store goes away: the page says so and keeps what it last read.
+    assert!(browser.text_of("#banner").is_some_and(|b| b.is_empty()));
+    emu.kill();
+    let mut shown = String::new();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            shown = browser.text_of("#banner").unwrap_or_default();
+            shown.starts_with("This node has lost the store")
+        }),
+        "{}",
+        browser.text()
+    );
+    assert_eq!(
+        browser
+            .text_of("tr[data-job=\"nightly\"] td.leader")
+            .as_deref(),
+        Some("a")
+    );
+    assert_eq!(
+        browser.eval("return document.getElementById('banner').getAttribute('role')"),
+        serde_json::json!("alert")
+    );
+}

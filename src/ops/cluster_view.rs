@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::node::jobs::JobTable;
 use crate::ops::status::{self, ClusterStatus, READ_CONCURRENCY};
+use crate::ops::control::timed;
 use crate::store::{Definitions, LeaseRecord, RunRecord, Store, StoreError};
 
 /// How many of each job's newest runs the dashboard shows.
@@ -209,17 +210,4 @@ impl ClusterView {
             DASHBOARD_RUNS,
         )))
     }
-}
-
-async fn timed<T>(
-    f: impl std::future::Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    tokio::time::timeout(status::STORE_TIMEOUT, f)
-        .await
-        .unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(format!(
-                "no answer within {:?}",
-                status::STORE_TIMEOUT
-            )))
-        })
 }

@@ -257,7 +257,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// The address to connect to for a node's `--http` address: one bound to every interface
 /// (`0.0.0.0:9100`) is tried on this host's loopback, the best guess there is.
-fn reachable(addr: &str) -> String {
+pub(crate) fn reachable(addr: &str) -> String {
     match addr.parse::<SocketAddr>() {
         Ok(mut a) if a.ip().is_unspecified() => {
             a.set_ip(match a {

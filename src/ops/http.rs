@@ -9,6 +9,8 @@
 //! | `/runs/{job}/{fire_time}/output` | a run going on this node: its kept output, then its lines as they come, until it ends (`text/plain`, chunked); 404 when no such run is going here |
 //! | `/` | the dashboard: a page that shows the cluster live, [`crate::ops::dashboard`] |
 //! | `/api/cluster` | JSON: the report of `cronlease status --json`, refreshed at most once per poll |
+//! | `/api/runs/{job}/{fire_time}` | JSON: one run's record from the store, with its kept output: [`crate::ops::run_detail`] |
+//! | `/api/runs/{job}/{fire_time}/live` | a running run's output as it comes, from whichever node runs it |
 //! | `POST /api/jobs/{job}/{pause,resume,trigger}` | the control plane's writes, behind a bearer token: [`crate::ops::actions`] |
 //!
 //! The output stream is what `cronlease logs --follow` reads (the node's address is in its
@@ -108,6 +110,14 @@ pub async fn serve(
         })
         .route("/", get(crate::ops::dashboard::page))
         .route("/api/cluster", get(crate::ops::dashboard::cluster))
+        .route(
+            "/api/runs/{job}/{fire_time}",
+            get(crate::ops::run_detail::record),
+        )
+        .route("/api/runs/{job}/{fire_time}/live", {
+            let shutdown = shutdown.clone();
+            get(move |state, path| crate::ops::run_detail::live(state, path, shutdown.clone()))
+        })
         .route("/api/jobs/{job}/pause", post(crate::ops::actions::pause))
         .route("/api/jobs/{job}/resume", post(crate::ops::actions::resume))
         .route(
@@ -329,12 +339,9 @@ async fn run_output(
             ),
         );
     };
-    let tail = state
-        .running
-        .get()
-        .and_then(|r| r.ticks.live_output(&job, fire_time));
-    let Some(tail) = tail else {
-        return text(
+    match local_output(&state, &job, fire_time, shutdown) {
+        Some(stream) => stream,
+        None => text(
             StatusCode::NOT_FOUND,
             &format!(
                 "no run of {job} at {} is going on node {} (it ended, or runs elsewhere: see \
@@ -342,25 +349,40 @@ async fn run_output(
                 rfc3339(fire_time),
                 state.node
             ),
-        );
-    };
+        ),
+    }
+}
+
+/// The stream of the run of `job` at `fire_time` if it is going on this node.
+pub(crate) fn local_output(
+    state: &NodeState,
+    job: &str,
+    fire_time: DateTime<Utc>,
+    shutdown: CancellationToken,
+) -> Option<Response> {
+    let tail = state
+        .running
+        .get()
+        .and_then(|r| r.ticks.live_output(job, fire_time))?;
     let sub = tail.subscribe();
     let cut = sub.cut;
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                "text/plain; charset=utf-8".to_string(),
-            ),
-            (header::CACHE_CONTROL, "no-cache".to_string()),
-            (
-                header::HeaderName::from_static(OUTPUT_CUT_HEADER),
-                cut.to_string(),
-            ),
-        ],
-        Body::from_stream(output_stream(sub, shutdown)),
+    Some(
+        (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "text/plain; charset=utf-8".to_string(),
+                ),
+                (header::CACHE_CONTROL, "no-cache".to_string()),
+                (
+                    header::HeaderName::from_static(OUTPUT_CUT_HEADER),
+                    cut.to_string(),
+                ),
+            ],
+            Body::from_stream(output_stream(sub, shutdown)),
+        )
+            .into_response(),
     )
-        .into_response()
 }
 
 /// The most bytes of lines already waiting that one chunk gathers.

@@ -10,5 +10,6 @@ pub mod http;
 pub mod logging;
 pub mod logs;
 pub mod metrics;
+pub mod run_detail;
 pub mod status;
 pub mod token;

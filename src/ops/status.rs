@@ -417,7 +417,7 @@ pub fn build_keeping(
     }
 }
 
-fn run_status(r: &RunRecord) -> RunStatus {
+pub(crate) fn run_status(r: &RunRecord) -> RunStatus {
     RunStatus {
         fire_time: r.fire_time,
         node: r.node.clone(),

@@ -89,3 +89,34 @@ impl Browser {
         .unwrap_or_default()
     }
 }
+
+impl Browser {
+    /// The visible text of the first element matching `css` (`None` while there is none).
+    pub fn text_of(&self, css: &str) -> Option<String> {
+        self.block_on(async {
+            self.client
+                .find(fantoccini::Locator::Css(css))
+                .await?
+                .text()
+                .await
+        })
+        .ok()
+    }
+
+    /// Click the first element matching `css`.
+    pub fn click(&self, css: &str) -> Result<(), fantoccini::error::CmdError> {
+        self.block_on(async {
+            self.client
+                .find(fantoccini::Locator::Css(css))
+                .await?
+                .click()
+                .await
+        })
+    }
+
+    /// Run `script` in the page and return what it returns.
+    pub fn eval(&self, script: &str) -> serde_json::Value {
+        self.block_on(self.client.execute(script, vec![]))
+            .unwrap_or_default()
+    }
+}
