@@ -4,9 +4,9 @@
 //!
 //! ```text
 //! cargo bench --bench cluster -- [--quick] [--out FILE] [SECTION ...]
-//! SECTION: precision failover cost startup scale operate notify
+//! SECTION: precision failover cost startup scale operate notify dashboard
 //!          (default: all; `cost` includes footprint; `operate`: reload, pause, trigger latency;
-//!          `notify`: a webhook sink down for a minute)
+//!          `notify`: a webhook sink down for a minute; `dashboard`: what open pages cost)
 //! ```
 //!
 //! Figures, not assertions: each section prints what it measured beside its target.
@@ -58,6 +58,7 @@ fn main() {
         "scale",
         "operate",
         "notify",
+        "dashboard",
     ];
     if sections.is_empty() {
         sections = all.iter().map(|s| s.to_string()).collect();
@@ -89,6 +90,7 @@ fn main() {
             "scale" => bench.scale(),
             "operate" => bench.operate(),
             "notify" => bench.notify(),
+            "dashboard" => bench.dashboard(),
             other => panic!("unknown section {other}; sections: {all:?}"),
         };
         eprintln!("{text}");
@@ -116,6 +118,119 @@ impl Bench {
 
     fn node(&self, cfg: &Path, id: &str, env: &[(&str, &str)]) -> (Node, u16) {
         Node::spawn_with_http(&self.emu, cfg, id, env)
+    }
+
+    // ---- the dashboard: what open pages cost ---------------------------------------------------
+
+    fn dashboard(&mut self) -> String {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let window = Duration::from_secs(if self.quick { 30 } else { 120 });
+        let mut out = String::from("## The dashboard: what open pages cost\n\n");
+        let _ = writeln!(
+            out,
+            "Three nodes, default election (poll 1 s), N jobs each firing once a minute. Node 0 \
+             serves the pages: an open page is a client reading `/api/cluster` once a second, as \
+             the page does. Counted on node 0 (`/metrics`) over {window:?} per row, scaled to one \
+             hour; the `0` rows are node 0 with no page open. Sizes are the bytes served, \
+             uncompressed.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| jobs | pages open | store calls /h | entity reads /h | of which recent_runs calls /h | nodes + leases + control_epoch calls /h | CPU /min | /api/cluster bytes | /api/cluster p50 / max |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+        let sizes: &[usize] = if self.quick { &[100] } else { &[100, 1000] };
+        let mut page_bytes = 0;
+        for &n in sizes {
+            let jobs: String = (0..n)
+                .map(|i| {
+                    format!(
+                        "\n[[job]]\nname = \"d{i:04}\"\nschedule = \"{} * * * * *\"\nsay = \"x\"\n",
+                        i % 60
+                    )
+                })
+                .collect();
+            let cfg = self.setup(DEFAULTS, &jobs);
+            let nodes: Vec<(Node, u16)> = (0..3)
+                .map(|i| self.node(&cfg, &format!("dash-{i}"), &[]))
+                .collect();
+            assert!(
+                wait_until(Duration::from_secs(180), || leases_held(&nodes)
+                    .iter()
+                    .sum::<f64>()
+                    >= n as f64),
+                "not every job got a leader"
+            );
+            let settled = Instant::now();
+            assert!(wait_until(SETTLE + Duration::from_secs(5), || settled
+                .elapsed()
+                >= SETTLE));
+            let port = nodes[0].1;
+            page_bytes = http(port, "GET", "/", Duration::from_secs(5))
+                .map(|(_, b)| b.len())
+                .unwrap_or(0);
+            for pages in [0usize, 1, 10] {
+                let stop = Arc::new(AtomicBool::new(false));
+                let seen = Arc::new(Mutex::new((Vec::<f64>::new(), 0usize)));
+                let clients: Vec<_> = (0..pages)
+                    .map(|_| {
+                        let (stop, seen) = (stop.clone(), seen.clone());
+                        std::thread::spawn(move || {
+                            while !stop.load(Ordering::Relaxed) {
+                                let t = Instant::now();
+                                if let Ok((200, body)) =
+                                    http(port, "GET", "/api/cluster", Duration::from_secs(10))
+                                {
+                                    let mut s = seen.lock().unwrap();
+                                    s.0.push(t.elapsed().as_secs_f64() * 1000.0);
+                                    s.1 = body.len();
+                                }
+                                std::thread::sleep(Duration::from_secs(1));
+                            }
+                        })
+                    })
+                    .collect();
+                // The first read of every job's history is a page's one-off cost: counted from
+                // after the first answer.
+                assert!(wait_until(Duration::from_secs(60), || pages == 0
+                    || !seen.lock().unwrap().0.is_empty()));
+                let (b, cb) = (scrape(port), cpu_secs(nodes[0].0.pid));
+                let t0 = Instant::now();
+                assert!(wait_until(window + Duration::from_secs(5), || t0.elapsed() >= window));
+                let took = t0.elapsed();
+                let (a, ca) = (scrape(port), cpu_secs(nodes[0].0.pid));
+                stop.store(true, Ordering::Relaxed);
+                for c in clients {
+                    let _ = c.join();
+                }
+                let per_hour = 3600.0 / took.as_secs_f64();
+                let d = |prefix: &str| (sum_prefix(&a, prefix) - sum_prefix(&b, prefix)) * per_hour;
+                let (lat, bytes) = seen.lock().unwrap().clone();
+                let served = if pages == 0 {
+                    "—".to_string()
+                } else {
+                    let max = lat.iter().cloned().fold(0.0, f64::max);
+                    format!("{:.1} ms / {max:.1} ms", pct(&lat, 50.0))
+                };
+                let _ =
+                    writeln!(
+                    out,
+                    "| {n} | {pages} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} s | {} | {served} |",
+                    d("cronlease_store_calls_total{"),
+                    d("cronlease_store_reads_total{"),
+                    d("cronlease_store_calls_total{op=\"recent_runs\"}"),
+                    d("cronlease_store_calls_total{op=\"nodes\"}")
+                        + d("cronlease_store_calls_total{op=\"leases\"}")
+                        + d("cronlease_store_calls_total{op=\"control_epoch\"}"),
+                    (ca - cb) * 60.0 / took.as_secs_f64(),
+                    if pages == 0 { "—".to_string() } else { bytes.to_string() },
+                );
+            }
+            stop_all(nodes.into_iter().map(|(n, _)| n).collect());
+        }
+        let _ = writeln!(out, "\nThe page itself (`/`): {page_bytes} bytes.");
+        out
     }
 
     // ---- notifications while the sink is down -----------------------------------------------

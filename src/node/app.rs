@@ -321,6 +321,7 @@ async fn run_node(
         handle: store.clone(),
         cluster: Arc::new(crate::ops::cluster_view::ClusterView::new(
             store.clone(),
+            election.clone(),
             config.clone(),
             jobs.clone(),
             config.election.poll,

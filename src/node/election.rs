@@ -58,6 +58,18 @@ use crate::node::session::Session;
 use crate::ops::metrics::Metrics;
 use crate::store::{LeaseRecord, NodeRecord, Observed, Pause, Requests, Store, StoreResult};
 
+/// What this node's last successful poll read: the node records, the leases (the election's
+/// copy: re-read only when they may have changed) and the control epoch. The dashboard's view
+/// ([`crate::ops::cluster_view`]) is built from it instead of reading them again.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub nodes: Arc<HashMap<String, NodeRecord>>,
+    pub leases: Arc<HashMap<String, LeaseRecord>>,
+    pub control: i64,
+    /// When the poll that read it started.
+    pub at: Instant,
+}
+
 /// Who leads a job, as this node last saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LeaseView {
@@ -209,6 +221,10 @@ struct State {
     skew_reported: bool,
     /// When the last successful poll's read of the node records started (our wall clock).
     last_read_wall: Option<chrono::DateTime<Utc>>,
+    /// The last successful poll's reads.
+    observed: Option<Observation>,
+    /// Why the last poll failed to read the store (`None` after a successful one).
+    read_error: Option<String>,
     /// The copy in `leases` is known stale (this node changed a lease, or a compare-and-set or
     /// a claim showed another holder): re-read at the next poll.
     leases_dirty: bool,
@@ -401,6 +417,17 @@ impl Election {
         held
     }
 
+    /// What the last successful poll read; the store's error when the last poll could not
+    /// read it (or none has yet).
+    pub fn observation(&self) -> Result<Observation, String> {
+        let st = self.state.lock().unwrap();
+        match (&st.read_error, &st.observed) {
+            (Some(e), _) => Err(e.clone()),
+            (None, Some(o)) => Ok(o.clone()),
+            (None, None) => Err("the node has not read the store yet".into()),
+        }
+    }
+
     /// Who leads `job` as last seen.
     pub fn view(&self, job: &str) -> LeaseView {
         self.state
@@ -473,22 +500,24 @@ impl Election {
     /// observations, acquire and release.
     pub async fn poll_once(&self, cancel: &CancellationToken) {
         let read_started = Utc::now();
+        let read_at = Instant::now();
         let read = match self.store.nodes().await {
             Ok(nodes) => match self.store.control_epoch().await {
                 Ok(control) => self
                     .leases_for(&nodes, control)
                     .await
-                    .map(|leases| (nodes, leases)),
+                    .map(|leases| (nodes, leases, control)),
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
         };
-        let (nodes, leases) = match read {
+        let (nodes, leases, control) = match read {
             Ok(r) => r,
             Err(e) => {
                 let failures = {
                     let mut st = self.state.lock().unwrap();
                     st.failures += 1;
+                    st.read_error = Some(e.to_string());
                     st.failures
                 };
                 if failures == 1 || failures % 20 == 0 {
@@ -515,6 +544,13 @@ impl Election {
         let plan = {
             let mut st = self.state.lock().unwrap();
             st.failures = 0;
+            st.read_error = None;
+            st.observed = Some(Observation {
+                nodes: Arc::new(nodes.clone()),
+                leases: leases.clone(),
+                control,
+                at: read_at,
+            });
             st.polls += 1;
             st.first_poll.get_or_insert(now);
             let mut lost = drop_stale(&mut st, current.as_deref(), &self.node, &self.metrics);

@@ -2,13 +2,20 @@
 //! made by the node from the store at most once per poll and served from memory, so any
 //! number of open dashboards costs the store no more than one.
 //!
-//! What one refresh reads: one snapshot (every lease and node record, as a poll does), and the
-//! newest [`DASHBOARD_RUNS`] runs only of the jobs whose history may have changed since they
-//! were last read: never read, a fire time of theirs passed, one of their cached runs was
-//! still going, or their lease record changed (a new term), and every job's when the control
-//! epoch moved (a pause, trigger or backfill anywhere: rare, operator-made).
-//! So a settled cluster of jobs that fire once a minute costs, with a page open, one snapshot
-//! per poll and about one `recent_runs` read per run.
+//! The leases, node records and control epoch are not read again: they come from the
+//! election's last poll ([`Election::observation`]), which read them anyway (the node records
+//! and the epoch every poll, the leases when they may have changed). When that poll could not
+//! read the store, the view fails with its error (the page shows its lost-store banner and the
+//! last good report).
+//!
+//! What one refresh reads: the newest [`DASHBOARD_RUNS`] runs only of the jobs whose history
+//! may have changed since they were last read: never read, a fire time of theirs passed, one
+//! of their cached runs was still going, or their lease record changed (a new term), and every
+//! job's when the control epoch moved (a pause, trigger or backfill anywhere: rare,
+//! operator-made; a trigger is taken off its job's record once its run is claimed, which moves
+//! the epoch again, so the run shows), a job with a request pending every time; and a node's job definitions once per new digest (for drift).
+//! So a settled cluster of jobs that fire once a minute costs, with a page open, about one
+//! `recent_runs` read per run, and nothing between runs.
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,10 +26,11 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::config::Config;
+use crate::node::election::Election;
 use crate::node::jobs::JobTable;
-use crate::ops::status::{self, ClusterStatus, READ_CONCURRENCY};
 use crate::ops::control::timed;
-use crate::store::{Definitions, LeaseRecord, RunRecord, Store, StoreError};
+use crate::ops::status::{self, ClusterStatus, READ_CONCURRENCY};
+use crate::store::{Definitions, LeaseRecord, RunRecord, Snapshot, Store, StoreError};
 
 /// How many of each job's newest runs the dashboard shows.
 pub const DASHBOARD_RUNS: usize = 20;
@@ -36,6 +44,8 @@ const RECORD_GRACE: chrono::Duration = chrono::Duration::seconds(30);
 /// The node's cached view of the cluster.
 pub struct ClusterView {
     store: Arc<dyn Store>,
+    /// Its last poll's reads: leases, node records, control epoch.
+    election: Arc<Election>,
     /// The settings the report needs besides the jobs (the lease); the jobs come from the
     /// job table at each refresh, so a reload shows at once.
     base: Config,
@@ -76,9 +86,16 @@ pub enum View {
 
 impl ClusterView {
     /// Refreshed at most once per `every` (the election's poll).
-    pub fn new(store: Arc<dyn Store>, base: Config, jobs: Arc<JobTable>, every: Duration) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        election: Arc<Election>,
+        base: Config,
+        jobs: Arc<JobTable>,
+        every: Duration,
+    ) -> Self {
         ClusterView {
             store,
+            election,
             base,
             jobs,
             every,
@@ -130,10 +147,27 @@ impl ClusterView {
             .map(|(_, j)| (*j).clone())
             .collect();
         let names: Vec<String> = config.jobs.iter().map(|j| j.name.clone()).collect();
-        let snapshot = timed(self.store.snapshot(&names)).await?;
+        let observed = self
+            .election
+            .observation()
+            .map_err(StoreError::Unavailable)?;
+        // A backstop: a poll stuck longer than this (every store call has its own timeout) is
+        // a store that does not answer.
+        let stale_after = (self.base.election.lease * 2).max(REFRESH_DEADLINE);
+        let age = observed.at.elapsed();
+        if age > stale_after {
+            return Err(StoreError::Unavailable(format!(
+                "the node's last read of the store was {} s ago",
+                age.as_secs()
+            )));
+        }
+        let snapshot = Snapshot {
+            leases: (*observed.leases).clone(),
+            nodes: (*observed.nodes).clone(),
+        };
         // A pause, trigger or backfill moves the control epoch; a trigger that ran within one
         // poll leaves the lease record as it was, so the epoch is what tells.
-        let epoch = timed(self.store.control_epoch()).await?;
+        let epoch = observed.control;
         // Kept only once the refresh succeeded: a failed one must not forget the move.
         let moved = st.epoch != Some(epoch);
         // Which jobs' histories may have changed since they were read.
@@ -146,6 +180,12 @@ impl ClusterView {
                     moved
                         || c.runs.iter().any(|r| r.outcome == crate::store::RUNNING)
                         || c.lease.as_ref() != snapshot.leases.get(&job.name)
+                        // A pending trigger or backfill: its runs come with no fire time of
+                        // the schedule passing (a backfill's progress moves no epoch).
+                        || snapshot
+                            .leases
+                            .get(&job.name)
+                            .is_some_and(|l| !l.requests.is_empty())
                         // A fire time passed since (or shortly before) the read: its run may
                         // have been recorded after it.
                         || job
