@@ -440,3 +440,57 @@ fn a_pause_note_is_shown_as_text_the_token_stays_for_the_tab_and_a_lost_store_is
         serde_json::json!("alert")
     );
 }
+
+#[test]
+fn a_followed_run_whose_node_freezes_ends_as_lost_on_the_page() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n\n\
+         [[job]]\nname = \"long\"\nschedule = \"*/20 * * * * *\"\n\
+         shell = \"for i in $(seq 1 100); do echo tick $i; sleep 0.2; done\"\n",
+    );
+    let nodes: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|id| Node::spawn_with_http(&emu, &cfg, id, &[]))
+        .collect();
+    let mut report = serde_json::Value::Null;
+    let runner = common::poll_for(Duration::from_secs(40), || {
+        report = cluster(nodes[0].1);
+        let run = &report["jobs"][0]["runs"][0];
+        (run["outcome"] == "running").then(|| run["node"].as_str().unwrap().to_string())
+    })
+    .unwrap_or_else(|| panic!("no run caught running: {report}"));
+    let fire = report["jobs"][0]["runs"][0]["fire_time"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (frozen, server) = if runner == "a" { (0, 1) } else { (1, 0) };
+    let browser = Browser::start();
+    browser.goto(&format!("http://127.0.0.1:{}/", nodes[server].1));
+    let mark = format!("tr[data-job=\"long\"] button.run[data-fire=\"{fire}\"]");
+    assert!(wait_until(Duration::from_secs(10), || browser
+        .click(&mark)
+        .is_ok()));
+    assert!(
+        wait_until(Duration::from_secs(10), || browser
+            .text_of("#detail-output")
+            .is_some_and(|o| o.contains("tick 3\n"))),
+        "{}",
+        browser.text()
+    );
+    // SIGSTOP: its connections stay open and silent. The relay asks the store, which the
+    // other node closes as lost; the page says the stream broke off, then shows the outcome.
+    nodes[frozen].0.stop();
+    let mut head = String::new();
+    assert!(
+        wait_until(Duration::from_secs(40), || {
+            head = browser.text_of("#detail-head").unwrap_or_default();
+            head.contains(": lost")
+        }),
+        "{head}\n{}",
+        browser.text()
+    );
+    nodes[frozen].0.cont();
+}

@@ -339,6 +339,15 @@ pub enum Action {
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 /// Longest duration accepted anywhere in the file.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Whether `name` can be a job's name: 1 to [`MAX_NAME_CHARS`] letters, digits, '_', '.', '-'.
+pub fn is_job_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().count() <= MAX_NAME_CHARS && name.chars().all(is_job_name_char)
+}
+
+fn is_job_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
+}
+
 /// Longest job name.
 pub const MAX_NAME_CHARS: usize = 100;
 /// Largest `repeat`.
@@ -1129,10 +1138,7 @@ impl Validator<'_> {
                 name_at,
                 format!("job name {name:?} is longer than {MAX_NAME_CHARS} characters"),
             );
-        } else if let Some(bad) = name
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-        {
+        } else if let Some(bad) = name.chars().find(|c| !is_job_name_char(*c)) {
             self.error(
                 name_at,
                 format!(

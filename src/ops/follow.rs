@@ -33,7 +33,7 @@ pub const END_WAIT: Duration = Duration::from_secs(30);
 /// How long a silent stream goes before the store is asked whether the run is still going.
 pub const SILENCE_CHECK: Duration = Duration::from_secs(5);
 /// How long the stream may go on once the store says the run ended.
-const END_GRACE: Duration = Duration::from_secs(3);
+pub(crate) const END_GRACE: Duration = Duration::from_secs(3);
 /// Connecting to the node (and its answer's head).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Between two reads of the run's record while waiting for it to end.

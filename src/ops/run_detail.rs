@@ -11,8 +11,9 @@
 //!   ended (the page then reads the record again for the outcome); 502 when the running node
 //!   serves no HTTP or cannot be reached.
 //!
-//! Relaying costs this node two store reads per opened stream (the run, the node records) and
-//! one connection for as long as the page follows the run.
+//! Relaying costs this node two store reads per opened stream (the run, the node records), one
+//! connection for as long as the page follows the run, and one read of the run whenever the
+//! stream stays silent for [`SILENCE_CHECK`].
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,12 +23,14 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::node::tick::rfc3339;
 use crate::ops::control::timed;
+use crate::ops::follow::{END_GRACE, SILENCE_CHECK};
 use crate::ops::http::{local_output, parse_fire_time, NodeState, OUTPUT_CUT_HEADER};
-use crate::store::{self, RunRecord, StoreError};
+use crate::store::{self, RunRecord, Store, StoreError};
 
 /// Connecting to the running node (and its answer's head).
 const RELAY_CONNECT: Duration = Duration::from_secs(5);
@@ -43,6 +46,12 @@ fn error(code: StatusCode, text: String) -> Response {
 
 /// The run asked for, from the store; or the answer to give instead.
 async fn read(state: &NodeState, job: &str, fire: &str) -> Result<RunRecord, Box<Response>> {
+    if !crate::config::is_job_name(job) {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("{job:?} cannot be a job's name"),
+        )));
+    }
     let Some(fire_time) = parse_fire_time(fire) else {
         return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
@@ -159,11 +168,29 @@ pub async fn live(
         }
         Some(Some(addr)) => addr,
     };
-    relay(&run, &addr, shutdown).await
+    relay(running.handle.clone(), &run, &addr, shutdown).await
+}
+
+/// The relay's state between two chunks: the running node's answer, and when the store said
+/// the run ended.
+type Relayed = (reqwest::Response, Option<Instant>);
+
+/// The relay's last item: an error, so that the response is broken off (no chunked end).
+fn broken(why: String) -> Option<(Result<axum::body::Bytes, std::io::Error>, Option<Relayed>)> {
+    Some((Err(std::io::Error::other(why)), None))
 }
 
 /// The running node's stream of `run`'s output, passed through as it comes.
-async fn relay(run: &RunRecord, addr: &str, shutdown: CancellationToken) -> Response {
+///
+/// A stream that stays silent for [`SILENCE_CHECK`] is checked against the store (a node whose
+/// host vanished may never close the connection); once the store says the run ended, the
+/// stream has [`END_GRACE`] to end too, else it is broken off.
+async fn relay(
+    records: Arc<dyn Store>,
+    run: &RunRecord,
+    addr: &str,
+    shutdown: CancellationToken,
+) -> Response {
     let bad_gateway = |why: String| {
         error(
             StatusCode::BAD_GATEWAY,
@@ -205,20 +232,38 @@ async fn relay(run: &RunRecord, addr: &str, shutdown: CancellationToken) -> Resp
         .unwrap_or(HeaderValue::from_static("0"));
     // Broken off (an error, no chunked end) when the running node's stream breaks or this
     // node's HTTP server stops, so the page cannot take either for the run's end.
-    let body = futures::stream::unfold(Some(response), move |upstream| {
-        let shutdown = shutdown.clone();
+    let (job, fire_time) = (run.job.clone(), run.fire_time);
+    let body = futures::stream::unfold(Some((response, None)), move |relayed: Option<Relayed>| {
+        let (shutdown, records, job) = (shutdown.clone(), records.clone(), job.clone());
         async move {
-            let mut upstream = upstream?;
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => {
-                    Some((Err(std::io::Error::other("the node's HTTP server is stopping")), None))
+            let (mut upstream, mut ended_at) = relayed?;
+            loop {
+                let wait = match ended_at {
+                    Some(at) => END_GRACE.saturating_sub(at.elapsed()),
+                    None => SILENCE_CHECK,
+                };
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => {
+                        return broken("the node's HTTP server is stopping".into());
+                    }
+                    chunk = tokio::time::timeout(wait, upstream.chunk()) => match chunk {
+                        Ok(Ok(Some(bytes))) => return Some((Ok(bytes), Some((upstream, ended_at)))),
+                        Ok(Ok(None)) => return None,
+                        Ok(Err(e)) => return broken(format!("the running node's stream broke: {e}")),
+                        Err(_) if ended_at.is_some() => {
+                            return broken("the store says the run ended; its node's stream did not".into());
+                        }
+                        Err(_) => {
+                            let now = timed(records.get_run(&job, fire_time)).await;
+                            if let Ok(Some(r)) = now {
+                                if r.outcome != store::RUNNING {
+                                    ended_at = Some(Instant::now());
+                                }
+                            }
+                        }
+                    },
                 }
-                chunk = upstream.chunk() => match chunk {
-                    Ok(Some(bytes)) => Some((Ok(bytes), Some(upstream))),
-                    Ok(None) => None,
-                    Err(e) => Some((Err(std::io::Error::other(e)), None)),
-                },
             }
         }
     });
