@@ -156,7 +156,7 @@ impl Bench {
                 .map(|i| self.node(&cfg, &format!("dash-{i}"), &[]))
                 .collect();
             assert!(
-                wait_until(Duration::from_secs(180), || leases_held(&nodes)
+                wait_until(Duration::from_secs(300), || leases_held(&nodes)
                     .iter()
                     .sum::<f64>()
                     >= n as f64),
@@ -213,9 +213,8 @@ impl Bench {
                     let max = lat.iter().cloned().fold(0.0, f64::max);
                     format!("{:.1} ms / {max:.1} ms", pct(&lat, 50.0))
                 };
-                let _ =
-                    writeln!(
-                    out,
+                let row =
+                    format!(
                     "| {n} | {pages} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} s | {} | {served} |",
                     d("cronlease_store_calls_total{"),
                     d("cronlease_store_reads_total{"),
@@ -226,6 +225,8 @@ impl Bench {
                     (ca - cb) * 60.0 / took.as_secs_f64(),
                     if pages == 0 { "—".to_string() } else { bytes.to_string() },
                 );
+                eprintln!("{row}");
+                let _ = writeln!(out, "{row}");
             }
             stop_all(nodes.into_iter().map(|(n, _)| n).collect());
         }
