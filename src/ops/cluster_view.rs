@@ -20,8 +20,8 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::node::jobs::JobTable;
-use crate::ops::status::{self, ClusterStatus, READ_CONCURRENCY};
 use crate::ops::control::timed;
+use crate::ops::status::{self, ClusterStatus, READ_CONCURRENCY};
 use crate::store::{Definitions, LeaseRecord, RunRecord, Store, StoreError};
 
 /// How many of each job's newest runs the dashboard shows.
