@@ -10,6 +10,12 @@
 #   scripts/demo.sh                       # NODES=3 CONFIG=jobs.toml
 #   NODES=5 CONFIG=my.toml scripts/demo.sh
 #   CRONLEASE_BIN=target/debug/cronlease scripts/demo.sh   # that binary, no release build
+#   HTTP_PORT=9200 scripts/demo.sh        # dashboards on 9200, 9201, ... (default 9101, ...)
+#
+# Each node serves its dashboard on 127.0.0.1 (HTTP_PORT + its index - 1, or another free port
+# when that one is taken); the script prints their URLs. The nodes share a token for the
+# dashboards' buttons (Pause, Resume, Run now): CRONLEASE_HTTP_TOKEN if set, else a random one
+# that the script prints.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -18,6 +24,7 @@ NODES=${NODES:-3}
 CONFIG=${CONFIG:-jobs.toml}
 GRACE=15 # seconds the nodes get to exit after SIGTERM
 BIN=${CRONLEASE_BIN:-target/release/cronlease}
+HTTP_PORT=${HTTP_PORT:-9101}
 
 # Never fatal: with stdout/stderr on a dead pipe or a hung-up terminal the write just fails
 # (and its error message goes to /dev/null).
@@ -25,6 +32,8 @@ say() { printf 'demo: %s\n' "$*" >&2 2>/dev/null || true; }
 
 PORT=""
 PIDS=()
+HTTP_PORTS=()
+TOKEN_MADE=0
 CLEANED=0
 
 # Stop what this script started: the nodes by the pids it recorded, then the emulator (by its
@@ -89,6 +98,10 @@ trap 'on_signal SIGHUP 129' HUP
 trap 'on_signal SIGPIPE 141' PIPE
 
 [[ $NODES =~ ^[1-9][0-9]*$ ]] || { say "NODES must be a positive number, not '$NODES'"; exit 2; }
+if ! [[ $HTTP_PORT =~ ^[1-9][0-9]{0,4}$ ]] || ((HTTP_PORT + NODES > 65536)); then
+    say "HTTP_PORT must be a port number (with room for $NODES), not '$HTTP_PORT'"
+    exit 2
+fi
 [[ -f $CONFIG ]] || { say "config file '$CONFIG' not found (set CONFIG=path/to/jobs.toml)"; exit 2; }
 
 if [[ -n ${CRONLEASE_BIN:-} ]]; then
@@ -114,14 +127,69 @@ done
 export DATASTORE_EMULATOR_HOST=127.0.0.1:$PORT
 export DATASTORE_PROJECT_ID=cronlease-dev
 
+# The dashboards' buttons need a token (at least 16 characters); the nodes read it from the
+# environment.
+if [[ -z ${CRONLEASE_HTTP_TOKEN:-} ]]; then
+    CRONLEASE_HTTP_TOKEN=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+    export CRONLEASE_HTTP_TOKEN
+    TOKEN_MADE=1
+fi
+
+# Whether something listens on 127.0.0.1:$1.
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# A port for node $1's dashboard: HTTP_PORT + $1 - 1 if it is free, else a random free one;
+# never the emulator's or another node's.
+http_port() {
+    local candidate=$((HTTP_PORT + $1 - 1)) tries
+    for ((tries = 0; tries < 50; tries++)); do
+        if [[ $candidate != "$PORT" && " ${HTTP_PORTS[*]} " != *" $candidate "* ]] &&
+            ! listening "$candidate"; then
+            printf '%s\n' "$candidate"
+            return 0
+        fi
+        candidate=$((20000 + RANDOM % 40000))
+    done
+    return 1
+}
+
 # Each node in its own process group (setsid): a Ctrl-C on the terminal reaches only this
 # script, which then stops the nodes in order (SIGTERM, wait) instead of them all at once.
+# Its dashboard on a loopback port of its own: the node binds it first thing, so wait until it
+# listens; one that exits first lost its port to another process: try another port.
 for ((i = 1; i <= NODES; i++)); do
-    # --http on a free loopback port: each node logs its address, and `status` lists them.
-    setsid "$BIN" run --config "$CONFIG" --log-format pretty --http 127.0.0.1:0 </dev/null &
-    PIDS+=("$!")
+    for attempt in 1 2 3; do
+        http=$(http_port "$i") || { say "no free port for node $i's dashboard"; exit 1; }
+        setsid "$BIN" run --config "$CONFIG" --log-format pretty --http "127.0.0.1:$http" </dev/null &
+        pid=$!
+        PIDS+=("$pid")
+        deadline=$((SECONDS + 20))
+        while kill -0 "$pid" 2>/dev/null && ! listening "$http" && ((SECONDS < deadline)); do
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            listening "$http" || { say "node $i (pid $pid) does not listen on 127.0.0.1:$http"; exit 1; }
+            HTTP_PORTS+=("$http")
+            break
+        fi
+        status=0
+        wait "$pid" || status=$?
+        unset 'PIDS[-1]'
+        # 2: a bad configuration (e.g. a token of fewer than 16 characters): no retry helps.
+        ((status != 2)) || { say "node $i exited at start-up (status 2: see its message)"; exit 2; }
+        ((attempt < 3)) || { say "node $i exited at start-up (status $status, 3 tries)"; exit 1; }
+        say "node $i exited at start-up (status $status; port $http taken?): trying another port"
+    done
 done
 say "${NODES} node(s) running (pids ${PIDS[*]}) against the emulator on $DATASTORE_EMULATOR_HOST; Ctrl-C stops everything"
+for ((i = 1; i <= NODES; i++)); do
+    say "dashboard of node $i: http://127.0.0.1:${HTTP_PORTS[i - 1]}/"
+done
+if ((TOKEN_MADE)); then
+    say "token for the dashboards' buttons (Pause, Resume, Run now): $CRONLEASE_HTTP_TOKEN"
+else
+    say "the dashboards' buttons take the token in CRONLEASE_HTTP_TOKEN"
+fi
 say "the cluster at a glance, from another terminal:"
 say "  DATASTORE_EMULATOR_HOST=$DATASTORE_EMULATOR_HOST $BIN status --config $CONFIG"
 

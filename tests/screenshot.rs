@@ -1,0 +1,217 @@
+//! The README's picture of the dashboard, docs/dashboard.png: the demo's cluster (an emulator and
+//! three nodes on the repository's own jobs.toml) in a real headless Chromium. Ignored, as it
+//! writes into the source tree and takes about a minute; regenerate it with
+//!
+//! ```text
+//! cargo test --test screenshot -- --ignored --nocapture
+//! ```
+//!
+//! It also leaves pictures to look at, not to commit, in the temp dir (their paths are printed):
+//! the page at phone width (390 px) and a run's dialog at both widths.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::browser::Browser;
+use common::{Emulator, Node};
+
+/// How long the cluster may take to have a leader for every job and a few runs of each.
+const SETTLE: Duration = Duration::from_secs(150);
+/// Runs each job's strip shows before the picture is taken.
+const RUNS: usize = 3;
+const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
+
+/// The job names of `config`.
+fn job_names(config: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(config).expect("read jobs.toml");
+    let doc: toml::Table = toml::from_str(&text).expect("parse jobs.toml");
+    doc["job"]
+        .as_array()
+        .expect("[[job]] tables")
+        .iter()
+        .map(|j| j["name"].as_str().expect("a job name").to_string())
+        .collect()
+}
+
+/// What the page shows per job row: (job, leader, run marks, finished run marks).
+fn rows(browser: &Browser) -> Vec<(String, String, u64, u64)> {
+    let shown = browser.eval(
+        "return [...document.querySelectorAll('#jobs tbody tr[data-job]')].map(tr => [
+           tr.dataset.job, tr.querySelector('td.leader').textContent,
+           tr.querySelectorAll('.run').length, tr.querySelectorAll('.run:not(.running)').length])",
+    );
+    shown
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    (
+                        r[0].as_str().unwrap_or_default().to_string(),
+                        r[1].as_str().unwrap_or_default().to_string(),
+                        r[2].as_u64().unwrap_or(0),
+                        r[3].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls `f` every 250 ms until it holds or `timeout` passes.
+fn settle(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Makes the page's viewport `width` × `height` CSS pixels: the window's frame (headless
+/// Chromium keeps one) takes part of a window's size, so measure it and make up for it.
+fn set_viewport(browser: &Browser, width: u64, height: u64) {
+    for _ in 0..4 {
+        let inner = browser.eval("return [window.innerWidth, window.innerHeight]");
+        let (w, h) = (
+            inner[0].as_u64().unwrap_or(0),
+            inner[1].as_u64().unwrap_or(0),
+        );
+        if (w, h) == (width, height) {
+            return;
+        }
+        let (outer_w, outer_h) = browser
+            .block_on(browser.client.get_window_size())
+            .expect("the window size");
+        browser
+            .block_on(browser.client.set_window_size(
+                (outer_w + width).saturating_sub(w) as u32,
+                (outer_h + height).saturating_sub(h) as u32,
+            ))
+            .expect("set the window size");
+    }
+    panic!(
+        "could not make the viewport {width}×{height}: {}",
+        browser.eval("return [window.innerWidth, window.innerHeight]")
+    );
+}
+
+/// Saves a PNG of the page at `width` CSS pixels to `path`: the viewport `height` high, or
+/// with `whole`, as high as the page (at least `height`).
+fn shoot(browser: &Browser, width: u64, height: u64, whole: bool, path: &Path) {
+    set_viewport(browser, width, height);
+    if whole {
+        let content = browser
+            .eval("return Math.ceil(document.body.getBoundingClientRect().height)")
+            .as_u64()
+            .unwrap_or(0);
+        set_viewport(browser, width, content.max(height));
+    }
+    // The layout at the new size is in place after the next frame.
+    browser.eval("return new Promise(done => requestAnimationFrame(() => done(true)))");
+    let png = browser
+        .block_on(browser.client.screenshot())
+        .expect("a screenshot");
+    std::fs::write(path, &png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    let overflow = browser
+        .eval("return document.documentElement.scrollWidth - document.documentElement.clientWidth");
+    eprintln!(
+        "screenshot: {} ({width} px wide, {} bytes, {overflow} px of page overflow sideways)",
+        path.display(),
+        png.len()
+    );
+}
+
+/// A look-only picture in the temp dir.
+fn scratch(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("cronlease-{name}.png"))
+}
+
+#[test]
+#[ignore = "writes docs/dashboard.png; run with --ignored to regenerate it"]
+fn dashboard_screenshot_of_the_demo_cluster() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cfg = root.join("jobs.toml");
+    let mut jobs = job_names(&cfg);
+    jobs.sort();
+    let emu = Emulator::start();
+    // The last node has a token, so its page has the buttons; it serves the page.
+    let token = "demo-token-0123456789abcdef";
+    let mut nodes = Vec::new();
+    for (i, id) in NODES.iter().enumerate() {
+        let env: &[(&str, &str)] = if i == NODES.len() - 1 {
+            &[("CRONLEASE_HTTP_TOKEN", token)]
+        } else {
+            &[]
+        };
+        nodes.push(Node::spawn_with_http(&emu, &cfg, id, env));
+    }
+    let port = nodes[NODES.len() - 1].1;
+    let browser = Browser::start();
+    browser.goto(&format!("http://127.0.0.1:{port}/"));
+
+    // Every job led, RUNS finished runs in each strip, every node in the nodes table.
+    let mut shown = Vec::new();
+    assert!(
+        settle(SETTLE, || {
+            shown = rows(&browser);
+            let mut names: Vec<&str> = shown.iter().map(|r| r.0.as_str()).collect();
+            names.sort();
+            let node_rows = browser
+                .eval("return document.querySelectorAll('#nodes tbody tr[data-node]').length");
+            names == jobs
+                && shown.iter().all(|(_, leader, _, done)| {
+                    NODES.contains(&leader.as_str()) && *done >= RUNS as u64
+                })
+                && node_rows == serde_json::json!(NODES.len())
+        }),
+        "the page did not settle within {SETTLE:?}: {shown:?}\n{}",
+        browser.text()
+    );
+
+    // The README's: as high as the page. The phone's: the whole page, to look at.
+    shoot(&browser, 1280, 400, true, &root.join("docs/dashboard.png"));
+    shoot(&browser, 390, 844, true, &scratch("dashboard-phone"));
+    // The jobs table scrolled to its end: the job names stay in view.
+    browser.eval(
+        "for (const s of document.querySelectorAll('.scroll')) s.scrollLeft = 9999; return true",
+    );
+    shoot(
+        &browser,
+        390,
+        844,
+        false,
+        &scratch("dashboard-phone-scrolled"),
+    );
+    browser.eval(
+        "for (const s of document.querySelectorAll('.scroll')) s.scrollLeft = 0; return true",
+    );
+
+    // A finished run's dialog, at both widths.
+    let job = jobs.iter().find(|j| *j == "uptime").unwrap_or(&jobs[0]);
+    let mark = format!("tr[data-job=\"{job}\"] button.run.ok");
+    for (width, height, name) in [(1280, 800, "detail"), (390, 844, "detail-phone")] {
+        set_viewport(&browser, width, height);
+        assert!(
+            settle(Duration::from_secs(10), || browser.click(&mark).is_ok()),
+            "no finished run of {job} to click: {}",
+            browser.text()
+        );
+        assert!(
+            settle(Duration::from_secs(10), || browser
+                .text_of("#detail-head")
+                .is_some_and(|h| h.contains(": ok"))
+                && browser
+                    .text_of("#detail-output")
+                    .is_some_and(|o| !o.is_empty())),
+            "the dialog: {}",
+            browser.text()
+        );
+        shoot(&browser, width, height, false, &scratch(name));
+        browser.eval("document.getElementById('detail').close(); return true");
+    }
+}
