@@ -137,11 +137,11 @@ impl Bench {
         );
         let _ = writeln!(
             out,
-            "| jobs | pages open | store calls /h | entity reads /h | of which recent_runs calls /h | nodes + leases + control_epoch calls /h | CPU /min | /api/cluster bytes | /api/cluster p50 / max |"
+            "| jobs | pages open | store calls /h | entity reads /h | of which recent_runs calls /h | nodes + leases + control_epoch calls /h | CPU /min | /api/cluster bytes (gzip) | /api/cluster p50 / max |"
         );
         let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
         let sizes: &[usize] = if self.quick { &[100] } else { &[100, 1000] };
-        let mut page_bytes = 0;
+        let (mut page_bytes, mut page_gzip) = (0, String::new());
         for &n in sizes {
             let jobs: String = (0..n)
                 .map(|i| {
@@ -167,6 +167,7 @@ impl Bench {
                 .elapsed()
                 >= SETTLE));
             let port = nodes[0].1;
+            page_gzip = gzipped_size(port, "/");
             page_bytes = http(port, "GET", "/", Duration::from_secs(5))
                 .map(|(_, b)| b.len())
                 .unwrap_or(0);
@@ -213,8 +214,7 @@ impl Bench {
                     let max = lat.iter().cloned().fold(0.0, f64::max);
                     format!("{:.1} ms / {max:.1} ms", pct(&lat, 50.0))
                 };
-                let row =
-                    format!(
+                let row = format!(
                     "| {n} | {pages} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} s | {} | {served} |",
                     d("cronlease_store_calls_total{"),
                     d("cronlease_store_reads_total{"),
@@ -223,14 +223,21 @@ impl Bench {
                         + d("cronlease_store_calls_total{op=\"leases\"}")
                         + d("cronlease_store_calls_total{op=\"control_epoch\"}"),
                     (ca - cb) * 60.0 / took.as_secs_f64(),
-                    if pages == 0 { "—".to_string() } else { bytes.to_string() },
+                    if pages == 0 {
+                        "—".to_string()
+                    } else {
+                        format!("{bytes} ({})", gzipped_size(port, "/api/cluster"))
+                    },
                 );
                 eprintln!("{row}");
                 let _ = writeln!(out, "{row}");
             }
             stop_all(nodes.into_iter().map(|(n, _)| n).collect());
         }
-        let _ = writeln!(out, "\nThe page itself (`/`): {page_bytes} bytes.");
+        let _ = writeln!(
+            out,
+            "\nThe page itself (`/`): {page_bytes} bytes ({page_gzip} with gzip)."
+        );
         out
     }
 
@@ -1142,6 +1149,19 @@ fn pct3(v: &[f64]) -> String {
         pct(v, 99.0),
         pct(v, 100.0)
     )
+}
+
+/// The bytes of `path` on a node as sent to a client that accepts gzip (curl), or `?`.
+fn gzipped_size(port: u16, path: &str) -> String {
+    std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{size_download}", "-H"])
+        .arg("Accept-Encoding: gzip")
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "?".into())
 }
 
 /// `/metrics` as sample → value.

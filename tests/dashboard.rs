@@ -99,6 +99,13 @@ fn the_page_shows_every_leader_and_follows_a_failover_without_reloading() {
         }),
         "page {shown:?} vs status {said:?}"
     );
+    // The browser asked for gzip, and the report came compressed.
+    let sizes = browser.eval(
+        "const e = performance.getEntriesByType('resource').filter(r => r.name.endsWith('/api/cluster')); \
+         const l = e[e.length - 1]; return [l.encodedBodySize, l.decodedBodySize];",
+    );
+    let (encoded, decoded) = (sizes[0].as_u64().unwrap(), sizes[1].as_u64().unwrap());
+    assert!(encoded > 0 && encoded < decoded, "{sizes}");
     // kill -9 a node that leads something and is not the one serving the page.
     let (victim_job, victim) = jobs
         .iter()

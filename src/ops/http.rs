@@ -108,11 +108,18 @@ pub async fn serve(
             let shutdown = shutdown.clone();
             get(move |state, path| run_output(state, path, shutdown.clone()))
         })
-        .route("/", get(crate::ops::dashboard::page))
-        .route("/api/cluster", get(crate::ops::dashboard::cluster))
-        .route(
-            "/api/runs/{job}/{fire_time}",
-            get(crate::ops::run_detail::record),
+        .merge(
+            // The page and its JSON, gzipped for a browser that asks (a report of 1,000 jobs
+            // with 20 runs each is megabytes, read every poll). Not the output streams: they
+            // must not wait for a compressor's buffer.
+            Router::new()
+                .route("/", get(crate::ops::dashboard::page))
+                .route("/api/cluster", get(crate::ops::dashboard::cluster))
+                .route(
+                    "/api/runs/{job}/{fire_time}",
+                    get(crate::ops::run_detail::record),
+                )
+                .layer(tower_http::compression::CompressionLayer::new()),
         )
         .route("/api/runs/{job}/{fire_time}/live", {
             let shutdown = shutdown.clone();
