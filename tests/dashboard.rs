@@ -501,3 +501,41 @@ fn a_followed_run_whose_node_freezes_ends_as_lost_on_the_page() {
     );
     nodes[frozen].0.cont();
 }
+
+#[test]
+fn on_a_phone_the_page_does_not_scroll_sideways_and_runs_open() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n\n\
+         [[job]]\nname = \"a-job-with-a-rather-long-name.for-phones\"\nschedule = \"* * * * * *\"\n\
+         say = \"from the phone\"\n",
+    );
+    let token = "page-token-0123456789";
+    let (_node, port) = Node::spawn_with_http(&emu, &cfg, "a", &[("CRONLEASE_HTTP_TOKEN", token)]);
+    let browser = Browser::start();
+    browser.set_viewport(390, 844);
+    browser.goto(&format!("http://127.0.0.1:{port}/"));
+    let ok = "tr[data-job] button.run.ok";
+    assert!(
+        wait_until(Duration::from_secs(20), || browser.click(ok).is_ok()),
+        "no run mark to tap: {}",
+        browser.text()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || browser
+            .text_of("#detail-output")
+            .is_some_and(|o| o.contains("from the phone"))),
+        "{}",
+        browser.text()
+    );
+    // The dialog fits the screen, and the page itself never scrolls sideways (the tables do,
+    // each in its own box).
+    let fits = browser.eval(
+        "const d = document.getElementById('detail').getBoundingClientRect(); \
+         return [d.left >= 0 && d.right <= window.innerWidth, \
+                 document.documentElement.scrollWidth <= window.innerWidth];",
+    );
+    assert_eq!(fits, serde_json::json!([true, true]));
+}

@@ -11,10 +11,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::browser::Browser;
-use common::{Emulator, Node};
+use common::{wait_until, Emulator, Node};
 
 /// How long the cluster may take to have a leader for every job and a few runs of each.
 const SETTLE: Duration = Duration::from_secs(150);
@@ -58,58 +58,16 @@ fn rows(browser: &Browser) -> Vec<(String, String, u64, u64)> {
         .unwrap_or_default()
 }
 
-/// Polls `f` every 250 ms until it holds or `timeout` passes.
-fn settle(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// Makes the page's viewport `width` × `height` CSS pixels: the window's frame (headless
-/// Chromium keeps one) takes part of a window's size, so measure it and make up for it.
-fn set_viewport(browser: &Browser, width: u64, height: u64) {
-    for _ in 0..4 {
-        let inner = browser.eval("return [window.innerWidth, window.innerHeight]");
-        let (w, h) = (
-            inner[0].as_u64().unwrap_or(0),
-            inner[1].as_u64().unwrap_or(0),
-        );
-        if (w, h) == (width, height) {
-            return;
-        }
-        let (outer_w, outer_h) = browser
-            .block_on(browser.client.get_window_size())
-            .expect("the window size");
-        browser
-            .block_on(browser.client.set_window_size(
-                (outer_w + width).saturating_sub(w) as u32,
-                (outer_h + height).saturating_sub(h) as u32,
-            ))
-            .expect("set the window size");
-    }
-    panic!(
-        "could not make the viewport {width}×{height}: {}",
-        browser.eval("return [window.innerWidth, window.innerHeight]")
-    );
-}
-
 /// Saves a PNG of the page at `width` CSS pixels to `path`: the viewport `height` high, or
 /// with `whole`, as high as the page (at least `height`).
 fn shoot(browser: &Browser, width: u64, height: u64, whole: bool, path: &Path) {
-    set_viewport(browser, width, height);
+    browser.set_viewport(width, height);
     if whole {
         let content = browser
             .eval("return Math.ceil(document.body.getBoundingClientRect().height)")
             .as_u64()
             .unwrap_or(0);
-        set_viewport(browser, width, content.max(height));
+        browser.set_viewport(width, content.max(height));
     }
     // The layout at the new size is in place after the next frame.
     browser.eval("return new Promise(done => requestAnimationFrame(() => done(true)))");
@@ -157,7 +115,7 @@ fn dashboard_screenshot_of_the_demo_cluster() {
     // Every job led, RUNS finished runs in each strip, every node in the nodes table.
     let mut shown = Vec::new();
     assert!(
-        settle(SETTLE, || {
+        wait_until(SETTLE, || {
             shown = rows(&browser);
             let mut names: Vec<&str> = shown.iter().map(|r| r.0.as_str()).collect();
             names.sort();
@@ -195,14 +153,14 @@ fn dashboard_screenshot_of_the_demo_cluster() {
     let job = jobs.iter().find(|j| *j == "uptime").unwrap_or(&jobs[0]);
     let mark = format!("tr[data-job=\"{job}\"] button.run.ok");
     for (width, height, name) in [(1280, 800, "detail"), (390, 844, "detail-phone")] {
-        set_viewport(&browser, width, height);
+        browser.set_viewport(width, height);
         assert!(
-            settle(Duration::from_secs(10), || browser.click(&mark).is_ok()),
+            wait_until(Duration::from_secs(10), || browser.click(&mark).is_ok()),
             "no finished run of {job} to click: {}",
             browser.text()
         );
         assert!(
-            settle(Duration::from_secs(10), || browser
+            wait_until(Duration::from_secs(10), || browser
                 .text_of("#detail-head")
                 .is_some_and(|h| h.contains(": ok"))
                 && browser

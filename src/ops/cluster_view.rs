@@ -37,9 +37,10 @@ pub const DASHBOARD_RUNS: usize = 20;
 /// The longest one refresh may take.
 const REFRESH_DEADLINE: Duration = Duration::from_secs(10);
 /// A run is recorded a little after its fire time (the claim is made ahead, but a slow leader
-/// or a failover takes longer): a job's history is read again until this long after its last
-/// fire time.
+/// or a failover takes longer): a job whose run of a passed fire time was not there yet is
+/// read again, every [`RECORD_RETRY`], until this long after that fire time.
 const RECORD_GRACE: chrono::Duration = chrono::Duration::seconds(30);
+const RECORD_RETRY: chrono::Duration = chrono::Duration::seconds(2);
 
 /// The node's cached view of the cluster.
 pub struct ClusterView {
@@ -73,6 +74,32 @@ struct Cached {
     runs: Vec<RunRecord>,
     read_at: DateTime<Utc>,
     lease: Option<LeaseRecord>,
+}
+
+/// Whether a fire time of `schedule` passed whose run `c` does not have and may still come: it
+/// fell due after the last read (read now), or the last read came after it but did not show its
+/// run yet (read again every [`RECORD_RETRY`], until [`RECORD_GRACE`] after the fire time).
+/// Once the run is there, the job is not read again until its next fire time. A paused or
+/// disabled job makes no runs: the caller does not ask.
+fn awaits_run(
+    schedule: &crate::config::schedule::Schedule,
+    c: &Cached,
+    now: DateTime<Utc>,
+) -> bool {
+    // Scheduled runs only: a manual run's fire time is when it was asked for.
+    let seen = c
+        .runs
+        .iter()
+        .filter(|r| r.trigger.is_none())
+        .map(|r| r.fire_time)
+        .max();
+    let from = seen.map_or(c.read_at - RECORD_GRACE, |t| {
+        t.max(c.read_at - RECORD_GRACE)
+    });
+    match schedule.next_after(from) {
+        Some(due) if due <= now => c.read_at < due || now - c.read_at >= RECORD_RETRY,
+        _ => false,
+    }
 }
 
 /// What `/api/cluster` serves: the report, or the store's error and the last good report.
@@ -186,12 +213,12 @@ impl ClusterView {
                             .leases
                             .get(&job.name)
                             .is_some_and(|l| !l.requests.is_empty())
-                        // A fire time passed since (or shortly before) the read: its run may
-                        // have been recorded after it.
-                        || job
-                            .schedule
-                            .next_after(c.read_at - RECORD_GRACE)
-                            .is_some_and(|t| t <= now)
+                        || (job.enabled
+                            && snapshot
+                                .leases
+                                .get(&job.name)
+                                .is_none_or(|l| l.paused.is_none())
+                            && awaits_run(&job.schedule, c, now))
                 }
             })
             .map(|job| job.name.clone())
@@ -249,5 +276,61 @@ impl ClusterView {
             now,
             DASHBOARD_RUNS,
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::schedule::Schedule;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn cached(read_at: &str, runs: &[&str]) -> Cached {
+        Cached {
+            runs: runs
+                .iter()
+                .map(|t| RunRecord::claimed("j", at(t), "n", 1, "s", "p"))
+                .collect(),
+            read_at: at(read_at),
+            lease: None,
+        }
+    }
+
+    #[test]
+    fn a_job_is_read_once_its_fire_time_passed_and_again_only_until_its_run_shows() {
+        // Once a minute, at :00.
+        let every_minute = Schedule::parse("0 * * * * *", "UTC").unwrap();
+        let s = &every_minute;
+        // Read at :59 with the run of 00:00 there: nothing due until 00:01:00.
+        let c = cached("2026-11-30T00:00:59Z", &["2026-11-30T00:00:00Z"]);
+        assert!(!awaits_run(s, &c, at("2026-11-30T00:00:59.900Z")));
+        // 00:01:00 fell due after the read: read.
+        assert!(awaits_run(s, &c, at("2026-11-30T00:01:00.100Z")));
+        // Read at 00:01:00.2 and its run was there: not again (this was every poll for 30 s).
+        let c = cached(
+            "2026-11-30T00:01:00.200Z",
+            &["2026-11-30T00:01:00Z", "2026-11-30T00:00:00Z"],
+        );
+        for now in [
+            "2026-11-30T00:01:01Z",
+            "2026-11-30T00:01:15Z",
+            "2026-11-30T00:01:59Z",
+        ] {
+            assert!(!awaits_run(s, &c, at(now)), "{now}");
+        }
+        // Read at 00:01:00.2 and its run was not there yet: again 2 s after that read...
+        let c = cached("2026-11-30T00:01:00.200Z", &["2026-11-30T00:00:00Z"]);
+        assert!(!awaits_run(s, &c, at("2026-11-30T00:01:01Z")));
+        assert!(awaits_run(s, &c, at("2026-11-30T00:01:02.300Z")));
+        // ... until 30 s after the fire time; a read after that gives up on it.
+        let c = cached("2026-11-30T00:01:31Z", &["2026-11-30T00:00:00Z"]);
+        assert!(!awaits_run(s, &c, at("2026-11-30T00:01:45Z")));
+        // Never read with no run yet: the fire times before the read do not count beyond 30 s.
+        let c = cached("2026-11-30T00:01:40Z", &[]);
+        assert!(!awaits_run(s, &c, at("2026-11-30T00:01:50Z")));
+        assert!(awaits_run(s, &c, at("2026-11-30T00:02:00.001Z")));
     }
 }

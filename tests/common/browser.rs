@@ -119,4 +119,31 @@ impl Browser {
         self.block_on(self.client.execute(script, vec![]))
             .unwrap_or_default()
     }
+
+    /// Makes the page's viewport `width` × `height` CSS pixels: the window's frame (headless
+    /// Chromium keeps one) takes part of a window's size, so measure it and make up for it.
+    pub fn set_viewport(&self, width: u64, height: u64) {
+        for _ in 0..4 {
+            let inner = self.eval("return [window.innerWidth, window.innerHeight]");
+            let (w, h) = (
+                inner[0].as_u64().unwrap_or(0),
+                inner[1].as_u64().unwrap_or(0),
+            );
+            if (w, h) == (width, height) {
+                return;
+            }
+            let (outer_w, outer_h) = self
+                .block_on(self.client.get_window_size())
+                .expect("the window size");
+            self.block_on(self.client.set_window_size(
+                (outer_w + width).saturating_sub(w) as u32,
+                (outer_h + height).saturating_sub(h) as u32,
+            ))
+            .expect("set the window size");
+        }
+        panic!(
+            "could not make the viewport {width}×{height}: {}",
+            self.eval("return [window.innerWidth, window.innerHeight]")
+        );
+    }
 }
