@@ -285,13 +285,6 @@ fn main() -> ExitCode {
             }
             let node = node_id.unwrap_or_else(cronlease::node::app::random_node_id);
             cronlease::ops::logging::init(log_format, &node);
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    err(&format!("error: cannot start the async runtime: {e}"));
-                    return ExitCode::FAILURE;
-                }
-            };
             let token = match cronlease::ops::token::HttpToken::load(
                 http_token_file.as_deref(),
                 std::env::var("CRONLEASE_HTTP_TOKEN").ok(),
@@ -300,6 +293,17 @@ fn main() -> ExitCode {
                 Err(e) => {
                     err(&format!("error: {e}"));
                     return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            // Jobs and notification commands inherit this process's environment: one that
+            // prints it must not hand the token to whoever reads its output. Removed while
+            // this process has one thread (before the runtime).
+            std::env::remove_var("CRONLEASE_HTTP_TOKEN");
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    err(&format!("error: cannot start the async runtime: {e}"));
+                    return ExitCode::FAILURE;
                 }
             };
             let options = cronlease::node::app::RunOptions { node, http, token };

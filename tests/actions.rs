@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{wait_until, write_config, Emulator, Node};
 
 const CONFIG: &str = "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n\n\
-    [[job]]\nname = \"nightly\"\nschedule = \"0 0 3 * * *\"\nshell = \"echo ran by request\"\n\n\
+    [[job]]\nname = \"nightly\"\nschedule = \"0 0 3 * * *\"\nshell = \"echo ran by request, token ${CRONLEASE_HTTP_TOKEN:-unset}\"\n\n\
     [[job]]\nname = \"off\"\nschedule = \"0 0 3 * * *\"\nsay = \"x\"\nenabled = false\n";
 
 const TOKEN: &str = "test-token-0123456789";
@@ -151,7 +151,8 @@ fn with_a_token_pause_resume_and_trigger_act_like_the_cli() {
         }),
         "{logs}"
     );
-    assert!(logs.contains("ran by request"), "{logs}");
+    // The node's token (here from its environment) is not handed to its jobs.
+    assert!(logs.contains("ran by request, token unset"), "{logs}");
     // Every action is logged with the caller's address.
     let actions = node.events_named("http_action");
     assert_eq!(actions.len(), 4, "{actions:?}");

@@ -246,6 +246,8 @@ fn a_runs_mark_shows_its_output_and_follows_a_run_on_another_node_live() {
     for id in ["a", "b", "c"] {
         nodes.push(Node::spawn_with_http(&emu, &cfg, id, &[]));
     }
+    // The browser first: once a run is caught running there is no time to start one.
+    let browser = Browser::start();
     // A run going on, and which node runs it: the page is served by another one.
     let mut report = serde_json::Value::Null;
     let runner = common::poll_for(Duration::from_secs(40), || {
@@ -259,7 +261,11 @@ fn a_runs_mark_shows_its_output_and_follows_a_run_on_another_node_live() {
         .unwrap()
         .to_string();
     let server = ["a", "b", "c"].iter().position(|n| *n != runner).unwrap();
-    let browser = Browser::start();
+    // The relay itself, read beside the page: every line once, then the chunked end.
+    let relayed = {
+        let (port, path) = (nodes[server].1, format!("/api/runs/slow.job/{fire}/live"));
+        std::thread::spawn(move || read_stream(port, &path))
+    };
     browser.goto(&format!("http://127.0.0.1:{}/", nodes[server].1));
     let mark = format!("tr[data-job=\"slow.job\"] button.run[data-fire=\"{fire}\"]");
     assert!(
@@ -301,6 +307,16 @@ fn a_runs_mark_shows_its_output_and_follows_a_run_on_another_node_live() {
             1,
             "{out:?}\n{}",
             common::cli(&emu, &cfg, &["logs", "slow.job", &fire]).stdout
+        );
+    }
+    let (head, body, complete) = relayed.join().unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(complete, "the relay did not end with the run: {body:?}");
+    for i in 1..=20 {
+        assert_eq!(
+            body.lines().filter(|l| *l == format!("line {i}")).count(),
+            1,
+            "{body:?}"
         );
     }
     // Closed with Escape; a finished run's mark shows its stored output at once.
@@ -538,4 +554,44 @@ fn on_a_phone_the_page_does_not_scroll_sideways_and_runs_open() {
                  document.documentElement.scrollWidth <= window.innerWidth];",
     );
     assert_eq!(fits, serde_json::json!([true, true]));
+}
+
+/// GET `path` and read the chunked answer to its end: (status line and headers, body, whether
+/// it ended with the last chunk, as opposed to being broken off).
+fn read_stream(port: u16, path: &str) -> (String, String, bool) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        if r.read_line(&mut size).unwrap_or(0) == 0 {
+            return (head, String::from_utf8_lossy(&body).into(), false);
+        }
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            return (head, String::from_utf8_lossy(&body).into(), false);
+        };
+        let mut chunk = vec![0; n + 2];
+        if r.read_exact(&mut chunk).is_err() {
+            return (head, String::from_utf8_lossy(&body).into(), false);
+        }
+        if n == 0 {
+            return (head, String::from_utf8_lossy(&body).into(), true);
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
 }

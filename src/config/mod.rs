@@ -339,9 +339,13 @@ pub enum Action {
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 /// Longest duration accepted anywhere in the file.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
-/// Whether `name` can be a job's name: 1 to [`MAX_NAME_CHARS`] letters, digits, '_', '.', '-'.
+/// Whether `name` can be a job's name: 1 to [`MAX_NAME_CHARS`] letters, digits, '_', '.', '-',
+/// and not `.` or `..` (a URL path cannot carry them: `/api/runs/../...` is another path).
 pub fn is_job_name(name: &str) -> bool {
-    !name.is_empty() && name.chars().count() <= MAX_NAME_CHARS && name.chars().all(is_job_name_char)
+    !name.is_empty()
+        && name.chars().count() <= MAX_NAME_CHARS
+        && name.chars().all(is_job_name_char)
+        && !matches!(name, "." | "..")
 }
 
 fn is_job_name_char(c: char) -> bool {
@@ -1144,6 +1148,11 @@ impl Validator<'_> {
                 format!(
                     "job name {name:?} contains {bad:?}: only letters, digits, '_', '.' and '-' are allowed"
                 ),
+            );
+        } else if !is_job_name(&name) {
+            self.error(
+                name_at,
+                format!("job name {name:?} is not allowed: it cannot be a part of a URL path"),
             );
         }
 
@@ -1967,6 +1976,12 @@ shell = "echo hi"
             2,
             "contains ' '",
         );
+        assert_err(
+            "[[job]]\nname = \"..\"\nschedule = \"* * * * *\"\nsay = \"x\"\n",
+            2,
+            "cannot be a part of a URL path",
+        );
+        assert!(is_job_name("a.b") && is_job_name("...") && !is_job_name("."));
         assert_err(
             "[[job]]\nname = \"a@b\"\nschedule = \"* * * * *\"\nsay = \"x\"\n",
             2,

@@ -154,6 +154,7 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         token: options.token,
         poll: config.election.poll,
         stopping: shutdown.stop.clone(),
+        runs: crate::ops::run_detail::RunDetail::new(),
     });
     let http_stop = CancellationToken::new();
     let http_server = match options.http {

@@ -225,6 +225,8 @@ struct State {
     observed: Option<Observation>,
     /// Why the last poll failed to read the store (`None` after a successful one).
     read_error: Option<String>,
+    /// When the reads of the poll under way started (`None` between polls' reads).
+    reading_since: Option<Instant>,
     /// The copy in `leases` is known stale (this node changed a lease, or a compare-and-set or
     /// a claim showed another holder): re-read at the next poll.
     leases_dirty: bool,
@@ -232,6 +234,8 @@ struct State {
 
 struct LeaseCache {
     leases: Arc<HashMap<String, LeaseRecord>>,
+    /// The job names read (the table's list at the read: a reload makes a new one).
+    names: Arc<Vec<String>>,
     /// The control epoch at the read.
     control: i64,
     /// Per node id at the read: (session, lease_epoch).
@@ -421,6 +425,17 @@ impl Election {
     /// read it (or none has yet).
     pub fn observation(&self) -> Result<Observation, String> {
         let st = self.state.lock().unwrap();
+        if let Some(since) = st.reading_since {
+            // Every store call has its own timeout; a poll's reads stuck past this are a store
+            // that does not answer.
+            let stuck = (self.config.lease * 2).max(Duration::from_secs(10));
+            if since.elapsed() > stuck {
+                return Err(format!(
+                    "the store has not answered for {} s",
+                    since.elapsed().as_secs()
+                ));
+            }
+        }
         match (&st.read_error, &st.observed) {
             (Some(e), _) => Err(e.clone()),
             (None, Some(o)) => Ok(o.clone()),
@@ -501,6 +516,7 @@ impl Election {
     pub async fn poll_once(&self, cancel: &CancellationToken) {
         let read_started = Utc::now();
         let read_at = Instant::now();
+        self.state.lock().unwrap().reading_since = Some(read_at);
         let read = match self.store.nodes().await {
             Ok(nodes) => match self.store.control_epoch().await {
                 Ok(control) => self
@@ -511,6 +527,7 @@ impl Election {
             },
             Err(e) => Err(e),
         };
+        self.state.lock().unwrap().reading_since = None;
         let (nodes, leases, control) = match read {
             Ok(r) => r,
             Err(e) => {
@@ -680,6 +697,8 @@ impl Election {
                     });
                 if !st.leases_dirty
                     && announced_nothing
+                    // A reload that added a job makes a new list: its lease is not in the copy.
+                    && Arc::ptr_eq(&c.names, &self.jobs.active_names())
                     && c.control == control
                     && started.duration_since(c.read_at) < every
                 {
@@ -693,11 +712,13 @@ impl Election {
             .iter()
             .map(|(id, n)| (id.clone(), (n.session.clone(), n.lease_epoch)))
             .collect();
-        match self.store.leases(&self.jobs.active_names()).await {
+        let names = self.jobs.active_names();
+        match self.store.leases(&names).await {
             Ok(leases) => {
                 let leases = Arc::new(leases);
                 self.state.lock().unwrap().leases = Some(LeaseCache {
                     leases: leases.clone(),
+                    names,
                     control,
                     epochs,
                     read_at: started,

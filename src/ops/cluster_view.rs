@@ -5,8 +5,10 @@
 //! The leases, node records and control epoch are not read again: they come from the
 //! election's last poll ([`Election::observation`]), which read them anyway (the node records
 //! and the epoch every poll, the leases when they may have changed). When that poll could not
-//! read the store, the view fails with its error (the page shows its lost-store banner and the
-//! last good report).
+//! read the store, or its reads have hung for two leases, the view fails with its error (the
+//! page shows its lost-store banner and the last good report). Disabled jobs, which the
+//! election does not contest, have their leases read here (one batched read per refresh, only
+//! while the file has any).
 //!
 //! What one refresh reads: the newest [`DASHBOARD_RUNS`] runs only of the jobs whose history
 //! may have changed since they were last read: never read, a fire time of theirs passed, one
@@ -58,22 +60,32 @@ pub struct ClusterView {
 #[derive(Default)]
 struct State {
     /// The last report and when it was made; `Err`: the last refresh failed (and when).
-    last: Option<(Instant, Result<Arc<ClusterStatus>, String>)>,
+    last: Option<(Instant, Result<Report, String>)>,
     /// The last good report (shown under an error banner while the store is away).
-    good: Option<Arc<ClusterStatus>>,
-    /// Per job: its newest runs as last read.
-    runs: HashMap<String, Cached>,
+    good: Option<Report>,
+    /// Per job: its newest runs as last read, without their output (the report does not show
+    /// it: 1,000 jobs × 20 runs of up to 32 KiB each would be most of a gigabyte).
+    runs: HashMap<String, Vec<RunRecord>>,
+    /// Per job: when its runs were read, and its lease record as seen then.
+    read: HashMap<String, ReadAt>,
     /// Definitions by digest (they never change for a digest).
     definitions: HashMap<String, Arc<Definitions>>,
     /// The control epoch at the last refresh.
     epoch: Option<i64>,
 }
 
-/// A job's newest runs, when they were read, and its lease record as seen then.
-struct Cached {
-    runs: Vec<RunRecord>,
-    read_at: DateTime<Utc>,
+/// When a job's runs were read, and its lease record as seen then.
+struct ReadAt {
+    at: DateTime<Utc>,
     lease: Option<LeaseRecord>,
+}
+
+/// A report as served: made once per refresh, its JSON too (an open page asks every poll, and
+/// the JSON of 1,000 jobs is over a megabyte).
+#[derive(Clone)]
+pub struct Report {
+    pub status: Arc<ClusterStatus>,
+    pub json: axum::body::Bytes,
 }
 
 /// Whether a fire time of `schedule` passed whose run `c` does not have and may still come: it
@@ -83,31 +95,29 @@ struct Cached {
 /// disabled job makes no runs: the caller does not ask.
 fn awaits_run(
     schedule: &crate::config::schedule::Schedule,
-    c: &Cached,
+    runs: &[RunRecord],
+    read_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> bool {
     // Scheduled runs only: a manual run's fire time is when it was asked for.
-    let seen = c
-        .runs
+    let seen = runs
         .iter()
         .filter(|r| r.trigger.is_none())
         .map(|r| r.fire_time)
         .max();
-    let from = seen.map_or(c.read_at - RECORD_GRACE, |t| {
-        t.max(c.read_at - RECORD_GRACE)
-    });
+    let from = seen.map_or(read_at - RECORD_GRACE, |t| t.max(read_at - RECORD_GRACE));
     match schedule.next_after(from) {
-        Some(due) if due <= now => c.read_at < due || now - c.read_at >= RECORD_RETRY,
+        Some(due) if due <= now => read_at < due || now - read_at >= RECORD_RETRY,
         _ => false,
     }
 }
 
 /// What `/api/cluster` serves: the report, or the store's error and the last good report.
 pub enum View {
-    Fresh(Arc<ClusterStatus>),
+    Fresh(Report),
     Failed {
         error: String,
-        last_good: Option<Arc<ClusterStatus>>,
+        last_good: Option<Report>,
     },
 }
 
@@ -164,7 +174,7 @@ impl ClusterView {
         }
     }
 
-    async fn refresh(&self, st: &mut State) -> Result<Arc<ClusterStatus>, StoreError> {
+    async fn refresh(&self, st: &mut State) -> Result<Report, StoreError> {
         let now = Utc::now();
         let mut config = self.base.clone();
         config.jobs = self
@@ -178,20 +188,24 @@ impl ClusterView {
             .election
             .observation()
             .map_err(StoreError::Unavailable)?;
-        // A backstop: a poll stuck longer than this (every store call has its own timeout) is
-        // a store that does not answer.
-        let stale_after = (self.base.election.lease * 2).max(REFRESH_DEADLINE);
-        let age = observed.at.elapsed();
-        if age > stale_after {
-            return Err(StoreError::Unavailable(format!(
-                "the node's last read of the store was {} s ago",
-                age.as_secs()
-            )));
-        }
-        let snapshot = Snapshot {
+        let mut snapshot = Snapshot {
             leases: (*observed.leases).clone(),
             nodes: (*observed.nodes).clone(),
         };
+        // The election reads the leases of the jobs it contests: a disabled job's (whose
+        // lease a node with another version of the file may hold, or which keeps its pause)
+        // is read here.
+        let missing: Vec<String> = config
+            .jobs
+            .iter()
+            .filter(|j| !j.enabled && !snapshot.leases.contains_key(&j.name))
+            .map(|j| j.name.clone())
+            .collect();
+        if !missing.is_empty() {
+            snapshot
+                .leases
+                .extend(timed(self.store.leases(&missing)).await?);
+        }
         // A pause, trigger or backfill moves the control epoch; a trigger that ran within one
         // poll leaves the lease record as it was, so the epoch is what tells.
         let epoch = observed.control;
@@ -201,12 +215,12 @@ impl ClusterView {
         let stale: Vec<String> = config
             .jobs
             .iter()
-            .filter(|job| match st.runs.get(&job.name) {
-                None => true,
-                Some(c) => {
-                    moved
-                        || c.runs.iter().any(|r| r.outcome == crate::store::RUNNING)
-                        || c.lease.as_ref() != snapshot.leases.get(&job.name)
+            .filter(
+                |job| match (st.runs.get(&job.name), st.read.get(&job.name)) {
+                    (Some(runs), Some(read)) => {
+                        moved
+                        || runs.iter().any(|r| r.outcome == crate::store::RUNNING)
+                        || read.lease.as_ref() != snapshot.leases.get(&job.name)
                         // A pending trigger or backfill: its runs come with no fire time of
                         // the schedule passing (a backfill's progress moves no epoch).
                         || snapshot
@@ -218,9 +232,11 @@ impl ClusterView {
                                 .leases
                                 .get(&job.name)
                                 .is_none_or(|l| l.paused.is_none())
-                            && awaits_run(&job.schedule, c, now))
-                }
-            })
+                            && awaits_run(&job.schedule, runs, read.at, now))
+                    }
+                    _ => true,
+                },
+            )
             .map(|job| job.name.clone())
             .collect();
         // Owned names and store handles: the future must not borrow across the stream (the
@@ -237,18 +253,16 @@ impl ClusterView {
             .buffer_unordered(READ_CONCURRENCY)
             .try_collect()
             .await?;
-        for (name, runs) in read {
+        for (name, mut runs) in read {
+            for r in &mut runs {
+                r.output = String::new();
+            }
             let lease = snapshot.leases.get(&name).cloned();
-            st.runs.insert(
-                name,
-                Cached {
-                    runs,
-                    read_at: now,
-                    lease,
-                },
-            );
+            st.read.insert(name.clone(), ReadAt { at: now, lease });
+            st.runs.insert(name, runs);
         }
         st.runs.retain(|name, _| names.contains(name));
+        st.read.retain(|name, _| names.contains(name));
         st.definitions
             .retain(|digest, _| snapshot.nodes.values().any(|n| &n.jobs_digest == digest));
         for n in snapshot.nodes.values() {
@@ -262,20 +276,21 @@ impl ClusterView {
             }
         }
         st.epoch = Some(epoch);
-        let runs: HashMap<String, Vec<RunRecord>> = st
-            .runs
-            .iter()
-            .map(|(name, c)| (name.clone(), c.runs.clone()))
-            .collect();
-        Ok(Arc::new(status::build_keeping(
+        let status = status::build_keeping(
             &config,
             self.store.describe(),
             &snapshot,
-            &runs,
+            &st.runs,
             &st.definitions,
             now,
             DASHBOARD_RUNS,
-        )))
+        );
+        let json = serde_json::to_vec(&status)
+            .map_err(|e| StoreError::Other(format!("cannot encode the report: {e}")))?;
+        Ok(Report {
+            status: Arc::new(status),
+            json: json.into(),
+        })
     }
 }
 
@@ -288,15 +303,17 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
-    fn cached(read_at: &str, runs: &[&str]) -> Cached {
-        Cached {
-            runs: runs
-                .iter()
-                .map(|t| RunRecord::claimed("j", at(t), "n", 1, "s", "p"))
-                .collect(),
-            read_at: at(read_at),
-            lease: None,
-        }
+    /// `awaits_run` with the cache read at `read_at` holding runs of these fire times.
+    fn cached(read_at: &str, runs: &[&str]) -> (Vec<RunRecord>, DateTime<Utc>) {
+        let runs = runs
+            .iter()
+            .map(|t| RunRecord::claimed("j", at(t), "n", 1, "s", "p"))
+            .collect();
+        (runs, at(read_at))
+    }
+
+    fn awaits(s: &Schedule, c: &(Vec<RunRecord>, DateTime<Utc>), now: DateTime<Utc>) -> bool {
+        awaits_run(s, &c.0, c.1, now)
     }
 
     #[test]
@@ -306,9 +323,9 @@ mod tests {
         let s = &every_minute;
         // Read at :59 with the run of 00:00 there: nothing due until 00:01:00.
         let c = cached("2026-11-30T00:00:59Z", &["2026-11-30T00:00:00Z"]);
-        assert!(!awaits_run(s, &c, at("2026-11-30T00:00:59.900Z")));
+        assert!(!awaits(s, &c, at("2026-11-30T00:00:59.900Z")));
         // 00:01:00 fell due after the read: read.
-        assert!(awaits_run(s, &c, at("2026-11-30T00:01:00.100Z")));
+        assert!(awaits(s, &c, at("2026-11-30T00:01:00.100Z")));
         // Read at 00:01:00.2 and its run was there: not again (this was every poll for 30 s).
         let c = cached(
             "2026-11-30T00:01:00.200Z",
@@ -319,18 +336,18 @@ mod tests {
             "2026-11-30T00:01:15Z",
             "2026-11-30T00:01:59Z",
         ] {
-            assert!(!awaits_run(s, &c, at(now)), "{now}");
+            assert!(!awaits(s, &c, at(now)), "{now}");
         }
         // Read at 00:01:00.2 and its run was not there yet: again 2 s after that read...
         let c = cached("2026-11-30T00:01:00.200Z", &["2026-11-30T00:00:00Z"]);
-        assert!(!awaits_run(s, &c, at("2026-11-30T00:01:01Z")));
-        assert!(awaits_run(s, &c, at("2026-11-30T00:01:02.300Z")));
+        assert!(!awaits(s, &c, at("2026-11-30T00:01:01Z")));
+        assert!(awaits(s, &c, at("2026-11-30T00:01:02.300Z")));
         // ... until 30 s after the fire time; a read after that gives up on it.
         let c = cached("2026-11-30T00:01:31Z", &["2026-11-30T00:00:00Z"]);
-        assert!(!awaits_run(s, &c, at("2026-11-30T00:01:45Z")));
+        assert!(!awaits(s, &c, at("2026-11-30T00:01:45Z")));
         // Never read with no run yet: the fire times before the read do not count beyond 30 s.
         let c = cached("2026-11-30T00:01:40Z", &[]);
-        assert!(!awaits_run(s, &c, at("2026-11-30T00:01:50Z")));
-        assert!(awaits_run(s, &c, at("2026-11-30T00:02:00.001Z")));
+        assert!(!awaits(s, &c, at("2026-11-30T00:01:50Z")));
+        assert!(awaits(s, &c, at("2026-11-30T00:02:00.001Z")));
     }
 }

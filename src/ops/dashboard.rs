@@ -5,6 +5,7 @@
 //! `/api/cluster` answers 503 with the error and the last good report, and the page says so.
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -45,12 +46,32 @@ pub async fn cluster(State(state): State<Arc<NodeState>>) -> Response {
         )
             .into_response();
     };
-    match view.get().await {
-        View::Fresh(report) => Json(&*report).into_response(),
-        View::Failed { error, last_good } => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "error": error, "last_good": last_good.as_deref() })),
+    let json = |code: StatusCode, body: Bytes| {
+        (
+            code,
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
         )
-            .into_response(),
+            .into_response()
+    };
+    match view.get().await {
+        // The report's JSON as made once per refresh: served to any number of pages as is.
+        View::Fresh(report) => json(StatusCode::OK, report.json),
+        View::Failed { error, last_good } => {
+            let mut body = format!(
+                "{{\"error\":{},\"last_good\":",
+                serde_json::Value::String(error)
+            )
+            .into_bytes();
+            match last_good {
+                Some(r) => body.extend_from_slice(&r.json),
+                None => body.extend_from_slice(b"null"),
+            }
+            body.push(b'}');
+            json(StatusCode::SERVICE_UNAVAILABLE, body.into())
+        }
     }
 }

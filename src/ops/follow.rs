@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::node::output::is_lag_marker;
 use crate::ops::control::{timed, ControlError};
-use crate::ops::http::OUTPUT_CUT_HEADER;
+use crate::ops::http::{NODE_HEADER, OUTPUT_CUT_HEADER};
 use crate::ops::logs::{self, Which};
 use crate::store::{self, RunRecord, Store};
 
@@ -193,6 +193,20 @@ async fn stream(
         note(&format!(
             "node {node} answered {status}: {}; waiting for the run's outcome in the store",
             body.trim()
+        ));
+        return Streamed::Broken(Seen::Nothing);
+    }
+    // An address such as 127.0.0.1:9100 in the record of a node on another host leads here to
+    // whatever listens on this host's port (a node older than the header does not send it).
+    if let Some(other) = response
+        .headers()
+        .get(NODE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| *id != node.as_str())
+    {
+        note(&format!(
+            "{url} is node {other} from this host, not node {node} (its --http address is not \
+             reachable from here); waiting for the run's outcome in the store"
         ));
         return Streamed::Broken(Seen::Nothing);
     }

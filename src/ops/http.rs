@@ -17,7 +17,8 @@
 //! record in the store). `fire_time` is RFC 3339 or a run key's unix seconds (`1800000000`, or
 //! `1800000000.250` for a manual run). The body starts with the cut marker when bytes before
 //! the kept tail were dropped (their count is also in the `x-cronlease-output-cut` header, so
-//! a reader can tell where in the run's output the body starts), then the kept tail, then each
+//! a reader can tell where in the run's output the body starts; `x-cronlease-node` names the
+//! node, so a reader that meant another node can tell), then the kept tail, then each
 //! new line; a reader that falls [`LIVE_LINES`](crate::node::output::LIVE_LINES) behind gets a
 //! [`lag_marker`] line and goes on.
 //! It ends when the run does; when the server stops first, it breaks off (no chunked end), so
@@ -61,6 +62,8 @@ pub struct NodeState {
     pub token: Option<crate::ops::token::HttpToken>,
     /// Cancelled when the node starts its graceful stop.
     pub stopping: CancellationToken,
+    /// The dashboard's run detail: finished records kept, live relays.
+    pub runs: crate::ops::run_detail::RunDetail,
 }
 
 /// The parts of a registered node.
@@ -319,6 +322,11 @@ async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
         .into_response()
 }
 
+/// The response header of a run's output stream that names the node serving it: a reader
+/// that reached another node than the one it meant (an address that means another host from
+/// here, such as loopback) can tell.
+pub const NODE_HEADER: &str = "x-cronlease-node";
+
 /// The response header with the number of output bytes before the body's first byte of output.
 pub const OUTPUT_CUT_HEADER: &str = "x-cronlease-output-cut";
 
@@ -384,6 +392,10 @@ pub(crate) fn local_output(
                 (
                     header::HeaderName::from_static(OUTPUT_CUT_HEADER),
                     cut.to_string(),
+                ),
+                (
+                    header::HeaderName::from_static(NODE_HEADER),
+                    state.node.clone(),
                 ),
             ],
             Body::from_stream(output_stream(sub, shutdown)),
