@@ -595,3 +595,44 @@ fn read_stream(port: u16, path: &str) -> (String, String, bool) {
         body.extend_from_slice(&chunk[..n]);
     }
 }
+
+#[test]
+fn a_focused_button_keeps_the_focus_when_its_row_moves() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    // "flaky" fails every other run: each failure moves its row to the top ("failing first").
+    let cfg = write_config(
+        dir.path(),
+        "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n\n\
+         [[job]]\nname = \"steady\"\nschedule = \"* * * * * *\"\nsay = \"ok\"\n\n\
+         [[job]]\nname = \"flaky\"\nschedule = \"*/2 * * * * *\"\n\
+         shell = \"s=$(date -d \\\"$CRONLEASE_FIRE_TIME\\\" +%s); test $(( s / 2 % 2 )) -eq 0\"\n",
+    );
+    let token = "page-token-0123456789";
+    let (_node, port) = Node::spawn_with_http(&emu, &cfg, "a", &[("CRONLEASE_HTTP_TOKEN", token)]);
+    let browser = Browser::start();
+    browser.goto(&format!("http://127.0.0.1:{port}/"));
+    let button = "tr[data-job=\"flaky\"] button[data-action=\"trigger\"]";
+    // Wait for the row to sit below "steady" (its last run ok), then focus its button.
+    let row_of_flaky =
+        "return [...document.querySelectorAll('#jobs tbody tr')].findIndex(r => r.dataset.job === 'flaky')";
+    assert!(
+        wait_until(Duration::from_secs(30), || browser.eval(row_of_flaky)
+            == serde_json::json!(1)),
+        "{}",
+        browser.text()
+    );
+    browser.eval(&format!("document.querySelector('{button}').focus()"));
+    // It moves to the top on its next failure, and its button still has the focus.
+    assert!(
+        wait_until(Duration::from_secs(15), || browser.eval(row_of_flaky)
+            == serde_json::json!(0)),
+        "{}",
+        browser.text()
+    );
+    let focused = browser.eval(
+        "const a = document.activeElement; \
+         return [a.dataset.action || a.tagName, a.closest('tr') && a.closest('tr').dataset.job];",
+    );
+    assert_eq!(focused, serde_json::json!(["trigger", "flaky"]));
+}

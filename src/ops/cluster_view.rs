@@ -36,6 +36,8 @@ use crate::store::{Definitions, LeaseRecord, RunRecord, Snapshot, Store, StoreEr
 
 /// How many of each job's newest runs the dashboard shows.
 pub const DASHBOARD_RUNS: usize = 20;
+/// How many of a job's newest runs an update of its cached history reads.
+const NEWEST_RUNS: usize = 3;
 /// The longest one refresh may take.
 const REFRESH_DEADLINE: Duration = Duration::from_secs(10);
 /// A run is recorded a little after its fire time (the claim is made ahead, but a slow leader
@@ -86,6 +88,24 @@ struct ReadAt {
 pub struct Report {
     pub status: Arc<ClusterStatus>,
     pub json: axum::body::Bytes,
+}
+
+/// `cached` runs (newest first) with `newest` (the newest few, as just read) in place of the
+/// same fire times' and before them, newest first, at most `keep`.
+fn merge_newest(cached: Vec<RunRecord>, newest: Vec<RunRecord>, keep: usize) -> Vec<RunRecord> {
+    let mut runs = newest;
+    let oldest_read = runs.last().map(|r| r.fire_time);
+    runs.extend(cached.into_iter().filter(|c| {
+        // Older than everything read, or not read back (a newer run pushed it out of the few).
+        oldest_read.is_some_and(|t| c.fire_time < t)
+    }));
+    if oldest_read.is_none() {
+        // Nothing read: the job has no runs (its history was removed).
+        return runs;
+    }
+    runs.sort_by_key(|r| std::cmp::Reverse(r.fire_time));
+    runs.truncate(keep);
+    runs
 }
 
 /// Whether a fire time of `schedule` passed whose run `c` does not have and may still come: it
@@ -212,54 +232,59 @@ impl ClusterView {
         // Kept only once the refresh succeeded: a failed one must not forget the move.
         let moved = st.epoch != Some(epoch);
         // Which jobs' histories may have changed since they were read.
-        let stale: Vec<String> = config
+        // How many of its newest runs to read, per job whose history may have changed: all
+        // the page shows when the cache may miss an older one (never read, an operator's
+        // request: a backfill records old fire times), else the few newest, merged into the
+        // cache (a new run is the newest; a run that ended, or was closed as lost, is among
+        // the newest few). Entity reads are what Datastore bills.
+        let stale: Vec<(String, usize)> = config
             .jobs
             .iter()
-            .filter(
-                |job| match (st.runs.get(&job.name), st.read.get(&job.name)) {
-                    (Some(runs), Some(read)) => {
-                        moved
-                        || runs.iter().any(|r| r.outcome == crate::store::RUNNING)
-                        || read.lease.as_ref() != snapshot.leases.get(&job.name)
-                        // A pending trigger or backfill: its runs come with no fire time of
-                        // the schedule passing (a backfill's progress moves no epoch).
-                        || snapshot
-                            .leases
-                            .get(&job.name)
-                            .is_some_and(|l| !l.requests.is_empty())
-                        || (job.enabled
-                            && snapshot
-                                .leases
-                                .get(&job.name)
-                                .is_none_or(|l| l.paused.is_none())
-                            && awaits_run(&job.schedule, runs, read.at, now))
-                    }
-                    _ => true,
-                },
-            )
-            .map(|job| job.name.clone())
+            .filter_map(|job| {
+                let lease = snapshot.leases.get(&job.name);
+                let (Some(runs), Some(read)) = (st.runs.get(&job.name), st.read.get(&job.name))
+                else {
+                    return Some((job.name.clone(), DASHBOARD_RUNS));
+                };
+                // A pending trigger or backfill: its runs come with no fire time of the
+                // schedule passing (a backfill's progress moves no epoch).
+                if moved || lease.is_some_and(|l| !l.requests.is_empty()) {
+                    return Some((job.name.clone(), DASHBOARD_RUNS));
+                }
+                let changed = runs.iter().any(|r| r.outcome == crate::store::RUNNING)
+                    || read.lease.as_ref() != lease
+                    || (job.enabled
+                        && lease.is_none_or(|l| l.paused.is_none())
+                        && awaits_run(&job.schedule, runs, read.at, now));
+                changed.then(|| (job.name.clone(), NEWEST_RUNS))
+            })
             .collect();
         // Owned names and store handles: the future must not borrow across the stream (the
         // handler future is Send for any lifetime).
-        let read: HashMap<String, Vec<RunRecord>> = futures::stream::iter(stale)
-            .map(|name| {
+        let read: Vec<(String, usize, Vec<RunRecord>)> = futures::stream::iter(stale)
+            .map(|(name, limit)| {
                 let store = self.store.clone();
                 async move {
-                    timed(store.recent_runs(&name, DASHBOARD_RUNS))
+                    timed(store.recent_runs(&name, limit))
                         .await
-                        .map(|runs| (name, runs))
+                        .map(|runs| (name, limit, runs))
                 }
             })
             .buffer_unordered(READ_CONCURRENCY)
             .try_collect()
             .await?;
-        for (name, mut runs) in read {
+        let keep = DASHBOARD_RUNS.min(self.base.store.history);
+        for (name, limit, mut runs) in read {
             for r in &mut runs {
                 r.output = String::new();
             }
             let lease = snapshot.leases.get(&name).cloned();
             st.read.insert(name.clone(), ReadAt { at: now, lease });
-            st.runs.insert(name, runs);
+            let merged = match st.runs.remove(&name) {
+                Some(cached) if limit < DASHBOARD_RUNS => merge_newest(cached, runs, keep),
+                _ => runs,
+            };
+            st.runs.insert(name, merged);
         }
         st.runs.retain(|name, _| names.contains(name));
         st.read.retain(|name, _| names.contains(name));
@@ -314,6 +339,58 @@ mod tests {
 
     fn awaits(s: &Schedule, c: &(Vec<RunRecord>, DateTime<Utc>), now: DateTime<Utc>) -> bool {
         awaits_run(s, &c.0, c.1, now)
+    }
+
+    #[test]
+    fn the_newest_runs_read_replace_and_extend_the_cached_ones() {
+        let run = |t: &str, outcome: &str| RunRecord {
+            outcome: outcome.into(),
+            ..RunRecord::claimed("j", at(t), "n", 1, "s", "p")
+        };
+        let fires = |runs: &[RunRecord]| -> Vec<(String, String)> {
+            runs.iter()
+                .map(|r| (r.fire_time.format("%M").to_string(), r.outcome.clone()))
+                .collect()
+        };
+        let cached = vec![
+            run("2026-11-30T00:03:00Z", "running"),
+            run("2026-11-30T00:02:00Z", "ok"),
+            run("2026-11-30T00:01:00Z", "failed"),
+            run("2026-11-30T00:00:00Z", "ok"),
+        ];
+        // The running one ended and a new one started: read as the newest three.
+        let newest = vec![
+            run("2026-11-30T00:04:00Z", "running"),
+            run("2026-11-30T00:03:00Z", "ok"),
+            run("2026-11-30T00:02:00Z", "ok"),
+        ];
+        let merged = merge_newest(cached.clone(), newest, 20);
+        assert_eq!(
+            fires(&merged),
+            [
+                ("04", "running"),
+                ("03", "ok"),
+                ("02", "ok"),
+                ("01", "failed"),
+                ("00", "ok")
+            ]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+        );
+        // At most `keep`, the newest.
+        let merged = merge_newest(cached.clone(), vec![run("2026-11-30T00:04:00Z", "ok")], 2);
+        assert_eq!(fires(&merged).len(), 2);
+        assert_eq!(merged[0].fire_time, at("2026-11-30T00:04:00Z"));
+        // A cached run in the range read but not read back is gone.
+        let newest = vec![
+            run("2026-11-30T00:03:00Z", "ok"),
+            run("2026-11-30T00:01:00Z", "failed"),
+        ];
+        let merged = merge_newest(cached, newest, 20);
+        assert_eq!(
+            fires(&merged),
+            [("03", "ok"), ("01", "failed"), ("00", "ok")]
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        );
     }
 
     #[test]
