@@ -66,8 +66,6 @@ pub struct Observation {
     pub nodes: Arc<HashMap<String, NodeRecord>>,
     pub leases: Arc<HashMap<String, LeaseRecord>>,
     pub control: i64,
-    /// When the poll that read it started.
-    pub at: Instant,
 }
 
 /// Who leads a job, as this node last saw it.
@@ -529,7 +527,7 @@ impl Election {
         };
         self.state.lock().unwrap().reading_since = None;
         let (nodes, leases, control) = match read {
-            Ok(r) => r,
+            Ok((nodes, leases, control)) => (Arc::new(nodes), leases, control),
             Err(e) => {
                 let failures = {
                     let mut st = self.state.lock().unwrap();
@@ -563,10 +561,9 @@ impl Election {
             st.failures = 0;
             st.read_error = None;
             st.observed = Some(Observation {
-                nodes: Arc::new(nodes.clone()),
+                nodes: nodes.clone(),
                 leases: leases.clone(),
                 control,
-                at: read_at,
             });
             st.polls += 1;
             st.first_poll.get_or_insert(now);
