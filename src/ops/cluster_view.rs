@@ -150,6 +150,9 @@ impl ClusterView {
         jobs: Arc<JobTable>,
         every: Duration,
     ) -> Self {
+        // The jobs come from the table at each refresh: not kept (nor copied every poll) here.
+        let mut base = base;
+        base.jobs = Vec::new();
         ClusterView {
             store,
             election,
