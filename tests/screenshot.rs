@@ -1,13 +1,15 @@
 //! The README's picture of the dashboard, docs/dashboard.png: the demo's cluster (an emulator and
-//! three nodes on the repository's own jobs.toml) in a real headless Chromium. Ignored, as it
-//! writes into the source tree and takes about a minute; regenerate it with
+//! three nodes on the repository's own jobs.toml) in a real headless Chromium. It runs with the
+//! other tests and checks what the picture shows (every job led, runs in each strip, every
+//! node, a run's dialog at both widths, PNGs of the right width); it writes into the source
+//! tree only when asked:
 //!
 //! ```text
-//! cargo test --test screenshot -- --ignored --nocapture
+//! CRONLEASE_UPDATE_SCREENSHOT=1 cargo test --test screenshot -- --nocapture
 //! ```
 //!
-//! It also leaves pictures to look at, not to commit, in the temp dir (their paths are printed):
-//! the page at phone width (390 px) and a run's dialog at both widths.
+//! Its other pictures (the page at phone width, a run's dialog at both widths) go to a temp
+//! directory, or to `CRONLEASE_SCREENSHOT_DIR` to look at them (their paths are printed).
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -58,6 +60,12 @@ fn rows(browser: &Browser) -> Vec<(String, String, u64, u64)> {
         .unwrap_or_default()
 }
 
+/// The width of a PNG, from its header.
+fn png_width(png: &[u8]) -> u32 {
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    u32::from_be_bytes(png[16..20].try_into().unwrap())
+}
+
 /// Saves a PNG of the page at `width` CSS pixels to `path`: the viewport `height` high, or
 /// with `whole`, as high as the page (at least `height`).
 fn shoot(browser: &Browser, width: u64, height: u64, whole: bool, path: &Path) {
@@ -74,6 +82,7 @@ fn shoot(browser: &Browser, width: u64, height: u64, whole: bool, path: &Path) {
     let png = browser
         .block_on(browser.client.screenshot())
         .expect("a screenshot");
+    assert_eq!(png_width(&png), width as u32, "{}", path.display());
     std::fs::write(path, &png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     let overflow = browser
         .eval("return document.documentElement.scrollWidth - document.documentElement.clientWidth");
@@ -84,15 +93,19 @@ fn shoot(browser: &Browser, width: u64, height: u64, whole: bool, path: &Path) {
     );
 }
 
-/// A look-only picture in the temp dir.
-fn scratch(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("cronlease-{name}.png"))
-}
-
 #[test]
-#[ignore = "writes docs/dashboard.png; run with --ignored to regenerate it"]
 fn dashboard_screenshot_of_the_demo_cluster() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let temp = tempfile::tempdir().unwrap();
+    let dir = std::env::var_os("CRONLEASE_SCREENSHOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| temp.path().to_path_buf());
+    let scratch = |name: &str| dir.join(format!("cronlease-{name}.png"));
+    let readme_picture = if std::env::var_os("CRONLEASE_UPDATE_SCREENSHOT").is_some() {
+        root.join("docs/dashboard.png")
+    } else {
+        scratch("dashboard")
+    };
     let cfg = root.join("jobs.toml");
     let mut jobs = job_names(&cfg);
     jobs.sort();
@@ -132,7 +145,7 @@ fn dashboard_screenshot_of_the_demo_cluster() {
     );
 
     // The README's: as high as the page. The phone's: the whole page, to look at.
-    shoot(&browser, 1280, 400, true, &root.join("docs/dashboard.png"));
+    shoot(&browser, 1280, 400, true, &readme_picture);
     shoot(&browser, 390, 844, true, &scratch("dashboard-phone"));
     // The jobs table scrolled to its end: the job names stay in view.
     browser.eval(
