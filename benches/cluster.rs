@@ -120,6 +120,29 @@ impl Bench {
         Node::spawn_with_http(&self.emu, cfg, id, env)
     }
 
+    /// Three nodes (`{prefix}-0..2`, default election) on a fresh store with these `n` jobs,
+    /// once every job has a leader and the one-off work of taking a lease (a history prune and
+    /// a catch-up check per acquisition) is over: scaled to an hour, it would pass for a
+    /// steady cost.
+    fn settled_cluster(&mut self, jobs: &str, n: usize, prefix: &str) -> Vec<(Node, u16)> {
+        let cfg = self.setup(DEFAULTS, jobs);
+        let nodes: Vec<(Node, u16)> = (0..3)
+            .map(|i| self.node(&cfg, &format!("{prefix}-{i}"), &[]))
+            .collect();
+        assert!(
+            wait_until(Duration::from_secs(300), || leases_held(&nodes)
+                .iter()
+                .sum::<f64>()
+                >= n as f64),
+            "not every job got a leader"
+        );
+        let settled = Instant::now();
+        assert!(wait_until(SETTLE + Duration::from_secs(5), || settled
+            .elapsed()
+            >= SETTLE));
+        nodes
+    }
+
     // ---- the dashboard: what open pages cost ---------------------------------------------------
 
     fn dashboard(&mut self) -> String {
@@ -151,21 +174,7 @@ impl Bench {
                     )
                 })
                 .collect();
-            let cfg = self.setup(DEFAULTS, &jobs);
-            let nodes: Vec<(Node, u16)> = (0..3)
-                .map(|i| self.node(&cfg, &format!("dash-{i}"), &[]))
-                .collect();
-            assert!(
-                wait_until(Duration::from_secs(300), || leases_held(&nodes)
-                    .iter()
-                    .sum::<f64>()
-                    >= n as f64),
-                "not every job got a leader"
-            );
-            let settled = Instant::now();
-            assert!(wait_until(SETTLE + Duration::from_secs(5), || settled
-                .elapsed()
-                >= SETTLE));
+            let nodes = self.settled_cluster(&jobs, n, "dash");
             let port = nodes[0].1;
             page_gzip = gzipped_size(port, "/");
             page_bytes = http(port, "GET", "/", Duration::from_secs(5))
@@ -711,23 +720,7 @@ impl Bench {
                 )
             })
             .collect();
-        let cfg = self.setup(DEFAULTS, &jobs);
-        let nodes: Vec<(Node, u16)> = (0..3)
-            .map(|i| self.node(&cfg, &format!("cost-{i}"), &[]))
-            .collect();
-        assert!(
-            wait_until(Duration::from_secs(180), || leases_held(&nodes)
-                .iter()
-                .sum::<f64>()
-                >= n as f64),
-            "not every job got a leader"
-        );
-        // Then let the one-off work of taking a lease (a history prune and a catch-up check
-        // per acquisition) finish: scaled to an hour, it would pass for a steady cost.
-        let settled = Instant::now();
-        assert!(wait_until(SETTLE + Duration::from_secs(5), || settled
-            .elapsed()
-            >= SETTLE));
+        let nodes = self.settled_cluster(&jobs, n, "cost");
         let before: Vec<_> = nodes
             .iter()
             .map(|(node, p)| (scrape(*p), cpu_secs(node.pid)))

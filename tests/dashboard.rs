@@ -39,18 +39,7 @@ fn a_headless_chromium_reads_a_nodes_http_interface() {
 
 /// The leader the page shows for `job` (`None` until its row is there).
 fn shown_leader(browser: &Browser, job: &str) -> Option<String> {
-    browser
-        .block_on(async {
-            browser
-                .client
-                .find(fantoccini::Locator::Css(&format!(
-                    "tr[data-job=\"{job}\"] td.leader"
-                )))
-                .await?
-                .text()
-                .await
-        })
-        .ok()
+    browser.text_of(&format!("tr[data-job=\"{job}\"] td.leader"))
 }
 
 #[test]
@@ -222,6 +211,21 @@ fn buttons_only_with_a_token_and_run_now_runs_the_job_once() {
     );
 }
 
+/// The first job's newest run once it is running, as the node on `port` reports it: (its
+/// node, its fire time).
+fn caught_running(port: u16) -> (String, String) {
+    let mut report = serde_json::Value::Null;
+    common::poll_for(Duration::from_secs(40), || {
+        report = cluster(port);
+        let run = &report["jobs"][0]["runs"][0];
+        (run["outcome"] == "running").then(|| {
+            let text = |field: &str| run[field].as_str().unwrap().to_string();
+            (text("node"), text("fire_time"))
+        })
+    })
+    .unwrap_or_else(|| panic!("no run caught running: {report}"))
+}
+
 /// The `/api/cluster` report of the node on `port`.
 fn cluster(port: u16) -> serde_json::Value {
     common::http(port, "GET", "/api/cluster", Duration::from_secs(5))
@@ -249,17 +253,7 @@ fn a_runs_mark_shows_its_output_and_follows_a_run_on_another_node_live() {
     // The browser first: once a run is caught running there is no time to start one.
     let browser = Browser::start();
     // A run going on, and which node runs it: the page is served by another one.
-    let mut report = serde_json::Value::Null;
-    let runner = common::poll_for(Duration::from_secs(40), || {
-        report = cluster(nodes[0].1);
-        let run = &report["jobs"][0]["runs"][0];
-        (run["outcome"] == "running").then(|| run["node"].as_str().unwrap().to_string())
-    })
-    .unwrap_or_else(|| panic!("no run caught running: {report}"));
-    let fire = report["jobs"][0]["runs"][0]["fire_time"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (runner, fire) = caught_running(nodes[0].1);
     let server = ["a", "b", "c"].iter().position(|n| *n != runner).unwrap();
     // The relay itself, read beside the page: every line once, then the chunked end.
     let relayed = {
@@ -478,17 +472,7 @@ fn a_followed_run_whose_node_freezes_ends_as_lost_on_the_page() {
         .iter()
         .map(|id| Node::spawn_with_http(&emu, &cfg, id, &[]))
         .collect();
-    let mut report = serde_json::Value::Null;
-    let runner = common::poll_for(Duration::from_secs(40), || {
-        report = cluster(nodes[0].1);
-        let run = &report["jobs"][0]["runs"][0];
-        (run["outcome"] == "running").then(|| run["node"].as_str().unwrap().to_string())
-    })
-    .unwrap_or_else(|| panic!("no run caught running: {report}"));
-    let fire = report["jobs"][0]["runs"][0]["fire_time"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (runner, fire) = caught_running(nodes[0].1);
     let (frozen, server) = if runner == "a" { (0, 1) } else { (1, 0) };
     let browser = Browser::start();
     browser.goto(&format!("http://127.0.0.1:{}/", nodes[server].1));

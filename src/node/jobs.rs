@@ -98,12 +98,6 @@ impl JobTable {
         self.state.read().unwrap().index.get(name).copied()
     }
 
-    /// Whether `name` is a job of the current file (enabled or not).
-    pub fn in_file(&self, name: &str) -> bool {
-        let t = self.state.read().unwrap();
-        t.index.get(name).is_some_and(|&i| !t.retired[i])
-    }
-
     /// Whether slot `idx` is contested and run: a job of the current file, enabled.
     pub fn is_contested(&self, idx: usize) -> bool {
         let t = self.state.read().unwrap();

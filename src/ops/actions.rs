@@ -71,7 +71,7 @@ fn authorize(state: &NodeState, headers: &HeaderMap) -> Result<(), Box<Response>
 }
 
 /// A job's definition on this node, and the store to act through.
-type Target = (Arc<crate::config::Job>, Arc<dyn crate::store::Store>);
+pub(crate) type Target = (Arc<crate::config::Job>, Arc<dyn crate::store::Store>);
 
 /// A write allowed: the token checked, the job known, the store reached; or the answer that
 /// says why not.
@@ -81,7 +81,7 @@ fn admit(state: &NodeState, headers: &HeaderMap, job: &str) -> Result<Target, Bo
 }
 
 /// The job's definition on this node, and the store; or the answer that says why not.
-fn job_and_store(state: &NodeState, job: &str) -> Result<Target, Box<Response>> {
+pub(crate) fn job_and_store(state: &NodeState, job: &str) -> Result<Target, Box<Response>> {
     let Some(def) = state.jobs.index(job).map(|i| state.jobs.get(i)) else {
         return Err(Box::new(error(
             StatusCode::NOT_FOUND,

@@ -90,31 +90,20 @@ async fn read(state: &NodeState, job: &str, fire: &str) -> Result<RunRecord, Box
             format!("{job:?} cannot be a job's name"),
         )));
     }
-    if !state.jobs.in_file(job) {
-        return Err(Box::new(error(
-            StatusCode::NOT_FOUND,
-            format!("no job {job:?} in this node's file"),
-        )));
-    }
+    let (_, records) = crate::ops::actions::job_and_store(state, job)?;
     let Some(fire_time) = parse_fire_time(fire) else {
         return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             format!("bad fire time {fire:?}: expected RFC 3339 or a run key's unix seconds"),
         )));
     };
-    let Some(running) = state.running.get() else {
-        return Err(Box::new(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this node has not reached the store yet".into(),
-        )));
-    };
     let unavailable = |e: StoreError| {
         Box::new(error(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot read the store ({}): {e}", running.store),
+            format!("cannot read the store ({}): {e}", records.describe()),
         ))
     };
-    match timed(running.handle.get_run(job, fire_time)).await {
+    match timed(records.get_run(job, fire_time)).await {
         Ok(Some(run)) => Ok(run),
         Ok(None) => Err(Box::new(error(
             StatusCode::NOT_FOUND,
