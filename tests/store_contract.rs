@@ -10,8 +10,9 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use cronlease::store::file::FileStore;
 use cronlease::store::{
-    BackfillRequest, Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause,
+    Acquire, BackfillRequest, Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause,
     RequestChange, Requests, RunRecord, RunTrigger, Store, StoreError, TriggerRequest,
+    ACQUIRE_BATCH,
 };
 
 use common::Emulator;
@@ -250,6 +251,141 @@ async fn acquire_fails_when_anything_observed_changed(store: Arc<dyn Store>) {
         .acquire("job", &gone, &lease("a", "sa", t + 2))
         .await
         .unwrap());
+}
+
+/// One acquisition of a batch: `job` from what `snap` shows, for `who` in `session`.
+fn acquisition(snap: &cronlease::store::Snapshot, job: &str, who: &str, session: &str) -> Acquire {
+    let cur = snap.leases.get(job).cloned();
+    let holder_node = cur
+        .as_ref()
+        .filter(|l| !l.holder.is_empty())
+        .and_then(|l| snap.nodes.get(&l.holder))
+        .map(|n| (n.session.clone(), n.heartbeat));
+    let term = cur.as_ref().map_or(0, |l| l.term) + 1;
+    Acquire {
+        job: job.to_string(),
+        observed: Observed {
+            lease: cur,
+            holder_node,
+        },
+        new: lease(who, session, term),
+    }
+}
+
+/// A batch writes every lease still as observed and leaves the others as they are: a holder
+/// that heartbeated keeps its lease, a lease taken since is not taken again; each lease taken
+/// gets its own job's next term; pauses and requests stay as stored.
+async fn a_batch_takes_only_what_is_still_as_observed(store: Arc<dyn Store>) {
+    store.put_node(&node("a", "sa", 1)).await.unwrap();
+    store.put_node(&node("dead", "sd", 7)).await.unwrap();
+    let jobs: Vec<String> = (0..6).map(|i| format!("job{i}")).collect();
+    // job0 and job1 held by `dead` (terms 1 and 2), job2 by `a`, job3 free with a pause,
+    // job4 and job5 never held.
+    take(&*store, "job0", "dead", "sd").await;
+    take(&*store, "job1", "a", "sa").await;
+    take(&*store, "job1", "dead", "sd").await;
+    take(&*store, "job2", "a", "sa").await;
+    assert!(store
+        .set_pause("job3", Some(&pause("ops", 1, "hold")))
+        .await
+        .unwrap());
+    let snap = store.snapshot(&jobs).await.unwrap();
+    let batch: Vec<Acquire> = jobs
+        .iter()
+        .map(|j| acquisition(&snap, j, "b", "sb"))
+        .collect();
+    // Since the observation: `a` heartbeated (job2 stays), and somebody took job5.
+    store.put_node(&node("a", "sa", 2)).await.unwrap();
+    take(&*store, "job5", "c", "sc").await;
+    let mut won = store.acquire_many(&batch).await.unwrap();
+    won.sort();
+    assert_eq!(won, ["job0", "job1", "job3", "job4"]);
+    let now = store.leases(&jobs).await.unwrap();
+    for (job, term) in [("job0", 2), ("job1", 3), ("job3", 1), ("job4", 1)] {
+        assert_eq!(
+            (now[job].holder.as_str(), now[job].term),
+            ("b", term),
+            "{job}"
+        );
+    }
+    assert_eq!(
+        now["job2"].holder, "a",
+        "a holder that heartbeated keeps its lease"
+    );
+    assert_eq!(
+        now["job5"].holder, "c",
+        "a lease taken since is not taken again"
+    );
+    assert_eq!(
+        now["job3"].paused,
+        Some(pause("ops", 1, "hold")),
+        "the pause stays"
+    );
+    // The same batch again: nothing is as observed any more.
+    assert!(store.acquire_many(&batch).await.unwrap().is_empty());
+    assert!(store.acquire_many(&[]).await.unwrap().is_empty());
+}
+
+/// A full batch ([`ACQUIRE_BATCH`] leases) is one call, and two batches racing from one
+/// observation never both take a lease: each lease ends with the batch that reports it.
+/// (A Datastore transaction touches at most 25 entity groups: that store splits a batch into
+/// transactions of that size, each all-or-nothing.)
+async fn racing_batches_never_take_a_lease_twice(store: Arc<dyn Store>) {
+    let jobs: Vec<String> = (0..ACQUIRE_BATCH).map(|i| format!("job{i:04}")).collect();
+    let snap = store.snapshot(&jobs).await.unwrap();
+    let mine: Vec<Acquire> = jobs
+        .iter()
+        .map(|j| acquisition(&snap, j, "a", "sa"))
+        .collect();
+    assert_eq!(
+        store.acquire_many(&mine).await.unwrap().len(),
+        ACQUIRE_BATCH
+    );
+    let held = store.leases(&jobs).await.unwrap();
+    assert!(held.values().all(|l| l.holder == "a" && l.term == 1));
+    // `a` is gone (its record never existed): two nodes race for all of its leases, each in
+    // batches that overlap the other's half-way.
+    let snap = store.snapshot(&jobs).await.unwrap();
+    let half = ACQUIRE_BATCH / 2;
+    let b: Vec<Acquire> = jobs[..half + 50]
+        .iter()
+        .map(|j| acquisition(&snap, j, "b", "sb"))
+        .collect();
+    let c: Vec<Acquire> = jobs[half - 50..]
+        .iter()
+        .map(|j| acquisition(&snap, j, "c", "sc"))
+        .collect();
+    let (won_b, won_c) = tokio::join!(store.acquire_many(&b), store.acquire_many(&c));
+    // A backend may report contention as an error: that batch's leases may then have been
+    // written unreported (the caller re-reads), but never taken twice.
+    let both_answered = won_b.is_ok() && won_c.is_ok();
+    let won_b = won_b.unwrap_or_default();
+    let won_c = won_c.unwrap_or_default();
+    assert!(!won_b.is_empty() || !won_c.is_empty(), "somebody wins");
+    let now = store.leases(&jobs).await.unwrap();
+    for job in &won_b {
+        assert!(!won_c.contains(job), "{job} taken by both batches");
+        assert_eq!((now[job].holder.as_str(), now[job].term), ("b", 2), "{job}");
+    }
+    for job in &won_c {
+        assert_eq!((now[job].holder.as_str(), now[job].term), ("c", 2), "{job}");
+    }
+    let unreported = jobs
+        .iter()
+        .filter(|j| !won_b.contains(j) && !won_c.contains(j))
+        .filter(|j| now[*j].holder != "a")
+        .count();
+    if both_answered {
+        assert_eq!(
+            unreported, 0,
+            "a lease changed by a batch that did not report it"
+        );
+    }
+    // Hundreds of leases go back in one call too (a graceful stop of a node that led them).
+    let freed = store.release(&jobs, "b", "sb").await.unwrap();
+    let now = store.leases(&jobs).await.unwrap();
+    assert_eq!(freed, won_b.len());
+    assert!(won_b.iter().all(|j| now[j].is_free()));
 }
 
 async fn a_fire_time_is_claimed_once_across_contenders(store: Arc<dyn Store>) {
@@ -1563,6 +1699,8 @@ macro_rules! contract {
             concurrent_acquirers_exactly_one_wins,
             term_grows_on_every_change_of_holder,
             acquire_fails_when_anything_observed_changed,
+            a_batch_takes_only_what_is_still_as_observed,
+            racing_batches_never_take_a_lease_twice,
             a_fire_time_is_claimed_once_across_contenders,
             a_stale_holder_cannot_claim,
             claim_racing_a_takeover_never_both,

@@ -417,9 +417,7 @@ mod tests {
     use chrono::{DateTime, Utc};
     use tokio_util::sync::CancellationToken;
 
-    use crate::store::{
-        Claim, Fence, LeaseRecord, NodeRecord, Observed, StoreResult, RUNNING as R,
-    };
+    use crate::store::{Claim, Fence, LeaseRecord, NodeRecord, StoreResult, RUNNING as R};
 
     /// Run records in memory; `down` makes every call fail as an outage does.
     #[derive(Default)]
@@ -462,7 +460,7 @@ mod tests {
         async fn leases(&self, _: &[String]) -> StoreResult<HashMap<String, LeaseRecord>> {
             unreachable!()
         }
-        async fn acquire(&self, _: &str, _: &Observed, _: &LeaseRecord) -> StoreResult<bool> {
+        async fn acquire_many(&self, _: &[crate::store::Acquire]) -> StoreResult<Vec<String>> {
             unreachable!()
         }
         async fn release(&self, _: &[String], _: &str, _: &str) -> StoreResult<usize> {

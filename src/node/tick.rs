@@ -1328,7 +1328,7 @@ mod tests {
     use crate::config::{Action, ElectionConfig};
     use crate::node::history::History;
     use crate::node::session::Session;
-    use crate::store::{Fence, LeaseRecord, NodeRecord, Observed, StoreError, StoreResult};
+    use crate::store::{Fence, LeaseRecord, NodeRecord, StoreError, StoreResult};
 
     /// A store that is never reached: these tests stop before any store call.
     struct Unreachable;
@@ -1357,7 +1357,7 @@ mod tests {
         async fn leases(&self, _: &[String]) -> StoreResult<HashMap<String, LeaseRecord>> {
             down()
         }
-        async fn acquire(&self, _: &str, _: &Observed, _: &LeaseRecord) -> StoreResult<bool> {
+        async fn acquire_many(&self, _: &[crate::store::Acquire]) -> StoreResult<Vec<String>> {
             down()
         }
         async fn release(&self, _: &[String], _: &str, _: &str) -> StoreResult<usize> {

@@ -878,7 +878,7 @@ mod tests {
 
     use async_trait::async_trait;
 
-    use crate::store::{Claim, Observed, StoreResult};
+    use crate::store::{Claim, StoreResult};
 
     const CONFIG: &str = r#"
 [election]
@@ -1362,7 +1362,7 @@ STALE: no heartbeat for longer than the lease (its clock vs. ours)
             l.retain(|k, _| jobs.contains(k));
             Ok(l)
         }
-        async fn acquire(&self, _: &str, _: &Observed, _: &LeaseRecord) -> StoreResult<bool> {
+        async fn acquire_many(&self, _: &[crate::store::Acquire]) -> StoreResult<Vec<String>> {
             unreachable!("status writes nothing")
         }
         async fn release(&self, _: &[String], _: &str, _: &str) -> StoreResult<usize> {

@@ -40,9 +40,10 @@ use gcloud_sdk::{GoogleApi, GoogleAuthMiddleware};
 
 use ds::key::path_element::IdType;
 use ds::value::ValueType;
+use futures::StreamExt;
 
 use super::{
-    parse_time_key, Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause,
+    parse_time_key, Acquire, Claim, Definitions, Fence, LeaseRecord, NodeRecord, Pause,
     RequestChange, Requests, RunRecord, RunTrigger, Store, StoreError, StoreResult, RUNNING,
 };
 use crate::config::StoreConfig;
@@ -59,8 +60,15 @@ const CONTROL_EPOCH: &str = "epoch";
 const KIND_DEFINITIONS: &str = "Definitions";
 /// Datastore's limit on keys per lookup.
 const LOOKUP_BATCH: usize = 1000;
-/// Datastore's limit on mutations per commit.
+/// The most entity groups one transaction may touch: Datastore's old limit, which the emulator
+/// still enforces ("operating on too many entity groups in a single transaction"). Every lease
+/// and every node record is a group of its own, so a transaction over many leases goes in
+/// pieces of this size.
+const TX_GROUPS: usize = 25;
+/// Datastore's limit on mutations per commit (a non-transactional delete of old runs).
 const COMMIT_BATCH: usize = 500;
+/// How many of those transactions one call runs side by side.
+const TX_IN_FLIGHT: usize = 8;
 /// How many of the jobs a node leads its record lists (the rest are in the leases).
 const NODE_JOBS_LISTED: usize = 100;
 /// How often a transaction is retried after ABORTED before the caller is told it lost.
@@ -570,6 +578,57 @@ impl DatastoreStore {
         )))
     }
 
+    /// One transaction of [`Store::acquire_many`]: read the leases and their observed holders'
+    /// node records, write the leases still as observed. A conflicting commit (another node
+    /// took one of them, or a holder heartbeated) aborts all of it: read again and write what
+    /// still matches.
+    async fn acquire_chunk(&self, batch: &[&Acquire]) -> StoreResult<Vec<String>> {
+        let mut holders: Vec<&str> = batch
+            .iter()
+            .map(|a| a.observed.holder())
+            .filter(|h| !h.is_empty())
+            .collect();
+        holders.sort_unstable();
+        holders.dedup();
+        for attempt in 1..=ABORT_RETRIES {
+            let keys = batch
+                .iter()
+                .map(|a| self.key(KIND_LEASE, &a.job))
+                .chain(holders.iter().map(|h| self.key(KIND_NODE, h)))
+                .collect();
+            let (tx, found) = self.begin_with(keys).await?;
+            let mut won = Vec::new();
+            let mut mutations = Vec::new();
+            for a in batch {
+                let lease_now = self.or_rollback(&tx, self.lease_in(&found, &a.job)).await?;
+                let holder = a.observed.holder();
+                let node_now = found
+                    .get(&found_key(KIND_NODE, holder))
+                    .filter(|_| !holder.is_empty())
+                    .and_then(parse_node);
+                let node_now = node_now.as_ref().map(|n| (n.session.as_str(), n.heartbeat));
+                if a.observed.still(lease_now.as_ref(), node_now) {
+                    let new = a.record(lease_now.as_ref());
+                    mutations.push(mutation(ds::mutation::Operation::Upsert(
+                        self.lease_entity(&a.job, &new),
+                    )));
+                    won.push(a.job.clone());
+                }
+            }
+            if mutations.is_empty() {
+                self.rollback(tx).await;
+                return Ok(won);
+            }
+            match self.commit(Some(tx), mutations).await {
+                Ok(_) => return Ok(won),
+                Err(s) if s.code() == Code::Aborted && attempt < ABORT_RETRIES => continue,
+                Err(s) if s.code() == Code::Aborted => return Ok(Vec::new()),
+                Err(s) => return Err(map_status(s)),
+            }
+        }
+        Ok(Vec::new())
+    }
+
     fn lease_entity(&self, job: &str, lease: &LeaseRecord) -> ds::Entity {
         let mut props = HashMap::new();
         props.insert("holder".into(), string(&lease.holder, true));
@@ -833,56 +892,34 @@ impl Store for DatastoreStore {
             .collect()
     }
 
-    async fn acquire(
-        &self,
-        job: &str,
-        observed: &Observed,
-        new: &LeaseRecord,
-    ) -> StoreResult<bool> {
-        let holder = observed
-            .lease
-            .as_ref()
-            .map(|l| l.holder.clone())
-            .unwrap_or_default();
-        let mut keys = vec![self.key(KIND_LEASE, job)];
-        if !holder.is_empty() {
-            keys.push(self.key(KIND_NODE, &holder));
+    async fn acquire_many(&self, batch: &[Acquire]) -> StoreResult<Vec<String>> {
+        // A transaction touches at most TX_GROUPS entity groups (each lease and each node
+        // record is one): the batch goes in transactions of that size, side by side.
+        let chunks = tx_chunks(batch);
+        let calls: Vec<_> = chunks.iter().map(|c| self.acquire_chunk(c)).collect();
+        let results = futures::stream::iter(calls)
+            .buffer_unordered(TX_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await;
+        let mut won = Vec::new();
+        let mut error = None;
+        for r in results {
+            match r {
+                Ok(w) => won.extend(w),
+                Err(e) => error = Some(e),
+            }
         }
-        let (tx, found) = self.begin_with(keys).await?;
-        let lease_now = self.or_rollback(&tx, self.lease_in(&found, job)).await?;
-        let node_now = if holder.is_empty() {
-            None
-        } else {
-            found
-                .get(&found_key(KIND_NODE, &holder))
-                .and_then(parse_node)
-                .map(|n| (n.session, n.heartbeat))
-        };
-        let unchanged = same_lease(lease_now.as_ref(), observed.lease.as_ref())
-            && (holder.is_empty() || node_now == observed.holder_node);
-        // The pause and the requests are not the acquirer's to change: the stored ones stay.
-        // (Requests are not compared: they changing since the observation does not fail the
-        // acquire, which writes the ones read here; a change committed meanwhile aborts it.)
-        let new = LeaseRecord {
-            paused: lease_now.as_ref().and_then(|l| l.paused.clone()),
-            resumed_at: lease_now.as_ref().and_then(|l| l.resumed_at),
-            requests: lease_now
-                .as_ref()
-                .map(|l| l.requests.clone())
-                .unwrap_or_default(),
-            ..new.clone()
-        };
-        self.commit_if(tx, unchanged, || {
-            vec![mutation(ds::mutation::Operation::Upsert(
-                self.lease_entity(job, &new),
-            ))]
-        })
-        .await
+        match error {
+            // Nothing taken: say why. Some taken: report those; the rest were not written (or
+            // their answer was lost, and the next read of the leases finds them).
+            Some(e) if won.is_empty() => Err(e),
+            _ => Ok(won),
+        }
     }
 
     async fn release(&self, jobs: &[String], node: &str, session: &str) -> StoreResult<usize> {
         let mut freed = 0;
-        for chunk in jobs.chunks(COMMIT_BATCH) {
+        for chunk in jobs.chunks(TX_GROUPS) {
             let mut attempt = 0;
             loop {
                 attempt += 1;
@@ -1243,26 +1280,34 @@ fn map_status(s: Status) -> StoreError {
     }
 }
 
+/// `batch` in pieces of at most [`TX_GROUPS`] entity groups: its leases and their distinct
+/// observed holders' node records.
+fn tx_chunks(batch: &[Acquire]) -> Vec<Vec<&Acquire>> {
+    let mut chunks: Vec<Vec<&Acquire>> = Vec::new();
+    let mut holders: Vec<&str> = Vec::new();
+    for a in batch {
+        let holder = a.observed.holder();
+        let new_holder = !holder.is_empty() && !holders.contains(&holder);
+        let groups = |c: &Vec<&Acquire>, h: &Vec<&str>| c.len() + h.len();
+        let fits = chunks
+            .last()
+            .is_some_and(|c| groups(c, &holders) + 1 + usize::from(new_holder) <= TX_GROUPS);
+        if !fits {
+            chunks.push(Vec::new());
+            holders.clear();
+        }
+        if !holder.is_empty() && !holders.contains(&holder) {
+            holders.push(holder);
+        }
+        chunks.last_mut().expect("pushed above").push(a);
+    }
+    chunks
+}
+
 fn mutation(op: ds::mutation::Operation) -> ds::Mutation {
     ds::Mutation {
         operation: Some(op),
         ..Default::default()
-    }
-}
-
-/// Whether the stored lease `a` is the observed `b`: holder, session, term, pause and resume
-/// (`acquired_at` is informational and not compared).
-fn same_lease(a: Option<&LeaseRecord>, b: Option<&LeaseRecord>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(a), Some(b)) => {
-            a.holder == b.holder
-                && a.session == b.session
-                && a.term == b.term
-                && a.paused == b.paused
-                && a.resumed_at == b.resumed_at
-        }
-        _ => false,
     }
 }
 
@@ -1456,6 +1501,7 @@ fn parse_run(e: &ds::Entity) -> Option<RunRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Observed;
 
     fn run_entity_without_attempts() -> ds::Entity {
         let mut props = HashMap::new();
@@ -1535,8 +1581,12 @@ mod tests {
             })
         );
         assert_eq!(paused.resumed_at, Some(at));
-        assert!(!same_lease(Some(&old), Some(&paused)));
-        assert!(same_lease(Some(&paused), Some(&paused.clone())));
+        let seen = |l: &LeaseRecord| Observed {
+            lease: Some(l.clone()),
+            holder_node: Some(("s".into(), 1)),
+        };
+        assert!(!seen(&paused).still(Some(&old), Some(("s", 1))));
+        assert!(seen(&paused).still(Some(&paused.clone()), Some(("s", 1))));
     }
 
     #[test]

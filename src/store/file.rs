@@ -83,7 +83,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 
 use super::json_records::{self as records, Lease, LeasesFile, LEASES_VERSION};
 use super::{
-    parse_time_key, time_key, Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause,
+    parse_time_key, time_key, Acquire, Claim, Definitions, Fence, LeaseRecord, NodeRecord, Pause,
     RequestChange, RunRecord, Store, StoreError, StoreResult, RUNNING,
 };
 
@@ -481,15 +481,6 @@ fn run_time(stem: &str) -> Option<DateTime<Utc>> {
     parse_time_key(stem).filter(|t| time_key(*t) == stem)
 }
 
-/// Whether the stored lease `a` is the observed `b` (pause and resume included).
-fn same_lease(a: Option<&Lease>, b: Option<&LeaseRecord>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(a), Some(b)) => a.is(b),
-        _ => false,
-    }
-}
-
 #[async_trait]
 impl Store for FileStore {
     fn describe(&self) -> String {
@@ -566,39 +557,39 @@ impl Store for FileStore {
         .await
     }
 
-    async fn acquire(
-        &self,
-        job: &str,
-        observed: &Observed,
-        new: &LeaseRecord,
-    ) -> StoreResult<bool> {
-        let (job, observed, mut new) = (job.to_string(), observed.clone(), Lease::from(new));
-        self.change("acquire", move |dir| {
+    async fn acquire_many(&self, batch: &[Acquire]) -> StoreResult<Vec<String>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = batch.to_vec();
+        // Under the lock: one read of the leases, one of each observed holder, one write.
+        self.change("acquire_many", move |dir| {
             let mut file = dir.read_leases()?;
-            let holder = observed
-                .lease
-                .as_ref()
-                .map(|l| l.holder.clone())
-                .unwrap_or_default();
-            let node_now = if holder.is_empty() {
-                None
-            } else {
-                dir.read_node(&holder)?.map(|n| (n.session, n.heartbeat))
-            };
-            let unchanged = same_lease(file.leases.get(&job), observed.lease.as_ref())
-                && (holder.is_empty() || node_now == observed.holder_node);
-            if !unchanged {
-                return Ok(false);
+            let mut holders: HashMap<String, Option<(String, i64)>> = HashMap::new();
+            let mut won = Vec::new();
+            for a in &batch {
+                let holder = a.observed.holder();
+                let node_now = if holder.is_empty() {
+                    None
+                } else {
+                    if !holders.contains_key(holder) {
+                        let now = dir.read_node(holder)?.map(|n| (n.session, n.heartbeat));
+                        holders.insert(holder.to_string(), now);
+                    }
+                    holders[holder].clone()
+                };
+                let stored = file.leases.get(&a.job).cloned().map(LeaseRecord::from);
+                let node_now = node_now.as_ref().map(|(s, h)| (s.as_str(), *h));
+                if a.observed.still(stored.as_ref(), node_now) {
+                    let new = a.record(stored.as_ref());
+                    file.leases.insert(a.job.clone(), Lease::from(&new));
+                    won.push(a.job.clone());
+                }
             }
-            // The pause and the requests are not the acquirer's to change: the stored ones
-            // stay.
-            let stored = file.leases.get(&job);
-            new.paused = stored.and_then(|l| l.paused.clone());
-            new.resumed_at = stored.and_then(|l| l.resumed_at);
-            new.requests = stored.map(|l| l.requests.clone()).unwrap_or_default();
-            file.leases.insert(job, new);
-            dir.write_leases(&file)?;
-            Ok(true)
+            if !won.is_empty() {
+                dir.write_leases(&file)?;
+            }
+            Ok(won)
         })
         .await
     }

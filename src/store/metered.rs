@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause, RequestChange, RunRecord,
-    Store, StoreResult,
+    Acquire, Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause, RequestChange,
+    RunRecord, Store, StoreResult,
 };
 use crate::ops::metrics::Metrics;
 
@@ -111,6 +111,20 @@ impl Store for Metered {
         let reads = 1 + u64::from(observed.holder_node.is_some());
         self.timed_read("acquire", self.inner.acquire(job, observed, new), |won| {
             (u64::from(*won), reads)
+        })
+        .await
+    }
+
+    async fn acquire_many(&self, batch: &[Acquire]) -> StoreResult<Vec<String>> {
+        // Reads: every lease and each distinct observed holder's node record.
+        let holders: std::collections::HashSet<&str> = batch
+            .iter()
+            .map(|a| a.observed.holder())
+            .filter(|h| !h.is_empty())
+            .collect();
+        let reads = (batch.len() + holders.len()) as u64;
+        self.timed_read("acquire_many", self.inner.acquire_many(batch), |won| {
+            (won.len() as u64, reads)
         })
         .await
     }

@@ -154,6 +154,61 @@ pub struct Observed {
     pub holder_node: Option<(String, i64)>,
 }
 
+impl Observed {
+    /// The holder observed: empty when the lease was free or absent.
+    pub fn holder(&self) -> &str {
+        self.lease.as_ref().map_or("", |l| l.holder.as_str())
+    }
+
+    /// The compare of every acquisition, the same on every backend: the stored lease is the
+    /// observed one (holder, session, term, pause and resume; `acquired_at` is informational
+    /// and the requests are kept as stored, so neither is compared), and the observed holder's
+    /// node record still shows the (session, heartbeat) seen (`holder_now`, `None` when the
+    /// record is gone; not looked at for a free lease).
+    pub fn still(&self, lease_now: Option<&LeaseRecord>, holder_now: Option<(&str, i64)>) -> bool {
+        let same_lease = match (lease_now, self.lease.as_ref()) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                a.holder == b.holder
+                    && a.session == b.session
+                    && a.term == b.term
+                    && a.paused == b.paused
+                    && a.resumed_at == b.resumed_at
+            }
+            _ => false,
+        };
+        same_lease
+            && (self.holder().is_empty()
+                || holder_now == self.holder_node.as_ref().map(|(s, h)| (s.as_str(), *h)))
+    }
+}
+
+/// At most this many leases go in one [`Store::acquire_many`]: Datastore commits at most 500
+/// mutations in one transaction, and every backend keeps the same bound.
+pub const ACQUIRE_BATCH: usize = 500;
+
+/// One compare-and-set of [`Store::acquire_many`]: take `job`'s lease as `new` if it is still
+/// as `observed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acquire {
+    pub job: String,
+    pub observed: Observed,
+    pub new: LeaseRecord,
+}
+
+impl Acquire {
+    /// What is written: `new` with the pause, the resume and the requests as stored (they are
+    /// not the acquirer's to change).
+    pub fn record(&self, stored: Option<&LeaseRecord>) -> LeaseRecord {
+        LeaseRecord {
+            paused: stored.and_then(|l| l.paused.clone()),
+            resumed_at: stored.and_then(|l| l.resumed_at),
+            requests: stored.map(|l| l.requests.clone()).unwrap_or_default(),
+            ..self.new.clone()
+        }
+    }
+}
+
 /// One tick's record.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RunRecord {
@@ -364,9 +419,33 @@ pub trait Store: Send + Sync {
         Ok(Snapshot { leases, nodes })
     }
     /// Compare-and-set of a lease; `Ok(true)` if `new` was written. `new`'s `paused` and
-    /// `resumed_at` are ignored: the stored ones are kept.
-    async fn acquire(&self, job: &str, observed: &Observed, new: &LeaseRecord)
-        -> StoreResult<bool>;
+    /// `resumed_at` are ignored: the stored ones are kept. A batch of one
+    /// ([`Store::acquire_many`]).
+    async fn acquire(
+        &self,
+        job: &str,
+        observed: &Observed,
+        new: &LeaseRecord,
+    ) -> StoreResult<bool> {
+        let one = Acquire {
+            job: job.to_string(),
+            observed: observed.clone(),
+            new: new.clone(),
+        };
+        Ok(!self
+            .acquire_many(std::slice::from_ref(&one))
+            .await?
+            .is_empty())
+    }
+    /// Many compare-and-sets of leases in one atomic step (at most [`ACQUIRE_BATCH`], distinct
+    /// jobs): each lease is written ([`Acquire::record`]) only if it and its holder's node
+    /// record are still as observed ([`Observed::still`]); those that changed are left as they
+    /// are. What matched is written all together or not at all: an error (or a concurrent
+    /// change the backend could not order, retried a few times) writes nothing. Terms are
+    /// per lease: each acquisition's term is its own job's old term + 1, and a claim checks
+    /// only its own job's lease. Returns the jobs written. With thousands of jobs this is what
+    /// makes taking a dead node's leases one store call per 500 instead of one per lease.
+    async fn acquire_many(&self, batch: &[Acquire]) -> StoreResult<Vec<String>>;
     /// Free the given leases if still held by `node` in `session`; returns how many were freed.
     async fn release(&self, jobs: &[String], node: &str, session: &str) -> StoreResult<usize>;
     /// Pause (`Some`) or resume (`None`) a job, atomically, in its lease record, without

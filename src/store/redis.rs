@@ -96,7 +96,7 @@ use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
 
 use super::json_records;
 use super::{
-    parse_time_key, time_key, Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause,
+    parse_time_key, time_key, Acquire, Claim, Definitions, Fence, LeaseRecord, NodeRecord, Pause,
     RequestChange, Requests, RunRecord, RunTrigger, Store, StoreError, StoreResult, RUNNING,
 };
 
@@ -111,45 +111,64 @@ const REQUESTS_CAS_TRIES: usize = 16;
 /// a cluster that is gone, never the judge of a live one.
 pub const NODE_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// Compare-and-set of a lease. Only holder, session, term and acquired_at are written: the
-/// pause fields and the requests stay as stored (requests are not compared either).
+/// Compare-and-set of many leases in one step. Only holder, session, term and acquired_at are
+/// written: the pause fields and the requests stay as stored (requests are not compared
+/// either). Every lease is checked first, then the ones that match are written: a term that
+/// would go back fails the whole script before anything is written (a script that raises an
+/// error keeps what it wrote so far, so nothing is written before the last check).
 ///
-/// KEYS: lease, the observed holder's node record (the lease key again when free).
-/// ARGV: lease seen ("0" absent, "1" present), holder, session, term; holder node seen ("0"
-/// absent, "1" present), its session, heartbeat; the new holder, session, term, acquired_at;
-/// the lease seen's paused_by, paused_at, paused_note, resumed_at ("" for none).
-const ACQUIRE: &str = r#"
-local cur = redis.call('HMGET', KEYS[1], 'holder', 'session', 'term',
-  'paused_by', 'paused_at', 'paused_note', 'resumed_at')
-local exists = redis.call('EXISTS', KEYS[1]) == 1
-if ARGV[1] == '0' then
-  if exists then return 0 end
-else
-  if not exists then return 0 end
-  if (cur[1] or '') ~= ARGV[2] or (cur[2] or '') ~= ARGV[3] or cur[3] ~= ARGV[4] then
-    return 0
-  end
-  for i = 4, 7 do
-    if (cur[i] or '') ~= ARGV[i + 8] then return 0 end
-  end
-end
-if ARGV[2] ~= '' then
-  local node_exists = redis.call('EXISTS', KEYS[2]) == 1
-  if ARGV[5] == '0' then
-    if node_exists then return 0 end
+/// KEYS: per lease, two keys: the lease, then the observed holder's node record (the lease key
+/// again when free). ARGV: per lease, 15 values: lease seen ("0" absent, "1" present), holder,
+/// session, term; holder node seen ("0" absent, "1" present), its session, heartbeat; the new
+/// holder, session, term, acquired_at; the lease seen's paused_by, paused_at, paused_note,
+/// resumed_at ("" for none). Returns the (1-based) positions of the leases written.
+const ACQUIRE_MANY: &str = r#"
+local won = {}
+for i = 1, #KEYS / 2 do
+  local lease, node, o = KEYS[2 * i - 1], KEYS[2 * i], (i - 1) * 15
+  local a = function(k) return ARGV[o + k] end
+  local cur = redis.call('HMGET', lease, 'holder', 'session', 'term',
+    'paused_by', 'paused_at', 'paused_note', 'resumed_at')
+  local exists = redis.call('EXISTS', lease) == 1
+  local same = true
+  if a(1) == '0' then
+    if exists then same = false end
   else
-    if not node_exists then return 0 end
-    local n = redis.call('HMGET', KEYS[2], 'session', 'heartbeat')
-    if n[1] ~= ARGV[6] or n[2] ~= ARGV[7] then return 0 end
+    if not exists then same = false
+    elseif (cur[1] or '') ~= a(2) or (cur[2] or '') ~= a(3) or cur[3] ~= a(4) then
+      same = false
+    else
+      for k = 4, 7 do
+        if (cur[k] or '') ~= a(k + 8) then same = false end
+      end
+    end
+  end
+  if same and a(2) ~= '' then
+    local node_exists = redis.call('EXISTS', node) == 1
+    if a(5) == '0' then
+      if node_exists then same = false end
+    else
+      if not node_exists then same = false
+      else
+        local n = redis.call('HMGET', node, 'session', 'heartbeat')
+        if n[1] ~= a(6) or n[2] ~= a(7) then same = false end
+      end
+    end
+  end
+  if same then
+    if exists and tonumber(a(10)) <= tonumber(cur[3] or '0') then
+      return redis.error_reply('cronlease: refusing to move the term of ' .. lease ..
+        ' from ' .. tostring(cur[3]) .. ' to ' .. a(10) .. ': terms never go back')
+    end
+    won[#won + 1] = i
   end
 end
-if exists and tonumber(ARGV[10]) <= tonumber(cur[3] or '0') then
-  return redis.error_reply('cronlease: refusing to move the term of ' .. KEYS[1] ..
-    ' from ' .. tostring(cur[3]) .. ' to ' .. ARGV[10] .. ': terms never go back')
+for _, i in ipairs(won) do
+  local o = (i - 1) * 15
+  redis.call('HSET', KEYS[2 * i - 1], 'holder', ARGV[o + 8], 'session', ARGV[o + 9],
+    'term', ARGV[o + 10], 'acquired_at', ARGV[o + 11])
 end
-redis.call('HSET', KEYS[1], 'holder', ARGV[8], 'session', ARGV[9], 'term', ARGV[10],
-  'acquired_at', ARGV[11])
-return 1
+return won
 "#;
 
 /// Claim a tick: insert the run only if the lease is (node, session, term), the job is not
@@ -313,7 +332,7 @@ pub struct RedisStore {
 }
 
 struct Scripts {
-    acquire: Script,
+    acquire_many: Script,
     claim: Script,
     replace_running: Script,
     raise_pruned: Script,
@@ -368,7 +387,7 @@ impl RedisStore {
             namespace: namespace.to_string(),
             timeout,
             scripts: Arc::new(Scripts {
-                acquire: Script::new(ACQUIRE),
+                acquire_many: Script::new(ACQUIRE_MANY),
                 claim: Script::new(CLAIM),
                 replace_running: Script::new(REPLACE_RUNNING),
                 raise_pruned: Script::new(RAISE_PRUNED),
@@ -966,31 +985,27 @@ impl Store for RedisStore {
         .await
     }
 
-    async fn acquire(
-        &self,
-        job: &str,
-        observed: &Observed,
-        new: &LeaseRecord,
-    ) -> StoreResult<bool> {
-        let lease_key = self.keys.lease(job);
-        let seen = observed.lease.as_ref();
-        let holder = seen.map(|l| l.holder.as_str()).unwrap_or("");
-        let node_key = if holder.is_empty() {
-            lease_key.clone()
-        } else {
-            self.keys.node(holder)
-        };
-        let (node_seen, node_session, node_heartbeat) = match &observed.holder_node {
-            Some((session, heartbeat)) => ("1", session.as_str(), heartbeat.to_string()),
-            None => ("0", "", String::new()),
-        };
-        let acquired_at = new.acquired_at.map(time_text).unwrap_or_default();
-        let [paused_by, paused_at, paused_note, resumed_at] =
-            seen.map(pause_fields).unwrap_or_default();
-        self.bounded("acquire", async {
-            let won: i64 = self
-                .scripts
-                .acquire
+    async fn acquire_many(&self, batch: &[Acquire]) -> StoreResult<Vec<String>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.scripts.acquire_many.prepare_invoke();
+        for a in batch {
+            let lease_key = self.keys.lease(&a.job);
+            let seen = a.observed.lease.as_ref();
+            let holder = a.observed.holder();
+            let node_key = if holder.is_empty() {
+                lease_key.clone()
+            } else {
+                self.keys.node(holder)
+            };
+            let (node_seen, node_session, node_heartbeat) = match &a.observed.holder_node {
+                Some((session, heartbeat)) => ("1", session.as_str(), heartbeat.to_string()),
+                None => ("0", "", String::new()),
+            };
+            let [paused_by, paused_at, paused_note, resumed_at] =
+                seen.map(pause_fields).unwrap_or_default();
+            invocation
                 .key(&lease_key)
                 .key(&node_key)
                 .arg(if seen.is_some() { "1" } else { "0" })
@@ -1000,18 +1015,22 @@ impl Store for RedisStore {
                 .arg(node_seen)
                 .arg(node_session)
                 .arg(&node_heartbeat)
-                .arg(&new.holder)
-                .arg(&new.session)
-                .arg(new.term)
-                .arg(&acquired_at)
+                .arg(&a.new.holder)
+                .arg(&a.new.session)
+                .arg(a.new.term)
+                .arg(a.new.acquired_at.map(time_text).unwrap_or_default())
                 .arg(&paused_by)
                 .arg(&paused_at)
                 .arg(&paused_note)
-                .arg(&resumed_at)
-                .invoke_async(&mut self.con())
-                .await
-                .ctx()?;
-            Ok(won == 1)
+                .arg(&resumed_at);
+        }
+        self.bounded("acquire", async {
+            let won: Vec<usize> = invocation.invoke_async(&mut self.con()).await.ctx()?;
+            Ok(won
+                .into_iter()
+                .filter_map(|i| batch.get(i.checked_sub(1)?))
+                .map(|a| a.job.clone())
+                .collect())
         })
         .await
     }

@@ -88,7 +88,7 @@ use zookeeper_client as zk;
 
 use super::json_records::{self, Lease, Node, Pruned, Run};
 use super::{
-    parse_time_key, time_key, Claim, Definitions, Fence, LeaseRecord, NodeRecord, Observed, Pause,
+    parse_time_key, time_key, Acquire, Claim, Definitions, Fence, LeaseRecord, NodeRecord, Pause,
     RequestChange, RunRecord, Store, StoreError, StoreResult, RUNNING,
 };
 
@@ -824,73 +824,91 @@ impl Store for ZooKeeperStore {
         .await
     }
 
-    async fn acquire(
-        &self,
-        job: &str,
-        observed: &Observed,
-        new: &LeaseRecord,
-    ) -> StoreResult<bool> {
-        let lease_path = self.lease_path(job)?;
-        let holder = observed
-            .lease
-            .as_ref()
-            .map(|l| l.holder.clone())
-            .unwrap_or_default();
-        let node_path = if holder.is_empty() {
-            None
-        } else {
-            Some(self.node_path(&holder)?)
-        };
-        self.bounded("acquire", async {
+    async fn acquire_many(&self, batch: &[Acquire]) -> StoreResult<Vec<String>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let paths = batch
+            .iter()
+            .map(|a| self.lease_path(&a.job))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut holders: Vec<&str> = batch
+            .iter()
+            .map(|a| a.observed.holder())
+            .filter(|h| !h.is_empty())
+            .collect();
+        holders.sort_unstable();
+        holders.dedup();
+        let holder_paths = holders
+            .iter()
+            .map(|h| Ok((h.to_string(), self.node_path(h)?)))
+            .collect::<StoreResult<HashMap<String, String>>>()?;
+        self.bounded("acquire_many", async {
             let c = self.client().await?;
-            let current = read::<Lease>(&c, lease_path.clone()).await?;
-            let same = match (&current, &observed.lease) {
-                (None, None) => true,
-                (Some((a, _)), Some(b)) => a.is(b),
-                _ => false,
-            };
-            if !same {
-                return Ok(false);
-            }
-            // The pause and the requests are not the acquirer's to change: the stored ones
-            // stay (and one changed since the read fails the version check).
-            let mut lease = Lease::from(new);
-            lease.paused = current.as_ref().and_then(|(l, _)| l.paused.clone());
-            lease.resumed_at = current.as_ref().and_then(|(l, _)| l.resumed_at);
-            lease.requests = current
-                .as_ref()
-                .map(|(l, _)| l.requests.clone())
-                .unwrap_or_default();
-            let data = to_json(&lease)?;
-            let mut txn = c.new_multi_writer();
-            if let Some(node_path) = &node_path {
-                let node = read::<Node>(&c, node_path.clone()).await?;
-                let now = node.as_ref().map(|(n, _)| (n.session.clone(), n.heartbeat));
-                if now != observed.holder_node {
-                    return Ok(false);
+            // Read every lease and observed holder (pipelined), then one multi: a version
+            // check of each holder's record, a versioned write (or create) of each lease still
+            // as observed. A change in between fails the multi as a whole: read again.
+            for _ in 0..RETRIES {
+                let lease_reads: Vec<_> =
+                    paths.iter().map(|p| read::<Lease>(&c, p.clone())).collect();
+                let leases: Vec<Option<(Lease, zk::Stat)>> = futures::stream::iter(lease_reads)
+                    .buffered(PIPELINE)
+                    .try_collect()
+                    .await?;
+                let ids: Vec<&String> = holder_paths.keys().collect();
+                let node_reads: Vec<_> = ids
+                    .iter()
+                    .map(|id| read::<Node>(&c, holder_paths[*id].clone()))
+                    .collect();
+                let found: Vec<Option<(Node, zk::Stat)>> = futures::stream::iter(node_reads)
+                    .buffered(PIPELINE)
+                    .try_collect()
+                    .await?;
+                let nodes: HashMap<String, Option<(Node, zk::Stat)>> =
+                    ids.into_iter().cloned().zip(found).collect();
+                let mut txn = c.new_multi_writer();
+                let mut checked = std::collections::HashSet::new();
+                let mut won = Vec::new();
+                for ((a, path), current) in batch.iter().zip(&paths).zip(&leases) {
+                    let stored = current.as_ref().map(|(l, _)| LeaseRecord::from(l.clone()));
+                    let holder = a.observed.holder();
+                    let node = nodes.get(holder).and_then(|n| n.as_ref());
+                    let node_now = node.map(|(n, _)| (n.session.as_str(), n.heartbeat));
+                    if !a.observed.still(stored.as_ref(), node_now) {
+                        continue;
+                    }
+                    if !holder.is_empty() && checked.insert(holder) {
+                        let node_path = &holder_paths[holder];
+                        match node {
+                            Some((_, stat)) => txn.add_check_version(node_path, stat.version),
+                            // Seen absent: still absent at commit, or the create fails.
+                            None => txn
+                                .add_create(node_path, &[], &PERSISTENT)
+                                .and_then(|()| txn.add_delete(node_path, None)),
+                        }
+                        .map_err(op_err)?;
+                    }
+                    let data = to_json(&Lease::from(&a.record(stored.as_ref())))?;
+                    match current {
+                        Some((_, stat)) => txn.add_set_data(path, &data, Some(stat.version)),
+                        None => txn.add_create(path, &data, &PERSISTENT),
+                    }
+                    .map_err(op_err)?;
+                    won.push(a.job.clone());
                 }
-                match node {
-                    Some((_, stat)) => txn.add_check_version(node_path, stat.version),
-                    // Seen absent: still absent at commit, or the create fails.
-                    None => txn
-                        .add_create(node_path, &[], &PERSISTENT)
-                        .and_then(|()| txn.add_delete(node_path, None)),
+                if won.is_empty() {
+                    return Ok(won);
                 }
-                .map_err(op_err)?;
+                match txn.commit().await {
+                    Ok(_) => return Ok(won),
+                    Err(zk::MultiWriteError::OperationFailed {
+                        source: zk::Error::BadVersion | zk::Error::NodeExists | zk::Error::NoNode,
+                        ..
+                    }) => continue,
+                    Err(e) => return Err(zk_err("acquire", e.into())),
+                }
             }
-            match &current {
-                Some((_, stat)) => txn.add_set_data(&lease_path, &data, Some(stat.version)),
-                None => txn.add_create(&lease_path, &data, &PERSISTENT),
-            }
-            .map_err(op_err)?;
-            match txn.commit().await {
-                Ok(_) => Ok(true),
-                Err(zk::MultiWriteError::OperationFailed {
-                    source: zk::Error::BadVersion | zk::Error::NodeExists | zk::Error::NoNode,
-                    ..
-                }) => Ok(false),
-                Err(e) => Err(zk_err("acquire", e.into())),
-            }
+            Ok(Vec::new())
         })
         .await
     }
