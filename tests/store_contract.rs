@@ -66,6 +66,7 @@ fn node(id: &str, session: &str, heartbeat: i64) -> NodeRecord {
         process: format!("p{id}"),
         clock_offset_ms: None,
         jobs_digest: String::new(),
+        leaving: false,
     }
 }
 
@@ -552,6 +553,14 @@ async fn the_lease_epoch_round_trips_with_the_node_record(store: Arc<dyn Store>)
     let read = store.nodes().await.unwrap();
     assert_eq!(read["a"].lease_epoch, 42, "an overwrite carries the epoch");
     assert_eq!(read["a"].session, "sa");
+    assert!(!read["a"].leaving);
+    // A stopping node says so in its record (peers place no leases on it).
+    a.leaving = true;
+    a.lease_epoch = 43;
+    store.put_node(&a).await.unwrap();
+    let read = store.nodes().await.unwrap();
+    assert!(read["a"].leaving, "the record carries leaving");
+    assert_eq!(read["a"].lease_epoch, 43);
 }
 
 async fn runs_record_outcomes(store: Arc<dyn Store>) {

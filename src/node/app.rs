@@ -4,9 +4,10 @@
 //! the store is unreachable), then run three loops: the session's heartbeat, the election's
 //! poll, and the tick source.
 //!
-//! Stop (SIGINT or SIGTERM): stop taking ticks and leases; let running jobs finish within
-//! `shutdown_grace`, then kill them; release this node's leases and delete its record, so other
-//! nodes take over at their next poll; exit 0. A second signal skips the grace period.
+//! Stop (SIGINT or SIGTERM): stop taking ticks and leases; hand back at once the leases of jobs
+//! with nothing going; let running jobs finish within `shutdown_grace`, then kill them; release
+//! the rest of this node's leases and delete its record, so other nodes take over at their
+//! next poll; exit 0. A second signal skips the grace period.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -415,6 +416,8 @@ async fn run_node(
     let _ = election_task.await;
     let _ = orphan_task.await;
     let _ = pruner.await;
+    // Leases with nothing going go back now: the others take them at their next poll.
+    election.release_idle().await;
     // 2. Running jobs finish within the grace period, else they are killed.
     tracker.close();
     let grace = reloader.node_config().shutdown_grace;

@@ -243,6 +243,15 @@ impl Drift {
         (total - 1e-9).ceil().max(0.0) as usize
     }
 
+    /// Whether every live peer runs this node's definitions (or its are unknown): then every
+    /// node contests every job, and leases are placed by [`crate::node::placement`].
+    pub fn uniform(&self, live_peers: &[&String]) -> bool {
+        let st = self.state.lock().unwrap();
+        live_peers
+            .iter()
+            .all(|p| st.peers.get(*p).is_none_or(|d| d.digest == st.mine.digest))
+    }
+
     /// Compare the definitions of this node and its live peers; log what changed.
     pub fn check(&self, live_peers: &[&String]) {
         let mut st = self.state.lock().unwrap();

@@ -54,9 +54,12 @@ use tracing::{debug, info, warn};
 use crate::config::ElectionConfig;
 use crate::node::drift::Drift;
 use crate::node::jobs::JobTable;
+use crate::node::placement;
 use crate::node::session::Session;
 use crate::ops::metrics::Metrics;
-use crate::store::{LeaseRecord, NodeRecord, Observed, Pause, Requests, Store, StoreResult};
+use crate::store::{
+    Acquire, LeaseRecord, NodeRecord, Observed, Pause, Requests, Store, StoreResult, ACQUIRE_BATCH,
+};
 
 /// What this node's last successful poll read: the node records, the leases (the election's
 /// copy: re-read only when they may have changed) and the control epoch. The dashboard's view
@@ -93,21 +96,32 @@ pub struct Leadership {
     pub session: String,
 }
 
-/// At most this many acquisitions (store transactions) are in flight at once.
-pub const ACQUIRE_IN_FLIGHT: usize = 16;
+/// At most this many batches of acquisitions ([`Store::acquire_many`]) are in flight at once.
+pub const BATCHES_IN_FLIGHT: usize = 2;
 
 /// At most this many acquisitions are tried per poll. A poll is also how this node learns what
 /// the others did, and its lease changes are announced when it ends: a poll that worked through
-/// thousands of leases on one observation would act on an ever staler view, and keep the other
-/// nodes acting on one too.
-pub const ACQUIRE_PER_POLL: usize = 400;
+/// tens of thousands of leases on one observation would act on an ever staler view. Leases are
+/// placed ([`crate::node::placement`]), so nodes do not race for them: a node's whole share of
+/// 10,000 jobs fits in one poll.
+pub const ACQUIRE_PER_POLL: usize = 5_000;
 
-/// At most this many excess leases are handed back per poll (one store transaction each way).
-pub const RELEASE_BATCH: usize = 100;
+/// At most this many excess leases are handed back per poll (a few store calls).
+pub const RELEASE_BATCH: usize = 500;
 
 /// The leases are re-read at least this often even when no node announced a change (a safety
-/// net for edits made outside cronlease); with a longer `lease`, at least once per lease.
+/// net for edits made outside cronlease); with a longer `lease`, at least once per lease; and
+/// once per this much for every 1,000 jobs ([`full_read_every`]).
 pub const FULL_READ_EVERY: Duration = Duration::from_secs(60);
+
+/// How often the safety-net read of all leases comes with `jobs` jobs: [`FULL_READ_EVERY`] (or
+/// `lease`, if longer) per 1,000 jobs, so that it reads about 1,000 leases a minute whatever the
+/// size: a cluster of idle jobs costs the store about the same per hour at 10,000 jobs as at
+/// 1,000. Changes made through cronlease never wait for it (they are announced).
+pub fn full_read_every(lease: Duration, jobs: usize) -> Duration {
+    let thousands = jobs.div_ceil(1000).max(1) as u32;
+    FULL_READ_EVERY.max(lease) * thousands
+}
 
 /// What a job without a lease record looks like: free, never held.
 static FREE_LEASE: LeaseRecord = LeaseRecord {
@@ -684,7 +698,7 @@ impl Election {
         let started = Instant::now();
         {
             let mut st = self.state.lock().unwrap();
-            let every = FULL_READ_EVERY.max(self.config.lease);
+            let every = full_read_every(self.config.lease, self.jobs.active_names().len());
             if let Some(c) = &st.leases {
                 let announced_nothing = c.epochs.len() == nodes.len()
                     && nodes.iter().all(|(id, n)| {
@@ -808,9 +822,12 @@ impl Election {
         }
         let offset_ms = self.clock_offset(st, &alive_now);
         st.alive_prev = alive_now;
+        // A node that is stopping keeps what it holds until it releases it, but takes nothing
+        // more: it is no peer for the share or the placement.
         let live_peers: Vec<&String> = nodes
-            .keys()
-            .filter(|id| *id != &self.node && alive(st, id))
+            .iter()
+            .filter(|(id, n)| *id != &self.node && !n.leaving && alive(st, id))
+            .map(|(id, _)| id)
             .collect();
         let live = live_peers.len() + 1;
         let names = self.jobs.active_names();
@@ -824,6 +841,8 @@ impl Election {
         };
 
         let mut available = Vec::new();
+        // Leases held per live node (this one included), for the placement.
+        let mut counts: HashMap<&str, usize> = HashMap::new();
         for job in names.iter() {
             let lease = leases.get(job);
             // By reference: this loop runs over every job on every poll.
@@ -866,6 +885,11 @@ impl Election {
                         previous_acquired_at: None,
                     },
                 );
+            }
+            match standing {
+                Standing::Mine => *counts.entry(self.node.as_str()).or_default() += 1,
+                Standing::Other => *counts.entry(rec.holder.as_str()).or_default() += 1,
+                Standing::Available => {}
             }
             match standing {
                 Standing::Mine => {
@@ -942,16 +966,39 @@ impl Election {
         let patience = self.config.poll * 2;
         // Patience counts from when this node could first have acted, not from start-up.
         let settled_at = st.first_poll.map(|t| t + self.config.poll).unwrap_or(now);
-        // Nodes polling at the same moment should not all race for the same lease first.
-        available.shuffle(&mut rand::rng());
-        plan.quota = share.saturating_sub(st.held.len());
-        for (job, (since, since_poll), observed) in available {
+        // Every node places the available leases alike (crate::node::placement) and takes its
+        // own part: nodes polling at the same moment do not race for the same leases. With
+        // definitions that differ between nodes, the share is drift's and the order random.
+        let uniform = drift.as_ref().is_none_or(|d| d.uniform(&live_peers));
+        let mut share = share;
+        let mut placed = vec![!uniform; available.len()];
+        if uniform {
+            let live_ids: Vec<&str> = live_peers
+                .iter()
+                .map(|id| id.as_str())
+                .chain([self.node.as_str()])
+                .collect();
+            let jobs: Vec<&str> = available.iter().map(|(j, _, _)| j.as_str()).collect();
+            let p = placement::place(&self.node, &live_ids, &counts, names.len(), &jobs);
+            share = p.cap;
+            plan.quota = p.mine.len().min(share.saturating_sub(st.held.len()));
+            for i in p.mine {
+                placed[i] = true;
+            }
+        } else {
+            let mut order: Vec<usize> = (0..available.len()).collect();
+            order.shuffle(&mut rand::rng());
+            let mut shuffled: Vec<_> = available.into_iter().map(Some).collect();
+            available = order.into_iter().filter_map(|i| shuffled[i].take()).collect();
+            plan.quota = share.saturating_sub(st.held.len());
+        }
+        for ((job, (since, since_poll), observed), placed) in available.into_iter().zip(placed) {
             let long_free = now.duration_since(since.max(settled_at)) >= patience
                 && st.polls.saturating_sub(since_poll) >= 2
                 && st.polls.saturating_sub(st.last_change_poll) >= 2;
             if long_free {
                 plan.anyway.push((job, observed));
-            } else {
+            } else if placed {
                 plan.within_share.push((job, observed));
             }
         }
@@ -971,11 +1018,12 @@ impl Election {
         plan
     }
 
-    /// Try `candidates` in order, up to [`ACQUIRE_IN_FLIGHT`] compare-and-sets at once, until
-    /// `want` are won or `budget` attempts are spent (a node starting into 10,000 free leases
-    /// takes its share in seconds, not one store round trip at a time). A batch that lost all
-    /// its races, or with `losses_ok` false any race, shows the observation is stale (others took
-    /// these meanwhile): stop, and act again on the next poll's fresh read. How many were won.
+    /// Try `candidates` in order, in batches of [`ACQUIRE_BATCH`] compare-and-sets
+    /// ([`Store::acquire_many`]), [`BATCHES_IN_FLIGHT`] at once, until `want` are won or
+    /// `budget` attempts are spent: a node taking 2,000 leases makes a handful of store calls.
+    /// A round that won nothing, or with `losses_ok` false lost anything, shows the
+    /// observation is stale (others took these meanwhile): stop, and act again on the next
+    /// poll's fresh read. How many were won.
     async fn acquire_in_batches(
         &self,
         candidates: Vec<(String, Observed)>,
@@ -988,23 +1036,24 @@ impl Election {
         let mut candidates = candidates.into_iter();
         let mut total = 0;
         while total < want && *budget > 0 && !cancel.is_cancelled() {
-            let batch: Vec<_> = candidates
+            let round: Vec<Acquire> = candidates
                 .by_ref()
-                .take((want - total).min(*budget).min(ACQUIRE_IN_FLIGHT))
+                .take((want - total).min(*budget).min(ACQUIRE_BATCH * BATCHES_IN_FLIGHT))
+                .map(|(job, observed)| self.acquisition(job, observed, session))
                 .collect();
-            if batch.is_empty() {
+            if round.is_empty() {
                 break;
             }
-            let tried = batch.len();
+            let tried = round.len();
             *budget -= tried;
-            let tries = batch.into_iter().map(|(job, observed)| async move {
-                self.try_acquire(&job, observed, session).await
+            let calls = round.chunks(ACQUIRE_BATCH).map(|batch| async move {
+                let result = self.store.acquire_many(batch).await;
+                (batch, result)
             });
-            let won = futures::future::join_all(tries)
-                .await
-                .into_iter()
-                .filter(|won| *won)
-                .count();
+            let mut won = 0;
+            for (batch, result) in futures::future::join_all(calls).await {
+                won += self.acquired(batch, result);
+            }
             total += won;
             if won == 0 || (!losses_ok && won < tried) {
                 break;
@@ -1013,88 +1062,86 @@ impl Election {
         total
     }
 
-    async fn try_acquire(&self, job: &str, observed: Observed, session: &str) -> bool {
-        let old_term = observed.lease.as_ref().map(|l| l.term).unwrap_or(0);
-        let previous = observed
-            .lease
-            .as_ref()
-            .map(|l| l.holder.clone())
-            .unwrap_or_default();
-        let (paused, resumed_at, requests, previous_acquired_at) = observed
-            .lease
-            .as_ref()
-            .map(|l| {
-                (
-                    l.paused.clone(),
-                    l.resumed_at,
-                    l.requests.clone(),
-                    l.acquired_at,
-                )
-            })
-            .unwrap_or_default();
-        let new = LeaseRecord {
-            holder: self.node.clone(),
-            session: session.to_string(),
-            term: old_term + 1,
-            acquired_at: Some(Utc::now()),
-            // Kept by the store whatever is written here; the same, for this node's view.
-            paused: paused.clone(),
-            resumed_at,
-            requests: Default::default(),
-        };
-        let result = self.store.acquire(job, &observed, &new).await;
+    /// The compare-and-set that takes `job`'s lease for this node's `session` from what was
+    /// `observed`: the next term.
+    fn acquisition(&self, job: String, observed: Observed, session: &str) -> Acquire {
+        let old_term = observed.lease.as_ref().map_or(0, |l| l.term);
+        let paused = observed.lease.as_ref().and_then(|l| l.paused.clone());
+        let resumed_at = observed.lease.as_ref().and_then(|l| l.resumed_at);
+        Acquire {
+            job,
+            new: LeaseRecord {
+                holder: self.node.clone(),
+                session: session.to_string(),
+                term: old_term + 1,
+                acquired_at: Some(Utc::now()),
+                // Kept by the store whatever is written here; the same, for this node's view.
+                paused,
+                resumed_at,
+                requests: Default::default(),
+            },
+            observed,
+        }
+    }
+
+    /// Book what a batch of acquisitions won; how many.
+    fn acquired(&self, batch: &[Acquire], result: StoreResult<Vec<String>>) -> usize {
         // Whatever the answer, the copy of the leases no longer matches the store: ours changed,
-        // or somebody else's change made the compare-and-set fail, or the answer was lost.
+        // or somebody else's change made a compare-and-set fail, or the answer was lost.
         self.state.lock().unwrap().leases_dirty = true;
-        match result {
-            Ok(true) => {
-                self.metrics.lease_acquired(job);
-                {
-                    let mut st = self.state.lock().unwrap();
-                    st.held.insert(
-                        job.to_string(),
-                        Leadership {
-                            term: new.term,
-                            session: session.to_string(),
-                        },
-                    );
-                    st.available_since.remove(job);
-                    self.metrics.set_held(st.held.keys());
-                    st.view.insert(
-                        job.to_string(),
-                        LeaseView {
-                            holder: self.node.clone(),
-                            term: new.term,
-                            paused,
-                            resumed_at,
-                            requests,
-                            previous_acquired_at,
-                        },
-                    );
-                }
-                let from = if previous.is_empty() {
-                    "free".to_string()
-                } else {
-                    previous
-                };
-                info!(event = "lease_acquired", job, node = %self.node, term = new.term,
-                    previous = %from, "lease acquired");
-                if let Some(idx) = self.jobs.index(job) {
-                    if let Some(events) = self.events() {
-                        events.acquired(idx, new.term);
-                    }
-                }
-                true
-            }
-            Ok(false) => {
-                debug!(job, "lease taken by another node first");
-                false
-            }
+        let won: std::collections::HashSet<String> = match result {
+            Ok(won) => won.into_iter().collect(),
             Err(e) => {
-                warn!(event = "store_error", job, "cannot acquire lease: {e}");
-                false
+                warn!(event = "store_error", jobs = batch.len(), "cannot acquire leases: {e}");
+                return 0;
+            }
+        };
+        let events = self.events();
+        let mut count = 0;
+        for a in batch.iter().filter(|a| won.contains(&a.job)) {
+            count += 1;
+            let job = a.job.as_str();
+            let seen = a.observed.lease.as_ref();
+            self.metrics.lease_acquired(job);
+            {
+                let mut st = self.state.lock().unwrap();
+                st.held.insert(
+                    job.to_string(),
+                    Leadership {
+                        term: a.new.term,
+                        session: a.new.session.clone(),
+                    },
+                );
+                st.available_since.remove(job);
+                st.view.insert(
+                    job.to_string(),
+                    LeaseView {
+                        holder: self.node.clone(),
+                        term: a.new.term,
+                        paused: a.new.paused.clone(),
+                        resumed_at: a.new.resumed_at,
+                        requests: seen.map(|l| l.requests.clone()).unwrap_or_default(),
+                        previous_acquired_at: seen.and_then(|l| l.acquired_at),
+                    },
+                );
+            }
+            let from = match a.observed.holder() {
+                "" => "free",
+                holder => holder,
+            };
+            info!(event = "lease_acquired", job, node = %self.node, term = a.new.term,
+                previous = %from, "lease acquired");
+            if let (Some(idx), Some(events)) = (self.jobs.index(job), &events) {
+                events.acquired(idx, a.new.term);
             }
         }
+        if count > 0 {
+            self.metrics.set_held(self.state.lock().unwrap().held.keys());
+        }
+        if count < batch.len() {
+            debug!(lost = batch.len() - count, "leases taken by another node first");
+        }
+        count
     }
 
     /// Hand `want` of `jobs` back (rebalancing; in order of preference), in one store call.
@@ -1194,6 +1241,62 @@ impl Election {
                 false
             }
         }
+    }
+
+    /// At a graceful stop, before running jobs drain: hand back at once every lease whose job
+    /// has nothing going on this node (no claimed tick waiting, no run), and announce it, so
+    /// the other nodes take them at their next poll instead of after `shutdown_grace`. The
+    /// busy ones go with [`Election::release_all`] once their runs are done. How many were
+    /// freed.
+    pub async fn release_idle(&self) -> usize {
+        let Some(session) = self.session.current() else {
+            return 0;
+        };
+        // Announced with the release (one record write): peers place nothing more on us.
+        self.session.set_leaving();
+        let events = self.events();
+        let indices: Vec<usize> = self
+            .held()
+            .iter()
+            .filter_map(|j| self.jobs.index(j))
+            .collect();
+        let idle = match &events {
+            Some(e) => e.hand_over(indices, usize::MAX),
+            None => indices,
+        };
+        let _handed = HandedOver(events.as_deref(), &idle);
+        let terms: Vec<(String, i64)> = {
+            let st = self.state.lock().unwrap();
+            idle.iter()
+                .map(|&i| self.jobs.get(i).name.clone())
+                .filter_map(|j| st.held.get(&j).map(|l| (j, l.term)))
+                .collect()
+        };
+        if terms.is_empty() {
+            return 0;
+        }
+        let names: Vec<String> = terms.iter().map(|(j, _)| j.clone()).collect();
+        let freed = match self.store.release(&names, &self.node, &session).await {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(event = "store_error",
+                    "cannot release idle leases at stop ({e}); tried again after the drain");
+                return 0;
+            }
+        };
+        {
+            let mut st = self.state.lock().unwrap();
+            for (job, term) in &terms {
+                if st.held.get(job).is_some_and(|h| h.term == *term) {
+                    st.held.remove(job);
+                }
+                info!(event = "lease_released", job = %job, node = %self.node, term = *term,
+                    reason = "shutdown", "lease released");
+            }
+            self.metrics.set_held(st.held.keys());
+        }
+        self.session.leases_changed(self.held());
+        freed
     }
 
     /// Release every lease this node holds (graceful stop). Returns how many were freed.

@@ -23,6 +23,10 @@ use crate::store::{RunRecord, Store};
 
 /// Runs read per acquisition: enough to find the newest `ok` run of a job that fails often.
 const HISTORY_READ: usize = 20;
+/// At most this many of those reads at once: a node that takes 2,000 leases at a failover
+/// must not send 2,000 queries at once, which starved the heartbeats behind them (sessions
+/// lapsed and the cluster churned at 10,000 jobs).
+const READS_AT_ONCE: usize = 4;
 /// Tries of that read (1, 2, 4 s apart) while this node still holds the lease.
 const READ_TRIES: u32 = 4;
 /// The most missed fire times counted at one acquisition (an every-second job down for days
@@ -35,6 +39,7 @@ pub struct JobHealth {
     election: Arc<Election>,
     ticks: Arc<Ticks>,
     metrics: Arc<Metrics>,
+    reads: tokio::sync::Semaphore,
 }
 
 impl JobHealth {
@@ -51,6 +56,7 @@ impl JobHealth {
             election,
             ticks,
             metrics,
+            reads: tokio::sync::Semaphore::new(READS_AT_ONCE),
         }
     }
 
@@ -64,6 +70,17 @@ impl JobHealth {
     async fn learn(&self, idx: usize, term: i64) {
         let job = self.ticks.job(idx);
         let now = Utc::now();
+        let _permit = tokio::select! {
+            permit = self.reads.acquire() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = self.ticks.stopping().cancelled() => return,
+        };
+        // Queued behind other acquisitions: the lease may have gone meanwhile.
+        if self.election.leading(&job.name).is_none_or(|l| l.term != term) {
+            return;
+        }
         let view = self.election.view(&job.name);
         let mut tries = 0;
         let runs = loop {

@@ -9,6 +9,7 @@ pub mod job_health;
 pub mod jobs;
 pub mod orphans;
 pub mod output;
+pub mod placement;
 pub mod recorder;
 pub mod reload;
 pub mod requested;

@@ -68,6 +68,8 @@ struct State {
     /// The digest of the job definitions this node runs, once they are in the store
     /// ([`crate::node::drift`]).
     jobs_digest: String,
+    /// The node is stopping (published: peers place no leases on it).
+    leaving: bool,
 }
 
 impl Session {
@@ -93,6 +95,7 @@ impl Session {
                 lease_epoch: 0,
                 clock_offset_ms: None,
                 jobs_digest: String::new(),
+                leaving: false,
             }),
             renew_now: tokio::sync::Notify::new(),
         }
@@ -111,6 +114,11 @@ impl Session {
     /// heartbeat.
     pub fn set_jobs_digest(&self, digest: String) {
         self.state.lock().unwrap().jobs_digest = digest;
+    }
+
+    /// Say in the node record, from the next heartbeat on, that this node is stopping.
+    pub fn set_leaving(&self) {
+        self.state.lock().unwrap().leaving = true;
     }
 
     /// Publish this node's clock offset estimate with the next heartbeat.
@@ -170,6 +178,7 @@ impl Session {
                 process: self.process.clone(),
                 clock_offset_ms: st.clock_offset_ms,
                 jobs_digest: st.jobs_digest.clone(),
+                leaving: st.leaving,
             }
         };
         let result = self.store.put_node(&record).await;

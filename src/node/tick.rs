@@ -532,6 +532,12 @@ impl Ticks {
         self.tracker.spawn(task);
     }
 
+    /// Cancelled when the node starts stopping: background reads give up then instead of
+    /// keeping a graceful stop waiting.
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.stopping
+    }
+
     /// Wait until no run of job `idx` is going on this node (or the node stops).
     pub async fn idle(&self, idx: usize) {
         loop {

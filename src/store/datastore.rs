@@ -671,6 +671,9 @@ impl DatastoreStore {
             props.insert("http".into(), string(http, false));
         }
         props.insert("jobs_digest".into(), string(&node.jobs_digest, false));
+        if node.leaving {
+            props.insert("leaving".into(), boolean(true));
+        }
         props.insert(
             "jobs".into(),
             ds::Value {
@@ -1441,6 +1444,10 @@ fn parse_node(e: &ds::Entity) -> Option<NodeRecord> {
         clock_offset_ms: get_int(e, "clock_offset_ms"),
         // Absent in records written before it existed: empty.
         jobs_digest: get_str(e, "jobs_digest"),
+        leaving: matches!(
+            e.properties.get("leaving").and_then(|v| v.value_type.as_ref()),
+            Some(ValueType::BooleanValue(true))
+        ),
     })
 }
 

@@ -126,6 +126,8 @@ pub(crate) struct Node {
     pub clock_offset_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub jobs_digest: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leaving: bool,
 }
 
 /// A node's job definitions (`defs/{id}.json`, a znode's data, a Redis value).
@@ -237,6 +239,7 @@ impl From<&NodeRecord> for Node {
             process: n.process.clone(),
             clock_offset_ms: n.clock_offset_ms,
             jobs_digest: n.jobs_digest.clone(),
+            leaving: n.leaving,
         }
     }
 }
@@ -255,6 +258,7 @@ impl From<Node> for NodeRecord {
             process: n.process,
             clock_offset_ms: n.clock_offset_ms,
             jobs_digest: n.jobs_digest,
+            leaving: n.leaving,
         }
     }
 }

@@ -94,6 +94,10 @@ pub struct NodeRecord {
     /// its [`Definitions`] only when this differs from theirs. Empty in records written before
     /// it existed (such a node is taken to know every job).
     pub jobs_digest: String,
+    /// The node is stopping: it takes no more leases and hands its idle ones back, so peers
+    /// place nothing on it ([`crate::node::placement`]). False in records written before it
+    /// existed.
+    pub leaving: bool,
 }
 
 /// The job definitions a node runs: job name → digest of its definition

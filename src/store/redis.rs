@@ -13,7 +13,8 @@
 //! P:control              string  the control epoch (an integer; absent: 0), INCRed by the
 //!                              script that makes an announced change (pause, resume, request)
 //! P:node:{id}            hash  id, session, heartbeat, lease_epoch, started_at, renewed_at, jobs,
-//!                              http, version, process, clock_offset_ms, jobs_digest
+//!                              http, version, process, clock_offset_ms, jobs_digest,
+//!                              leaving ("1" while the node is stopping; absent otherwise)
 //! P:nodes                set   every node id with a record (the snapshot's index of nodes)
 //! P:defs:{id}            string  the node's job definitions, JSON {"digest":..,"jobs":{..}};
 //!                              deleted with the node record
@@ -725,6 +726,9 @@ fn node_fields(n: &NodeRecord) -> StoreResult<Vec<(&'static str, String)>> {
     if !n.jobs_digest.is_empty() {
         fields.push(("jobs_digest", n.jobs_digest.clone()));
     }
+    if n.leaving {
+        fields.push(("leaving", "1".into()));
+    }
     Ok(fields)
 }
 
@@ -758,6 +762,7 @@ fn parse_node(id: &str, map: &HashMap<String, String>) -> StoreResult<NodeRecord
         process: text(map, "process"),
         clock_offset_ms: field::<i64>(map, "clock_offset_ms").map_err(what)?,
         jobs_digest: text(map, "jobs_digest"),
+        leaving: text(map, "leaving") == "1",
     })
 }
 
@@ -1389,6 +1394,7 @@ mod tests {
             process: "p".into(),
             clock_offset_ms: Some(-1500),
             jobs_digest: "d1".into(),
+            leaving: true,
         };
         let back = parse_node("n:1", &map(&node_fields(&node).unwrap())).unwrap();
         assert_eq!(back.jobs.len(), NODE_JOBS_LISTED, "the job list is capped");

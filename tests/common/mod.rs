@@ -797,6 +797,18 @@ impl Node {
         lines.iter().filter_map(|l| l.json.clone()).collect()
     }
 
+    /// Calls `f` with each JSON event from line `from` on; returns where the next call
+    /// starts (for readers that follow a busy node's log without copying all of it).
+    pub fn each_event_from(&self, from: usize, mut f: impl FnMut(&Value)) -> usize {
+        let lines = self.stdout.lock().unwrap();
+        for l in lines.iter().skip(from) {
+            if let Some(v) = &l.json {
+                f(v);
+            }
+        }
+        lines.len()
+    }
+
     /// The events whose `event` field is `event`.
     pub fn events_named(&self, event: &str) -> Vec<Value> {
         let lines = self.stdout.lock().unwrap();
