@@ -13,7 +13,7 @@ use cronlease::store::file::FileStore;
 use cronlease::store::Store;
 use serde_json::Value;
 
-use common::{report, wait_until, write_config, Backend, Node};
+use common::{report, wait_until, write_config, Backend, Holdings, Node};
 
 const LEASE: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(250);
@@ -454,6 +454,129 @@ fn kill_9_failover(backend: Backend, drill: &str) {
             "bound_ms": bound.as_millis() as u64,
             "ticks_checked": runs.len(),
             "duplicate_runs": 0,
+        }),
+    );
+}
+
+#[test]
+fn kill_9_of_a_node_leading_hundreds_moves_them_all_within_lease_and_3_s() {
+    mass_failover(Backend::datastore(), "mass_failover");
+}
+
+#[test]
+fn kill_9_of_a_node_leading_hundreds_moves_them_all_within_lease_and_3_s_on_the_file_store() {
+    mass_failover(Backend::file(), "mass_failover_file_store");
+}
+
+#[test]
+fn kill_9_of_a_node_leading_hundreds_moves_them_all_within_lease_and_3_s_on_redis() {
+    mass_failover(Backend::redis(), "mass_failover_redis");
+}
+
+#[test]
+fn kill_9_of_a_node_leading_hundreds_moves_them_all_within_lease_and_3_s_on_zookeeper() {
+    mass_failover(Backend::zookeeper(), "mass_failover_zookeeper");
+}
+
+/// 600 jobs (once an hour: this is about elections) on three nodes; kill -9 of the node
+/// leading the most: every one of its jobs has a new leader within lease + 3 s, the survivors
+/// share them within one of each other, and the store agrees with what they say they lead.
+fn mass_failover(backend: Backend, drill: &str) {
+    const JOBS: usize = 600;
+    let mut text = format!(
+        "{}[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n",
+        backend.store_table()
+    );
+    let names: Vec<String> = (0..JOBS).map(|i| format!("mass{i:03}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        text.push_str(&format!(
+            "\n[[job]]\nname = \"{name}\"\nschedule = \"{} {} * * * *\"\nsay = \"x\"\n",
+            i % 60,
+            (i / 60) % 60
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &text);
+    let nodes = start_nodes(&backend, &cfg, 3);
+    let mut held = Holdings::new(nodes.len());
+    let everyone = [0, 1, 2];
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            held.update(&nodes);
+            held.union(&everyone) == JOBS
+        }),
+        "not every job got a leader: {}",
+        held.union(&everyone)
+    );
+    let victim = (0..3).max_by_key(|&i| held.count(i)).unwrap();
+    let moved = held.count(victim);
+    nodes[victim].kill9();
+    let killed_at = std::time::Instant::now();
+    let survivors: Vec<usize> = everyone.into_iter().filter(|&i| i != victim).collect();
+    let all_led = wait_until(Duration::from_secs(30), || {
+        held.update(&nodes);
+        held.union(&survivors) == JOBS
+    });
+    let gap = killed_at.elapsed();
+    assert!(
+        all_led,
+        "the survivors lead {} of {JOBS}",
+        held.union(&survivors)
+    );
+    let bound = LEASE + Duration::from_secs(3);
+    // When each survivor took its part, and how its store calls went (for a failure message).
+    let killed_wall = Utc::now() - chrono::Duration::from_std(gap).unwrap();
+    let timeline: Vec<String> = survivors
+        .iter()
+        .map(|&i| {
+            let after: Vec<i64> = nodes[i]
+                .events_named("lease_acquired")
+                .iter()
+                .map(|e| (time(e, "ts") - killed_wall).num_milliseconds())
+                .filter(|ms| *ms > 0)
+                .collect();
+            format!(
+                "{}: {} acquired from {:?} to {:?} ms after the kill; {} store errors",
+                nodes[i].id,
+                after.len(),
+                after.iter().min(),
+                after.iter().max(),
+                nodes[i].events_named("store_error").len()
+            )
+        })
+        .collect();
+    eprintln!("{moved} leases moved after kill -9 in {gap:?} (bound {bound:?}): {timeline:?}");
+    assert!(
+        gap <= bound,
+        "the {moved} leases of the killed node moved in {gap:?}, more than lease + 3 s: {timeline:?}"
+    );
+    // Shared out within one of each other.
+    let spread = wait_until(Duration::from_secs(20), || {
+        held.update(&nodes);
+        let (a, b) = (held.count(survivors[0]), held.count(survivors[1]));
+        a.abs_diff(b) <= 1 && a + b == JOBS
+    });
+    assert!(
+        spread,
+        "survivors hold {} and {}",
+        held.count(survivors[0]),
+        held.count(survivors[1])
+    );
+    // The store agrees: each lease held by the survivor that says it leads it.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let leases = rt.block_on(async { open_store(&backend).await.leases(&names).await.unwrap() });
+    for &i in &survivors {
+        for job in held.jobs(i) {
+            assert_eq!(leases[job].holder, nodes[i].id, "{job}");
+        }
+    }
+    report(
+        drill,
+        serde_json::json!({
+            "jobs": JOBS,
+            "moved": moved,
+            "all_moved_ms": gap.as_millis() as u64,
+            "bound_ms": bound.as_millis() as u64,
         }),
     );
 }

@@ -64,7 +64,10 @@ struct NodeEvents {
 impl LeaseEvents for NodeEvents {
     fn acquired(&self, idx: usize, term: i64) {
         self.ticks.caught_up(idx, term);
-        self.history.acquired(&self.ticks.job(idx).name);
+        // Term 1: nobody held it before, so nobody ran it: no history to prune.
+        if term > 1 {
+            self.history.acquired(&self.ticks.job(idx).name);
+        }
         self.orphans.acquired();
         self.health.acquired(idx, term);
     }
@@ -410,14 +413,15 @@ async fn run_node(
     shutdown.stop.cancelled().await;
     let stopped_at = tokio::time::Instant::now();
 
-    // 1. No new ticks, no new leases.
+    // 1. No new leases; those with nothing going go back now, so the others take them at
+    // their next poll (a claim needs the lease, so none of these can start a run after). Then
+    // no new ticks.
+    let _ = election_task.await;
+    election.release_idle().await;
     ticker.stop().await;
     let _ = reload_task.await;
-    let _ = election_task.await;
     let _ = orphan_task.await;
     let _ = pruner.await;
-    // Leases with nothing going go back now: the others take them at their next poll.
-    election.release_idle().await;
     // 2. Running jobs finish within the grace period, else they are killed.
     tracker.close();
     let grace = reloader.node_config().shutdown_grace;

@@ -5,16 +5,19 @@
 //!
 //! What a poll reads: every node record (one small query: a handful of entities however many
 //! jobs there are), the control epoch (one entity, moved by operators' pauses, resumes and
-//! requests), and the leases (one batched read of all of them) only when they may have
-//! changed: when the control epoch moved, or some node's `lease_epoch` or session differs from
-//! the last lease read (a node
-//! bumps its epoch and writes its record right after every lease change it makes, see
-//! [`Session::leases_changed`]), when this node's own change or a lost compare-and-set showed
-//! its copy is stale, or at least every [`FULL_READ_EVERY`]. Leases are renewed through the
-//! node records, so a lease table that did not change needs no re-reading to judge expiry: with
-//! 1,000 jobs a follower reads a few entities per poll instead of 1,000. A copy that is stale
-//! anyway (a change whose announcement was lost with its node) is harmless: any action on it is
-//! a compare-and-set that fails, which forces a re-read.
+//! requests), and of the leases only those that may have changed: when some node's
+//! `lease_epoch` or session differs from the last read (a node bumps its epoch and writes its
+//! record right after every lease change it makes, see [`Session::leases_changed`]) or its
+//! record is gone, the leases the copy shows held by that node, free or absent (someone may
+//! have taken them), or held under a session that is over; the leases this node itself
+//! changed or found changed (an acquisition, a release, a fenced claim). All of them when the
+//! control epoch moved (pauses and requests live in the lease records), when a read failed or
+//! a claim saw a pause, after a reload changed the job list, and at least every
+//! [`full_read_every`] as a safety net. Leases are renewed through the node records, so a lease
+//! table that did not change needs no re-reading to judge expiry: with 10,000 jobs a settled
+//! follower reads a few entities per poll, and a node's death costs each survivor a read of
+//! that node's leases, not of all of them. A copy that is stale anyway is harmless: any action
+//! on it is a compare-and-set that fails, which marks those leases for re-reading.
 //!
 //! How a lease is judged, each poll:
 //! - free (no holder), or held under a session that is no longer its holder's current session,
@@ -239,9 +242,12 @@ struct State {
     read_error: Option<String>,
     /// When the reads of the poll under way started (`None` between polls' reads).
     reading_since: Option<Instant>,
-    /// The copy in `leases` is known stale (this node changed a lease, or a compare-and-set or
-    /// a claim showed another holder): re-read at the next poll.
+    /// The copy in `leases` is known stale as a whole (a pause seen by a claim, a failed
+    /// read): re-read all of it at the next poll.
     leases_dirty: bool,
+    /// Leases this node changed, tried to change, or found changed (an acquisition, a
+    /// release, a fenced claim): re-read at the next poll.
+    dirty_jobs: std::collections::HashSet<String>,
 }
 
 struct LeaseCache {
@@ -499,7 +505,7 @@ impl Election {
     /// A fenced claim showed that the lease of `job` with `term` is no longer ours.
     pub fn lost(&self, job: &str, term: i64, why: &str) {
         let mut st = self.state.lock().unwrap();
-        st.leases_dirty = true;
+        st.dirty_jobs.insert(job.to_string());
         if st.held.get(job).is_some_and(|l| l.term == term) {
             st.held.remove(job);
             self.metrics.lease_lost(job);
@@ -607,9 +613,24 @@ impl Election {
         // Under the share: race the others for free leases (losses expected). Long-available
         // leases: nobody else should want them (any loss means a stale view).
         let mut budget = ACQUIRE_PER_POLL;
+        let (mut within_share, mut anyway) = (plan.within_share, plan.anyway);
+        if within_share
+            .iter()
+            .chain(&anyway)
+            .any(|(_, o)| o.holder_node.is_some())
+        {
+            let over = self
+                .end_dead_sessions(within_share.iter().chain(&anyway))
+                .await;
+            for (_, observed) in within_share.iter_mut().chain(anyway.iter_mut()) {
+                if over.contains(observed.holder()) {
+                    observed.holder_node = None;
+                }
+            }
+        }
         let won = self
             .acquire_in_batches(
-                plan.within_share,
+                within_share,
                 plan.quota,
                 &mut budget,
                 true,
@@ -618,14 +639,7 @@ impl Election {
             )
             .await
             + self
-                .acquire_in_batches(
-                    plan.anyway,
-                    usize::MAX,
-                    &mut budget,
-                    false,
-                    &session,
-                    cancel,
-                )
+                .acquire_in_batches(anyway, usize::MAX, &mut budget, false, &session, cancel)
                 .await;
         let mut changed = won > 0;
         if !plan.release.is_empty() {
@@ -696,51 +710,114 @@ impl Election {
         control: i64,
     ) -> StoreResult<Arc<HashMap<String, LeaseRecord>>> {
         let started = Instant::now();
-        {
+        let names = self.jobs.active_names();
+        // What to read: `None` for all of them.
+        let (partial, base, dirty) = {
             let mut st = self.state.lock().unwrap();
-            let every = full_read_every(self.config.lease, self.jobs.active_names().len());
-            if let Some(c) = &st.leases {
-                let announced_nothing = c.epochs.len() == nodes.len()
-                    && nodes.iter().all(|(id, n)| {
-                        c.epochs
-                            .get(id)
-                            .is_some_and(|(s, e)| *s == n.session && *e == n.lease_epoch)
-                    });
-                if !st.leases_dirty
-                    && announced_nothing
+            let every = full_read_every(self.config.lease, names.len());
+            let dirty = std::mem::take(&mut st.dirty_jobs);
+            let full = st.leases_dirty
+                || st.leases.as_ref().is_none_or(|c| {
                     // A reload that added a job makes a new list: its lease is not in the copy.
-                    && Arc::ptr_eq(&c.names, &self.jobs.active_names())
-                    && c.control == control
-                    && started.duration_since(c.read_at) < every
-                {
-                    return Ok(c.leases.clone());
-                }
-            }
+                    !Arc::ptr_eq(&c.names, &names)
+                        || c.control != control
+                        || started.duration_since(c.read_at) >= every
+                });
             // Cleared before the read: a change noticed while it is under way marks it again.
             st.leases_dirty = false;
-        }
+            match &st.leases {
+                Some(c) if !full => {
+                    let changed = changed_nodes(&self.node, &c.epochs, nodes);
+                    if changed.is_empty() && dirty.is_empty() {
+                        return Ok(c.leases.clone());
+                    }
+                    (
+                        Some(self.to_reread(&c.leases, &names, &changed, nodes, &dirty)),
+                        Some(c.leases.clone()),
+                        dirty,
+                    )
+                }
+                _ => (None, None, dirty),
+            }
+        };
         let epochs = nodes
             .iter()
             .map(|(id, n)| (id.clone(), (n.session.clone(), n.lease_epoch)))
             .collect();
-        let names = self.jobs.active_names();
-        match self.store.leases(&names).await {
-            Ok(leases) => {
-                let leases = Arc::new(leases);
-                self.state.lock().unwrap().leases = Some(LeaseCache {
+        let read = match &partial {
+            Some(jobs) if jobs.is_empty() => Ok(HashMap::new()),
+            Some(jobs) => self.store.leases(jobs).await,
+            None => self.store.leases(&names).await,
+        };
+        let was_full = partial.is_none();
+        match read {
+            Ok(mut found) => {
+                let leases = match (partial, base) {
+                    (Some(jobs), Some(base)) => {
+                        let mut merged = (*base).clone();
+                        for job in jobs {
+                            match found.remove(&job) {
+                                Some(lease) => merged.insert(job, lease),
+                                None => merged.remove(&job),
+                            };
+                        }
+                        Arc::new(merged)
+                    }
+                    _ => Arc::new(found),
+                };
+                let mut st = self.state.lock().unwrap();
+                // A partial read keeps the last full read's time: the safety net still comes.
+                let read_at = match &st.leases {
+                    Some(c) if !was_full => c.read_at,
+                    _ => started,
+                };
+                st.leases = Some(LeaseCache {
                     leases: leases.clone(),
                     names,
                     control,
                     epochs,
-                    read_at: started,
+                    read_at,
                 });
                 Ok(leases)
             }
             Err(e) => {
-                self.state.lock().unwrap().leases_dirty = true;
+                let mut st = self.state.lock().unwrap();
+                st.leases_dirty = true;
+                st.dirty_jobs.extend(dirty);
                 Err(e)
             }
         }
+    }
+
+    /// The leases to read again when `changed` nodes announced something (or `dirty` jobs were
+    /// touched by this node): those the copy shows held by a changed node or by a node whose
+    /// record is gone or shows another session, free, or absent (some node may have taken
+    /// them), and the dirty ones. Leases of live nodes that announced nothing are not read:
+    /// nobody takes a live node's lease, and a node judged dead has its record deleted first
+    /// ([`Election::end_dead_sessions`]), which counts as a change.
+    fn to_reread(
+        &self,
+        copy: &HashMap<String, LeaseRecord>,
+        names: &[String],
+        changed: &std::collections::HashSet<&str>,
+        nodes: &HashMap<String, NodeRecord>,
+        dirty: &std::collections::HashSet<String>,
+    ) -> Vec<String> {
+        names
+            .iter()
+            .filter(|job| {
+                dirty.contains(*job)
+                    || match copy.get(*job) {
+                        None => !changed.is_empty(),
+                        Some(l) if l.holder.is_empty() => !changed.is_empty(),
+                        Some(l) => {
+                            changed.contains(l.holder.as_str())
+                                || nodes.get(&l.holder).is_none_or(|n| n.session != l.session)
+                        }
+                    }
+            })
+            .cloned()
+            .collect()
     }
 
     /// Update observations from a snapshot and decide what to acquire and release.
@@ -989,7 +1066,10 @@ impl Election {
             let mut order: Vec<usize> = (0..available.len()).collect();
             order.shuffle(&mut rand::rng());
             let mut shuffled: Vec<_> = available.into_iter().map(Some).collect();
-            available = order.into_iter().filter_map(|i| shuffled[i].take()).collect();
+            available = order
+                .into_iter()
+                .filter_map(|i| shuffled[i].take())
+                .collect();
             plan.quota = share.saturating_sub(st.held.len());
         }
         for ((job, (since, since_poll), observed), placed) in available.into_iter().zip(placed) {
@@ -1018,6 +1098,52 @@ impl Election {
         plan
     }
 
+    /// Before taking the leases of nodes judged dead whose records still show the session
+    /// their leases were held under: end those sessions by deleting the records, each only if
+    /// it still shows the (session, heartbeat) observed ([`Store::delete_node_if`]; whoever
+    /// gets there first). From then on the session can never be renewed (a node that wakes
+    /// finds its renew deadline passed and starts a new one), so its leases are taken with no
+    /// further look at its record: thousands of compare-and-sets no longer all read one node
+    /// record (in one Datastore entity group, where concurrent transactions abort each other).
+    /// The holders whose sessions are over (records deleted, by us or another node, or showing
+    /// another session).
+    async fn end_dead_sessions<'a>(
+        &self,
+        candidates: impl Iterator<Item = &'a (String, Observed)>,
+    ) -> std::collections::HashSet<String> {
+        let mut dead: HashMap<String, (String, i64)> = HashMap::new();
+        for (_, o) in candidates {
+            if let Some((session, heartbeat)) = &o.holder_node {
+                dead.insert(o.holder().to_string(), (session.clone(), *heartbeat));
+            }
+        }
+        let mut over = std::collections::HashSet::new();
+        let mut recheck = Vec::new();
+        for (id, (session, heartbeat)) in &dead {
+            match self.store.delete_node_if(id, session, *heartbeat).await {
+                Ok(true) => {
+                    info!(event = "node_removed", removed = %id, node = %self.node,
+                        "removed the record of node {id}: no heartbeat for a lease; its leases                          are free");
+                    over.insert(id.clone());
+                }
+                Ok(false) => recheck.push(id),
+                Err(e) => debug!(removed = %id, "cannot remove a dead node's record: {e}"),
+            }
+        }
+        if !recheck.is_empty() {
+            // Changed since: deleted by another node (or it restarted) is as good; a new
+            // heartbeat of the same session means it lives, and its leases stay.
+            if let Ok(nodes) = self.store.nodes().await {
+                for id in recheck {
+                    if nodes.get(id).is_none_or(|n| n.session != dead[id].0) {
+                        over.insert(id.clone());
+                    }
+                }
+            }
+        }
+        over
+    }
+
     /// Try `candidates` in order, in batches of [`ACQUIRE_BATCH`] compare-and-sets
     /// ([`Store::acquire_many`]), [`BATCHES_IN_FLIGHT`] at once, until `want` are won or
     /// `budget` attempts are spent: a node taking 2,000 leases makes a handful of store calls.
@@ -1038,7 +1164,11 @@ impl Election {
         while total < want && *budget > 0 && !cancel.is_cancelled() {
             let round: Vec<Acquire> = candidates
                 .by_ref()
-                .take((want - total).min(*budget).min(ACQUIRE_BATCH * BATCHES_IN_FLIGHT))
+                .take(
+                    (want - total)
+                        .min(*budget)
+                        .min(ACQUIRE_BATCH * BATCHES_IN_FLIGHT),
+                )
                 .map(|(job, observed)| self.acquisition(job, observed, session))
                 .collect();
             if round.is_empty() {
@@ -1086,13 +1216,22 @@ impl Election {
 
     /// Book what a batch of acquisitions won; how many.
     fn acquired(&self, batch: &[Acquire], result: StoreResult<Vec<String>>) -> usize {
-        // Whatever the answer, the copy of the leases no longer matches the store: ours changed,
-        // or somebody else's change made a compare-and-set fail, or the answer was lost.
-        self.state.lock().unwrap().leases_dirty = true;
+        // Whatever the answer, the copy of these leases no longer matches the store: ours
+        // changed, or somebody else's change made a compare-and-set fail, or the answer was
+        // lost. They are read again at the next poll.
+        self.state
+            .lock()
+            .unwrap()
+            .dirty_jobs
+            .extend(batch.iter().map(|a| a.job.clone()));
         let won: std::collections::HashSet<String> = match result {
             Ok(won) => won.into_iter().collect(),
             Err(e) => {
-                warn!(event = "store_error", jobs = batch.len(), "cannot acquire leases: {e}");
+                warn!(
+                    event = "store_error",
+                    jobs = batch.len(),
+                    "cannot acquire leases: {e}"
+                );
                 return 0;
             }
         };
@@ -1136,10 +1275,14 @@ impl Election {
             }
         }
         if count > 0 {
-            self.metrics.set_held(self.state.lock().unwrap().held.keys());
+            self.metrics
+                .set_held(self.state.lock().unwrap().held.keys());
         }
         if count < batch.len() {
-            debug!(lost = batch.len() - count, "leases taken by another node first");
+            debug!(
+                lost = batch.len() - count,
+                "leases taken by another node first"
+            );
         }
         count
     }
@@ -1172,7 +1315,7 @@ impl Election {
         let result = self.store.release(&names, &self.node, session).await;
         let _handed = HandedOver(events.as_deref(), &may_go);
         let mut st = self.state.lock().unwrap();
-        st.leases_dirty = true;
+        st.dirty_jobs.extend(names.iter().cloned());
         match result {
             Ok(_) => {
                 for (job, term) in &terms {
@@ -1220,7 +1363,7 @@ impl Election {
         let names: Vec<String> = terms.iter().map(|(j, _)| j.clone()).collect();
         let result = self.store.release(&names, &self.node, session).await;
         let mut st = self.state.lock().unwrap();
-        st.leases_dirty = true;
+        st.dirty_jobs.extend(names.iter().cloned());
         match result {
             Ok(_) => {
                 for (job, term) in &terms {
@@ -1279,8 +1422,10 @@ impl Election {
         let freed = match self.store.release(&names, &self.node, &session).await {
             Ok(n) => n,
             Err(e) => {
-                warn!(event = "store_error",
-                    "cannot release idle leases at stop ({e}); tried again after the drain");
+                warn!(
+                    event = "store_error",
+                    "cannot release idle leases at stop ({e}); tried again after the drain"
+                );
                 return 0;
             }
         };
@@ -1447,6 +1592,31 @@ struct Plan {
     died: bool,
     /// This node's clock offset estimate, if there are peers to compare with.
     offset_ms: Option<i64>,
+}
+
+/// The other nodes whose (session, lease epoch) differ from `seen` (the last read's), or that
+/// appeared or are gone. This node's own changes are tracked job by job instead.
+fn changed_nodes<'a>(
+    me: &str,
+    seen: &'a HashMap<String, (String, i64)>,
+    nodes: &'a HashMap<String, NodeRecord>,
+) -> std::collections::HashSet<&'a str> {
+    let mut changed: std::collections::HashSet<&str> = nodes
+        .iter()
+        .filter(|(id, n)| {
+            *id != me
+                && seen
+                    .get(*id)
+                    .is_none_or(|(s, e)| *s != n.session || *e != n.lease_epoch)
+        })
+        .map(|(id, _)| id.as_str())
+        .collect();
+    changed.extend(
+        seen.keys()
+            .filter(|id| *id != me && !nodes.contains_key(*id))
+            .map(String::as_str),
+    );
+    changed
 }
 
 /// Drop leases held under a session that is not the current one (lapsed), logging each.

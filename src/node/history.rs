@@ -33,7 +33,12 @@ struct State {
     recorded: HashMap<String, usize>,
     /// Jobs waiting to be pruned.
     due: BTreeSet<String>,
+    /// Jobs whose leases this node took, waiting for their first prune (paced).
+    taken: BTreeSet<String>,
 }
+
+/// The least time between two prunes of jobs whose leases were just taken.
+const ACQUIRED_PACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl History {
     pub fn new(store: Arc<dyn Store>, keep: usize, metrics: Arc<Metrics>) -> Self {
@@ -60,9 +65,11 @@ impl History {
         }
     }
 
-    /// This node now leads `job`: prune what earlier leaders left.
+    /// This node now leads `job`: prune what earlier leaders left, in the background, paced
+    /// ([`ACQUIRED_PACE`]): a node that takes thousands of leases at once must not flood the
+    /// store with their prunes while the election and the heartbeats need it.
     pub fn acquired(&self, job: &str) {
-        self.state.lock().unwrap().due.insert(job.to_string());
+        self.state.lock().unwrap().taken.insert(job.to_string());
         self.wake.notify_one();
     }
 
@@ -75,9 +82,22 @@ impl History {
                 _ = self.wake.notified() => {}
             }
             loop {
-                let Some(job) = self.state.lock().unwrap().due.pop_first() else {
-                    break;
+                let (job, paced) = {
+                    let mut st = self.state.lock().unwrap();
+                    match st.due.pop_first() {
+                        Some(job) => (job, false),
+                        None => match st.taken.pop_first() {
+                            Some(job) => (job, true),
+                            None => break,
+                        },
+                    }
                 };
+                if paced {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(ACQUIRED_PACE) => {}
+                    }
+                }
                 if cancel.is_cancelled() {
                     return;
                 }

@@ -23,10 +23,13 @@ use crate::store::{RunRecord, Store};
 
 /// Runs read per acquisition: enough to find the newest `ok` run of a job that fails often.
 const HISTORY_READ: usize = 20;
-/// At most this many of those reads at once: a node that takes 2,000 leases at a failover
-/// must not send 2,000 queries at once, which starved the heartbeats behind them (sessions
-/// lapsed and the cluster churned at 10,000 jobs).
-const READS_AT_ONCE: usize = 4;
+/// One of those reads at a time: a node that takes 2,000 leases at a failover must not send
+/// 2,000 queries at once, which starved the heartbeats and the election's reads behind them
+/// (sessions lapsed and the cluster churned at 10,000 jobs). They are background work: the
+/// metrics they seed and the missed fire times they count can wait.
+const READS_AT_ONCE: usize = 1;
+/// How long after taking a lease its history is read.
+const READ_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
 /// Tries of that read (1, 2, 4 s apart) while this node still holds the lease.
 const READ_TRIES: u32 = 4;
 /// The most missed fire times counted at one acquisition (an every-second job down for days
@@ -67,39 +70,54 @@ impl JobHealth {
         self.ticks.spawn(async move { this.learn(idx, term).await });
     }
 
-    async fn learn(&self, idx: usize, term: i64) {
-        let job = self.ticks.job(idx);
-        let now = Utc::now();
+    /// The job's newest runs, read in the background: after [`READ_DELAY`] (the acquisitions
+    /// and the election's reads of a failover go first), one read at a time, while this node
+    /// still holds the lease with `term`. `None` when it gave up.
+    async fn read_history(&self, job: &str, term: i64) -> Option<Vec<RunRecord>> {
+        let stopping = self.ticks.stopping();
+        tokio::select! {
+            _ = tokio::time::sleep(READ_DELAY) => {}
+            _ = stopping.cancelled() => return None,
+        }
         let _permit = tokio::select! {
-            permit = self.reads.acquire() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = self.ticks.stopping().cancelled() => return,
+            permit = self.reads.acquire() => permit.ok()?,
+            _ = stopping.cancelled() => return None,
         };
         // Queued behind other acquisitions: the lease may have gone meanwhile.
-        if self.election.leading(&job.name).is_none_or(|l| l.term != term) {
-            return;
+        if self.election.leading(job).is_none_or(|l| l.term != term) {
+            return None;
         }
-        let view = self.election.view(&job.name);
         let mut tries = 0;
-        let runs = loop {
-            match self.store.recent_runs(&job.name, HISTORY_READ).await {
-                Ok(runs) => break runs,
+        loop {
+            match self.store.recent_runs(job, HISTORY_READ).await {
+                Ok(runs) => return Some(runs),
                 Err(e) => {
                     tries += 1;
-                    let leading = self
-                        .election
-                        .leading(&job.name)
-                        .is_some_and(|l| l.term == term);
+                    let leading = self.election.leading(job).is_some_and(|l| l.term == term);
                     if tries >= READ_TRIES || !leading {
-                        warn!(event = "store_error", job = %job.name, node = %self.node, term,
+                        warn!(event = "store_error", job = %job, node = %self.node, term,
                             "cannot read the job's history for its metrics (missed ticks not \
                              counted): {e}");
-                        return;
+                        return None;
                     }
                     tokio::time::sleep(std::time::Duration::from_secs(1 << tries.min(4))).await;
                 }
+            }
+        }
+    }
+
+    async fn learn(&self, idx: usize, term: i64) {
+        let job = self.ticks.job(idx);
+        let now = Utc::now();
+        let view = self.election.view(&job.name);
+        // Term 1: nobody held the lease before, so nobody ran the job: nothing to read (a
+        // cluster starting with 10,000 jobs reads no history at all).
+        let runs = if term == 1 {
+            Vec::new()
+        } else {
+            match self.read_history(&job.name, term).await {
+                Some(runs) => runs,
+                None => return,
             }
         };
         seed(&self.metrics, &job.name, &runs);

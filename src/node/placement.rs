@@ -118,7 +118,10 @@ mod tests {
                 seen[i] += 1;
             }
         }
-        assert!(seen.iter().all(|&s| s == 1), "every job placed exactly once");
+        assert!(
+            seen.iter().all(|&s| s == 1),
+            "every job placed exactly once"
+        );
         sizes.sort();
         assert_eq!(sizes, [2000, 2000, 2000, 2000, 2001]);
     }

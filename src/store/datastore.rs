@@ -40,7 +40,7 @@ use gcloud_sdk::{GoogleApi, GoogleAuthMiddleware};
 
 use ds::key::path_element::IdType;
 use ds::value::ValueType;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use super::{
     parse_time_key, Acquire, Claim, Definitions, Fence, LeaseRecord, NodeRecord, Pause,
@@ -58,8 +58,13 @@ const KIND_CONTROL: &str = "Control";
 const CONTROL_EPOCH: &str = "epoch";
 /// One per node that wrote its job definitions: `digest`, and `jobs` as JSON.
 const KIND_DEFINITIONS: &str = "Definitions";
+/// A lease property set only by the insert that created it: which call of
+/// [`Store::acquire_many`] that was (informational otherwise; the next write drops it).
+const INSERTED_BY: &str = "inserted_by";
 /// Datastore's limit on keys per lookup.
 const LOOKUP_BATCH: usize = 1000;
+/// How many of those lookups one read runs side by side.
+const LOOKUPS_IN_FLIGHT: usize = 2;
 /// The most entity groups one transaction may touch: Datastore's old limit, which the emulator
 /// still enforces ("operating on too many entity groups in a single transaction"). Every lease
 /// and every node record is a group of its own, so a transaction over many leases goes in
@@ -67,6 +72,9 @@ const LOOKUP_BATCH: usize = 1000;
 const TX_GROUPS: usize = 25;
 /// Datastore's limit on mutations per commit (a non-transactional delete of old runs).
 const COMMIT_BATCH: usize = 500;
+/// Leases created per insert commit: small enough that a busy emulator answers within the
+/// store timeout (500 did not, with five nodes starting at once).
+const INSERT_BATCH: usize = 100;
 /// How many of those transactions one call runs side by side.
 const TX_IN_FLIGHT: usize = 8;
 /// How many of the jobs a node leads its record lists (the rest are in the leases).
@@ -374,12 +382,19 @@ impl DatastoreStore {
     }
 
     async fn lookup_batched(&self, keys: Vec<ds::Key>) -> StoreResult<HashMap<String, ds::Entity>> {
-        let batches = keys
+        // A few at a time: 10 lookups of 1,000 sent at once to a busy emulator all ran past the
+        // timeout together.
+        let batches: Vec<_> = keys
             .chunks(LOOKUP_BATCH)
-            .map(|chunk| self.lookup(chunk.to_vec(), None));
+            .map(|chunk| self.lookup(chunk.to_vec(), None))
+            .collect();
+        let parts: Vec<_> = futures::stream::iter(batches)
+            .buffer_unordered(LOOKUPS_IN_FLIGHT)
+            .collect()
+            .await;
         let mut all = HashMap::new();
-        for part in futures::future::try_join_all(batches).await? {
-            all.extend(part);
+        for part in parts {
+            all.extend(part?);
         }
         Ok(all)
     }
@@ -578,13 +593,64 @@ impl DatastoreStore {
         )))
     }
 
+    /// Create leases observed absent, by inserts in one non-transactional commit. An insert
+    /// fails if its lease exists (somebody created it since): then the commit may have applied
+    /// in part, so the leases are read back; those this call wrote (marked [`INSERTED_BY`]
+    /// it) are won, those still absent are inserted again, the others are lost.
+    async fn insert_chunk(&self, chunk: &[&Acquire]) -> StoreResult<Vec<String>> {
+        let mut won = Vec::new();
+        let mut left: Vec<&Acquire> = chunk.to_vec();
+        // Marks this call's inserts, so that a lease it wrote is told from one an earlier call
+        // of the same acquisition wrote.
+        let call = format!("{:016x}", rand::random::<u64>());
+        for _ in 0..ABORT_RETRIES {
+            if left.is_empty() {
+                break;
+            }
+            let mutations = left
+                .iter()
+                .map(|a| {
+                    let mut e = self.lease_entity(&a.job, &a.record(None));
+                    e.properties
+                        .insert(INSERTED_BY.into(), string(&call, false));
+                    mutation(ds::mutation::Operation::Insert(e))
+                })
+                .collect();
+            match self.commit(None, mutations).await {
+                Ok(_) => {
+                    won.extend(left.iter().map(|a| a.job.clone()));
+                    return Ok(won);
+                }
+                Err(s) if s.code() == Code::AlreadyExists => {
+                    let keys = left.iter().map(|a| self.key(KIND_LEASE, &a.job)).collect();
+                    let found = self.lookup(keys, None).await?;
+                    let mut again = Vec::new();
+                    for a in left {
+                        match self.entity_of(&found, KIND_LEASE, &a.job) {
+                            None => again.push(a),
+                            Some(e) if get_str(e, INSERTED_BY) == call => won.push(a.job.clone()),
+                            Some(_) => {}
+                        }
+                    }
+                    left = again;
+                }
+                Err(s) => return Err(map_status(s)),
+            }
+        }
+        Ok(won)
+    }
+
     /// One transaction of [`Store::acquire_many`]: read the leases and their observed holders'
     /// node records, write the leases still as observed. A conflicting commit (another node
     /// took one of them, or a holder heartbeated) aborts all of it: read again and write what
     /// still matches.
     async fn acquire_chunk(&self, batch: &[&Acquire]) -> StoreResult<Vec<String>> {
+        // Only holders observed alive are read: one observed gone ended its session for good
+        // (Observed::still), and concurrent transactions reading one node record abort each
+        // other.
         let mut holders: Vec<&str> = batch
             .iter()
+            .filter(|a| a.observed.holder_node.is_some())
             .map(|a| a.observed.holder())
             .filter(|h| !h.is_empty())
             .collect();
@@ -627,6 +693,47 @@ impl DatastoreStore {
             }
         }
         Ok(Vec::new())
+    }
+
+    /// One transaction of [`Store::release`]: free those of `chunk` still held by `node` in
+    /// `session`, keeping terms, pauses and requests.
+    async fn release_chunk(
+        &self,
+        chunk: &[String],
+        node: &str,
+        session: &str,
+    ) -> StoreResult<usize> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let keys = chunk.iter().map(|j| self.key(KIND_LEASE, j)).collect();
+            let (tx, found) = self.begin_with(keys).await?;
+            let mut mutations = Vec::new();
+            for job in chunk {
+                if let Some(lease) = self.or_rollback(&tx, self.lease_in(&found, job)).await? {
+                    if lease.holder == node && lease.session == session {
+                        let free = LeaseRecord {
+                            holder: String::new(),
+                            session: String::new(),
+                            ..lease
+                        };
+                        mutations.push(mutation(ds::mutation::Operation::Update(
+                            self.lease_entity(job, &free),
+                        )));
+                    }
+                }
+            }
+            if mutations.is_empty() {
+                self.rollback(tx).await;
+                return Ok(0);
+            }
+            let n = mutations.len();
+            match self.commit(Some(tx), mutations).await {
+                Ok(_) => return Ok(n),
+                Err(s) if s.code() == Code::Aborted && attempt < ABORT_RETRIES => continue,
+                Err(s) => return Err(map_status(s)),
+            }
+        }
     }
 
     fn lease_entity(&self, job: &str, lease: &LeaseRecord) -> ds::Entity {
@@ -898,8 +1005,21 @@ impl Store for DatastoreStore {
     async fn acquire_many(&self, batch: &[Acquire]) -> StoreResult<Vec<String>> {
         // A transaction touches at most TX_GROUPS entity groups (each lease and each node
         // record is one): the batch goes in transactions of that size, side by side.
-        let chunks = tx_chunks(batch);
-        let calls: Vec<_> = chunks.iter().map(|c| self.acquire_chunk(c)).collect();
+        // Leases that do not exist yet (a cluster's first start, a new job) are created by
+        // plain inserts, 500 to a commit: an insert fails if the entity exists, which is the
+        // whole compare. The others go in transactions.
+        let (absent, present): (Vec<&Acquire>, Vec<&Acquire>) =
+            batch.iter().partition(|a| a.observed.lease.is_none());
+        let inserts: Vec<_> = absent
+            .chunks(INSERT_BATCH)
+            .map(|c| self.insert_chunk(c).boxed())
+            .collect();
+        let chunks = tx_chunks(&present);
+        let calls: Vec<_> = chunks
+            .iter()
+            .map(|c| self.acquire_chunk(c).boxed())
+            .chain(inserts)
+            .collect();
         let results = futures::stream::iter(calls)
             .buffer_unordered(TX_IN_FLIGHT)
             .collect::<Vec<_>>()
@@ -921,43 +1041,19 @@ impl Store for DatastoreStore {
     }
 
     async fn release(&self, jobs: &[String], node: &str, session: &str) -> StoreResult<usize> {
+        // In transactions of TX_GROUPS leases, side by side (a stopping node hands back
+        // thousands).
+        let calls: Vec<_> = jobs
+            .chunks(TX_GROUPS)
+            .map(|chunk| self.release_chunk(chunk, node, session))
+            .collect();
+        let results = futures::stream::iter(calls)
+            .buffer_unordered(TX_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await;
         let mut freed = 0;
-        for chunk in jobs.chunks(TX_GROUPS) {
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let keys = chunk.iter().map(|j| self.key(KIND_LEASE, j)).collect();
-                let (tx, found) = self.begin_with(keys).await?;
-                let mut mutations = Vec::new();
-                for job in chunk {
-                    if let Some(lease) = self.or_rollback(&tx, self.lease_in(&found, job)).await? {
-                        if lease.holder == node && lease.session == session {
-                            // Free, keeping the term, the pause and the requests.
-                            let free = LeaseRecord {
-                                holder: String::new(),
-                                session: String::new(),
-                                ..lease
-                            };
-                            mutations.push(mutation(ds::mutation::Operation::Update(
-                                self.lease_entity(job, &free),
-                            )));
-                        }
-                    }
-                }
-                if mutations.is_empty() {
-                    self.rollback(tx).await;
-                    break;
-                }
-                let n = mutations.len();
-                match self.commit(Some(tx), mutations).await {
-                    Ok(_) => {
-                        freed += n;
-                        break;
-                    }
-                    Err(s) if s.code() == Code::Aborted && attempt < ABORT_RETRIES => continue,
-                    Err(s) => return Err(map_status(s)),
-                }
-            }
+        for r in results {
+            freed += r?;
         }
         Ok(freed)
     }
@@ -1283,13 +1379,16 @@ fn map_status(s: Status) -> StoreError {
     }
 }
 
-/// `batch` in pieces of at most [`TX_GROUPS`] entity groups: its leases and their distinct
-/// observed holders' node records.
-fn tx_chunks(batch: &[Acquire]) -> Vec<Vec<&Acquire>> {
+/// `batch` in pieces of at most [`TX_GROUPS`] entity groups: its leases and the node records
+/// of their distinct holders observed alive.
+fn tx_chunks<'a>(batch: &[&'a Acquire]) -> Vec<Vec<&'a Acquire>> {
     let mut chunks: Vec<Vec<&Acquire>> = Vec::new();
     let mut holders: Vec<&str> = Vec::new();
-    for a in batch {
-        let holder = a.observed.holder();
+    for &a in batch {
+        let holder = match a.observed.holder_node {
+            Some(_) => a.observed.holder(),
+            None => "",
+        };
         let new_holder = !holder.is_empty() && !holders.contains(&holder);
         let groups = |c: &Vec<&Acquire>, h: &Vec<&str>| c.len() + h.len();
         let fits = chunks
@@ -1445,7 +1544,9 @@ fn parse_node(e: &ds::Entity) -> Option<NodeRecord> {
         // Absent in records written before it existed: empty.
         jobs_digest: get_str(e, "jobs_digest"),
         leaving: matches!(
-            e.properties.get("leaving").and_then(|v| v.value_type.as_ref()),
+            e.properties
+                .get("leaving")
+                .and_then(|v| v.value_type.as_ref()),
             Some(ValueType::BooleanValue(true))
         ),
     })

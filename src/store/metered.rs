@@ -116,9 +116,10 @@ impl Store for Metered {
     }
 
     async fn acquire_many(&self, batch: &[Acquire]) -> StoreResult<Vec<String>> {
-        // Reads: every lease and each distinct observed holder's node record.
+        // Reads: every lease and each distinct holder's node record observed alive.
         let holders: std::collections::HashSet<&str> = batch
             .iter()
+            .filter(|a| a.observed.holder_node.is_some())
             .map(|a| a.observed.holder())
             .filter(|h| !h.is_empty())
             .collect();

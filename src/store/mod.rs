@@ -168,7 +168,11 @@ impl Observed {
     /// observed one (holder, session, term, pause and resume; `acquired_at` is informational
     /// and the requests are kept as stored, so neither is compared), and the observed holder's
     /// node record still shows the (session, heartbeat) seen (`holder_now`, `None` when the
-    /// record is gone; not looked at for a free lease).
+    /// record is gone; not looked at for a free lease). A holder observed gone
+    /// (`holder_node: None`) ended its session for good (a session is never written again
+    /// once its record is deleted): a backend may skip reading its record
+    /// ([`datastore`] does, so that many transactions taking a dead node's leases do not all
+    /// read its record).
     pub fn still(&self, lease_now: Option<&LeaseRecord>, holder_now: Option<(&str, i64)>) -> bool {
         let same_lease = match (lease_now, self.lease.as_ref()) {
             (None, None) => true,

@@ -1010,3 +1010,58 @@ pub fn cli(emu: &Emulator, cfg: &Path, args: &[&str]) -> CliOut {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// Who leads what, from each node's log: its `lease_acquired`, `lease_lost` and
+/// `lease_released` lines, read on from where the last look stopped (nodes with thousands of
+/// leases log thousands of lines).
+pub struct Holdings {
+    held: Vec<std::collections::HashSet<String>>,
+    read: Vec<usize>,
+}
+
+impl Holdings {
+    pub fn new(nodes: usize) -> Self {
+        Holdings {
+            held: vec![Default::default(); nodes],
+            read: vec![0; nodes],
+        }
+    }
+
+    /// Read what `nodes` (the same nodes, in the same order, every time) logged since.
+    pub fn update<'a>(&mut self, nodes: impl IntoIterator<Item = &'a Node>) {
+        for (i, node) in nodes.into_iter().enumerate() {
+            let held = &mut self.held[i];
+            self.read[i] = node.each_event_from(self.read[i], |e| {
+                let job = e["job"].as_str().unwrap_or_default();
+                match e["event"].as_str().unwrap_or_default() {
+                    "lease_acquired" => {
+                        held.insert(job.to_string());
+                    }
+                    "lease_lost" | "lease_released" => {
+                        held.remove(job);
+                    }
+                    _ => {}
+                }
+            });
+        }
+    }
+
+    /// How many leases node `node` believes it holds.
+    pub fn count(&self, node: usize) -> usize {
+        self.held[node].len()
+    }
+
+    /// The jobs node `node` believes it leads.
+    pub fn jobs(&self, node: usize) -> &std::collections::HashSet<String> {
+        &self.held[node]
+    }
+
+    /// How many distinct jobs `nodes` lead between them.
+    pub fn union(&self, nodes: &[usize]) -> usize {
+        let mut all = std::collections::HashSet::new();
+        for &i in nodes {
+            all.extend(self.held[i].iter());
+        }
+        all.len()
+    }
+}
