@@ -151,22 +151,9 @@ const FREE: Observed = Observed {
 /// Take `job` for `who` from the state the store holds now.
 async fn take(store: &dyn Store, job: &str, who: &str, session: &str) -> i64 {
     let snap = store.snapshot(&[job.to_string()]).await.unwrap();
-    let cur = snap.leases.get(job).cloned();
-    let holder_node = cur
-        .as_ref()
-        .filter(|l| !l.holder.is_empty())
-        .and_then(|l| snap.nodes.get(&l.holder))
-        .map(|n| (n.session.clone(), n.heartbeat));
-    let term = cur.as_ref().map(|l| l.term).unwrap_or(0) + 1;
-    let observed = Observed {
-        lease: cur,
-        holder_node,
-    };
-    assert!(store
-        .acquire(job, &observed, &lease(who, session, term))
-        .await
-        .unwrap());
-    term
+    let a = acquisition(&snap, job, who, session);
+    assert!(store.acquire(job, &a.observed, &a.new).await.unwrap());
+    a.new.term
 }
 
 // ---- the clauses, generic over the backend ----

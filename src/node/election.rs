@@ -248,7 +248,14 @@ struct State {
     /// Leases this node changed, tried to change, or found changed (an acquisition, a
     /// release, a fenced claim): re-read at the next poll.
     dirty_jobs: std::collections::HashSet<String>,
+    /// Nodes whose sessions were ended for silence ([`Election::end_dead_sessions`]): id ->
+    /// session. Their runs are orphans because their heartbeat stopped, not because they
+    /// left. At most [`ENDED_KEPT`].
+    ended: HashMap<String, String>,
 }
+
+/// How many ended sessions are remembered.
+const ENDED_KEPT: usize = 256;
 
 struct LeaseCache {
     leases: Arc<HashMap<String, LeaseRecord>>,
@@ -361,7 +368,14 @@ impl Election {
                 .then_some("node_restarted");
         }
         let Some(n) = nodes.get(&run.node) else {
-            return Some("node_gone");
+            // Gone because this node ended its silent session to take its leases: it died.
+            let ended = self.state.lock().unwrap().ended.get(&run.node).cloned();
+            return Some(match ended {
+                Some(session) if run.session.is_empty() || run.session == session => {
+                    "heartbeat_stopped"
+                }
+                _ => "node_gone",
+            });
         };
         if !same_process(n) {
             return Some("node_restarted");
@@ -1123,20 +1137,37 @@ impl Election {
             match self.store.delete_node_if(id, session, *heartbeat).await {
                 Ok(true) => {
                     info!(event = "node_removed", removed = %id, node = %self.node,
-                        "removed the record of node {id}: no heartbeat for a lease; its leases                          are free");
+                        "removed the record of node {id}: no heartbeat for a lease; its leases are free");
                     over.insert(id.clone());
                 }
                 Ok(false) => recheck.push(id),
                 Err(e) => debug!(removed = %id, "cannot remove a dead node's record: {e}"),
             }
         }
+        {
+            let mut st = self.state.lock().unwrap();
+            if st.ended.len() > ENDED_KEPT {
+                st.ended.clear();
+            }
+            for id in &over {
+                st.ended.insert(id.clone(), dead[id].0.clone());
+            }
+        }
         if !recheck.is_empty() {
             // Changed since: deleted by another node (or it restarted) is as good; a new
             // heartbeat of the same session means it lives, and its leases stay.
             if let Ok(nodes) = self.store.nodes().await {
+                let mut st = self.state.lock().unwrap();
                 for id in recheck {
-                    if nodes.get(id).is_none_or(|n| n.session != dead[id].0) {
-                        over.insert(id.clone());
+                    match nodes.get(id) {
+                        None => {
+                            st.ended.insert(id.clone(), dead[id].0.clone());
+                            over.insert(id.clone());
+                        }
+                        Some(n) if n.session != dead[id].0 => {
+                            over.insert(id.clone());
+                        }
+                        Some(_) => {}
                     }
                 }
             }
