@@ -1153,7 +1153,7 @@ impl ScaleRow {
             if clustered { "second 0" } else { "spread" },
             d(self.all_led),
             d(self.spread),
-            self.store_errors,
+            self.store_errors.abs(),
             if failover {
                 self.killed_jobs.to_string()
             } else {
