@@ -628,18 +628,12 @@ impl Election {
         // leases: nobody else should want them (any loss means a stale view).
         let mut budget = ACQUIRE_PER_POLL;
         let (mut within_share, mut anyway) = (plan.within_share, plan.anyway);
-        if within_share
-            .iter()
-            .chain(&anyway)
-            .any(|(_, o)| o.holder_node.is_some())
-        {
-            let over = self
-                .end_dead_sessions(within_share.iter().chain(&anyway))
-                .await;
-            for (_, observed) in within_share.iter_mut().chain(anyway.iter_mut()) {
-                if over.contains(observed.holder()) {
-                    observed.holder_node = None;
-                }
+        let over = self
+            .end_dead_sessions(within_share.iter().chain(&anyway))
+            .await;
+        for (_, observed) in within_share.iter_mut().chain(anyway.iter_mut()) {
+            if over.contains(observed.holder()) {
+                observed.holder_node = None;
             }
         }
         let won = self
@@ -725,8 +719,8 @@ impl Election {
     ) -> StoreResult<Arc<HashMap<String, LeaseRecord>>> {
         let started = Instant::now();
         let names = self.jobs.active_names();
-        // What to read: `None` for all of them.
-        let (partial, base, dirty) = {
+        // What to read: the leases to merge into the copy, or `None` for all of them.
+        let (partial, dirty) = {
             let mut st = self.state.lock().unwrap();
             let every = full_read_every(self.config.lease, names.len());
             let dirty = std::mem::take(&mut st.dirty_jobs);
@@ -745,13 +739,10 @@ impl Election {
                     if changed.is_empty() && dirty.is_empty() {
                         return Ok(c.leases.clone());
                     }
-                    (
-                        Some(self.to_reread(&c.leases, &names, &changed, nodes, &dirty)),
-                        Some(c.leases.clone()),
-                        dirty,
-                    )
+                    let jobs = self.to_reread(&c.leases, &names, &changed, nodes, &dirty);
+                    (Some((jobs, c.leases.clone())), dirty)
                 }
-                _ => (None, None, dirty),
+                _ => (None, dirty),
             }
         };
         let epochs = nodes
@@ -759,15 +750,15 @@ impl Election {
             .map(|(id, n)| (id.clone(), (n.session.clone(), n.lease_epoch)))
             .collect();
         let read = match &partial {
-            Some(jobs) if jobs.is_empty() => Ok(HashMap::new()),
-            Some(jobs) => self.store.leases(jobs).await,
+            Some((jobs, _)) if jobs.is_empty() => Ok(HashMap::new()),
+            Some((jobs, _)) => self.store.leases(jobs).await,
             None => self.store.leases(&names).await,
         };
         let was_full = partial.is_none();
         match read {
             Ok(mut found) => {
-                let leases = match (partial, base) {
-                    (Some(jobs), Some(base)) => {
+                let leases = match partial {
+                    Some((jobs, base)) => {
                         let mut merged = (*base).clone();
                         for job in jobs {
                             match found.remove(&job) {
@@ -777,7 +768,7 @@ impl Election {
                         }
                         Arc::new(merged)
                     }
-                    _ => Arc::new(found),
+                    None => Arc::new(found),
                 };
                 let mut st = self.state.lock().unwrap();
                 // A partial read keeps the last full read's time: the safety net still comes.
@@ -1131,39 +1122,31 @@ impl Election {
                 dead.insert(o.holder().to_string(), (session.clone(), *heartbeat));
             }
         }
+        if dead.is_empty() {
+            return Default::default();
+        }
+        // Sessions ended here or by another node (records gone): their nodes died.
         let mut over = std::collections::HashSet::new();
+        let mut gone = Vec::new();
         let mut recheck = Vec::new();
         for (id, (session, heartbeat)) in &dead {
             match self.store.delete_node_if(id, session, *heartbeat).await {
                 Ok(true) => {
                     info!(event = "node_removed", removed = %id, node = %self.node,
                         "removed the record of node {id}: no heartbeat for a lease; its leases are free");
-                    over.insert(id.clone());
+                    gone.push(id);
                 }
                 Ok(false) => recheck.push(id),
                 Err(e) => debug!(removed = %id, "cannot remove a dead node's record: {e}"),
             }
         }
-        {
-            let mut st = self.state.lock().unwrap();
-            if st.ended.len() > ENDED_KEPT {
-                st.ended.clear();
-            }
-            for id in &over {
-                st.ended.insert(id.clone(), dead[id].0.clone());
-            }
-        }
+        // Changed since: deleted by another node (or it restarted) is as good; a new
+        // heartbeat of the same session means it lives, and its leases stay.
         if !recheck.is_empty() {
-            // Changed since: deleted by another node (or it restarted) is as good; a new
-            // heartbeat of the same session means it lives, and its leases stay.
             if let Ok(nodes) = self.store.nodes().await {
-                let mut st = self.state.lock().unwrap();
                 for id in recheck {
                     match nodes.get(id) {
-                        None => {
-                            st.ended.insert(id.clone(), dead[id].0.clone());
-                            over.insert(id.clone());
-                        }
+                        None => gone.push(id),
                         Some(n) if n.session != dead[id].0 => {
                             over.insert(id.clone());
                         }
@@ -1171,6 +1154,14 @@ impl Election {
                     }
                 }
             }
+        }
+        let mut st = self.state.lock().unwrap();
+        if st.ended.len() > ENDED_KEPT {
+            st.ended.clear();
+        }
+        for id in gone {
+            st.ended.insert(id.clone(), dead[id].0.clone());
+            over.insert(id.clone());
         }
         over
     }
@@ -1328,39 +1319,20 @@ impl Election {
             Some(e) => e.hand_over(indices, want),
             None => indices.into_iter().take(want).collect(),
         };
-        let terms: Vec<(String, i64)> = {
-            let st = self.state.lock().unwrap();
-            may_go
-                .iter()
-                .map(|&i| self.jobs.get(i).name.clone())
-                .filter_map(|j| st.held.get(&j).map(|l| (j, l.term)))
-                .collect()
-        };
-        if terms.is_empty() {
-            if let Some(e) = &events {
-                e.handed_over(&may_go);
-            }
-            return false;
-        }
-        let names: Vec<String> = terms.iter().map(|(j, _)| j.clone()).collect();
-        let result = self.store.release(&names, &self.node, session).await;
         let _handed = HandedOver(events.as_deref(), &may_go);
-        let mut st = self.state.lock().unwrap();
-        st.dirty_jobs.extend(names.iter().cloned());
-        match result {
-            Ok(_) => {
-                for (job, term) in &terms {
-                    st.held.remove(job);
-                    info!(event = "lease_released", job = %job, node = %self.node, term = *term,
-                        reason = "rebalance", "lease released to spread jobs over the nodes");
-                }
-                true
-            }
-            Err(e) => {
-                warn!(event = "store_error", "cannot release leases: {e}");
-                false
-            }
-        }
+        let names: Vec<String> = may_go
+            .iter()
+            .map(|&i| self.jobs.get(i).name.clone())
+            .collect();
+        self.hand_back(
+            &names,
+            session,
+            "rebalance",
+            "lease released to spread jobs over the nodes",
+            "cannot release leases",
+        )
+        .await
+        .is_some()
     }
 
     /// Hand back the leases of `jobs`, held by this node but no longer contested (a reload
@@ -1381,40 +1353,15 @@ impl Election {
             .filter(|&&i| !self.jobs.is_contested(i))
             .map(|&i| self.jobs.get(i).name.clone())
             .collect();
-        let terms: Vec<(String, i64)> = {
-            let st = self.state.lock().unwrap();
-            names
-                .iter()
-                .filter_map(|j| st.held.get(j).map(|l| (j.clone(), l.term)))
-                .collect()
-        };
-        if terms.is_empty() {
-            return false;
-        }
-        let names: Vec<String> = terms.iter().map(|(j, _)| j.clone()).collect();
-        let result = self.store.release(&names, &self.node, session).await;
-        let mut st = self.state.lock().unwrap();
-        st.dirty_jobs.extend(names.iter().cloned());
-        match result {
-            Ok(_) => {
-                for (job, term) in &terms {
-                    if st.held.get(job).is_some_and(|h| h.term == *term) {
-                        st.held.remove(job);
-                    }
-                    info!(event = "lease_released", job = %job, node = %self.node, term = *term,
-                        reason = "removed", "lease released: the job is no longer in this node's jobs file (or is off)");
-                }
-                self.metrics.set_held(st.held.keys());
-                true
-            }
-            Err(e) => {
-                warn!(
-                    event = "store_error",
-                    "cannot release the leases of removed jobs (tried again at the next poll): {e}"
-                );
-                false
-            }
-        }
+        self.hand_back(
+            &names,
+            session,
+            "removed",
+            "lease released: the job is no longer in this node's jobs file (or is off)",
+            "cannot release the leases of removed jobs (tried again at the next poll)",
+        )
+        .await
+        .is_some()
     }
 
     /// At a graceful stop, before running jobs drain: hand back at once every lease whose job
@@ -1439,40 +1386,67 @@ impl Election {
             None => indices,
         };
         let _handed = HandedOver(events.as_deref(), &idle);
+        let names: Vec<String> = idle
+            .iter()
+            .map(|&i| self.jobs.get(i).name.clone())
+            .collect();
+        let freed = self
+            .hand_back(
+                &names,
+                &session,
+                "shutdown",
+                "lease released",
+                "cannot release idle leases at stop (tried again after the drain)",
+            )
+            .await;
+        if freed.is_some() {
+            self.session.leases_changed(self.held());
+        }
+        freed.unwrap_or(0)
+    }
+
+    /// Release those of `jobs` this node holds, in one store call, and book it: each leaves
+    /// `held` (if still held with the term it had), is logged `lease_released` with `reason`
+    /// and `message`, and is read again at the next poll. How many the store freed; `None`
+    /// when the call failed (logged with `failed`) or nothing was held.
+    async fn hand_back(
+        &self,
+        jobs: &[String],
+        session: &str,
+        reason: &str,
+        message: &str,
+        failed: &str,
+    ) -> Option<usize> {
         let terms: Vec<(String, i64)> = {
             let st = self.state.lock().unwrap();
-            idle.iter()
-                .map(|&i| self.jobs.get(i).name.clone())
-                .filter_map(|j| st.held.get(&j).map(|l| (j, l.term)))
+            jobs.iter()
+                .filter_map(|j| st.held.get(j).map(|l| (j.clone(), l.term)))
                 .collect()
         };
         if terms.is_empty() {
-            return 0;
+            return None;
         }
         let names: Vec<String> = terms.iter().map(|(j, _)| j.clone()).collect();
-        let freed = match self.store.release(&names, &self.node, &session).await {
-            Ok(n) => n,
-            Err(e) => {
-                warn!(
-                    event = "store_error",
-                    "cannot release idle leases at stop ({e}); tried again after the drain"
-                );
-                return 0;
-            }
-        };
-        {
-            let mut st = self.state.lock().unwrap();
-            for (job, term) in &terms {
-                if st.held.get(job).is_some_and(|h| h.term == *term) {
-                    st.held.remove(job);
+        let result = self.store.release(&names, &self.node, session).await;
+        let mut st = self.state.lock().unwrap();
+        st.dirty_jobs.extend(names);
+        match result {
+            Ok(freed) => {
+                for (job, term) in &terms {
+                    if st.held.get(job).is_some_and(|h| h.term == *term) {
+                        st.held.remove(job);
+                    }
+                    info!(event = "lease_released", job = %job, node = %self.node, term = *term,
+                        reason, "{message}");
                 }
-                info!(event = "lease_released", job = %job, node = %self.node, term = *term,
-                    reason = "shutdown", "lease released");
+                self.metrics.set_held(st.held.keys());
+                Some(freed)
             }
-            self.metrics.set_held(st.held.keys());
+            Err(e) => {
+                warn!(event = "store_error", "{failed}: {e}");
+                None
+            }
         }
-        self.session.leases_changed(self.held());
-        freed
     }
 
     /// Release every lease this node holds (graceful stop). Returns how many were freed.
