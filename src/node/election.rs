@@ -1314,11 +1314,7 @@ impl Election {
     async fn release_excess(&self, jobs: &[String], want: usize, session: &str) -> bool {
         // Only idle leases go: no claimed tick waiting to start, no run going.
         let events = self.events();
-        let indices: Vec<usize> = jobs.iter().filter_map(|j| self.jobs.index(j)).collect();
-        let may_go = match &events {
-            Some(e) => e.hand_over(indices, want),
-            None => indices.into_iter().take(want).collect(),
-        };
+        let may_go = self.idle_of(events.as_deref(), jobs, want);
         let _handed = HandedOver(events.as_deref(), &may_go);
         let names: Vec<String> = may_go
             .iter()
@@ -1341,11 +1337,7 @@ impl Election {
     /// release fails, is looked at again at the next poll. True if any was released.
     async fn release_stale(&self, jobs: &[String], session: &str) -> bool {
         let events = self.events();
-        let indices: Vec<usize> = jobs.iter().filter_map(|j| self.jobs.index(j)).collect();
-        let idle = match &events {
-            Some(e) => e.hand_over(indices, usize::MAX),
-            None => indices,
-        };
+        let idle = self.idle_of(events.as_deref(), jobs, usize::MAX);
         let _handed = HandedOver(events.as_deref(), &idle);
         // Back in the file meanwhile: kept.
         let names: Vec<String> = idle
@@ -1376,15 +1368,7 @@ impl Election {
         // Announced with the release (one record write): peers place nothing more on us.
         self.session.set_leaving();
         let events = self.events();
-        let indices: Vec<usize> = self
-            .held()
-            .iter()
-            .filter_map(|j| self.jobs.index(j))
-            .collect();
-        let idle = match &events {
-            Some(e) => e.hand_over(indices, usize::MAX),
-            None => indices,
-        };
+        let idle = self.idle_of(events.as_deref(), &self.held(), usize::MAX);
         let _handed = HandedOver(events.as_deref(), &idle);
         let names: Vec<String> = idle
             .iter()
@@ -1403,6 +1387,22 @@ impl Election {
             self.session.leases_changed(self.held());
         }
         freed.unwrap_or(0)
+    }
+
+    /// The slots of at most `want` of `jobs` (in order of preference) that may be handed back
+    /// now: those `events` says are idle. Each must take no new claim until the hand-over ends
+    /// ([`HandedOver`]).
+    fn idle_of(
+        &self,
+        events: Option<&dyn LeaseEvents>,
+        jobs: &[String],
+        want: usize,
+    ) -> Vec<usize> {
+        let indices: Vec<usize> = jobs.iter().filter_map(|j| self.jobs.index(j)).collect();
+        match events {
+            Some(e) => e.hand_over(indices, want),
+            None => indices.into_iter().take(want).collect(),
+        }
     }
 
     /// Release those of `jobs` this node holds, in one store call, and book it: each leaves
