@@ -29,6 +29,7 @@
 //! command = ["/usr/local/bin/backup"]
 //! retries = 2                 # overrides [defaults]
 //! ```
+pub mod cron_mask;
 pub mod crontab;
 pub mod notify;
 pub mod schedule;
@@ -1107,7 +1108,7 @@ impl Validator<'_> {
             return None;
         }
         let mut seen: HashMap<String, usize> = HashMap::new();
-        let mut jobs = Vec::new();
+        let mut jobs = Vec::with_capacity(raw.len());
         let mut ok = true;
         for job in raw {
             let job = job.into_inner();

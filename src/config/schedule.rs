@@ -5,7 +5,7 @@
 //! done here rather than with croner's own `DateTime<Tz>` search, because that search is not
 //! monotonic inside a DST overlap: from an instant in the repeated hour it can return an
 //! earlier instant, and its iterator interleaves the two occurrences of the hour (00:00Z,
-//! 01:00Z, 00:20Z, ...). Here croner only answers "next/previous matching wall-clock second"
+//! 01:00Z, 00:20Z, ...). Here croner only parses; [`CronMask`] answers "next/previous matching wall-clock second"
 //! (evaluated in UTC, which has no DST), and the rules below turn those into instants:
 //!
 //! * A wall-clock time that exists once fires at that instant.
@@ -28,7 +28,15 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Duration, NaiveDateTime, Offset, TimeZone, Utc};
 use croner::parser::{CronParser, Seconds, Year};
-use croner::Cron;
+
+use crate::config::cron_mask::CronMask;
+
+/// Which way a calendar search goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Forward,
+    Backward,
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -40,10 +48,9 @@ pub struct Schedule {
     /// The expression as written (trimmed).
     pub expr: String,
     pub tz: chrono_tz::Tz,
-    /// The parsed pattern, shared: croner keeps a bitset per field (about 5 KB a pattern), and
-    /// schedules are cloned into the ticker and the tick logic; with 10,000 jobs, copies cost
-    /// tens of MiB.
-    pub cron: std::sync::Arc<Cron>,
+    /// The parsed pattern as bit masks (croner's own parse is about 5 KB a pattern: see
+    /// [`crate::config::cron_mask`]).
+    mask: CronMask,
     /// Fixed-time job (Linux cron's rule: no `*` at the start of the second, minute or hour
     /// field): fires once on DST overlap, and once right after a DST gap that swallowed its
     /// time.
@@ -96,7 +103,7 @@ impl Schedule {
         let schedule = Schedule {
             expr: trimmed.to_string(),
             tz,
-            cron: std::sync::Arc::new(cron),
+            mask: CronMask::of(&cron, &tab.pattern, tab.dom_and_dow),
             fixed_time: tab.fixed_time,
             last_weekday: tab.last_weekday,
             days_rule: tab.both_days_restricted.then_some(if tab.days_ored {
@@ -108,10 +115,7 @@ impl Schedule {
         // Every pattern that matches at all matches within one 400-year Gregorian cycle.
         let probe = NaiveDateTime::parse_from_str("2000-01-01 00:00:00", "%Y-%m-%d %H:%M:%S")
             .expect("valid literal");
-        if schedule
-            .naive_search(probe, croner::Direction::Forward)
-            .is_none()
-        {
+        if schedule.naive_search(probe, Direction::Forward).is_none() {
             return Err(bad("it never fires (no date matches it)".into()));
         }
         Ok(schedule)
@@ -119,27 +123,26 @@ impl Schedule {
 
     /// Does the wall-clock second `n` match the expression?
     pub fn matches_wall_clock(&self, n: NaiveDateTime) -> bool {
-        self.cron.is_time_matching(&n.and_utc()).unwrap_or(false)
+        self.mask.matches(n)
             && (!self.last_weekday || crate::config::crontab::is_last_weekday(n.date()))
     }
 
     /// The nearest matching wall-clock second at or after (before) `from` (UTC has no DST, so
     /// this is a pure calendar search).
-    fn naive_search(
-        &self,
-        from: NaiveDateTime,
-        direction: croner::Direction,
-    ) -> Option<NaiveDateTime> {
+    fn naive_search(&self, from: NaiveDateTime, direction: Direction) -> Option<NaiveDateTime> {
         let mut from = from;
         // `LW`: croner matches days 26-31; skip the days that are not the last weekday.
         for _ in 0..MAX_STEPS {
-            let found = naive_search(&self.cron, from, true, direction)?;
+            let found = match direction {
+                Direction::Forward => self.mask.next_from(from),
+                Direction::Backward => self.mask.prev_from(from),
+            }?;
             if !self.last_weekday || crate::config::crontab::is_last_weekday(found.date()) {
                 return Some(found);
             }
             from = match direction {
-                croner::Direction::Forward => found.date().succ_opt()?.and_hms_opt(0, 0, 0)?,
-                croner::Direction::Backward => found.date().pred_opt()?.and_hms_opt(23, 59, 59)?,
+                Direction::Forward => found.date().succ_opt()?.and_hms_opt(0, 0, 0)?,
+                Direction::Backward => found.date().pred_opt()?.and_hms_opt(23, 59, 59)?,
             };
         }
         None
@@ -286,7 +289,7 @@ impl Schedule {
             return false;
         };
         matches!(
-            self.naive_search(gap_start, croner::Direction::Forward),
+            self.naive_search(gap_start, Direction::Forward),
             Some(n) if n < gap_end
         )
     }
@@ -315,7 +318,7 @@ impl Schedule {
                 let found = if exhausted.is_some_and(|e| search >= e) {
                     None
                 } else {
-                    self.naive_search(search, croner::Direction::Forward)
+                    self.naive_search(search, Direction::Forward)
                 };
                 let candidate = found.map(|n| (n, n.and_utc().timestamp() - o));
                 // The candidate holds only if the offset stays `o` from `cur` up to it.
@@ -366,7 +369,7 @@ impl Schedule {
                 let found = if exhausted.is_some_and(|e| search <= e) {
                     None
                 } else {
-                    self.naive_search(search, croner::Direction::Backward)
+                    self.naive_search(search, Direction::Backward)
                 };
                 let candidate = found.map(|n| (n, n.and_utc().timestamp() - o));
                 let limit = match candidate {
@@ -405,22 +408,6 @@ fn to_utc(ts: i64) -> Option<DateTime<Utc>> {
 
 fn naive_of(local_seconds: i64) -> Option<NaiveDateTime> {
     DateTime::from_timestamp(local_seconds, 0).map(|d| d.naive_utc())
-}
-
-/// The nearest wall-clock second matching `cron` from `from` in `direction` (UTC has no DST, so
-/// this is a pure calendar search).
-fn naive_search(
-    cron: &Cron,
-    from: NaiveDateTime,
-    inclusive: bool,
-    direction: croner::Direction,
-) -> Option<NaiveDateTime> {
-    let start = from.and_utc();
-    let found = match direction {
-        croner::Direction::Forward => cron.find_next_occurrence(&start, inclusive),
-        croner::Direction::Backward => cron.find_previous_occurrence(&start, inclusive),
-    };
-    found.ok().map(|d| d.naive_utc())
 }
 
 #[cfg(test)]
