@@ -381,20 +381,29 @@ impl DatastoreStore {
         Ok(found)
     }
 
-    async fn lookup_batched(&self, keys: Vec<ds::Key>) -> StoreResult<HashMap<String, ds::Entity>> {
+    /// Lookups of `keys` (of one kind), a few at a time, by key name, each batch's entities
+    /// parsed as it arrives, so no
+    /// more than [`LOOKUPS_IN_FLIGHT`] batches of decoded entities exist at once (a read of
+    /// 10,000 leases held all of them, 13 MB, before parsing any).
+    async fn lookup_parsed<T>(
+        &self,
+        keys: Vec<ds::Key>,
+        parse: impl Fn(&ds::Entity) -> StoreResult<T>,
+    ) -> StoreResult<HashMap<String, T>> {
         // A few at a time: 10 lookups of 1,000 sent at once to a busy emulator all ran past the
         // timeout together.
+        let mut all = HashMap::with_capacity(keys.len());
         let batches: Vec<_> = keys
             .chunks(LOOKUP_BATCH)
             .map(|chunk| self.lookup(chunk.to_vec(), None))
             .collect();
-        let parts: Vec<_> = futures::stream::iter(batches)
-            .buffer_unordered(LOOKUPS_IN_FLIGHT)
-            .collect()
-            .await;
-        let mut all = HashMap::new();
-        for part in parts {
-            all.extend(part?);
+        let mut batches = futures::stream::iter(batches).buffer_unordered(LOOKUPS_IN_FLIGHT);
+        while let Some(part) = batches.next().await {
+            for entity in part?.into_values() {
+                if let Some(name) = key_name(entity.key.as_ref()) {
+                    all.insert(name, parse(&entity)?);
+                }
+            }
         }
         Ok(all)
     }
@@ -994,12 +1003,7 @@ impl Store for DatastoreStore {
 
     async fn leases(&self, jobs: &[String]) -> StoreResult<HashMap<String, LeaseRecord>> {
         let keys = jobs.iter().map(|j| self.key(KIND_LEASE, j)).collect();
-        let leases = self.lookup_batched(keys).await?;
-        leases
-            .into_values()
-            .filter_map(|e| Some((key_name(e.key.as_ref())?, e)))
-            .map(|(job, e)| Ok((job, parse_lease(&e)?)))
-            .collect()
+        self.lookup_parsed(keys, parse_lease).await
     }
 
     async fn acquire_many(&self, batch: &[Acquire]) -> StoreResult<Vec<String>> {
