@@ -460,28 +460,60 @@ fn kill_9_failover(backend: Backend, drill: &str) {
 
 #[test]
 fn kill_9_of_a_node_leading_hundreds_moves_them_all_within_lease_and_3_s() {
-    mass_failover(Backend::datastore(), "mass_failover");
+    mass_failover(Backend::datastore(), Stop::Kill9, "mass_failover");
 }
 
 #[test]
 fn kill_9_of_a_node_leading_hundreds_moves_them_all_within_lease_and_3_s_on_the_file_store() {
-    mass_failover(Backend::file(), "mass_failover_file_store");
+    mass_failover(Backend::file(), Stop::Kill9, "mass_failover_file_store");
 }
 
 #[test]
 fn kill_9_of_a_node_leading_hundreds_moves_them_all_within_lease_and_3_s_on_redis() {
-    mass_failover(Backend::redis(), "mass_failover_redis");
+    mass_failover(Backend::redis(), Stop::Kill9, "mass_failover_redis");
 }
 
 #[test]
 fn kill_9_of_a_node_leading_hundreds_moves_them_all_within_lease_and_3_s_on_zookeeper() {
-    mass_failover(Backend::zookeeper(), "mass_failover_zookeeper");
+    mass_failover(Backend::zookeeper(), Stop::Kill9, "mass_failover_zookeeper");
 }
 
-/// 600 jobs (once an hour: this is about elections) on three nodes; kill -9 of the node
-/// leading the most: every one of its jobs has a new leader within lease + 3 s, the survivors
-/// share them within one of each other, and the store agrees with what they say they lead.
-fn mass_failover(backend: Backend, drill: &str) {
+#[test]
+fn sigterm_of_a_node_leading_hundreds_hands_them_all_over_within_a_lease() {
+    mass_failover(Backend::datastore(), Stop::Sigterm, "mass_handover");
+}
+
+#[test]
+fn sigterm_of_a_node_leading_hundreds_hands_them_all_over_on_the_file_store() {
+    mass_failover(Backend::file(), Stop::Sigterm, "mass_handover_file_store");
+}
+
+#[test]
+fn sigterm_of_a_node_leading_hundreds_hands_them_all_over_on_redis() {
+    mass_failover(Backend::redis(), Stop::Sigterm, "mass_handover_redis");
+}
+
+#[test]
+fn sigterm_of_a_node_leading_hundreds_hands_them_all_over_on_zookeeper() {
+    mass_failover(
+        Backend::zookeeper(),
+        Stop::Sigterm,
+        "mass_handover_zookeeper",
+    );
+}
+
+/// How the node leading the most is stopped.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stop {
+    Kill9,
+    Sigterm,
+}
+
+/// 600 jobs (once an hour: this is about elections) on three nodes; the node leading the most
+/// stops: after kill -9, every one of its jobs has a new leader within lease + 3 s; after
+/// SIGTERM, within a lease (peers take its leases straight from it: its log says so). The survivors share them within one of each
+/// other, and the store agrees with what they say they lead.
+fn mass_failover(backend: Backend, stop: Stop, drill: &str) {
     const JOBS: usize = 600;
     let mut text = format!(
         "{}[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n",
@@ -497,7 +529,7 @@ fn mass_failover(backend: Backend, drill: &str) {
     }
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &text);
-    let nodes = start_nodes(&backend, &cfg, 3);
+    let mut nodes = start_nodes(&backend, &cfg, 3);
     let mut held = Holdings::new(nodes.len());
     let everyone = [0, 1, 2];
     assert!(
@@ -510,7 +542,10 @@ fn mass_failover(backend: Backend, drill: &str) {
     );
     let victim = (0..3).max_by_key(|&i| held.count(i)).unwrap();
     let moved = held.count(victim);
-    nodes[victim].kill9();
+    match stop {
+        Stop::Kill9 => nodes[victim].kill9(),
+        Stop::Sigterm => nodes[victim].signal(libc::SIGTERM),
+    }
     let killed_at = std::time::Instant::now();
     let survivors: Vec<usize> = everyone.into_iter().filter(|&i| i != victim).collect();
     let all_led = wait_until(Duration::from_secs(30), || {
@@ -523,7 +558,13 @@ fn mass_failover(backend: Backend, drill: &str) {
         "the survivors lead {} of {JOBS}",
         held.union(&survivors)
     );
-    let bound = LEASE + Duration::from_secs(3);
+    let bound = match stop {
+        Stop::Kill9 => LEASE + Duration::from_secs(3),
+        // The target is poll + 1 s (BENCHMARKS.md measures it on release builds); a debug
+        // build beside other tests gets a lease's worth, still well short of the lease +
+        // poll a release-free hand-over would wait.
+        Stop::Sigterm => LEASE,
+    };
     // When each survivor took its part, and how its store calls went (for a failure message).
     let killed_wall = Utc::now() - chrono::Duration::from_std(gap).unwrap();
     let timeline: Vec<String> = survivors
@@ -545,11 +586,46 @@ fn mass_failover(backend: Backend, drill: &str) {
             )
         })
         .collect();
-    eprintln!("{moved} leases moved after kill -9 in {gap:?} (bound {bound:?}): {timeline:?}");
+    let victim_log: Vec<String> = nodes[victim]
+        .events()
+        .iter()
+        .filter(|e| {
+            ["stopping", "handing_over", "node_stopped", "store_error"]
+                .contains(&e["event"].as_str().unwrap_or(""))
+        })
+        .map(|e| {
+            format!(
+                "{} {} ms",
+                e["event"],
+                (time(e, "ts") - killed_wall).num_milliseconds()
+            )
+        })
+        .collect();
+    eprintln!("{moved} leases moved after {stop:?} in {gap:?} (bound {bound:?}): {timeline:?}; the stopped node: {victim_log:?}");
     assert!(
         gap <= bound,
-        "the {moved} leases of the killed node moved in {gap:?}, more than lease + 3 s: {timeline:?}"
+        "the {moved} leases of the stopped node ({stop:?}) moved in {gap:?}, more than {bound:?}: \
+         {timeline:?}; the stopped node: {victim_log:?}"
     );
+    if stop == Stop::Sigterm {
+        let status = nodes[victim]
+            .wait_exit(Duration::from_secs(30))
+            .expect("the stopped node exits");
+        assert!(status.success(), "exit status {status:?}");
+        let taken = nodes[victim]
+            .events_named("lease_released")
+            .iter()
+            .filter(|e| {
+                e["msg"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("a peer took it"))
+            })
+            .count();
+        assert!(
+            taken * 2 > moved,
+            "peers took {taken} of the {moved} leases straight from the stopping node"
+        );
+    }
     // Shared out within one of each other.
     let spread = wait_until(Duration::from_secs(20), || {
         held.update(&nodes);

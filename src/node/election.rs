@@ -282,10 +282,20 @@ struct Watched {
 }
 
 /// How one job's lease looks to this node in one poll.
+/// How many polls a stopping node waits for its peers to take the leases it hands over before
+/// it releases what is left: they act at their next poll, a poll after its record said so.
+const HANDOVER_WAIT: u32 = 3;
+
 enum Standing {
     Mine,
     Other,
     Available,
+}
+
+/// Whether `holder`, which holds `job`'s lease in the session its record shows, is stopping and
+/// does not keep `job` ([`NodeRecord::leaving`]): the lease is free to take from it.
+fn handed_over(holder: &NodeRecord, job: &str) -> bool {
+    holder.leaving && !holder.jobs.iter().any(|j| j == job)
 }
 
 impl Election {
@@ -941,6 +951,7 @@ impl Election {
                 match nodes.get(&rec.holder) {
                     None => Standing::Available, // holder gone (stopped gracefully)
                     Some(n) if n.session != rec.session => Standing::Available, // holder restarted
+                    Some(n) if handed_over(n, job) => Standing::Available, // holder stopping
                     Some(_) if alive(st, &rec.holder) => Standing::Other,
                     Some(_) => Standing::Available, // heartbeat unchanged for a full lease
                 }
@@ -1003,9 +1014,11 @@ impl Election {
                             .available_since
                             .entry(job.clone())
                             .or_insert((now, polls));
+                        // A stopping holder's heartbeat still moves: its record is not part
+                        // of the compare for the leases it handed over, only the lease is.
                         let holder_node = nodes
                             .get(&rec.holder)
-                            .filter(|_| !rec.holder.is_empty())
+                            .filter(|n| !rec.holder.is_empty() && !handed_over(n, job))
                             .map(|n| (n.session.clone(), n.heartbeat));
                         available.push((
                             job.clone(),
@@ -1356,24 +1369,61 @@ impl Election {
         .is_some()
     }
 
-    /// At a graceful stop, before running jobs drain: hand back at once every lease whose job
-    /// has nothing going on this node (no claimed tick waiting, no run), and announce it, so
-    /// the other nodes take them at their next poll instead of after `shutdown_grace`. The
-    /// busy ones go with [`Election::release_all`] once their runs are done. How many were
-    /// freed.
+    /// At a graceful stop, before running jobs drain: hand over at once every lease whose job
+    /// has nothing going on this node (no claimed tick waiting, no run), so the other nodes
+    /// take them at their next poll instead of after `shutdown_grace`. The node record says
+    /// so (`leaving`, keeping only the busy jobs), and live peers take those leases straight
+    /// from this node: at 10,000 jobs a node's 2,000 releases followed by its peers' 2,000
+    /// acquisitions took 13 s on the emulator, the acquisitions alone about one. What is
+    /// still ours after [`HANDOVER_WAIT`] polls (no live peer, a store error) is released
+    /// here. The busy ones go with [`Election::release_all`] once their runs are done. How
+    /// many were handed over or freed.
     pub async fn release_idle(&self) -> usize {
         let Some(session) = self.session.current() else {
             return 0;
         };
-        // Announced with the release (one record write): peers place nothing more on us.
-        self.session.set_leaving();
         let events = self.events();
-        let idle = self.idle_of(events.as_deref(), &self.held(), usize::MAX);
+        let held = self.held();
+        let idle = self.idle_of(events.as_deref(), &held, usize::MAX);
+        // No new claim of these until the hand-over ends (peers may take them any moment).
         let _handed = HandedOver(events.as_deref(), &idle);
-        let names: Vec<String> = idle
+        let mut names: Vec<String> = idle
             .iter()
             .map(|&i| self.jobs.get(i).name.clone())
             .collect();
+        let handing: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+        let keeps: Vec<String> = held
+            .iter()
+            .filter(|j| !handing.contains(j.as_str()))
+            .cloned()
+            .collect();
+        let kept = keeps.len();
+        self.session.set_leaving(keeps);
+        let peers = !self.state.lock().unwrap().alive_prev.is_empty();
+        info!(event = "handing_over", node = %self.node, idle = names.len(), kept, peers,
+            "stopping: {} idle lease(s) handed over, {kept} kept until their runs end",
+            names.len());
+        let mut handed = 0;
+        if peers && !names.is_empty() {
+            let deadline = Instant::now() + self.config.poll * HANDOVER_WAIT;
+            while Instant::now() < deadline && !names.is_empty() {
+                tokio::time::sleep(self.config.poll / 2).await;
+                let Ok(leases) = self.store.leases(&names).await else {
+                    break;
+                };
+                let taken: Vec<String> = names
+                    .iter()
+                    .filter(|j| {
+                        leases
+                            .get(*j)
+                            .is_none_or(|l| l.holder != self.node || l.session != session)
+                    })
+                    .cloned()
+                    .collect();
+                handed += self.book_taken(&taken);
+                names.retain(|j| !taken.contains(j));
+            }
+        }
         let freed = self
             .hand_back(
                 &names,
@@ -1386,7 +1436,21 @@ impl Election {
         if freed.is_some() {
             self.session.leases_changed(self.held());
         }
-        freed.unwrap_or(0)
+        handed + freed.unwrap_or(0)
+    }
+
+    /// Book `jobs`, whose leases peers took from this stopping node, as handed over: out of
+    /// `held`, logged `lease_released` (reason `shutdown`). How many.
+    fn book_taken(&self, jobs: &[String]) -> usize {
+        let mut st = self.state.lock().unwrap();
+        for job in jobs {
+            if let Some(l) = st.held.remove(job) {
+                info!(event = "lease_released", job = %job, node = %self.node, term = l.term,
+                    reason = "shutdown", "lease handed over: a peer took it from this stopping node");
+            }
+        }
+        self.metrics.set_held(st.held.keys());
+        jobs.len()
     }
 
     /// The slots of at most `want` of `jobs` (in order of preference) that may be handed back

@@ -116,9 +116,18 @@ impl Session {
         self.state.lock().unwrap().jobs_digest = digest;
     }
 
-    /// Say in the node record, from the next heartbeat on, that this node is stopping.
-    pub fn set_leaving(&self) {
-        self.state.lock().unwrap().leaving = true;
+    /// Say in the node record, written now, that this node is stopping and keeps only
+    /// `keeps` (the jobs with a run going); peers take its other leases straight from it at
+    /// their next poll ([`NodeRecord::leaving`]). The lease epoch does not move: the leases
+    /// themselves have not changed, and peers need no re-read of them to act.
+    pub fn set_leaving(&self, keeps: Vec<String>) {
+        {
+            let mut st = self.state.lock().unwrap();
+            st.leaving = true;
+            st.jobs = keeps;
+            st.jobs.sort();
+        }
+        self.renew_now.notify_one();
     }
 
     /// Publish this node's clock offset estimate with the next heartbeat.
@@ -140,10 +149,16 @@ impl Session {
         }
     }
 
-    /// Record the jobs this node leads; written with the next heartbeat.
+    /// Record the jobs this node leads; written with the next heartbeat. Once the node is
+    /// leaving, its jobs only shrink ([`NodeRecord::leaving`]): a job it handed over is not
+    /// claimed back by a later write.
     pub fn set_jobs(&self, mut jobs: Vec<String>) {
         jobs.sort();
-        self.state.lock().unwrap().jobs = jobs;
+        let mut st = self.state.lock().unwrap();
+        if st.leaving {
+            jobs.retain(|j| st.jobs.binary_search(j).is_ok());
+        }
+        st.jobs = jobs;
     }
 
     /// This node changed leases (acquired or released some): bump the lease epoch and write the

@@ -75,7 +75,8 @@ pub struct NodeRecord {
     pub started_at: DateTime<Utc>,
     /// Informational only, for `cronlease status`: this node's wall clock at the write.
     pub renewed_at: DateTime<Utc>,
-    /// Informational: the jobs this node believes it leads.
+    /// The jobs this node believes it leads (informational), or, once it is `leaving`, the
+    /// jobs it keeps until their runs end.
     pub jobs: Vec<String>,
     /// Informational: the node's HTTP address (`--http`), if it serves one.
     pub http: Option<String>,
@@ -94,9 +95,12 @@ pub struct NodeRecord {
     /// its [`Definitions`] only when this differs from theirs. Empty in records written before
     /// it existed (such a node is taken to know every job).
     pub jobs_digest: String,
-    /// The node is stopping: it takes no more leases and hands its idle ones back, so peers
-    /// place nothing on it ([`crate::node::placement`]). False in records written before it
-    /// existed.
+    /// The node is stopping: it takes no more leases, peers place nothing on it
+    /// ([`crate::node::placement`]), and its leases of jobs not in `jobs` (those with no run
+    /// going on it) are free for peers to take from it as they stand, at their next poll,
+    /// without waiting for it to release them. `jobs` only shrinks from then on, so a peer
+    /// reading an older leaving record never takes a lease the node still keeps. False in
+    /// records written before it existed.
     pub leaving: bool,
 }
 
