@@ -7,14 +7,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use cronlease::ops::logging::LogFormat;
 
-/// mimalloc rather than glibc's malloc: a node's heap is many small, long-lived per-job records
-/// plus bursts (a full read of every lease, the start-up inserts) spread over tokio's threads,
-/// and glibc's per-thread arenas kept those bursts resident. At 10,000 jobs on 5 nodes the
-/// resident set after start-up was 70–90 MiB with glibc and 57–60 MiB with mimalloc, the
-/// same heap (BENCHMARKS.md, "Memory").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "cronlease",
