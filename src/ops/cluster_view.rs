@@ -18,10 +18,15 @@
 //! the epoch again, so the run shows), a job with a request pending every time; and a node's job definitions once per new digest (for drift).
 //! So a settled cluster of jobs that fire once a minute costs, with a page open, about one
 //! `recent_runs` read per run, and nothing between runs.
+//!
+//! Each refresh also moves the versions of the job rows that changed
+//! ([`crate::ops::row_versions`]), so that a page reads only those; the whole report's JSON is
+//! made only when a page asks for it (its first load).
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Mutex;
@@ -31,6 +36,7 @@ use crate::config::Config;
 use crate::node::election::Election;
 use crate::node::jobs::JobTable;
 use crate::ops::control::timed;
+use crate::ops::row_versions::{RowVersions, Rows};
 use crate::ops::status::{self, ClusterStatus, READ_CONCURRENCY};
 use crate::store::{Definitions, LeaseRecord, RunRecord, Snapshot, Store, StoreError};
 
@@ -59,7 +65,6 @@ pub struct ClusterView {
     state: Mutex<State>,
 }
 
-#[derive(Default)]
 struct State {
     /// The last report and when it was made; `Err`: the last refresh failed (and when).
     last: Option<(Instant, Result<Report, String>)>,
@@ -74,6 +79,23 @@ struct State {
     definitions: HashMap<String, Arc<Definitions>>,
     /// The control epoch at the last refresh.
     epoch: Option<i64>,
+    /// The job rows' versions, moved by each refresh that changed them.
+    versions: RowVersions,
+}
+
+impl State {
+    fn new() -> Self {
+        State {
+            last: None,
+            good: None,
+            runs: HashMap::new(),
+            read: HashMap::new(),
+            definitions: HashMap::new(),
+            epoch: None,
+            // A mark of this start: a page's version from before a restart is not ours.
+            versions: RowVersions::new(uuid::Uuid::new_v4().simple().to_string()[..12].into()),
+        }
+    }
 }
 
 /// When a job's runs were read, and its lease record as seen then.
@@ -82,12 +104,36 @@ struct ReadAt {
     lease: Option<LeaseRecord>,
 }
 
-/// A report as served: made once per refresh, its JSON too (an open page asks every poll, and
+/// A report as served: made once per refresh; its whole JSON made once too, and only when a
+/// page asks for all of it (an open page asks for the rows changed since its last poll, and
 /// the JSON of 1,000 jobs is over a megabyte).
 #[derive(Clone)]
 pub struct Report {
     pub status: Arc<ClusterStatus>,
-    pub json: axum::body::Bytes,
+    /// The job rows with their versions, for `?since=` ([`crate::ops::row_versions`]).
+    pub rows: Arc<Rows>,
+    json: Arc<OnceLock<Result<Bytes, String>>>,
+}
+
+impl Report {
+    fn new(status: ClusterStatus, rows: Arc<Rows>) -> Self {
+        Report {
+            status: Arc::new(status),
+            rows,
+            json: Arc::default(),
+        }
+    }
+
+    /// The whole report's JSON (as `cronlease status --json` prints it), made at the first ask.
+    pub fn json(&self) -> Result<Bytes, String> {
+        self.json
+            .get_or_init(|| {
+                serde_json::to_vec(&*self.status)
+                    .map(Bytes::from)
+                    .map_err(|e| format!("cannot encode the report: {e}"))
+            })
+            .clone()
+    }
 }
 
 /// `cached` runs (newest first) with `newest` (the newest few, as just read) in place of the
@@ -159,7 +205,7 @@ impl ClusterView {
             base,
             jobs,
             every,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State::new()),
         }
     }
 
@@ -313,12 +359,8 @@ impl ClusterView {
             now,
             DASHBOARD_RUNS,
         );
-        let json = serde_json::to_vec(&status)
-            .map_err(|e| StoreError::Other(format!("cannot encode the report: {e}")))?;
-        Ok(Report {
-            status: Arc::new(status),
-            json: json.into(),
-        })
+        let rows = st.versions.update(&status);
+        Ok(Report::new(status, rows))
     }
 }
 

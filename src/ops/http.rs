@@ -8,7 +8,7 @@
 //! | `/metrics` | Prometheus / OpenMetrics text, see [`crate::ops::metrics`] |
 //! | `/runs/{job}/{fire_time}/output` | a run going on this node: its kept output, then its lines as they come, until it ends (`text/plain`, chunked); 404 when no such run is going here |
 //! | `/` | the dashboard: a page that shows the cluster live, [`crate::ops::dashboard`] |
-//! | `/api/cluster` | JSON: the report of `cronlease status --json`, refreshed at most once per poll |
+//! | `/api/cluster` | JSON: the report of `cronlease status --json`, refreshed at most once per poll; `?since=V`: only the job rows changed since version `V` ([`crate::ops::row_versions`]) |
 //! | `/api/runs/{job}/{fire_time}` | JSON: one run's record from the store, with its kept output: [`crate::ops::run_detail`] |
 //! | `/api/runs/{job}/{fire_time}/live` | a running run's output as it comes, from whichever node runs it |
 //! | `POST /api/jobs/{job}/{pause,resume,trigger}` | the control plane's writes, behind a bearer token: [`crate::ops::actions`] |

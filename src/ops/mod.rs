@@ -10,6 +10,7 @@ pub mod http;
 pub mod logging;
 pub mod logs;
 pub mod metrics;
+pub mod row_versions;
 pub mod run_detail;
 pub mod status;
 pub mod token;
