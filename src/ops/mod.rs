@@ -7,6 +7,7 @@ pub mod control;
 pub mod dashboard;
 pub mod follow;
 pub mod http;
+pub mod job_view;
 pub mod logging;
 pub mod logs;
 pub mod metrics;
