@@ -391,17 +391,34 @@ impl ClusterView {
             }
         }
         st.epoch = Some(epoch);
-        let status = status::build_keeping(
-            &config,
-            self.store.describe(),
-            &snapshot,
-            &st.runs,
-            &st.definitions,
-            now,
-            DASHBOARD_RUNS,
-        );
-        let rows = st.versions.update(&status);
+        let store = self.store.describe();
+        let st = &mut *st;
+        let (status, rows) = off_the_workers(|| {
+            let status = status::build_keeping(
+                &config,
+                store,
+                &snapshot,
+                &st.runs,
+                &st.definitions,
+                now,
+                DASHBOARD_RUNS,
+            );
+            let rows = st.versions.update(&status);
+            (status, rows)
+        });
         Ok(Report::new(status, rows))
+    }
+}
+
+/// Runs `f`, CPU work of tens of milliseconds (building the report of 1,000 jobs and comparing
+/// its rows), without holding up the tasks of the worker thread it runs on: on the node's
+/// multi-threaded runtime the worker hands its other tasks (the HTTP answers among them) to
+/// another thread meanwhile. Elsewhere (a single-threaded runtime, where that cannot be done)
+/// it simply runs.
+fn off_the_workers<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
