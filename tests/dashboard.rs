@@ -1021,3 +1021,150 @@ fn a_jobs_name_opens_its_runs_durations_counts_and_next_fire_times() {
     browser.eval("document.getElementById('job-view').close(); return true");
     assert_eq!(browser.eval("return location.hash"), "");
 }
+
+/// The figures of the README's dashboard section (run by hand, about 4 minutes):
+/// `cargo test --test dashboard -- --ignored --nocapture what_a_refresh_costs_at_1000_jobs`.
+/// One node with 1,000 jobs that do not fire meanwhile (nothing changes); a client reads
+/// `/api/cluster?since=` with the version of its last answer once per poll, as an open page
+/// does, so each read finds the report a poll old and waits for its refresh. Prints the bytes of
+/// an answer and the latency's p50 / p99 / max, and the same of the whole report.
+#[test]
+#[ignore]
+fn what_a_refresh_costs_at_1000_jobs() {
+    use std::time::Instant;
+    const JOBS: usize = 1000;
+    const READS: usize = 300;
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The default lease (10 s), a poll of 500 ms: more refreshes in the time.
+    let mut jobs = String::from("[election]\npoll = \"500ms\"\n");
+    for i in 0..JOBS {
+        jobs.push_str(&format!(
+            "\n[[job]]\nname = \"j{i:04}\"\nschedule = \"0 0 3 * * *\"\nsay = \"x\"\n"
+        ));
+    }
+    let cfg = write_config(dir.path(), &jobs);
+    let (_node, port) = Node::spawn_with_http(&emu, &cfg, "a", &[]);
+    assert!(
+        wait_until(Duration::from_secs(120), || {
+            let report = cluster(port);
+            report["jobs"]
+                .as_array()
+                .is_some_and(|j| j.len() == JOBS && j.iter().all(|j| j["leader"] == "a"))
+        }),
+        "the node did not take every lease"
+    );
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[((p / 100.0) * (v.len() - 1) as f64).round() as usize]
+    };
+    let (mut version, full_bytes, _) = cluster_since(port, None);
+    let mut full_ms = Vec::new();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(500));
+        let t = Instant::now();
+        cluster_since(port, None);
+        full_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let (mut ms, mut bytes, mut rows, mut failed) = (Vec::new(), Vec::new(), 0, 0);
+    for _ in 0..READS {
+        std::thread::sleep(Duration::from_millis(500));
+        let t = Instant::now();
+        let path = format!("/api/cluster?since={version}");
+        let answer = common::http_with_head(port, "GET", &path, Duration::from_secs(10));
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        // A 503 (the node's store reads hung: this machine is shared) is counted, not used.
+        let Ok((200, head, body)) = answer else {
+            failed += 1;
+            continue;
+        };
+        bytes.push(body.len() as f64);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        rows += body["jobs"].as_array().map_or(0, |j| j.len());
+        assert!(body.get("since").is_some(), "a whole report: {head}");
+        version = body["version"].as_str().unwrap().to_string();
+    }
+    let slow: Vec<String> = ms
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| **m > 50.0)
+        .map(|(i, m)| format!("#{i}: {m:.0} ms"))
+        .collect();
+    eprintln!("reads over 50 ms: {slow:?}");
+    eprintln!(
+        "{JOBS} jobs, nothing changing, {READS} reads of ?since= one per poll (500 ms), {failed} \
+         not 200: bytes p50 {:.0} max {:.0}; rows sent {rows}; latency p50 {:.1} ms, p99 {:.1} ms, \
+         max {:.1} ms",
+        pct(&mut bytes, 50.0),
+        pct(&mut bytes, 100.0),
+        pct(&mut ms, 50.0),
+        pct(&mut ms, 99.0),
+        pct(&mut ms, 100.0),
+    );
+    eprintln!(
+        "the whole report: {full_bytes} bytes; latency p50 {:.1} ms, max {:.1} ms (20 reads)",
+        pct(&mut full_ms, 50.0),
+        pct(&mut full_ms, 100.0),
+    );
+}
+
+/// The page with 10,000 rows (run by hand: `cargo test --test dashboard -- --ignored
+/// --nocapture the_page_at_10000_jobs`). The rows are made in the page (a node with 10,000
+/// jobs is the scale bench's business): 10,000 jobs of 20 runs each taken in as one answer,
+/// then a poll's answer with one changed row, then a keystroke in the filter box. Prints how
+/// long each took, layout included, and how many run marks the page drew (only the rows
+/// near the screen get theirs).
+#[test]
+#[ignore]
+fn the_page_at_10000_jobs() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"1s\"\n\n\
+         [[job]]\nname = \"real\"\nschedule = \"0 0 3 * * *\"\nsay = \"x\"\n",
+    );
+    let (_node, port) = Node::spawn_with_http(&emu, &cfg, "a", &[]);
+    let browser = Browser::start();
+    browser.goto(&format!("http://127.0.0.1:{port}/"));
+    assert!(wait_until(Duration::from_secs(20), || shown_leader(
+        &browser, "real"
+    )
+    .is_some_and(|l| l == "a")));
+    let figures = browser.eval(
+        "const runs = Array.from({length: 20}, (_, k) => ({ fire_time: new Date(Date.UTC(2026, 11, 1, 0, 59 - k)).toISOString(), \
+           node: 'a', term: 1, outcome: k % 7 ? 'ok' : 'failed', started_at: '2026-12-01T00:00:00Z', \
+           finished_at: '2026-12-01T00:00:01Z', duration_ms: 1000 })); \
+         const job = i => ({ name: 'synthetic-' + String(i).padStart(5, '0'), schedule: '0 * * * * *', timezone: 'UTC', \
+           state: 'held', leader: 'a', term: 1, acquired_at: '2026-12-01T00:00:00Z', next_fire_time: '2030-01-01T00:00:00Z', \
+           runs, drift: [], paused: null, enabled: true, triggers: [], backfill: null, position: i + 1 }); \
+         const timed = f => { const t = performance.now(); f(); document.body.offsetHeight; return performance.now() - t; }; \
+         const all = Array.from({length: 10000}, (_, i) => job(i)); \
+         const first = timed(() => take(all, [], false)); \
+         const changed = job(5000); changed.paused = { by: 'me', since: '2026-12-01T00:00:00Z', note: '' }; \
+         const one = timed(() => take([changed], [], false)); \
+         const input = document.getElementById('filter'); \
+         const key = timed(() => { input.value = '0500'; input.dispatchEvent(new Event('input')); }); \
+         const clear = timed(() => { input.value = ''; input.dispatchEvent(new Event('input')); }); \
+         return [first, one, key, clear, document.querySelectorAll('#jobs tbody tr').length, \
+                 document.querySelectorAll('#jobs .run').length]",
+    );
+    // The rows near the screen get their marks once the page has laid them out.
+    let marks = "return document.querySelectorAll('#jobs .run').length";
+    assert!(wait_until(Duration::from_secs(10), || browser
+        .eval(marks)
+        .as_u64()
+        .is_some_and(|n| n > 0)));
+    eprintln!(
+        "10,000 rows of 20 runs: taken in {:.0} ms; one changed row {:.1} ms; a filter keystroke {:.0} ms, \
+         cleared {:.0} ms; {} rows, {} run marks drawn (then {} once laid out)",
+        figures[0].as_f64().unwrap_or(-1.0),
+        figures[1].as_f64().unwrap_or(-1.0),
+        figures[2].as_f64().unwrap_or(-1.0),
+        figures[3].as_f64().unwrap_or(-1.0),
+        figures[4],
+        figures[5],
+        browser.eval(marks)
+    );
+    assert_eq!(figures[4], 10_001, "{figures}");
+}
