@@ -620,3 +620,551 @@ fn a_focused_button_keeps_the_focus_when_its_row_moves() {
     );
     assert_eq!(focused, serde_json::json!(["trigger", "flaky"]));
 }
+
+/// The job rows the page shows (not hidden by the filter), top to bottom.
+fn shown_jobs(browser: &Browser) -> Vec<String> {
+    serde_json::from_value(browser.eval(
+        "return [...document.querySelectorAll('#jobs tbody tr[data-job]')] \
+         .filter(r => !r.hidden).map(r => r.dataset.job)",
+    ))
+    .unwrap_or_default()
+}
+
+/// The count the header shows next to the state filter `state`.
+fn state_count(browser: &Browser, state: &str) -> Option<String> {
+    browser.text_of(&format!("button[data-state=\"{state}\"] .count"))
+}
+
+#[test]
+fn the_filter_box_and_state_filters_narrow_the_table_and_stay_in_the_url() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n\n\
+         [[job]]\nname = \"alpha-ok\"\nschedule = \"* * * * * *\"\nsay = \"fine\"\n\n\
+         [[job]]\nname = \"beta-fails\"\nschedule = \"* * * * * *\"\nshell = \"exit 3\"\n\n\
+         [[job]]\nname = \"gamma-paused\"\nschedule = \"0 0 3 * * *\"\nsay = \"g\"\n\n\
+         [[job]]\nname = \"delta-idle\"\nschedule = \"0 0 3 * * *\"\nsay = \"d\"\n\n\
+         [[job]]\nname = \"epsilon-off\"\nschedule = \"0 0 3 * * *\"\nsay = \"e\"\nenabled = false\n",
+    );
+    let (_node, port) = Node::spawn_with_http(&emu, &cfg, "a", &[]);
+    let paused = common::cli(&emu, &cfg, &["pause", "gamma-paused"]);
+    assert_eq!(paused.code, Some(0), "{}", paused.stderr);
+    let browser = Browser::start();
+    let base = format!("http://127.0.0.1:{port}/");
+    browser.goto(&base);
+    // The counts per state: one failing, one paused, one unled (off: nobody takes its lease).
+    let counts = |browser: &Browser| -> Vec<Option<String>> {
+        ["failing", "paused", "unled", "drifting"]
+            .iter()
+            .map(|s| state_count(browser, s))
+            .collect()
+    };
+    let want = ["1", "1", "1", "0"].map(|c| Some(c.to_string()));
+    assert!(
+        wait_until(Duration::from_secs(30), || counts(&browser) == want),
+        "{:?}\n{}",
+        counts(&browser),
+        browser.text()
+    );
+    assert_eq!(shown_jobs(&browser).len(), 5);
+    // A name substring narrows at once, as it is typed.
+    browser
+        .block_on(async {
+            browser
+                .client
+                .find(fantoccini::Locator::Css("#filter"))
+                .await?
+                .send_keys("TA")
+                .await
+        })
+        .expect("type into the filter");
+    assert!(
+        wait_until(Duration::from_secs(5), || shown_jobs(&browser)
+            == ["beta-fails", "delta-idle"]),
+        "{:?}",
+        shown_jobs(&browser)
+    );
+    // A state filter narrows further; both are in the URL.
+    browser.click("button[data-state=\"failing\"]").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || shown_jobs(&browser)
+            == ["beta-fails"]),
+        "{:?}",
+        shown_jobs(&browser)
+    );
+    assert_eq!(
+        browser.text_of("#shown").as_deref(),
+        Some("1 of 5 jobs shown")
+    );
+    let url = browser
+        .eval("return location.href")
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(url, format!("{base}?q=TA&state=failing"));
+    // A reload (or the link given to someone) shows the same.
+    browser.goto(&url);
+    assert!(
+        wait_until(Duration::from_secs(20), || shown_jobs(&browser)
+            == ["beta-fails"]
+            && browser.text_of("#shown").as_deref()
+                == Some("1 of 5 jobs shown")),
+        "{:?}\n{}",
+        shown_jobs(&browser),
+        browser.text()
+    );
+    assert_eq!(
+        browser.eval(
+            "return [document.getElementById('filter').value, \
+             document.querySelector('button[data-state=\"failing\"]').getAttribute('aria-pressed')]"
+        ),
+        serde_json::json!(["TA", "true"])
+    );
+    // States are any of those ticked; a filter that matches nothing says so.
+    browser.goto(&format!("{base}?state=paused,unled"));
+    assert!(
+        wait_until(Duration::from_secs(20), || shown_jobs(&browser)
+            == ["gamma-paused", "epsilon-off"]),
+        "{:?}",
+        shown_jobs(&browser)
+    );
+    browser.goto(&format!("{base}?q=nosuchjob"));
+    assert!(
+        wait_until(Duration::from_secs(20), || browser
+            .text_of("#jobs-empty")
+            .is_some_and(|t| t == "No job matches the filter.")),
+        "{}",
+        browser.text()
+    );
+    assert!(shown_jobs(&browser).is_empty());
+}
+
+/// `/api/cluster` (with `?since=` when given): (its version header, its body as sent, parsed).
+fn cluster_since(port: u16, since: Option<&str>) -> (String, usize, serde_json::Value) {
+    let path = match since {
+        Some(v) => format!("/api/cluster?since={v}"),
+        None => "/api/cluster".to_string(),
+    };
+    let (code, head, body) =
+        common::http_with_head(port, "GET", &path, Duration::from_secs(10)).unwrap();
+    assert_eq!(code, 200, "{head}\n{body}");
+    let version = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("x-cronlease-version")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no version header: {head}"));
+    (version, body.len(), serde_json::from_str(&body).unwrap())
+}
+
+#[test]
+fn an_open_page_reads_only_what_changed_and_updates_the_changed_row_in_place() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    // 200 jobs that do not fire during the test, on one node whose lease does not run out
+    // while this machine is busy: nothing changes until the pause.
+    let mut jobs =
+        String::from("[election]\nlease = \"10s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n");
+    for i in 0..200 {
+        jobs.push_str(&format!(
+            "\n[[job]]\nname = \"j{i:03}\"\nschedule = \"0 0 3 * * *\"\nsay = \"x\"\n"
+        ));
+    }
+    let cfg = write_config(dir.path(), &jobs);
+    let (_node, port) = Node::spawn_with_http(&emu, &cfg, "a", &[]);
+    let browser = Browser::start();
+    browser.goto(&format!("http://127.0.0.1:{port}/"));
+    let all_led = |browser: &Browser| {
+        browser.eval(
+            "return [...document.querySelectorAll('#jobs tbody td.leader')] \
+             .filter(td => td.textContent === 'a').length",
+        ) == serde_json::json!(200)
+    };
+    assert!(
+        wait_until(Duration::from_secs(40), || all_led(&browser)),
+        "{}\n{}\n{:?}",
+        browser.text(),
+        browser.eval(
+            "return performance.getEntriesByType('resource').filter(r => r.name.includes('/api/cluster')) \
+             .map(r => [r.name.split('/api')[1], r.responseStatus, r.decodedBodySize, Math.round(r.startTime), Math.round(r.duration)])"
+        ),
+        common::http(port, "GET", "/api/cluster", Duration::from_secs(10))
+            .map(|(c, b)| (c, b.chars().take(300).collect::<String>()))
+    );
+    // Once settled (no row changed for 3 s): the whole report against the answer to its
+    // version, which holds no row.
+    let mut full = cluster_since(port, None);
+    let mut delta = full.clone();
+    let mut quiet = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            delta = cluster_since(port, Some(&full.0));
+            if delta.2["jobs"] != serde_json::json!([]) {
+                full = cluster_since(port, None);
+                quiet = std::time::Instant::now();
+            }
+            quiet.elapsed() >= Duration::from_secs(3)
+        }),
+        "{}",
+        delta.2
+    );
+    assert_eq!(full.2["jobs"].as_array().unwrap().len(), 200);
+    assert_eq!(delta.2["removed"], serde_json::json!([]));
+    assert_eq!(delta.2["nodes"][0]["id"], "a");
+    assert!(
+        delta.1 < 2_000 && delta.1 * 20 < full.1,
+        "since answer {} bytes, whole report {} bytes",
+        delta.1,
+        full.1
+    );
+    // A version from another start of the node (or none it knows) gets the whole report.
+    let (_, _, stranger) = cluster_since(port, Some("0123456789ab-1"));
+    assert!(stranger.get("since").is_none());
+    assert_eq!(stranger["jobs"].as_array().unwrap().len(), 200);
+
+    // The page asked for the whole report once, and since then only for what changed.
+    browser.eval(
+        "window.kept = document.querySelector('tr[data-job=\"j007\"]'); \
+         window.keptOther = document.querySelector('tr[data-job=\"j100\"] td.strip'); \
+         window.settledAt = performance.now(); return true",
+    );
+    // (The answers before the node reached the store are 503s, with no report.)
+    let polls = "const e = performance.getEntriesByType('resource') \
+         .filter(r => r.name.includes('/api/cluster') && r.responseStatus === 200); \
+         return [e.filter(r => !r.name.includes('since=')).length, \
+                 e.filter(r => r.name.includes('since=')).length, \
+                 Math.max(0, ...e.filter(r => r.startTime > window.settledAt).map(r => r.decodedBodySize))]";
+    let mut seen = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            seen = browser.eval(polls);
+            seen[1].as_u64().is_some_and(|n| n >= 16)
+        }),
+        "{seen}"
+    );
+    assert_eq!(
+        seen[0],
+        1,
+        "{seen}\n{}",
+        browser.eval(
+            "return performance.getEntriesByType('resource').filter(r => r.name.includes('/api/cluster')) \
+             .map(r => [r.name.split('/api')[1], r.responseStatus, r.decodedBodySize, Math.round(r.startTime)])"
+        )
+    );
+    // Since the cluster settled, nothing changed: the header and the node, no row.
+    assert!(seen[2].as_u64().is_some_and(|b| b < 1_000), "{seen}");
+
+    // A change shows without a reload: its row, updated in place, and only its row comes.
+    let paused = common::cli(&emu, &cfg, &["pause", "j007", "--note", "disk"]);
+    assert_eq!(paused.code, Some(0), "{}", paused.stderr);
+    assert!(
+        wait_until(Duration::from_secs(15), || browser
+            .text_of("tr[data-job=\"j007\"] td.state")
+            .is_some_and(|s| s.starts_with("paused by"))),
+        "{}",
+        browser.text()
+    );
+    let (_, _, after) = cluster_since(port, Some(&full.0));
+    let changed: Vec<&str> = after["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(changed, ["j007"], "{after}");
+    assert_eq!(
+        browser.eval(
+            "return [window.kept === document.querySelector('tr[data-job=\"j007\"]'), \
+             window.keptOther === document.querySelector('tr[data-job=\"j100\"] td.strip'), \
+             document.querySelectorAll('#jobs tbody tr').length]"
+        ),
+        serde_json::json!([true, true, 200])
+    );
+    assert_eq!(
+        browser.eval(polls)[0],
+        1,
+        "the page read the whole report again"
+    );
+    assert_eq!(state_count(&browser, "paused").as_deref(), Some("1"));
+}
+
+#[test]
+fn a_jobs_name_opens_its_runs_durations_counts_and_next_fire_times() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Every second, failing at odd seconds: both outcomes among its runs.
+    let cfg = write_config(
+        dir.path(),
+        "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n\n\
+         [[job]]\nname = \"tick.tock\"\nschedule = \"* * * * * *\"\n\
+         shell = \"s=$(date -d \\\"$CRONLEASE_FIRE_TIME\\\" +%s); sleep 0.$(( s % 3 )); test $(( s % 2 )) -eq 0\"\n\n\
+         [[job]]\nname = \"other\"\nschedule = \"0 0 3 * * *\"\nsay = \"o\"\n",
+    );
+    let (_node, port) = Node::spawn_with_http(&emu, &cfg, "a", &[]);
+    // Some runs of both kinds first.
+    let mut view = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(40), || {
+            view = common::http(port, "GET", "/api/jobs/tick.tock", Duration::from_secs(5))
+                .ok()
+                .filter(|(code, _)| *code == 200)
+                .and_then(|(_, b)| serde_json::from_str(&b).ok())
+                .unwrap_or_default();
+            view["counts"]["ok"].as_u64().unwrap_or(0) >= 3
+                && view["counts"]["failed"].as_u64().unwrap_or(0) >= 3
+        }),
+        "{view}"
+    );
+    // Its runs without output, newest first; five next fire times a second apart.
+    let runs = view["runs"].as_array().unwrap();
+    assert!(runs.iter().all(|r| r.get("output").is_none()), "{view}");
+    assert_eq!(view["next_fire_times"].as_array().unwrap().len(), 5);
+    let (code, _) = common::http(port, "GET", "/api/jobs/nosuch", Duration::from_secs(5)).unwrap();
+    assert_eq!(code, 404);
+
+    let browser = Browser::start();
+    browser.goto(&format!("http://127.0.0.1:{port}/"));
+    assert!(
+        wait_until(Duration::from_secs(20), || browser
+            .click("tr[data-job=\"tick.tock\"] a.job")
+            .is_ok()),
+        "{}",
+        browser.text()
+    );
+    // The view: as many bars as runs listed, counts that add up to them, next fire times.
+    let shown = "const d = document.getElementById('job-view'); \
+         return [d.open, location.hash, document.getElementById('job-title').textContent, \
+                 document.querySelectorAll('#job-chart rect.bar').length, \
+                 document.querySelectorAll('#job-runs tbody tr').length, \
+                 [...document.querySelectorAll('#job-counts span')].map(s => s.textContent), \
+                 [...document.querySelectorAll('#job-next li')].map(l => l.dataset.fire)]";
+    let mut seen = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            seen = browser.eval(shown);
+            seen[3].as_u64().is_some_and(|n| n >= 6)
+        }),
+        "{seen}\n{}",
+        browser.text()
+    );
+    assert_eq!(seen[0], true);
+    assert_eq!(seen[1], "#job=tick.tock");
+    assert_eq!(seen[2], "tick.tock");
+    assert_eq!(seen[3], seen[4], "{seen}");
+    let counted: u64 = seen[5]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            c.as_str()
+                .and_then(|c| c.rsplit(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(Some(counted), seen[3].as_u64(), "{seen}");
+    assert!(
+        seen[5]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c.as_str().is_some_and(|c| c.starts_with("failed "))),
+        "{seen}"
+    );
+    let fires: Vec<chrono::DateTime<chrono::Utc>> = seen[6]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(fires.len(), 5, "{seen}");
+    assert!(fires
+        .windows(2)
+        .all(|w| w[1] - w[0] == chrono::Duration::seconds(1)));
+    // Bars are as high as their runs took: the longest run's bar is the tallest.
+    let tallest = browser.eval(
+        "const bars = [...document.querySelectorAll('#job-chart rect.bar')]; \
+         const h = bars.map(b => +b.getAttribute('height')); \
+         return Math.max(...h) > Math.min(...h)",
+    );
+    assert_eq!(tallest, true, "{}", browser.text());
+    // A run in the list opens its output.
+    browser
+        .click("#job-runs button.run-link")
+        .expect("a run in the job's view");
+    assert!(
+        wait_until(Duration::from_secs(10), || browser
+            .text_of("#detail-head")
+            .is_some_and(|h| h.contains("tick.tock"))),
+        "{}",
+        browser.text()
+    );
+    browser.eval("document.getElementById('detail').close(); return true");
+
+    // The view's URL opens it by itself; closing it leaves the URL without it.
+    browser.goto(&format!("http://127.0.0.1:{port}/#job=other"));
+    assert!(
+        wait_until(Duration::from_secs(10), || browser
+            .text_of("#job-schedule")
+            .is_some_and(|s| s.starts_with("0 0 3 * * * (UTC)"))),
+        "{}",
+        browser.text()
+    );
+    assert_eq!(
+        browser.eval("return document.querySelectorAll('#job-next li').length"),
+        5
+    );
+    browser.eval("document.getElementById('job-view').close(); return true");
+    assert_eq!(browser.eval("return location.hash"), "");
+}
+
+/// The figures of the README's dashboard section (run by hand, about 4 minutes):
+/// `cargo test --test dashboard -- --ignored --nocapture what_a_refresh_costs_at_1000_jobs`.
+/// One node with 1,000 jobs that do not fire meanwhile (nothing changes); a client reads
+/// `/api/cluster?since=` with the version of its last answer once per poll, as an open page
+/// does, so each read finds the report a poll old and waits for its refresh. Prints the bytes of
+/// an answer and the latency's p50 / p99 / max, and the same of the whole report.
+#[test]
+#[ignore]
+fn what_a_refresh_costs_at_1000_jobs() {
+    use std::time::Instant;
+    const JOBS: usize = 1000;
+    const READS: usize = 300;
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The default lease (10 s), a poll of 500 ms: more refreshes in the time.
+    let mut jobs = String::from("[election]\npoll = \"500ms\"\n");
+    for i in 0..JOBS {
+        jobs.push_str(&format!(
+            "\n[[job]]\nname = \"j{i:04}\"\nschedule = \"0 0 3 * * *\"\nsay = \"x\"\n"
+        ));
+    }
+    let cfg = write_config(dir.path(), &jobs);
+    let (_node, port) = Node::spawn_with_http(&emu, &cfg, "a", &[]);
+    assert!(
+        wait_until(Duration::from_secs(120), || {
+            let report = cluster(port);
+            report["jobs"]
+                .as_array()
+                .is_some_and(|j| j.len() == JOBS && j.iter().all(|j| j["leader"] == "a"))
+        }),
+        "the node did not take every lease"
+    );
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[((p / 100.0) * (v.len() - 1) as f64).round() as usize]
+    };
+    let (mut version, full_bytes, _) = cluster_since(port, None);
+    let mut full_ms = Vec::new();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(500));
+        let t = Instant::now();
+        cluster_since(port, None);
+        full_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let (mut ms, mut bytes, mut rows, mut failed) = (Vec::new(), Vec::new(), 0, 0);
+    for _ in 0..READS {
+        std::thread::sleep(Duration::from_millis(500));
+        let t = Instant::now();
+        let path = format!("/api/cluster?since={version}");
+        let answer = common::http_with_head(port, "GET", &path, Duration::from_secs(10));
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        // A 503 (the node's store reads hung: this machine is shared) is counted, not used.
+        let Ok((200, head, body)) = answer else {
+            failed += 1;
+            continue;
+        };
+        bytes.push(body.len() as f64);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        rows += body["jobs"].as_array().map_or(0, |j| j.len());
+        assert!(body.get("since").is_some(), "a whole report: {head}");
+        version = body["version"].as_str().unwrap().to_string();
+    }
+    let slow: Vec<String> = ms
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| **m > 50.0)
+        .map(|(i, m)| format!("#{i}: {m:.0} ms"))
+        .collect();
+    eprintln!("reads over 50 ms: {slow:?}");
+    eprintln!(
+        "{JOBS} jobs, nothing changing, {READS} reads of ?since= one per poll (500 ms), {failed} \
+         not 200: bytes p50 {:.0} max {:.0}; rows sent {rows}; latency p50 {:.1} ms, p99 {:.1} ms, \
+         max {:.1} ms",
+        pct(&mut bytes, 50.0),
+        pct(&mut bytes, 100.0),
+        pct(&mut ms, 50.0),
+        pct(&mut ms, 99.0),
+        pct(&mut ms, 100.0),
+    );
+    eprintln!(
+        "the whole report: {full_bytes} bytes; latency p50 {:.1} ms, max {:.1} ms (20 reads)",
+        pct(&mut full_ms, 50.0),
+        pct(&mut full_ms, 100.0),
+    );
+}
+
+/// The page with 10,000 rows (run by hand: `cargo test --test dashboard -- --ignored
+/// --nocapture the_page_at_10000_jobs`). The rows are made in the page (a node with 10,000
+/// jobs is the scale bench's business): 10,000 jobs of 20 runs each taken in as one answer,
+/// then a poll's answer with one changed row, then a keystroke in the filter box. Prints how
+/// long each took, layout included, and how many run marks the page drew (only the rows
+/// near the screen get theirs).
+#[test]
+#[ignore]
+fn the_page_at_10000_jobs() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"1s\"\n\n\
+         [[job]]\nname = \"real\"\nschedule = \"0 0 3 * * *\"\nsay = \"x\"\n",
+    );
+    let (_node, port) = Node::spawn_with_http(&emu, &cfg, "a", &[]);
+    let browser = Browser::start();
+    browser.goto(&format!("http://127.0.0.1:{port}/"));
+    assert!(wait_until(Duration::from_secs(20), || shown_leader(
+        &browser, "real"
+    )
+    .is_some_and(|l| l == "a")));
+    let figures = browser.eval(
+        "const runs = Array.from({length: 20}, (_, k) => ({ fire_time: new Date(Date.UTC(2026, 11, 1, 0, 59 - k)).toISOString(), \
+           node: 'a', term: 1, outcome: k % 7 ? 'ok' : 'failed', started_at: '2026-12-01T00:00:00Z', \
+           finished_at: '2026-12-01T00:00:01Z', duration_ms: 1000 })); \
+         const job = i => ({ name: 'synthetic-' + String(i).padStart(5, '0'), schedule: '0 * * * * *', timezone: 'UTC', \
+           state: 'held', leader: 'a', term: 1, acquired_at: '2026-12-01T00:00:00Z', next_fire_time: '2030-01-01T00:00:00Z', \
+           runs, drift: [], paused: null, enabled: true, triggers: [], backfill: null, position: i + 1 }); \
+         const timed = f => { const t = performance.now(); f(); document.body.offsetHeight; return performance.now() - t; }; \
+         const all = Array.from({length: 10000}, (_, i) => job(i)); \
+         const first = timed(() => take(all, [], false)); \
+         const changed = job(5000); changed.paused = { by: 'me', since: '2026-12-01T00:00:00Z', note: '' }; \
+         const one = timed(() => take([changed], [], false)); \
+         const input = document.getElementById('filter'); \
+         const key = timed(() => { input.value = '0500'; input.dispatchEvent(new Event('input')); }); \
+         const clear = timed(() => { input.value = ''; input.dispatchEvent(new Event('input')); }); \
+         return [first, one, key, clear, document.querySelectorAll('#jobs tbody tr').length, \
+                 document.querySelectorAll('#jobs .run').length]",
+    );
+    // The rows near the screen get their marks once the page has laid them out.
+    let marks = "return document.querySelectorAll('#jobs .run').length";
+    assert!(wait_until(Duration::from_secs(10), || browser
+        .eval(marks)
+        .as_u64()
+        .is_some_and(|n| n > 0)));
+    eprintln!(
+        "10,000 rows of 20 runs: taken in {:.0} ms; one changed row {:.1} ms; a filter keystroke {:.0} ms, \
+         cleared {:.0} ms; {} rows, {} run marks drawn (then {} once laid out)",
+        figures[0].as_f64().unwrap_or(-1.0),
+        figures[1].as_f64().unwrap_or(-1.0),
+        figures[2].as_f64().unwrap_or(-1.0),
+        figures[3].as_f64().unwrap_or(-1.0),
+        figures[4],
+        figures[5],
+        browser.eval(marks)
+    );
+    assert_eq!(figures[4], 10_001, "{figures}");
+}

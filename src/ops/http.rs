@@ -8,7 +8,8 @@
 //! | `/metrics` | Prometheus / OpenMetrics text, see [`crate::ops::metrics`] |
 //! | `/runs/{job}/{fire_time}/output` | a run going on this node: its kept output, then its lines as they come, until it ends (`text/plain`, chunked); 404 when no such run is going here |
 //! | `/` | the dashboard: a page that shows the cluster live, [`crate::ops::dashboard`] |
-//! | `/api/cluster` | JSON: the report of `cronlease status --json`, refreshed at most once per poll |
+//! | `/api/cluster` | JSON: the report of `cronlease status --json`, refreshed at most once per poll; `?since=V`: only the job rows changed since version `V` ([`crate::ops::row_versions`]) |
+//! | `/api/jobs/{job}` | JSON: one job's view: its last 100 runs, counts per outcome, next fire times ([`crate::ops::job_view`]) |
 //! | `/api/runs/{job}/{fire_time}` | JSON: one run's record from the store, with its kept output: [`crate::ops::run_detail`] |
 //! | `/api/runs/{job}/{fire_time}/live` | a running run's output as it comes, from whichever node runs it |
 //! | `POST /api/jobs/{job}/{pause,resume,trigger}` | the control plane's writes, behind a bearer token: [`crate::ops::actions`] |
@@ -118,6 +119,7 @@ pub async fn serve(
             Router::new()
                 .route("/", get(crate::ops::dashboard::page))
                 .route("/api/cluster", get(crate::ops::dashboard::cluster))
+                .route("/api/jobs/{job}", get(crate::ops::job_view::job))
                 .route(
                     "/api/runs/{job}/{fire_time}",
                     get(crate::ops::run_detail::record),

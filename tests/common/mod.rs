@@ -134,6 +134,16 @@ pub fn http(
     path: &str,
     timeout: Duration,
 ) -> std::io::Result<(u16, String)> {
+    http_with_head(port, method, path, timeout).map(|(status, _, body)| (status, body))
+}
+
+/// [`http`], with the answer's status line and headers: (status, head, body).
+pub fn http_with_head(
+    port: u16,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String, String)> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_read_timeout(Some(timeout))?;
@@ -168,7 +178,7 @@ pub fn http(
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(0);
                 let body = &body[..length.unwrap_or(body.len()).min(body.len())];
-                return Ok((status, String::from_utf8_lossy(body).to_string()));
+                return Ok((status, head, String::from_utf8_lossy(body).to_string()));
             }
         }
         if n == 0 {
