@@ -146,6 +146,7 @@ fn fire(secs: i64) -> DateTime<Utc> {
 const FREE: Observed = Observed {
     lease: None,
     holder_node: None,
+    handed_over: false,
 };
 
 /// Take `job` for `who` from the state the store holds now.
@@ -203,6 +204,7 @@ async fn acquire_fails_when_anything_observed_changed(store: Arc<dyn Store>) {
     let seen = Observed {
         lease: Some(lease("a", "sa", t)),
         holder_node: Some(("sa".into(), 1)),
+        handed_over: false,
     };
     // The holder renewed after the observation: its lease stays.
     store.put_node(&node("a", "sa", 2)).await.unwrap();
@@ -214,6 +216,7 @@ async fn acquire_fails_when_anything_observed_changed(store: Arc<dyn Store>) {
     let stale = Observed {
         lease: Some(lease("a", "sa", t - 1)),
         holder_node: Some(("sa".into(), 2)),
+        handed_over: false,
     };
     assert!(!store
         .acquire("job", &stale, &lease("b", "sb", t + 1))
@@ -223,6 +226,7 @@ async fn acquire_fails_when_anything_observed_changed(store: Arc<dyn Store>) {
     let exact = Observed {
         lease: Some(lease("a", "sa", t)),
         holder_node: Some(("sa".into(), 2)),
+        handed_over: false,
     };
     assert!(store
         .acquire("job", &exact, &lease("b", "sb", t + 1))
@@ -234,11 +238,53 @@ async fn acquire_fails_when_anything_observed_changed(store: Arc<dyn Store>) {
     let gone = Observed {
         lease: Some(lease("b", "sb", t + 1)),
         holder_node: None,
+        handed_over: false,
     };
     assert!(store
         .acquire("job", &gone, &lease("a", "sa", t + 2))
         .await
         .unwrap());
+}
+
+/// A lease its stopping holder handed over (`leaving`, the job not kept) is taken on the lease
+/// alone: the holder's record exists and its heartbeat moved since it was read, and the take
+/// still wins; a lease that changed since it was read is not taken that way either.
+async fn a_handed_over_lease_is_taken_on_the_lease_alone(store: Arc<dyn Store>) {
+    store.put_node(&node("a", "sa", 1)).await.unwrap();
+    let t = take(&*store, "job", "a", "sa").await;
+    // The stopping holder heartbeats on.
+    store.put_node(&node("a", "sa", 5)).await.unwrap();
+    let stale = Observed {
+        lease: Some(lease("a", "sa", t - 1)),
+        holder_node: None,
+        handed_over: true,
+    };
+    assert!(!store
+        .acquire("job", &stale, &lease("b", "sb", t + 1))
+        .await
+        .unwrap());
+    let handed = Observed {
+        lease: Some(lease("a", "sa", t)),
+        holder_node: None,
+        handed_over: true,
+    };
+    let won = store
+        .acquire_many(&[Acquire {
+            job: "job".into(),
+            observed: handed.clone(),
+            new: lease("b", "sb", t + 1),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(won, ["job"]);
+    // Once taken, the same observation takes nothing more.
+    assert!(!store
+        .acquire("job", &handed, &lease("c", "sc", t + 2))
+        .await
+        .unwrap());
+    let snap = store.snapshot(&["job".to_string()]).await.unwrap();
+    assert_eq!(snap.leases["job"].holder, "b");
+    assert_eq!(snap.leases["job"].term, t + 1);
 }
 
 /// One acquisition of a batch: `job` from what `snap` shows, for `who` in `session`.
@@ -255,6 +301,7 @@ fn acquisition(snap: &cronlease::store::Snapshot, job: &str, who: &str, session:
         observed: Observed {
             lease: cur,
             holder_node,
+            handed_over: false,
         },
         new: lease(who, session, term),
     }
@@ -455,6 +502,7 @@ async fn claim_racing_a_takeover_never_both(store: Arc<dyn Store>) {
         let observed = Observed {
             lease: Some(lease("a", "sa", ta)),
             holder_node: Some(("sa".into(), 1)),
+            handed_over: false,
         };
         let (s1, s2) = (store.clone(), store.clone());
         let j1 = job.clone();
@@ -999,6 +1047,7 @@ async fn a_pause_survives_acquire_and_release(store: Arc<dyn Store>) {
     let seen_paused = Observed {
         lease: Some(released.clone()),
         holder_node: None,
+        handed_over: false,
     };
     assert!(store.set_pause("job", None).await.unwrap());
     assert!(!store
@@ -1009,6 +1058,7 @@ async fn a_pause_survives_acquire_and_release(store: Arc<dyn Store>) {
     let seen_resumed = Observed {
         lease: Some(lease_of(&*store, "job").await),
         holder_node: None,
+        handed_over: false,
     };
     assert!(seen_resumed.lease.as_ref().unwrap().resumed_at.is_some());
     let again = pause("ops@h2", 10, "again");
@@ -1697,6 +1747,7 @@ macro_rules! contract {
             acquire_fails_when_anything_observed_changed,
             a_batch_takes_only_what_is_still_as_observed,
             racing_batches_never_take_a_lease_twice,
+            a_handed_over_lease_is_taken_on_the_lease_alone,
             a_fire_time_is_claimed_once_across_contenders,
             a_stale_holder_cannot_claim,
             claim_racing_a_takeover_never_both,
@@ -2095,6 +2146,7 @@ mod redis_only {
         let exact = Observed {
             lease: Some(lease("a", "sa", t)),
             holder_node: Some(("sa".into(), 1)),
+            handed_over: false,
         };
         match store.acquire("job", &exact, &lease("b", "sb", t)).await {
             Err(StoreError::Other(m)) => assert!(m.contains("terms never go back"), "{m}"),

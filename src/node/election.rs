@@ -281,11 +281,15 @@ struct Watched {
     offsets: std::collections::VecDeque<(i64, i64)>,
 }
 
-/// How one job's lease looks to this node in one poll.
-/// How many polls a stopping node waits for its peers to take the leases it hands over before
-/// it releases what is left: they act at their next poll, a poll after its record said so.
-const HANDOVER_WAIT: u32 = 3;
+/// How long a stopping node waits for its peers to take the leases it hands over before it
+/// releases what is left: they act at their next poll after its record said so, and their
+/// take is a store call (a loaded store or machine: a second more). Past it, a stop with no
+/// peer able to take them costs this much.
+fn handover_wait(poll: Duration) -> Duration {
+    poll * 3 + Duration::from_secs(1)
+}
 
+/// How one job's lease looks to this node in one poll.
 enum Standing {
     Mine,
     Other,
@@ -1016,9 +1020,12 @@ impl Election {
                             .or_insert((now, polls));
                         // A stopping holder's heartbeat still moves: its record is not part
                         // of the compare for the leases it handed over, only the lease is.
+                        let handed = nodes
+                            .get(&rec.holder)
+                            .is_some_and(|n| n.session == rec.session && handed_over(n, job));
                         let holder_node = nodes
                             .get(&rec.holder)
-                            .filter(|n| !rec.holder.is_empty() && !handed_over(n, job))
+                            .filter(|_| !rec.holder.is_empty() && !handed)
                             .map(|n| (n.session.clone(), n.heartbeat));
                         available.push((
                             job.clone(),
@@ -1026,6 +1033,7 @@ impl Election {
                             Observed {
                                 lease: lease.cloned(),
                                 holder_node,
+                                handed_over: handed,
                             },
                         ));
                     } else {
@@ -1375,7 +1383,7 @@ impl Election {
     /// so (`leaving`, keeping only the busy jobs), and live peers take those leases straight
     /// from this node: at 10,000 jobs a node's 2,000 releases followed by its peers' 2,000
     /// acquisitions took 13 s on the emulator, the acquisitions alone about one. What is
-    /// still ours after [`HANDOVER_WAIT`] polls (no live peer, a store error) is released
+    /// still ours after [`handover_wait`] (no live peer, a store error) is released
     /// here. The busy ones go with [`Election::release_all`] once their runs are done. How
     /// many were handed over or freed.
     pub async fn release_idle(&self) -> usize {
@@ -1405,7 +1413,7 @@ impl Election {
             names.len());
         let mut handed = 0;
         if peers && !names.is_empty() {
-            let deadline = Instant::now() + self.config.poll * HANDOVER_WAIT;
+            let deadline = Instant::now() + handover_wait(self.config.poll);
             while Instant::now() < deadline && !names.is_empty() {
                 tokio::time::sleep(self.config.poll / 2).await;
                 let Ok(leases) = self.store.leases(&names).await else {

@@ -1696,6 +1696,7 @@ mod tests {
         let seen = |l: &LeaseRecord| Observed {
             lease: Some(l.clone()),
             holder_node: Some(("s".into(), 1)),
+            handed_over: false,
         };
         assert!(!seen(&paused).still(Some(&old), Some(("s", 1))));
         assert!(seen(&paused).still(Some(&paused.clone()), Some(("s", 1))));

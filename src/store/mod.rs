@@ -160,6 +160,9 @@ pub struct Observed {
     /// The holder's node record as seen (session, heartbeat); `None` if it did not exist or the
     /// lease is free.
     pub holder_node: Option<(String, i64)>,
+    /// The holder is stopping and handed this lease over ([`NodeRecord::leaving`]): its record
+    /// is not part of the compare (its heartbeat still moves), only the lease is.
+    pub handed_over: bool,
 }
 
 impl Observed {
@@ -191,6 +194,7 @@ impl Observed {
         };
         same_lease
             && (self.holder().is_empty()
+                || self.handed_over
                 || holder_now == self.holder_node.as_ref().map(|(s, h)| (s.as_str(), *h)))
     }
 }

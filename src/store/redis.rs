@@ -144,7 +144,8 @@ for i = 1, #KEYS / 2 do
       end
     end
   end
-  if same and a(2) ~= '' then
+  -- a(5): '1' the holder's record as seen, '0' it was gone, '2' handed over (not compared)
+  if same and a(2) ~= '' and a(5) ~= '2' then
     local node_exists = redis.call('EXISTS', node) == 1
     if a(5) == '0' then
       if node_exists then same = false end
@@ -1005,6 +1006,7 @@ impl Store for RedisStore {
                 self.keys.node(holder)
             };
             let (node_seen, node_session, node_heartbeat) = match &a.observed.holder_node {
+                _ if a.observed.handed_over => ("2", "", String::new()),
                 Some((session, heartbeat)) => ("1", session.as_str(), heartbeat.to_string()),
                 None => ("0", "", String::new()),
             };

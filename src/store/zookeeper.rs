@@ -877,7 +877,9 @@ impl Store for ZooKeeperStore {
                     if !a.observed.still(stored.as_ref(), node_now) {
                         continue;
                     }
-                    if !holder.is_empty() && checked.insert(holder) {
+                    // A handed-over lease is compared on itself alone: its stopping holder's
+                    // record changes with every heartbeat.
+                    if !holder.is_empty() && !a.observed.handed_over && checked.insert(holder) {
                         let node_path = &holder_paths[holder];
                         match node {
                             Some((_, stat)) => txn.add_check_version(node_path, stat.version),
