@@ -394,8 +394,8 @@ fn a_file_over_the_size_limit_exits_2() {
     let file = common::write_config(dir.path(), &text);
     for err in refused(&file) {
         assert!(
-            err.contains("larger than 64 MiB"),
-            "expected 'larger than 64 MiB' in {err:?}"
+            err.contains("larger than 16 MiB"),
+            "expected 'larger than 16 MiB' in {err:?}"
         );
     }
 }

@@ -338,7 +338,7 @@ pub enum Action {
 
 /// Largest config file `load` accepts: 100,000 jobs of a few lines each are about 6 MB, and a
 /// file past this is a mistake (a log or a binary given as the config), not a jobs file.
-pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// Longest duration accepted anywhere in the file.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Whether `name` can be a job's name: 1 to [`MAX_NAME_CHARS`] letters, digits, '_', '.', '-',
@@ -396,7 +396,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         .map_err(|e| io(e.to_string()))?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(io(
-            "file is larger than 64 MiB; a jobs file is expected to be far smaller \
+            "file is larger than 16 MiB; a jobs file is expected to be far smaller \
              (100,000 jobs are about 6 MB)"
                 .into(),
         ));
@@ -2051,7 +2051,7 @@ shell = "echo hi"
         let big = dir.path().join("big.toml");
         std::fs::write(&big, "#".repeat(MAX_FILE_BYTES as usize + 1)).unwrap();
         let e = load(&big).unwrap_err();
-        assert!(e.to_string().contains("larger than 64 MiB"), "{e}");
+        assert!(e.to_string().contains("larger than 16 MiB"), "{e}");
 
         let bin = dir.path().join("bin.toml");
         std::fs::write(&bin, b"[[job]]\nname = \"\xff\"\n").unwrap();
