@@ -1061,6 +1061,7 @@ fn what_a_refresh_costs_at_1000_jobs() {
     let (mut version, full_bytes, _) = cluster_since(port, None);
     let mut full_ms = Vec::new();
     for _ in 0..20 {
+        // Pacing, not waiting: one read per poll, the cadence of an open page.
         std::thread::sleep(Duration::from_millis(500));
         let t = Instant::now();
         cluster_since(port, None);
@@ -1068,6 +1069,7 @@ fn what_a_refresh_costs_at_1000_jobs() {
     }
     let (mut ms, mut bytes, mut rows, mut failed) = (Vec::new(), Vec::new(), 0, 0);
     for _ in 0..READS {
+        // Pacing, not waiting: one read per poll, the cadence of an open page.
         std::thread::sleep(Duration::from_millis(500));
         let t = Instant::now();
         let path = format!("/api/cluster?since={version}");

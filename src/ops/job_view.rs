@@ -11,11 +11,10 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::config::schedule::Schedule;
 use crate::node::tick::rfc3339;
 use crate::ops::control::timed;
 use crate::ops::http::NodeState;
@@ -48,22 +47,6 @@ fn error(code: StatusCode, text: String) -> Response {
         Json(json!({ "error": text })),
     )
         .into_response()
-}
-
-/// The first `n` fire times of `schedule` after `now`.
-pub fn next_fires(schedule: &Schedule, now: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
-    let mut out = Vec::with_capacity(n);
-    let mut t = now;
-    while out.len() < n {
-        match schedule.next_after(t) {
-            Some(next) => {
-                out.push(next);
-                t = next;
-            }
-            None => break,
-        }
-    }
-    out
 }
 
 /// How many runs ended (or stand) which way.
@@ -104,7 +87,9 @@ pub async fn job(State(state): State<Arc<NodeState>>, Path(job): Path<String>) -
         enabled: def.enabled,
         counts: counts(&runs),
         runs,
-        next_fire_times: next_fires(&def.schedule, Utc::now(), NEXT_FIRES)
+        next_fire_times: def
+            .schedule
+            .upcoming(Utc::now(), NEXT_FIRES)
             .into_iter()
             .map(rfc3339)
             .collect(),
@@ -120,6 +105,8 @@ pub async fn job(State(state): State<Arc<NodeState>>, Path(job): Path<String>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::schedule::Schedule;
+    use chrono::DateTime;
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -128,7 +115,8 @@ mod tests {
     #[test]
     fn next_fires_are_the_schedules_next_in_order() {
         let s = Schedule::parse("0 */15 * * * *", "UTC").unwrap();
-        let got: Vec<String> = next_fires(&s, at("2026-12-01T10:07:00Z"), 3)
+        let got: Vec<String> = s
+            .upcoming(at("2026-12-01T10:07:00Z"), 3)
             .into_iter()
             .map(rfc3339)
             .collect();
@@ -142,7 +130,7 @@ mod tests {
         );
         // A fire time exactly now is not next.
         assert_eq!(
-            next_fires(&s, at("2026-12-01T10:15:00Z"), 1),
+            s.upcoming(at("2026-12-01T10:15:00Z"), 1),
             [at("2026-12-01T10:30:00Z")]
         );
     }
