@@ -36,10 +36,11 @@
 //! | [`node::runner`]      | runs an action, labels its output, enforces the timeout         |
 //! | [`node::watchdog`]    | `__watchdog`: kills a dead node's running jobs (even after `kill -9`) |
 //!
-//! **Operator surfaces** ([`ops`]):
+//! **Operator surfaces** ([`cli`], [`ops`]):
 //!
 //! | module                | job                                                             |
 //! |-----------------------|-----------------------------------------------------------------|
+//! | [`cli`]               | the command line, and the completions and man pages made from it |
 //! | [`ops::check`]        | `cronlease check`: the validated config and next fire times     |
 //! | [`ops::status`]       | `cronlease status`: leases, nodes and last runs, read from the store |
 //! | [`ops::control`]      | `cronlease pause`, `resume`, `trigger`, `backfill`: requests through the store |
@@ -62,6 +63,7 @@
 //! | [`notify::event`]     | the event JSON a sink receives                                  |
 //! | [`notify::deliver`]   | one bounded queue and worker per destination, retries with backoff |
 //! | [`config::notify`]    | `[[notify]]` tables, a job's `notify` and `ping`                |
+pub mod cli;
 pub mod config;
 pub mod node;
 pub mod notify;

@@ -1,190 +1,12 @@
 //! The `cronlease` binary: parse the command line, set up logs, hand over to the library.
 //!
 //! Exit codes: 0 on success or a graceful stop, 2 on a bad configuration, 1 on any other error.
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use cronlease::ops::logging::LogFormat;
-
-#[derive(Parser)]
-#[command(
-    name = "cronlease",
-    version,
-    about = "A leader-gated distributed cron scheduler"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run one node: take part in every job's election and run the ticks of the jobs it leads.
-    Run {
-        /// The jobs file.
-        #[arg(short, long, default_value = "jobs.toml")]
-        config: PathBuf,
-        /// This node's id (default: a random name).
-        #[arg(long)]
-        node_id: Option<String>,
-        /// Log format: human-readable lines, or one flat JSON object per line.
-        #[arg(long, value_enum, default_value = "pretty")]
-        log_format: LogFormat,
-        /// Serve /healthz, /readyz, /status and /metrics on this address, e.g. 127.0.0.1:9100.
-        /// No listener without it.
-        #[arg(long, value_name = "ADDR")]
-        http: Option<std::net::SocketAddr>,
-        /// A file whose first line is the bearer token that unlocks the HTTP write endpoints
-        /// (pause, resume, trigger); else CRONLEASE_HTTP_TOKEN; without either they answer 403.
-        #[arg(long, value_name = "PATH")]
-        http_token_file: Option<PathBuf>,
-    },
-    /// Validate the jobs file and print each job's next fire times.
-    Check {
-        /// The jobs file.
-        #[arg(short, long, default_value = "jobs.toml")]
-        config: PathBuf,
-        /// List the fire times after this instant instead of now (RFC 3339, e.g.
-        /// 2026-03-29T00:00:00Z or 2026-03-29T01:30:00+01:00).
-        #[arg(long, value_name = "TIME", value_parser = parse_instant)]
-        at: Option<chrono::DateTime<chrono::Utc>>,
-        /// How many fire times to list per job.
-        #[arg(long, value_name = "N", default_value_t = cronlease::ops::check::NEXT_FIRES,
-              value_parser = parse_count)]
-        count: usize,
-    },
-    /// Show every job's lease, the registered nodes and each job's last runs, from the store.
-    Status {
-        /// The jobs file.
-        #[arg(short, long, default_value = "jobs.toml")]
-        config: PathBuf,
-        /// Print one JSON document instead of the tables.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Pause jobs: their fire times are not run (and never caught up) until they are resumed.
-    Pause {
-        /// The jobs to pause.
-        jobs: Vec<String>,
-        /// Every job of the file.
-        #[arg(long)]
-        all: bool,
-        /// Why, for `status` and the nodes' logs.
-        #[arg(long, value_name = "TEXT", default_value = "")]
-        note: String,
-        /// The jobs file.
-        #[arg(short, long, default_value = "jobs.toml")]
-        config: PathBuf,
-    },
-    /// Resume paused jobs: they run again from their next fire time.
-    Resume {
-        /// The jobs to resume.
-        jobs: Vec<String>,
-        /// Every job of the file.
-        #[arg(long)]
-        all: bool,
-        /// The jobs file.
-        #[arg(short, long, default_value = "jobs.toml")]
-        config: PathBuf,
-    },
-    /// Run a job now, once, on its leader (even while paused); with --wait, follow it to its
-    /// end and exit 0 if it ended ok, 1 otherwise.
-    Trigger {
-        /// The job to run.
-        job: String,
-        /// Wait for the run's outcome and print it.
-        #[arg(long)]
-        wait: bool,
-        /// Drop the request if no node has started it within this time (e.g. 30s, 1h).
-        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
-        timeout: std::time::Duration,
-        /// `allow`: run even while a run of the job is going, whatever its overlap policy.
-        #[arg(long, value_name = "POLICY", value_parser = ["allow"])]
-        overlap: Option<String>,
-        /// The jobs file.
-        #[arg(short, long, default_value = "jobs.toml")]
-        config: PathBuf,
-    },
-    /// Run the fire times of a past range that no node ran, oldest first, one at a time.
-    Backfill {
-        /// The job to backfill.
-        job: String,
-        /// The first instant of the range (RFC 3339, included).
-        #[arg(long, value_name = "TIME", value_parser = parse_instant,
-              required_unless_present = "cancel")]
-        from: Option<chrono::DateTime<chrono::Utc>>,
-        /// The last instant of the range (RFC 3339, included).
-        #[arg(long, value_name = "TIME", value_parser = parse_instant,
-              required_unless_present = "cancel")]
-        to: Option<chrono::DateTime<chrono::Utc>>,
-        /// List the fire times it would run, and change nothing.
-        #[arg(long, conflicts_with = "cancel")]
-        dry_run: bool,
-        /// Stop the job's backfill in progress (a run already going finishes).
-        #[arg(long, conflicts_with_all = ["from", "to"])]
-        cancel: bool,
-        /// The jobs file.
-        #[arg(short, long, default_value = "jobs.toml")]
-        config: PathBuf,
-    },
-    /// Print what a job's runs printed (their kept output) with a header per run; exit 0 when
-    /// the (last) run shown ended ok, 1 otherwise. With --follow, a run in progress live.
-    Logs {
-        /// The job.
-        job: String,
-        /// The run of this fire time (RFC 3339); default: the newest run.
-        #[arg(value_name = "FIRE_TIME", value_parser = parse_instant, conflicts_with = "last")]
-        fire_time: Option<chrono::DateTime<chrono::Utc>>,
-        /// The newest N runs, oldest first.
-        #[arg(long, value_name = "N", value_parser = parse_last)]
-        last: Option<usize>,
-        /// A run in progress: stream its output live from its node's --http endpoint until it
-        /// ends, then print its outcome.
-        #[arg(short, long, conflicts_with = "last")]
-        follow: bool,
-        /// The jobs file.
-        #[arg(short, long, default_value = "jobs.toml")]
-        config: PathBuf,
-    },
-    /// Internal: the job watchdog a node starts (see cronlease::node::watchdog).
-    #[command(name = "__watchdog", hide = true)]
-    Watchdog,
-}
+use clap::Parser;
+use cronlease::cli::{Cli, Command};
 
 const EXIT_CONFIG: u8 = 2;
-
-fn parse_instant(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    chrono::DateTime::parse_from_rfc3339(text.trim())
-        .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|e| {
-            format!("{e}: expected an RFC 3339 instant such as 2026-03-29T00:59:59Z or 2026-03-29T01:59:59+01:00")
-        })
-}
-
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    match humantime::parse_duration(text.trim()) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err("expected a duration above zero".into()),
-        Err(e) => Err(format!("{e}: expected a duration such as 30s, 10m or 1h")),
-    }
-}
-
-fn parse_last(text: &str) -> Result<usize, String> {
-    let max = cronlease::ops::logs::MAX_LAST;
-    match text.parse::<usize>() {
-        Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(format!("expected a number from 1 to {max}")),
-    }
-}
-
-fn parse_count(text: &str) -> Result<usize, String> {
-    let max = cronlease::ops::check::MAX_FIRES;
-    match text.parse::<usize>() {
-        Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(format!("expected a number from 1 to {max}")),
-    }
-}
 
 /// Print to stdout; a closed stdout (`cronlease check | head -1`) is not an error worth a
 /// panic: what was not read is simply not printed.
@@ -202,7 +24,7 @@ fn err(line: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config, at, count } => match cronlease::config::load(&config) {
+        Command::Check { config, at, count } => match cronlease::config::load(&config.path()) {
             Ok(cfg) => {
                 let from = at.unwrap_or_else(chrono::Utc::now);
                 out(&cronlease::ops::check::report(&cfg, from, count));
@@ -213,14 +35,14 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Status { config, json } => status(&config, json),
+        Command::Status { config, json } => status(&config.path(), json),
         Command::Pause {
             jobs,
             all,
             note,
             config,
-        } => pause(&config, &jobs, all, Some(note)),
-        Command::Resume { jobs, all, config } => pause(&config, &jobs, all, None),
+        } => pause(&config.path(), &jobs, all, Some(note)),
+        Command::Resume { jobs, all, config } => pause(&config.path(), &jobs, all, None),
         Command::Trigger {
             job,
             wait,
@@ -228,7 +50,7 @@ fn main() -> ExitCode {
             overlap,
             config,
         } => trigger(
-            &config,
+            &config.path(),
             &job,
             cronlease::ops::control::TriggerOptions {
                 timeout,
@@ -253,7 +75,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            backfill(&config, &job, action)
+            backfill(&config.path(), &job, action)
         }
         Command::Logs {
             job,
@@ -261,8 +83,22 @@ fn main() -> ExitCode {
             last,
             follow,
             config,
-        } => logs(&config, &job, fire_time, last, follow),
+        } => logs(&config.path(), &job, fire_time, last, follow),
         Command::Watchdog => ExitCode::from(cronlease::node::watchdog::serve()),
+        Command::Completions { shell } => {
+            cronlease::cli::completions(shell, &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir } => match cronlease::cli::man_pages(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                err(&format!(
+                    "error: cannot write man pages to {}: {e}",
+                    dir.display()
+                ));
+                ExitCode::FAILURE
+            }
+        },
         Command::Run {
             config,
             node_id,
@@ -270,6 +106,7 @@ fn main() -> ExitCode {
             http,
             http_token_file,
         } => {
+            let config = config.path();
             let cfg = match cronlease::config::load(&config) {
                 Ok(cfg) => cfg,
                 Err(e) => {

@@ -603,10 +603,17 @@ fn resolve_with(config: &StoreConfig, env: &dyn Fn(&str) -> Option<OsString>) ->
     }
 }
 
-/// The local state directory: `$XDG_STATE_HOME/cronlease`, else
-/// `$HOME/.local/state/cronlease`, else `./.cronlease`. A relative `XDG_STATE_HOME` is ignored,
-/// as the XDG spec says.
+/// The local state directory: `$STATE_DIRECTORY` (the first of its paths: systemd sets it from
+/// the unit's `StateDirectory=`, `/var/lib/cronlease` for the packaged service), else
+/// `$XDG_STATE_HOME/cronlease`, else `$HOME/.local/state/cronlease`, else `./.cronlease`.
+/// Relative paths in those variables are ignored, as systemd and the XDG spec never set them.
 fn state_dir(set: &dyn Fn(&str) -> Option<OsString>) -> PathBuf {
+    if let Some(dirs) = set("STATE_DIRECTORY") {
+        let first = dirs.to_string_lossy().split(':').next().map(PathBuf::from);
+        if let Some(dir) = first.filter(|d| d.is_absolute()) {
+            return dir;
+        }
+    }
     if let Some(xdg) = set("XDG_STATE_HOME").map(PathBuf::from) {
         if xdg.is_absolute() {
             return xdg.join("cronlease");
@@ -743,6 +750,22 @@ mod tests {
                 dir: cwd.join(".cronlease/ns"),
                 default: true
             }
+        );
+    }
+
+    #[test]
+    fn systemds_state_directory_comes_first() {
+        let auto = config(Backend::Auto, None, None);
+        let env = [
+            ("STATE_DIRECTORY", "/var/lib/cronlease:/var/lib/other"),
+            ("XDG_STATE_HOME", "/st"),
+            ("HOME", "/home/u"),
+        ];
+        assert_eq!(resolve_in(&auto, &env), file("/var/lib/cronlease/ns", true));
+        assert_eq!(
+            resolve_in(&auto, &[("STATE_DIRECTORY", "rel"), ("HOME", "/home/u")]),
+            file("/home/u/.local/state/cronlease/ns", true),
+            "a relative STATE_DIRECTORY is ignored"
         );
     }
 
