@@ -144,14 +144,17 @@ fn main() -> ExitCode {
                 }
             };
             let options = cronlease::node::app::RunOptions { node, http, token };
-            match runtime.block_on(cronlease::node::app::run(cfg, options)) {
+            let code = match runtime.block_on(cronlease::node::app::run(cfg, options)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(event = "fatal", "{e:#}");
                     err(&format!("error: {e:#}"));
                     ExitCode::FAILURE
                 }
-            }
+            };
+            // The last lines (`node_stopped`) are still in the log writer's queue.
+            cronlease::ops::logging::flush(std::time::Duration::from_secs(5));
+            code
         }
     }
 }

@@ -2,8 +2,11 @@
 //!
 //! Both formats are written by one small [`tracing_subscriber::Layer`] that collects an event's
 //! fields (and the fields of the spans it is in) into a flat [`Record`], then renders it with a
-//! pure function ([`format_json`] / [`format_pretty`]) and writes the whole line to stdout under
-//! the stdout lock, so lines of concurrent events never interleave.
+//! pure function ([`format_json`] / [`format_pretty`]) and hands the whole line to a writer
+//! thread of its own ([`StdoutWriter`]), so lines never interleave and a slow stdout (a pipe
+//! nobody reads, a job flooding its output faster than the terminal shows it) never blocks the
+//! async workers that renew the node's leases. Lines beyond the writer's queue are dropped and
+//! counted (`log_lines_dropped`), never waited for. [`flush`] waits for the queue at exit.
 //!
 //! Stable field names (other programs read them): `event`, `job`, `node`, `term`, `fire_time`,
 //! `holder`, `outcome`, `exit_code`, `stream`, `line`. Event names include `lease_acquired`,
@@ -53,7 +56,19 @@ pub fn init(format: LogFormat, node: &str) {
         format,
         node: node.to_string(),
         color,
-        sink: Sink::Stdout,
+        sink: Sink::Stdout(StdoutWriter::start({
+            let node = node.to_string();
+            move |lost| {
+                let mut rec = Record::new(Utc::now(), Level::WARN)
+                    .with("event", "log_lines_dropped")
+                    .with("dropped", Value::U64(lost));
+                rec.message = Some(format!("{lost} log line(s) dropped: stdout did not keep up"));
+                match format {
+                    LogFormat::Json => format_json(&rec, &node),
+                    LogFormat::Pretty => format_pretty(&rec, &node, &chrono::Local, color),
+                }
+            }
+        })),
     };
     let _ = tracing_subscriber::registry()
         .with(filter)
@@ -528,8 +543,92 @@ impl Visit for Collect<'_> {
 struct SpanFields(Record);
 
 /// Where formatted lines go.
+/// How many lines may wait for stdout before new ones are dropped (at most a few MB).
+const QUEUE_LINES: usize = 16_384;
+
+enum Message {
+    Line(String),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// The thread that owns stdout: writes queued lines in batches, flushing when the queue is
+/// empty, and says how many were dropped once it has caught up.
+struct StdoutWriter {
+    queue: std::sync::mpsc::SyncSender<Message>,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+static WRITER: std::sync::OnceLock<std::sync::mpsc::SyncSender<Message>> = std::sync::OnceLock::new();
+
+impl StdoutWriter {
+    /// `dropped_notice` renders the line that says how many were dropped, in the log format.
+    fn start(dropped_notice: impl Fn(u64) -> String + Send + 'static) -> StdoutWriter {
+        let writer = StdoutWriter::start_to(std::io::stdout(), QUEUE_LINES, dropped_notice);
+        let _ = WRITER.set(writer.queue.clone());
+        writer
+    }
+
+    fn start_to(
+        target: impl std::io::Write + Send + 'static,
+        capacity: usize,
+        dropped_notice: impl Fn(u64) -> String + Send + 'static,
+    ) -> StdoutWriter {
+        let (queue, lines) = std::sync::mpsc::sync_channel::<Message>(capacity);
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = dropped.clone();
+        let spawned = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || {
+                let mut out = std::io::BufWriter::with_capacity(64 * 1024, target);
+                while let Ok(first) = lines.recv() {
+                    let mut next = Some(first);
+                    while let Some(message) = next.take() {
+                        match message {
+                            // Errors (a closed stdout) are ignored: logging must not take the
+                            // node down.
+                            Message::Line(line) => {
+                                let _ = out.write_all(line.as_bytes());
+                            }
+                            Message::Flush(done) => {
+                                let _ = out.flush();
+                                let _ = done.send(());
+                            }
+                        }
+                        next = lines.try_recv().ok();
+                    }
+                    let lost = counter.swap(0, std::sync::atomic::Ordering::Relaxed);
+                    if lost > 0 {
+                        let _ = writeln!(out, "{}", dropped_notice(lost));
+                    }
+                    let _ = out.flush();
+                }
+            });
+        if let Err(e) = spawned {
+            eprintln!("warning: cannot start the log writer thread: {e}");
+        }
+        StdoutWriter { queue, dropped }
+    }
+
+    fn send(&self, line: String) {
+        if self.queue.try_send(Message::Line(line)).is_err() {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Wait (at most `within`) until every line logged so far is written to stdout: called once,
+/// at the end of `main`, so that the last lines (`node_stopped`) are not lost at exit.
+pub fn flush(within: std::time::Duration) {
+    let Some(queue) = WRITER.get() else { return };
+    let (done, written) = std::sync::mpsc::channel();
+    if queue.send(Message::Flush(done)).is_ok() {
+        let _ = written.recv_timeout(within);
+    }
+}
+
 enum Sink {
-    Stdout,
+    Stdout(StdoutWriter),
     #[cfg(test)]
     Memory(std::sync::Arc<std::sync::Mutex<Vec<String>>>),
 }
@@ -590,13 +689,9 @@ where
             LogFormat::Pretty => format_pretty(&rec, &self.node, &chrono::Local, self.color),
         };
         match &self.sink {
-            Sink::Stdout => {
+            Sink::Stdout(writer) => {
                 line.push('\n');
-                // One write under the lock: lines of concurrent events never interleave.
-                // Errors (a closed stdout) are ignored: logging must not take the node down.
-                let mut out = std::io::stdout().lock();
-                let _ = out.write_all(line.as_bytes());
-                let _ = out.flush();
+                writer.send(line);
             }
             #[cfg(test)]
             Sink::Memory(lines) => lines.lock().unwrap().push(line),
@@ -608,6 +703,65 @@ where
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    /// A stdout that nobody reads until the test says so.
+    struct Stuck {
+        open: Arc<(Mutex<bool>, std::sync::Condvar)>,
+        written: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl std::io::Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let (lock, cvar) = &*self.open;
+            let _open = cvar.wait_while(lock.lock().unwrap(), |open| !*open).unwrap();
+            self.written.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stuck_stdout_never_blocks_the_logger_and_drops_are_said() {
+        let open = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let stuck = Stuck {
+            open: open.clone(),
+            written: written.clone(),
+        };
+        let writer = StdoutWriter::start_to(stuck, 8, |n| format!("dropped {n}\n"));
+        let started = std::time::Instant::now();
+        for i in 0..1000 {
+            writer.send(format!("line {i}\n"));
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "sending to a stuck stdout blocked"
+        );
+        *open.0.lock().unwrap() = true;
+        open.1.notify_all();
+        let (done, flushed) = std::sync::mpsc::channel();
+        writer.queue.send(Message::Flush(done)).unwrap();
+        flushed.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        // The notice follows the batch it was counted in; wait for it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let text = loop {
+            let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+            if text.contains("dropped") || std::time::Instant::now() > deadline {
+                break text;
+            }
+            std::thread::yield_now();
+        };
+        let kept = text.lines().filter(|l| l.starts_with("line ")).count();
+        let dropped: usize = text
+            .lines()
+            .find_map(|l| l.strip_prefix("dropped "))
+            .and_then(|n| n.parse().ok())
+            .expect("a line saying how many were dropped");
+        assert_eq!(kept + dropped, 1000, "{text}");
+        assert!(text.starts_with("line 0\n"), "lines keep their order");
+    }
 
     fn ts() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 22, 14, 35, 1).unwrap() + chrono::Duration::milliseconds(123)
