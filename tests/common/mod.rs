@@ -445,7 +445,9 @@ impl Emulator {
             &self.host(),
             PROJECT_ID,
             namespace,
-            Duration::from_secs(10),
+            // Generous: a 500-entity transaction on a cold emulator takes ~3 s alone and
+            // more on a loaded CI machine; tests that need a short timeout set their own.
+            Duration::from_secs(30),
         )
         .await
         .expect("connect to the emulator")
