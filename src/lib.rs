@@ -54,6 +54,7 @@
 //! | [`ops::run_detail`]   | `--http` one run for the page: its record and kept output, its live output from any node |
 //! | [`ops::token`]        | that token: from a file or the environment, compared in constant time |
 //! | [`ops::follow`]       | `cronlease logs --follow`: a running run's output, live from its node |
+//! | [`ops::sd_notify`]    | systemd's notify protocol: READY, RELOADING, STOPPING, STATUS, a watchdog fed by the node's loops |
 //!
 //! **Telling people** ([`notify`]):
 //!

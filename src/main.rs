@@ -136,6 +136,9 @@ fn main() -> ExitCode {
             // prints it must not hand the token to whoever reads its output. Removed while
             // this process has one thread (before the runtime).
             std::env::remove_var("CRONLEASE_HTTP_TOKEN");
+            // The same for systemd's variables: a job running `systemd-notify` must not speak
+            // for the node (say it is ready, stopping, alive). Read, then removed, here.
+            let sd_notify = cronlease::ops::sd_notify::SdNotify::from_env();
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -143,7 +146,12 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let options = cronlease::node::app::RunOptions { node, http, token };
+            let options = cronlease::node::app::RunOptions {
+                node,
+                http,
+                token,
+                sd_notify,
+            };
             let code = match runtime.block_on(cronlease::node::app::run(cfg, options)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -8,7 +8,12 @@
 //! with nothing going; let running jobs finish within `shutdown_grace`, then kill them; release
 //! the rest of this node's leases and delete its record, so other nodes take over at their
 //! next poll; exit 0. A second signal skips the grace period.
-use std::sync::Arc;
+//!
+//! Under systemd (`NOTIFY_SOCKET`), one task (`systemd_task`) keeps the timing of what the
+//! node tells it: `WATCHDOG=1` while the node's loops make progress, `STATUS=` on change; the
+//! moments (`READY=1`, `STOPPING=1`) are said where they happen ([`crate::ops::sd_notify`]).
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, ElectionConfig};
 use crate::node::drift::Drift;
 use crate::node::election::{Election, Leadership, LeaseEvents};
 use crate::node::history::History;
@@ -33,6 +38,7 @@ use crate::node::tick::{TickContext, Ticks};
 use crate::node::ticker::Ticker;
 use crate::ops::http::{self, NodeState, Running};
 use crate::ops::metrics::Metrics;
+use crate::ops::sd_notify::{self, LoopProgress, Progress, SdNotify};
 use crate::store::{self, metered::Metered, Requests, Store};
 
 /// How one node runs, besides its jobs file.
@@ -43,6 +49,8 @@ pub struct RunOptions {
     pub http: Option<std::net::SocketAddr>,
     /// Unlocks the HTTP write endpoints (`--http-token-file`, `CRONLEASE_HTTP_TOKEN`).
     pub token: Option<crate::ops::token::HttpToken>,
+    /// What to tell systemd (`NOTIFY_SOCKET`; [`SdNotify::disabled`] for silence).
+    pub sd_notify: SdNotify,
 }
 
 /// How long killed jobs get to be reaped and recorded before the node gives up on them.
@@ -51,6 +59,141 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 const MIN_FLUSH: Duration = Duration::from_secs(1);
 /// The least time given to queued notifications at shutdown.
 const NOTIFY_FLUSH: Duration = Duration::from_secs(3);
+/// The longest wait between two attempts to reach the store (here and in
+/// [`Session::register`]).
+const CONNECT_MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How often the systemd task compares the status line with the one it sent last.
+const SD_STATUS_EVERY: Duration = Duration::from_secs(2);
+/// What systemd gets on top of the stop's own bounds (grace, hand-over, kill wait, flushes):
+/// store calls of the release and the record's deletion, a loaded machine.
+const STOP_MARGIN: Duration = Duration::from_secs(20);
+
+/// How long one store call may take before it fails (`renew`, within 1 to 10 s).
+fn store_timeout(election: &ElectionConfig) -> Duration {
+    election
+        .renew
+        .clamp(Duration::from_secs(1), Duration::from_secs(10))
+}
+
+/// What a graceful stop may take, for systemd's `EXTEND_TIMEOUT_USEC`: the grace period of the
+/// running jobs, the hand-over of the leases, the kill wait and the flushes, and a margin. So
+/// `TimeoutStopSec` follows `shutdown_grace` in jobs.toml rather than the unit file's guess.
+fn stop_budget(grace: Duration, poll: Duration) -> Duration {
+    grace
+        + crate::node::election::handover_wait(poll)
+        + KILL_WAIT
+        + MIN_FLUSH
+        + NOTIFY_FLUSH
+        + STOP_MARGIN
+}
+
+/// What the systemd task watches, filled in as the node starts.
+struct Systemd {
+    sd: Arc<SdNotify>,
+    /// Stamped after each attempt to reach the store: the start is alive.
+    starting: Progress,
+    /// The session, as soon as it exists: registration's attempts stamp its progress.
+    session: OnceLock<Arc<Session>>,
+    /// The heartbeat has stopped: the node's last seconds, each step bounded.
+    finishing: AtomicBool,
+}
+
+impl Systemd {
+    fn new(sd: SdNotify) -> Self {
+        Systemd {
+            sd: Arc::new(sd),
+            starting: Progress::new(),
+            session: OnceLock::new(),
+            finishing: AtomicBool::new(false),
+        }
+    }
+
+    /// The loops whose progress the watchdog asks for now: the start's attempts until the node
+    /// is registered, then the session's renew loop and the election's poll loop (the renew
+    /// loop alone once stopping, nothing once the heartbeat has stopped). Each loop's period
+    /// includes one store call's bound (twice the timeout: the file store's lock wait), so a
+    /// store that never answers still lets every iteration end.
+    fn loops(&self, state: &NodeState, election: &ElectionConfig) -> Vec<LoopProgress> {
+        if self.finishing.load(Ordering::Relaxed) {
+            return Vec::new();
+        }
+        let call = store_timeout(election) * 2;
+        match state.running.get() {
+            None => {
+                let registering = self.session.get().map_or(0, |s| s.progress().last_ms());
+                vec![LoopProgress {
+                    last_ms: self.starting.last_ms().max(registering),
+                    period: CONNECT_MAX_BACKOFF + call,
+                }]
+            }
+            Some(running) => {
+                let mut loops = vec![LoopProgress {
+                    last_ms: running.session.progress().last_ms(),
+                    period: election.renew + call,
+                }];
+                if !state.stopping.is_cancelled() {
+                    loops.push(LoopProgress {
+                        last_ms: running.election.progress().last_ms(),
+                        period: election.poll + call,
+                    });
+                }
+                loops
+            }
+        }
+    }
+}
+
+/// The one place of systemd's timing: `WATCHDOG=1` at least every half of `WATCHDOG_USEC`
+/// while [`sd_notify::watchdog_ok`] says the node's loops make progress (a store outage does
+/// not stop them: iterations end with an error), and, once running, the status line when it
+/// changed, looked at every [`SD_STATUS_EVERY`]. Ends with `end`.
+async fn systemd_task(
+    systemd: Arc<Systemd>,
+    state: Arc<NodeState>,
+    election: ElectionConfig,
+    end: CancellationToken,
+) {
+    let sd = &systemd.sd;
+    if !sd.enabled() {
+        return;
+    }
+    let watchdog = sd.watchdog();
+    let every = watchdog.map_or(SD_STATUS_EVERY, |w| {
+        (w / 4).clamp(Duration::from_millis(1), SD_STATUS_EVERY)
+    });
+    let mut sent: Option<String> = None;
+    let mut status_due = tokio::time::Instant::now();
+    loop {
+        if let Some(w) = watchdog {
+            let now = sd_notify::monotonic_usec() / 1_000;
+            if sd_notify::watchdog_ok(now, w, &systemd.loops(&state, &election)) {
+                sd.watchdog_ping();
+            }
+        }
+        let now = tokio::time::Instant::now();
+        if now >= status_due && !state.stopping.is_cancelled() {
+            status_due = now + SD_STATUS_EVERY;
+            if let Some(running) = state.running.get() {
+                let store_error = running.election.observation().err();
+                let text = sd_notify::running_status(
+                    running.election.held().len(),
+                    state.jobs.active_names().len(),
+                    &running.store,
+                    store_error.as_deref(),
+                    sd.refused().as_deref(),
+                );
+                if sent.as_ref() != Some(&text) {
+                    sd.status(&text);
+                    sent = Some(text);
+                }
+            }
+        }
+        tokio::select! {
+            _ = end.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
 
 /// The election's events, delivered to the parts of the node that act on them.
 struct NodeEvents {
@@ -136,6 +279,7 @@ fn watch_signals(shutdown: &Shutdown) -> anyhow::Result<()> {
 
 pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     let node = options.node;
+    let systemd = Arc::new(Systemd::new(options.sd_notify));
     let shutdown = Shutdown {
         stop: CancellationToken::new(),
         kill: CancellationToken::new(),
@@ -169,6 +313,13 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let systemd_end = CancellationToken::new();
+    let sd_task = tokio::spawn(systemd_task(
+        systemd.clone(),
+        node_state.clone(),
+        config.election,
+        systemd_end.clone(),
+    ));
     // Running jobs' processes die with this node, even on SIGKILL (crate::node::watchdog).
     crate::node::watchdog::start();
     let result = run_node(
@@ -179,8 +330,11 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         node_state,
         http_server.as_ref().map(|(a, _)| *a),
         shutdown,
+        systemd,
     )
     .await;
+    systemd_end.cancel();
+    let _ = sd_task.await;
     crate::node::watchdog::stop().await;
     http_stop.cancel();
     if let Some((_, task)) = http_server {
@@ -189,6 +343,7 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_node(
     config: Config,
     hangup: tokio::signal::unix::Signal,
@@ -197,9 +352,13 @@ async fn run_node(
     node_state: Arc<NodeState>,
     http: Option<std::net::SocketAddr>,
     shutdown: Shutdown,
+    systemd: Arc<Systemd>,
 ) -> anyhow::Result<()> {
     let jobs = node_state.jobs.clone();
-    let Some(store) = connect_store(&config, &shutdown.stop).await? else {
+    let Some(store) = connect_store(&config, &shutdown.stop, &systemd).await? else {
+        systemd
+            .sd
+            .stopping(STOP_MARGIN, "stopping: the store was never reached");
         info!(
             event = "node_stopped",
             "stopped before the store was reached"
@@ -213,6 +372,7 @@ async fn run_node(
         config.election,
         http.map(|a| a.to_string()),
     ));
+    let _ = systemd.session.set(session.clone());
     // This node's job definitions go to the store before its record names their digest
     // (crate::node::drift); if the store is not there yet, the election's polls try again.
     let drift = Arc::new(Drift::new(
@@ -223,7 +383,13 @@ async fn run_node(
         metrics.clone(),
     ));
     drift.publish().await;
+    systemd
+        .sd
+        .status(&format!("registering with the {}", store.describe()));
     if !session.register(&shutdown.stop).await {
+        systemd
+            .sd
+            .stopping(STOP_MARGIN, "stopping: never registered with the store");
         info!(event = "node_stopped", "stopped before registering");
         return Ok(());
     }
@@ -336,6 +502,8 @@ async fn run_node(
         ticks: ticks.clone(),
         drift: drift.clone(),
     });
+    // Registered and serving: /readyz answers 200 from here on, and systemd hears the same.
+    systemd.sd.ready();
     // Pruning old runs is background work: it stops with the ticks.
     let pruner = {
         let history = history.clone();
@@ -402,6 +570,7 @@ async fn run_node(
             tracker: tracker.clone(),
             metrics: metrics.clone(),
             notifier: notifier.clone(),
+            sd_notify: systemd.sd.clone(),
         },
     ));
     let reload_task = {
@@ -412,6 +581,14 @@ async fn run_node(
 
     shutdown.stop.cancelled().await;
     let stopped_at = tokio::time::Instant::now();
+    let grace = reloader.node_config().shutdown_grace;
+    systemd.sd.stopping(
+        stop_budget(grace, config.election.poll),
+        &format!(
+            "stopping: running jobs may finish within {}",
+            humantime::format_duration(grace)
+        ),
+    );
 
     // 1. No new leases; those with nothing going go back now, so the others take them at
     // their next poll (a claim needs the lease, so none of these can start a run after). Then
@@ -424,7 +601,6 @@ async fn run_node(
     let _ = pruner.await;
     // 2. Running jobs finish within the grace period, else they are killed.
     tracker.close();
-    let grace = reloader.node_config().shutdown_grace;
     if !tracker.is_empty() {
         info!(
             event = "draining",
@@ -464,6 +640,7 @@ async fn run_node(
     // 4. Hand the leases back and end the session.
     let released = election.release_all().await;
     heartbeat_stop.cancel();
+    systemd.finishing.store(true, Ordering::Relaxed);
     let _ = heartbeat.await;
     let _ = lapse_watch.await;
     if let Err(e) = session.remove().await {
@@ -483,14 +660,13 @@ async fn run_node(
 
 /// Connect to the store, retrying with backoff until it answers or the node is stopped.
 /// A configuration problem (no project, bad credentials) is fatal at once.
+/// Each attempt stamps `systemd.starting`; each failure is the status line.
 async fn connect_store(
     config: &Config,
     stop: &CancellationToken,
+    systemd: &Systemd,
 ) -> anyhow::Result<Option<Arc<dyn Store>>> {
-    let timeout = config
-        .election
-        .renew
-        .clamp(Duration::from_secs(1), Duration::from_secs(10));
+    let timeout = store_timeout(&config.election);
     // Said once, before any retry: which directory the node shares, and why it was chosen.
     if let store::Resolved::File { dir, default } = store::resolve(&config.store) {
         let why = if default {
@@ -502,9 +678,12 @@ async fn connect_store(
         info!(event = "store_selected", backend = "file", path = %dir.display(), default,
             "using the file store at {} ({why}); only nodes on this host share it", dir.display());
     }
+    systemd.sd.status("connecting to the store");
     let mut backoff = Duration::from_millis(250);
     loop {
-        match store::connect(&config.store, timeout).await {
+        let attempt = store::connect(&config.store, timeout).await;
+        systemd.starting.stamp();
+        match attempt {
             Ok(s) => return Ok(Some(s)),
             Err(store::StoreError::Other(msg)) => anyhow::bail!("{msg}"),
             Err(e) => {
@@ -513,12 +692,13 @@ async fn connect_store(
                     retry_in_ms = backoff.as_millis() as u64,
                     "store unreachable, retrying: {e}"
                 );
+                systemd.sd.status(&format!("waiting for the store: {e}"));
             }
         }
         tokio::select! {
             _ = stop.cancelled() => return Ok(None),
             _ = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
+        backoff = (backoff * 2).min(CONNECT_MAX_BACKOFF);
     }
 }

@@ -60,6 +60,7 @@ use crate::node::jobs::JobTable;
 use crate::node::placement;
 use crate::node::session::Session;
 use crate::ops::metrics::Metrics;
+use crate::ops::sd_notify::Progress;
 use crate::store::{
     Acquire, LeaseRecord, NodeRecord, Observed, Pause, Requests, Store, StoreResult, ACQUIRE_BATCH,
 };
@@ -196,6 +197,9 @@ pub struct Election {
     death_seen: tokio::sync::Notify,
     /// `[node] clock_skew_warn` (a reload may change it).
     skew_warn: Mutex<Duration>,
+    /// When the last poll ended, whatever the store answered: the poll loop is alive
+    /// (systemd's watchdog, [`crate::ops::sd_notify::watchdog_ok`]).
+    progress: Progress,
 }
 
 #[derive(Default)]
@@ -285,7 +289,7 @@ struct Watched {
 /// releases what is left: they act at their next poll after its record said so, and their
 /// take is a store call (a loaded store or machine: a second more). Past it, a stop with no
 /// peer able to take them costs this much.
-fn handover_wait(poll: Duration) -> Duration {
+pub fn handover_wait(poll: Duration) -> Duration {
     poll * 3 + Duration::from_secs(1)
 }
 
@@ -322,7 +326,13 @@ impl Election {
             metrics,
             death_seen: tokio::sync::Notify::new(),
             skew_warn: Mutex::new(crate::config::DEFAULT_CLOCK_SKEW_WARN),
+            progress: Progress::new(),
         }
+    }
+
+    /// When the last poll of [`Election::run`] ended (success or store error).
+    pub fn progress(&self) -> &Progress {
+        &self.progress
     }
 
     /// `[node] clock_skew_warn` (default 1 s).
@@ -554,6 +564,7 @@ impl Election {
                 _ = interval.tick() => {}
             }
             self.poll_once(&cancel).await;
+            self.progress.stamp();
         }
     }
 

@@ -20,6 +20,11 @@
 //!   before it was added;
 //! * a removed job is no longer scheduled; its runs going here may finish within
 //!   `shutdown_grace` (then they are killed), and then its lease is handed back.
+//!
+//! Under systemd, a reload that reads the file says `RELOADING=1` when it starts and `READY=1`
+//! when it ends, with the reason in `STATUS=` when the file was refused
+//! ([`crate::ops::sd_notify`]): `systemctl reload` then waits for the file to be applied, and
+//! shows why it was not.
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -88,6 +93,8 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
     /// `[[notify]]` changes apply at once.
     pub notifier: Arc<crate::notify::Notifier>,
+    /// systemd hears of each reload (`Type=notify-reload`): its start, its end, a refusal.
+    pub sd_notify: Arc<crate::ops::sd_notify::SdNotify>,
 }
 
 pub struct Reloader {
@@ -223,10 +230,16 @@ impl Reloader {
             }
             cur.hash = hash;
         }
+        self.parts.sd_notify.reloading();
         let result = match config::load(&self.path) {
             Err(e) => Reloaded::Rejected(e.to_string()),
             Ok(new) => self.apply(new),
         };
+        let refused = match &result {
+            Reloaded::Rejected(why) => Some(why.as_str()),
+            _ => None,
+        };
+        self.parts.sd_notify.reloaded(refused);
         match &result {
             Reloaded::Rejected(why) => {
                 self.parts.metrics.config_reload("rejected");

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::ElectionConfig;
+use crate::ops::sd_notify::Progress;
 use crate::store::{NodeRecord, Store, StoreError};
 use std::sync::Arc;
 
@@ -49,6 +50,9 @@ pub struct Session {
     state: Mutex<State>,
     /// Wakes the renew loop for an early heartbeat (a lease change to announce).
     renew_now: tokio::sync::Notify,
+    /// When the last write of the record ended, success or not: registration and the renew
+    /// loop are alive (systemd's watchdog, [`crate::ops::sd_notify::watchdog_ok`]).
+    progress: Progress,
 }
 
 struct State {
@@ -98,7 +102,13 @@ impl Session {
                 leaving: false,
             }),
             renew_now: tokio::sync::Notify::new(),
+            progress: Progress::new(),
         }
+    }
+
+    /// When the last write of the node record ended (success or store error).
+    pub fn progress(&self) -> &Progress {
+        &self.progress
     }
 
     pub fn node(&self) -> &str {
@@ -197,6 +207,7 @@ impl Session {
             }
         };
         let result = self.store.put_node(&record).await;
+        self.progress.stamp();
         let mut st = self.state.lock().unwrap();
         match result {
             Ok(()) => {

@@ -1,5 +1,6 @@
 //! Operator surfaces: the one-shot commands (`check`, `status`, `pause`, `resume`,
-//! `trigger`, `backfill`), a node's HTTP endpoints and metrics, and its log formats.
+//! `trigger`, `backfill`), a node's HTTP endpoints and metrics, its log formats, and what it
+//! tells systemd.
 pub mod actions;
 pub mod check;
 pub mod cluster_view;
@@ -13,5 +14,6 @@ pub mod logs;
 pub mod metrics;
 pub mod row_versions;
 pub mod run_detail;
+pub mod sd_notify;
 pub mod status;
 pub mod token;
