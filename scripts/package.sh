@@ -29,7 +29,12 @@ dev) dir=debug ;;
 *) echo "package.sh: CRONLEASE_PACKAGE_PROFILE must be release or dev" >&2; exit 2 ;;
 esac
 say "$profile build"
-cargo build --profile "$profile" --locked --bin cronlease
+if [[ $profile == dev ]]; then
+    # The same build as scripts/test.sh's (test features unified), so nothing is rebuilt.
+    cargo build --all-targets --locked
+else
+    cargo build --release --locked --bin cronlease
+fi
 
 # cargo-deb takes assets only from fixed paths: generate them from the binary first.
 assets=target/package-assets
