@@ -563,13 +563,13 @@ fn mass_failover(backend: Backend, stop: Stop, drill: &str) {
         "the survivors lead {} of {jobs_n}",
         held.union(&survivors)
     );
-    let bound = match stop {
-        Stop::Kill9 => LEASE + Duration::from_secs(3),
-        // The target is poll + 1 s (BENCHMARKS.md measures it on release builds). A debug
-        // build beside the whole suite can take seconds to finish the poll it is in before it
-        // announces the hand-over, so here the bound is the crash's.
-        Stop::Sigterm => LEASE + Duration::from_secs(3),
-    };
+    // The target is lease + 3 s after a crash and poll + 1 s after SIGTERM, and
+    // `scripts/bench.sh scale` measures those on release builds. Here, debug builds beside the
+    // rest of the suite: the bound adds one store call (the emulator answers the last batch of
+    // acquisitions late under load), and a SIGTERM'd node can take seconds to finish the poll
+    // it is in before it announces the hand-over, so its bound is the crash's. Both still fail
+    // when leases move a lease late (the behaviour before batched acquisition).
+    let bound = LEASE + Duration::from_secs(3) + CALL;
     // When each survivor took its part, and how its store calls went (for a failure message).
     let killed_wall = Utc::now() - chrono::Duration::from_std(gap).unwrap();
     let timeline: Vec<String> = survivors
@@ -695,11 +695,13 @@ fn sigterm_of_a_leader_releases_and_hands_over_within_a_poll_and_a_tick() {
     let first = first_tick_elsewhere(&nodes, &id, released_at, Duration::from_secs(10))
         .expect("no other node ran the job after the leader released it");
     let gap = (first.at - released_at).to_std().unwrap();
-    let bound = POLL + TICK;
+    // A release is seen at the next poll; the tick after it is claimed with one store call.
+    // Without the release at stop, the hand-over would take a lease (3 s) or more.
+    let bound = POLL + TICK + CALL;
     eprintln!("handover after SIGTERM: {gap:?} (bound {bound:?})");
     assert!(
         gap <= bound,
-        "handover took {gap:?}, more than poll + tick = {bound:?}"
+        "handover took {gap:?}, more than poll + tick + the claim's call = {bound:?}"
     );
     let runs = tick_runs(&refs(&nodes));
     assert_no_fire_time_twice(&runs);

@@ -62,7 +62,9 @@ pub fn init(format: LogFormat, node: &str) {
                 let mut rec = Record::new(Utc::now(), Level::WARN)
                     .with("event", "log_lines_dropped")
                     .with("dropped", Value::U64(lost));
-                rec.message = Some(format!("{lost} log line(s) dropped: stdout did not keep up"));
+                rec.message = Some(format!(
+                    "{lost} log line(s) dropped: stdout did not keep up"
+                ));
                 match format {
                     LogFormat::Json => format_json(&rec, &node),
                     LogFormat::Pretty => format_pretty(&rec, &node, &chrono::Local, color),
@@ -558,7 +560,8 @@ struct StdoutWriter {
     dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-static WRITER: std::sync::OnceLock<std::sync::mpsc::SyncSender<Message>> = std::sync::OnceLock::new();
+static WRITER: std::sync::OnceLock<std::sync::mpsc::SyncSender<Message>> =
+    std::sync::OnceLock::new();
 
 impl StdoutWriter {
     /// `dropped_notice` renders the line that says how many were dropped, in the log format.
@@ -713,7 +716,9 @@ mod tests {
     impl std::io::Write for Stuck {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
             let (lock, cvar) = &*self.open;
-            let _open = cvar.wait_while(lock.lock().unwrap(), |open| !*open).unwrap();
+            let _open = cvar
+                .wait_while(lock.lock().unwrap(), |open| !*open)
+                .unwrap();
             self.written.lock().unwrap().extend_from_slice(buf);
             Ok(buf.len())
         }
@@ -743,7 +748,9 @@ mod tests {
         open.1.notify_all();
         let (done, flushed) = std::sync::mpsc::channel();
         writer.queue.send(Message::Flush(done)).unwrap();
-        flushed.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        flushed
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap();
         // The notice follows the batch it was counted in; wait for it.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let text = loop {
