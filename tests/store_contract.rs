@@ -27,10 +27,15 @@ async fn file_store() -> (Arc<dyn Store>, tempfile::TempDir) {
 }
 
 /// A fresh Datastore store on its own emulator (kept alive by the returned guard).
-async fn datastore_store() -> (Arc<dyn Store>, Emulator) {
+async fn datastore_store() -> (Arc<dyn Store>, Option<Emulator>) {
+    // Under nextest, one emulator for the whole run, a project per clause (see
+    // common::shared_emulator); else one of its own.
+    if let Some(shared) = common::shared_emulator::get() {
+        return (Arc::new(shared.store("contract").await), None);
+    }
     let emu = Emulator::start();
     let store = emu.store("contract").await;
-    (Arc::new(store), emu)
+    (Arc::new(store), Some(emu))
 }
 
 /// A fresh Redis store on its own `redis-server` (kept alive by the returned guard).

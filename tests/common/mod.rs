@@ -33,6 +33,7 @@ pub mod browser;
 pub mod hook;
 pub mod proxy;
 pub mod redis_server;
+pub mod shared_emulator;
 pub mod zookeeper_server;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
