@@ -363,7 +363,7 @@ fn a_runs_mark_shows_its_output_and_follows_a_run_on_another_node_live() {
 
 #[test]
 fn a_pause_note_is_shown_as_text_the_token_stays_for_the_tab_and_a_lost_store_is_said() {
-    let mut emu = Emulator::start();
+    let mut emu = Emulator::start_own();
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(
         dir.path(),

@@ -31,6 +31,9 @@ use common::{report, wait_until, write_config, Emulator, Node};
 const LEASE: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(250);
 const TICK: Duration = Duration::from_secs(1);
+/// A node's store-call timeout here: the new leader's claim of its first tick is one such call,
+/// which a loaded CI machine can stretch (as in tests/cluster.rs).
+const CALL: Duration = Duration::from_secs(1);
 /// `(lease + renew) / 2`: a leader that could not renew stops acting this long after the start
 /// of its last successful heartbeat.
 const RENEW_DEADLINE: Duration = Duration::from_millis(1750);
@@ -717,8 +720,9 @@ fn store_outage_of_10_seconds_leaders_step_down_and_ticks_resume() {
     let first = first.expect("no tick ran within 8 s after the store came back");
     let resume_ms = ms(first.at - t_up);
     assert!(
-        resume_ms <= LEASE.as_millis() as i64,
-        "the first tick after the restart came {resume_ms} ms after it: more than one lease"
+        resume_ms <= (LEASE + CALL).as_millis() as i64,
+        "the first tick after the restart came {resume_ms} ms after it: more than one lease \
+         and one store call"
     );
     let mut all_resumed_ms = 0;
     assert!(
@@ -851,11 +855,11 @@ fn network_cut_of_the_leader_fails_over_and_it_rejoins_as_a_follower() {
     });
     let first = first.expect("no other node ran the job within 9 s of the cut");
     let failover_gap_ms = ms(first.at - t_cut);
-    let bound = LEASE + POLL + TICK;
+    let bound = LEASE + POLL + TICK + CALL;
     assert!(
         failover_gap_ms <= bound.as_millis() as i64,
-        "failover after the cut took {failover_gap_ms} ms: more than lease + poll + tick = \
-         {bound:?}"
+        "failover after the cut took {failover_gap_ms} ms: more than lease + poll + tick + \
+         call = {bound:?}"
     );
     let new_leader = first.node.clone();
     // The stated cut: 6 s, then the network is back.

@@ -39,7 +39,7 @@ fn port_open(port: u16) -> bool {
 
 #[test]
 fn emulator_starts_healthy_and_stops_without_leftovers() {
-    let mut emu = Emulator::start();
+    let mut emu = Emulator::start_own();
     assert!(emu.healthy(), "GET / did not answer Ok");
     assert_eq!(emu.host(), format!("127.0.0.1:{}", emu.port));
     let env = emu.env();

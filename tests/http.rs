@@ -118,7 +118,7 @@ fn every_endpoint_answers_and_metrics_rise_with_ticks() {
 
 #[test]
 fn readiness_waits_for_the_store_and_liveness_does_not() {
-    let mut emu = Emulator::start();
+    let mut emu = Emulator::start_own();
     emu.stop();
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &config("", &["every"]));
@@ -144,7 +144,7 @@ fn readiness_waits_for_the_store_and_liveness_does_not() {
 
 #[test]
 fn healthz_fails_for_a_leader_that_cannot_renew_and_recovers() {
-    let mut emu = Emulator::start();
+    let mut emu = Emulator::start_own();
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &config("", &["every"]));
     let (leader, port) = Node::spawn_with_http(&emu, &cfg, "leader", &[]);

@@ -26,16 +26,12 @@ async fn file_store() -> (Arc<dyn Store>, tempfile::TempDir) {
     (Arc::new(store), dir)
 }
 
-/// A fresh Datastore store on its own emulator (kept alive by the returned guard).
-async fn datastore_store() -> (Arc<dyn Store>, Option<Emulator>) {
-    // Under nextest, one emulator for the whole run, a project per clause (see
-    // common::shared_emulator); else one of its own.
-    if let Some(shared) = common::shared_emulator::get() {
-        return (Arc::new(shared.store("contract").await), None);
-    }
+/// A fresh Datastore store (kept alive by the returned guard): under nextest a project of its
+/// own on the run's shared emulator, else an emulator of its own (see [`Emulator::start`]).
+async fn datastore_store() -> (Arc<dyn Store>, Emulator) {
     let emu = Emulator::start();
     let store = emu.store("contract").await;
-    (Arc::new(store), Some(emu))
+    (Arc::new(store), emu)
 }
 
 /// A fresh Redis store on its own `redis-server` (kept alive by the returned guard).

@@ -320,10 +320,16 @@ where
     }
 }
 
-/// A Datastore emulator of this test's own: free port, temp data dir, own process group.
-/// Dropping it stops it.
+/// A Datastore emulator for one test: under nextest, a project of its own on the run's shared
+/// emulator ([`Emulator::start`]); otherwise, or when the test stops, kills or restarts it, an
+/// emulator of its own: free port, temp data dir, own process group ([`Emulator::start_own`]).
+/// Dropping an own emulator stops it.
 pub struct Emulator {
     pub port: u16,
+    /// The Datastore project the test's nodes and clients use.
+    project: String,
+    /// The shared emulator's log, when this is a project on it (nothing to stop or reap then).
+    shared_log: Option<PathBuf>,
     on_disk: bool,
     launcher: PathBuf,
     /// Holds the data dir (`project/`) and `emulator.log`; deleted on drop.
@@ -334,9 +340,41 @@ pub struct Emulator {
 }
 
 impl Emulator {
-    /// In-memory emulator (`--store_on_disk=False`, `--consistency=1.0`) on a free port.
+    /// A project of its own on the nextest run's shared emulator (one JVM start and JIT
+    /// warm-up per run instead of per test: ~10 s of CPU each, which on a 2-core machine
+    /// starved the nodes of timing tests that ran alongside); outside nextest, as
+    /// [`Emulator::start_own`]. Such a test cannot stop, kill, restart or reset the emulator.
     pub fn start() -> Emulator {
+        let Some(shared) = shared_emulator::get() else {
+            return Emulator::start_own();
+        };
+        Emulator {
+            port: shared.port(),
+            project: shared_emulator::fresh_project(),
+            shared_log: Some(shared.log_path()),
+            on_disk: false,
+            launcher: emulator_path(),
+            dir: tempfile::Builder::new()
+                .prefix("cronlease-emulator-")
+                .tempdir()
+                .expect("create a temp dir"),
+            child: None,
+            guard: None,
+        }
+    }
+
+    /// In-memory emulator of this test's own (`--store_on_disk=False`, `--consistency=1.0`) on
+    /// a free port: for a test that stops, kills, restarts or resets it.
+    pub fn start_own() -> Emulator {
         Emulator::launch(false)
+    }
+
+    /// Panics unless this emulator is the test's own (see [`Emulator::start_own`]).
+    fn own(&self, doing: &str) {
+        assert!(
+            self.shared_log.is_none(),
+            "a test that {doing} the emulator needs one of its own: Emulator::start_own()"
+        );
     }
 
     /// Like [`Emulator::start`] but keeping its data on disk, so that [`Emulator::restart`]
@@ -353,6 +391,8 @@ impl Emulator {
             .expect("create a temp dir for the emulator");
         let mut emu = Emulator {
             port: 0,
+            project: PROJECT_ID.to_string(),
+            shared_log: None,
             on_disk,
             launcher,
             dir,
@@ -444,7 +484,7 @@ impl Emulator {
     pub async fn store(&self, namespace: &str) -> cronlease::store::datastore::DatastoreStore {
         cronlease::store::datastore::DatastoreStore::connect_emulator(
             &self.host(),
-            PROJECT_ID,
+            &self.project,
             namespace,
             // Generous: a 500-entity transaction on a cold emulator takes ~3 s alone and
             // more on a loaded CI machine; tests that need a short timeout set their own.
@@ -458,8 +498,13 @@ impl Emulator {
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
             ("DATASTORE_EMULATOR_HOST".into(), self.host()),
-            ("DATASTORE_PROJECT_ID".into(), PROJECT_ID.into()),
+            ("DATASTORE_PROJECT_ID".into(), self.project.clone()),
         ]
+    }
+
+    /// The Datastore project of this test.
+    pub fn project(&self) -> &str {
+        &self.project
     }
 
     /// The emulator's project directory (made by `cloud_datastore_emulator create`).
@@ -469,7 +514,11 @@ impl Emulator {
 
     /// Everything the emulator printed so far (all starts).
     pub fn log_text(&self) -> String {
-        std::fs::read(self.dir.path().join("emulator.log"))
+        let path = match &self.shared_log {
+            Some(shared) => shared.clone(),
+            None => self.dir.path().join("emulator.log"),
+        };
+        std::fs::read(path)
             .map(|b| String::from_utf8_lossy(&b).to_string())
             .unwrap_or_default()
     }
@@ -484,11 +533,15 @@ impl Emulator {
 
     /// The pid (= process group id) of the running emulator, if any.
     pub fn pid(&self) -> Option<i32> {
+        self.own("reads the pid of");
         self.child.as_ref().map(|c| c.id() as i32)
     }
 
     /// Whether the emulator process is still running.
     pub fn is_running(&self) -> bool {
+        if self.shared_log.is_some() {
+            return self.healthy();
+        }
         self.pid().is_some_and(|pid| !exited_nowait(pid))
     }
 
@@ -502,6 +555,7 @@ impl Emulator {
 
     /// Clears all data (`POST /reset`).
     pub fn reset(&self) {
+        self.own("resets");
         match http(self.port, "POST", "/reset", Duration::from_secs(10)) {
             Ok((200, _)) => {}
             other => panic!("POST /reset on the emulator at {}: {other:?}", self.host()),
@@ -511,7 +565,14 @@ impl Emulator {
     /// Stops the emulator: `POST /shutdown` (lets an on-disk store write its data), waits up to
     /// 10 s for it to exit, then SIGKILLs its process group and reaps it. Idempotent.
     pub fn stop(&mut self) {
-        let Some(pid) = self.pid() else { return };
+        self.own("stops");
+        self.stop_own();
+    }
+
+    fn stop_own(&mut self) {
+        let Some(pid) = self.child.as_ref().map(|c| c.id() as i32) else {
+            return;
+        };
         if !exited_nowait(pid) {
             let _ = http(self.port, "POST", "/shutdown", Duration::from_secs(2));
             wait_until(Duration::from_secs(10), || exited_nowait(pid));
@@ -522,6 +583,7 @@ impl Emulator {
     /// Kills the emulator abruptly (SIGKILL to its group, no shutdown): a store outage. Data not
     /// yet written to disk is lost. Idempotent.
     pub fn kill(&mut self) {
+        self.own("kills");
         self.reap();
     }
 
@@ -537,6 +599,7 @@ impl Emulator {
     /// Stops the emulator (if running) and starts it again on the same port and data dir.
     /// With [`Emulator::start_on_disk`] the data survives; in memory it starts empty.
     pub fn restart(&mut self) {
+        self.own("restarts");
         self.stop();
         restart_on_port(self);
     }
@@ -570,7 +633,7 @@ impl Drop for Emulator {
                 tail(&self.log_text(), 20)
             );
         }
-        self.stop();
+        self.stop_own();
     }
 }
 

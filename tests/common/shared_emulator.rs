@@ -1,6 +1,8 @@
-//! One Datastore emulator for all the tests of a nextest run that need only a namespace of
-//! their own (the store contract's Datastore clauses): a JVM start and warm-up per test cost
-//! ~10 s of CPU each, most of the contract suite's time.
+//! One Datastore emulator for all the tests of a nextest run that need only a project of their
+//! own (every test that does not stop, kill, restart or reset its emulator): a JVM start and
+//! warm-up per test cost ~10 s of CPU each, which on a 2-core machine starved the nodes of the
+//! timing tests that ran alongside. A project per test, not a namespace: the emulator failed
+//! concurrent tests' transactions in one project with "too much contention".
 //!
 //! The first test to ask starts it, under a lock file in the temp dir named after the run
 //! (`NEXTEST_RUN_ID`), detached in a session of its own with a watcher that ends its process
@@ -18,22 +20,22 @@ use super::{emulator_path, free_port, http, poll_for};
 /// A running shared emulator.
 pub struct Shared {
     port: u16,
+    log: PathBuf,
+}
+
+/// A project name no other test of the run uses.
+pub fn fresh_project() -> String {
+    format!("p{}", &uuid::Uuid::new_v4().simple().to_string()[..20])
 }
 
 impl Shared {
-    /// A Datastore store on it, in a project of its own (a namespace of its own was not
-    /// enough: the emulator then failed concurrent tests' transactions with "too much
-    /// contention").
-    pub async fn store(&self, namespace: &str) -> cronlease::store::datastore::DatastoreStore {
-        let project = format!("p{}", &uuid::Uuid::new_v4().simple().to_string()[..20]);
-        cronlease::store::datastore::DatastoreStore::connect_emulator(
-            &format!("127.0.0.1:{}", self.port),
-            &project,
-            namespace,
-            Duration::from_secs(30),
-        )
-        .await
-        .expect("connect to the shared emulator")
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Where the shared emulator logs (all tests' traffic).
+    pub fn log_path(&self) -> PathBuf {
+        self.log.clone()
     }
 }
 
@@ -63,14 +65,20 @@ pub fn get() -> Option<Shared> {
         .and_then(|p| p.trim().parse().ok())
     {
         if healthy(port) {
-            return Some(Shared { port });
+            return Some(Shared {
+                port,
+                log: dir.join("log"),
+            });
         }
     }
     for _ in 0..5 {
         let port = free_port();
         if start(&dir, port) {
             std::fs::write(&port_file, port.to_string()).expect("write the port file");
-            return Some(Shared { port });
+            return Some(Shared {
+                port,
+                log: dir.join("log"),
+            });
         }
     }
     panic!(
