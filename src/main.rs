@@ -120,6 +120,14 @@ fn main() -> ExitCode {
                 err(&format!("error: {}: {e}", config.display()));
                 return ExitCode::from(EXIT_CONFIG);
             }
+            // Likewise a job's env naming one.
+            if let Err(e) = cronlease::config::context::check_environment(
+                &cfg.jobs,
+                cronlease::notify::environment,
+            ) {
+                err(&format!("error: {}: {e}", config.display()));
+                return ExitCode::from(EXIT_CONFIG);
+            }
             let node = node_id.unwrap_or_else(cronlease::node::app::random_node_id);
             cronlease::ops::logging::init(log_format, &node);
             let token = match cronlease::ops::token::HttpToken::load(

@@ -29,6 +29,7 @@
 //! command = ["/usr/local/bin/backup"]
 //! retries = 2                 # overrides [defaults]
 //! ```
+pub mod context;
 pub mod cron_mask;
 pub mod crontab;
 pub mod notify;
@@ -155,6 +156,8 @@ pub struct Job {
     pub notify: Vec<String>,
     /// A healthchecks.io-style ping URL: `/start`, then the URL itself or `/fail`.
     pub ping: Option<reqwest::Url>,
+    /// What its process runs with: env, working directory, user, limits ([`context`]).
+    pub context: context::ExecContext,
 }
 
 /// How a job is scheduled beyond its cron expression; see [`crate::node::tick`] for how each is
@@ -218,9 +221,10 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         "" | "B" => 1,
         "KiB" => 1024,
         "MiB" => 1024 * 1024,
+        "GiB" => 1024 * 1024 * 1024,
         other => {
             return Err(format!(
-                "bad size {text:?}: unknown unit {other:?} (use B, KiB or MiB)"
+                "bad size {text:?}: unknown unit {other:?} (use B, KiB, MiB or GiB)"
             ))
         }
     };
@@ -334,6 +338,17 @@ pub enum Action {
     Shell {
         script: String,
     },
+}
+
+impl Action {
+    /// `say`, `command` or `shell`: the kind, as `status --json` and the dashboard show it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Say { .. } => "say",
+            Action::Command { .. } => "command",
+            Action::Shell { .. } => "shell",
+        }
+    }
 }
 
 /// Largest config file `load` accepts: 100,000 jobs of a few lines each are about 6 MB, and a
@@ -499,6 +514,13 @@ struct RawDefaults {
     output_limit: Option<Spanned<String>>,
     output_refresh: Option<Spanned<String>>,
     notify: Option<Spanned<Vec<Spanned<String>>>>,
+    env: Option<Spanned<std::collections::BTreeMap<Spanned<String>, Spanned<String>>>>,
+    env_file: Option<Spanned<String>>,
+    working_dir: Option<Spanned<String>>,
+    user: Option<Spanned<context::RawId>>,
+    group: Option<Spanned<context::RawId>>,
+    limits: Option<Spanned<context::RawLimits>>,
+    nice: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -552,6 +574,28 @@ struct RawJob {
     output_refresh: Option<Spanned<String>>,
     notify: Option<Spanned<Vec<Spanned<String>>>>,
     ping: Option<Spanned<String>>,
+    env: Option<Spanned<std::collections::BTreeMap<Spanned<String>, Spanned<String>>>>,
+    env_file: Option<Spanned<String>>,
+    working_dir: Option<Spanned<String>>,
+    user: Option<Spanned<context::RawId>>,
+    group: Option<Spanned<context::RawId>>,
+    limits: Option<Spanned<context::RawLimits>>,
+    nice: Option<Spanned<i64>>,
+}
+
+/// The context keys of a `[defaults]` or `[[job]]` table.
+macro_rules! raw_context {
+    ($raw:expr) => {
+        context::RawContext {
+            env: &$raw.env,
+            env_file: &$raw.env_file,
+            working_dir: &$raw.working_dir,
+            user: &$raw.user,
+            group: &$raw.group,
+            limits: &$raw.limits,
+            nice: &$raw.nice,
+        }
+    };
 }
 
 /// The policy keys as written in `[defaults]` or in one `[[job]]`.
@@ -583,6 +627,8 @@ struct Settings {
     output_refresh: Option<Duration>,
     /// `[defaults] notify` only.
     notify: Option<Vec<String>>,
+    /// `[defaults]`' context keys ([`context`]).
+    context: context::ContextKeys,
 }
 
 struct Validator<'a> {
@@ -775,6 +821,7 @@ impl Validator<'_> {
             output_limit,
             output_refresh,
             notify: None,
+            context: context::ContextKeys::default(),
         }
     }
 
@@ -801,6 +848,9 @@ impl Validator<'_> {
         let election = self.election(raw.election);
         let node = self.node(raw.node);
         let mut defaults = self.defaults(raw.defaults.as_ref());
+        if let Some(d) = &raw.defaults {
+            defaults.context = self.context_keys(&raw_context!(d));
+        }
         // Names as written, so that a job naming a sink whose table has an error of its own
         // is not blamed for it.
         let known: Vec<String> = raw
@@ -1086,6 +1136,16 @@ impl Validator<'_> {
         })
     }
 
+    /// The context keys of one table, validated ([`context::keys`]).
+    fn context_keys(&mut self, raw: &context::RawContext<'_>) -> context::ContextKeys {
+        let mut errors = Vec::new();
+        let keys = context::keys(raw, &context::ThisProcess, &mut |at, m| {
+            errors.push((at, m))
+        });
+        self.errors.extend(errors);
+        keys
+    }
+
     fn jobs(
         &mut self,
         raw: Option<Spanned<Vec<Spanned<RawJob>>>>,
@@ -1318,6 +1378,28 @@ impl Validator<'_> {
             .unwrap_or_default();
         let ping = self.ping(&raw.ping);
 
+        // What its process runs with; `say` starts none ([defaults]' keys do not apply to it).
+        let raw_ctx = raw_context!(raw);
+        let context = if raw.say.is_some() {
+            if let Some((key, at)) = raw_ctx.first_given() {
+                let at = self.key_offset(&(at..at), key);
+                self.error(
+                    at,
+                    format!("{key} applies to a process (command or shell); say starts none"),
+                );
+            }
+            context::ExecContext::default()
+        } else {
+            let own = self.context_keys(&raw_ctx);
+            let user_at = raw.user.as_ref().map_or(name_at, |u| u.span().start);
+            let mut errors = Vec::new();
+            let ctx = context::merge(own, &defaults.context, user_at, &mut |at, m| {
+                errors.push((at, m))
+            });
+            self.errors.extend(errors);
+            ctx
+        };
+
         if self.errors.len() > errors_before {
             return None;
         }
@@ -1330,6 +1412,7 @@ impl Validator<'_> {
             enabled: raw.enabled.as_ref().is_none_or(|e| *e.get_ref()),
             notify,
             ping,
+            context,
         })
     }
 }

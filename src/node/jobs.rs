@@ -226,6 +226,8 @@ pub fn digest(job: &Job) -> String {
     if let Some(ping) = &job.ping {
         let _ = writeln!(text, "ping={ping}");
     }
+    // Only what is set: env templates and the env file's path, never their values.
+    text.push_str(&job.context.digest_text());
     match &job.action {
         Action::Say {
             text: say,
@@ -305,5 +307,28 @@ mod tests {
         ] {
             assert_ne!(digest(&jobs(&other)[0]), digest(a), "{other}");
         }
+        // The execution context: every key counts, values only as written.
+        let sh = A.replace("say = \"a\"", "shell = \"a\"");
+        let base = digest(&jobs(&sh)[0]);
+        for key in [
+            "env = { A = \"1\" }",
+            "env = { A = \"${HOME}\" }",
+            "env_file = \"/etc/x.env\"",
+            "working_dir = \"/tmp\"",
+            "user = \"root\"",
+            "group = \"root\"",
+            "limits = { nofile = 64 }",
+            "nice = 5",
+        ] {
+            assert_ne!(digest(&jobs(&format!("{sh}{key}\n"))[0]), base, "{key}");
+        }
+        // An env file's contents are not part of the definition.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("e.env");
+        std::fs::write(&file, "A=1\n").unwrap();
+        let with = format!("{sh}env_file = \"{}\"\n", file.display());
+        let before = digest(&jobs(&with)[0]);
+        std::fs::write(&file, "A=2\n").unwrap();
+        assert_eq!(digest(&jobs(&with)[0]), before);
     }
 }

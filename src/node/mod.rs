@@ -4,6 +4,7 @@
 pub mod app;
 pub mod drift;
 pub mod election;
+pub mod exec;
 pub mod history;
 pub mod job_health;
 pub mod jobs;

@@ -281,6 +281,11 @@ impl Reloader {
                 return Reloaded::Rejected(format!("{}: {e}", self.path.display()));
             }
         };
+        if let Err(e) =
+            crate::config::context::check_environment(&new.jobs, crate::notify::environment)
+        {
+            return Reloaded::Rejected(format!("{}: {e}", self.path.display()));
+        }
         let node_changed = {
             let mut cur = self.current.lock().unwrap();
             if new.store != cur.store {

@@ -32,7 +32,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::context::Limits;
 use crate::config::{Action, Job};
+use crate::node::exec;
 use crate::ops::logging::rfc3339;
 
 /// The longest output line kept, in bytes; the rest of a longer line is dropped.
@@ -78,11 +80,26 @@ pub struct RunResult {
     /// The process's exit code; `None` for `say`, a process that could not start, or one that
     /// died by a signal.
     pub exit_code: Option<i32>,
+    /// Why it failed when no exit code says it: it could not start (env file, working
+    /// directory, the program), or a signal ended it. Never holds a secret.
+    pub reason: Option<String>,
 }
 
 impl RunResult {
     fn new(outcome: Outcome, exit_code: Option<i32>) -> RunResult {
-        RunResult { outcome, exit_code }
+        RunResult {
+            outcome,
+            exit_code,
+            reason: None,
+        }
+    }
+
+    fn because(outcome: Outcome, reason: String) -> RunResult {
+        RunResult {
+            outcome,
+            exit_code: None,
+            reason: Some(reason),
+        }
     }
 }
 
@@ -108,7 +125,7 @@ pub async fn run(job: &Job, ctx: &RunContext, kill: CancellationToken) -> RunRes
         } => run_say(&labels, text, *repeat, *pause, deadline, job.timeout, &kill).await,
         Action::Command { argv } => match argv.split_first() {
             Some((program, args)) => {
-                run_process(&labels, program, args, deadline, job.timeout, &kill).await
+                run_process(&labels, job, program, args, deadline, &kill).await
             }
             None => {
                 tracing::error!(
@@ -124,7 +141,7 @@ pub async fn run(job: &Job, ctx: &RunContext, kill: CancellationToken) -> RunRes
         },
         Action::Shell { script } => {
             let args = ["-c".to_string(), script.clone()];
-            run_process(&labels, "/bin/sh", &args, deadline, job.timeout, &kill).await
+            run_process(&labels, job, "/bin/sh", &args, deadline, &kill).await
         }
     }
 }
@@ -249,19 +266,37 @@ enum Stop {
 
 async fn run_process(
     labels: &Labels<'_>,
+    job: &Job,
     program: &str,
     args: &[String],
     deadline: Option<Instant>,
-    timeout: Option<Duration>,
     kill: &CancellationToken,
 ) -> RunResult {
+    let timeout = job.timeout;
+    let prepared = match exec::prepare(&job.context).await {
+        Ok(p) => p,
+        Err(reason) => {
+            tracing::error!(
+                event = "job_error",
+                job = labels.job,
+                node = labels.node,
+                fire_time = labels.fire_time.as_str(),
+                term = labels.term,
+                error = reason.as_str(),
+                "cannot start: {reason}"
+            );
+            return RunResult::because(Outcome::Failed, reason);
+        }
+    };
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .env("CRONLEASE_JOB", labels.job)
+        .process_group(0);
+    // The job's context first: CRONLEASE_* below win over anything it sets.
+    exec::apply(&mut cmd, prepared);
+    cmd.env("CRONLEASE_JOB", labels.job)
         .env("CRONLEASE_NODE", labels.node)
         .env("CRONLEASE_FIRE_TIME", &labels.fire_time)
         .env("CRONLEASE_TERM", labels.term.to_string())
@@ -279,7 +314,10 @@ async fn run_process(
                 error = error.as_str(),
                 "cannot start {program:?}: {error}"
             );
-            return RunResult::new(Outcome::Failed, None);
+            return RunResult::because(
+                Outcome::Failed,
+                format!("cannot start {program:?}: {error}"),
+            );
         }
     };
     // With process_group(0) the child leads a new group whose id is its pid.
@@ -336,7 +374,7 @@ async fn run_process(
                 end_group(pgid, None, &mut output, labels).await;
                 output.drain(DRAIN_GRACE).await;
             }
-            exited(labels, status)
+            exited(labels, status, &job.context.limits)
         }
     };
     // Output still open now belongs to processes outside the group: stop reading it.
@@ -345,7 +383,7 @@ async fn run_process(
 }
 
 /// The outcome of a main process that exited on its own.
-fn exited(labels: &Labels<'_>, status: io::Result<ExitStatus>) -> RunResult {
+fn exited(labels: &Labels<'_>, status: io::Result<ExitStatus>, limits: &Limits) -> RunResult {
     match status {
         Ok(status) => match (status.code(), status.signal()) {
             (Some(0), _) => RunResult::new(Outcome::Ok, Some(0)),
@@ -361,7 +399,13 @@ fn exited(labels: &Labels<'_>, status: io::Result<ExitStatus>) -> RunResult {
                     signal = name.as_str(),
                     "the job was killed by {name}"
                 );
-                RunResult::new(Outcome::Failed, None)
+                // The cpu limit is a time limit: its signal is a timeout.
+                let outcome = if name == "SIGXCPU" {
+                    Outcome::Timeout
+                } else {
+                    Outcome::Failed
+                };
+                RunResult::because(outcome, exec::signal_reason(&name, limits))
             }
         },
         Err(e) => {
@@ -616,6 +660,7 @@ mod tests {
             enabled: true,
             notify: Vec::new(),
             ping: None,
+            context: Default::default(),
         }
     }
 

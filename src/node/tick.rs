@@ -1131,6 +1131,8 @@ impl Ticks {
         run.outcome = outcome.to_string();
         if outcome == "stopped" {
             run.reason = Some("lease_lost".into());
+        } else if let Some(reason) = &result.reason {
+            run.reason = Some(reason.clone());
         }
         run.exit_code = result.exit_code;
         run.attempts = attempts + run.attempts.saturating_sub(1);
@@ -1334,88 +1336,6 @@ mod tests {
     use crate::config::{Action, ElectionConfig};
     use crate::node::history::History;
     use crate::node::session::Session;
-    use crate::store::{Fence, LeaseRecord, NodeRecord, StoreError, StoreResult};
-
-    /// A store that is never reached: these tests stop before any store call.
-    struct Unreachable;
-
-    fn down<T>() -> StoreResult<T> {
-        Err(StoreError::Unavailable("not in this test".into()))
-    }
-
-    #[async_trait::async_trait]
-    impl Store for Unreachable {
-        fn describe(&self) -> String {
-            "unreachable".into()
-        }
-        async fn put_node(&self, _: &NodeRecord) -> StoreResult<()> {
-            down()
-        }
-        async fn delete_node(&self, _: &str) -> StoreResult<()> {
-            down()
-        }
-        async fn delete_node_if(&self, _: &str, _: &str, _: i64) -> StoreResult<bool> {
-            down()
-        }
-        async fn nodes(&self) -> StoreResult<HashMap<String, NodeRecord>> {
-            down()
-        }
-        async fn leases(&self, _: &[String]) -> StoreResult<HashMap<String, LeaseRecord>> {
-            down()
-        }
-        async fn acquire_many(&self, _: &[crate::store::Acquire]) -> StoreResult<Vec<String>> {
-            down()
-        }
-        async fn release(&self, _: &[String], _: &str, _: &str) -> StoreResult<usize> {
-            down()
-        }
-        async fn claim(&self, _: &RunRecord, _: &str) -> StoreResult<Claim> {
-            down()
-        }
-        async fn finish(&self, _: &RunRecord) -> StoreResult<bool> {
-            down()
-        }
-        async fn get_run(&self, _: &str, _: DateTime<Utc>) -> StoreResult<Option<RunRecord>> {
-            down()
-        }
-        async fn running_runs(&self) -> StoreResult<Vec<RunRecord>> {
-            down()
-        }
-        async fn put_definitions(&self, _: &str, _: &crate::store::Definitions) -> StoreResult<()> {
-            down()
-        }
-        async fn definitions(&self, _: &str) -> StoreResult<Option<crate::store::Definitions>> {
-            down()
-        }
-        async fn set_pause(&self, _: &str, _: Option<&crate::store::Pause>) -> StoreResult<bool> {
-            down()
-        }
-        async fn change_request(
-            &self,
-            _: &str,
-            _: &crate::store::RequestChange,
-        ) -> StoreResult<bool> {
-            down()
-        }
-        async fn control_epoch(&self) -> StoreResult<i64> {
-            down()
-        }
-        async fn pruned_until(&self, _: &str) -> StoreResult<Option<DateTime<Utc>>> {
-            down()
-        }
-        async fn close_orphan(&self, _: &RunRecord, _: &str, _: &Fence) -> StoreResult<Claim> {
-            down()
-        }
-        async fn runs(&self, _: &str) -> StoreResult<Vec<RunRecord>> {
-            down()
-        }
-        async fn recent_runs(&self, _: &str, _: usize) -> StoreResult<Vec<RunRecord>> {
-            down()
-        }
-        async fn prune_runs(&self, _: &str, _: usize) -> StoreResult<usize> {
-            down()
-        }
-    }
 
     fn job(expr: &str, overlap: Overlap) -> Job {
         Job {
@@ -1432,11 +1352,12 @@ mod tests {
             enabled: true,
             notify: Vec::new(),
             ping: None,
+            context: Default::default(),
         }
     }
 
     fn ticks(jobs: Vec<Job>) -> (Ticks, CancellationToken) {
-        let store: Arc<dyn Store> = Arc::new(Unreachable);
+        let store: Arc<dyn Store> = Arc::new(crate::store::testing::NoStore::down());
         let election = ElectionConfig {
             lease: Duration::from_secs(3),
             renew: Duration::from_millis(500),

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use humantime::format_duration;
 
+use crate::config::context::ExecContext;
 use crate::config::schedule::{DaysRule, Schedule};
 use crate::config::{Action, Config, Job};
 
@@ -31,6 +32,9 @@ pub fn report(config: &Config, now: DateTime<Utc>, count: usize) -> String {
     );
     for job in &config.jobs {
         let _ = writeln!(out, "{}", header(job));
+        for line in context_lines(&job.context) {
+            let _ = writeln!(out, "  {line}");
+        }
         for note in schedule_notes(&job.schedule, now) {
             let _ = writeln!(out, "  # {note}");
         }
@@ -49,6 +53,48 @@ pub fn report(config: &Config, now: DateTime<Utc>, count: usize) -> String {
         }
     }
     out
+}
+
+/// The job's execution context, one line per kind of key (env keys without their values), and
+/// a warning for an env file or working directory this host does not have (a run there fails).
+fn context_lines(ctx: &ExecContext) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(id) = &ctx.identity {
+        lines.push(format!("runs as {}", id.describe()));
+    }
+    if let Some(dir) = &ctx.working_dir {
+        lines.push(format!("working_dir {}", dir.display()));
+        if !dir.is_dir() {
+            lines.push(format!(
+                "! working_dir {} is not a directory on this host: runs here fail",
+                dir.display()
+            ));
+        }
+    }
+    if !ctx.env.is_empty() {
+        let keys: Vec<&str> = ctx.env.iter().map(|(k, _)| k.as_str()).collect();
+        lines.push(format!("env {}", keys.join(", ")));
+    }
+    if let Some(file) = &ctx.env_file {
+        lines.push(format!("env_file {} (read at every run)", file.display()));
+        if let Err(e) = std::fs::metadata(file) {
+            lines.push(format!(
+                "! env_file {}: {}: runs here fail until it is there",
+                file.display(),
+                e.raw_os_error().map_or_else(
+                    || e.to_string(),
+                    |c| nix::errno::Errno::from_raw(c).desc().to_string()
+                )
+            ));
+        }
+    }
+    if !ctx.limits.is_empty() {
+        lines.push(format!("limits {}", ctx.limits.describe()));
+    }
+    if let Some(n) = ctx.nice {
+        lines.push(format!("nice {n}"));
+    }
+    lines
 }
 
 /// What an operator may not expect from a schedule: how the day fields combine when both

@@ -31,6 +31,8 @@ pub struct JobView {
     pub name: String,
     pub schedule: String,
     pub timezone: String,
+    /// What it runs: `say`, `command` or `shell`.
+    pub action: &'static str,
     pub enabled: bool,
     /// Newest first, without output.
     pub runs: Vec<RunStatus>,
@@ -84,6 +86,7 @@ pub async fn job(State(state): State<Arc<NodeState>>, Path(job): Path<String>) -
         name: def.name.clone(),
         schedule: def.schedule.expr.clone(),
         timezone: def.schedule.tz.name().to_string(),
+        action: def.action.kind(),
         enabled: def.enabled,
         counts: counts(&runs),
         runs,

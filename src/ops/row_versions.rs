@@ -145,6 +145,7 @@ fn same_row(shown: &JobStatus, job: &JobStatus) -> bool {
         name,
         schedule,
         timezone,
+        action,
         state,
         leader,
         term,
@@ -161,6 +162,7 @@ fn same_row(shown: &JobStatus, job: &JobStatus) -> bool {
     shown.name == *name
         && shown.schedule == *schedule
         && shown.timezone == *timezone
+        && shown.action == *action
         && shown.state == *state
         && shown.leader == *leader
         && shown.term == *term
@@ -250,6 +252,7 @@ mod tests {
             name: name.into(),
             schedule: "0 * * * * *".into(),
             timezone: "UTC".into(),
+            action: "say",
             state: LeaseState::Held,
             leader: Some("a".into()),
             term: 1,

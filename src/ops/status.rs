@@ -96,6 +96,8 @@ pub struct JobStatus {
     /// The cron expression as written.
     pub schedule: String,
     pub timezone: String,
+    /// What it runs: `say`, `command` or `shell`.
+    pub action: &'static str,
     pub state: LeaseState,
     /// The lease's holder (node id); `None` when free.
     pub leader: Option<String>,
@@ -329,6 +331,7 @@ pub fn build_keeping(
                 name: job.name.clone(),
                 schedule: job.schedule.expr.clone(),
                 timezone: job.schedule.tz.name().to_string(),
+                action: job.action.kind(),
                 state,
                 leader: held.map(|l| l.holder.clone()),
                 term: lease.map_or(0, |l| l.term),

@@ -31,6 +31,8 @@ pub mod metered;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod requests;
+#[cfg(test)]
+pub mod testing;
 #[cfg(feature = "zookeeper")]
 pub mod zookeeper;
 

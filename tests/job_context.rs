@@ -1,0 +1,294 @@
+//! What a job's process runs with (src/config/context.rs, src/node/exec.rs), through the real
+//! binary on a real emulator: jobs that fire once a year, run on demand with
+//! `cronlease trigger --wait`, and print what they see.
+//!
+//! - env: `[defaults]` and the job's table merge key by key, the env file comes under `env`,
+//!   `${VAR}` reads the node's environment, CRONLEASE_* stay cronlease's; the env file is read
+//!   at every run (a rotated value shows at the next run), and a missing or malformed one ends
+//!   the run `failed` with the reason, never with a value of the file in any log line; a node
+//!   without a `${VAR}` refuses to start (exit 2).
+//! - As root: `working_dir`, `user = "nobody"` (uid, HOME, USER, LOGNAME, as cron sets them),
+//!   `limits.nofile` and `nice`; a job of `nobody` that times out is ended with its whole
+//!   process group; `limits.memory` fails an allocation past it; `limits.cpu` ends a spinning
+//!   job as `timeout` (SIGXCPU in the reason); a missing working directory ends the run
+//!   `failed` with the reason.
+//! - Not root: `check` refuses a job that names another user, with file:line:col.
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{cli, wait_until, write_config, Emulator, Node};
+use cronlease::store::{RunRecord, Store};
+
+const HEAD: &str = "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n\n";
+/// Once a year: the jobs run only when triggered.
+const YEARLY: &str = "schedule = \"0 0 1 1 *\"\n";
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// The job's runs in the store, newest first.
+fn runs(emu: &Emulator, job: &str) -> Vec<RunRecord> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut runs = rt.block_on(async {
+        let store = emu.store("cronlease").await;
+        store.runs(job).await.expect("read the runs")
+    });
+    runs.sort_by_key(|r| std::cmp::Reverse(r.fire_time));
+    runs
+}
+
+/// `cronlease trigger JOB --wait`; the new run's record.
+fn trigger(emu: &Emulator, cfg: &Path, job: &str) -> RunRecord {
+    let before = runs(emu, job).len();
+    let out = cli(emu, cfg, &["trigger", job, "--wait", "--timeout", "60s"]);
+    assert!(
+        out.code.is_some(),
+        "trigger {job}: {}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    let mut found = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            found = runs(emu, job);
+            found.len() > before && found[0].finished_at.is_some()
+        }),
+        "no finished run of {job}: {found:?}\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    found.remove(0)
+}
+
+/// The output lines of the node's runs of `job`, in order.
+fn lines(node: &Node, job: &str) -> Vec<String> {
+    node.events_named("job_output")
+        .iter()
+        .filter(|e| e["job"] == job)
+        .map(|e| e["line"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn env_layers_and_the_env_file_is_read_at_every_run() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("job.env");
+    std::fs::write(&env_file, "# rotated by hand\nC=from-file\nD=from-file-1\n").unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "{HEAD}[defaults]\nenv = {{ A = \"from-defaults\", B = \"from-defaults\" }}\n\n\
+             [[job]]\nname = \"envy\"\n{YEARLY}\
+             shell = \"echo A=$A B=$B C=$C D=$D JOB=$CRONLEASE_JOB\"\n\
+             env = {{ B = \"from-job\", C = \"${{CTX_TEST_VAR}}-x\" }}\n\
+             env_file = \"{}\"\n",
+            env_file.display()
+        ),
+    );
+    // A node that lacks the variable refuses to start.
+    let mut bare = Node::spawn(&emu, &cfg, "bare");
+    let status = bare
+        .wait_exit(Duration::from_secs(20))
+        .expect("it did not exit");
+    assert_eq!(status.code(), Some(2), "{}", bare.stderr_text());
+    assert!(
+        bare.stderr_text()
+            .contains("job \"envy\": env C uses ${CTX_TEST_VAR}"),
+        "{}",
+        bare.stderr_text()
+    );
+
+    let node = Node::spawn_with_env(&emu, &cfg, "n1", &[("CTX_TEST_VAR", "from-node")]);
+    assert_eq!(trigger(&emu, &cfg, "envy").outcome, "ok");
+    assert_eq!(
+        lines(&node, "envy"),
+        ["A=from-defaults B=from-job C=from-node-x D=from-file-1 JOB=envy"]
+    );
+
+    // Rotated: the next run sees the new value, without a restart.
+    std::fs::write(&env_file, "D=from-file-2\n").unwrap();
+    assert_eq!(trigger(&emu, &cfg, "envy").outcome, "ok");
+    assert_eq!(
+        lines(&node, "envy").last().unwrap(),
+        "A=from-defaults B=from-job C=from-node-x D=from-file-2 JOB=envy"
+    );
+
+    // Malformed: failed, the line named, its value nowhere.
+    std::fs::write(&env_file, "D=ok\nthis line holds topsecret-4711\n").unwrap();
+    let run = trigger(&emu, &cfg, "envy");
+    assert_eq!(run.outcome, "failed");
+    let reason = run.reason.unwrap_or_default();
+    assert!(reason.contains("line 2: not KEY=value"), "{reason}");
+    // Missing: failed, with the reason.
+    std::fs::remove_file(&env_file).unwrap();
+    let run = trigger(&emu, &cfg, "envy");
+    assert_eq!(run.outcome, "failed");
+    let reason = run.reason.unwrap_or_default();
+    assert!(
+        reason.contains("cannot read it: No such file or directory"),
+        "{reason}"
+    );
+    assert!(
+        !node.output_text().contains("topsecret-4711"),
+        "a value of the env file reached the log"
+    );
+    let status = cli(&emu, &cfg, &["status", "--json"]);
+    assert!(!status.stdout.contains("topsecret"), "{}", status.stdout);
+    let json: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(json["jobs"][0]["action"], "shell", "{}", status.stdout);
+    // check names the keys, never the values, and warns of the missing file.
+    let check = cli(&emu, &cfg, &["check"]);
+    assert_eq!(check.code, Some(0), "{}", check.stderr);
+    assert!(check.stdout.contains("  env A, B, C\n"), "{}", check.stdout);
+    assert!(
+        check.stdout.contains("! env_file") && check.stdout.contains("No such file"),
+        "{}",
+        check.stdout
+    );
+    assert!(!check.stdout.contains("from-job"), "{}", check.stdout);
+}
+
+/// A directory `nobody` may enter.
+fn open_dir(parent: &Path, name: &str) -> std::path::PathBuf {
+    let d = parent.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    for p in [parent, d.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    d
+}
+
+#[test]
+fn working_dir_user_limits_and_nice_shape_the_process() {
+    if !is_root() {
+        eprintln!("skipped: switching users needs root (CI runs as root)");
+        return;
+    }
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let work = open_dir(dir.path(), "work");
+    let marker = format!("{}.{}", 30, std::process::id() % 1_000_000);
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "{HEAD}[[job]]\nname = \"who\"\n{YEARLY}\
+             shell = \"pwd; id -un; id -u; echo HOME=$HOME USER=$USER LOGNAME=$LOGNAME; ulimit -n; nice\"\n\
+             working_dir = \"{work}\"\nuser = \"nobody\"\nlimits = {{ nofile = 64 }}\nnice = 7\n\n\
+             [[job]]\nname = \"stuck\"\n{YEARLY}user = \"nobody\"\ntimeout = \"1s\"\n\
+             shell = \"sleep {marker} & sleep {marker}\"\n\n\
+             [[job]]\nname = \"hog\"\n{YEARLY}limits = {{ memory = \"64MiB\" }}\n\
+             shell = \"head -c 300000000 /dev/zero | tail -n 1 > /dev/null\"\n\n\
+             [[job]]\nname = \"spin\"\n{YEARLY}limits = {{ cpu = \"1s\" }}\ntimeout = \"60s\"\n\
+             shell = \"while :; do :; done\"\n\n\
+             [[job]]\nname = \"gone\"\n{YEARLY}working_dir = \"{gone}\"\nshell = \"pwd\"\n",
+            work = work.display(),
+            gone = dir.path().join("not-there").display(),
+        ),
+    );
+    let mut node = Node::spawn(&emu, &cfg, "n1");
+
+    assert_eq!(trigger(&emu, &cfg, "who").outcome, "ok");
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    assert_eq!(
+        lines(&node, "who"),
+        [
+            work.display().to_string(),
+            "nobody".to_string(),
+            nobody.uid.to_string(),
+            format!("HOME={} USER=nobody LOGNAME=nobody", nobody.dir.display()),
+            "64".to_string(),
+            "7".to_string(),
+        ]
+    );
+
+    // Timed out as nobody: the whole group ends, as for a root job.
+    let run = trigger(&emu, &cfg, "stuck");
+    assert_eq!(run.outcome, "timeout");
+    assert!(
+        wait_until(Duration::from_secs(10), || !processes_with(&marker)),
+        "sleep {marker} still runs after the timeout"
+    );
+
+    let run = trigger(&emu, &cfg, "hog");
+    assert_eq!(run.outcome, "failed", "{run:?}");
+    assert!(
+        lines(&node, "hog")
+            .iter()
+            .any(|l| l.contains("memory exhausted")),
+        "{:?}",
+        lines(&node, "hog")
+    );
+
+    let run = trigger(&emu, &cfg, "spin");
+    assert_eq!(run.outcome, "timeout", "{run:?}");
+    let reason = run.reason.unwrap_or_default();
+    assert!(reason.contains("SIGXCPU"), "{reason}");
+
+    let run = trigger(&emu, &cfg, "gone");
+    assert_eq!(run.outcome, "failed");
+    let reason = run.reason.unwrap_or_default();
+    assert!(
+        reason.contains("working_dir") && reason.contains("No such file or directory"),
+        "{reason}"
+    );
+    assert!(node.is_running(), "the node died");
+}
+
+/// Whether a live process has `marker` in its command line.
+fn processes_with(marker: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .any(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+            !zombie && String::from_utf8_lossy(&cmd).contains(marker)
+        })
+}
+
+#[test]
+fn a_node_not_run_as_root_refuses_a_job_of_another_user() {
+    if !is_root() {
+        eprintln!("skipped: needs root to drop to nobody");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let open = open_dir(dir.path(), "cfg");
+    let cfg = open.join("jobs.toml");
+    std::fs::write(
+        &cfg,
+        "[[job]]\nname = \"a\"\nschedule = \"* * * * *\"\nshell = \"id\"\nuser = \"root\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_cronlease"))
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:5:8: user needs a node run as root",
+            cfg.display()
+        )),
+        "{stderr}"
+    );
+}
