@@ -173,11 +173,16 @@ fn working_dir_user_limits_and_nice_shape_the_process() {
     let dir = tempfile::tempdir().unwrap();
     let work = open_dir(dir.path(), "work");
     let marker = format!("{}.{}", 30, std::process::id() % 1_000_000);
+    // Root's alone: nobody may not start there.
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
     let cfg = write_config(
         dir.path(),
         &format!(
             "{HEAD}[[job]]\nname = \"who\"\n{YEARLY}\
-             shell = \"pwd; id -un; id -u; echo HOME=$HOME USER=$USER LOGNAME=$LOGNAME; ulimit -n; nice\"\n\
+             shell = \"pwd; id -un; id -u; echo HOME=$HOME USER=$USER LOGNAME=$LOGNAME; ulimit -n; nice; \
+             echo SECRET=${{NODE_SECRET:-none}} SHELL=$SHELL\"\n\
              working_dir = \"{work}\"\nuser = \"nobody\"\nlimits = {{ nofile = 64 }}\nnice = 7\n\n\
              [[job]]\nname = \"stuck\"\n{YEARLY}user = \"nobody\"\ntimeout = \"1s\"\n\
              shell = \"sleep {marker} & sleep {marker}\"\n\n\
@@ -185,12 +190,16 @@ fn working_dir_user_limits_and_nice_shape_the_process() {
              shell = \"head -c 300000000 /dev/zero | tail -n 1 > /dev/null\"\n\n\
              [[job]]\nname = \"spin\"\n{YEARLY}limits = {{ cpu = \"1s\" }}\ntimeout = \"60s\"\n\
              shell = \"while :; do :; done\"\n\n\
-             [[job]]\nname = \"gone\"\n{YEARLY}working_dir = \"{gone}\"\nshell = \"pwd\"\n",
+             [[job]]\nname = \"gone\"\n{YEARLY}working_dir = \"{gone}\"\nshell = \"pwd\"\n\n\
+             [[job]]\nname = \"locked\"\n{YEARLY}working_dir = \"{locked}\"\nuser = \"nobody\"\n\
+             shell = \"pwd\"\n",
             work = work.display(),
             gone = dir.path().join("not-there").display(),
+            locked = locked.display(),
         ),
     );
-    let mut node = Node::spawn(&emu, &cfg, "n1");
+    // The node's own secrets do not reach a job run as another user.
+    let mut node = Node::spawn_with_env(&emu, &cfg, "n1", &[("NODE_SECRET", "s3cret")]);
 
     assert_eq!(trigger(&emu, &cfg, "who").outcome, "ok");
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
@@ -203,6 +212,7 @@ fn working_dir_user_limits_and_nice_shape_the_process() {
             format!("HOME={} USER=nobody LOGNAME=nobody", nobody.dir.display()),
             "64".to_string(),
             "7".to_string(),
+            "SECRET=none SHELL=/bin/sh".to_string(),
         ]
     );
 
@@ -236,6 +246,10 @@ fn working_dir_user_limits_and_nice_shape_the_process() {
         reason.contains("working_dir") && reason.contains("No such file or directory"),
         "{reason}"
     );
+    let run = trigger(&emu, &cfg, "locked");
+    assert_eq!(run.outcome, "failed");
+    let reason = run.reason.unwrap_or_default();
+    assert!(reason.contains("Permission denied"), "{reason}");
     assert!(node.is_running(), "the node died");
 }
 
@@ -291,4 +305,97 @@ fn a_node_not_run_as_root_refuses_a_job_of_another_user() {
         )),
         "{stderr}"
     );
+}
+
+#[test]
+fn jitter_delays_each_run_the_same_on_every_node() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "{HEAD}[[job]]\nname = \"spread\"\nschedule = \"*/5 * * * * *\"\njitter = \"4s\"\n\
+             shell = \"echo $CRONLEASE_FIRE_TIME\"\n"
+        ),
+    );
+    let n1 = Node::spawn(&emu, &cfg, "n1");
+    let n2 = Node::spawn(&emu, &cfg, "n2");
+    let nodes = [&n1, &n2];
+    let runs = || -> Vec<serde_json::Value> {
+        nodes
+            .iter()
+            .flat_map(|n| n.events_named("tick_run"))
+            .filter(|e| e["job"] == "spread")
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(40), || runs().len() >= 4),
+        "{}\n{}",
+        n1.output_text(),
+        n2.output_text()
+    );
+    let time = |v: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let runs = runs();
+    let first = time(&runs[0]["fire_time"]);
+    // What `check` says each run's start is, from the first fire time on.
+    let at = (first - chrono::Duration::seconds(1)).to_rfc3339();
+    let check = cli(&emu, &cfg, &["check", "--at", &at, "--count", "20"]);
+    assert_eq!(check.code, Some(0), "{}", check.stderr);
+    for run in &runs {
+        let fire = time(&run["fire_time"]);
+        let delay = run["delay_ms"].as_u64().expect("tick_run has delay_ms");
+        assert!(delay <= 4000, "{run}");
+        // The fire time itself is the scheduled instant, as is the job's CRONLEASE_FIRE_TIME.
+        assert_eq!(fire.timestamp_subsec_millis(), 0, "{run}");
+        let started = time(&run["ts"]);
+        let after = (started - fire).num_milliseconds();
+        assert!(
+            after >= delay as i64 && after < delay as i64 + 1500,
+            "started {after} ms after its fire time, delay {delay} ms: {run}"
+        );
+        // check --at shows the same start.
+        let start = fire + chrono::Duration::milliseconds(delay as i64);
+        let line = format!(
+            "{}, starts {}",
+            fire.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                .replace("+00:00", "Z"),
+            start.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        );
+        let shown = check
+            .stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&line[..20]))
+            .unwrap_or_default();
+        assert!(
+            shown.contains(&format!(
+                ", starts {}",
+                start.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            )),
+            "check shows {shown:?} for {run}"
+        );
+    }
+    // The follower sat out at the same delayed instant: it computed the same delay.
+    let leader = runs[0]["node"].as_str().unwrap().to_string();
+    let follower = if leader == "n1" { &n2 } else { &n1 };
+    let sat: Vec<serde_json::Value> = follower
+        .events_named("sitting_out")
+        .into_iter()
+        .filter(|e| e["job"] == "spread" && e["holder"] == leader.as_str())
+        .collect();
+    let mut compared = 0;
+    for run in &runs {
+        if let Some(s) = sat.iter().find(|s| s["fire_time"] == run["fire_time"]) {
+            let d = (time(&s["ts"]) - time(&run["ts"])).num_milliseconds().abs();
+            assert!(
+                d < 1000,
+                "sat out {d} ms away from the leader's start: {s} / {run}"
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared >= 2, "{sat:?}");
 }

@@ -32,6 +32,7 @@
 pub mod context;
 pub mod cron_mask;
 pub mod crontab;
+pub mod jitter;
 pub mod notify;
 pub mod schedule;
 
@@ -182,6 +183,9 @@ pub struct Policy {
     pub output_limit: usize,
     /// How often a running run's output tail is written to its record (if it changed).
     pub output_refresh: Duration,
+    /// `jitter`: each run starts up to this long after its fire time ([`jitter`]); `None`:
+    /// at its fire time.
+    pub jitter: Option<Duration>,
 }
 
 /// The default `output_limit`: 32 KiB.
@@ -205,6 +209,7 @@ impl Default for Policy {
             recover: false,
             output_limit: DEFAULT_OUTPUT_LIMIT,
             output_refresh: DEFAULT_OUTPUT_REFRESH,
+            jitter: None,
         }
     }
 }
@@ -465,6 +470,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     let mut v = Validator {
         text,
         errors: Vec::new(),
+        gaps: HashMap::new(),
     };
     let config = v.config(file, raw);
     // Report the problem that comes first in the file.
@@ -513,6 +519,7 @@ struct RawDefaults {
     recover: Option<Spanned<bool>>,
     output_limit: Option<Spanned<String>>,
     output_refresh: Option<Spanned<String>>,
+    jitter: Option<Spanned<String>>,
     notify: Option<Spanned<Vec<Spanned<String>>>>,
     env: Option<Spanned<std::collections::BTreeMap<Spanned<String>, Spanned<String>>>>,
     env_file: Option<Spanned<String>>,
@@ -572,6 +579,7 @@ struct RawJob {
     enabled: Option<Spanned<bool>>,
     output_limit: Option<Spanned<String>>,
     output_refresh: Option<Spanned<String>>,
+    jitter: Option<Spanned<String>>,
     notify: Option<Spanned<Vec<Spanned<String>>>>,
     ping: Option<Spanned<String>>,
     env: Option<Spanned<std::collections::BTreeMap<Spanned<String>, Spanned<String>>>>,
@@ -610,6 +618,7 @@ struct PolicyKeys<'r> {
     recover: &'r Option<Spanned<bool>>,
     output_limit: &'r Option<Spanned<String>>,
     output_refresh: &'r Option<Spanned<String>>,
+    jitter: &'r Option<Spanned<String>>,
 }
 
 /// Validated policy keys; `None` where a key was not given (or was invalid, error recorded).
@@ -625,6 +634,7 @@ struct Settings {
     recover: Option<bool>,
     output_limit: Option<usize>,
     output_refresh: Option<Duration>,
+    jitter: Option<Duration>,
     /// `[defaults] notify` only.
     notify: Option<Vec<String>>,
     /// `[defaults]`' context keys ([`context`]).
@@ -635,6 +645,9 @@ struct Validator<'a> {
     text: &'a str,
     /// (byte offset, message)
     errors: Vec<(usize, String)>,
+    /// Shortest gaps of the schedules jobs with a jitter use, by (expression, zone): many
+    /// jobs share one.
+    gaps: HashMap<(String, String), Option<Duration>>,
 }
 
 impl Validator<'_> {
@@ -809,7 +822,14 @@ impl Validator<'_> {
                 d => d,
             }
         });
+        // "0s" is no jitter.
+        let jitter = keys
+            .jitter
+            .as_ref()
+            .and_then(|j| self.duration(j, "jitter"))
+            .filter(|d| !d.is_zero());
         Settings {
+            jitter,
             timeout,
             overlap,
             retries,
@@ -839,6 +859,7 @@ impl Validator<'_> {
                 recover: &raw.recover,
                 output_limit: &raw.output_limit,
                 output_refresh: &raw.output_refresh,
+                jitter: &raw.jitter,
             }),
         }
     }
@@ -1254,6 +1275,7 @@ impl Validator<'_> {
             recover: &raw.recover,
             output_limit: &raw.output_limit,
             output_refresh: &raw.output_refresh,
+            jitter: &raw.jitter,
         });
         let builtin = Policy::default();
         let timeout = own.timeout.or(defaults.timeout);
@@ -1282,7 +1304,33 @@ impl Validator<'_> {
                 .output_refresh
                 .or(defaults.output_refresh)
                 .unwrap_or(builtin.output_refresh),
+            jitter: own.jitter.or(defaults.jitter),
         };
+        // A jitter must leave every run before its successor's instant.
+        if let (Some(j), Some(schedule)) = (policy.jitter, &schedule) {
+            let key = (schedule.expr.clone(), schedule.tz.name().to_string());
+            let gap = *self
+                .gaps
+                .entry(key)
+                .or_insert_with(|| jitter::shortest_gap(schedule, chrono::Utc::now()));
+            if let Some(gap) = gap {
+                if j >= gap {
+                    let at = raw
+                        .jitter
+                        .as_ref()
+                        .map_or(raw.schedule.span().start, |r| r.span().start);
+                    self.error(
+                        at,
+                        format!(
+                            "jitter {} is not shorter than the shortest gap between this job's \
+                             fire times ({}): a run could start after the next one",
+                            humantime::format_duration(j),
+                            humantime::format_duration(gap)
+                        ),
+                    );
+                }
+            }
+        }
 
         // Exactly one action.
         let mut actions: Vec<(usize, &str)> = Vec::new();

@@ -11,16 +11,17 @@
 //! left to a process that dropped its privileges). The process group, timeout, watchdog and
 //! output capture of [`crate::node::runner`] are the same for every user.
 //!
-//! The environment, in order (a later one wins): the node's own, HOME/USER/LOGNAME of `user`
-//! (as cron sets them), `env_file`, `env`, then cronlease's `CRONLEASE_*`, which nothing
-//! overrides.
+//! The environment, in order (a later one wins): the node's own (for a job run as another
+//! user only PATH, LANG, LC_ALL and TZ of it, and SHELL=/bin/sh, as cron does: the node's
+//! token and store credentials stay the node's), HOME/USER/LOGNAME of `user` (as cron sets
+//! them), `env_file`, `env`, then cronlease's `CRONLEASE_*`, which nothing overrides.
 use std::ffi::CString;
 use std::path::PathBuf;
 
 use crate::config::context::{parse_env_file, ExecContext, Limits};
 
-/// What the child needs, computed before the fork.
-#[derive(Debug, Default)]
+/// What the child needs, computed before the fork. No `Debug`: `env` holds secrets.
+#[derive(Default)]
 pub struct Prepared {
     env: Vec<(String, String)>,
     working_dir: Option<PathBuf>,
@@ -29,12 +30,23 @@ pub struct Prepared {
     nice: Option<i32>,
 }
 
-#[derive(Debug, Clone)]
+/// A switch of user or group (only a root node makes one).
+#[derive(Clone)]
 struct Switch {
     uid: Option<u32>,
     gid: u32,
     groups: Vec<libc::gid_t>,
+    /// Another user: the process starts from a clean environment (below), and enters its
+    /// working directory as that user, after the switch, so it cannot start in a directory
+    /// the user could not reach.
+    other_user: bool,
+    working_dir: Option<CString>,
 }
+
+/// What a job run as another user keeps of the node's environment, as cron passes little more
+/// than these: nothing else of the node's (its HTTP token, the store's credentials) reaches
+/// another user.
+const KEPT_FOR_ANOTHER_USER: [&str; 4] = ["PATH", "LANG", "LC_ALL", "TZ"];
 
 /// Everything of `ctx` that is read or checked at run time; `Err` is the run's reason.
 pub async fn prepare(ctx: &ExecContext) -> Result<Prepared, String> {
@@ -72,8 +84,21 @@ pub async fn prepare(ctx: &ExecContext) -> Result<Prepared, String> {
             Err(e) => return Err(format!("working_dir {}: {}", dir.display(), io_text(&e))),
         }
     }
+    let (euid, egid) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
     let identity = match &ctx.identity {
         None => None,
+        // Naming this node's own user and group changes nothing: no switch (which a node not
+        // run as root could not make).
+        Some(id) if id.user.as_ref().is_none_or(|u| u.uid == euid) && id.gid == egid => None,
+        Some(id) if euid != 0 => {
+            return Err(format!(
+                "running as {} needs a node run as root (this one runs as uid {euid}, gid {egid})",
+                id.describe()
+            ))
+        }
         Some(id) => {
             // The user's supplementary groups as they are now (a membership change needs
             // no restart); a user with no database entry gets only its group.
@@ -91,10 +116,20 @@ pub async fn prepare(ctx: &ExecContext) -> Result<Prepared, String> {
                 }
                 None => vec![id.gid],
             };
+            let other_user = id.user.as_ref().is_some_and(|u| u.uid != euid);
+            let working_dir = match (&ctx.working_dir, other_user) {
+                (Some(dir), true) => Some(
+                    CString::new(dir.as_os_str().as_encoded_bytes())
+                        .map_err(|_| format!("working_dir {} holds a NUL byte", dir.display()))?,
+                ),
+                _ => None,
+            };
             Some(Switch {
                 uid: id.user.as_ref().map(|u| u.uid),
                 gid: id.gid,
                 groups,
+                other_user,
+                working_dir,
             })
         }
     };
@@ -109,8 +144,19 @@ pub async fn prepare(ctx: &ExecContext) -> Result<Prepared, String> {
 
 /// Sets `prepared` on `cmd` (before cronlease's own variables are added).
 pub fn apply(cmd: &mut tokio::process::Command, prepared: Prepared) {
+    let other_user = prepared.identity.as_ref().is_some_and(|i| i.other_user);
+    if other_user {
+        cmd.env_clear();
+        for name in KEPT_FOR_ANOTHER_USER {
+            if let Some(v) = std::env::var_os(name) {
+                cmd.env(name, v);
+            }
+        }
+        cmd.env("SHELL", "/bin/sh");
+    }
     cmd.envs(prepared.env);
-    if let Some(dir) = &prepared.working_dir {
+    // Another user's directory is entered after the switch (in the closure below).
+    if let (Some(dir), false) = (&prepared.working_dir, other_user) {
         cmd.current_dir(dir);
     }
     let limits = rlimits(&prepared.limits);
@@ -144,6 +190,11 @@ pub fn apply(cmd: &mut tokio::process::Command, prepared: Prepared) {
                 }
                 if let Some(uid) = id.uid {
                     if libc::setuid(uid) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if let Some(dir) = &id.working_dir {
+                    if libc::chdir(dir.as_ptr()) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
@@ -216,7 +267,9 @@ mod tests {
             env_file: Some("/nonexistent/secrets.env".into()),
             ..ExecContext::default()
         };
-        let e = prepare(&ctx).await.unwrap_err();
+        let Err(e) = prepare(&ctx).await else {
+            panic!("prepared")
+        };
         assert_eq!(
             e,
             "env_file /nonexistent/secrets.env: cannot read it: No such file or directory"
@@ -225,10 +278,10 @@ mod tests {
             working_dir: Some("/nonexistent/dir".into()),
             ..ExecContext::default()
         };
-        assert_eq!(
-            prepare(&ctx).await.unwrap_err(),
-            "working_dir /nonexistent/dir: No such file or directory"
-        );
+        let Err(e) = prepare(&ctx).await else {
+            panic!("prepared")
+        };
+        assert_eq!(e, "working_dir /nonexistent/dir: No such file or directory");
     }
 
     #[tokio::test]
@@ -241,7 +294,9 @@ mod tests {
             env_file: Some(file),
             ..ExecContext::default()
         };
-        let p = prepare(&ctx).await.unwrap();
+        let Ok(p) = prepare(&ctx).await else {
+            panic!("not prepared")
+        };
         // Later entries win when the command sets them in order.
         assert_eq!(
             p.env,

@@ -226,6 +226,9 @@ pub fn digest(job: &Job) -> String {
     if let Some(ping) = &job.ping {
         let _ = writeln!(text, "ping={ping}");
     }
+    if let Some(j) = p.jitter {
+        let _ = writeln!(text, "jitter={}", ms(j));
+    }
     // Only what is set: env templates and the env file's path, never their values.
     text.push_str(&job.context.digest_text());
     match &job.action {
@@ -315,12 +318,16 @@ mod tests {
             "env = { A = \"${HOME}\" }",
             "env_file = \"/etc/x.env\"",
             "working_dir = \"/tmp\"",
-            "user = \"root\"",
-            "group = \"root\"",
             "limits = { nofile = 64 }",
             "nice = 5",
+            "jitter = \"5s\"",
         ] {
             assert_ne!(digest(&jobs(&format!("{sh}{key}\n"))[0]), base, "{key}");
+        }
+        if nix::unistd::geteuid().is_root() {
+            for key in ["user = \"root\"", "group = \"root\""] {
+                assert_ne!(digest(&jobs(&format!("{sh}{key}\n"))[0]), base, "{key}");
+            }
         }
         // An env file's contents are not part of the definition.
         let dir = tempfile::tempdir().unwrap();

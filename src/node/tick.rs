@@ -582,6 +582,38 @@ impl Ticks {
         if !job.enabled {
             return;
         }
+        // A jitter moves the whole tick, claim included, to the run's start: whoever leads
+        // then claims and runs it ([`crate::config::jitter`]). Every node waits alike.
+        let delay = start_delay(job, fire_time);
+        if !delay.is_zero() {
+            let this = self.clone();
+            self.tracker.spawn(async move {
+                let at = fire_time + chrono::Duration::from_std(delay).unwrap_or_default();
+                let ahead = chrono::Duration::from_std(crate::node::ticker::CLAIM_AHEAD)
+                    .unwrap_or_default();
+                let wait = (at - ahead - Utc::now()).to_std().unwrap_or_default();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    // The leader at the start instant runs it; a stopping node is not that.
+                    _ = this.stopping.cancelled() => return,
+                }
+                if this.stopping.is_cancelled() || !this.jobs.is_active(idx) {
+                    return;
+                }
+                this.fire_now(idx, fire_time);
+            });
+            return;
+        }
+        self.fire_now(idx, fire_time);
+    }
+
+    /// [`Ticks::fire`] at the run's start: claim and run it if this node leads, else sit out.
+    fn fire_now(self: &Arc<Self>, idx: usize, fire_time: DateTime<Utc>) {
+        let job_def = self.jobs.get(idx);
+        let job = &*job_def;
+        if !job.enabled {
+            return;
+        }
         match self.election.leading(&job.name) {
             Some(lead) => self.claim_and_run(idx, fire_time, lead),
             None => {
@@ -975,10 +1007,16 @@ impl Ticks {
         // hand-over waits for this (the pending claim), so only a real loss ends up here.
         // A requested run's fire time is its request's instant (another machine's clock): it
         // is never waited for.
+        let delay = if run.trigger.is_some() {
+            Duration::ZERO
+        } else {
+            start_delay(job, fire_time)
+        };
+        let start_at = fire_time + chrono::Duration::from_std(delay).unwrap_or_default();
         let wait = if run.trigger.is_some() {
             None
         } else {
-            (fire_time - Utc::now()).to_std().ok()
+            (start_at - Utc::now()).to_std().ok()
         };
         if let Some(wait) = wait {
             tokio::select! {
@@ -997,9 +1035,11 @@ impl Ticks {
             self.recorder.finish(run.skipped(reason)).await;
             return "skipped".into();
         }
+        // From the planned start: a jitter's delay is not lateness.
         let lateness_ms = Utc::now()
-            .signed_duration_since(fire_time)
+            .signed_duration_since(start_at)
             .num_milliseconds();
+        let delay_ms = delay.as_millis() as u64;
         run.started_at = Utc::now();
 
         // A queued run (a backfill's) waits while a run of the job is going, instead of being
@@ -1063,6 +1103,9 @@ impl Ticks {
             Some(t) => info!(event = "tick_run", job = %job.name, node = %self.node,
                 fire_time = %fire, term = lead.term, lateness_ms, recovery = run.recovery,
                 trigger = %t.kind, by = %t.by, "running tick ({} by {})", t.kind, t.by),
+            None if job.policy.jitter.is_some() => info!(event = "tick_run", job = %job.name,
+                node = %self.node, fire_time = %fire, term = lead.term, lateness_ms, delay_ms,
+                recovery = run.recovery, "running tick ({delay_ms} ms after its fire time: jitter)"),
             None => info!(event = "tick_run", job = %job.name, node = %self.node,
                 fire_time = %fire, term = lead.term, lateness_ms, recovery = run.recovery,
                 "running tick"),
@@ -1325,6 +1368,14 @@ fn recent_fire_times(
 }
 
 /// RFC 3339 in UTC with a `Z`, seconds precision (fire times are whole seconds).
+/// How long after `fire_time` its run starts: the job's jitter delay, else nothing.
+pub fn start_delay(job: &Job, fire_time: DateTime<Utc>) -> Duration {
+    match job.policy.jitter {
+        Some(j) => crate::config::jitter::bounded_delay(&job.name, &job.schedule, fire_time, j),
+        None => Duration::ZERO,
+    }
+}
+
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }

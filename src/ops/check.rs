@@ -1,6 +1,8 @@
 //! `cronlease check`: a validated config, described.
 use std::fmt::Write as _;
 
+use std::time::Duration;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use humantime::format_duration;
 
@@ -43,13 +45,25 @@ pub fn report(config: &Config, now: DateTime<Utc>, count: usize) -> String {
             let _ = writeln!(out, "  (no upcoming fire times)");
         }
         for t in fires {
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "  {} ({})",
                 t.to_rfc3339_opts(SecondsFormat::Secs, true),
                 t.with_timezone(&job.schedule.tz)
                     .format("%Y-%m-%d %H:%M:%S %Z"),
             );
+            // With a jitter, when the run starts (the same on every node).
+            if job.policy.jitter.is_some() {
+                let delay = crate::node::tick::start_delay(job, t);
+                let start = t + chrono::Duration::from_std(delay).unwrap_or_default();
+                let _ = write!(
+                    out,
+                    ", starts {} (+{})",
+                    start.to_rfc3339_opts(SecondsFormat::Millis, true),
+                    format_duration(Duration::from_millis(delay.as_millis() as u64))
+                );
+            }
+            out.push('\n');
         }
     }
     out
@@ -153,6 +167,9 @@ fn header(job: &Job) -> String {
             p.retries,
             format_duration(p.retry_backoff)
         );
+    }
+    if let Some(j) = p.jitter {
+        let _ = write!(line, ", jitter {}", format_duration(j));
     }
     if p.catch_up != d.catch_up || p.starting_deadline.is_some() {
         let _ = write!(line, ", catch-up {}", p.catch_up.as_str());

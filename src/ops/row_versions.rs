@@ -152,6 +152,8 @@ fn same_row(shown: &JobStatus, job: &JobStatus) -> bool {
         acquired_at,
         held_for_s: _,
         next_fire_time,
+        jitter_s,
+        next_start_time,
         runs,
         drift,
         paused,
@@ -168,6 +170,8 @@ fn same_row(shown: &JobStatus, job: &JobStatus) -> bool {
         && shown.term == *term
         && shown.acquired_at == *acquired_at
         && shown.next_fire_time == *next_fire_time
+        && shown.jitter_s == *jitter_s
+        && shown.next_start_time == *next_start_time
         && shown.runs == *runs
         && shown.drift == *drift
         && shown.paused == *paused
@@ -259,6 +263,8 @@ mod tests {
             acquired_at: Some(at("2026-12-01T00:00:00Z")),
             held_for_s: Some(held_for),
             next_fire_time: Some(at("2026-12-01T00:01:00Z")),
+            jitter_s: None,
+            next_start_time: None,
             runs: Vec::new(),
             drift: Vec::new(),
             paused: None,

@@ -111,6 +111,16 @@ pub struct JobStatus {
     /// The first fire time after `generated_at`.
     #[serde(serialize_with = "ser_opt_time")]
     pub next_fire_time: Option<DateTime<Utc>>,
+    /// `jitter` in seconds, when the job has one: each run starts up to this long after its
+    /// fire time (a run's `started_at` shows when it did).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jitter_s: Option<f64>,
+    /// With a jitter: when the run of `next_fire_time` starts.
+    #[serde(
+        serialize_with = "ser_opt_time",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub next_start_time: Option<DateTime<Utc>>,
     /// The newest runs, newest first.
     pub runs: Vec<RunStatus>,
     /// When the live nodes run different definitions of the job (or some lack it): every
@@ -180,7 +190,8 @@ pub struct RunStatus {
     /// `running`, `ok`, `failed`, `timeout`, `killed`, `replaced`, `stopped`, `skipped` or
     /// `lost` (README: run states).
     pub outcome: String,
-    /// Why it was `skipped`, `lost` or `stopped`.
+    /// Why it was `skipped`, `lost` or `stopped`, or why it `failed` (or timed out) without
+    /// an exit code: it could not start (env file, working directory), or a signal ended it.
     pub reason: Option<String>,
     /// It re-ran a lost run (`recover = true`).
     pub recovery: bool,
@@ -338,6 +349,12 @@ pub fn build_keeping(
                 acquired_at,
                 held_for_s: acquired_at.map(|t| secs_between(t, now)),
                 next_fire_time: job.schedule.next_after(now),
+                jitter_s: job.policy.jitter.map(|j| j.as_secs_f64()),
+                next_start_time: job.policy.jitter.and_then(|_| {
+                    let next = job.schedule.next_after(now)?;
+                    let delay = crate::node::tick::start_delay(job, next);
+                    Some(next + chrono::Duration::from_std(delay).unwrap_or_default())
+                }),
                 runs: job_runs,
                 paused: lease.and_then(|l| l.paused.as_ref()).map(|p| PausedStatus {
                     by: p.by.clone(),

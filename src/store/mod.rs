@@ -250,7 +250,9 @@ pub struct RunRecord {
     /// is no longer in its node's record (or whose node stopped heartbeating) is an orphan.
     pub process: String,
     /// Why a run is `skipped`, `lost` or `stopped` (`overlap`, `lease_lost`,
-    /// `claim_unconfirmed`, `node_gone`, ...); `None` otherwise.
+    /// `claim_unconfirmed`, `node_gone`, ...), or why it `failed` (or timed out) without an
+    /// exit code (it could not start: env file, working directory; a signal ended it); `None`
+    /// otherwise.
     pub reason: Option<String>,
     /// This record is the re-run of a lost run (`recover = true`); a recovery that is lost in
     /// turn is closed, never recovered again.
