@@ -452,6 +452,32 @@ async fn a_fire_time_is_claimed_once_across_contenders(store: Arc<dyn Store>) {
     assert!(!store.run_exists("job", fire(1)).await.unwrap());
 }
 
+/// The holder's claims of one job's different fire times at the same moment (a catch-up and
+/// the next tick, retries of both) all win: contention between them is the store's to resolve
+/// (Datastore aborts one of two concurrent transactions on an entity group), never a lost fire
+/// time.
+async fn concurrent_claims_of_one_jobs_fire_times_all_win(store: Arc<dyn Store>) {
+    store.put_node(&node("a", "sa", 1)).await.unwrap();
+    let t = take(&*store, "job", "a", "sa").await;
+    let mut handles = Vec::new();
+    for i in 0..6 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            store.claim(&run("job", fire(i), "a", t), "sa").await
+        }));
+    }
+    for (i, h) in handles.into_iter().enumerate() {
+        let claim = h.await.unwrap();
+        assert!(
+            matches!(claim, Ok(Claim::Won)),
+            "the claim of fire time {i}: {claim:?}"
+        );
+    }
+    for i in 0..6 {
+        assert!(store.run_exists("job", fire(i)).await.unwrap());
+    }
+}
+
 async fn a_stale_holder_cannot_claim(store: Arc<dyn Store>) {
     store.put_node(&node("a", "sa", 1)).await.unwrap();
     store.put_node(&node("b", "sb", 1)).await.unwrap();
@@ -1750,6 +1776,7 @@ macro_rules! contract {
             racing_batches_never_take_a_lease_twice,
             a_handed_over_lease_is_taken_on_the_lease_alone,
             a_fire_time_is_claimed_once_across_contenders,
+            concurrent_claims_of_one_jobs_fire_times_all_win,
             a_stale_holder_cannot_claim,
             claim_racing_a_takeover_never_both,
             release_frees_only_own_leases,
