@@ -12,6 +12,9 @@
 //! | [`config`]            | `jobs.toml` → [`config::Config`]; every error names file, line, column |
 //! | [`config::crontab`]   | the crontab dialect (Linux cron's fields, macros, day and DST rules) → croner |
 //! | [`config::schedule`]  | cron expression + IANA time zone → fire times (croner, DST-correct) |
+//! | [`config::context`]   | what a job's process runs with: env, env_file, working_dir, user, limits, nice |
+//! | [`config::jitter`]    | a run's deterministic start delay; the schedule's shortest gap  |
+//! | [`config::http_action`] | the `http` action: URL, method, headers, body, expected statuses |
 //!
 //! **Where it is kept** ([`store`]): the storage seam (one trait, storage only) and one file per
 //! backend (Datastore, file, Redis, ZooKeeper), a factory from config, a metering wrapper.
@@ -34,6 +37,8 @@
 //! | [`node::job_health`]  | on taking a lease: last run / success gauges from history, missed ticks |
 //! | [`node::history`]     | keeps the newest `[store] history` runs per job, prunes in background |
 //! | [`node::runner`]      | runs an action, labels its output, enforces the timeout         |
+//! | [`node::exec`]        | a job's context on its process: env layers, setrlimit, nice, user (pre_exec) |
+//! | [`node::http_run`]    | runs an `http` action: the request, its idempotency key, status and body tail |
 //! | [`node::watchdog`]    | `__watchdog`: kills a dead node's running jobs (even after `kill -9`) |
 //!
 //! **Operator surfaces** ([`cli`], [`ops`]):

@@ -229,6 +229,11 @@ pub fn check_environment(
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<(), String> {
     for job in jobs {
+        if let super::Action::Http(http) = &job.action {
+            if let Err(e) = http.resolved_headers(&lookup) {
+                return Err(format!("job {:?}: {e}", job.name));
+            }
+        }
         if let Some(first) = job.context.unset_vars(&lookup).first() {
             return Err(format!(
                 "job {:?}: {first}, which is not set in this node's environment",

@@ -32,6 +32,7 @@
 pub mod context;
 pub mod cron_mask;
 pub mod crontab;
+pub mod http_action;
 pub mod jitter;
 pub mod notify;
 pub mod schedule;
@@ -343,15 +344,18 @@ pub enum Action {
     Shell {
         script: String,
     },
+    /// One HTTP request, made by the leader itself ([`http_action`]).
+    Http(http_action::HttpAction),
 }
 
 impl Action {
-    /// `say`, `command` or `shell`: the kind, as `status --json` and the dashboard show it.
+    /// `say`, `command`, `shell` or `http`: the kind, as `status --json` and the dashboard show it.
     pub fn kind(&self) -> &'static str {
         match self {
             Action::Say { .. } => "say",
             Action::Command { .. } => "command",
             Action::Shell { .. } => "shell",
+            Action::Http(_) => "http",
         }
     }
 }
@@ -569,6 +573,7 @@ struct RawJob {
     pause: Option<Spanned<String>>,
     command: Option<Spanned<Vec<Spanned<String>>>>,
     shell: Option<Spanned<String>>,
+    http: Option<Spanned<http_action::RawHttp>>,
     overlap: Option<Spanned<String>>,
     retries: Option<Spanned<i64>>,
     retry_backoff: Option<Spanned<String>>,
@@ -1343,16 +1348,19 @@ impl Validator<'_> {
         if let Some(s) = &raw.shell {
             actions.push((self.key_offset(&s.span(), "shell"), "shell"));
         }
+        if let Some(h) = &raw.http {
+            actions.push((self.key_offset(&h.span(), "http"), "http"));
+        }
         actions.sort();
         match actions.as_slice() {
             [] => self.error(
                 name_at,
-                format!("job {name:?} has no action: give one of say, command or shell"),
+                format!("job {name:?} has no action: give one of say, command, shell or http"),
             ),
             [(_, first), (at, second), ..] => self.error(
                 *at,
                 format!(
-                    "job {name:?} has more than one action ({first} and {second}): give exactly one of say, command or shell"
+                    "job {name:?} has more than one action ({first} and {second}): give exactly one of say, command, shell or http"
                 ),
             ),
             [_] => {}
@@ -1416,6 +1424,11 @@ impl Validator<'_> {
             Some(Action::Shell {
                 script: shell.get_ref().clone(),
             })
+        } else if let Some(http) = &raw.http {
+            let mut errors = Vec::new();
+            let action = http_action::parse(http.get_ref(), &mut |at, m| errors.push((at, m)));
+            self.errors.extend(errors);
+            action.map(Action::Http)
         } else {
             None
         };
@@ -1428,12 +1441,13 @@ impl Validator<'_> {
 
         // What its process runs with; `say` starts none ([defaults]' keys do not apply to it).
         let raw_ctx = raw_context!(raw);
-        let context = if raw.say.is_some() {
+        let context = if raw.say.is_some() || raw.http.is_some() {
             if let Some((key, at)) = raw_ctx.first_given() {
                 let at = self.key_offset(&(at..at), key);
+                let kind = if raw.say.is_some() { "say" } else { "http" };
                 self.error(
                     at,
-                    format!("{key} applies to a process (command or shell); say starts none"),
+                    format!("{key} applies to a process (command or shell); {kind} starts none"),
                 );
             }
             context::ExecContext::default()

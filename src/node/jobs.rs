@@ -245,6 +245,7 @@ pub fn digest(job: &Job) -> String {
         Action::Shell { script } => {
             let _ = writeln!(text, "shell={script:?}");
         }
+        Action::Http(http) => text.push_str(&http.digest_text()),
     }
     let h = crate::config::text_hash(text.as_bytes());
     format!("{h:016x}")

@@ -6,6 +6,7 @@ pub mod drift;
 pub mod election;
 pub mod exec;
 pub mod history;
+pub mod http_run;
 pub mod job_health;
 pub mod jobs;
 pub mod orphans;

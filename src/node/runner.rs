@@ -86,7 +86,7 @@ pub struct RunResult {
 }
 
 impl RunResult {
-    fn new(outcome: Outcome, exit_code: Option<i32>) -> RunResult {
+    pub(crate) fn new(outcome: Outcome, exit_code: Option<i32>) -> RunResult {
         RunResult {
             outcome,
             exit_code,
@@ -94,7 +94,7 @@ impl RunResult {
         }
     }
 
-    fn because(outcome: Outcome, reason: String) -> RunResult {
+    pub(crate) fn because(outcome: Outcome, reason: String) -> RunResult {
         RunResult {
             outcome,
             exit_code: None,
@@ -143,20 +143,21 @@ pub async fn run(job: &Job, ctx: &RunContext, kill: CancellationToken) -> RunRes
             let args = ["-c".to_string(), script.clone()];
             run_process(&labels, job, "/bin/sh", &args, deadline, &kill).await
         }
+        Action::Http(http) => crate::node::http_run::run(&labels, job, http, deadline, &kill).await,
     }
 }
 
 /// The fields every event of a run carries.
-struct Labels<'a> {
-    job: &'a str,
-    node: &'a str,
-    fire_time: String,
-    term: i64,
+pub(crate) struct Labels<'a> {
+    pub(crate) job: &'a str,
+    pub(crate) node: &'a str,
+    pub(crate) fire_time: String,
+    pub(crate) term: i64,
     tail: Option<&'a crate::node::output::OutputTail>,
 }
 
 impl Labels<'_> {
-    fn output(&self, stream: &str, line: &str, truncated: bool) {
+    pub(crate) fn output(&self, stream: &str, line: &str, truncated: bool) {
         if let Some(tail) = self.tail {
             tail.push(line);
         }
@@ -185,7 +186,7 @@ impl Labels<'_> {
     }
 
     /// Logs why a run is being stopped.
-    fn stopping(&self, why: Outcome, timeout: Option<Duration>) {
+    pub(crate) fn stopping(&self, why: Outcome, timeout: Option<Duration>) {
         match why {
             Outcome::Timeout => tracing::warn!(
                 event = "job_timeout",
@@ -218,7 +219,7 @@ fn humanize(d: Duration) -> String {
 }
 
 /// Sleeps until `deadline`, or forever when there is none.
-async fn until(deadline: Option<Instant>) {
+pub(crate) async fn until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,

@@ -196,6 +196,13 @@ pub fn action_summary(action: &Action) -> String {
         }
         Action::Command { argv } => format!("command {argv:?}"),
         Action::Shell { script } => format!("shell {:?}", shorten(script)),
+        Action::Http(h) => format!(
+            "http {} {} (expect {}, timeout {})",
+            h.method,
+            h.url,
+            h.expect.describe(),
+            format_duration(h.timeout)
+        ),
     }
 }
 
