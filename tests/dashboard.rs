@@ -1010,7 +1010,7 @@ fn a_jobs_name_opens_its_runs_durations_counts_and_next_fire_times() {
     assert!(
         wait_until(Duration::from_secs(10), || browser
             .text_of("#job-schedule")
-            .is_some_and(|s| s.starts_with("0 0 3 * * * (UTC)"))),
+            .is_some_and(|s| s.starts_with("0 0 3 * * * (UTC), say"))),
         "{}",
         browser.text()
     );

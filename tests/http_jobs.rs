@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::IntoResponse;
 use axum::Router;
 use common::{cli, wait_until, write_config, Emulator, Node};
 use cronlease::store::{RunRecord, Store};
@@ -67,17 +68,19 @@ fn serve(seen: Arc<Seen>) -> (u16, tokio::runtime::Runtime) {
                     body,
                 ));
                 match uri.path() {
-                    "/ok" => (StatusCode::OK, "hello\nworld\n".to_string()),
-                    "/fail" => (StatusCode::INTERNAL_SERVER_ERROR, "boom\n".to_string()),
+                    "/ok" => (StatusCode::OK, "hello\nworld\n").into_response(),
+                    "/fail" => (StatusCode::INTERNAL_SERVER_ERROR, "boom\n").into_response(),
+                    // Not followed: the 302 is the answer.
+                    "/moved" => (StatusCode::FOUND, [("location", "/ok")], "").into_response(),
                     "/flaky" if seen.flaky.fetch_add(1, Ordering::SeqCst) == 0 => {
-                        (StatusCode::SERVICE_UNAVAILABLE, "later\n".to_string())
+                        (StatusCode::SERVICE_UNAVAILABLE, "later\n").into_response()
                     }
-                    "/flaky" => (StatusCode::OK, "now\n".to_string()),
+                    "/flaky" => (StatusCode::OK, "now\n").into_response(),
                     _ => {
                         let mut guard = Cancelled(seen.clone(), false);
                         tokio::time::sleep(Duration::from_secs(60)).await;
                         guard.1 = true;
-                        (StatusCode::OK, "late\n".to_string())
+                        (StatusCode::OK, "late\n").into_response()
                     }
                 }
             }
@@ -135,12 +138,15 @@ fn http_jobs_request_expect_retry_and_cancel() {
              [[job]]\nname = \"flaky\"\nschedule = \"0 0 1 1 *\"\nretries = 1\n\
              retry_backoff = \"100ms\"\nhttp = {{ url = \"{}\" }}\n\n\
              [[job]]\nname = \"hang\"\nschedule = \"0 0 1 1 *\"\n\
-             http = {{ url = \"{}\", timeout = \"1m\" }}\n",
+             http = {{ url = \"{}\", timeout = \"1m\" }}\n\n\
+             [[job]]\nname = \"moved\"\nschedule = \"0 0 1 1 *\"\n\
+             http = {{ url = \"{}\", method = \"POST\", expect = \"3xx\" }}\n",
             url("/ok"),
             url("/fail"),
             url("/slow"),
             url("/flaky"),
             url("/hang"),
+            url("/moved"),
         ),
     );
     let mut node = Node::spawn_with_env(&emu, &cfg, "n1", &[("HTTP_JOB_TOKEN", "tok-1")]);
@@ -196,6 +202,21 @@ fn http_jobs_request_expect_retry_and_cancel() {
         .collect();
     assert_eq!(keys.len(), 2);
     assert_eq!(keys[0], keys[1], "a retry must send the same key");
+
+    // A redirect is the answer, not followed (the POST is not replayed as a GET elsewhere).
+    let oks = |seen: &Seen| {
+        seen.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.1 == "/ok")
+            .count()
+    };
+    let before = oks(&seen);
+    let run = run_once(&emu, &cfg, "moved");
+    assert_eq!(run.outcome, "ok", "{run:?}");
+    assert!(run.output.starts_with("HTTP 302 Found"), "{run:?}");
+    assert_eq!(oks(&seen), before, "the redirect was followed");
 
     // A request in flight when the node stops (grace 1 s, then its runs are killed) is dropped.
     let before = seen.cancelled.load(Ordering::SeqCst);

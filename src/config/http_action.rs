@@ -95,6 +95,18 @@ impl HttpAction {
             .collect()
     }
 
+    /// The URL without user info or query (either may hold a secret): for logs, reasons and
+    /// `check`.
+    pub fn shown_url(&self) -> String {
+        let mut u = self.url.clone();
+        let _ = u.set_username("");
+        let _ = u.set_password(None);
+        if u.query().is_some() {
+            u.set_query(Some("..."));
+        }
+        u.to_string()
+    }
+
     /// The canonical text for the job's digest (templates as written).
     pub fn digest_text(&self) -> String {
         format!(

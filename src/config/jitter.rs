@@ -113,6 +113,16 @@ mod tests {
         let none = crate::config::parse("j", &format!("{}jitter = \"0s\"\n", job("* * * * *", "")))
             .unwrap();
         assert_eq!(none.jobs[0].policy.jitter, None);
+        // ... and switches off the one of [defaults] for a job too frequent for it.
+        let off = crate::config::parse(
+            "j",
+            &format!(
+                "{}jitter = \"0s\"\n",
+                job("*/10 * * * * *", "[defaults]\njitter = \"1m\"\n")
+            ),
+        )
+        .unwrap();
+        assert_eq!(off.jobs[0].policy.jitter, None);
         for (text, line) in [
             (format!("{}jitter = \"1m\"\n", job("* * * * *", "")), 5),
             // 0 and 1 past the hour: one minute apart, then 59.

@@ -827,12 +827,12 @@ impl Validator<'_> {
                 d => d,
             }
         });
-        // "0s" is no jitter.
+        // "0s" is no jitter; kept as zero until merged, so a job can switch off the one of
+        // [defaults].
         let jitter = keys
             .jitter
             .as_ref()
-            .and_then(|j| self.duration(j, "jitter"))
-            .filter(|d| !d.is_zero());
+            .and_then(|j| self.duration(j, "jitter"));
         Settings {
             jitter,
             timeout,
@@ -1309,7 +1309,7 @@ impl Validator<'_> {
                 .output_refresh
                 .or(defaults.output_refresh)
                 .unwrap_or(builtin.output_refresh),
-            jitter: own.jitter.or(defaults.jitter),
+            jitter: own.jitter.or(defaults.jitter).filter(|d| !d.is_zero()),
         };
         // A jitter must leave every run before its successor's instant.
         if let (Some(j), Some(schedule)) = (policy.jitter, &schedule) {

@@ -20,8 +20,11 @@ use crate::node::runner::{until, Labels, Outcome, RunResult, MAX_LINE};
 fn client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
+        // No redirects, as curl without -L: a 3xx is the answer (`expect` can name it), a
+        // POST is never replayed as a GET, and the job's headers never go to another host.
         reqwest::Client::builder()
             .user_agent(concat!("cronlease/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_else(|_| reqwest::Client::new())
     })
@@ -117,12 +120,12 @@ pub(crate) async fn run(
                 "no answer within {} ({} {})",
                 humantime::format_duration(http.timeout),
                 http.method,
-                redacted(&http.url)
+                http.shown_url()
             ),
         ),
         Err(e) => refused(
             labels,
-            format!("{} {}: {}", http.method, redacted(&http.url), chain(&e)),
+            format!("{} {}: {}", http.method, http.shown_url(), chain(&e)),
         ),
     }
 }
@@ -159,15 +162,6 @@ fn refused(labels: &Labels<'_>, reason: String) -> RunResult {
         "request failed: {reason}"
     );
     RunResult::because(Outcome::Failed, reason)
-}
-
-/// The URL without user info or query (either may hold a secret).
-fn redacted(url: &reqwest::Url) -> String {
-    let mut u = url.clone();
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    u.set_query(None);
-    u.to_string()
 }
 
 /// An error with its causes, as `a: b: c`, without the URL reqwest puts in it.

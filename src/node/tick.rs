@@ -659,10 +659,16 @@ impl Ticks {
         // The ticker hands fire times over CLAIM_AHEAD early: one due within that window was
         // handed over (and sat out) before this node led. Claim it now; the tick waits for its
         // instant. `try_mark` keeps it from running twice on this node.
+        // With a jitter, what counts is each run's start (fire time + delay): the last fire
+        // time may still have its start ahead, and the claim is made only then.
         let ahead =
             chrono::Duration::from_std(crate::node::ticker::CLAIM_AHEAD).unwrap_or_default();
-        if let Some(next) = job.schedule.next_after(now).filter(|t| *t <= now + ahead) {
-            self.claim_and_run(idx, next, lead.clone());
+        let last = job.schedule.latest_at_or_before(now);
+        for fire_time in last.into_iter().chain(job.schedule.next_after(now)) {
+            let start = start_of(job, fire_time);
+            if start > now && start <= now + ahead {
+                self.claim_and_run(idx, fire_time, lead.clone());
+            }
         }
         if job.policy.catch_up == CatchUp::None {
             return;
@@ -698,8 +704,18 @@ impl Ticks {
         let missed = match job.policy.catch_up {
             CatchUp::None => return,
             CatchUp::Latest => {
-                let Some(latest) = job.schedule.latest_at_or_before(now).filter(|t| *t > after)
-                else {
+                // The latest fire time whose run should have started by now (with a jitter,
+                // the one before may be it: the latest's start may still be ahead, and its
+                // delayed tick runs it); young enough by its start.
+                let latest = job.schedule.latest_at_or_before(now).and_then(|t| {
+                    if start_of(job, t) <= now {
+                        Some(t)
+                    } else {
+                        job.schedule
+                            .latest_at_or_before(t - chrono::Duration::seconds(1))
+                    }
+                });
+                let Some(latest) = latest.filter(|t| start_of(job, *t) > after) else {
                     return;
                 };
                 // Only if nobody ran it: the claim would say so too, but quietly is better.
@@ -779,9 +795,10 @@ impl Ticks {
             .min()
             .unwrap_or(self.known_since(idx) - chrono::Duration::nanoseconds(1));
         // Newest first.
+        // A fire time whose (jittered) start is still ahead is its delayed tick's to run.
         let mut missed: Vec<DateTime<Utc>> = candidates
             .into_iter()
-            .filter(|t| *t > floor && !ran.contains(t))
+            .filter(|t| *t > floor && !ran.contains(t) && start_of(job, *t) <= now)
             .collect();
         if missed.len() > MAX_CATCH_UP {
             let dropped = &missed[MAX_CATCH_UP..];
@@ -1367,7 +1384,6 @@ fn recent_fire_times(
     (out, false)
 }
 
-/// RFC 3339 in UTC with a `Z`, seconds precision (fire times are whole seconds).
 /// How long after `fire_time` its run starts: the job's jitter delay, else nothing.
 pub fn start_delay(job: &Job, fire_time: DateTime<Utc>) -> Duration {
     match job.policy.jitter {
@@ -1376,6 +1392,13 @@ pub fn start_delay(job: &Job, fire_time: DateTime<Utc>) -> Duration {
     }
 }
 
+/// When the run of `fire_time` starts: the fire time plus [`start_delay`].
+pub fn start_of(job: &Job, fire_time: DateTime<Utc>) -> DateTime<Utc> {
+    fire_time + chrono::Duration::from_std(start_delay(job, fire_time)).unwrap_or_default()
+}
+
+/// RFC 3339 in UTC with a `Z`, seconds precision (fire times are whole seconds; a requested
+/// run's fractional seconds are kept).
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }

@@ -199,7 +199,7 @@ pub fn action_summary(action: &Action) -> String {
         Action::Http(h) => format!(
             "http {} {} (expect {}, timeout {})",
             h.method,
-            h.url,
+            h.shown_url(),
             h.expect.describe(),
             format_duration(h.timeout)
         ),
