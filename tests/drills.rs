@@ -505,9 +505,11 @@ fn clock_skew_of_90_seconds_makes_no_second_leader() {
     );
 }
 
-/// Skew meets a hand-over: a leader whose clock is 5 s ahead has run fire times up to 5 s in
+/// Skew meets a hand-over: a leader whose clock is 8 s ahead has run fire times up to 8 s in
 /// the real future when it stops (SIGTERM) and a node with the right clock takes the job. That
-/// node runs the earlier fire times nobody ran, its claims of the ones the old leader ran are
+/// node runs the earlier fire times nobody ran (the latest of them, caught up: so the take-over
+/// must come before the old leader's first fire time in real time, which the 8 s leave room
+/// for after its three ticks and a hand-over on a loaded machine; 5 s did not), its claims of the ones the old leader ran are
 /// refused (`sitting_out`, reason `already_run`), and it runs on from there: every second once,
 /// none twice.
 #[test]
@@ -521,7 +523,7 @@ fn clock_skew_at_a_handover_reruns_no_fire_time() {
         &emu,
         &cfg,
         "node-ahead",
-        &faked_env(&lib, ("FAKETIME", "+5")),
+        &faked_env(&lib, ("FAKETIME", "+8")),
     );
     ahead
         .wait_for(Duration::from_secs(20), |e| e["event"] == "lease_acquired")

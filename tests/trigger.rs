@@ -491,8 +491,13 @@ fn a_backfill_is_one_at_a_time_cancellable_and_never_past_the_pruned_history() {
     let started = Utc::now();
     leader_of(&emu, &cfg, "slow");
 
-    // Ten past minutes of `slow`, none of which ran (the cluster was not up).
-    let from = (started - chrono::Duration::minutes(10)).to_rfc3339();
+    // Ten past minutes of `slow`, none of which ran (the cluster was not up): from a whole
+    // minute on (the range includes it), so a start just after a minute's second 0 still
+    // covers ten.
+    let minute = started
+        - chrono::Duration::seconds(started.timestamp() % 60)
+        - chrono::Duration::nanoseconds(started.timestamp_subsec_nanos() as i64);
+    let from = (minute - chrono::Duration::minutes(10)).to_rfc3339();
     let to = (started - chrono::Duration::seconds(1)).to_rfc3339();
     let out = cronlease(
         &emu,
