@@ -491,14 +491,14 @@ fn a_backfill_is_one_at_a_time_cancellable_and_never_past_the_pruned_history() {
     let started = Utc::now();
     leader_of(&emu, &cfg, "slow");
 
-    // Ten past minutes of `slow`, none of which ran (the cluster was not up): from a whole
-    // minute on (the range includes it), so a start just after a minute's second 0 still
-    // covers ten.
+    // Ten past minutes of `slow`, none of which ran (the cluster was not up): the ten whole
+    // minutes before this one (a range of `started` - 10 min covered nine when the test began
+    // in a minute's first second).
     let minute = started
         - chrono::Duration::seconds(started.timestamp() % 60)
         - chrono::Duration::nanoseconds(started.timestamp_subsec_nanos() as i64);
     let from = (minute - chrono::Duration::minutes(10)).to_rfc3339();
-    let to = (started - chrono::Duration::seconds(1)).to_rfc3339();
+    let to = (minute - chrono::Duration::seconds(1)).to_rfc3339();
     let out = cronlease(
         &emu,
         &cfg,
