@@ -19,8 +19,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{cli, wait_until, write_config, Emulator, Node};
-use cronlease::store::{RunRecord, Store};
+use common::{cli, runs_newest_first as runs, wait_until, write_config, Emulator, Node};
+use cronlease::store::RunRecord;
 
 const HEAD: &str = "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n\n";
 /// Once a year: the jobs run only when triggered.
@@ -28,17 +28,6 @@ const YEARLY: &str = "schedule = \"0 0 1 1 *\"\n";
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
-}
-
-/// The job's runs in the store, newest first.
-fn runs(emu: &Emulator, job: &str) -> Vec<RunRecord> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut runs = rt.block_on(async {
-        let store = emu.store("cronlease").await;
-        store.runs(job).await.expect("read the runs")
-    });
-    runs.sort_by_key(|r| std::cmp::Reverse(r.fire_time));
-    runs
 }
 
 /// `cronlease trigger JOB --wait`; the new run's record.
@@ -191,6 +180,8 @@ fn working_dir_user_limits_and_nice_shape_the_process() {
              [[job]]\nname = \"spin\"\n{YEARLY}limits = {{ cpu = \"1s\" }}\ntimeout = \"60s\"\n\
              shell = \"while :; do :; done\"\n\n\
              [[job]]\nname = \"gone\"\n{YEARLY}working_dir = \"{gone}\"\nshell = \"pwd\"\n\n\
+             [[job]]\nname = \"grouped\"\n{YEARLY}user = \"nobody\"\ngroup = \"nogroup\"\n\
+             shell = \"id -gn; id -Gn\"\n\n\
              [[job]]\nname = \"locked\"\n{YEARLY}working_dir = \"{locked}\"\nuser = \"nobody\"\n\
              shell = \"pwd\"\n",
             work = work.display(),
@@ -215,6 +206,10 @@ fn working_dir_user_limits_and_nice_shape_the_process() {
             "SECRET=none SHELL=/bin/sh".to_string(),
         ]
     );
+
+    // `group` names the primary group; the supplementary ones are the user's own.
+    assert_eq!(trigger(&emu, &cfg, "grouped").outcome, "ok");
+    assert_eq!(lines(&node, "grouped"), ["nogroup", "nogroup"]);
 
     // Timed out as nobody: the whole group ends, as for a root job.
     let run = trigger(&emu, &cfg, "stuck");

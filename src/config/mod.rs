@@ -36,6 +36,7 @@ pub mod http_action;
 pub mod jitter;
 pub mod notify;
 pub mod schedule;
+pub mod template;
 
 use std::collections::HashMap;
 use std::io::Read;

@@ -28,6 +28,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::template::{expand, variables};
+
 /// The events a sink can subscribe to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventKind {
@@ -132,49 +134,6 @@ impl Sink {
             })
             .collect()
     }
-}
-
-/// `template` with every `${NAME}` replaced; `Err(NAME)` for the first one `env` lacks.
-fn expand(template: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(at) = rest.find("${") {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 2..];
-        // `variables` validated the template: there is a closing brace.
-        let end = after.find('}').unwrap_or(after.len());
-        let var = &after[..end];
-        out.push_str(&env(var).ok_or_else(|| var.to_string())?);
-        rest = after.get(end + 1..).unwrap_or("");
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// The variables a header template names, or why it is malformed.
-fn variables(template: &str) -> Result<Vec<&str>, String> {
-    let mut vars = Vec::new();
-    let mut rest = template;
-    while let Some(at) = rest.find("${") {
-        let after = &rest[at + 2..];
-        let Some(end) = after.find('}') else {
-            return Err("an unclosed ${ (write ${NAME})".into());
-        };
-        let var = &after[..end];
-        let good = var
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !good {
-            return Err(format!(
-                "${{{var}}} is not an environment variable name (letters, digits, '_')"
-            ));
-        }
-        vars.push(var);
-        rest = &after[end + 1..];
-    }
-    Ok(vars)
 }
 
 #[derive(Deserialize)]

@@ -152,29 +152,20 @@ fn body_lines(labels: &Labels<'_>, tail: &[u8], cut: bool) {
 
 /// A failed run that never got an answer: logged as `job_error`, the reason in its record.
 fn refused(labels: &Labels<'_>, reason: String) -> RunResult {
-    tracing::error!(
-        event = "job_error",
-        job = labels.job,
-        node = labels.node,
-        fire_time = labels.fire_time.as_str(),
-        term = labels.term,
-        error = reason.as_str(),
-        "request failed: {reason}"
-    );
-    RunResult::because(Outcome::Failed, reason)
+    labels.failed(
+        &reason,
+        &format!("request failed: {reason}"),
+        reason.clone(),
+    )
 }
 
-/// An error with its causes, as `a: b: c`, without the URL reqwest puts in it.
+/// An error with its causes ([`crate::notify::deliver::describe`]), without the URL reqwest
+/// puts in it (its query may hold a secret).
 fn chain(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
+    let mut text = crate::notify::deliver::describe(e);
     if let Some(at) = text.find(" for url (") {
-        text.truncate(at);
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+        let end = text[at..].find(')').map_or(text.len(), |i| at + i + 1);
+        text.replace_range(at..end, "");
     }
     text
 }

@@ -185,6 +185,21 @@ impl Labels<'_> {
         }
     }
 
+    /// A run that ends `failed` without an exit code: `job_error` logged with `error` and
+    /// `message`, `reason` kept in its record.
+    pub(crate) fn failed(&self, error: &str, message: &str, reason: String) -> RunResult {
+        tracing::error!(
+            event = "job_error",
+            job = self.job,
+            node = self.node,
+            fire_time = self.fire_time.as_str(),
+            term = self.term,
+            error,
+            "{message}"
+        );
+        RunResult::because(Outcome::Failed, reason)
+    }
+
     /// Logs why a run is being stopped.
     pub(crate) fn stopping(&self, why: Outcome, timeout: Option<Duration>) {
         match why {
@@ -277,16 +292,7 @@ async fn run_process(
     let prepared = match exec::prepare(&job.context).await {
         Ok(p) => p,
         Err(reason) => {
-            tracing::error!(
-                event = "job_error",
-                job = labels.job,
-                node = labels.node,
-                fire_time = labels.fire_time.as_str(),
-                term = labels.term,
-                error = reason.as_str(),
-                "cannot start: {reason}"
-            );
-            return RunResult::because(Outcome::Failed, reason);
+            return labels.failed(&reason, &format!("cannot start: {reason}"), reason.clone())
         }
     };
     let mut cmd = tokio::process::Command::new(program);
@@ -306,19 +312,8 @@ async fn run_process(
         Ok(child) => child,
         Err(e) => {
             let error = io_error_text(&e);
-            tracing::error!(
-                event = "job_error",
-                job = labels.job,
-                node = labels.node,
-                fire_time = labels.fire_time.as_str(),
-                term = labels.term,
-                error = error.as_str(),
-                "cannot start {program:?}: {error}"
-            );
-            return RunResult::because(
-                Outcome::Failed,
-                format!("cannot start {program:?}: {error}"),
-            );
+            let reason = format!("cannot start {program:?}: {error}");
+            return labels.failed(&error, &reason, reason.clone());
         }
     };
     // With process_group(0) the child leads a new group whose id is its pid.

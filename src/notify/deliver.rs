@@ -240,7 +240,7 @@ fn answer(sent: reqwest::Result<reqwest::Response>) -> Result<(), Failed> {
 }
 
 /// A reqwest error with its causes (reqwest's own text is only "error sending request").
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {

@@ -1064,6 +1064,18 @@ pub fn report(drill: &str, figures: Value) {
 // one-shot commands
 
 /// What a one-shot `cronlease` command printed and how it exited.
+/// The runs of `job` in the emulator's store (namespace `cronlease`), newest fire time first.
+pub fn runs_newest_first(emu: &Emulator, job: &str) -> Vec<cronlease::store::RunRecord> {
+    use cronlease::store::Store;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut runs = rt.block_on(async {
+        let store = emu.store("cronlease").await;
+        store.runs(job).await.expect("read the runs")
+    });
+    runs.sort_by_key(|r| std::cmp::Reverse(r.fire_time));
+    runs
+}
+
 pub struct CliOut {
     pub code: Option<i32>,
     pub stdout: String,
