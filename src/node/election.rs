@@ -601,6 +601,7 @@ impl Election {
             Err(e) => Err(e),
         };
         self.state.lock().unwrap().reading_since = None;
+        let read_ms = read_at.elapsed().as_millis() as u64;
         let (nodes, leases, control) = match read {
             Ok((nodes, leases, control)) => (Arc::new(nodes), leases, control),
             Err(e) => {
@@ -723,6 +724,8 @@ impl Election {
             }
         }
         let held = self.held();
+        debug!(event = "poll", node = %self.node, read_ms, won,
+            took_ms = read_at.elapsed().as_millis() as u64, "election poll");
         self.metrics.set_held(held.iter());
         if changed {
             self.session.leases_changed(held);

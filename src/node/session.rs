@@ -274,7 +274,11 @@ impl Session {
                 _ = interval.tick() => {}
                 _ = self.renew_now.notified() => interval.reset(),
             }
-            if let Err(e) = self.renew_once().await {
+            let began = Instant::now();
+            let result = self.renew_once().await;
+            tracing::debug!(event = "heartbeat", node = %self.node, ok = result.is_ok(),
+                took_ms = began.elapsed().as_millis() as u64, "heartbeat written");
+            if let Err(e) = result {
                 let failures = self.state.lock().unwrap().failures;
                 // One line on the first failure, then one every ten.
                 if failures == 1 || failures % 10 == 0 {

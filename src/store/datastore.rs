@@ -682,14 +682,13 @@ impl DatastoreStore {
     /// took one of them, or a holder heartbeated) aborts all of it: read again and write what
     /// still matches.
     async fn acquire_chunk(&self, batch: &[&Acquire]) -> StoreResult<Vec<String>> {
-        // Only holders observed alive are read: one observed gone ended its session for good
-        // (Observed::still), and concurrent transactions reading one node record abort each
-        // other.
+        // Only holders observed alive that did not hand the lease over are read: one observed
+        // gone ended its session for good, a leaving one keeps only shrinking (Observed::still),
+        // and concurrent transactions reading one node record abort each other (a stopping
+        // node's 2,500 leases taken by four peers, 8 transactions each: 3–6 s of retries).
         let mut holders: Vec<&str> = batch
             .iter()
-            .filter(|a| a.observed.holder_node.is_some())
-            .map(|a| a.observed.holder())
-            .filter(|h| !h.is_empty())
+            .filter_map(|a| a.observed.holder_to_check())
             .collect();
         holders.sort_unstable();
         holders.dedup();
@@ -706,10 +705,10 @@ impl DatastoreStore {
             let mut mutations = Vec::new();
             for a in batch {
                 let lease_now = self.or_rollback(&tx, self.lease_in(&found, &a.job)).await?;
-                let holder = a.observed.holder();
-                let node_now = found
-                    .get(&found_key(KIND_NODE, holder))
-                    .filter(|_| !holder.is_empty())
+                let node_now = a
+                    .observed
+                    .holder_to_check()
+                    .and_then(|holder| found.get(&found_key(KIND_NODE, holder)))
                     .and_then(parse_node);
                 let node_now = node_now.as_ref().map(|n| (n.session.as_str(), n.heartbeat));
                 if a.observed.still(lease_now.as_ref(), node_now) {
@@ -1463,10 +1462,7 @@ fn tx_chunks<'a>(batch: &[&'a Acquire]) -> Vec<Vec<&'a Acquire>> {
     let mut chunks: Vec<Vec<&Acquire>> = Vec::new();
     let mut holders: Vec<&str> = Vec::new();
     for &a in batch {
-        let holder = match a.observed.holder_node {
-            Some(_) => a.observed.holder(),
-            None => "",
-        };
+        let holder = a.observed.holder_to_check().unwrap_or("");
         let new_holder = !holder.is_empty() && !holders.contains(&holder);
         let groups = |c: &Vec<&Acquire>, h: &Vec<&str>| c.len() + h.len();
         let fits = chunks

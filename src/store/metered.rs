@@ -108,7 +108,7 @@ impl Store for Metered {
         new: &LeaseRecord,
     ) -> StoreResult<bool> {
         // Reads: the lease and, if it had a holder, the holder's node record (the CAS).
-        let reads = 1 + u64::from(observed.holder_node.is_some());
+        let reads = 1 + u64::from(observed.holder_to_check().is_some());
         self.timed_read("acquire", self.inner.acquire(job, observed, new), |won| {
             (u64::from(*won), reads)
         })
@@ -116,12 +116,10 @@ impl Store for Metered {
     }
 
     async fn acquire_many(&self, batch: &[Acquire]) -> StoreResult<Vec<String>> {
-        // Reads: every lease and each distinct holder's node record observed alive.
+        // Reads: every lease and each distinct holder's node record the compare looks at.
         let holders: std::collections::HashSet<&str> = batch
             .iter()
-            .filter(|a| a.observed.holder_node.is_some())
-            .map(|a| a.observed.holder())
-            .filter(|h| !h.is_empty())
+            .filter_map(|a| a.observed.holder_to_check())
             .collect();
         let reads = (batch.len() + holders.len()) as u64;
         self.timed_read("acquire_many", self.inner.acquire_many(batch), |won| {

@@ -173,6 +173,14 @@ impl Observed {
         self.lease.as_ref().map_or("", |l| l.holder.as_str())
     }
 
+    /// The holder whose node record the compare looks at: none for a free lease, a holder
+    /// observed gone, or one that handed the lease over ([`Observed::still`]). A backend needs
+    /// to read only this record.
+    pub fn holder_to_check(&self) -> Option<&str> {
+        let holder = self.holder();
+        (self.holder_node.is_some() && !self.handed_over && !holder.is_empty()).then_some(holder)
+    }
+
     /// The compare of every acquisition, the same on every backend: the stored lease is the
     /// observed one (holder, session, term, pause and resume; `acquired_at` is informational
     /// and the requests are kept as stored, so neither is compared), and the observed holder's
@@ -181,7 +189,9 @@ impl Observed {
     /// (`holder_node: None`) ended its session for good (a session is never written again
     /// once its record is deleted): a backend may skip reading its record
     /// ([`datastore`] does, so that many transactions taking a dead node's leases do not all
-    /// read its record).
+    /// read its record). The same holds for a lease `handed_over` by a leaving holder: a
+    /// leaving node's kept jobs only shrink and a new process has a new session, so the lease
+    /// compare alone suffices ([`Observed::holder_to_check`]).
     pub fn still(&self, lease_now: Option<&LeaseRecord>, holder_now: Option<(&str, i64)>) -> bool {
         let same_lease = match (lease_now, self.lease.as_ref()) {
             (None, None) => true,

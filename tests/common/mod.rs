@@ -35,6 +35,20 @@ pub mod proxy;
 pub mod redis_server;
 pub mod shared_emulator;
 pub mod zookeeper_server;
+
+/// The emulator's index flags: the composite indexes of the repository's `index.yaml`, and
+/// no others. `--require_indexes` fails a query that needs an index the file lacks, as real
+/// Datastore does, so the tests check that file. Without it the emulator also "recommends"
+/// indexes from its whole query history on every commit, under one lock: thousands of
+/// distinct queries (a history read per job at a failover of 10,000 jobs, or a long test run
+/// on the shared emulator) made each commit take seconds. Nothing is written to the file.
+pub fn index_flags() -> [String; 3] {
+    [
+        "--require_indexes".to_string(),
+        "--store_index_configuration_on_disk=false".to_string(),
+        format!("--index_file={}/index.yaml", env!("CARGO_MANIFEST_DIR")),
+    ]
+}
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -434,6 +448,7 @@ impl Emulator {
                 if self.on_disk { "True" } else { "False" }
             ))
             .arg("--consistency=1.0")
+            .args(index_flags())
             .arg(self.data_dir())
             .stdin(Stdio::piped())
             .stdout(out.try_clone().expect("dup log file"))

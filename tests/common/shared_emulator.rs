@@ -112,9 +112,10 @@ fn start(dir: &std::path::Path, port: u16) -> bool {
     }
     let before = std::fs::read_to_string(&log).unwrap_or_default().len();
     // `$1`: the launcher; `$2`: the port; `$3`: the data dir; `$4`: the pid to outlive; `$5`:
-    // the run's dir, removed at the end.
+    // the run's dir, removed at the end; `$6`–`$8`: the index flags (`super::INDEX_FLAGS`).
     let script = r#"
-        "$1" start --host=127.0.0.1 --port="$2" --store_on_disk=False --consistency=1.0 "$3" </dev/null &
+        "$1" start --host=127.0.0.1 --port="$2" --store_on_disk=False --consistency=1.0 \
+            "$6" "$7" "$8" "$3" </dev/null &
         while kill -0 "$4" 2>/dev/null; do sleep 1; done
         rm -rf "$5"
         kill -9 0
@@ -130,6 +131,7 @@ fn start(dir: &std::path::Path, port: u16) -> bool {
         .arg(&data)
         .arg(parent.to_string())
         .arg(dir)
+        .args(super::index_flags())
         .stdin(Stdio::null())
         .stdout(out())
         .stderr(out())
