@@ -766,7 +766,7 @@ mod tests {
 
     fn ctx(text: &str) -> ExecContext {
         match crate::config::parse("jobs.toml", text) {
-            Ok(c) => c.jobs[0].context.clone(),
+            Ok(c) => (*c.jobs[0].context).clone(),
             Err(e) => panic!("{e}\n{text}"),
         }
     }

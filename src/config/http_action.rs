@@ -339,7 +339,7 @@ mod tests {
     fn action(http: &str) -> HttpAction {
         match crate::config::parse("jobs.toml", &job(http)) {
             Ok(c) => match &c.jobs[0].action {
-                crate::config::Action::Http(h) => h.clone(),
+                crate::config::Action::Http(h) => (**h).clone(),
                 other => panic!("{other:?}"),
             },
             Err(e) => panic!("{e}"),

@@ -5,6 +5,7 @@ pub mod app;
 pub mod drift;
 pub mod election;
 pub mod exec;
+pub mod heap;
 pub mod history;
 pub mod http_run;
 pub mod job_health;

@@ -92,7 +92,7 @@ impl Requested {
             if let Some(busy) = self.take(idx, b.id.clone()) {
                 let (this, lead, b) = (self.clone(), lead.clone(), b.clone());
                 self.ticks.spawn(async move {
-                    this.backfill(idx, lead, b).await;
+                    this.backfill(idx, lead, *b).await;
                     drop(busy);
                 });
             }

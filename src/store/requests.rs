@@ -20,7 +20,8 @@ pub struct Requests {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub triggers: Vec<TriggerRequest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backfill: Option<BackfillRequest>,
+    /// Boxed: it is rare, and every lease in a node's copy of the leases carries a `Requests`.
+    pub backfill: Option<Box<BackfillRequest>>,
 }
 
 /// `cronlease trigger`: run the job once, now.
@@ -132,7 +133,7 @@ impl Requests {
                 if self.backfill.is_some() {
                     return false;
                 }
-                self.backfill = Some(b.clone());
+                self.backfill = Some(Box::new(b.clone()));
                 true
             }
             RequestChange::Remove(id) => {
