@@ -38,6 +38,7 @@
 //! | [`node::history`]     | keeps the newest `[store] history` runs per job, prunes in background |
 //! | [`node::runner`]      | runs an action, labels its output, enforces the timeout         |
 //! | [`node::exec`]        | a job's context on its process: env layers, setrlimit, nice, user (pre_exec) |
+//! | [`node::heap`]        | keeps resident memory near the live heap: two malloc arenas, a trim every 5 s |
 //! | [`node::http_run`]    | runs an `http` action: the request, its idempotency key, status and body tail |
 //! | [`node::watchdog`]    | `__watchdog`: kills a dead node's running jobs (even after `kill -9`) |
 //!
