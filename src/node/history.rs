@@ -2,7 +2,11 @@
 //! background.
 //!
 //! The leader of a job prunes it after every `batch` runs it recorded (`batch` = a tenth of the
-//! bound, at least one) and once when it acquires the lease. One prune is one bounded query
+//! bound, at least one), and after the first run it records once it took the lease over (what
+//! earlier leaders left, however often the lease moves). Not at the take-over itself: a node
+//! that takes 2,000 leases at a failover would send 2,000 prunes while the store is busiest,
+//! most for jobs that run once an hour; at their first run they come spread over the
+//! schedules, and a job that never runs again has no history growing. One prune is one bounded query
 //! (skip the newest `keep`, read the keys of the rest) plus one delete batch, so its cost is
 //! `keep + batch` index reads every `batch` runs: about eleven reads per run at the default
 //! bound, whatever the length of the history. Nothing on the tick's path waits for it.
@@ -33,12 +37,7 @@ struct State {
     recorded: HashMap<String, usize>,
     /// Jobs waiting to be pruned.
     due: BTreeSet<String>,
-    /// Jobs whose leases this node took, waiting for their first prune (paced).
-    taken: BTreeSet<String>,
 }
-
-/// The least time between two prunes of jobs whose leases were just taken.
-const ACQUIRED_PACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl History {
     pub fn new(store: Arc<dyn Store>, keep: usize, metrics: Arc<Metrics>) -> Self {
@@ -65,12 +64,13 @@ impl History {
         }
     }
 
-    /// This node now leads `job`: prune what earlier leaders left, in the background, paced
-    /// ([`ACQUIRED_PACE`]): a node that takes thousands of leases at once must not flood the
-    /// store with their prunes while the election and the heartbeats need it.
+    /// This node now leads `job`, which somebody held before: prune what earlier leaders left
+    /// after the first run this node records (module docs).
     pub fn acquired(&self, job: &str) {
-        self.state.lock().unwrap().taken.insert(job.to_string());
-        self.wake.notify_one();
+        let mut st = self.state.lock().unwrap();
+        let first_run_prunes = self.batch - 1;
+        let n = st.recorded.entry(job.to_string()).or_insert(0);
+        *n = (*n).max(first_run_prunes);
     }
 
     /// Prune due jobs until `cancel` fires.
@@ -82,22 +82,9 @@ impl History {
                 _ = self.wake.notified() => {}
             }
             loop {
-                let (job, paced) = {
-                    let mut st = self.state.lock().unwrap();
-                    match st.due.pop_first() {
-                        Some(job) => (job, false),
-                        None => match st.taken.pop_first() {
-                            Some(job) => (job, true),
-                            None => break,
-                        },
-                    }
+                let Some(job) = self.state.lock().unwrap().due.pop_first() else {
+                    break;
                 };
-                if paced {
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = tokio::time::sleep(ACQUIRED_PACE) => {}
-                    }
-                }
                 if cancel.is_cancelled() {
                     return;
                 }
@@ -122,5 +109,52 @@ impl History {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history(keep: usize) -> History {
+        History::new(
+            Arc::new(crate::store::testing::NoStore::down()),
+            keep,
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    fn due(h: &History) -> Vec<String> {
+        h.state.lock().unwrap().due.iter().cloned().collect()
+    }
+
+    #[test]
+    fn a_taken_over_job_is_pruned_at_its_first_run_not_at_the_take_over() {
+        let h = history(100); // a batch of 10
+        h.acquired("a");
+        assert!(due(&h).is_empty(), "nothing is pruned at the take-over itself");
+        h.recorded("a");
+        assert_eq!(due(&h), ["a"], "the first run after the take-over prunes");
+        h.state.lock().unwrap().due.clear();
+        for _ in 0..9 {
+            h.recorded("a");
+        }
+        assert!(due(&h).is_empty(), "then every tenth run");
+        h.recorded("a");
+        assert_eq!(due(&h), ["a"]);
+    }
+
+    #[test]
+    fn a_job_this_node_always_led_prunes_every_batch() {
+        let h = history(1); // a batch of 1: every run
+        h.recorded("b");
+        assert_eq!(due(&h), ["b"]);
+        let h = history(30); // a batch of 3
+        h.recorded("c");
+        h.recorded("c");
+        assert!(due(&h).is_empty());
+        h.acquired("c"); // taken over again meanwhile: the next run prunes
+        h.recorded("c");
+        assert_eq!(due(&h), ["c"]);
     }
 }

@@ -77,6 +77,10 @@ const COMMIT_BATCH: usize = 500;
 const INSERT_BATCH: usize = 100;
 /// How many of those transactions one call runs side by side.
 const TX_IN_FLIGHT: usize = 8;
+/// How many bulk lease writes a node has in flight across all its calls. More only queue at
+/// the store: five nodes creating 10,000 leases with 16 commits each in flight made commits
+/// wait past the store timeout (each one lost is read back and tried again).
+const BULK_WRITES: usize = 2;
 /// How many of the jobs a node leads its record lists (the rest are in the leases).
 const NODE_JOBS_LISTED: usize = 100;
 /// How often a transaction is retried after ABORTED before the caller is told it lost.
@@ -96,6 +100,9 @@ pub struct DatastoreStore {
     endpoint: String,
     emulator: bool,
     timeout: Duration,
+    /// Bulk lease writes (the transactions and inserts of `acquire_many` and `release`) in
+    /// flight at once from this node, whatever the number of calls ([`BULK_WRITES`]).
+    bulk_writes: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl DatastoreStore {
@@ -202,7 +209,14 @@ impl DatastoreStore {
             endpoint,
             emulator,
             timeout,
+            bulk_writes: std::sync::Arc::new(tokio::sync::Semaphore::new(BULK_WRITES)),
         })
+    }
+
+    /// `write` once one of the node's [`BULK_WRITES`] slots is free.
+    async fn bulk<T>(&self, write: impl std::future::Future<Output = T>) -> T {
+        let _slot = self.bulk_writes.acquire().await;
+        write.await
     }
 
     fn client(&self) -> Client {
@@ -1065,6 +1079,7 @@ impl Store for DatastoreStore {
             .iter()
             .map(|c| self.acquire_chunk(c).boxed())
             .chain(inserts)
+            .map(|call| self.bulk(call))
             .collect();
         let results = futures::stream::iter(calls)
             .buffer_unordered(TX_IN_FLIGHT)
@@ -1091,7 +1106,7 @@ impl Store for DatastoreStore {
         // thousands).
         let calls: Vec<_> = jobs
             .chunks(TX_GROUPS)
-            .map(|chunk| self.release_chunk(chunk, node, session))
+            .map(|chunk| self.bulk(self.release_chunk(chunk, node, session)))
             .collect();
         let results = futures::stream::iter(calls)
             .buffer_unordered(TX_IN_FLIGHT)
