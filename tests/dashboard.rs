@@ -304,7 +304,8 @@ fn a_runs_mark_shows_its_output_and_follows_a_run_on_another_node_live() {
         );
     }
     let (head, body, complete) = relayed.join().unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // The body says why a relay failed (a 502 seen once under load in CI and locally).
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}{body}");
     assert!(complete, "the relay did not end with the run: {body:?}");
     for i in 1..=20 {
         assert_eq!(

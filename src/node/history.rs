@@ -132,7 +132,10 @@ mod tests {
     fn a_taken_over_job_is_pruned_at_its_first_run_not_at_the_take_over() {
         let h = history(100); // a batch of 10
         h.acquired("a");
-        assert!(due(&h).is_empty(), "nothing is pruned at the take-over itself");
+        assert!(
+            due(&h).is_empty(),
+            "nothing is pruned at the take-over itself"
+        );
         h.recorded("a");
         assert_eq!(due(&h), ["a"], "the first run after the take-over prunes");
         h.state.lock().unwrap().due.clear();
