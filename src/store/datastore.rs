@@ -75,7 +75,8 @@ const COMMIT_BATCH: usize = 500;
 /// Leases created per insert commit: small enough that a busy emulator answers within the
 /// store timeout (500 did not, with five nodes starting at once).
 const INSERT_BATCH: usize = 100;
-/// How many of those transactions one call runs side by side.
+/// How many of those transactions one call keeps ready; [`BULK_WRITES`] of them, across all
+/// calls, are in flight at once.
 const TX_IN_FLIGHT: usize = 8;
 /// How many bulk lease writes a node has in flight across all its calls. More only queue at
 /// the store: five nodes creating 10,000 leases with 16 commits each in flight made commits
