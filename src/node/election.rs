@@ -59,6 +59,7 @@ use crate::node::drift::Drift;
 use crate::node::jobs::JobTable;
 use crate::node::placement;
 use crate::node::session::Session;
+use crate::node::walk::{Available, Held, WalkKey, Walked};
 use crate::ops::metrics::Metrics;
 use crate::ops::sd_notify::Progress;
 use crate::store::{
@@ -205,7 +206,9 @@ pub struct Election {
 #[derive(Default)]
 struct State {
     /// Leases this node holds: job -> leadership.
-    held: HashMap<String, Leadership>,
+    held: Held,
+    /// The last walk over every job's lease, reused while its inputs are unchanged.
+    walked: Option<Walked>,
     /// The last seen lease of every job.
     view: HashMap<String, LeaseView>,
     /// Per other node: (session, heartbeat) last seen and when that value was first seen.
@@ -873,7 +876,7 @@ impl Election {
     fn observe(
         &self,
         st: &mut State,
-        leases: &HashMap<String, LeaseRecord>,
+        leases: &Arc<HashMap<String, LeaseRecord>>,
         nodes: &HashMap<String, NodeRecord>,
         session: Option<&str>,
         now: Instant,
@@ -957,6 +960,19 @@ impl Election {
             .collect();
         let live = live_peers.len() + 1;
         let names = self.jobs.active_names();
+        let key = WalkKey::new(leases, &names, session, &st.held, nodes, |id| alive(st, id));
+        let walked = match st.walked.take() {
+            Some(w) if w.key == key => w,
+            _ => {
+                let (available, counts) =
+                    self.walk(st, leases, &names, nodes, session, now, &mut lost);
+                Walked {
+                    key: key.after(&st.held),
+                    available,
+                    counts,
+                }
+            }
+        };
         let drift = self.drift();
         let share = match &drift {
             Some(d) => {
@@ -966,6 +982,113 @@ impl Election {
             None => names.len().div_ceil(live),
         };
 
+        let mut available = walked.available.clone();
+        let held_by = walked.counts.clone();
+        st.walked = Some(walked);
+        let counts: HashMap<&str, usize> =
+            held_by.iter().map(|(id, n)| (id.as_str(), *n)).collect();
+
+        let mut plan = Plan {
+            lost,
+            died,
+            offset_ms,
+            ..Plan::default()
+        };
+        let gc_after = lease_time * GC_AFTER_LEASES;
+        plan.silent = st
+            .watch
+            .iter()
+            .filter(|(_, w)| now.duration_since(w.since) >= gc_after)
+            .map(|(id, w)| (id.clone(), w.session.clone(), w.heartbeat))
+            .collect();
+        // Wait one poll after the first one, so the nodes starting together see each other.
+        // "One poll later" with a tenth of slack: polls are a period apart, but each instant is
+        // taken after its read returns, so the second poll can come out a hair short of a full
+        // period, which cost a whole extra poll at start-up (2 s instead of 1 by default).
+        let settled = st
+            .first_poll
+            .is_some_and(|t| now.duration_since(t) + self.config.poll / 10 >= self.config.poll);
+        if session.is_none() || !settled {
+            return plan;
+        }
+        let patience = self.config.poll * 2;
+        // Patience counts from when this node could first have acted, not from start-up.
+        let settled_at = st.first_poll.map(|t| t + self.config.poll).unwrap_or(now);
+        // Every node places the available leases alike (crate::node::placement) and takes its
+        // own part: nodes polling at the same moment do not race for the same leases. With
+        // definitions that differ between nodes, the share is drift's and the order random.
+        let uniform = drift.as_ref().is_none_or(|d| d.uniform(&live_peers));
+        let mut share = share;
+        let mut placed = vec![!uniform; available.len()];
+        if uniform {
+            let live_ids: Vec<&str> = live_peers
+                .iter()
+                .map(|id| id.as_str())
+                .chain([self.node.as_str()])
+                .collect();
+            let jobs: Vec<&str> = available.iter().map(|(j, _, _)| j.as_str()).collect();
+            let p = placement::place(&self.node, &live_ids, &counts, names.len(), &jobs);
+            share = p.cap;
+            plan.quota = p.mine.len().min(share.saturating_sub(st.held.len()));
+            for i in p.mine {
+                placed[i] = true;
+            }
+        } else {
+            let mut order: Vec<usize> = (0..available.len()).collect();
+            order.shuffle(&mut rand::rng());
+            let mut shuffled: Vec<_> = available.into_iter().map(Some).collect();
+            available = order
+                .into_iter()
+                .filter_map(|i| shuffled[i].take())
+                .collect();
+            plan.quota = share.saturating_sub(st.held.len());
+        }
+        for ((job, (since, since_poll), observed), placed) in available.into_iter().zip(placed) {
+            let long_free = now.duration_since(since.max(settled_at)) >= patience
+                && st.polls.saturating_sub(since_poll) >= 2
+                && st.polls.saturating_sub(st.last_change_poll) >= 2;
+            if long_free {
+                plan.anyway.push((job, observed));
+            } else if placed {
+                plan.within_share.push((job, observed));
+            }
+        }
+        // Hand back the excess after it has lasted two polls.
+        if st.held.len() > share {
+            let since = *st.excess_since.get_or_insert(now);
+            if now.duration_since(since) >= patience {
+                let excess = (st.held.len() - share).min(RELEASE_BATCH);
+                // Every held job, furthest next tick first: a busy one is passed over.
+                plan.release = self.furthest_next_ticks(st.held.keys(), st.held.len());
+                plan.release_count = excess;
+                st.excess_since = None;
+            }
+        } else {
+            st.excess_since = None;
+        }
+        plan
+    }
+
+    /// Classify every job's lease (see the module doc): the available ones with since when,
+    /// and the leases held per live node. Books what it finds in this node's own leases
+    /// (`held`, with `lost` the ones another holder took) and views.
+    #[allow(clippy::too_many_arguments)]
+    fn walk(
+        &self,
+        st: &mut State,
+        leases: &HashMap<String, LeaseRecord>,
+        names: &[String],
+        nodes: &HashMap<String, NodeRecord>,
+        session: Option<&str>,
+        now: Instant,
+        lost: &mut Vec<(String, i64)>,
+    ) -> (Available, Vec<(String, usize)>) {
+        let lease_time = self.config.lease;
+        let alive = |st: &State, id: &str| {
+            st.watch
+                .get(id)
+                .is_some_and(|w| now.duration_since(w.since) < lease_time)
+        };
         let mut available = Vec::new();
         // Leases held per live node (this one included), for the placement.
         let mut counts: HashMap<&str, usize> = HashMap::new();
@@ -1072,86 +1195,11 @@ impl Election {
                 }
             }
         }
-
-        let mut plan = Plan {
-            lost,
-            died,
-            offset_ms,
-            ..Plan::default()
-        };
-        let gc_after = lease_time * GC_AFTER_LEASES;
-        plan.silent = st
-            .watch
-            .iter()
-            .filter(|(_, w)| now.duration_since(w.since) >= gc_after)
-            .map(|(id, w)| (id.clone(), w.session.clone(), w.heartbeat))
+        let counts = counts
+            .into_iter()
+            .map(|(id, n)| (id.to_string(), n))
             .collect();
-        // Wait one poll after the first one, so the nodes starting together see each other.
-        // "One poll later" with a tenth of slack: polls are a period apart, but each instant is
-        // taken after its read returns, so the second poll can come out a hair short of a full
-        // period, which cost a whole extra poll at start-up (2 s instead of 1 by default).
-        let settled = st
-            .first_poll
-            .is_some_and(|t| now.duration_since(t) + self.config.poll / 10 >= self.config.poll);
-        if session.is_none() || !settled {
-            return plan;
-        }
-        let patience = self.config.poll * 2;
-        // Patience counts from when this node could first have acted, not from start-up.
-        let settled_at = st.first_poll.map(|t| t + self.config.poll).unwrap_or(now);
-        // Every node places the available leases alike (crate::node::placement) and takes its
-        // own part: nodes polling at the same moment do not race for the same leases. With
-        // definitions that differ between nodes, the share is drift's and the order random.
-        let uniform = drift.as_ref().is_none_or(|d| d.uniform(&live_peers));
-        let mut share = share;
-        let mut placed = vec![!uniform; available.len()];
-        if uniform {
-            let live_ids: Vec<&str> = live_peers
-                .iter()
-                .map(|id| id.as_str())
-                .chain([self.node.as_str()])
-                .collect();
-            let jobs: Vec<&str> = available.iter().map(|(j, _, _)| j.as_str()).collect();
-            let p = placement::place(&self.node, &live_ids, &counts, names.len(), &jobs);
-            share = p.cap;
-            plan.quota = p.mine.len().min(share.saturating_sub(st.held.len()));
-            for i in p.mine {
-                placed[i] = true;
-            }
-        } else {
-            let mut order: Vec<usize> = (0..available.len()).collect();
-            order.shuffle(&mut rand::rng());
-            let mut shuffled: Vec<_> = available.into_iter().map(Some).collect();
-            available = order
-                .into_iter()
-                .filter_map(|i| shuffled[i].take())
-                .collect();
-            plan.quota = share.saturating_sub(st.held.len());
-        }
-        for ((job, (since, since_poll), observed), placed) in available.into_iter().zip(placed) {
-            let long_free = now.duration_since(since.max(settled_at)) >= patience
-                && st.polls.saturating_sub(since_poll) >= 2
-                && st.polls.saturating_sub(st.last_change_poll) >= 2;
-            if long_free {
-                plan.anyway.push((job, observed));
-            } else if placed {
-                plan.within_share.push((job, observed));
-            }
-        }
-        // Hand back the excess after it has lasted two polls.
-        if st.held.len() > share {
-            let since = *st.excess_since.get_or_insert(now);
-            if now.duration_since(since) >= patience {
-                let excess = (st.held.len() - share).min(RELEASE_BATCH);
-                // Every held job, furthest next tick first: a busy one is passed over.
-                plan.release = self.furthest_next_ticks(st.held.keys(), st.held.len());
-                plan.release_count = excess;
-                st.excess_since = None;
-            }
-        } else {
-            st.excess_since = None;
-        }
-        plan
+        (available, counts)
     }
 
     /// Before taking the leases of nodes judged dead whose records still show the session
@@ -1553,7 +1601,7 @@ impl Election {
 
     /// Release every lease this node holds (graceful stop). Returns how many were freed.
     pub async fn release_all(&self) -> usize {
-        let held: Vec<(String, Leadership)> = self.state.lock().unwrap().held.drain().collect();
+        let held: Vec<(String, Leadership)> = self.state.lock().unwrap().held.drain();
         if held.is_empty() {
             return 0;
         }

@@ -20,4 +20,5 @@ pub mod runner;
 pub mod session;
 pub mod tick;
 pub mod ticker;
+pub mod walk;
 pub mod watchdog;

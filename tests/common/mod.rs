@@ -552,6 +552,25 @@ impl Emulator {
         self.child.as_ref().map(|c| c.id() as i32)
     }
 
+    /// SIGSTOP its whole group: the store hangs (connections open, no answers), as a store
+    /// behind a dead network path does. [`Emulator::thaw`] (or a stop) undoes it.
+    pub fn freeze(&self) {
+        let pid = self.pid().expect("a running emulator");
+        // SAFETY: plain syscall on our own unreaped child's group.
+        unsafe {
+            libc::kill(-pid, libc::SIGSTOP);
+        }
+    }
+
+    /// SIGCONT the group frozen by [`Emulator::freeze`].
+    pub fn thaw(&self) {
+        let pid = self.pid().expect("a running emulator");
+        // SAFETY: as in freeze.
+        unsafe {
+            libc::kill(-pid, libc::SIGCONT);
+        }
+    }
+
     /// Whether the emulator process is still running.
     pub fn is_running(&self) -> bool {
         if self.shared_log.is_some() {
