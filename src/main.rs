@@ -22,6 +22,8 @@ fn err(line: &str) {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists and before the config is parsed (crate::node::heap).
+    cronlease::node::heap::tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config, at, count } => match cronlease::config::load(&config.path()) {
@@ -147,8 +149,6 @@ fn main() -> ExitCode {
             // The same for systemd's variables: a job running `systemd-notify` must not speak
             // for the node (say it is ready, stopping, alive). Read, then removed, here.
             let sd_notify = cronlease::ops::sd_notify::SdNotify::from_env();
-            // Before the runtime starts its threads (crate::node::heap).
-            cronlease::node::heap::limit_arenas();
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {

@@ -354,7 +354,7 @@ async fn a_batch_takes_only_what_is_still_as_observed(store: Arc<dyn Store>) {
     );
     assert_eq!(
         now["job3"].paused,
-        Some(pause("ops", 1, "hold")),
+        Some(Box::new(pause("ops", 1, "hold"))),
         "the pause stays"
     );
     // The same batch again: nothing is as observed any more.
@@ -983,7 +983,11 @@ async fn a_paused_job_is_never_claimed(store: Arc<dyn Store>) {
     let second = pause("other@h2", 5, "again");
     assert!(!store.set_pause("job", Some(&second)).await.unwrap());
     let paused = lease_of(&*store, "job").await;
-    assert_eq!(paused.paused, Some(first.clone()), "the first pause stays");
+    assert_eq!(
+        paused.paused.as_deref(),
+        Some(&first),
+        "the first pause stays"
+    );
     assert_eq!(paused.resumed_at, None);
     assert_eq!(
         (paused.holder.as_str(), paused.session.as_str(), paused.term),
@@ -1033,7 +1037,7 @@ async fn a_pause_survives_acquire_and_release(store: Arc<dyn Store>) {
     assert!(store.set_pause("job", Some(&p)).await.unwrap());
     let free = lease_of(&*store, "job").await;
     assert!(free.is_free(), "{free:?}");
-    assert_eq!((free.term, free.paused.as_ref()), (0, Some(&p)));
+    assert_eq!((free.term, free.paused.as_deref()), (0, Some(&p)));
     // An observation from before the pause (no record) is stale now.
     assert!(!store
         .acquire("job", &FREE, &lease("a", "sa", 1))
@@ -1047,7 +1051,7 @@ async fn a_pause_survives_acquire_and_release(store: Arc<dyn Store>) {
         (held.holder.as_str(), held.session.as_str(), held.term),
         ("a", "sa", 1)
     );
-    assert_eq!(held.paused, Some(p.clone()), "acquire keeps the pause");
+    assert_eq!(held.paused.as_deref(), Some(&p), "acquire keeps the pause");
     assert_eq!(
         store
             .claim(&run("job", fire(1), "a", t), "sa")
@@ -1066,7 +1070,7 @@ async fn a_pause_survives_acquire_and_release(store: Arc<dyn Store>) {
     let released = lease_of(&*store, "job").await;
     assert!(released.is_free());
     assert_eq!(
-        (released.term, released.paused.as_ref()),
+        (released.term, released.paused.as_deref()),
         (1, Some(&p)),
         "release keeps the term and the pause"
     );
@@ -1097,12 +1101,12 @@ async fn a_pause_survives_acquire_and_release(store: Arc<dyn Store>) {
     let now = lease_of(&*store, "job").await;
     assert!(now.is_free());
     assert_eq!(now.term, 1, "no stale acquire went through");
-    assert_eq!(now.paused, Some(again.clone()));
+    assert_eq!(now.paused.as_deref(), Some(&again));
     // An exact observation wins, and keeps the pause and the resume time.
     assert_eq!(take(&*store, "job", "a", "sa").await, 2);
     let held = lease_of(&*store, "job").await;
     assert_eq!((held.holder.as_str(), held.term), ("a", 2));
-    assert_eq!(held.paused, Some(again));
+    assert_eq!(held.paused.as_deref(), Some(&again));
     assert_eq!(held.resumed_at, now.resumed_at);
 }
 

@@ -83,7 +83,7 @@ pub struct LeaseView {
     pub holder: String,
     pub term: i64,
     /// The job is paused (as of the last read of its lease).
-    pub paused: Option<Pause>,
+    pub paused: Option<Box<Pause>>,
     /// When it was last resumed.
     pub resumed_at: Option<chrono::DateTime<Utc>>,
     /// Pending operator requests (trigger, backfill), as of the last read of its lease.
@@ -533,7 +533,7 @@ impl Election {
                 if paused.is_none() {
                     v.resumed_at = Some(Utc::now());
                 }
-                v.paused = paused;
+                v.paused = paused.map(Box::new);
                 st.leases_dirty = true;
                 true
             }

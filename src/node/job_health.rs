@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::schedule::Schedule;
@@ -23,11 +24,11 @@ use crate::store::{RunRecord, Store};
 
 /// Runs read per acquisition: enough to find the newest `ok` run of a job that fails often.
 const HISTORY_READ: usize = 20;
-/// One of those reads at a time: a node that takes 2,000 leases at a failover must not send
-/// 2,000 queries at once, which starved the heartbeats and the election's reads behind them
-/// (sessions lapsed and the cluster churned at 10,000 jobs). They are background work: the
-/// metrics they seed and the missed fire times they count can wait.
-const READS_AT_ONCE: usize = 1;
+// One of those reads at a time ([`JobHealth::read_queued`]): a node that takes 2,000 leases
+// at a failover must not send 2,000 queries at once, which starved the heartbeats and the
+// election's reads behind them (sessions lapsed and the cluster churned at 10,000 jobs).
+// They are background work: the metrics they seed and the missed fire times they count can
+// wait.
 /// How long after taking a lease its history is read.
 const READ_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
 /// Tries of that read (1, 2, 4 s apart) while this node still holds the lease.
@@ -42,7 +43,19 @@ pub struct JobHealth {
     election: Arc<Election>,
     ticks: Arc<Ticks>,
     metrics: Arc<Metrics>,
-    reads: tokio::sync::Semaphore,
+    /// The acquisitions whose history is still to be read, in order, and whether the task
+    /// that reads them runs. A queue and one task, not a task each: a failover hands a node
+    /// thousands of leases, and thousands of tasks waiting their turn held about 400 bytes
+    /// each for the minute the reads take.
+    queue: std::sync::Mutex<Queue>,
+    wake: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// (slot, term, when its read is due).
+    waiting: std::collections::VecDeque<(usize, i64, Instant)>,
+    reading: bool,
 }
 
 impl JobHealth {
@@ -59,30 +72,63 @@ impl JobHealth {
             election,
             ticks,
             metrics,
-            reads: tokio::sync::Semaphore::new(READS_AT_ONCE),
+            queue: Default::default(),
+            wake: tokio::sync::Notify::new(),
         }
     }
 
-    /// This node just took job `idx`'s lease with `term`: read its history, in a task of its
-    /// own.
+    /// This node just took job `idx`'s lease with `term`: learn the job's health, at once
+    /// for a job nobody held before (there is nothing to read), else queued behind the other
+    /// reads.
     pub fn acquired(self: &Arc<Self>, idx: usize, term: i64) {
-        let this = self.clone();
-        self.ticks.spawn(async move { this.learn(idx, term).await });
+        if term == 1 {
+            let this = self.clone();
+            self.ticks
+                .spawn(async move { this.learn(idx, term, Vec::new()).await });
+            return;
+        }
+        let start = {
+            let mut queue = self.queue.lock().unwrap();
+            queue
+                .waiting
+                .push_back((idx, term, Instant::now() + READ_DELAY));
+            !std::mem::replace(&mut queue.reading, true)
+        };
+        if start {
+            let this = self.clone();
+            self.ticks.spawn(async move { this.read_queued().await });
+        } else {
+            self.wake.notify_one();
+        }
     }
 
-    /// The job's newest runs, read in the background: after [`READ_DELAY`] (the acquisitions
-    /// and the election's reads of a failover go first), one read at a time, while this node
-    /// still holds the lease with `term`. `None` when it gave up.
+    /// Read the queued histories one at a time, each once its delay is over (the
+    /// acquisitions and the election's reads of a failover go first), until the node stops.
+    async fn read_queued(&self) {
+        let stopping = self.ticks.stopping();
+        loop {
+            let next = self.queue.lock().unwrap().waiting.pop_front();
+            let Some((idx, term, due)) = next else {
+                tokio::select! {
+                    _ = self.wake.notified() => continue,
+                    _ = stopping.cancelled() => return,
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                _ = stopping.cancelled() => return,
+            }
+            let job = self.ticks.job(idx);
+            if let Some(runs) = self.read_history(&job.name, term).await {
+                self.learn(idx, term, runs).await;
+            }
+        }
+    }
+
+    /// The job's newest runs, while this node still holds the lease with `term`. `None` when
+    /// it gave up.
     async fn read_history(&self, job: &str, term: i64) -> Option<Vec<RunRecord>> {
         let stopping = self.ticks.stopping();
-        tokio::select! {
-            _ = tokio::time::sleep(READ_DELAY) => {}
-            _ = stopping.cancelled() => return None,
-        }
-        let _permit = tokio::select! {
-            permit = self.reads.acquire() => permit.ok()?,
-            _ = stopping.cancelled() => return None,
-        };
         // Queued behind other acquisitions: the lease may have gone meanwhile.
         if self.election.leading(job).is_none_or(|l| l.term != term) {
             return None;
@@ -100,26 +146,22 @@ impl JobHealth {
                              counted): {e}");
                         return None;
                     }
-                    tokio::time::sleep(std::time::Duration::from_secs(1 << tries.min(4))).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1 << tries.min(4))) => {}
+                        _ = stopping.cancelled() => return None,
+                    }
                 }
             }
         }
     }
 
-    async fn learn(&self, idx: usize, term: i64) {
+    /// Seed the job's metrics from `runs` (its newest; none at term 1: nobody held the lease
+    /// before, so nobody ran the job, and a cluster starting with 10,000 jobs reads no
+    /// history at all) and count the fire times nobody ran.
+    async fn learn(&self, idx: usize, term: i64, runs: Vec<RunRecord>) {
         let job = self.ticks.job(idx);
         let now = Utc::now();
         let view = self.election.view(&job.name);
-        // Term 1: nobody held the lease before, so nobody ran the job: nothing to read (a
-        // cluster starting with 10,000 jobs reads no history at all).
-        let runs = if term == 1 {
-            Vec::new()
-        } else {
-            match self.read_history(&job.name, term).await {
-                Some(runs) => runs,
-                None => return,
-            }
-        };
         seed(&self.metrics, &job.name, &runs);
         self.ticks.notifier().seed(&job.name, &runs);
         if view.paused.is_some() {

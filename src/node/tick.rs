@@ -955,7 +955,7 @@ impl Ticks {
                 self.metrics.claim_refused(&job.name, "paused");
                 let known = self.election.view(&job.name).paused;
                 info!(event = "tick_paused", job = %job.name, node = %self.node,
-                    fire_time = %fire, term = lead.term, "{}", paused_text(known.as_ref()));
+                    fire_time = %fire, term = lead.term, "{}", paused_text(known.as_deref()));
                 if known.is_none() {
                     self.election.saw_pause(&job.name, Some(Default::default()));
                 }

@@ -629,7 +629,7 @@ pub async fn set_pause_in(
                 let lease = timed(store.leases(std::slice::from_ref(job)))
                     .await
                     .map_err(fail)?;
-                Outcome::AlreadyPaused(lease.get(job).and_then(|l| l.paused.clone()))
+                Outcome::AlreadyPaused(lease.get(job).and_then(|l| l.paused.as_deref().cloned()))
             }
             (None, true) => Outcome::Resumed,
             (None, false) => Outcome::NotPaused,

@@ -1139,7 +1139,7 @@ impl Store for DatastoreStore {
                     self.rollback(tx).await;
                     return Ok(false); // the first pause stays
                 }
-                Some(p) => lease.paused = Some(p.clone()),
+                Some(p) => lease.paused = Some(Box::new(p.clone())),
                 None if lease.paused.is_none() => {
                     self.rollback(tx).await;
                     return Ok(false);
@@ -1596,10 +1596,12 @@ fn parse_lease(e: &ds::Entity) -> StoreResult<LeaseRecord> {
         session: get_str(e, "session"),
         term: get_int(e, "term").unwrap_or(0),
         acquired_at: get_time(e, "acquired_at"),
-        paused: get_time(e, "paused_at").map(|at| Pause {
-            by: get_str(e, "paused_by"),
-            at,
-            note: get_str(e, "paused_note"),
+        paused: get_time(e, "paused_at").map(|at| {
+            Box::new(Pause {
+                by: get_str(e, "paused_by"),
+                at,
+                note: get_str(e, "paused_note"),
+            })
         }),
         resumed_at: get_time(e, "resumed_at"),
         requests,
@@ -1770,11 +1772,11 @@ mod tests {
         let paused = parse_lease(&e).unwrap();
         assert_eq!(
             paused.paused,
-            Some(Pause {
+            Some(Box::new(Pause {
                 by: "ops".into(),
                 at,
                 note: String::new()
-            })
+            }))
         );
         assert_eq!(paused.resumed_at, Some(at));
         let seen = |l: &LeaseRecord| Observed {

@@ -203,7 +203,7 @@ impl From<&LeaseRecord> for Lease {
             session: l.session.clone(),
             term: l.term,
             acquired_at: l.acquired_at,
-            paused: l.paused.as_ref().map(Pause::from),
+            paused: l.paused.as_deref().map(Pause::from),
             resumed_at: l.resumed_at,
             requests: l.requests.clone(),
         }
@@ -217,7 +217,7 @@ impl From<Lease> for LeaseRecord {
             session: l.session,
             term: l.term,
             acquired_at: l.acquired_at,
-            paused: l.paused.map(crate::store::Pause::from),
+            paused: l.paused.map(|p| Box::new(crate::store::Pause::from(p))),
             resumed_at: l.resumed_at,
             requests: l.requests,
         }
@@ -376,11 +376,11 @@ mod tests {
             session: String::new(),
             term: 0,
             acquired_at: None,
-            paused: Some(crate::store::Pause {
+            paused: Some(Box::new(crate::store::Pause {
                 by: "ops@host".into(),
                 at: DateTime::from_timestamp(1_800_000_000, 123_456_789).unwrap(),
                 note: "maintenance".into(),
-            }),
+            })),
             resumed_at: Some(DateTime::from_timestamp(1_799_000_000, 5).unwrap()),
             requests: Requests {
                 triggers: vec![crate::store::TriggerRequest {

@@ -129,7 +129,7 @@ pub struct LeaseRecord {
     pub acquired_at: Option<DateTime<Utc>>,
     /// Set while an operator has the job paused (`cronlease pause`): no claim is accepted.
     /// Only [`Store::set_pause`] changes it; acquire and release keep it as stored.
-    pub paused: Option<Pause>,
+    pub paused: Option<Box<Pause>>,
     /// When the job was last resumed: fire times at or before it are never caught up (they
     /// fell in the pause). Only [`Store::set_pause`] changes it.
     pub resumed_at: Option<DateTime<Utc>>,

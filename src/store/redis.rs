@@ -678,10 +678,12 @@ fn parse_lease(job: &str, map: &HashMap<String, String>) -> StoreResult<Option<L
         session: text(map, "session"),
         term,
         acquired_at: opt_time(map, "acquired_at").map_err(what)?,
-        paused: opt_time(map, "paused_at").map_err(what)?.map(|at| Pause {
-            by: text(map, "paused_by"),
-            at,
-            note: text(map, "paused_note"),
+        paused: opt_time(map, "paused_at").map_err(what)?.map(|at| {
+            Box::new(Pause {
+                by: text(map, "paused_by"),
+                at,
+                note: text(map, "paused_note"),
+            })
         }),
         resumed_at: opt_time(map, "resumed_at").map_err(what)?,
         requests: Requests::decode(&text(map, "requests")).map_err(what)?,
@@ -1466,11 +1468,11 @@ mod tests {
             session: "s".into(),
             term: 2,
             acquired_at: None,
-            paused: Some(Pause {
+            paused: Some(Box::new(Pause {
                 by: "ops@h".into(),
                 at: DateTime::from_timestamp(1_800_000_000, 123_456_789).unwrap(),
                 note: "n".into(),
-            }),
+            })),
             resumed_at: Some(DateTime::from_timestamp(1_799_999_000, 0).unwrap()),
             requests: Requests {
                 triggers: vec![crate::store::TriggerRequest {

@@ -1393,11 +1393,11 @@ mod tests {
             session: "s".into(),
             term: 7,
             acquired_at: None,
-            paused: Some(Pause {
+            paused: Some(Box::new(Pause {
                 by: "ops".into(),
                 at: DateTime::from_timestamp(1_800_000_000, 5).unwrap(),
                 note: String::new(),
-            }),
+            })),
             resumed_at: None,
             requests: crate::store::Requests {
                 triggers: vec![crate::store::TriggerRequest {
