@@ -35,6 +35,7 @@ pub mod crontab;
 pub mod http_action;
 pub mod jitter;
 pub mod notify;
+pub mod pieces;
 pub mod schedule;
 pub mod template;
 
@@ -465,7 +466,9 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             message,
         }
     };
-    let raw: RawFile = toml::from_str(text).map_err(|e| {
+    // The jobs are parsed one at a time (see `pieces`); the rest as one document.
+    let pieces = pieces::split(text);
+    let raw: RawFile = toml::from_str(&pieces.rest).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         let mut message = e.message().trim().to_string();
         if message.contains("expected a sequence")
@@ -477,11 +480,13 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     })?;
     let mut v = Validator {
         text,
+        full: text,
+        base: 0,
         errors: Vec::new(),
         gaps: HashMap::new(),
         no_context: Default::default(),
     };
-    let config = v.config(file, raw);
+    let config = v.config(file, raw, &pieces.jobs);
     // Report the problem that comes first in the file.
     match v.errors.into_iter().min_by_key(|(offset, _)| *offset) {
         Some((offset, message)) => Err(at(offset, message)),
@@ -512,6 +517,13 @@ struct RawFile {
     defaults: Option<RawDefaults>,
     notify: Option<Vec<Spanned<notify::RawSink>>>,
     job: Option<Spanned<Vec<Spanned<RawJob>>>>,
+}
+
+/// One `[[job]]` piece of the file (`pieces`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJobs {
+    job: Vec<Spanned<RawJob>>,
 }
 
 /// `[defaults]`: the policy keys of a job, for every job that does not set its own.
@@ -652,7 +664,12 @@ struct Settings {
 }
 
 struct Validator<'a> {
+    /// The text the spans being validated point into: the whole file, or one job's piece.
     text: &'a str,
+    /// The whole file.
+    full: &'a str,
+    /// Where `text` starts in the file: added to every offset recorded.
+    base: usize,
     /// (byte offset, message)
     errors: Vec<(usize, String)>,
     /// Shortest gaps of the schedules jobs with a jitter use, by (expression, zone): many
@@ -664,7 +681,7 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn error(&mut self, offset: usize, message: String) {
-        self.errors.push((offset, message));
+        self.errors.push((self.base + offset, message));
     }
 
     /// Byte offset of `key` written before the value at `value`, on the same line; the value's
@@ -876,7 +893,7 @@ impl Validator<'_> {
         }
     }
 
-    fn config(&mut self, file: &str, raw: RawFile) -> Option<Config> {
+    fn config(&mut self, file: &str, raw: RawFile, pieces: &[Range<usize>]) -> Option<Config> {
         let store = self.store(raw.store, file);
         let election = self.election(raw.election);
         let node = self.node(raw.node);
@@ -897,10 +914,10 @@ impl Validator<'_> {
             .defaults
             .as_ref()
             .and_then(|d| self.notify_list(&d.notify, &known));
-        let jobs = self.jobs(raw.job, &defaults, &known);
+        let jobs = self.jobs(raw.job, pieces, &defaults, &known);
         Some(Config {
             source: PathBuf::from(file),
-            source_hash: text_hash(self.text.as_bytes()),
+            source_hash: text_hash(self.full.as_bytes()),
             store: store?,
             election: election?,
             node: node?,
@@ -1181,51 +1198,94 @@ impl Validator<'_> {
 
     fn jobs(
         &mut self,
-        raw: Option<Spanned<Vec<Spanned<RawJob>>>>,
+        inline: Option<Spanned<Vec<Spanned<RawJob>>>>,
+        pieces: &[Range<usize>],
         defaults: &Settings,
         sinks: &[String],
     ) -> Option<Vec<Job>> {
-        let Some(raw) = raw else {
-            self.error(
-                0,
-                "no jobs: add at least one [[job]] table with a name, a schedule and an action"
-                    .into(),
-            );
-            return None;
-        };
-        let span = raw.span();
-        let raw = raw.into_inner();
-        if raw.is_empty() {
-            self.error(
-                span.start,
-                "no jobs: add at least one [[job]] table with a name, a schedule and an action"
-                    .into(),
-            );
-            return None;
-        }
+        const NO_JOBS: &str =
+            "no jobs: add at least one [[job]] table with a name, a schedule and an action";
         let mut seen: HashMap<String, usize> = HashMap::new();
-        let mut jobs = Vec::with_capacity(raw.len());
+        let mut jobs = Vec::with_capacity(pieces.len());
         let mut ok = true;
-        for job in raw {
-            let job = job.into_inner();
-            let name = job.name.get_ref();
-            let name_at = job.name.span();
-            if let Some(&first) = seen.get(name.as_str()) {
-                let (line, _) = position(self.text, first);
-                self.error(
-                    name_at.start,
-                    format!("duplicate job name {name:?} (first defined on line {line})"),
-                );
-                ok = false;
-            } else {
-                seen.insert(name.clone(), name_at.start);
+        match inline {
+            // `job = [...]` (or a misplaced `[job]`, reported by the parse before this).
+            Some(raw) => {
+                if let Some(first) = pieces.first() {
+                    self.error(
+                        first.start,
+                        "duplicate key `job`: jobs are [[job]] tables here and a `job` key \
+                         elsewhere in the file"
+                            .into(),
+                    );
+                    return None;
+                }
+                let span = raw.span();
+                let raw = raw.into_inner();
+                if raw.is_empty() {
+                    self.error(span.start, NO_JOBS.into());
+                    return None;
+                }
+                for job in raw {
+                    ok &= self.job_once(job.into_inner(), &mut seen, defaults, sinks, &mut jobs);
+                }
             }
-            match self.job(job, defaults, sinks) {
-                Some(job) => jobs.push(job),
-                None => ok = false,
+            None if pieces.is_empty() => {
+                self.error(0, NO_JOBS.into());
+                return None;
+            }
+            None => {
+                for range in pieces {
+                    let text = &self.full[range.clone()];
+                    let piece: RawJobs = match toml::from_str(text) {
+                        Ok(piece) => piece,
+                        Err(e) => {
+                            let at = range.start + e.span().map_or(0, |s| s.start);
+                            self.errors.push((at, e.message().trim().to_string()));
+                            ok = false;
+                            continue;
+                        }
+                    };
+                    // Spans in the piece are offsets into its text.
+                    (self.text, self.base) = (text, range.start);
+                    for job in piece.job {
+                        ok &=
+                            self.job_once(job.into_inner(), &mut seen, defaults, sinks, &mut jobs);
+                    }
+                    (self.text, self.base) = (self.full, 0);
+                }
             }
         }
         ok.then_some(jobs)
+    }
+
+    /// Validate one job into `jobs`, its name not seen before (`seen`: name → file offset).
+    fn job_once(
+        &mut self,
+        job: RawJob,
+        seen: &mut HashMap<String, usize>,
+        defaults: &Settings,
+        sinks: &[String],
+        jobs: &mut Vec<Job>,
+    ) -> bool {
+        let name = job.name.get_ref();
+        let name_at = self.base + job.name.span().start;
+        let mut ok = true;
+        if let Some(&first) = seen.get(name.as_str()) {
+            let (line, _) = position(self.full, first);
+            self.errors.push((
+                name_at,
+                format!("duplicate job name {name:?} (first defined on line {line})"),
+            ));
+            ok = false;
+        } else {
+            seen.insert(name.clone(), name_at);
+        }
+        match self.job(job, defaults, sinks) {
+            Some(job) => jobs.push(job),
+            None => ok = false,
+        }
+        ok
     }
 
     fn job(&mut self, raw: RawJob, defaults: &Settings, sinks: &[String]) -> Option<Job> {
@@ -1556,6 +1616,50 @@ shell = "echo hi"
     }
 
     const JOB: &str = "[[job]]\nname = \"a\"\nschedule = \"* * * * *\"\nsay = \"hi\"\n";
+
+    /// Jobs are parsed piece by piece (`pieces`): what the parse and the checks say still
+    /// points at the right line of the whole file, whatever comes before.
+    #[test]
+    fn errors_in_a_later_job_point_at_its_line_in_the_file() {
+        let two = format!(
+            "[node]\nshutdown_grace = \"1s\"\n\n{JOB}\n{}",
+            JOB.replace("\"a\"", "\"b\"")
+        );
+        assert_eq!(parse("j", &two).unwrap().jobs.len(), 2);
+        // A syntax error in the second job (line 13 of the file).
+        assert_err(&format!("{two}schedule = \n"), 13, "");
+        // A check of the second job.
+        assert_err(&format!("{two}bogus = 1\n"), 13, "bogus");
+        // The same name twice, the first one's line named.
+        assert_err(&format!("{two}{JOB}"), 14, "first defined on line 5");
+        // A sub-table belongs to the job above it, and its errors point into it.
+        let shell = two.replace("say = \"hi\"\n", "shell = \"true\"\n");
+        let env = parse("j", &format!("{shell}[job.env]\nK = \"v\"\n")).unwrap();
+        assert_eq!(
+            env.jobs[1].context.env,
+            [("K".to_string(), "v".to_string())]
+        );
+        assert_err(&format!("{shell}[job.env]\nK = 1\n"), 14, "");
+        assert_err(
+            &format!("{two}[job.env]\nK = \"v\"\n"),
+            13,
+            "say starts none",
+        );
+    }
+
+    #[test]
+    fn jobs_as_tables_and_as_a_key_are_one_key_twice() {
+        assert_err(
+            &format!("job = [{{ name = \"x\", schedule = \"* * * * *\", say = \"x\" }}]\n{JOB}"),
+            2,
+            "duplicate key `job`",
+        );
+        // A `job` key alone still works.
+        let inline = "job = [{ name = \"x\", schedule = \"* * * * *\", say = \"x\" }]\n";
+        assert_eq!(parse("j", inline).unwrap().jobs[0].name, "x");
+        assert_err("job = []\n", 1, "no jobs");
+        assert_err("[node]\n", 1, "no jobs");
+    }
 
     #[test]
     fn output_limit_and_refresh() {

@@ -199,7 +199,7 @@ impl super::Validator<'_> {
                         .into(),
                 );
             } else if let Some(&first) = seen.get(&name) {
-                let (line, _) = super::position(self.text, first);
+                let (line, _) = super::position(self.full, first);
                 self.error(
                     name_at,
                     format!("duplicate notify name {name:?} (first defined on line {line})"),

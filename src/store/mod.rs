@@ -663,6 +663,15 @@ pub async fn connect(config: &StoreConfig, timeout: Duration) -> StoreResult<Arc
 mod tests {
     use super::*;
 
+    /// A node keeps a lease record per job in its copy of the leases, and more while a read
+    /// merges: their size is the memory of a node at 10,000 jobs (rare parts are boxed).
+    #[test]
+    fn a_lease_record_stays_small() {
+        let size = std::mem::size_of::<LeaseRecord>();
+        eprintln!("LeaseRecord: {size} bytes");
+        assert!(size <= 120, "LeaseRecord is {size} bytes");
+    }
+
     fn config(backend: Backend, path: Option<&str>, project: Option<&str>) -> StoreConfig {
         StoreConfig {
             backend,
