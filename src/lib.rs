@@ -10,6 +10,7 @@
 //! | module                | job                                                             |
 //! |-----------------------|-----------------------------------------------------------------|
 //! | [`config`]            | `jobs.toml` → [`config::Config`]; every error names file, line, column |
+//! | [`config::pieces`]    | each `[[job]]` table parsed on its own: no parse tree of the whole file |
 //! | [`config::crontab`]   | the crontab dialect (Linux cron's fields, macros, day and DST rules) → croner |
 //! | [`config::schedule`]  | cron expression + IANA time zone → fire times (croner, DST-correct) |
 //! | [`config::context`]   | what a job's process runs with: env, env_file, working_dir, user, limits, nice |
@@ -26,6 +27,7 @@
 //! | [`node::app`]         | wiring and the one shutdown path                                |
 //! | [`node::session`]     | the node's session: one heartbeat write per renew period, its deadline |
 //! | [`node::election`]    | observes leases, judges expiry on the local monotonic clock, acquires |
+//! | [`node::walk`]        | what lets a poll skip its walk over every lease while nothing it reads changed |
 //! | [`node::jobs`]        | the job table: stable slots, so a reload can add, change and retire jobs |
 //! | [`node::reload`]      | SIGHUP / file change → validated jobs.toml applied as a diff    |
 //! | [`node::drift`]       | published job definitions: drift reports, per-job fair share    |
@@ -38,7 +40,7 @@
 //! | [`node::history`]     | keeps the newest `[store] history` runs per job, prunes in background |
 //! | [`node::runner`]      | runs an action, labels its output, enforces the timeout         |
 //! | [`node::exec`]        | a job's context on its process: env layers, setrlimit, nice, user (pre_exec) |
-//! | [`node::heap`]        | keeps resident memory near the live heap: two malloc arenas, a trim every 5 s |
+//! | [`node::heap`]        | keeps resident memory near the live heap: two malloc arenas, fixed mmap/trim thresholds, a trim every 5 s |
 //! | [`node::http_run`]    | runs an `http` action: the request, its idempotency key, status and body tail |
 //! | [`node::watchdog`]    | `__watchdog`: kills a dead node's running jobs (even after `kill -9`) |
 //!

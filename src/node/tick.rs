@@ -1159,16 +1159,21 @@ impl Ticks {
                     if !tail.changed_since(seen) {
                         continue;
                     }
-                    seen = tail.version();
+                    let version = tail.version();
                     let (output, output_cut) = tail.snapshot();
                     let update = RunRecord {
                         output,
                         output_cut,
                         ..progress.clone()
                     };
-                    // Best effort: the outcome's write carries the tail anyway.
-                    if let Err(e) = store.finish(&update).await {
-                        tracing::debug!(job = %update.job, "cannot write the output tail: {e}");
+                    // Best effort: the outcome's write carries the tail anyway. A failed write
+                    // is tried again at the next refresh, even if no output came since (a run
+                    // that printed once and then waited kept no tail when that one write failed).
+                    match store.finish(&update).await {
+                        Ok(_) => seen = version,
+                        Err(e) => {
+                            tracing::debug!(job = %update.job, "cannot write the output tail: {e}")
+                        }
                     }
                 }
             });
