@@ -154,6 +154,13 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_does_not_hide_the_first_job() {
+        let text = "\u{feff}[[job]]\nname = \"a\"\n[[job]]\nname = \"b\"\n";
+        assert_eq!(pieces(text).len(), 2);
+        assert!(split(text).rest.starts_with('\u{feff}'));
+    }
+
+    #[test]
     fn multibyte_text_in_a_piece_blanks_to_valid_text() {
         let text = "[[job]]\nname = \"ä€\"\n[node]\n";
         let split = split(text);
