@@ -505,6 +505,22 @@ fn sigterm_of_a_node_leading_hundreds_hands_them_all_over_on_zookeeper() {
     );
 }
 
+/// `[[job]]` tables for `names`, each once an hour (`say`), fire times spread over the hour:
+/// jobs that are about elections, not runs.
+fn hourly_jobs(names: &[String]) -> String {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            format!(
+                "\n[[job]]\nname = \"{name}\"\nschedule = \"{} {} * * * *\"\nsay = \"x\"\n",
+                i % 60,
+                (i / 60) % 60
+            )
+        })
+        .collect()
+}
+
 /// How the node leading the most is stopped.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Stop {
@@ -525,13 +541,7 @@ fn mass_failover(backend: Backend, stop: Stop, drill: &str) {
         backend.store_table()
     );
     let names: Vec<String> = (0..jobs_n).map(|i| format!("mass{i:03}")).collect();
-    for (i, name) in names.iter().enumerate() {
-        text.push_str(&format!(
-            "\n[[job]]\nname = \"{name}\"\nschedule = \"{} {} * * * *\"\nsay = \"x\"\n",
-            i % 60,
-            (i / 60) % 60
-        ));
-    }
+    text.push_str(&hourly_jobs(&names));
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &text);
     let mut nodes = start_nodes(&backend, &cfg, 3);
@@ -723,14 +733,8 @@ fn sigterm_of_a_leader_releases_and_hands_over_within_a_poll_and_a_tick() {
 fn sigterm_with_the_store_hanging_stops_within_a_few_store_timeouts() {
     let emu = common::Emulator::start_own();
     let jobs_n = 1000;
-    let mut text = String::from("[node]\nshutdown_grace = \"1s\"\n");
-    for i in 0..jobs_n {
-        text.push_str(&format!(
-            "\n[[job]]\nname = \"hang{i:04}\"\nschedule = \"{} {} * * * *\"\nsay = \"x\"\n",
-            i % 60,
-            (i / 60) % 60
-        ));
-    }
+    let names: Vec<String> = (0..jobs_n).map(|i| format!("hang{i:04}")).collect();
+    let text = format!("[node]\nshutdown_grace = \"1s\"\n{}", hourly_jobs(&names));
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &text);
     let mut node = Node::spawn(&emu, &cfg, "hang-node");

@@ -24,11 +24,6 @@ use crate::store::{RunRecord, Store};
 
 /// Runs read per acquisition: enough to find the newest `ok` run of a job that fails often.
 const HISTORY_READ: usize = 20;
-// One of those reads at a time ([`JobHealth::read_queued`]): a node that takes 2,000 leases
-// at a failover must not send 2,000 queries at once, which starved the heartbeats and the
-// election's reads behind them (sessions lapsed and the cluster churned at 10,000 jobs).
-// They are background work: the metrics they seed and the missed fire times they count can
-// wait.
 /// How long after taking a lease its history is read.
 const READ_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
 /// Tries of that read (1, 2, 4 s apart) while this node still holds the lease.
@@ -104,6 +99,10 @@ impl JobHealth {
 
     /// Read the queued histories one at a time, each once its delay is over (the
     /// acquisitions and the election's reads of a failover go first), until the node stops.
+    /// One at a time: a node that takes 2,000 leases at a failover must not send 2,000
+    /// queries at once, which starved the heartbeats and the election's reads behind them
+    /// (sessions lapsed and the cluster churned at 10,000 jobs). They are background work: the
+    /// metrics they seed and the missed fire times they count can wait.
     async fn read_queued(&self) {
         let stopping = self.ticks.stopping();
         loop {
