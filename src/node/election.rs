@@ -63,7 +63,8 @@ use crate::node::walk::{Available, Held, WalkKey, Walked};
 use crate::ops::metrics::Metrics;
 use crate::ops::sd_notify::Progress;
 use crate::store::{
-    Acquire, LeaseRecord, NodeRecord, Observed, Pause, Requests, Store, StoreResult, ACQUIRE_BATCH,
+    Acquire, LeaseRecord, NodeRecord, Observed, Pause, Requests, Store, StoreError, StoreResult,
+    ACQUIRE_BATCH,
 };
 
 /// What this node's last successful poll read: the node records, the leases (the election's
@@ -118,6 +119,21 @@ pub const RELEASE_BATCH: usize = 500;
 /// net for edits made outside cronlease); with a longer `lease`, at least once per lease; and
 /// once per this much for every 1,000 jobs ([`full_read_every`]).
 pub const FULL_READ_EVERY: Duration = Duration::from_secs(60);
+
+/// The extra wait before the next poll after `failures` polls in a row could not read the
+/// store: none after one, then doubling from one poll period, at most one `lease`; cut short
+/// when a heartbeat gets through after failing ([`Session::recoveries`]). Every node
+/// re-reading every lease each second is what kept an overloaded store overloaded: after the
+/// Datastore emulator was frozen for 15 s under 100,000 jobs, the five nodes' reads of all
+/// leases timed out poll after poll and none of them got a lease back.
+pub fn read_backoff(poll: Duration, lease: Duration, failures: u32) -> Duration {
+    match failures {
+        0 | 1 => Duration::ZERO,
+        n => poll
+            .saturating_mul(1 << (n - 2).min(16))
+            .min(lease.saturating_sub(poll)),
+    }
+}
 
 /// How often the safety-net read of all leases comes with `jobs` jobs: [`FULL_READ_EVERY`] (or
 /// `lease`, if longer) per 1,000 jobs, so that it reads about 1,000 leases a minute whatever the
@@ -233,6 +249,9 @@ struct State {
     lapsed_holding: bool,
     /// The leases as last read, and what the node records announced at that read.
     leases: Option<LeaseCache>,
+    /// Counts the changes of the copy in `leases` (changed in place, so its address says
+    /// nothing): the walk's key ([`WalkKey`]).
+    leases_version: u64,
     /// Other nodes that died (record gone, replaced by another process, or heartbeat unchanged
     /// for a lease) as this node saw them: their `running` runs are orphans.
     deaths: u64,
@@ -550,7 +569,7 @@ impl Election {
         if st.held.get(job).is_some_and(|l| l.term == term) {
             st.held.remove(job);
             self.metrics.lease_lost(job);
-            self.metrics.set_held(st.held.keys());
+            self.metrics.not_held(job, st.held.len());
             info!(event = "lease_lost", job, node = %self.node, term, "lease lost: {why}");
             drop(st);
             self.notify_lost(vec![(job.to_string(), term)]);
@@ -571,11 +590,13 @@ impl Election {
     pub async fn run(&self, cancel: CancellationToken) {
         let mut interval = tokio::time::interval(self.config.poll);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut recoveries = self.session.recoveries();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = interval.tick() => {}
             }
+            recoveries.borrow_and_update();
             tokio::select! {
                 _ = cancel.cancelled() => {
                     self.state.lock().unwrap().reading_since = None;
@@ -584,6 +605,17 @@ impl Election {
                 _ = self.poll_once(&cancel) => {}
             }
             self.progress.stamp();
+            let failures = self.state.lock().unwrap().failures;
+            let backoff = read_backoff(self.config.poll, self.config.lease, failures);
+            if !backoff.is_zero() {
+                // A heartbeat that gets through after failing (a network cut ends) ends the
+                // wait: the view is refreshed at once, not a lease later.
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = recoveries.changed() => {}
+                }
+            }
         }
     }
 
@@ -786,8 +818,10 @@ impl Election {
                     if changed.is_empty() && dirty.is_empty() {
                         return Ok(c.leases.clone());
                     }
-                    let jobs = self.to_reread(&c.leases, &names, &changed, nodes, &dirty);
-                    (Some((jobs, c.leases.clone())), dirty)
+                    (
+                        Some(self.to_reread(&c.leases, &names, &changed, nodes, &dirty)),
+                        dirty,
+                    )
                 }
                 _ => (None, dirty),
             }
@@ -797,48 +831,65 @@ impl Election {
             .map(|(id, n)| (id.clone(), (n.session.clone(), n.lease_epoch)))
             .collect();
         let read = match &partial {
-            Some((jobs, _)) if jobs.is_empty() => Ok(HashMap::new()),
-            Some((jobs, _)) => self.store.leases(jobs).await,
+            Some(jobs) if jobs.is_empty() => Ok(HashMap::new()),
+            Some(jobs) => self.store.leases(jobs).await,
             None => self.store.leases(&names).await,
         };
-        let was_full = partial.is_none();
-        match read {
-            Ok(mut found) => {
-                let leases = match partial {
-                    Some((jobs, base)) => {
-                        let mut merged = (*base).clone();
-                        for job in jobs {
-                            match found.remove(&job) {
-                                Some(lease) => merged.insert(job, lease),
-                                None => merged.remove(&job),
-                            };
-                        }
-                        Arc::new(merged)
-                    }
-                    None => Arc::new(found),
-                };
-                let mut st = self.state.lock().unwrap();
-                // A partial read keeps the last full read's time: the safety net still comes.
-                let read_at = match &st.leases {
-                    Some(c) if !was_full => c.read_at,
-                    _ => started,
-                };
-                st.leases = Some(LeaseCache {
-                    leases: leases.clone(),
-                    names,
-                    control,
-                    epochs,
-                    read_at,
-                });
-                Ok(leases)
-            }
+        let found = match read {
+            Ok(found) => found,
             Err(e) => {
+                // The copy and what it was read against stay as they were, so the next poll
+                // decides the same way: a full read again if this one was (re-marked, as the
+                // mark was cleared before it), else the same changed nodes' leases and these
+                // jobs. A failed read of a few leases does not become a read of all of them.
                 let mut st = self.state.lock().unwrap();
-                st.leases_dirty = true;
+                st.leases_dirty |= partial.is_none();
                 st.dirty_jobs.extend(dirty);
-                Err(e)
+                return Err(e);
             }
+        };
+        let mut st = self.state.lock().unwrap();
+        let st = &mut *st;
+        let (leases, read_at) = match (partial, st.leases.take()) {
+            (Some(jobs), Some(cache)) => {
+                // Merged in place: a copy of 100,000 leases is about 30 MB, and a clone for
+                // every partial read doubled it. The observation lets go of its reference
+                // first (it gets the merged copy back below); a reader holding one (the
+                // dashboard building a view) only makes this one merge clone.
+                if let Some(o) = st.observed.as_mut() {
+                    o.leases = Arc::default();
+                }
+                let mut leases = cache.leases;
+                if merge(Arc::make_mut(&mut leases), jobs, found) {
+                    st.leases_version += 1;
+                }
+                // A partial read keeps the last full read's time: the safety net still comes.
+                (leases, cache.read_at)
+            }
+            (Some(_), None) => {
+                // The copy went away during the read (nothing does this today): a part is no
+                // view of the leases. Read them all next time.
+                st.leases_dirty = true;
+                return Err(StoreError::Unavailable(
+                    "the leases copy went away during a partial read".into(),
+                ));
+            }
+            (None, _) => {
+                st.leases_version += 1;
+                (Arc::new(found), started)
+            }
+        };
+        if let Some(o) = st.observed.as_mut() {
+            o.leases = leases.clone();
         }
+        st.leases = Some(LeaseCache {
+            leases: leases.clone(),
+            names,
+            control,
+            epochs,
+            read_at,
+        });
+        Ok(leases)
     }
 
     /// The leases to read again when `changed` nodes announced something (or `dirty` jobs were
@@ -960,10 +1011,14 @@ impl Election {
             .collect();
         let live = live_peers.len() + 1;
         let names = self.jobs.active_names();
-        let key = WalkKey::new(leases, &names, session, &st.held, nodes, |id| alive(st, id));
-        let walked = match st.walked.take() {
-            Some(w) if w.key == key => w,
-            _ => {
+        let key = WalkKey::new(st.leases_version, &names, session, &st.held, nodes, |id| {
+            alive(st, id)
+        });
+        // A last walk for other inputs goes before the new one is made: at a start with
+        // 100,000 jobs each one's list of available leases is about 30 MB.
+        let walked = match st.walked.take().filter(|w| w.key == key) {
+            Some(w) => w,
+            None => {
                 let (available, counts) =
                     self.walk(st, leases, &names, nodes, session, now, &mut lost);
                 Walked {
@@ -1176,9 +1231,19 @@ impl Election {
                         let handed = nodes
                             .get(&rec.holder)
                             .is_some_and(|n| n.session == rec.session && handed_over(n, job));
+                        // The holder's record counts only while it shows the session the
+                        // lease was taken under. Showing another one, the holder restarted
+                        // (or its session lapsed and it began a new one): sessions are never
+                        // taken up again, so that lease's session is over for good, as if the
+                        // record were gone. Compared against the new session's heartbeat, the
+                        // take failed whenever that heartbeat moved before the commit (after a
+                        // store outage at 100,000 jobs: every time, and no lease came back),
+                        // and ending "its" session deleted a live node's record.
                         let holder_node = nodes
                             .get(&rec.holder)
-                            .filter(|_| !rec.holder.is_empty() && !handed)
+                            .filter(|n| {
+                                !rec.holder.is_empty() && !handed && n.session == rec.session
+                            })
                             .map(|n| (n.session.clone(), n.heartbeat));
                         available.push((
                             job.clone(),
@@ -1749,6 +1814,28 @@ struct Plan {
     offset_ms: Option<i64>,
 }
 
+/// Puts the re-read `jobs` into the leases `copy`: each one as `found`, or gone if it was not
+/// found. Whether anything changed.
+fn merge(
+    copy: &mut HashMap<String, LeaseRecord>,
+    jobs: Vec<String>,
+    mut found: HashMap<String, LeaseRecord>,
+) -> bool {
+    let mut changed = false;
+    for job in jobs {
+        match found.remove(&job) {
+            Some(lease) => {
+                if copy.get(&job) != Some(&lease) {
+                    copy.insert(job, lease);
+                    changed = true;
+                }
+            }
+            None => changed |= copy.remove(&job).is_some(),
+        }
+    }
+    changed
+}
+
 /// The other nodes whose (session, lease epoch) differ from `seen` (the last read's), or that
 /// appeared or are gone. This node's own changes are tracked job by job instead.
 fn changed_nodes<'a>(
@@ -1794,7 +1881,7 @@ fn drop_stale(
     for job in stale {
         if let Some(l) = st.held.remove(&job) {
             metrics.lease_lost(&job);
-            metrics.set_held(st.held.keys());
+            metrics.not_held(&job, st.held.len());
             info!(event = "lease_lost", job = %job, node, term = l.term,
                 "lease lost: the session lapsed (no successful heartbeat within the renew deadline)");
             lost.push((job, l.term));
@@ -1843,5 +1930,53 @@ mod tests {
             .expect("the election loop still waits for its poll after the stop")
             .unwrap();
         assert!(election.state.lock().unwrap().reading_since.is_none());
+    }
+
+    #[test]
+    fn a_merge_counts_only_real_changes() {
+        let lease = |holder: &str, term| LeaseRecord {
+            holder: holder.into(),
+            term,
+            ..Default::default()
+        };
+        let mut copy = HashMap::from([
+            ("a".to_string(), lease("n1", 1)),
+            ("b".into(), lease("n2", 1)),
+        ]);
+        let read = |pairs: &[(&str, LeaseRecord)]| {
+            pairs
+                .iter()
+                .map(|(j, l)| (j.to_string(), l.clone()))
+                .collect::<HashMap<_, _>>()
+        };
+        // Re-read as it was, and a job with no lease anywhere: no change.
+        assert!(!merge(
+            &mut copy,
+            vec!["a".into(), "c".into()],
+            read(&[("a", lease("n1", 1))])
+        ));
+        // Taken by another node.
+        assert!(merge(
+            &mut copy,
+            vec!["a".into()],
+            read(&[("a", lease("n2", 2))])
+        ));
+        assert_eq!(copy["a"], lease("n2", 2));
+        // Gone from the store.
+        assert!(merge(&mut copy, vec!["b".into()], HashMap::new()));
+        assert!(!copy.contains_key("b"));
+        // Leases not re-read are kept as they were.
+        assert_eq!(copy.len(), 1);
+    }
+
+    #[test]
+    fn failed_reads_back_off_to_at_most_a_lease() {
+        let (poll, lease) = (Duration::from_secs(1), Duration::from_secs(10));
+        let waits: Vec<u64> = (0..8)
+            .map(|n| read_backoff(poll, lease, n).as_secs())
+            .collect();
+        // With the poll period itself: 1, 1, 2, 3, 5, 9, 10, 10 s between reads.
+        assert_eq!(waits, [0, 0, 1, 2, 4, 8, 9, 9]);
+        assert_eq!(read_backoff(poll, lease, u32::MAX), Duration::from_secs(9));
     }
 }

@@ -50,6 +50,9 @@ pub struct Session {
     state: Mutex<State>,
     /// Wakes the renew loop for an early heartbeat (a lease change to announce).
     renew_now: tokio::sync::Notify,
+    /// Counts the writes of the record that succeeded after failed ones: the store answers
+    /// again ([`Session::recoveries`]).
+    recovered: tokio::sync::watch::Sender<u64>,
     /// When the last write of the record ended, success or not: registration and the renew
     /// loop are alive (systemd's watchdog, [`crate::ops::sd_notify::watchdog_ok`]).
     progress: Progress,
@@ -102,11 +105,18 @@ impl Session {
                 leaving: false,
             }),
             renew_now: tokio::sync::Notify::new(),
+            recovered: tokio::sync::watch::Sender::new(0),
             progress: Progress::new(),
         }
     }
 
     /// When the last write of the node record ended (success or store error).
+    /// Moves each time a write of the record succeeds after failed ones: the election's
+    /// polls, backing off after failed reads, wake on it instead of waiting out the backoff.
+    pub fn recoveries(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.recovered.subscribe()
+    }
+
     pub fn progress(&self) -> &Progress {
         &self.progress
     }
@@ -226,6 +236,7 @@ impl Session {
                         failures = st.failures,
                         "store reachable again"
                     );
+                    self.recovered.send_modify(|n| *n += 1);
                 }
                 st.failures = 0;
                 Ok(())

@@ -5,8 +5,8 @@
 //! that walk (a hash lookup and a few string compares per job, every second) was a fifth of a
 //! node's CPU, and `memcmp` another quarter, for a result that changes only when its inputs
 //! do. The inputs are all in a [`WalkKey`]:
-//! - the leases copy: a new `Arc` after every read that found a change, the same one
-//!   otherwise;
+//! - the leases copy, by its version: the election counts every change a read makes to it
+//!   (the copy itself is changed in place, so its address says nothing);
 //! - the job list (a reload makes a new one);
 //! - this node's session;
 //! - the leases this node holds ([`Held`] counts its changes);
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use crate::node::election::Leadership;
-use crate::store::{LeaseRecord, NodeRecord, Observed};
+use crate::store::{NodeRecord, Observed};
 
 /// The leases this node holds (job → leadership), with a count of their changes: a walk's
 /// result stays valid while the count does. Read through `Deref`; every change goes through
@@ -72,7 +72,8 @@ impl Held {
 
 /// Everything a walk's result depends on.
 pub struct WalkKey {
-    leases: Arc<HashMap<String, LeaseRecord>>,
+    /// The version of the leases copy.
+    leases: u64,
     names: Arc<Vec<String>>,
     session: Option<String>,
     held: u64,
@@ -93,7 +94,7 @@ struct NodeKey {
 impl WalkKey {
     /// `alive(id)`: whether this observer judges node `id` alive now.
     pub fn new(
-        leases: &Arc<HashMap<String, LeaseRecord>>,
+        leases: u64,
         names: &Arc<Vec<String>>,
         session: Option<&str>,
         held: &Held,
@@ -116,7 +117,7 @@ impl WalkKey {
             .collect();
         keys.sort_by(|a, b| a.id.cmp(&b.id));
         WalkKey {
-            leases: leases.clone(),
+            leases,
             names: names.clone(),
             session: session.map(str::to_string),
             held: held.changes(),
@@ -133,7 +134,7 @@ impl WalkKey {
 
 impl PartialEq for WalkKey {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.leases, &other.leases)
+        self.leases == other.leases
             && Arc::ptr_eq(&self.names, &other.names)
             && self.session == other.session
             && self.held == other.held
@@ -194,40 +195,40 @@ mod tests {
 
     #[test]
     fn a_key_changes_with_each_input_the_walk_reads() {
-        let leases = Arc::new(HashMap::new());
+        let leases = 7;
         let names = Arc::new(vec!["a".to_string()]);
         let mut held = Held::default();
         let mut nodes = HashMap::from([("n2".to_string(), node("n2", "s2"))]);
-        let key = |leases: &Arc<_>, names: &Arc<_>, held: &Held, nodes: &HashMap<_, _>, up| {
+        let key = |leases: u64, names: &Arc<_>, held: &Held, nodes: &HashMap<_, _>, up| {
             WalkKey::new(leases, names, Some("s1"), held, nodes, |_| up)
         };
-        let base = key(&leases, &names, &held, &nodes, true);
-        assert!(base == key(&leases, &names, &held, &nodes, true));
+        let base = key(leases, &names, &held, &nodes, true);
+        assert!(base == key(leases, &names, &held, &nodes, true));
         // Heartbeats and epochs are not inputs: the key ignores them.
         nodes.get_mut("n2").unwrap().heartbeat += 1;
-        assert!(base == key(&leases, &names, &held, &nodes, true));
-        // A new copy of the leases, even an equal one, is a new input.
-        assert!(base != key(&Arc::new(HashMap::new()), &names, &held, &nodes, true));
-        assert!(base != key(&leases, &Arc::new(vec!["a".into()]), &held, &nodes, true));
+        assert!(base == key(leases, &names, &held, &nodes, true));
+        // A new version of the leases copy, even an equal one, is a new input.
+        assert!(base != key(8, &names, &held, &nodes, true));
+        assert!(base != key(leases, &Arc::new(vec!["a".into()]), &held, &nodes, true));
         assert!(
-            base != key(&leases, &names, &held, &nodes, false),
+            base != key(leases, &names, &held, &nodes, false),
             "a node died"
         );
-        assert!(base != WalkKey::new(&leases, &names, None, &held, &nodes, |_| true));
+        assert!(base != WalkKey::new(leases, &names, None, &held, &nodes, |_| true));
         nodes.get_mut("n2").unwrap().leaving = true;
-        let leaving = key(&leases, &names, &held, &nodes, true);
+        let leaving = key(leases, &names, &held, &nodes, true);
         assert!(base != leaving);
         nodes.get_mut("n2").unwrap().jobs.clear();
         assert!(
-            leaving != key(&leases, &names, &held, &nodes, true),
+            leaving != key(leases, &names, &held, &nodes, true),
             "it keeps less"
         );
         nodes.get_mut("n2").unwrap().session = "s3".into();
-        let restarted = key(&leases, &names, &held, &nodes, true);
+        let restarted = key(leases, &names, &held, &nodes, true);
         held.insert("a".into(), lead());
-        assert!(restarted != key(&leases, &names, &held, &nodes, true));
+        assert!(restarted != key(leases, &names, &held, &nodes, true));
         nodes.insert("n3".into(), node("n3", "s4"));
-        let more = key(&leases, &names, &held, &nodes, true);
+        let more = key(leases, &names, &held, &nodes, true);
         assert!(more != restarted.after(&held));
     }
 }

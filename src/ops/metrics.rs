@@ -425,6 +425,16 @@ impl Metrics {
         }
     }
 
+    /// This node no longer holds the lease of `job` and holds `held` now: one job's change,
+    /// where [`Metrics::set_held`] compares every held job (called per job, a lapse of 20,000
+    /// leases took it minutes).
+    pub fn not_held(&self, job: &str, held: usize) {
+        self.leases_held.set(held as i64);
+        if self.leading.lock().unwrap().remove(job) {
+            self.job_leader.get_or_create(&Self::job(job)).set(0);
+        }
+    }
+
     /// A run of `job` started at `started` (and, if `succeeded_at`, ended `ok` then): the
     /// last-run and last-success gauges move forward, never back.
     pub fn run_seen(
@@ -661,5 +671,22 @@ mod tests {
         assert!(text.contains("cronlease_job_runs_total{job=\"report\",outcome=\"skipped\"} 1"));
         assert!(!text.contains("cronlease_job_duration_seconds_count{job=\"report\"}"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn one_lost_lease_moves_only_its_own_series() {
+        let m = Metrics::new();
+        let (backup, report) = ("backup".to_string(), "report".to_string());
+        m.set_held([&backup, &report]);
+        m.not_held("report", 1);
+        let text = m.encode();
+        assert!(text.contains("cronlease_leases_held 1"), "{text}");
+        assert!(text.contains("cronlease_job_leader{job=\"report\"} 0"));
+        assert!(text.contains("cronlease_job_leader{job=\"backup\"} 1"));
+        // A later full update agrees: the job is no longer among the led ones.
+        m.set_held([&backup, &report]);
+        assert!(m
+            .encode()
+            .contains("cronlease_job_leader{job=\"report\"} 1"));
     }
 }
