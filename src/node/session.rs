@@ -110,13 +110,13 @@ impl Session {
         }
     }
 
-    /// When the last write of the node record ended (success or store error).
     /// Moves each time a write of the record succeeds after failed ones: the election's
     /// polls, backing off after failed reads, wake on it instead of waiting out the backoff.
     pub fn recoveries(&self) -> tokio::sync::watch::Receiver<u64> {
         self.recovered.subscribe()
     }
 
+    /// When the last write of the node record ended (success or store error).
     pub fn progress(&self) -> &Progress {
         &self.progress
     }
