@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond the toolchain, Java and the Datastore emulator (which
 # .ci/run sees to): libfaketime, used by the fault drills (tests/drills.rs) to give a node a
-# skewed or DST-edge wall clock, jq, which scripts/reliability.sh uses, redis-server and
-# zookeeper (the Redis and ZooKeeper stores' tests), promtool (the alerting rules), and chromium
-# with chromedriver (the dashboard's browser tests). Idempotent: installs
+# skewed or DST-edge wall clock, jq, which scripts/reliability.sh uses, redis-server, zookeeper
+# and postgresql (the Redis, ZooKeeper and PostgreSQL stores' tests), promtool (the alerting
+# rules), and chromium with chromedriver (the dashboard's browser tests). Idempotent: installs
 # only what is missing, and nothing when all is there. Works as root or through passwordless
 # sudo (Debian/Ubuntu: apt-get).
 #
@@ -67,6 +67,13 @@ if [[ -f /usr/share/java/zookeeper.jar ]]; then
 else
     missing+=(zookeeper)
 fi
+# postgresql: the PostgreSQL store's tests make a cluster of their own with its initdb and run
+# it as the postgres user the package creates (tests/common/postgres_server.rs).
+if compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null && id postgres >/dev/null 2>&1; then
+    say "postgresql present: $(ls -d /usr/lib/postgresql/*/bin | tail -1)"
+else
+    missing+=(postgresql)
+fi
 # promtool (Debian package prometheus): scripts/test.sh checks and unit-tests the alerting rules
 # in deploy/prometheus with it.
 if command -v promtool >/dev/null 2>&1; then
@@ -97,6 +104,7 @@ lib=$(find_libfaketime) || { say "libfaketime.so.1 is still not found after inst
 command -v jq >/dev/null 2>&1 || { say "jq is still not found after installing it"; exit 1; }
 [[ -x /usr/bin/redis-server ]] || command -v redis-server >/dev/null 2>&1 || { say "redis-server is still not found after installing it"; exit 1; }
 [[ -f /usr/share/java/zookeeper.jar ]] || { say "zookeeper.jar is still not found after installing zookeeper"; exit 1; }
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || { say "postgres is still not found after installing postgresql"; exit 1; }
 command -v promtool >/dev/null 2>&1 || { say "promtool is still not found after installing prometheus"; exit 1; }
 command -v chromedriver >/dev/null 2>&1 || { say "chromedriver is still not found after installing chromium-driver"; exit 1; }
 say "installed ${missing[*]}; libfaketime: $lib"

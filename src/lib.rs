@@ -18,7 +18,8 @@
 //! | [`config::http_action`] | the `http` action: URL, method, headers, body, expected statuses |
 //!
 //! **Where it is kept** ([`store`]): the storage seam (one trait, storage only) and one file per
-//! backend (Datastore, file, Redis, ZooKeeper), a factory from config, a metering wrapper.
+//! backend (Datastore, file, Redis, ZooKeeper, PostgreSQL), a factory from config, a metering
+//! wrapper, and [`store::rules`], what every backend decides the same way (a claim's refusal).
 //!
 //! **The node** ([`node`]):
 //!

@@ -140,6 +140,16 @@ async fn open_store(backend: &Backend) -> Box<dyn Store> {
             .await
             .unwrap(),
         ),
+        Backend::Postgres(server) => Box::new(
+            cronlease::store::postgres::PostgresStore::connect(
+                &server.url(),
+                "cronlease",
+                "cronlease",
+                timeout,
+            )
+            .await
+            .unwrap(),
+        ),
     }
 }
 
@@ -275,6 +285,11 @@ fn three_nodes_run_every_fire_time_exactly_once_on_zookeeper() {
     exactly_once(Backend::zookeeper(), "three_nodes_exactly_once_zookeeper");
 }
 
+#[test]
+fn three_nodes_run_every_fire_time_exactly_once_on_postgres() {
+    exactly_once(Backend::postgres(), "three_nodes_exactly_once_postgres");
+}
+
 fn exactly_once(backend: Backend, drill: &str) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_cluster_config(&backend, dir.path(), &["alpha", "beta"]);
@@ -377,6 +392,11 @@ fn kill_9_of_a_leader_fails_over_within_lease_poll_and_a_tick_on_redis() {
 }
 
 #[test]
+fn kill_9_of_a_leader_fails_over_within_lease_poll_and_a_tick_on_postgres() {
+    kill_9_failover(Backend::postgres(), "kill_9_failover_postgres");
+}
+
+#[test]
 fn kill_9_of_a_leader_fails_over_within_lease_poll_and_a_tick_on_zookeeper() {
     kill_9_failover(Backend::zookeeper(), "kill_9_failover_zookeeper");
 }
@@ -474,6 +494,16 @@ fn kill_9_of_a_node_leading_hundreds_moves_them_all_within_lease_and_3_s_on_the_
 #[test]
 fn kill_9_of_a_node_leading_hundreds_moves_them_all_within_lease_and_3_s_on_redis() {
     mass_failover(Backend::redis(), Stop::Kill9, "mass_failover_redis");
+}
+
+#[test]
+fn kill_9_of_a_node_leading_hundreds_moves_them_all_within_lease_and_3_s_on_postgres() {
+    mass_failover(Backend::postgres(), Stop::Kill9, "mass_failover_postgres");
+}
+
+#[test]
+fn sigterm_of_a_node_leading_hundreds_hands_them_all_over_on_postgres() {
+    mass_failover(Backend::postgres(), Stop::Sigterm, "mass_handover_postgres");
 }
 
 #[test]

@@ -54,6 +54,20 @@ async fn zookeeper_store() -> (Arc<dyn Store>, common::zookeeper_server::ZooKeep
     (store, server)
 }
 
+/// A fresh PostgreSQL store on its own server (kept alive by the returned guard).
+async fn postgres_store() -> (Arc<dyn Store>, common::postgres_server::PostgresServer) {
+    let server = common::postgres_server::PostgresServer::start();
+    let store = cronlease::store::postgres::connect(
+        &server.url(),
+        "cronlease",
+        "contract",
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("connect to postgres");
+    (store, server)
+}
+
 fn node(id: &str, session: &str, heartbeat: i64) -> NodeRecord {
     NodeRecord {
         id: id.to_string(),
@@ -1823,6 +1837,7 @@ contract!(datastore, datastore_store);
 contract!(file, file_store);
 contract!(redis, redis_store);
 contract!(zookeeper, zookeeper_store);
+contract!(postgres, postgres_store);
 
 // ---- the file store only ----
 

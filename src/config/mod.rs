@@ -77,7 +77,7 @@ pub struct Config {
     pub jobs: Vec<Job>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Copy)]
 pub enum Backend {
     /// No `backend`, `path` or `project` given: Datastore if the environment names one, else
     /// the file store in the local state directory. Decided at connect time
@@ -91,6 +91,8 @@ pub enum Backend {
     Redis,
     /// `backend = "zookeeper"`, or `hosts` given.
     ZooKeeper,
+    /// `backend = "postgres"`, or a `postgres://` (`postgresql://`) `url` given.
+    Postgres,
 }
 
 impl Backend {
@@ -102,6 +104,7 @@ impl Backend {
             Backend::File => "file",
             Backend::Redis => "redis",
             Backend::ZooKeeper => "zookeeper",
+            Backend::Postgres => "postgres",
         }
     }
 }
@@ -114,8 +117,11 @@ pub struct StoreConfig {
     /// working directories still share one store. `None`: the local state directory.
     pub path: Option<PathBuf>,
     pub project: Option<String>,
-    /// The Redis server, `redis://host:port[/db]` (redis backend).
+    /// The Redis server, `redis://host:port[/db]` (redis backend), or the PostgreSQL database,
+    /// `postgres://user@host:port/db` (postgres backend).
     pub url: Option<String>,
+    /// The PostgreSQL schema of cronlease's tables (postgres backend; default `cronlease`).
+    pub schema: String,
     /// The ZooKeeper ensemble, `host:port[,host:port...]` (zookeeper backend).
     pub hosts: Option<String>,
     pub namespace: String,
@@ -389,6 +395,8 @@ pub const MAX_NAME_CHARS: usize = 100;
 pub const MAX_REPEAT: i64 = 10_000;
 
 pub const DEFAULT_NAMESPACE: &str = "cronlease";
+/// The PostgreSQL schema of cronlease's tables unless `[store] schema` says otherwise.
+pub const DEFAULT_SCHEMA: &str = "cronlease";
 /// Runs kept per job by default.
 pub const DEFAULT_HISTORY: usize = 100;
 /// Largest `history`: pruning reads past this many keys per job.
@@ -559,6 +567,7 @@ struct RawStore {
     project: Option<Spanned<String>>,
     url: Option<Spanned<String>>,
     hosts: Option<Spanned<String>>,
+    schema: Option<Spanned<String>>,
     namespace: Option<Spanned<String>>,
     history: Option<Spanned<i64>>,
 }
@@ -935,6 +944,7 @@ impl Validator<'_> {
                 project: None,
                 url: None,
                 hosts: None,
+                schema: DEFAULT_SCHEMA.into(),
                 namespace: DEFAULT_NAMESPACE.into(),
                 history: DEFAULT_HISTORY,
             });
@@ -945,19 +955,31 @@ impl Validator<'_> {
         let backend = match &raw.backend {
             None if raw.path.is_some() => Backend::File,
             None if raw.project.is_some() => Backend::Datastore,
+            // The url's scheme tells which server it is.
+            None if raw
+                .url
+                .as_ref()
+                .is_some_and(|u| crate::store::is_postgres_url(u.get_ref())) =>
+            {
+                Backend::Postgres
+            }
             None if raw.url.is_some() => Backend::Redis,
+            None if raw.schema.is_some() => Backend::Postgres,
             None if raw.hosts.is_some() => Backend::ZooKeeper,
             None => Backend::Auto,
             Some(b) if b.get_ref() == "datastore" => Backend::Datastore,
             Some(b) if b.get_ref() == "file" => Backend::File,
             Some(b) if b.get_ref() == "redis" => Backend::Redis,
             Some(b) if b.get_ref() == "zookeeper" => Backend::ZooKeeper,
+            Some(b) if b.get_ref() == "postgres" || b.get_ref() == "postgresql" => {
+                Backend::Postgres
+            }
             Some(b) => {
                 self.error(
                     b.span().start,
                     format!(
                         "unknown store backend {:?}: the backends are \"datastore\", \
-                         \"file\", \"redis\" and \"zookeeper\" (leave it out for Datastore \
+                         \"file\", \"redis\", \"zookeeper\" and \"postgres\" (leave it out for Datastore \
                          when DATASTORE_PROJECT_ID, GOOGLE_CLOUD_PROJECT or \
                          DATASTORE_EMULATOR_HOST is set, else a file store in the local state \
                          directory)",
@@ -982,20 +1004,23 @@ impl Validator<'_> {
             }
         }
         // Each backend-specific key belongs to one backend.
-        for (key, value, owner) in [
-            ("path", &raw.path, Backend::File),
-            ("project", &raw.project, Backend::Datastore),
-            ("url", &raw.url, Backend::Redis),
-            ("hosts", &raw.hosts, Backend::ZooKeeper),
+        for (key, value, owners) in [
+            ("path", &raw.path, &[Backend::File][..]),
+            ("project", &raw.project, &[Backend::Datastore]),
+            ("url", &raw.url, &[Backend::Redis, Backend::Postgres]),
+            ("hosts", &raw.hosts, &[Backend::ZooKeeper]),
+            ("schema", &raw.schema, &[Backend::Postgres]),
         ] {
             if let Some(v) = value {
-                if backend != owner && backend != Backend::Auto {
+                if !owners.contains(&backend) && backend != Backend::Auto {
                     let at = self.key_offset(&v.span(), key);
+                    let names: Vec<String> =
+                        owners.iter().map(|o| format!("{:?}", o.name())).collect();
                     self.error(
                         at,
                         format!(
-                            "{key} is a setting of the {:?} backend, not of {:?}",
-                            owner.name(),
+                            "{key} is a setting of the {} backend, not of {:?}",
+                            names.join(" and "),
                             backend.name()
                         ),
                     );
@@ -1005,6 +1030,12 @@ impl Validator<'_> {
         }
         for (key, value, owner, example) in [
             ("url", &raw.url, Backend::Redis, "redis://127.0.0.1:6379"),
+            (
+                "url",
+                &raw.url,
+                Backend::Postgres,
+                "postgres://cronlease@db.example:5432/cronlease",
+            ),
             ("hosts", &raw.hosts, Backend::ZooKeeper, "127.0.0.1:2181"),
         ] {
             match (value, &raw.backend) {
@@ -1044,6 +1075,50 @@ impl Validator<'_> {
                     .unwrap_or(Path::new(""))
                     .join(p.get_ref()),
             ),
+        };
+        // A postgres url is parsed here, so `cronlease check` finds its mistakes without
+        // connecting; the message never shows a password.
+        if let (Backend::Postgres, Some(u)) = (backend, &raw.url) {
+            if !u.get_ref().trim().is_empty() {
+                let problem = if !crate::store::is_postgres_url(u.get_ref()) {
+                    Some(format!(
+                        "the postgres backend needs a postgres:// (or postgresql://) url, not \
+                         {:?}",
+                        crate::store::redact_url(u.get_ref())
+                    ))
+                } else {
+                    crate::store::check_postgres_url(u.get_ref()).err()
+                };
+                if let Some(problem) = problem {
+                    self.error(u.span().start, problem);
+                    ok = false;
+                }
+            }
+        }
+        let schema = match &raw.schema {
+            None => DEFAULT_SCHEMA.to_string(),
+            Some(v) => {
+                let s = v.get_ref();
+                let fine = !s.is_empty()
+                    && s.len() <= 63
+                    && s.chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                    && s.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                if !fine {
+                    self.error(
+                        v.span().start,
+                        format!(
+                            "schema {s:?} must be a plain PostgreSQL name: lowercase letters, \
+                             digits and '_', starting with a letter or '_', at most 63 \
+                             characters"
+                        ),
+                    );
+                    ok = false;
+                }
+                s.clone()
+            }
         };
         if let Some(p) = &raw.project {
             if p.get_ref().trim().is_empty() {
@@ -1100,6 +1175,7 @@ impl Validator<'_> {
             backend,
             url: raw.url.map(|u| u.into_inner()),
             hosts: raw.hosts.map(|h| h.into_inner()),
+            schema,
             path,
             project: raw.project.map(|p| p.into_inner()),
             namespace,
@@ -2084,7 +2160,7 @@ shell = "echo hi"
         assert_err(
             &format!("[store]\nbackend = \"sqlite\"\n{JOB}"),
             2,
-            "unknown store backend \"sqlite\": the backends are \"datastore\", \"file\", \"redis\" and \"zookeeper\"",
+            "unknown store backend \"sqlite\": the backends are \"datastore\", \"file\", \"redis\", \"zookeeper\" and \"postgres\"",
         );
         assert_err(
             &format!("[store]\nbackend = \"datastore\"\npath = \"/x\"\n{JOB}"),
@@ -2115,7 +2191,7 @@ shell = "echo hi"
         assert_err(
             &format!("[store]\nbackend = \"file\"\nurl = \"redis://x\"\n{JOB}"),
             3,
-            "url is a setting of the \"redis\" backend, not of \"file\"",
+            "url is a setting of the \"redis\" and \"postgres\" backend, not of \"file\"",
         );
         assert_err(
             &format!("[store]\nurl = \"\"\n{JOB}"),
@@ -2138,6 +2214,59 @@ shell = "echo hi"
             "namespace",
         );
         assert_err(&format!("[store]\nnamespace = \"\"\n{JOB}"), 2, "namespace");
+    }
+
+    #[test]
+    fn postgres_store_settings() {
+        let store = |text: &str| parse("j.toml", &format!("{text}{JOB}")).unwrap().store;
+        // A postgres url alone selects it, as a redis one selects Redis.
+        let pg = store("[store]\nurl = \"postgresql://app@db:5432/jobs\"\n");
+        assert_eq!(
+            (pg.backend, pg.schema.as_str()),
+            (Backend::Postgres, "cronlease")
+        );
+        let named = store(
+            "[store]\nbackend = \"postgres\"\nurl = \"postgres://db/j\"\nschema = \"ops_cron\"\n",
+        );
+        assert_eq!(
+            (named.backend, named.schema.as_str()),
+            (Backend::Postgres, "ops_cron")
+        );
+        assert_eq!(
+            store("[store]\nurl = \"redis://r:6379\"\n").backend,
+            Backend::Redis
+        );
+        assert_err(
+            &format!("[store]\nbackend = \"postgres\"\n{JOB}"),
+            2,
+            "the \"postgres\" backend needs url, e.g. url = \"postgres://",
+        );
+        assert_err(
+            &format!("[store]\nbackend = \"postgres\"\nurl = \"redis://r\"\n{JOB}"),
+            3,
+            "the postgres backend needs a postgres:// (or postgresql://) url",
+        );
+        // A url that does not parse is refused by `check`, at its line, without its password.
+        let text =
+            format!("[store]\n\nurl = \"postgres://app:hunter2@db/jobs?sslmode=sometimes\"\n{JOB}");
+        let e = parse("j.toml", &text).unwrap_err().to_string();
+        assert!(e.contains("j.toml:3:") && e.contains("app:***@db"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        assert_err(
+            &format!("[store]\nurl = \"postgres://db/j?sslmode=require\"\n{JOB}"),
+            2,
+            "sslmode=require needs TLS",
+        );
+        assert_err(
+            &format!("[store]\nurl = \"postgres://db/j\"\nschema = \"Ops-Cron\"\n{JOB}"),
+            3,
+            "schema \"Ops-Cron\" must be a plain PostgreSQL name",
+        );
+        assert_err(
+            &format!("[store]\nurl = \"redis://r\"\nschema = \"s\"\n{JOB}"),
+            3,
+            "schema is a setting of the \"postgres\" backend, not of \"redis\"",
+        );
     }
 
     #[test]

@@ -502,8 +502,17 @@ pub fn describe_config(config: &StoreConfig) -> String {
     match store::resolve(config) {
         store::Resolved::File { dir, .. } => format!("file store at {}", dir.display()),
         store::Resolved::Redis { url } => {
-            format!("redis at {url} (namespace {})", config.namespace)
+            format!(
+                "redis at {} (namespace {})",
+                store::redact_url(&url),
+                config.namespace
+            )
         }
+        store::Resolved::Postgres { url, schema } => format!(
+            "postgres at {} (schema {schema}, namespace {})",
+            store::redact_url(&url),
+            config.namespace
+        ),
         store::Resolved::ZooKeeper { hosts } => {
             format!("zookeeper at {hosts} (namespace {})", config.namespace)
         }

@@ -28,9 +28,12 @@ pub mod datastore;
 pub mod file;
 mod json_records;
 pub mod metered;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod requests;
+pub mod rules;
 #[cfg(test)]
 pub mod testing;
 #[cfg(feature = "zookeeper")]
@@ -560,6 +563,63 @@ pub enum Resolved {
     ZooKeeper {
         hosts: String,
     },
+    /// A PostgreSQL database (`url`) and the schema of cronlease's tables in it.
+    Postgres {
+        url: String,
+        schema: String,
+    },
+}
+
+/// Whether `url` names PostgreSQL (`postgres://` or `postgresql://`): such a url selects the
+/// postgres backend as any other selects Redis. Plain text: known without the feature.
+pub fn is_postgres_url(url: &str) -> bool {
+    let lower = url.trim().to_ascii_lowercase();
+    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+}
+
+/// `url` with any password replaced by `***`, for logs, errors and `status`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((user, hosts)) => match user.split_once(':') {
+            Some((name, _)) => format!("{name}:***@{hosts}"),
+            None => authority.to_string(),
+        },
+        None => authority.to_string(),
+    };
+    // A password may also come as a query parameter.
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+/// Check a postgres url without connecting (`cronlease check`); the error never shows a
+/// password. Without the feature, any url passes here and `connect` says the build lacks it.
+pub fn check_postgres_url(url: &str) -> Result<(), String> {
+    #[cfg(feature = "postgres")]
+    return postgres::check_url(url);
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = url;
+        Ok(())
+    }
 }
 
 /// Whether this build has the given backend (Redis and ZooKeeper are cargo features, on by
@@ -568,6 +628,7 @@ pub fn compiled_in(backend: &Backend) -> bool {
     match backend {
         Backend::Redis => cfg!(feature = "redis"),
         Backend::ZooKeeper => cfg!(feature = "zookeeper"),
+        Backend::Postgres => cfg!(feature = "postgres"),
         Backend::Auto | Backend::Datastore | Backend::File => true,
     }
 }
@@ -602,6 +663,10 @@ fn resolve_with(config: &StoreConfig, env: &dyn Fn(&str) -> Option<OsString>) ->
         },
         Backend::ZooKeeper => Resolved::ZooKeeper {
             hosts: config.hosts.clone().unwrap_or_default(),
+        },
+        Backend::Postgres => Resolved::Postgres {
+            url: config.url.clone().unwrap_or_default(),
+            schema: config.schema.clone(),
         },
         Backend::File => match &config.path {
             Some(path) => file(path.clone(), false),
@@ -652,6 +717,10 @@ pub async fn connect(config: &StoreConfig, timeout: Duration) -> StoreResult<Arc
         Resolved::ZooKeeper { hosts } => {
             zookeeper::connect(&hosts, &config.namespace, timeout).await
         }
+        #[cfg(feature = "postgres")]
+        Resolved::Postgres { url, schema } => {
+            postgres::connect(&url, &schema, &config.namespace, timeout).await
+        }
         #[allow(unreachable_patterns)]
         other => Err(StoreError::Other(format!(
             "this build of cronlease has no {other:?} store (its cargo feature is off)"
@@ -679,6 +748,7 @@ mod tests {
             project: project.map(String::from),
             url: None,
             hosts: None,
+            schema: "cronlease".into(),
             namespace: "ns".into(),
             history: 10,
         }

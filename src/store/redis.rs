@@ -357,7 +357,7 @@ impl RedisStore {
     /// by `timeout`. A URL that cannot be used is [`StoreError::Other`]; a server that cannot
     /// be reached in time is [`StoreError::Unavailable`].
     pub async fn connect(url: &str, namespace: &str, timeout: Duration) -> StoreResult<Self> {
-        let shown = redact(url);
+        let shown = crate::store::redact_url(url);
         if url.trim().is_empty() {
             return Err(StoreError::Other(
                 "the redis store needs a url (redis://host:port[/db]) in [store]".into(),
@@ -544,17 +544,6 @@ impl Keys {
     /// The control epoch: an integer, INCRed by every announced change.
     fn control(&self) -> String {
         format!("{}control", self.prefix)
-    }
-}
-
-/// The URL as it may be shown: without a password.
-fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((_, host)) => format!("{scheme}://***@{host}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
     }
 }
 
@@ -1558,10 +1547,13 @@ mod tests {
         assert_eq!(k.defs("a:1"), "cronlease:ns:defs:a:1");
         assert_ne!(k.defs("a"), k.node("a"));
         assert_eq!(
-            redact("redis://user:secret@db.example:6379/2"),
-            "redis://***@db.example:6379/2"
+            crate::store::redact_url("redis://user:secret@db.example:6379/2"),
+            "redis://user:***@db.example:6379/2"
         );
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            crate::store::redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 
     #[test]

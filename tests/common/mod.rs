@@ -31,6 +31,7 @@
 
 pub mod browser;
 pub mod hook;
+pub mod postgres_server;
 pub mod proxy;
 pub mod redis_server;
 pub mod shared_emulator;
@@ -681,6 +682,7 @@ pub enum Backend {
     File(tempfile::TempDir),
     Redis(redis_server::RedisServer),
     ZooKeeper(zookeeper_server::ZooKeeperServer),
+    Postgres(postgres_server::PostgresServer),
 }
 
 impl Backend {
@@ -704,6 +706,10 @@ impl Backend {
         Backend::ZooKeeper(zookeeper_server::ZooKeeperServer::start())
     }
 
+    pub fn postgres() -> Backend {
+        Backend::Postgres(postgres_server::PostgresServer::start())
+    }
+
     /// What a jobs file needs to use this store, to put before its other tables: nothing for
     /// Datastore (the environment names it), a `[store]` table for the file store.
     pub fn store_table(&self) -> String {
@@ -725,6 +731,9 @@ impl Backend {
                     server.hosts()
                 )
             }
+            Backend::Postgres(server) => {
+                format!("[store]\nurl = \"{}\"\n\n", server.url())
+            }
         }
     }
 
@@ -735,6 +744,7 @@ impl Backend {
             Backend::File(_) => Vec::new(),
             Backend::Redis(_) => Vec::new(),
             Backend::ZooKeeper(_) => Vec::new(),
+            Backend::Postgres(_) => Vec::new(),
         }
     }
 
@@ -746,6 +756,7 @@ impl Backend {
             Backend::File(dir) => Some(dir.path().join("cronlease")),
             Backend::Redis(_) => None,
             Backend::ZooKeeper(_) => None,
+            Backend::Postgres(_) => None,
         }
     }
 }

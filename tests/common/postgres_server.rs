@@ -1,0 +1,249 @@
+//! A PostgreSQL server of a test's own: a cluster made by `initdb` in a temp dir, run as the
+//! `postgres` user (initdb and postgres refuse root), on a free port on 127.0.0.1, with
+//! durability off (fsync, synchronous commit, full page writes), in its own process group under
+//! the same guard as the emulator (it dies with the test process), killed on drop. Its data
+//! directory stays across [`PostgresServer::restart`], as a real server's does.
+//!
+//! ```ignore
+//! let pg = PostgresServer::start();
+//! let url = pg.url();              // postgres://postgres@127.0.0.1:PORT/postgres
+//! ```
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::thread;
+use std::time::Duration;
+
+use super::{
+    exited_nowait, kill_group, poll_for, restart_on_port, start_on_free_port, tail, Server,
+    Startup, GUARD,
+};
+
+/// How long a fresh server may take to accept connections.
+pub const POSTGRES_START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The newest PostgreSQL's binaries (`/usr/lib/postgresql/<version>/bin`); panics naming
+/// scripts/deps.sh when there are none.
+pub fn postgres_bin_dir() -> PathBuf {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").is_file().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin).unwrap_or_else(|| {
+        panic!(
+            "no PostgreSQL server under /usr/lib/postgresql/*/bin: run scripts/deps.sh (it \
+             installs the Debian package postgresql)"
+        )
+    })
+}
+
+/// A PostgreSQL server of this test's own. Dropping it kills it and deletes its data.
+pub struct PostgresServer {
+    pub port: u16,
+    bin: PathBuf,
+    /// The cluster (`data/`), the socket directory and `postgres.log`; owned by `postgres`.
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    /// Write end of the guard pipe (see tests/common/mod.rs); dropping it kills the group.
+    guard: Option<ChildStdin>,
+}
+
+impl PostgresServer {
+    /// Makes a cluster, starts it on a free port and waits until it accepts connections.
+    pub fn start() -> PostgresServer {
+        let bin = postgres_bin_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("cronlease-postgres-")
+            .tempdir()
+            .expect("create a temp dir for postgres");
+        chown_to_postgres(dir.path());
+        let data = dir.path().join("data");
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
+            .output()
+            .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut server = PostgresServer {
+            port: 0,
+            bin,
+            dir,
+            child: None,
+            guard: None,
+        };
+        start_on_free_port(&mut server);
+        server
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres` (trust authentication).
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("postgres.log")
+    }
+
+    /// Everything the server logged so far (all starts).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Runs `sql` through `psql` as the superuser; its output (unaligned, tuples only).
+    pub fn psql(&self, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args([
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ])
+            .args(["-c", sql])
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql {sql:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn spawn(&mut self) -> Startup {
+        let log_start = self.log_text().len();
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open postgres.log");
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(GUARD)
+            .arg("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("postgres"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-p", &self.port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .arg("-k")
+            .arg(self.dir.path())
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
+            .stdin(Stdio::piped())
+            .stdout(out.try_clone().expect("dup log file"))
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", self.bin.display()));
+        self.guard = child.stdin.take();
+        let pid = child.id() as i32;
+        self.child = Some(child);
+        poll_for(POSTGRES_START_DEADLINE, || {
+            if exited_nowait(pid) {
+                let log = self.log_text();
+                let log = log.get(log_start..).unwrap_or_default();
+                return Some(Startup::Died {
+                    bind: log.contains("Address already in use")
+                        || log.contains("could not create any TCP/IP sockets"),
+                });
+            }
+            self.ready().then_some(Startup::Ready)
+        })
+        .unwrap_or(Startup::Timeout)
+    }
+
+    /// Whether the server accepts connections (`pg_isready`).
+    fn ready(&self) -> bool {
+        Command::new(self.bin.join("pg_isready"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-t", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// SIGKILL the group (its leader is not reaped yet), then reap. Idempotent.
+    fn reap(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_group(child.id() as i32);
+            let _ = child.wait();
+        }
+        self.guard = None;
+        // A killed postmaster leaves its pid file; the next start checks that pid, which no
+        // longer runs, and goes on. Its children die with it (same group).
+    }
+
+    /// Kills the server abruptly (an outage). Idempotent.
+    pub fn stop(&mut self) {
+        self.reap();
+    }
+
+    /// Kills the server and starts it again on the same port with the same data: a crash and
+    /// restart, which recovers every committed write.
+    pub fn restart(&mut self) {
+        self.stop();
+        restart_on_port(self);
+    }
+}
+
+/// The data directory must belong to the user the server runs as.
+fn chown_to_postgres(dir: &Path) {
+    let status = Command::new("chown")
+        .args(["postgres:postgres"])
+        .arg(dir)
+        .status()
+        .expect("run chown");
+    assert!(status.success(), "chown postgres {}", dir.display());
+}
+
+impl Server for PostgresServer {
+    const NAME: &'static str = "postgres";
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn set_port(&mut self, port: u16) {
+        self.port = port;
+    }
+    fn spawn(&mut self) -> Startup {
+        PostgresServer::spawn(self)
+    }
+    fn reap(&mut self) {
+        PostgresServer::reap(self)
+    }
+    fn log_tail(&self) -> String {
+        tail(&self.log_text(), 30)
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        if thread::panicking() && self.child.is_some() {
+            eprintln!(
+                "--- postgres 127.0.0.1:{} log tail ---\n{}",
+                self.port,
+                tail(&self.log_text(), 20)
+            );
+        }
+        self.reap();
+    }
+}
