@@ -2245,3 +2245,92 @@ mod redis_only {
         }
     }
 }
+
+// ---- the PostgreSQL store only ----
+
+mod postgres_only {
+    use super::*;
+    use common::postgres_server::PostgresServer;
+    use std::process::{Command, Stdio};
+
+    /// A call stuck behind a row lock gives up at the store timeout as unavailable, and its
+    /// statement does not go on waiting on the server (it is cancelled), so it holds nothing
+    /// once the other transaction ends; the store is usable again at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_stuck_on_a_lock_times_out_and_is_cancelled_on_the_server() {
+        let server = PostgresServer::start();
+        let timeout = Duration::from_secs(1);
+        let store = cronlease::store::postgres::connect(&server.url(), "cronlease", "t", timeout)
+            .await
+            .expect("connect to postgres");
+        store.put_node(&node("a", "sa", 1)).await.unwrap();
+        assert!(store
+            .acquire("job", &FREE, &lease("a", "sa", 1))
+            .await
+            .unwrap());
+        // Another session holds the lease row for 20 s.
+        let mut holder = Command::new(common::postgres_server::postgres_bin_dir().join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &server.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-d", "postgres", "-c"])
+            .arg(
+                "BEGIN; SELECT 1 FROM cronlease.leases WHERE ns = 't' AND job = 'job' \
+                 FOR UPDATE; SELECT pg_sleep(20); COMMIT;",
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start psql");
+        let locked = || {
+            server.psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(20)%' \
+                 AND state = 'active' AND pid <> pg_backend_pid()",
+            )
+        };
+        assert!(
+            common::wait_until(Duration::from_secs(10), || locked().trim() == "1"),
+            "the other session never took the lock"
+        );
+        let started = std::time::Instant::now();
+        let claimed = store.claim(&run("job", fire(60), "a", 1), "sa").await;
+        let took = started.elapsed();
+        assert!(
+            matches!(claimed, Err(StoreError::Unavailable(_))),
+            "a claim behind a lock: {claimed:?}"
+        );
+        assert!(took < Duration::from_secs(5), "it gave up after {took:?}");
+        // Cancelled on the server: no statement of ours is left waiting for the lock.
+        let waiting = || {
+            server.psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cronlease' \
+                 AND wait_event_type = 'Lock'",
+            )
+        };
+        assert!(
+            common::wait_until(Duration::from_secs(5), || waiting().trim() == "0"),
+            "the timed-out claim still waits on the server: {}",
+            waiting()
+        );
+        // End the other session on the server (killing psql alone would leave its backend
+        // asleep with the lock).
+        server.psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE query LIKE '%pg_sleep(20)%' AND pid <> pg_backend_pid()",
+        );
+        let _ = holder.wait();
+        // The lock gone, the same store claims at once.
+        assert_eq!(
+            store
+                .claim(&run("job", fire(61), "a", 1), "sa")
+                .await
+                .unwrap(),
+            Claim::Won
+        );
+    }
+}

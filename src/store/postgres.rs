@@ -27,7 +27,8 @@
 //!
 //! Connections: a small pool of its own ([`POOL_SIZE`]); every call is bounded by the store
 //! timeout, and a connection whose call timed out or failed on the wire is dropped, never
-//! reused. A server that became a read-only standby after a failover (`25006`), one shutting
+//! reused; a timed-out statement is also cancelled on the server, so one stuck behind a lock
+//! does not wait on there holding its own. A server that became a read-only standby after a failover (`25006`), one shutting
 //! down or out of connections are [`StoreError::Unavailable`]: retried like a lost network.
 //!
 //! Limits: no TLS yet (`sslmode=disable` or `prefer`, which falls back to plain); with
@@ -510,8 +511,10 @@ impl PostgresStore {
         what: &str,
         f: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error>,
     ) -> StoreResult<T> {
+        let cancel: Mutex<Option<tokio_postgres::CancelToken>> = Mutex::new(None);
         let work = async {
             let mut conn = self.pool.get().await?;
+            *cancel.lock().unwrap() = Some(conn.client().cancel_token());
             let result = f(conn.client()).await;
             // Broken until shown otherwise: a call cut off by the timeout drops its connection
             // mid-statement, and that connection must not be reused.
@@ -525,10 +528,19 @@ impl PostgresStore {
         match tokio::time::timeout(self.timeout, work).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.map_error(what, e)),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "{what}: no answer from postgres within {:?}",
-                self.timeout
-            ))),
+            Err(_) => {
+                // The statement may still run on the server (waiting for a lock, holding
+                // others): ask the server to cancel it, in the background.
+                if let Some(token) = cancel.lock().unwrap().take() {
+                    tokio::spawn(async move {
+                        let _ = token.cancel_query(NoTls).await;
+                    });
+                }
+                Err(StoreError::Unavailable(format!(
+                    "{what}: no answer from postgres within {:?}",
+                    self.timeout
+                )))
+            }
         }
     }
 
