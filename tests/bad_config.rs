@@ -106,6 +106,31 @@ macro_rules! job {
 
 const CASES: &[Case] = &[
     Case {
+        name: "a postgres schema that is not a plain name",
+        line: 3,
+        message: "schema \"Ops-Cron\" must be a plain PostgreSQL name",
+        toml: concat!(
+            r#"
+[store]
+url = "postgres://app@db:5432/ops"
+schema = "Ops-Cron"  # <-
+"#,
+            job!()
+        ),
+    },
+    Case {
+        name: "a postgres url that does not parse, its password masked",
+        line: 2,
+        message: "postgres url \"postgres://app:***@db/ops?sslmode=sometimes\" cannot be used",
+        toml: concat!(
+            r#"
+[store]
+url = "postgres://app:hunter2@db/ops?sslmode=sometimes"  # <-
+"#,
+            job!()
+        ),
+    },
+    Case {
         name: "unknown key in a job",
         line: 4,
         message: "unknown field",

@@ -21,8 +21,9 @@
 //!   (pause, resume, trigger and backfill requests). Nodes read it every poll and re-read the
 //!   leases, where those changes live ([`Requests`]), only when it moved.
 //!
-//! Backends: [`datastore`] (Google Cloud Datastore, or its emulator: nodes on many hosts) and
-//! [`file`] (a directory shared by the processes of one host). Which one a config means is
+//! Backends: [`datastore`] (Google Cloud Datastore, or its emulator: nodes on many hosts),
+//! [`file`] (a directory shared by the processes of one host), `redis`, `zookeeper` and
+//! `postgres` (cargo features, on by default); what they all decide alike is in [`rules`]. Which one a config means is
 //! decided by [`resolve`], from the config and the environment.
 pub mod datastore;
 pub mod file;

@@ -137,6 +137,19 @@ fn kill_group(pgid: i32) {
     }
 }
 
+/// SIGKILL a server's process group (its leader is not reaped yet, so the group id is still
+/// ours), reap the leader, and close its guard pipe. Idempotent.
+fn reap_group(
+    child: &mut Option<std::process::Child>,
+    guard: &mut Option<std::process::ChildStdin>,
+) {
+    if let Some(mut c) = child.take() {
+        kill_group(c.id() as i32);
+        let _ = c.wait();
+    }
+    *guard = None;
+}
+
 /// The last `n` lines of `text`.
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();

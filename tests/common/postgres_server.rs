@@ -15,7 +15,7 @@ use std::thread;
 use std::time::Duration;
 
 use super::{
-    exited_nowait, kill_group, poll_for, restart_on_port, start_on_free_port, tail, Server,
+    exited_nowait, poll_for, reap_group, restart_on_port, start_on_free_port, tail, Server,
     Startup, GUARD,
 };
 
@@ -184,11 +184,7 @@ impl PostgresServer {
 
     /// SIGKILL the group (its leader is not reaped yet), then reap. Idempotent.
     fn reap(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_group(child.id() as i32);
-            let _ = child.wait();
-        }
-        self.guard = None;
+        reap_group(&mut self.child, &mut self.guard);
         // A killed postmaster leaves its pid file; the next start checks that pid, which no
         // longer runs, and goes on. Its children die with it (same group).
     }

@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{
-    exited_nowait, kill_group, poll_for, restart_on_port, start_on_free_port, tail, Server,
+    exited_nowait, poll_for, reap_group, restart_on_port, start_on_free_port, tail, Server,
     Startup, GUARD,
 };
 
@@ -130,11 +130,7 @@ impl RedisServer {
 
     /// SIGKILL the group (its leader is not reaped yet), then reap. Idempotent.
     fn reap(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_group(child.id() as i32);
-            let _ = child.wait();
-        }
-        self.guard = None;
+        reap_group(&mut self.child, &mut self.guard);
     }
 
     /// Kills the server abruptly (an outage). Idempotent.
