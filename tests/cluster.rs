@@ -9,11 +9,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cronlease::store::file::FileStore;
 use cronlease::store::Store;
 use serde_json::Value;
 
-use common::{report, wait_until, write_config, Backend, Holdings, Node};
+use common::{report, wait_until, write_config, Backend, Holdings, Node, Target};
 
 const LEASE: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(250);
@@ -119,38 +118,7 @@ fn assert_store_agrees(
 
 /// The store the nodes of `backend` used, opened directly.
 async fn open_store(backend: &Backend) -> Box<dyn Store> {
-    let timeout = Duration::from_secs(10);
-    match backend {
-        Backend::Datastore(emu) => Box::new(emu.store("cronlease").await),
-        Backend::File(_) => {
-            let dir = backend.file_store_dir().unwrap();
-            Box::new(FileStore::open(dir, timeout).await.unwrap())
-        }
-        Backend::Redis(server) => Box::new(
-            cronlease::store::redis::RedisStore::connect(&server.url(), "cronlease", timeout)
-                .await
-                .unwrap(),
-        ),
-        Backend::ZooKeeper(server) => Box::new(
-            cronlease::store::zookeeper::ZooKeeperStore::connect(
-                &server.hosts(),
-                "cronlease",
-                timeout,
-            )
-            .await
-            .unwrap(),
-        ),
-        Backend::Postgres(server) => Box::new(
-            cronlease::store::postgres::PostgresStore::connect(
-                &server.url(),
-                "cronlease",
-                "cronlease",
-                timeout,
-            )
-            .await
-            .unwrap(),
-        ),
-    }
+    backend.open_store("cronlease").await
 }
 
 async fn store_agrees(

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use common::{cli as cronlease, wait_until, write_config, Emulator, Node};
+use common::{cli as cronlease, wait_until, write_config, Backend, Node, Target};
 
 const CONFIG: &str = "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n\n\
     [defaults]\ncatch_up = \"all\"\nstarting_deadline = \"1m\"\n\n\
@@ -35,7 +35,7 @@ fn runs(nodes: &[&Node], job: &str) -> Vec<DateTime<Utc>> {
     v
 }
 
-fn job_status(emu: &Emulator, cfg: &Path, job: &str) -> Value {
+fn job_status(emu: &impl Target, cfg: &Path, job: &str) -> Value {
     let out = cronlease(emu, cfg, &["status", "--json"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
@@ -50,9 +50,17 @@ fn job_status(emu: &Emulator, cfg: &Path, job: &str) -> Value {
 
 #[test]
 fn a_paused_job_is_not_run_nor_caught_up_and_everyone_says_so() {
-    let emu = Emulator::start();
+    paused_job(Backend::datastore());
+}
+
+#[test]
+fn a_paused_job_is_not_run_nor_caught_up_and_everyone_says_so_on_postgres() {
+    paused_job(Backend::postgres());
+}
+
+fn paused_job(emu: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), CONFIG);
+    let cfg = write_config(dir.path(), &(emu.store_table() + CONFIG));
     let n1 = Node::spawn(&emu, &cfg, "n1");
     let n2 = Node::spawn(&emu, &cfg, "n2");
     assert!(

@@ -8,11 +8,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use cronlease::store::{RunRecord, Store};
+use cronlease::store::RunRecord;
 use serde_json::Value;
 
 use common::proxy::Proxy;
-use common::{wait_until, write_config, Emulator, Node};
+use common::{wait_until, write_config, Backend, Emulator, Node, Target};
 
 const LEASE: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(250);
@@ -37,19 +37,19 @@ fn time(v: &Value, field: &str) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-fn runs(emu: &Emulator, job: &str) -> Vec<RunRecord> {
+fn runs(emu: &impl Target, job: &str) -> Vec<RunRecord> {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async { emu.store("cronlease").await.runs(job).await.unwrap() })
+    rt.block_on(async { emu.open_store("cronlease").await.runs(job).await.unwrap() })
 }
 
-fn run_at(emu: &Emulator, job: &str, fire: DateTime<Utc>) -> Option<RunRecord> {
+fn run_at(emu: &impl Target, job: &str, fire: DateTime<Utc>) -> Option<RunRecord> {
     runs(emu, job).into_iter().find(|r| r.fire_time == fire)
 }
 
 /// Start `n` nodes and wait until one of them starts a run of `job`; returns the nodes, the
 /// index of the one running it and the `tick_run` line.
 fn until_running(
-    emu: &Emulator,
+    emu: &impl Target,
     cfg: &std::path::Path,
     job: &str,
     ids: &[&str],
@@ -83,9 +83,20 @@ fn until_running(
 /// survivor keeps running the job's later fire times.
 #[test]
 fn a_run_of_a_killed_node_is_closed_as_lost_by_the_next_leader() {
-    let emu = Emulator::start();
+    orphan_closed_as_lost(Backend::datastore());
+}
+
+#[test]
+fn a_run_of_a_killed_node_is_closed_as_lost_by_the_next_leader_on_postgres() {
+    orphan_closed_as_lost(Backend::postgres());
+}
+
+fn orphan_closed_as_lost(emu: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &(header() + &long_job("long", 30, "")));
+    let cfg = write_config(
+        dir.path(),
+        &(emu.store_table() + &header() + &long_job("long", 30, "")),
+    );
     let (mut nodes, i, run) = until_running(&emu, &cfg, "long", &["rr-a", "rr-b"]);
     let fire = time(&run, "fire_time");
     let victim = nodes[i].id.clone();
@@ -151,11 +162,19 @@ fn a_run_of_a_killed_node_is_closed_as_lost_by_the_next_leader() {
 /// more attempt, its own node, term and session), and records how it ended.
 #[test]
 fn recover_runs_a_lost_fire_time_once_more() {
-    let emu = Emulator::start();
+    recovered_once(Backend::datastore());
+}
+
+#[test]
+fn recover_runs_a_lost_fire_time_once_more_on_postgres() {
+    recovered_once(Backend::postgres());
+}
+
+fn recovered_once(emu: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(
         dir.path(),
-        &(header() + &long_job("recoverable", 3, "recover = true")),
+        &(emu.store_table() + &header() + &long_job("recoverable", 3, "recover = true")),
     );
     let (mut nodes, i, run) = until_running(&emu, &cfg, "recoverable", &["rc-a", "rc-b"]);
     let fire = time(&run, "fire_time");

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use common::{cli as cronlease, wait_until, write_config, Emulator, Node};
+use common::{cli as cronlease, wait_until, write_config, Backend, Emulator, Node, Target};
 
 const TIMING: &str = "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n\n";
 
@@ -53,7 +53,7 @@ fn manual_runs(nodes: &[&Node], job: &str) -> usize {
         .count()
 }
 
-fn job_status(emu: &Emulator, cfg: &Path, job: &str) -> Value {
+fn job_status(emu: &impl Target, cfg: &Path, job: &str) -> Value {
     let out = cronlease(emu, cfg, &["status", "--json"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
@@ -67,7 +67,7 @@ fn job_status(emu: &Emulator, cfg: &Path, job: &str) -> Value {
 }
 
 /// Wait until every job of the file but `off` has a leader; returns `job`'s.
-fn leader_of(emu: &Emulator, cfg: &Path, job: &str) -> String {
+fn leader_of(emu: &impl Target, cfg: &Path, job: &str) -> String {
     let mut leader = None;
     assert!(
         wait_until(Duration::from_secs(20), || {
@@ -83,9 +83,20 @@ fn leader_of(emu: &Emulator, cfg: &Path, job: &str) -> String {
 
 #[test]
 fn a_trigger_runs_once_on_the_leader_even_while_paused_and_wait_tells_the_outcome() {
-    let emu = Emulator::start();
+    trigger_once(Backend::datastore());
+}
+
+#[test]
+fn a_trigger_runs_once_on_the_leader_even_while_paused_and_wait_tells_the_outcome_on_postgres() {
+    trigger_once(Backend::postgres());
+}
+
+fn trigger_once(emu: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &format!("{TIMING}{MANUAL_JOBS}"));
+    let cfg = write_config(
+        dir.path(),
+        &format!("{}{TIMING}{MANUAL_JOBS}", emu.store_table()),
+    );
     let n1 = Node::spawn(&emu, &cfg, "n1");
     let n2 = Node::spawn(&emu, &cfg, "n2");
     leader_of(&emu, &cfg, "job");
@@ -233,9 +244,20 @@ fn a_trigger_waits_in_the_store_for_a_node_and_expires() {
 
 #[test]
 fn a_trigger_never_runs_twice_across_a_frozen_or_killed_leader() {
-    let emu = Emulator::start();
+    trigger_never_twice(Backend::datastore());
+}
+
+#[test]
+fn a_trigger_never_runs_twice_across_a_frozen_or_killed_leader_on_postgres() {
+    trigger_never_twice(Backend::postgres());
+}
+
+fn trigger_never_twice(emu: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &format!("{TIMING}{MANUAL_JOBS}"));
+    let cfg = write_config(
+        dir.path(),
+        &format!("{}{TIMING}{MANUAL_JOBS}", emu.store_table()),
+    );
     let n1 = Node::spawn(&emu, &cfg, "n1");
     let n2 = Node::spawn(&emu, &cfg, "n2");
     let first = leader_of(&emu, &cfg, "slow");
@@ -308,13 +330,22 @@ fn a_trigger_never_runs_twice_across_a_frozen_or_killed_leader() {
 
 #[test]
 fn a_backfill_runs_exactly_the_fire_times_no_node_ran() {
-    let emu = Emulator::start();
+    backfill_exactly(Backend::datastore());
+}
+
+#[test]
+fn a_backfill_runs_exactly_the_fire_times_no_node_ran_on_postgres() {
+    backfill_exactly(Backend::postgres());
+}
+
+fn backfill_exactly(emu: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(
         dir.path(),
         &format!(
-            "{TIMING}[store]\nhistory = 500\n\n\
-             [[job]]\nname = \"every\"\nschedule = \"* * * * * *\"\nsay = \"tick\"\ncatch_up = \"none\"\n"
+            "{}{TIMING}\
+             [[job]]\nname = \"every\"\nschedule = \"* * * * * *\"\nsay = \"tick\"\ncatch_up = \"none\"\n",
+            emu.store_table_with("history = 500")
         ),
     );
     let n1 = Node::spawn(&emu, &cfg, "n1");

@@ -774,6 +774,83 @@ impl Backend {
     }
 }
 
+/// A store the tests run nodes against: what a node's environment and jobs file need to reach
+/// it, and a client of it to read what the nodes wrote. An [`Emulator`] is one (nothing in the
+/// jobs file), and so is every [`Backend`]: tests written against `&impl Target` run on each.
+pub trait Target {
+    /// The environment a node (or a one-shot command) needs to reach the store.
+    fn node_env(&self) -> Vec<(String, String)>;
+    /// What a jobs file puts first to use the store (a `[store]` table, or nothing).
+    fn store_table(&self) -> String;
+    /// [`Target::store_table`] with more `[store]` keys (`extra`, whole lines).
+    fn store_table_with(&self, extra: &str) -> String {
+        let table = self.store_table();
+        let keys = table.trim_end().strip_prefix("[store]").unwrap_or("");
+        format!("[store]{keys}\n{}\n\n", extra.trim_end())
+    }
+    /// A client of the store in `namespace`, opened directly.
+    fn open_store(
+        &self,
+        namespace: &str,
+    ) -> impl std::future::Future<Output = Box<dyn cronlease::store::Store>>;
+}
+
+impl Target for Emulator {
+    fn node_env(&self) -> Vec<(String, String)> {
+        self.env()
+    }
+    fn store_table(&self) -> String {
+        String::new()
+    }
+    async fn open_store(&self, namespace: &str) -> Box<dyn cronlease::store::Store> {
+        Box::new(self.store(namespace).await)
+    }
+}
+
+impl Target for Backend {
+    fn node_env(&self) -> Vec<(String, String)> {
+        self.env()
+    }
+    fn store_table(&self) -> String {
+        Backend::store_table(self)
+    }
+    async fn open_store(&self, namespace: &str) -> Box<dyn cronlease::store::Store> {
+        let timeout = Duration::from_secs(10);
+        match self {
+            Backend::Datastore(emu) => Box::new(emu.store(namespace).await),
+            Backend::File(dir) => Box::new(
+                cronlease::store::file::FileStore::open(dir.path().join(namespace), timeout)
+                    .await
+                    .expect("open the file store"),
+            ),
+            Backend::Redis(server) => Box::new(
+                cronlease::store::redis::RedisStore::connect(&server.url(), namespace, timeout)
+                    .await
+                    .expect("connect to redis"),
+            ),
+            Backend::ZooKeeper(server) => Box::new(
+                cronlease::store::zookeeper::ZooKeeperStore::connect(
+                    &server.hosts(),
+                    namespace,
+                    timeout,
+                )
+                .await
+                .expect("connect to zookeeper"),
+            ),
+            Backend::Postgres(server) => Box::new(
+                cronlease::store::postgres::PostgresStore::connect(
+                    &server.url(),
+                    "cronlease",
+                    namespace,
+                    timeout,
+                )
+                .await
+                .expect("connect to postgres"),
+            ),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // cronlease nodes
 
@@ -800,26 +877,31 @@ pub struct Node {
 
 impl Node {
     /// `cronlease run --config CONFIG --node-id ID --log-format json` against `emu`.
-    pub fn spawn(emu: &Emulator, config: &Path, id: &str) -> Node {
+    pub fn spawn(emu: &impl Target, config: &Path, id: &str) -> Node {
         Node::spawn_with_env(emu, config, id, &[])
     }
 
     /// Like [`Node::spawn`] with extra environment variables (e.g. `LD_PRELOAD`/`FAKETIME`).
-    pub fn spawn_with_env(emu: &Emulator, config: &Path, id: &str, env: &[(&str, &str)]) -> Node {
-        let mut all = emu.env();
+    pub fn spawn_with_env(
+        emu: &impl Target,
+        config: &Path,
+        id: &str,
+        env: &[(&str, &str)],
+    ) -> Node {
+        let mut all = emu.node_env();
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Node::spawn_run(config, id, &all)
     }
 
     /// Like [`Node::spawn_with_env`], also serving `--http` on a free port; returns the port.
     pub fn spawn_with_http(
-        emu: &Emulator,
+        emu: &impl Target,
         config: &Path,
         id: &str,
         env: &[(&str, &str)],
     ) -> (Node, u16) {
         let port = free_port();
-        let mut all = emu.env();
+        let mut all = emu.node_env();
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let http = ["--http".to_string(), format!("127.0.0.1:{port}")];
         (Node::spawn_run_with(config, id, &http, &all), port)
@@ -1122,12 +1204,11 @@ pub fn report(drill: &str, figures: Value) {
 // one-shot commands
 
 /// What a one-shot `cronlease` command printed and how it exited.
-/// The runs of `job` in the emulator's store (namespace `cronlease`), newest fire time first.
-pub fn runs_newest_first(emu: &Emulator, job: &str) -> Vec<cronlease::store::RunRecord> {
-    use cronlease::store::Store;
+/// The runs of `job` in the store of `emu` (namespace `cronlease`), newest fire time first.
+pub fn runs_newest_first(emu: &impl Target, job: &str) -> Vec<cronlease::store::RunRecord> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut runs = rt.block_on(async {
-        let store = emu.store("cronlease").await;
+        let store = emu.open_store("cronlease").await;
         store.runs(job).await.expect("read the runs")
     });
     runs.sort_by_key(|r| std::cmp::Reverse(r.fire_time));
@@ -1140,13 +1221,13 @@ pub struct CliOut {
     pub stderr: String,
 }
 
-/// `cronlease ARGS... --config CFG` against `emu`, as user `ops`.
-pub fn cli(emu: &Emulator, cfg: &Path, args: &[&str]) -> CliOut {
+/// `cronlease ARGS... --config CFG` against the store of `emu`, as user `ops`.
+pub fn cli(emu: &impl Target, cfg: &Path, args: &[&str]) -> CliOut {
     let out = Command::new(env!("CARGO_BIN_EXE_cronlease"))
         .args(args)
         .arg("--config")
         .arg(cfg)
-        .envs(emu.env())
+        .envs(emu.node_env())
         .env("USER", "ops")
         .output()
         .expect("run cronlease");
