@@ -439,9 +439,42 @@ impl PostgresStore {
         Ok(store)
     }
 
-    /// Create what is missing, race-free: concurrent `CREATE ... IF NOT EXISTS` of the same
-    /// object can fail with a duplicate (another node made it first), which is tried again.
+    /// Make sure the schema is there at a version this build knows. A schema already at this
+    /// version is used as it is, with no DDL: a user that may only read and write its tables
+    /// (a schema its DBA made) needs no right to create anything. Otherwise the missing objects
+    /// are created, race-free: concurrent `CREATE ... IF NOT EXISTS` of the same object can
+    /// fail with a duplicate (another node made it first), which is tried again.
     async fn setup(&self) -> StoreResult<()> {
+        let version = self
+            .call("setup", async |c: &mut Client| {
+                c.query_one(&self.sql.version, &[]).await?.try_get::<_, i32>(0)
+            })
+            .await;
+        let version = match version {
+            Ok(v) if v >= SCHEMA_VERSION => v,
+            Err(StoreError::Other(m)) if !m.contains("(3F000)") && !m.contains("(42P01)") => {
+                return Err(self.explain_setup(StoreError::Other(m)));
+            }
+            Err(e @ StoreError::Unavailable(_)) => return Err(e),
+            _ => self.create().await?,
+        };
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Other(format!(
+                "the postgres schema {:?} is at version {version}, newer than this cronlease \
+                 knows ({SCHEMA_VERSION}): upgrade cronlease on this node",
+                self.schema
+            )));
+        }
+        let ns = self.ns.clone();
+        self.call("setup", async |c: &mut Client| {
+            c.execute(&self.sql.control_row, &[&ns]).await.map(drop)
+        })
+        .await
+        .map_err(|e| self.explain_setup(e))
+    }
+
+    /// Create the missing objects (see [`PostgresStore::setup`]); the schema's version after.
+    async fn create(&self) -> StoreResult<i32> {
         let mut last = None;
         for _ in 0..5 {
             let result = self
@@ -469,38 +502,34 @@ impl PostgresStore {
         if let Some(e) = last {
             return Err(self.explain_setup(e));
         }
-        let version: i32 = self
-            .call("setup", async |c: &mut Client| {
-                c.query_one(&self.sql.version, &[]).await?.try_get(0)
-            })
-            .await?;
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::Other(format!(
-                "the postgres schema {:?} is at version {version}, newer than this cronlease \
-                 knows ({SCHEMA_VERSION}): upgrade cronlease on this node",
-                self.schema
-            )));
-        }
-        let ns = self.ns.clone();
         self.call("setup", async |c: &mut Client| {
-            c.execute(&self.sql.control_row, &[&ns]).await.map(drop)
+            c.query_one(&self.sql.version, &[]).await?.try_get(0)
         })
         .await
     }
 
+    /// What to do about an error of the first calls, which show a wrong url or missing rights.
     fn explain_setup(&self, e: StoreError) -> StoreError {
-        match e {
-            StoreError::Other(m)
-                if m.contains("permission denied") || m.contains("must be owner") =>
-            {
-                StoreError::Other(format!(
-                    "cannot create or use the schema {:?} in {}: {m}; create it for this user \
-                     (CREATE SCHEMA {} AUTHORIZATION <user>) or name another with [store] schema",
-                    self.schema, self.shown, self.schema
-                ))
-            }
-            other => other,
-        }
+        let StoreError::Other(m) = e else { return e };
+        let s = &self.schema;
+        let advice = if m.contains("(28P01)") || m.contains("(28000)") {
+            "check the user and password in [store] url, and that the server's pg_hba.conf \
+             lets this host in as that user"
+                .to_string()
+        } else if m.contains("(3D000)") {
+            "create the database (CREATE DATABASE ...) or name an existing one in [store] url"
+                .to_string()
+        } else if m.contains("(42501)") || m.contains("must be owner") {
+            format!(
+                "this user may not create or use the schema {s:?}: let it own the schema \
+                 (CREATE SCHEMA {s} AUTHORIZATION <user>), or have the schema's owner run \
+                 GRANT USAGE ON SCHEMA {s} TO <user>; GRANT SELECT, INSERT, UPDATE, DELETE ON \
+                 ALL TABLES IN SCHEMA {s} TO <user>, or name another with [store] schema"
+            )
+        } else {
+            return StoreError::Other(m);
+        };
+        StoreError::Other(format!("postgres at {}: {m}; {advice}", self.shown))
     }
 
     /// Run `f` on a pooled connection, the whole call (waiting for a connection included)
@@ -547,7 +576,13 @@ impl PostgresStore {
     fn map_error(&self, what: &str, e: tokio_postgres::Error) -> StoreError {
         let text = match e.as_db_error() {
             Some(db) => format!("{what}: {} ({})", db.message(), db.code().code()),
-            None => format!("{what}: {e} ({})", self.shown),
+            None if e.to_string().starts_with("error connecting to server") => format!(
+                "{what}: {} ({}); is the server running there and accepting connections \
+                 from this host?",
+                with_causes(&e),
+                self.shown
+            ),
+            None => format!("{what}: {} ({})", with_causes(&e), self.shown),
         };
         if e.as_db_error().is_none() || unavailable_code(e.code()) {
             StoreError::Unavailable(text)
@@ -567,6 +602,20 @@ impl PostgresStore {
             })
             .collect()
     }
+}
+
+/// An error with its causes, `a: b: c` (a connection error's own text does not say why).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Codes that mean "not now" rather than "no": connection trouble, a server shutting down or

@@ -128,6 +128,17 @@ impl PostgresServer {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// A login role `user` whose password the server checks (`scram-sha-256` for it alone,
+    /// ahead of the cluster's `trust` lines); the configuration is reloaded.
+    pub fn add_password_user(&self, user: &str, password: &str) {
+        self.psql(&format!("CREATE ROLE {user} LOGIN PASSWORD '{password}'"));
+        let hba = self.dir.path().join("data").join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        let line = format!("host all {user} 127.0.0.1/32 scram-sha-256\n");
+        std::fs::write(&hba, line + &old).expect("write pg_hba.conf");
+        self.psql("SELECT pg_reload_conf()");
+    }
+
     fn spawn(&mut self) -> Startup {
         let log_start = self.log_text().len();
         let out = std::fs::OpenOptions::new()
