@@ -9,6 +9,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use common::postgres_server::PostgresServer;
 use common::{free_port, write_config, Node};
 
@@ -154,4 +156,226 @@ fn an_unreachable_server_is_named_and_waited_for() {
     node.signal(libc::SIGTERM);
     let status = node.wait_exit(Duration::from_secs(10)).expect("it stops");
     assert!(status.success(), "{status:?}");
+}
+
+/// The `tick_run` lines of every process: (job, fire time, node).
+fn tick_runs(nodes: &[Node]) -> Vec<(String, String, String)> {
+    nodes
+        .iter()
+        .flat_map(|n| {
+            n.events_named("tick_run").into_iter().map(move |e| {
+                (
+                    e["job"].as_str().unwrap_or_default().to_string(),
+                    e["fire_time"].as_str().unwrap_or_default().to_string(),
+                    n.id.clone(),
+                )
+            })
+        })
+        .collect()
+}
+
+fn utc(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("{text:?}: {e}"))
+        .with_timezone(&Utc)
+}
+
+/// Wait until every job in `jobs` has run a fire time after `after`; how long that took.
+fn until_all_ran_after(
+    nodes: &[Node],
+    jobs: &[&str],
+    after: DateTime<Utc>,
+    fault: &str,
+) -> Duration {
+    let start = std::time::Instant::now();
+    let later = |fire: &str| utc(fire) > after;
+    assert!(
+        common::wait_until(Duration::from_secs(30), || {
+            let runs = tick_runs(nodes);
+            jobs.iter()
+                .all(|job| runs.iter().any(|(j, fire, _)| j == job && later(fire)))
+        }),
+        "after {fault}, not every job ran again within 30 s: {:?}",
+        tick_runs(nodes)
+            .iter()
+            .filter(|(_, fire, _)| later(fire))
+            .collect::<Vec<_>>()
+    );
+    start.elapsed()
+}
+
+/// Three nodes, jobs every second and a slow one always in flight, through four faults of
+/// PostgreSQL's own: one node's connections terminated (`pg_terminate_backend`), every node's
+/// connections terminated, the server killed (-9) and restarted mid-run, and the server
+/// read-only for a while (as a standby after a failover: nothing runs). After each, every job
+/// runs again; across the drill no fire time runs twice, every node exits 0 on SIGTERM and
+/// no run record is left `running`.
+#[test]
+fn terminated_connections_a_restart_and_a_read_only_server_run_no_fire_time_twice() {
+    let mut pg = PostgresServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = ["a", "b", "c", "slow"];
+    let body = "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n\n\
+        [node]\nshutdown_grace = \"5s\"\n\n\
+        [[job]]\nname = \"a\"\nschedule = \"* * * * * *\"\nsay = \"a\"\n\n\
+        [[job]]\nname = \"b\"\nschedule = \"* * * * * *\"\nsay = \"b\"\n\n\
+        [[job]]\nname = \"c\"\nschedule = \"* * * * * *\"\nsay = \"c\"\n\n\
+        [[job]]\nname = \"slow\"\nschedule = \"*/2 * * * * *\"\n\
+        shell = \"echo started; sleep 1.5; echo done\"\n";
+    // One jobs file per node, each naming its connections (application_name), so the drill
+    // can terminate one node's.
+    let mut nodes: Vec<Node> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| {
+            let sub = dir.path().join(id);
+            std::fs::create_dir_all(&sub).unwrap();
+            let url = format!("{}?application_name=cronlease-{id}", pg.url());
+            let cfg = write_config(&sub, &format!("[store]\nurl = \"{url}\"\n\n{body}"));
+            Node::spawn_args(
+                id,
+                &[
+                    "run".into(),
+                    "--config".into(),
+                    cfg.display().to_string(),
+                    "--node-id".into(),
+                    id.to_string(),
+                    "--log-format".into(),
+                    "json".into(),
+                ],
+                &[],
+            )
+        })
+        .collect();
+    until_all_ran_after(&nodes, &jobs, DateTime::<Utc>::MIN_UTC, "the start");
+
+    // 1. One node's connections terminated.
+    let t1 = Utc::now();
+    let killed: u32 = pg
+        .psql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = 'cronlease-n1'",
+        )
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(killed >= 1, "n1 had no connection to terminate");
+    let back1 = until_all_ran_after(&nodes, &jobs, t1, "n1's connections were terminated");
+    assert!(
+        common::wait_until(Duration::from_secs(10), || pg
+            .psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cronlease-n1'"
+            )
+            .trim()
+            != "0"),
+        "n1 never connected again"
+    );
+
+    // 2. Every node's connections terminated.
+    let t2 = Utc::now();
+    pg.psql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name LIKE 'cronlease-%'",
+    );
+    let back2 = until_all_ran_after(&nodes, &jobs, t2, "every connection was terminated");
+
+    // 3. The server killed and restarted while a run of `slow` is in flight.
+    let seen = nodes
+        .iter()
+        .map(|n| n.events_named("job_output").len())
+        .collect::<Vec<_>>();
+    assert!(
+        common::wait_until(Duration::from_secs(10), || nodes
+            .iter()
+            .zip(&seen)
+            .any(|(n, from)| n.events_named("job_output")[*from..]
+                .iter()
+                .any(|e| e["job"] == "slow" && e["line"] == "started"))),
+        "no run of slow started"
+    );
+    let t3 = Utc::now();
+    pg.restart();
+    let back3 = until_all_ran_after(&nodes, &jobs, t3, "the server restarted");
+
+    // 4. The server turns read-only for 5 s (what a node meets on a standby after a failover:
+    // 25006 on every write): nothing runs, leaders step down, and all comes back after.
+    pg.psql("ALTER SYSTEM SET default_transaction_read_only = on");
+    pg.psql("SELECT pg_reload_conf()");
+    let read_only = Utc::now();
+    assert!(
+        common::wait_until(Duration::from_secs(10), || nodes
+            .iter()
+            .flat_map(|n| n.events_named("lease_lost"))
+            .any(|e| utc(e["ts"].as_str().unwrap_or_default()) > read_only)),
+        "no leader stepped down on a read-only server"
+    );
+    let stepped_down = Utc::now();
+    // A fault's length, not a wait for an event.
+    std::thread::sleep(Duration::from_secs(3));
+    let ran_read_only: Vec<_> = tick_runs(&nodes)
+        .into_iter()
+        .filter(|(_, fire, _)| utc(fire) > stepped_down + chrono::Duration::seconds(1))
+        .collect();
+    assert!(
+        ran_read_only.is_empty(),
+        "ran on a read-only store: {ran_read_only:?}"
+    );
+    let said = nodes
+        .iter()
+        .flat_map(|n| n.events())
+        .filter_map(|e| e["msg"].as_str().map(String::from))
+        .any(|m| m.contains("read-only") && m.contains("25006"));
+    assert!(said, "no node said the store is read-only (25006)");
+    pg.psql("ALTER SYSTEM SET default_transaction_read_only = off");
+    pg.psql("SELECT pg_reload_conf()");
+    let t4 = Utc::now();
+    let back4 = until_all_ran_after(&nodes, &jobs, t4, "the server turned writable again");
+    eprintln!(
+        "every job ran again: {back1:?} after n1's connections were terminated, {back2:?} \
+         after all were, {back3:?} after the server's restart, {back4:?} after it was \
+         writable again"
+    );
+
+    for node in nodes.iter() {
+        node.signal(libc::SIGTERM);
+    }
+    for node in nodes.iter_mut() {
+        let status = node.wait_exit(Duration::from_secs(20)).expect("it stops");
+        assert!(status.success(), "{} exited {status:?}", node.id);
+    }
+
+    let runs = tick_runs(&nodes);
+    let mut seen = std::collections::BTreeMap::new();
+    for (job, fire, node) in &runs {
+        if let Some(first) = seen.insert((job.clone(), fire.clone()), node.clone()) {
+            panic!("{job} at {fire} ran twice: on {first} and on {node}");
+        }
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = cronlease::store::postgres::PostgresStore::connect(
+            &pg.url(),
+            "cronlease",
+            "cronlease",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        use cronlease::store::Store;
+        for job in jobs {
+            let records = store.runs(job).await.unwrap();
+            let open: Vec<_> = records.iter().filter(|r| r.outcome == "running").collect();
+            assert!(open.is_empty(), "{job}: runs left running: {open:?}");
+        }
+        let slow = store.runs("slow").await.unwrap();
+        let around: Vec<_> = slow
+            .iter()
+            .filter(|r| r.outcome != "ok")
+            .map(|r| (r.fire_time, r.outcome.clone(), r.reason.clone()))
+            .collect();
+        eprintln!(
+            "{} runs in all; slow: {} records, not ok: {around:?}",
+            runs.len(),
+            slow.len()
+        );
+    });
 }

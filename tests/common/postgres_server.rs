@@ -1,8 +1,10 @@
 //! A PostgreSQL server of a test's own: a cluster made by `initdb` in a temp dir, run as the
-//! `postgres` user (initdb and postgres refuse root), on a free port on 127.0.0.1, with
-//! durability off (fsync, synchronous commit, full page writes), in its own process group under
-//! the same guard as the emulator (it dies with the test process), killed on drop. Its data
-//! directory stays across [`PostgresServer::restart`], as a real server's does.
+//! `postgres` user (initdb and postgres refuse root), on a free port on 127.0.0.1, with fsync
+//! and full page writes off, in its own process group under the same guard as the emulator (it
+//! dies with the test process), killed on drop. Its data directory stays across
+//! [`PostgresServer::restart`], as a real server's does. Commits stay synchronous: a commit is
+//! in the kernel's page cache before the server answers, so a crash of the server (not of the
+//! machine) loses no acknowledged write, as with a durable server.
 //!
 //! ```ignore
 //! let pg = PostgresServer::start();
@@ -158,7 +160,7 @@ impl PostgresServer {
             .args(["-c", "listen_addresses=127.0.0.1"])
             .arg("-k")
             .arg(self.dir.path())
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=on"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
             .stdin(Stdio::piped())
             .stdout(out.try_clone().expect("dup log file"))
@@ -195,9 +197,19 @@ impl PostgresServer {
 
     /// SIGKILL the group (its leader is not reaped yet), then reap. Idempotent.
     fn reap(&mut self) {
+        // The postmaster is runuser's child: reaped by init once the group is killed, not by
+        // this process. Until then its pid still shows, and a new server refuses the data
+        // directory whose pid file names it ("lock file already exists"): wait it out.
+        let postmaster = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok());
         reap_group(&mut self.child, &mut self.guard);
-        // A killed postmaster leaves its pid file; the next start checks that pid, which no
-        // longer runs, and goes on. Its children die with it (same group).
+        if let Some(pid) = postmaster {
+            let gone = super::wait_until(Duration::from_secs(10), || {
+                !Path::new(&format!("/proc/{pid}")).exists()
+            });
+            assert!(gone, "postmaster {pid} outlived its killed group");
+        }
     }
 
     /// Kills the server abruptly (an outage). Idempotent.
