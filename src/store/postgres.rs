@@ -44,7 +44,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Row};
 
 use super::json_records::{self, Pause as JsonPause};
@@ -447,7 +447,7 @@ impl PostgresStore {
     async fn setup(&self) -> StoreResult<()> {
         let version = self
             .call("setup", async |c: &mut Client| {
-                c.query_one(&self.sql.version, &[]).await?.try_get::<_, i32>(0)
+                c.query_typed_one(&self.sql.version, &[]).await?.try_get::<_, i32>(0)
             })
             .await;
         let version = match version {
@@ -467,7 +467,9 @@ impl PostgresStore {
         }
         let ns = self.ns.clone();
         self.call("setup", async |c: &mut Client| {
-            c.execute(&self.sql.control_row, &[&ns]).await.map(drop)
+            c.execute_typed(&self.sql.control_row, &[text(&ns)])
+                .await
+                .map(drop)
         })
         .await
         .map_err(|e| self.explain_setup(e))
@@ -503,7 +505,7 @@ impl PostgresStore {
             return Err(self.explain_setup(e));
         }
         self.call("setup", async |c: &mut Client| {
-            c.query_one(&self.sql.version, &[]).await?.try_get(0)
+            c.query_typed_one(&self.sql.version, &[]).await?.try_get(0)
         })
         .await
     }
@@ -634,6 +636,44 @@ fn unavailable_code(code: Option<&SqlState>) -> bool {
         || c == SqlState::QUERY_CANCELED.code()
 }
 
+/// A parameter with its type. Statements go with their parameters' types (`query_typed`):
+/// one round trip, an unnamed statement. Untyped, the client first prepares a named statement
+/// to learn the types: a second round trip, and a statement that PgBouncer in transaction mode
+/// may have bound to another server connection by the time it is executed.
+type Param<'a> = (&'a (dyn ToSql + Sync), Type);
+
+fn text(v: &(dyn ToSql + Sync)) -> Param<'_> {
+    (v, Type::TEXT)
+}
+
+fn texts(v: &(dyn ToSql + Sync)) -> Param<'_> {
+    (v, Type::TEXT_ARRAY)
+}
+
+fn int8(v: &(dyn ToSql + Sync)) -> Param<'_> {
+    (v, Type::INT8)
+}
+
+fn int8s(v: &(dyn ToSql + Sync)) -> Param<'_> {
+    (v, Type::INT8_ARRAY)
+}
+
+fn jsonb(v: &(dyn ToSql + Sync)) -> Param<'_> {
+    (v, Type::JSONB)
+}
+
+fn stamp(v: &(dyn ToSql + Sync)) -> Param<'_> {
+    (v, Type::TIMESTAMPTZ)
+}
+
+fn stamps(v: &(dyn ToSql + Sync)) -> Param<'_> {
+    (v, Type::TIMESTAMPTZ_ARRAY)
+}
+
+fn boolean(v: &(dyn ToSql + Sync)) -> Param<'_> {
+    (v, Type::BOOL)
+}
+
 fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).expect("records serialize")
 }
@@ -688,9 +728,15 @@ impl Store for PostgresStore {
     async fn put_node(&self, node: &NodeRecord) -> StoreResult<()> {
         let record = json(&json_records::Node::from(node));
         self.call("put_node", async |c: &mut Client| {
-            c.execute(
+            c.execute_typed(
                 &self.sql.put_node,
-                &[&self.ns, &node.id, &node.session, &node.heartbeat, &record],
+                &[
+                    text(&self.ns),
+                    text(&node.id),
+                    text(&node.session),
+                    int8(&node.heartbeat),
+                    jsonb(&record),
+                ],
             )
             .await
             .map(drop)
@@ -700,7 +746,7 @@ impl Store for PostgresStore {
 
     async fn delete_node(&self, id: &str) -> StoreResult<()> {
         self.call("delete_node", async |c: &mut Client| {
-            c.query(&self.sql.delete_node, &[&self.ns, &id])
+            c.query_typed(&self.sql.delete_node, &[text(&self.ns), text(&id)])
                 .await
                 .map(drop)
         })
@@ -710,9 +756,9 @@ impl Store for PostgresStore {
     async fn delete_node_if(&self, id: &str, session: &str, heartbeat: i64) -> StoreResult<bool> {
         let n: i64 = self
             .call("delete_node_if", async |c: &mut Client| {
-                c.query_one(
+                c.query_typed_one(
                     &self.sql.delete_node_if,
-                    &[&self.ns, &id, &session, &heartbeat],
+                    &[text(&self.ns), text(&id), text(&session), int8(&heartbeat)],
                 )
                 .await?
                 .try_get(0)
@@ -724,7 +770,10 @@ impl Store for PostgresStore {
     async fn put_definitions(&self, node: &str, defs: &Definitions) -> StoreResult<()> {
         let record = json(&json_records::Definitions::from(defs));
         self.call("put_definitions", async |c: &mut Client| {
-            c.execute(&self.sql.put_definitions, &[&self.ns, &node, &record])
+            c.execute_typed(
+                &self.sql.put_definitions,
+                &[text(&self.ns), text(&node), jsonb(&record)],
+            )
                 .await
                 .map(drop)
         })
@@ -734,7 +783,8 @@ impl Store for PostgresStore {
     async fn definitions(&self, node: &str) -> StoreResult<Option<Definitions>> {
         let rows = self
             .call("definitions", async |c: &mut Client| {
-                c.query(&self.sql.definitions, &[&self.ns, &node]).await
+                c.query_typed(&self.sql.definitions, &[text(&self.ns), text(&node)])
+                    .await
             })
             .await?;
         Ok(Self::rows_to::<json_records::Definitions>(rows)?
@@ -745,7 +795,7 @@ impl Store for PostgresStore {
     async fn nodes(&self) -> StoreResult<HashMap<String, NodeRecord>> {
         let rows = self
             .call("nodes", async |c: &mut Client| {
-                c.query(&self.sql.nodes, &[&self.ns]).await
+                c.query_typed(&self.sql.nodes, &[text(&self.ns)]).await
             })
             .await?;
         Ok(Self::rows_to::<json_records::Node>(rows)?
@@ -759,7 +809,8 @@ impl Store for PostgresStore {
         for chunk in jobs.chunks(LEASE_CHUNK) {
             let rows = self
                 .call("leases", async |c: &mut Client| {
-                    c.query(&self.sql.leases, &[&self.ns, &chunk]).await
+                    c.query_typed(&self.sql.leases, &[text(&self.ns), texts(&chunk)])
+                        .await
                 })
                 .await?;
             for row in &rows {
@@ -787,14 +838,17 @@ impl Store for PostgresStore {
             let mut nodes: HashMap<String, (String, i64)> = HashMap::new();
             if !holders.is_empty() {
                 for row in tx
-                    .query(&self.sql.lock_nodes, &[&self.ns, &holders])
+                    .query_typed(&self.sql.lock_nodes, &[text(&self.ns), texts(&holders)])
                     .await?
                 {
                     nodes.insert(row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?));
                 }
             }
             let mut stored: HashMap<String, LeaseRecord> = HashMap::new();
-            for row in tx.query(&self.sql.lock_leases, &[&self.ns, &jobs]).await? {
+            for row in tx
+                .query_typed(&self.sql.lock_leases, &[text(&self.ns), texts(&jobs)])
+                .await?
+            {
                 // A row that does not parse compares as changed: nothing is written over it.
                 if let Ok((job, lease)) = lease_of(&row) {
                     stored.insert(job, lease);
@@ -825,15 +879,15 @@ impl Store for PostgresStore {
                 if cols.job.is_empty() {
                     continue;
                 }
-                let params: [&(dyn ToSql + Sync); 6] = [
-                    &self.ns,
-                    &cols.job,
-                    &cols.holder,
-                    &cols.session,
-                    &cols.term,
-                    &cols.acquired_at,
+                let params = [
+                    text(&self.ns),
+                    texts(&cols.job),
+                    texts(&cols.holder),
+                    texts(&cols.session),
+                    int8s(&cols.term),
+                    stamps(&cols.acquired_at),
                 ];
-                for row in tx.query(sql.as_str(), &params).await? {
+                for row in tx.query_typed(sql.as_str(), &params).await? {
                     won.push(row.try_get(0)?);
                 }
             }
@@ -849,8 +903,11 @@ impl Store for PostgresStore {
         }
         let n = self
             .call("release", async |c: &mut Client| {
-                c.execute(&self.sql.release, &[&self.ns, &jobs, &node, &session])
-                    .await
+                c.execute_typed(
+                    &self.sql.release,
+                    &[text(&self.ns), texts(&jobs), text(&node), text(&session)],
+                )
+                .await
             })
             .await?;
         Ok(n as usize)
@@ -862,14 +919,19 @@ impl Store for PostgresStore {
                 // A job with no lease record gets a free one to hold the pause; a resume of
                 // such a job has nothing to do and writes nothing.
                 Some(p) => {
-                    c.execute(&self.sql.ensure_lease, &[&self.ns, &job]).await?;
+                    c.execute_typed(&self.sql.ensure_lease, &[text(&self.ns), text(&job)])
+                        .await?;
                     let p = json(&JsonPause::from(p));
-                    c.query_one(&self.sql.pause, &[&self.ns, &job, &p]).await?
+                    c.query_typed_one(&self.sql.pause, &[text(&self.ns), text(&job), jsonb(&p)])
+                        .await?
                 }
                 None => {
                     let now = Utc::now();
-                    c.query_one(&self.sql.resume, &[&self.ns, &job, &now])
-                        .await?
+                    c.query_typed_one(
+                        &self.sql.resume,
+                        &[text(&self.ns), text(&job), stamp(&now)],
+                    )
+                    .await?
                 }
             };
             Ok(row.try_get::<_, i64>(0)? > 0)
@@ -882,9 +944,10 @@ impl Store for PostgresStore {
         for _ in 0..REQUEST_RETRIES {
             let outcome = self
                 .call("change_request", async |c: &mut Client| {
-                    c.execute(&self.sql.ensure_lease, &[&self.ns, &job]).await?;
+                    c.execute_typed(&self.sql.ensure_lease, &[text(&self.ns), text(&job)])
+                        .await?;
                     let old: String = c
-                        .query_one(&self.sql.read_requests, &[&self.ns, &job])
+                        .query_typed_one(&self.sql.read_requests, &[text(&self.ns), text(&job)])
                         .await?
                         .try_get(0)?;
                     Ok(old)
@@ -898,9 +961,16 @@ impl Store for PostgresStore {
             let ids = request_ids(&requests);
             let changed: i64 = self
                 .call("change_request", async |c: &mut Client| {
-                    c.query_one(
+                    c.query_typed_one(
                         &self.sql.change_requests,
-                        &[&self.ns, &job, &new, &ids, &outcome, &announced],
+                        &[
+                            text(&self.ns),
+                            text(&job),
+                            text(&new),
+                            texts(&ids),
+                            text(&outcome),
+                            boolean(&announced),
+                        ],
                     )
                     .await?
                     .try_get(0)
@@ -918,7 +988,8 @@ impl Store for PostgresStore {
     async fn control_epoch(&self) -> StoreResult<i64> {
         let rows = self
             .call("control_epoch", async |c: &mut Client| {
-                c.query(&self.sql.control_epoch, &[&self.ns]).await
+                c.query_typed(&self.sql.control_epoch, &[text(&self.ns)])
+                    .await
             })
             .await?;
         match rows.first() {
@@ -932,7 +1003,8 @@ impl Store for PostgresStore {
     async fn pruned_until(&self, job: &str) -> StoreResult<Option<DateTime<Utc>>> {
         let rows = self
             .call("pruned_until", async |c: &mut Client| {
-                c.query(&self.sql.pruned_until, &[&self.ns, &job]).await
+                c.query_typed(&self.sql.pruned_until, &[text(&self.ns), text(&job)])
+                    .await
             })
             .await?;
         let ms: Option<i64> = match rows.first() {
@@ -950,18 +1022,18 @@ impl Store for PostgresStore {
         let at = fire_ms(run.fire_time);
         let rows = self
             .call("claim", async |c: &mut Client| {
-                c.query(
+                c.query_typed(
                     &self.sql.claim,
                     &[
-                        &self.ns,
-                        &run.job,
-                        &run.node,
-                        &session,
-                        &run.term,
-                        &request,
-                        &at,
-                        &run.outcome,
-                        &record,
+                        text(&self.ns),
+                        text(&run.job),
+                        text(&run.node),
+                        text(&session),
+                        int8(&run.term),
+                        text(&request),
+                        int8(&at),
+                        text(&run.outcome),
+                        jsonb(&record),
                     ],
                 )
                 .await
@@ -995,16 +1067,16 @@ impl Store for PostgresStore {
         let at = fire_ms(run.fire_time);
         let n = self
             .call("finish", async |c: &mut Client| {
-                c.execute(
+                c.execute_typed(
                     &self.sql.finish,
                     &[
-                        &self.ns,
-                        &run.job,
-                        &at,
-                        &run.session,
-                        &run.term,
-                        &run.outcome,
-                        &record,
+                        text(&self.ns),
+                        text(&run.job),
+                        int8(&at),
+                        text(&run.session),
+                        int8(&run.term),
+                        text(&run.outcome),
+                        jsonb(&record),
                     ],
                 )
                 .await
@@ -1017,7 +1089,8 @@ impl Store for PostgresStore {
         let at = fire_ms(fire_time);
         let rows = self
             .call("get_run", async |c: &mut Client| {
-                c.query(&self.sql.get_run, &[&self.ns, &job, &at]).await
+                c.query_typed(&self.sql.get_run, &[text(&self.ns), text(&job), int8(&at)])
+                    .await
             })
             .await?;
         Ok(Self::rows_to::<json_records::Run>(rows)?
@@ -1028,7 +1101,8 @@ impl Store for PostgresStore {
     async fn running_runs(&self) -> StoreResult<Vec<RunRecord>> {
         let rows = self
             .call("running_runs", async |c: &mut Client| {
-                c.query(&self.sql.running_runs, &[&self.ns]).await
+                c.query_typed(&self.sql.running_runs, &[text(&self.ns)])
+                    .await
             })
             .await?;
         Ok(Self::rows_to::<json_records::Run>(rows)?
@@ -1048,21 +1122,21 @@ impl Store for PostgresStore {
         let recovery = new.outcome == RUNNING;
         let rows = self
             .call("close_orphan", async |c: &mut Client| {
-                c.query(
+                c.query_typed(
                     &self.sql.close_orphan,
                     &[
-                        &self.ns,
-                        &new.job,
-                        &at,
-                        &orphan_session,
-                        &fence.node,
-                        &fence.session,
-                        &fence.term,
-                        &recovery,
-                        &new.outcome,
-                        &new.session,
-                        &new.term,
-                        &record,
+                        text(&self.ns),
+                        text(&new.job),
+                        int8(&at),
+                        text(&orphan_session),
+                        text(&fence.node),
+                        text(&fence.session),
+                        int8(&fence.term),
+                        boolean(&recovery),
+                        text(&new.outcome),
+                        text(&new.session),
+                        int8(&new.term),
+                        jsonb(&record),
                     ],
                 )
                 .await
@@ -1089,7 +1163,8 @@ impl Store for PostgresStore {
     async fn runs(&self, job: &str) -> StoreResult<Vec<RunRecord>> {
         let rows = self
             .call("runs", async |c: &mut Client| {
-                c.query(&self.sql.runs, &[&self.ns, &job]).await
+                c.query_typed(&self.sql.runs, &[text(&self.ns), text(&job)])
+                    .await
             })
             .await?;
         Ok(Self::rows_to::<json_records::Run>(rows)?
@@ -1105,8 +1180,11 @@ impl Store for PostgresStore {
         let limit = limit.min(i64::MAX as usize) as i64;
         let rows = self
             .call("recent_runs", async |c: &mut Client| {
-                c.query(&self.sql.recent_runs, &[&self.ns, &job, &limit])
-                    .await
+                c.query_typed(
+                    &self.sql.recent_runs,
+                    &[text(&self.ns), text(&job), int8(&limit)],
+                )
+                .await
             })
             .await?;
         Ok(Self::rows_to::<json_records::Run>(rows)?
@@ -1119,7 +1197,10 @@ impl Store for PostgresStore {
         let keep = keep.min(i64::MAX as usize) as i64;
         let n: i64 = self
             .call("prune_runs", async |c: &mut Client| {
-                c.query_one(&self.sql.prune_runs, &[&self.ns, &job, &keep])
+                c.query_typed_one(
+                    &self.sql.prune_runs,
+                    &[text(&self.ns), text(&job), int8(&keep)],
+                )
                     .await?
                     .try_get(0)
             })
