@@ -2,7 +2,8 @@
 # Installs what the tests need beyond the toolchain, Java and the Datastore emulator (which
 # .ci/run sees to): libfaketime, used by the fault drills (tests/drills.rs) to give a node a
 # skewed or DST-edge wall clock, jq, which scripts/reliability.sh uses, redis-server, zookeeper
-# and postgresql (the Redis, ZooKeeper and PostgreSQL stores' tests), promtool (the alerting
+# and postgresql (the Redis, ZooKeeper and PostgreSQL stores' tests), pgbouncer (the PostgreSQL
+# store behind a transaction-mode pooler), promtool (the alerting
 # rules), and chromium with chromedriver (the dashboard's browser tests). Idempotent: installs
 # only what is missing, and nothing when all is there. Works as root or through passwordless
 # sudo (Debian/Ubuntu: apt-get).
@@ -74,6 +75,13 @@ if compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null && id postgres >/d
 else
     missing+=(postgresql)
 fi
+# pgbouncer: a test runs a cluster through PgBouncer in transaction mode
+# (tests/common/pgbouncer.rs), which nothing may rely on session state behind.
+if [[ -x /usr/sbin/pgbouncer ]] || command -v pgbouncer >/dev/null 2>&1; then
+    say "pgbouncer present"
+else
+    missing+=(pgbouncer)
+fi
 # promtool (Debian package prometheus): scripts/test.sh checks and unit-tests the alerting rules
 # in deploy/prometheus with it.
 if command -v promtool >/dev/null 2>&1; then
@@ -105,6 +113,7 @@ command -v jq >/dev/null 2>&1 || { say "jq is still not found after installing i
 [[ -x /usr/bin/redis-server ]] || command -v redis-server >/dev/null 2>&1 || { say "redis-server is still not found after installing it"; exit 1; }
 [[ -f /usr/share/java/zookeeper.jar ]] || { say "zookeeper.jar is still not found after installing zookeeper"; exit 1; }
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || { say "postgres is still not found after installing postgresql"; exit 1; }
+[[ -x /usr/sbin/pgbouncer ]] || { say "pgbouncer is still not found after installing it"; exit 1; }
 command -v promtool >/dev/null 2>&1 || { say "promtool is still not found after installing prometheus"; exit 1; }
 command -v chromedriver >/dev/null 2>&1 || { say "chromedriver is still not found after installing chromium-driver"; exit 1; }
 say "installed ${missing[*]}; libfaketime: $lib"

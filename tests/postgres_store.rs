@@ -2,7 +2,8 @@
 //! input (an unreachable server, wrong credentials, a database that does not exist, a schema it
 //! may not use), and a drill of faults of its own (a node's connections terminated with
 //! `pg_terminate_backend`, every connection terminated, a crash and restart of the server
-//! mid-run): no fire time is run twice and every run is closed.
+//! mid-run, the server read-only): no fire time is run twice and every run is closed; and a
+//! cluster behind PgBouncer in transaction mode.
 mod common;
 
 use std::path::Path;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use common::pgbouncer::PgBouncer;
 use common::postgres_server::PostgresServer;
 use common::{free_port, write_config, Node};
 
@@ -31,6 +33,14 @@ fn one_shot(args: &[&str], cfg: &Path) -> (Option<i32>, String) {
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `cronlease run` on `cfg` (its `[store]` table names the server), with no store environment.
+fn spawn(cfg: &Path, id: &str) -> Node {
+    let args = ["run", "--config", &cfg.display().to_string(), "--node-id", id];
+    let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    args.extend(["--log-format".to_string(), "json".to_string()]);
+    Node::spawn_args(id, &args, &[])
 }
 
 fn config_for(dir: &Path, url: &str, extra: &str) -> std::path::PathBuf {
@@ -129,19 +139,7 @@ fn an_unreachable_server_is_named_and_waited_for() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
     assert!(!stderr.contains("secret"), "{stderr}");
-    let mut node = Node::spawn_args(
-        "waiting",
-        &[
-            "run".into(),
-            "--config".into(),
-            cfg.display().to_string(),
-            "--node-id".into(),
-            "waiting".into(),
-            "--log-format".into(),
-            "json".into(),
-        ],
-        &[],
-    );
+    let mut node = spawn(&cfg, "waiting");
     let errors = common::poll_for(Duration::from_secs(10), || {
         let e = node.events_named("store_error");
         (e.len() >= 2).then_some(e)
@@ -231,19 +229,7 @@ fn terminated_connections_a_restart_and_a_read_only_server_run_no_fire_time_twic
             std::fs::create_dir_all(&sub).unwrap();
             let url = format!("{}?application_name=cronlease-{id}", pg.url());
             let cfg = write_config(&sub, &format!("[store]\nurl = \"{url}\"\n\n{body}"));
-            Node::spawn_args(
-                id,
-                &[
-                    "run".into(),
-                    "--config".into(),
-                    cfg.display().to_string(),
-                    "--node-id".into(),
-                    id.to_string(),
-                    "--log-format".into(),
-                    "json".into(),
-                ],
-                &[],
-            )
+            spawn(&cfg, id)
         })
         .collect();
     until_all_ran_after(&nodes, &jobs, DateTime::<Utc>::MIN_UTC, "the start");
@@ -378,4 +364,72 @@ fn terminated_connections_a_restart_and_a_read_only_server_run_no_fire_time_twic
             slow.len()
         );
     });
+}
+
+/// Three nodes through PgBouncer in transaction mode with two server connections for their
+/// twelve: each statement may run on another server connection than the last. Every job runs
+/// every fire time once, with no gap, no store call fails, and `status` answers through it.
+#[test]
+fn three_nodes_run_every_fire_time_once_behind_pgbouncer_in_transaction_mode() {
+    let pg = PostgresServer::start();
+    let bouncer = PgBouncer::start(&pg, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = ["a", "b", "c", "d"];
+    let mut body = format!(
+        "[store]\nurl = \"{}\"\n\n\
+         [election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n",
+        bouncer.url()
+    );
+    for job in jobs {
+        body.push_str(&format!(
+            "\n[[job]]\nname = \"{job}\"\nschedule = \"* * * * * *\"\nsay = \"{job}\"\n"
+        ));
+    }
+    let cfg = write_config(dir.path(), &body);
+    let mut nodes: Vec<Node> = ["p1", "p2", "p3"]
+        .iter()
+        .map(|id| spawn(&cfg, id))
+        .collect();
+    let ran = |job: &str, nodes: &[Node]| {
+        tick_runs(nodes)
+            .into_iter()
+            .filter(|(j, _, _)| j == job)
+            .count()
+    };
+    assert!(
+        common::wait_until(Duration::from_secs(40), || jobs
+            .iter()
+            .all(|j| ran(j, &nodes) >= 8)),
+        "not every job ran 8 times: {:?}",
+        tick_runs(&nodes)
+    );
+    let (code, stderr) = one_shot(&["status"], &cfg);
+    assert_eq!(code, Some(0), "status through pgbouncer: {stderr}");
+    for node in nodes.iter() {
+        node.signal(libc::SIGTERM);
+    }
+    for node in nodes.iter_mut() {
+        let status = node.wait_exit(Duration::from_secs(20)).expect("it stops");
+        assert!(status.success(), "{} exited {status:?}", node.id);
+    }
+    let failed: Vec<String> = nodes
+        .iter()
+        .flat_map(|n| n.raw_lines())
+        .filter(|l| l.contains("\"level\":\"WARN\"") || l.contains("\"level\":\"ERROR\""))
+        .collect();
+    assert!(failed.is_empty(), "store calls failed: {failed:#?}");
+    let runs = tick_runs(&nodes);
+    for job in jobs {
+        let mut fires: Vec<DateTime<Utc>> = runs
+            .iter()
+            .filter(|(j, _, _)| j == job)
+            .map(|(_, f, _)| utc(f))
+            .collect();
+        fires.sort();
+        let n = fires.len();
+        fires.dedup();
+        assert_eq!(fires.len(), n, "{job}: a fire time ran twice: {runs:?}");
+        let span = (fires[n - 1] - fires[0]).num_seconds() as usize + 1;
+        assert_eq!(span, n, "{job}: a gap among {fires:?}");
+    }
 }

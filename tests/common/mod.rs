@@ -31,6 +31,7 @@
 
 pub mod browser;
 pub mod hook;
+pub mod pgbouncer;
 pub mod postgres_server;
 pub mod proxy;
 pub mod redis_server;
