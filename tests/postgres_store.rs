@@ -284,8 +284,7 @@ fn terminated_connections_a_restart_and_a_read_only_server_run_no_fire_time_twic
 
     // 4. The server turns read-only for 5 s (what a node meets on a standby after a failover:
     // 25006 on every write): nothing runs, leaders step down, and all comes back after.
-    pg.psql("ALTER SYSTEM SET default_transaction_read_only = on");
-    pg.psql("SELECT pg_reload_conf()");
+    set_read_only(&pg, true);
     let read_only = Utc::now();
     assert!(
         common::wait_until(Duration::from_secs(10), || nodes
@@ -311,8 +310,7 @@ fn terminated_connections_a_restart_and_a_read_only_server_run_no_fire_time_twic
         .filter_map(|e| e["msg"].as_str().map(String::from))
         .any(|m| m.contains("read-only") && m.contains("25006"));
     assert!(said, "no node said the store is read-only (25006)");
-    pg.psql("ALTER SYSTEM SET default_transaction_read_only = off");
-    pg.psql("SELECT pg_reload_conf()");
+    set_read_only(&pg, false);
     let t4 = Utc::now();
     let back4 = until_all_ran_after(&nodes, &jobs, t4, "the server turned writable again");
     eprintln!(
@@ -432,4 +430,74 @@ fn three_nodes_run_every_fire_time_once_behind_pgbouncer_in_transaction_mode() {
         let span = (fires[n - 1] - fires[0]).num_seconds() as usize + 1;
         assert_eq!(span, n, "{job}: a gap among {fires:?}");
     }
+}
+
+/// Turn `pg` read-only (as a standby is) or writable again, for new transactions.
+fn set_read_only(pg: &PostgresServer, on: bool) {
+    let value = if on { "on" } else { "off" };
+    pg.psql(&format!(
+        "ALTER SYSTEM SET default_transaction_read_only = {value}"
+    ));
+    pg.psql("SELECT pg_reload_conf()");
+}
+
+/// Run records on `pg` (0 before a node made the tables there).
+fn runs_on(pg: &PostgresServer) -> usize {
+    pg.try_psql("SELECT count(*) FROM cronlease.runs")
+        .map(|n| n.trim().parse().unwrap_or(0))
+        .unwrap_or(0)
+}
+
+/// A url of two hosts with `target_session_attrs=read-write`: the node writes to the one that
+/// is not read-only; when that one turns read-only (a primary demoted in a failover), its
+/// calls fail with 25006, are retried on new connections, and those go to the other host.
+#[test]
+fn a_primary_turned_read_only_sends_the_node_to_the_writable_host() {
+    let first = PostgresServer::start();
+    let second = PostgresServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The second host has the schema, as a standby has its primary's (its data is not this
+    // test's point: no replication here).
+    let standby = write_config(
+        dir.path(),
+        &format!("[store]\nurl = \"{}\"\n\n{JOB}", second.url()),
+    );
+    assert_eq!(one_shot(&["status"], &standby).0, Some(0));
+    set_read_only(&second, true);
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+        first.port, second.port
+    );
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[store]\nurl = \"{url}\"\n\n\
+             [election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n\n{JOB}"
+        ),
+    );
+    let mut node = spawn(&cfg, "mover");
+    assert!(
+        common::wait_until(Duration::from_secs(30), || runs_on(&first) >= 2),
+        "no runs recorded on the writable first host: {}",
+        node.output_text()
+    );
+    // The failover: the first host turns read-only, the second writable.
+    set_read_only(&first, true);
+    set_read_only(&second, false);
+    let moved = Utc::now();
+    assert!(
+        common::wait_until(Duration::from_secs(30), || runs_on(&second) >= 2),
+        "the node never wrote to the second host: {}",
+        node.output_text()
+    );
+    let said = node
+        .events()
+        .iter()
+        .filter(|e| utc(e["ts"].as_str().unwrap_or_default()) > moved)
+        .filter_map(|e| e["msg"].as_str().map(String::from))
+        .any(|m| m.contains("25006"));
+    assert!(said, "the read-only host was not named: {}", node.output_text());
+    node.signal(libc::SIGTERM);
+    let status = node.wait_exit(Duration::from_secs(20)).expect("it stops");
+    assert!(status.success(), "{status:?}");
 }

@@ -42,6 +42,7 @@ use ds::key::path_element::IdType;
 use ds::value::ValueType;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 
+use super::rules::{claim_refusal, ClaimFacts};
 use super::{
     parse_time_key, Acquire, Claim, Definitions, Fence, LeaseRecord, NodeRecord, Pause,
     RequestChange, Requests, RunRecord, RunTrigger, Store, StoreError, StoreResult, RUNNING,
@@ -1203,32 +1204,26 @@ impl Store for DatastoreStore {
                 self.rollback(tx).await;
                 return Ok(Claim::Fenced);
             };
-            match &run.trigger {
-                // Read in this transaction: a pause committed meanwhile aborts the insert.
-                None if lease.paused.is_some() => {
-                    self.rollback(tx).await;
-                    return Ok(Claim::Paused);
-                }
-                None => {}
-                // Requested runs run while paused, only while their request is pending (read
-                // in this transaction: a removal committed meanwhile aborts the insert).
-                Some(trigger) => {
-                    if self.entity_of(&found, KIND_RUN, &name).is_some() {
-                        self.rollback(tx).await;
-                        return Ok(Claim::AlreadyRun);
-                    }
-                    if !lease.requests.has(&trigger.request) {
-                        self.rollback(tx).await;
-                        return Ok(Claim::Withdrawn);
-                    }
-                }
-            }
+            // Read in this transaction: a pause or a request's removal committed meanwhile
+            // aborts the insert. A scheduled run's record is not read: its insert fails if it
+            // exists (`AlreadyExists` below), which is the same answer.
             let pruned = self
                 .entity_of(&found, KIND_PRUNED, &run.job)
                 .and_then(|e| get_time(e, "fire_time"));
-            if pruned.is_some_and(|p| run.fire_time <= p) {
+            let facts = ClaimFacts {
+                fenced_ok: true,
+                requested: run.trigger.is_some(),
+                paused: lease.paused.is_some(),
+                pending: run
+                    .trigger
+                    .as_ref()
+                    .is_some_and(|t| lease.requests.has(&t.request)),
+                too_old: pruned.is_some_and(|p| run.fire_time <= p),
+                existed: run.trigger.is_some() && self.entity_of(&found, KIND_RUN, &name).is_some(),
+            };
+            if let Some(refused) = claim_refusal(&facts) {
                 self.rollback(tx).await;
-                return Ok(Claim::TooOld);
+                return Ok(refused);
             }
             let m = mutation(ds::mutation::Operation::Insert(self.run_entity(run)));
             match self.commit(Some(tx), vec![m]).await {

@@ -82,6 +82,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 
 use super::json_records::{self as records, Lease, LeasesFile, LEASES_VERSION};
+use super::rules::{claim_refusal, ClaimFacts};
 use super::{
     parse_time_key, time_key, Acquire, Claim, Definitions, Fence, LeaseRecord, NodeRecord, Pause,
     RequestChange, RunRecord, Store, StoreError, StoreResult, RUNNING,
@@ -674,38 +675,27 @@ impl Store for FileStore {
                 return Ok(Claim::Fenced);
             };
             let path = dir.run_path(&run.job, run.fire_time)?;
-            let exists = || match std::fs::symlink_metadata(&path) {
-                Ok(_) => Ok(true),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-                Err(e) => Err(unavailable("checking", &path, e)),
+            let existed = match std::fs::symlink_metadata(&path) {
+                Ok(_) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => return Err(unavailable("checking", &path, e)),
             };
             // To the millisecond, as the run's file name and the watermark are.
             let at = run.fire_time.trunc_subsecs(3);
-            let too_old = || Ok::<_, StoreError>(dir.pruned(&run.job)?.is_some_and(|p| at <= p));
-            match &run.trigger {
-                // A requested run: claimed paused or not, while its request is pending.
-                Some(trigger) => {
-                    if exists()? {
-                        return Ok(Claim::AlreadyRun);
-                    }
-                    if !lease.requests.has(&trigger.request) {
-                        return Ok(Claim::Withdrawn);
-                    }
-                    if too_old()? {
-                        return Ok(Claim::TooOld);
-                    }
-                }
-                None => {
-                    if lease.paused.is_some() {
-                        return Ok(Claim::Paused);
-                    }
-                    if too_old()? {
-                        return Ok(Claim::TooOld);
-                    }
-                    if exists()? {
-                        return Ok(Claim::AlreadyRun);
-                    }
-                }
+            let facts = ClaimFacts {
+                fenced_ok: true,
+                requested: run.trigger.is_some(),
+                paused: lease.paused.is_some(),
+                pending: run
+                    .trigger
+                    .as_ref()
+                    .is_some_and(|t| lease.requests.has(&t.request)),
+                too_old: dir.pruned(&run.job)?.is_some_and(|p| at <= p),
+                existed,
+            };
+            // Under the lock, nobody else inserts: no refusal means this claim wins.
+            if let Some(refused) = claim_refusal(&facts) {
+                return Ok(refused);
             }
             if run.outcome == RUNNING {
                 dir.mark_running(&run)?;

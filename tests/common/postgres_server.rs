@@ -108,6 +108,12 @@ impl PostgresServer {
 
     /// Runs `sql` through `psql` as the superuser; its output (unaligned, tuples only).
     pub fn psql(&self, sql: &str) -> String {
+        self.try_psql(sql)
+            .unwrap_or_else(|e| panic!("psql {sql:?} failed: {e}"))
+    }
+
+    /// [`PostgresServer::psql`], with its error (psql's stderr) for a statement that failed.
+    pub fn try_psql(&self, sql: &str) -> Result<String, String> {
         let out = Command::new(self.bin.join("psql"))
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args([
@@ -122,12 +128,10 @@ impl PostgresServer {
             .args(["-c", sql])
             .output()
             .expect("run psql");
-        assert!(
-            out.status.success(),
-            "psql {sql:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// A login role `user` whose password the server checks (`scram-sha-256` for it alone,
