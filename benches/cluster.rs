@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use common::{free_port, http, wait_until, write_config, Backend, Emulator, Holdings, Node, Target};
+use common::{
+    free_port, http, wait_until, write_config, Backend, Emulator, Holdings, Node, Target,
+};
 
 /// The fast election the tests use: failover and precision figures are about these.
 const FAST: &str = "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n";
@@ -732,14 +734,20 @@ impl Bench {
             out,
             "| jobs | store calls /node/h | put_node (renewal) | nodes reads | control_epoch | round trips per poll | leases reads | claim + finish | server transactions /node/h | rows written /node/h | HOT updates: nodes | leases | runs | CPU /node/min | peak RSS |"
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            out,
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        );
         for n in [10usize, 1000] {
             let table = backend.store_table_with(&format!("namespace = \"cost{n}\""));
             let dir = self.dir.path().join(format!("pg{n}"));
             std::fs::create_dir_all(&dir).unwrap();
             let cfg = write_config(
                 &dir,
-                &format!("{table}\n[node]\nshutdown_grace = \"2s\"\n{}", cost_jobs(n, 1)),
+                &format!(
+                    "{table}\n[node]\nshutdown_grace = \"2s\"\n{}",
+                    cost_jobs(n, 1)
+                ),
             );
             let nodes = settled_on(&backend, &cfg, n, "pgcost");
             let mut stats = Vec::new();

@@ -37,7 +37,13 @@ fn one_shot(args: &[&str], cfg: &Path) -> (Option<i32>, String) {
 
 /// `cronlease run` on `cfg` (its `[store]` table names the server), with no store environment.
 fn spawn(cfg: &Path, id: &str) -> Node {
-    let args = ["run", "--config", &cfg.display().to_string(), "--node-id", id];
+    let args = [
+        "run",
+        "--config",
+        &cfg.display().to_string(),
+        "--node-id",
+        id,
+    ];
     let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     args.extend(["--log-format".to_string(), "json".to_string()]);
     Node::spawn_args(id, &args, &[])
@@ -60,13 +66,20 @@ fn bad_input_says_which_and_what_to_do() {
             "wrong password",
             format!("postgres://app:wrong@127.0.0.1:{port}/postgres"),
             "",
-            vec!["password authentication failed", "app", "check the user and password"],
+            vec![
+                "password authentication failed",
+                "app",
+                "check the user and password",
+            ],
         ),
         (
             "unknown user",
             format!("postgres://nobody@127.0.0.1:{port}/postgres"),
             "",
-            vec!["role \"nobody\" does not exist", "check the user and password"],
+            vec![
+                "role \"nobody\" does not exist",
+                "check the user and password",
+            ],
         ),
         (
             "missing database",
@@ -78,7 +91,10 @@ fn bad_input_says_which_and_what_to_do() {
             "schema of someone else",
             format!("postgres://guest@127.0.0.1:{port}/postgres"),
             "schema = \"theirs\"",
-            vec!["permission denied for schema theirs", "GRANT USAGE ON SCHEMA theirs"],
+            vec![
+                "permission denied for schema theirs",
+                "GRANT USAGE ON SCHEMA theirs",
+            ],
         ),
         (
             "no right to create a schema",
@@ -97,8 +113,14 @@ fn bad_input_says_which_and_what_to_do() {
             for want in &wants {
                 assert!(stderr.contains(want), "{name}: no {want:?} in {stderr}");
             }
-            assert!(!stderr.contains("wrong@"), "{name}: the password shown: {stderr}");
-            assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{name}: {stderr}");
+            assert!(
+                !stderr.contains("wrong@"),
+                "{name}: the password shown: {stderr}"
+            );
+            assert!(
+                stderr.contains(&format!("127.0.0.1:{port}")),
+                "{name}: {stderr}"
+            );
         }
     }
 
@@ -248,9 +270,7 @@ fn terminated_connections_a_restart_and_a_read_only_server_run_no_fire_time_twic
     let back1 = until_all_ran_after(&nodes, &jobs, t1, "n1's connections were terminated");
     assert!(
         common::wait_until(Duration::from_secs(10), || pg
-            .psql(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cronlease-n1'"
-            )
+            .psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cronlease-n1'")
             .trim()
             != "0"),
         "n1 never connected again"
@@ -270,12 +290,11 @@ fn terminated_connections_a_restart_and_a_read_only_server_run_no_fire_time_twic
         .map(|n| n.events_named("job_output").len())
         .collect::<Vec<_>>();
     assert!(
-        common::wait_until(Duration::from_secs(10), || nodes
-            .iter()
-            .zip(&seen)
-            .any(|(n, from)| n.events_named("job_output")[*from..]
+        common::wait_until(Duration::from_secs(10), || nodes.iter().zip(&seen).any(
+            |(n, from)| n.events_named("job_output")[*from..]
                 .iter()
-                .any(|e| e["job"] == "slow" && e["line"] == "started"))),
+                .any(|e| e["job"] == "slow" && e["line"] == "started")
+        )),
         "no run of slow started"
     );
     let t3 = Utc::now();
@@ -496,8 +515,103 @@ fn a_primary_turned_read_only_sends_the_node_to_the_writable_host() {
         .filter(|e| utc(e["ts"].as_str().unwrap_or_default()) > moved)
         .filter_map(|e| e["msg"].as_str().map(String::from))
         .any(|m| m.contains("25006"));
-    assert!(said, "the read-only host was not named: {}", node.output_text());
+    assert!(
+        said,
+        "the read-only host was not named: {}",
+        node.output_text()
+    );
     node.signal(libc::SIGTERM);
     let status = node.wait_exit(Duration::from_secs(20)).expect("it stops");
     assert!(status.success(), "{status:?}");
+}
+
+/// A server that refuses plain connections, with a certificate for `localhost` signed by a CA
+/// of the test's own: each `sslmode` does what libpq's does. `disable` is refused by the
+/// server; `require` encrypts without checking; `verify-ca` checks the CA, not the name;
+/// `verify-full` checks both; a wrong CA or a wrong name stops the node at once (exit 1) with
+/// what to check; a missing `sslrootcert` is refused by `check` (exit 2).
+#[test]
+fn each_sslmode_does_what_libpq_does() {
+    let pg = PostgresServer::start();
+    let ca = pg.require_tls();
+    let other_server = PostgresServer::start();
+    let other = other_server.require_tls();
+    let dir = tempfile::tempdir().unwrap();
+    let port = pg.port;
+    let url =
+        |host: &str, query: &str| format!("postgres://postgres@{host}:{port}/postgres?{query}");
+    let ca_q = |mode: &str, ca: &Path| format!("sslmode={mode}&sslrootcert={}", ca.display());
+    let cases = [
+        (
+            "disable",
+            url("127.0.0.1", "sslmode=disable"),
+            Some(1),
+            "set sslmode=require",
+        ),
+        ("prefer", url("127.0.0.1", "sslmode=prefer"), Some(0), ""),
+        ("require", url("127.0.0.1", "sslmode=require"), Some(0), ""),
+        (
+            "verify-ca by ip",
+            url("127.0.0.1", &ca_q("verify-ca", &ca)),
+            Some(0),
+            "",
+        ),
+        (
+            "verify-full by name",
+            url("localhost", &ca_q("verify-full", &ca)),
+            Some(0),
+            "",
+        ),
+        (
+            "verify-full by ip",
+            url("127.0.0.1", &ca_q("verify-full", &ca)),
+            Some(1),
+            "names the host in the url",
+        ),
+        (
+            "verify-full, another CA",
+            url("localhost", &ca_q("verify-full", &other)),
+            Some(1),
+            "check sslrootcert",
+        ),
+        (
+            "a missing sslrootcert",
+            url(
+                "localhost",
+                "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+            ),
+            Some(2),
+            "/nonexistent/ca.pem",
+        ),
+    ];
+    for (name, url, code, says) in cases {
+        let cfg = config_for(dir.path(), &url, "");
+        let (got, stderr) = one_shot(&["status"], &cfg);
+        eprintln!("--- {name}: exit {got:?}\n{stderr}");
+        assert_eq!(got, code, "{name}: {stderr}");
+        assert!(stderr.contains(says), "{name}: no {says:?} in {stderr}");
+        if code == Some(1) {
+            let (run, stderr) = one_shot(&["run", "--node-id", "tls"], &cfg);
+            assert_eq!(run, Some(1), "{name}: run did not stop at once: {stderr}");
+        }
+    }
+    // The node's connections are encrypted (and only encrypted ones are let in).
+    let cfg = config_for(
+        dir.path(),
+        &url(
+            "localhost",
+            &format!("{}&application_name=tls-node", ca_q("verify-full", &ca)),
+        ),
+        "",
+    );
+    let mut node = spawn(&cfg, "tls-node");
+    node.wait_for(Duration::from_secs(20), |e| e["event"] == "tick_run")
+        .unwrap_or_else(|| panic!("no tick over TLS: {}", node.output_text()));
+    let ssl = pg.psql(
+        "SELECT DISTINCT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.application_name = 'tls-node'",
+    );
+    assert_eq!(ssl.trim(), "t", "the node's connections: {ssl}");
+    node.signal(libc::SIGTERM);
+    assert!(node.wait_exit(Duration::from_secs(20)).unwrap().success());
 }

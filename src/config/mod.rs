@@ -2253,9 +2253,11 @@ shell = "echo hi"
         assert!(e.contains("j.toml:3:") && e.contains("app:***@db"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
         assert_err(
-            &format!("[store]\nurl = \"postgres://db/j?sslmode=require\"\n{JOB}"),
+            &format!(
+                "[store]\nurl = \"postgres://db/j?sslmode=verify-full&sslrootcert=/none/ca.pem\"\n{JOB}"
+            ),
             2,
-            "sslmode=require needs TLS",
+            "sslrootcert /none/ca.pem",
         );
         assert_err(
             &format!("[store]\nurl = \"postgres://db/j\"\nschema = \"Ops-Cron\"\n{JOB}"),

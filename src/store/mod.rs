@@ -31,6 +31,8 @@ mod json_records;
 pub mod metered;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "postgres")]
+pub mod postgres_tls;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod requests;

@@ -31,8 +31,9 @@
 //! does not wait on there holding its own. A server that became a read-only standby after a failover (`25006`), one shutting
 //! down or out of connections are [`StoreError::Unavailable`]: retried like a lost network.
 //!
-//! Limits: no TLS yet (`sslmode=disable` or `prefer`, which falls back to plain); with
-//! asynchronous replication the last writes before a failover can vanish, so a claimed fire
+//! TLS: the url's `sslmode` as libpq reads it, with rustls ([`super::postgres_tls`]).
+//!
+//! Limits: with asynchronous replication the last writes before a failover can vanish, so a claimed fire
 //! time can run again (README, Stores).
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -48,6 +49,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Row};
 
 use super::json_records::{self, Pause as JsonPause};
+use super::postgres_tls::{Connector, TlsSettings};
 use super::rules::{claim_result, ClaimFacts};
 use super::{
     redact_url as redact, Acquire, Claim, Definitions, Fence, LeaseRecord, NodeRecord, Pause,
@@ -76,26 +78,30 @@ pub async fn connect(
     ))
 }
 
-/// Check a url without connecting: it parses, and asks for nothing this build cannot do.
+/// Check a url without connecting: it parses, asks for nothing this build cannot do, and the
+/// trusted certificates it names can be read.
 pub fn check_url(url: &str) -> Result<(), String> {
-    let config = tokio_postgres::Config::from_str(url)
-        .map_err(|e| format!("postgres url {:?} cannot be used: {e}", redact(url)))?;
-    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        return Err(format!(
-            "postgres url {:?}: sslmode=require needs TLS, which this build of cronlease \
-             does not have yet; use sslmode=disable (or prefer) on a trusted network",
-            redact(url)
-        ));
-    }
+    parse_url(url).map(drop)
+}
+
+/// The url's connection settings and TLS connector ([`check_url`] says what is refused).
+fn parse_url(url: &str) -> Result<(tokio_postgres::Config, Option<Connector>), String> {
+    let cannot =
+        |e: &dyn std::fmt::Display| format!("postgres url {:?} cannot be used: {e}", redact(url));
+    let tls = TlsSettings::from_url(url).map_err(|e| cannot(&e))?;
+    let config = tokio_postgres::Config::from_str(&tls.url).map_err(|e| cannot(&e))?;
     if config.get_hosts().is_empty() {
         return Err(format!("postgres url {:?} names no host", redact(url)));
     }
-    Ok(())
+    let connector = tls.connector().map_err(|e| cannot(&e))?;
+    Ok((config, connector))
 }
 
 /// A bounded pool of connections of this store's own.
 struct Pool {
     config: tokio_postgres::Config,
+    /// `None` for `sslmode=disable`.
+    tls: Option<Connector>,
     idle: Mutex<Vec<Client>>,
     permits: Arc<Semaphore>,
 }
@@ -146,12 +152,19 @@ impl Pool {
         let client = match idle {
             Some(c) => c,
             None => {
-                let (client, connection) = self.config.connect(NoTls).await?;
-                tokio::spawn(async move {
-                    // Ends when the client is dropped or the server goes away.
-                    let _ = connection.await;
-                });
-                client
+                // Each connection task ends when its client is dropped or the server goes away.
+                match &self.tls {
+                    None => {
+                        let (client, connection) = self.config.connect(NoTls).await?;
+                        tokio::spawn(connection);
+                        client
+                    }
+                    Some(tls) => {
+                        let (client, connection) = self.config.connect(tls.clone()).await?;
+                        tokio::spawn(connection);
+                        client
+                    }
+                }
             }
         };
         Ok(Conn {
@@ -409,10 +422,7 @@ impl PostgresStore {
         timeout: Duration,
     ) -> StoreResult<Self> {
         let shown = redact(url);
-        check_url(url).map_err(StoreError::Other)?;
-        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
-            StoreError::Other(format!("postgres url {shown:?} cannot be used: {e}"))
-        })?;
+        let (mut config, tls) = parse_url(url).map_err(StoreError::Other)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(timeout);
         }
@@ -430,6 +440,7 @@ impl PostgresStore {
             timeout,
             pool: Pool {
                 config,
+                tls,
                 idle: Mutex::new(Vec::new()),
                 permits: Arc::new(Semaphore::new(POOL_SIZE)),
             },
@@ -447,7 +458,9 @@ impl PostgresStore {
     async fn setup(&self) -> StoreResult<()> {
         let version = self
             .call("setup", async |c: &mut Client| {
-                c.query_typed_one(&self.sql.version, &[]).await?.try_get::<_, i32>(0)
+                c.query_typed_one(&self.sql.version, &[])
+                    .await?
+                    .try_get::<_, i32>(0)
             })
             .await;
         let version = match version {
@@ -455,7 +468,7 @@ impl PostgresStore {
             Err(StoreError::Other(m)) if !m.contains("(3F000)") && !m.contains("(42P01)") => {
                 return Err(self.explain_setup(StoreError::Other(m)));
             }
-            Err(e @ StoreError::Unavailable(_)) => return Err(e),
+            Err(StoreError::Unavailable(m)) => return Err(self.explain_tls(m)),
             _ => self.create().await?,
         };
         if version > SCHEMA_VERSION {
@@ -510,11 +523,30 @@ impl PostgresStore {
         .await
     }
 
+    /// A connection that failed at the first call for a TLS reason is a configuration error
+    /// (retrying would not change the server's certificate): said with what to do. Anything
+    /// else stays unavailable.
+    fn explain_tls(&self, m: String) -> StoreError {
+        let advice = if m.contains("certificate") {
+            "check sslrootcert (the CA that signed the server's certificate) and, with \
+             sslmode=verify-full, that the certificate names the host in the url"
+        } else if m.contains("does not support TLS") || m.contains("server does not support") {
+            "enable ssl on the server, or use sslmode=prefer or disable on a trusted network"
+        } else {
+            return StoreError::Unavailable(m);
+        };
+        StoreError::Other(format!("postgres at {}: {m}; {advice}", self.shown))
+    }
+
     /// What to do about an error of the first calls, which show a wrong url or missing rights.
     fn explain_setup(&self, e: StoreError) -> StoreError {
         let StoreError::Other(m) = e else { return e };
         let s = &self.schema;
-        let advice = if m.contains("(28P01)") || m.contains("(28000)") {
+        let advice = if m.contains("no encryption") {
+            "the server lets this user in only over TLS: set sslmode=require (or verify-full \
+             with sslrootcert) in [store] url"
+                .to_string()
+        } else if m.contains("(28P01)") || m.contains("(28000)") {
             "check the user and password in [store] url, and that the server's pg_hba.conf \
              lets this host in as that user"
                 .to_string()
@@ -563,8 +595,13 @@ impl PostgresStore {
                 // The statement may still run on the server (waiting for a lock, holding
                 // others): ask the server to cancel it, in the background.
                 if let Some(token) = cancel.lock().unwrap().take() {
+                    // Over TLS as the connection was (a server may refuse plain ones).
+                    let tls = self.pool.tls.clone();
                     tokio::spawn(async move {
-                        let _ = token.cancel_query(NoTls).await;
+                        let _ = match tls {
+                            None => token.cancel_query(NoTls).await,
+                            Some(tls) => token.cancel_query(tls).await,
+                        };
                     });
                 }
                 Err(StoreError::Unavailable(format!(
@@ -774,8 +811,8 @@ impl Store for PostgresStore {
                 &self.sql.put_definitions,
                 &[text(&self.ns), text(&node), jsonb(&record)],
             )
-                .await
-                .map(drop)
+            .await
+            .map(drop)
         })
         .await
     }
@@ -927,11 +964,8 @@ impl Store for PostgresStore {
                 }
                 None => {
                     let now = Utc::now();
-                    c.query_typed_one(
-                        &self.sql.resume,
-                        &[text(&self.ns), text(&job), stamp(&now)],
-                    )
-                    .await?
+                    c.query_typed_one(&self.sql.resume, &[text(&self.ns), text(&job), stamp(&now)])
+                        .await?
                 }
             };
             Ok(row.try_get::<_, i64>(0)? > 0)
@@ -1201,8 +1235,8 @@ impl Store for PostgresStore {
                     &self.sql.prune_runs,
                     &[text(&self.ns), text(&job), int8(&keep)],
                 )
-                    .await?
-                    .try_get(0)
+                .await?
+                .try_get(0)
             })
             .await?;
         Ok(n as usize)
@@ -1255,8 +1289,10 @@ mod tests {
     fn urls_are_checked_without_connecting() {
         assert!(check_url("postgres://app@db:5432/jobs").is_ok());
         assert!(check_url("postgresql://app@h1,h2/jobs?target_session_attrs=read-write").is_ok());
-        let e = check_url("postgres://app:pw@db/jobs?sslmode=require").unwrap_err();
-        assert!(e.contains("sslmode=require") && !e.contains("pw@"), "{e}");
+        assert!(check_url("postgres://app:pw@db/jobs?sslmode=require").is_ok());
+        let e = check_url("postgres://app:pw@db/jobs?sslmode=verify-ca&sslrootcert=/no/ca.pem")
+            .unwrap_err();
+        assert!(e.contains("/no/ca.pem") && !e.contains("pw@"), "{e}");
         assert!(check_url("postgres://db/jobs?sslmode=bogus").is_err());
         assert!(is_postgres_url("PostgreSQL://x/y") && !is_postgres_url("redis://x"));
     }

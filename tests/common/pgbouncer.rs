@@ -10,7 +10,9 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
 use super::postgres_server::PostgresServer;
-use super::{exited_nowait, poll_for, reap_group, start_on_free_port, tail, Server, Startup, GUARD};
+use super::{
+    exited_nowait, poll_for, reap_group, start_on_free_port, tail, Server, Startup, GUARD,
+};
 
 pub struct PgBouncer {
     pub port: u16,

@@ -116,6 +116,8 @@ impl PostgresServer {
     pub fn try_psql(&self, sql: &str) -> Result<String, String> {
         let out = Command::new(self.bin.join("psql"))
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            // TLS when the server offers it (after `require_tls`), plain otherwise.
+            .env("PGSSLMODE", "prefer")
             .args([
                 "-U",
                 "postgres",
@@ -143,6 +145,47 @@ impl PostgresServer {
         let line = format!("host all {user} 127.0.0.1/32 scram-sha-256\n");
         std::fs::write(&hba, line + &old).expect("write pg_hba.conf");
         self.psql("SELECT pg_reload_conf()");
+    }
+
+    /// Turn TLS on with a certificate for `localhost` only, signed by a CA of the test's own,
+    /// and refuse plain connections; the CA's file (PEM), for `sslrootcert`.
+    pub fn require_tls(&self) -> PathBuf {
+        let dir = self.dir.path().join("tls");
+        std::fs::create_dir_all(&dir).unwrap();
+        let sh = |script: &str| {
+            let out = Command::new("sh")
+                .arg("-ec")
+                .arg(script)
+                .current_dir(&dir)
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "{script}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        sh(&format!(
+            "openssl req -x509 {ec} -keyout ca.key -out ca.crt -days 2 -subj '/CN=cronlease test CA'
+             openssl req {ec} -keyout server.key -out server.csr -subj '/CN=localhost'
+             printf 'subjectAltName=DNS:localhost\\nextendedKeyUsage=serverAuth\\n' > ext.cnf
+             openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+               -out server.crt -days 2 -extfile ext.cnf
+             chown -R postgres:postgres . && chmod 600 server.key"
+        ));
+        let d = dir.display();
+        self.psql("ALTER SYSTEM SET ssl = on");
+        self.psql(&format!(
+            "ALTER SYSTEM SET ssl_cert_file = '{d}/server.crt'"
+        ));
+        self.psql(&format!("ALTER SYSTEM SET ssl_key_file = '{d}/server.key'"));
+        let hba = self.dir.path().join("data").join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        // psql (over TCP, `PGSSLMODE=prefer`) goes on working; plain connections are refused.
+        std::fs::write(&hba, format!("hostnossl all all all reject\n{old}")).unwrap();
+        self.psql("SELECT pg_reload_conf()");
+        dir.join("ca.crt")
     }
 
     fn spawn(&mut self) -> Startup {
