@@ -3,7 +3,7 @@
 # .ci/run sees to): libfaketime, used by the fault drills (tests/drills.rs) to give a node a
 # skewed or DST-edge wall clock, jq, which scripts/reliability.sh uses, redis-server, zookeeper
 # and postgresql (the Redis, ZooKeeper and PostgreSQL stores' tests), pgbouncer (the PostgreSQL
-# store behind a transaction-mode pooler), promtool (the alerting
+# store behind a transaction-mode pooler), openssl (test certificates), promtool (the alerting
 # rules), and chromium with chromedriver (the dashboard's browser tests). Idempotent: installs
 # only what is missing, and nothing when all is there. Works as root or through passwordless
 # sudo (Debian/Ubuntu: apt-get).
@@ -81,6 +81,12 @@ if [[ -x /usr/sbin/pgbouncer ]] || command -v pgbouncer >/dev/null 2>&1; then
     say "pgbouncer present"
 else
     missing+=(pgbouncer)
+fi
+# openssl (the command): the PostgreSQL TLS test makes its CA and server certificate with it.
+if command -v openssl >/dev/null 2>&1; then
+    say "openssl present"
+else
+    missing+=(openssl)
 fi
 # promtool (Debian package prometheus): scripts/test.sh checks and unit-tests the alerting rules
 # in deploy/prometheus with it.

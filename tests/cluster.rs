@@ -682,7 +682,16 @@ fn mass_failover(backend: Backend, stop: Stop, drill: &str) {
 
 #[test]
 fn sigterm_of_a_leader_releases_and_hands_over_within_a_poll_and_a_tick() {
-    let (_backend, _dir, mut nodes, leader) = solo_cluster(Backend::datastore());
+    graceful_hand_over(Backend::datastore());
+}
+
+#[test]
+fn sigterm_of_a_leader_releases_and_hands_over_within_a_poll_and_a_tick_on_postgres() {
+    graceful_hand_over(Backend::postgres());
+}
+
+fn graceful_hand_over(backend: Backend) {
+    let (_backend, _dir, mut nodes, leader) = solo_cluster(backend);
     let id = nodes[leader].id.clone();
     nodes[leader].signal(libc::SIGTERM);
     let status = nodes[leader]
@@ -782,7 +791,15 @@ fn sigterm_with_the_store_hanging_stops_within_a_few_store_timeouts() {
 /// lease came back at all.
 #[test]
 fn a_node_restarted_under_its_own_id_keeps_its_new_session() {
-    let backend = Backend::datastore();
+    restarted_keeps_session(Backend::datastore());
+}
+
+#[test]
+fn a_node_restarted_under_its_own_id_keeps_its_new_session_on_postgres() {
+    restarted_keeps_session(Backend::postgres());
+}
+
+fn restarted_keeps_session(backend: Backend) {
     let jobs_n = 40;
     let names: Vec<String> = (0..jobs_n).map(|i| format!("again{i:02}")).collect();
     let text = format!(
@@ -838,7 +855,16 @@ fn a_node_restarted_under_its_own_id_keeps_its_new_session() {
 
 #[test]
 fn a_leader_paused_past_its_lease_is_fenced_when_it_wakes() {
-    let (backend, _dir, nodes, leader) = solo_cluster(Backend::datastore());
+    paused_leader_fenced(Backend::datastore());
+}
+
+#[test]
+fn a_leader_paused_past_its_lease_is_fenced_when_it_wakes_on_postgres() {
+    paused_leader_fenced(Backend::postgres());
+}
+
+fn paused_leader_fenced(backend: Backend) {
+    let (backend, _dir, nodes, leader) = solo_cluster(backend);
     let id = nodes[leader].id.clone();
     let old_term = tick_runs(&refs(&nodes))
         .iter()

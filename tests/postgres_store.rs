@@ -615,3 +615,109 @@ fn each_sslmode_does_what_libpq_does() {
     node.signal(libc::SIGTERM);
     assert!(node.wait_exit(Duration::from_secs(20)).unwrap().success());
 }
+
+/// Sessions of `app` on `pg` in state `state`.
+fn sessions(pg: &PostgresServer, app: &str, state: &str) -> usize {
+    pg.psql(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}' \
+         AND state = '{state}'"
+    ))
+    .trim()
+    .parse()
+    .unwrap_or(0)
+}
+
+/// A node frozen (SIGSTOP) inside an acquisition's transaction holds row locks of the jobs
+/// it was taking. The server ends that transaction after the store timeout (the transaction
+/// bounds itself with `SET LOCAL idle_in_transaction_session_timeout`), so another node takes
+/// every job within about a lease. Before, the other node's acquisitions of those rows waited
+/// behind the locks for as long as the node stayed frozen.
+#[test]
+fn a_node_frozen_inside_an_acquisition_does_not_block_the_others() {
+    let pg = PostgresServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let n = 3000;
+    let mut jobs = String::new();
+    for i in 0..n {
+        jobs.push_str(&format!(
+            "\n[[job]]\nname = \"f{i:04}\"\nschedule = \"0 0 1 1 *\"\nsay = \"x\"\n"
+        ));
+    }
+    let cfg_for = |app: &str| {
+        let sub = dir.path().join(app);
+        std::fs::create_dir_all(&sub).unwrap();
+        write_config(
+            &sub,
+            &format!(
+                "[store]\nurl = \"{}?application_name={app}\"\n\n\
+                 [election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n{jobs}",
+                pg.url()
+            ),
+        )
+    };
+    let frozen_cfg = cfg_for("frozen-a");
+    // Catch the node between two statements of an acquisition: watch the server for its
+    // session idle in a transaction, stop the node, and check that it is still so. A node
+    // that took every lease before being caught is restarted: a new session takes them all
+    // again.
+    let mut caught = None;
+    for _ in 0..10 {
+        let mut a = spawn(&frozen_cfg, "a");
+        let found = common::wait_until(Duration::from_secs(20), || {
+            if a.events_named("lease_acquired").len() >= n {
+                return true;
+            }
+            if sessions(&pg, "frozen-a", "idle in transaction") == 0 {
+                return false;
+            }
+            a.stop();
+            if sessions(&pg, "frozen-a", "idle in transaction") > 0 {
+                return true;
+            }
+            a.cont();
+            false
+        });
+        assert!(found, "node a neither took every lease nor was caught");
+        if a.events_named("lease_acquired").len() < n
+            && sessions(&pg, "frozen-a", "idle in transaction") > 0
+        {
+            caught = Some(a);
+            break;
+        }
+        a.kill9();
+        let _ = a.wait_exit(Duration::from_secs(5));
+    }
+    let mut a = caught.expect("never caught node a inside an acquisition in 10 starts");
+    let frozen_at = std::time::Instant::now();
+    let b = spawn(&cfg_for("b"), "b");
+    let mut held = common::Holdings::new(1);
+    let all = common::wait_until(Duration::from_secs(40), || {
+        held.update([&b]);
+        held.count(0) == n
+    });
+    assert!(
+        all,
+        "b leads {} of {n} jobs {:?} after a froze inside an acquisition; a's sessions idle in \
+         a transaction: {}",
+        held.count(0),
+        frozen_at.elapsed(),
+        sessions(&pg, "frozen-a", "idle in transaction")
+    );
+    eprintln!(
+        "b led all {n} jobs {:?} after a froze inside an acquisition",
+        frozen_at.elapsed()
+    );
+    assert_eq!(sessions(&pg, "frozen-a", "idle in transaction"), 0);
+    assert!(
+        pg.log_text().contains("idle-in-transaction timeout"),
+        "the server did not end the frozen transaction"
+    );
+    a.cont();
+    for node in [&mut a] {
+        node.signal(libc::SIGTERM);
+        assert!(node.wait_exit(Duration::from_secs(20)).unwrap().success());
+    }
+    let mut b = b;
+    b.signal(libc::SIGTERM);
+    assert!(b.wait_exit(Duration::from_secs(20)).unwrap().success());
+}

@@ -1,5 +1,5 @@
-//! Run records under faults, with real nodes on a real emulator (lease 3 s, renew 500 ms, poll
-//! 250 ms): a run of a node killed with -9 is closed as `lost` by the job's next leader within
+//! Run records under faults, with real nodes on a real emulator, and on PostgreSQL (lease 3 s,
+//! renew 500 ms, poll 250 ms): a run of a node killed with -9 is closed as `lost` by the job's next leader within
 //! lease + poll (or run again with `recover = true`); a run whose node loses its lease is
 //! stopped (`on_lease_lost = "stop"`, the default) or finishes (`"continue"`), and either way
 //! its record ends with its outcome; a graceful stop leaves no record `running`.
@@ -12,7 +12,7 @@ use cronlease::store::RunRecord;
 use serde_json::Value;
 
 use common::proxy::Proxy;
-use common::{wait_until, write_config, Backend, Emulator, Node, Target};
+use common::{wait_until, write_config, Backend, Node, Target};
 
 const LEASE: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(250);
@@ -225,14 +225,52 @@ fn recovered_once(emu: Backend) {
 /// the outcome itself once the store answers again.
 #[test]
 fn on_lease_lost_stops_or_continues_the_run_and_records_it() {
+    on_lease_lost(Backend::datastore);
+}
+
+#[test]
+fn on_lease_lost_stops_or_continues_the_run_and_records_it_on_postgres() {
+    on_lease_lost(Backend::postgres);
+}
+
+/// A node of `emu` whose store is reached through `proxy`: the emulator's address in its
+/// environment, or the PostgreSQL url's port in its jobs file (`body` after the store table).
+fn spawn_through(emu: &Backend, proxy: &Proxy, dir: &std::path::Path, body: &str) -> Node {
+    let (table, env) = match emu {
+        Backend::Datastore(_) => (
+            String::new(),
+            vec![("DATASTORE_EMULATOR_HOST", proxy.host())],
+        ),
+        Backend::Postgres(_) => (
+            format!(
+                "[store]\nurl = \"postgres://postgres@{}/postgres\"\n\n",
+                proxy.host()
+            ),
+            Vec::new(),
+        ),
+        _ => panic!("no proxy for this store"),
+    };
+    let cfg = write_config(dir, &(table + body));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Node::spawn_with_env(emu, &cfg, "cut-node", &env)
+}
+
+fn on_lease_lost(make: fn() -> Backend) {
     for (policy, expected) in [("", "stopped"), ("on_lease_lost = \"continue\"", "ok")] {
-        let emu = Emulator::start();
-        let proxy = Proxy::start(emu.port);
+        let emu = make();
+        let upstream = match &emu {
+            Backend::Datastore(e) => e.port,
+            Backend::Postgres(pg) => pg.port,
+            _ => panic!("no proxy for this store"),
+        };
+        let proxy = Proxy::start(upstream);
         let dir = tempfile::tempdir().unwrap();
-        let cfg = write_config(dir.path(), &(header() + &long_job("cut", 6, policy)));
-        let env = [("DATASTORE_EMULATOR_HOST", proxy.host())];
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let mut node = Node::spawn_with_env(&emu, &cfg, "cut-node", &env);
+        let mut node = spawn_through(
+            &emu,
+            &proxy,
+            dir.path(),
+            &(header() + &long_job("cut", 6, policy)),
+        );
         let started = node
             .wait_for(Duration::from_secs(40), |e| {
                 e["event"] == "job_output" && e["line"] == "started"

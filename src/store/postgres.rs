@@ -178,6 +178,8 @@ impl Pool {
 
 /// The statements, with the schema's name in them.
 struct Sql {
+    /// `SET LOCAL` of the server-side bounds of an acquisition's transaction.
+    bound_transaction: String,
     setup: String,
     version: String,
     control_row: String,
@@ -211,10 +213,15 @@ struct Sql {
 }
 
 impl Sql {
-    fn new(schema: &str) -> Sql {
+    fn new(schema: &str, timeout: Duration) -> Sql {
         let s = format!("\"{}\"", schema.replace('"', "\"\""));
         let lease_cols = "job, holder, session, term, acquired_at, paused, resumed_at, requests";
+        let ms = timeout.as_millis().max(1000);
         Sql {
+            bound_transaction: format!(
+                "SET LOCAL idle_in_transaction_session_timeout = {ms}; \
+                 SET LOCAL lock_timeout = {ms}"
+            ),
             setup: format!(
                 "CREATE SCHEMA IF NOT EXISTS {s};
                  CREATE TABLE IF NOT EXISTS {s}.meta (id int PRIMARY KEY, version int NOT NULL);
@@ -444,7 +451,7 @@ impl PostgresStore {
                 idle: Mutex::new(Vec::new()),
                 permits: Arc::new(Semaphore::new(POOL_SIZE)),
             },
-            sql: Sql::new(schema),
+            sql: Sql::new(schema, timeout),
         };
         store.setup().await?;
         Ok(store)
@@ -659,7 +666,7 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 
 /// Codes that mean "not now" rather than "no": connection trouble, a server shutting down or
 /// out of connections, a standby (read-only after a failover), serialization or deadlock
-/// aborts.
+/// aborts, a lock wait past `lock_timeout`.
 fn unavailable_code(code: Option<&SqlState>) -> bool {
     let Some(code) = code else { return true };
     let c = code.code();
@@ -671,6 +678,7 @@ fn unavailable_code(code: Option<&SqlState>) -> bool {
         || c == SqlState::T_R_DEADLOCK_DETECTED.code()
         || c == SqlState::ADMIN_SHUTDOWN.code()
         || c == SqlState::QUERY_CANCELED.code()
+        || c == SqlState::LOCK_NOT_AVAILABLE.code()
 }
 
 /// A parameter with its type. Statements go with their parameters' types (`query_typed`):
@@ -872,6 +880,12 @@ impl Store for PostgresStore {
         jobs.sort_unstable();
         self.call("acquire_many", async |c: &mut Client| {
             let tx = c.transaction().await?;
+            // The only transaction that spans round trips holds row locks between them: if
+            // this node froze (SIGSTOP, a paused VM) or its network went mid-way, every claim
+            // of these jobs would wait behind them until the server noticed the connection
+            // dead, which can take hours. Bounded on the server instead, for this transaction
+            // only (SET LOCAL: no session state, fine behind PgBouncer).
+            tx.batch_execute(&self.sql.bound_transaction).await?;
             let mut nodes: HashMap<String, (String, i64)> = HashMap::new();
             if !holders.is_empty() {
                 for row in tx
