@@ -713,11 +713,9 @@ fn a_node_frozen_inside_an_acquisition_does_not_block_the_others() {
         "the server did not end the frozen transaction"
     );
     a.cont();
-    for node in [&mut a] {
+    let mut b = b;
+    for node in [&mut a, &mut b] {
         node.signal(libc::SIGTERM);
         assert!(node.wait_exit(Duration::from_secs(20)).unwrap().success());
     }
-    let mut b = b;
-    b.signal(libc::SIGTERM);
-    assert!(b.wait_exit(Duration::from_secs(20)).unwrap().success());
 }
