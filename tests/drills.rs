@@ -22,11 +22,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
-use cronlease::store::Store;
 use serde_json::{json, Value};
 
 use common::proxy::Proxy;
-use common::{report, wait_until, write_config, Emulator, Node};
+use common::{report, wait_until, write_config, Backend, Emulator, Node, Target};
 
 const LEASE: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(250);
@@ -94,7 +93,7 @@ fn faked_env(lib: &Path, how: (&str, &str)) -> Vec<(String, String)> {
     ]
 }
 
-fn spawn_env(emu: &Emulator, cfg: &Path, id: &str, env: &[(String, String)]) -> Node {
+fn spawn_env(emu: &impl Target, cfg: &Path, id: &str, env: &[(String, String)]) -> Node {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Node::spawn_with_env(emu, cfg, id, &env)
 }
@@ -256,10 +255,10 @@ struct StoreCheck {
 /// every line has its record (same node and term), and every record either has its line or is
 /// a claim whose answer was lost (the node logged `tick_skipped` for it). Call after the nodes
 /// stopped, so both sides are final.
-fn check_store(emu: &Emulator, namespace: &str, jobs: &[&str], nodes: &[&Node]) -> StoreCheck {
+fn check_store(emu: &impl Target, namespace: &str, jobs: &[&str], nodes: &[&Node]) -> StoreCheck {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let stored = rt.block_on(async {
-        let store = emu.store(namespace).await;
+        let store = emu.open_store(namespace).await;
         let mut all = Vec::new();
         for job in jobs {
             all.extend(store.runs(job).await.expect("read the runs"));
@@ -1701,22 +1700,24 @@ const FAULTS: [Fault; 10] = [
     Fault::Pause,
 ];
 
-/// `cronlease pause|resume ch_b` against the emulator directly; true if it exited 0.
-fn pause_cli(emu: &Emulator, cfg: &std::path::Path, verb: &str) -> bool {
+/// `cronlease pause|resume ch_b` against the store directly; true if it exited 0.
+fn pause_cli(emu: &impl Target, cfg: &std::path::Path, verb: &str) -> bool {
     cli_ok(emu, cfg, &[verb, "ch_b"]).is_some()
 }
 
-/// `cronlease ARGS... --config CFG` against the emulator directly: its stdout if it exited 0.
-fn cli_ok(emu: &Emulator, cfg: &std::path::Path, args: &[&str]) -> Option<String> {
+/// `cronlease ARGS... --config CFG` against the store directly: its stdout if it exited 0.
+fn cli_ok(emu: &impl Target, cfg: &std::path::Path, args: &[&str]) -> Option<String> {
     let out = common::cli(emu, cfg, args);
     (out.code == Some(0)).then_some(out.stdout)
 }
 
 /// One node slot of the chaos drill: every process that ran under this id (for their logs),
-/// the live one last, and its own proxy to the emulator.
+/// the live one last, and its own proxy to the store (and its own jobs file: on PostgreSQL
+/// its url names that proxy).
 struct Slot {
     id: String,
     proxy: Proxy,
+    cfg: PathBuf,
     runs: Vec<Node>,
     /// Per process in `runs`: how far its wall clock was set off (s), to read its `ts` fields.
     skews: Vec<i64>,
@@ -1754,6 +1755,58 @@ fn job_processes_of(id: &str, marker: &str) -> Vec<i32> {
 /// long faults are injected (default 30: about 50 s in all; scripts/reliability.sh soaks longer).
 #[test]
 fn chaos_random_faults_keep_the_run_records_right() {
+    chaos(Backend::Datastore(Emulator::start_on_disk()));
+}
+
+#[test]
+fn chaos_random_faults_keep_the_run_records_right_on_postgres() {
+    chaos(Backend::postgres());
+}
+
+/// The port a node's proxy forwards to.
+fn upstream_port(backend: &Backend) -> u16 {
+    match backend {
+        Backend::Datastore(emu) => emu.port,
+        Backend::Postgres(pg) => pg.port,
+        _ => panic!("the chaos drill runs on Datastore and PostgreSQL"),
+    }
+}
+
+/// The store down for `down`, then back on its port with its data.
+fn outage(backend: &mut Backend, down: Duration) {
+    match backend {
+        Backend::Datastore(emu) => {
+            emu.stop();
+            std::thread::sleep(down);
+            common::restart_on_port(emu);
+        }
+        Backend::Postgres(pg) => {
+            pg.stop();
+            std::thread::sleep(down);
+            common::restart_on_port(pg);
+        }
+        _ => panic!("the chaos drill runs on Datastore and PostgreSQL"),
+    }
+}
+
+/// A node's `[store]` table through `proxy` (with `keys`), and its environment.
+fn through_proxy(backend: &Backend, proxy: &Proxy, keys: &str) -> (String, Vec<(String, String)>) {
+    match backend {
+        Backend::Postgres(_) => (
+            format!(
+                "[store]\nurl = \"postgres://postgres@{}/postgres\"\n{keys}\n\n",
+                proxy.host()
+            ),
+            Vec::new(),
+        ),
+        _ => (
+            format!("[store]\n{keys}\n\n"),
+            vec![("DATASTORE_EMULATOR_HOST".to_string(), proxy.host())],
+        ),
+    }
+}
+
+fn chaos(mut emu: Backend) {
     use rand::{Rng, SeedableRng};
     let seed: u64 = std::env::var("CRONLEASE_CHAOS_SEED")
         .ok()
@@ -1768,12 +1821,11 @@ fn chaos_random_faults_keep_the_run_records_right() {
     let lib = libfaketime();
     let marker = format!("3.{}{:06}", std::process::id(), seed % 1_000_000);
 
-    let mut emu = Emulator::start_on_disk();
     let dir = tempfile::tempdir().unwrap();
     let jobs = ["ch_a", "ch_b", "ch_c", "ch_d", "ch_slow"];
     let mut body = election_header();
     // Every record kept for the checks, however long the soak (every second for an hour).
-    body.push_str("\n[store]\nhistory = 4000\n");
+    let store_keys = "history = 4000";
     for j in &jobs[..4] {
         body.push_str(&every_second(j));
     }
@@ -1785,7 +1837,8 @@ fn chaos_random_faults_keep_the_run_records_right() {
         "\n[[job]]\nname = \"ch_slow\"\nschedule = \"*/2 * * * * *\"\n\
          shell = \"sleep 1{marker}\"\ntimeout = \"3s\"\n"
     ));
-    let cfg = write_config(dir.path(), &body);
+    // The drill's own jobs file (one-shot commands, straight to the store).
+    let cfg = write_config(dir.path(), &(emu.store_table_with(store_keys) + &body));
     // What Fault::Reload writes: ch_a's text flipped, ch_extra toggled.
     let mut reloads = 0usize;
     let variant = |n: usize| {
@@ -1804,28 +1857,28 @@ fn chaos_random_faults_keep_the_run_records_right() {
     const NODES: usize = 4;
     let mut slots: Vec<Slot> = (0..NODES)
         .map(|i| {
-            let proxy = Proxy::start(emu.port);
+            let proxy = Proxy::start(upstream_port(&emu));
             let id = format!("chaos-{i}");
-            let env = [("DATASTORE_EMULATOR_HOST", proxy.host())];
-            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let node = Node::spawn_with_env(&emu, &cfg, &id, &env);
+            let sub = dir.path().join(&id);
+            std::fs::create_dir_all(&sub).unwrap();
+            let (table, env) = through_proxy(&emu, &proxy, store_keys);
+            let slot_cfg = write_config(&sub, &(table + &body));
+            let node = spawn_env(&emu, &slot_cfg, &id, &env);
             Slot {
                 id,
                 proxy,
+                cfg: slot_cfg,
                 runs: vec![node],
                 skews: vec![0],
             }
         })
         .collect();
-    let spawn = |emu: &Emulator, slot: &Slot, skew: Option<i64>| -> Node {
-        let mut env = vec![(
-            "DATASTORE_EMULATOR_HOST".to_string(),
-            slot.proxy.host().to_string(),
-        )];
+    let spawn = |emu: &Backend, slot: &Slot, skew: Option<i64>| -> Node {
+        let (_, mut env) = through_proxy(emu, &slot.proxy, store_keys);
         if let Some(s) = skew {
             env.extend(faked_env(&lib, ("FAKETIME", &format!("{s:+}"))));
         }
-        spawn_env(emu, &cfg, &slot.id, &env)
+        spawn_env(emu, &slot.cfg, &slot.id, &env)
     };
     // Settled: every job ran.
     assert!(
@@ -1898,9 +1951,8 @@ fn chaos_random_faults_keep_the_run_records_right() {
                 slots[i].skews.push(0);
             }
             Fault::Outage => {
-                emu.stop();
-                std::thread::sleep(Duration::from_millis(rng.random_range(2000..4000)));
-                common::restart_on_port(&mut emu);
+                let down = Duration::from_millis(rng.random_range(2000..4000));
+                outage(&mut emu, down);
             }
             Fault::Cut => {
                 slots[i].proxy.cut();
@@ -1909,7 +1961,12 @@ fn chaos_random_faults_keep_the_run_records_right() {
             }
             Fault::Reload => {
                 reloads += 1;
-                std::fs::write(&cfg, variant(reloads)).unwrap();
+                let body = variant(reloads);
+                std::fs::write(&cfg, emu.store_table_with(store_keys) + &body).unwrap();
+                for slot in &slots {
+                    let (table, _) = through_proxy(&emu, &slot.proxy, store_keys);
+                    std::fs::write(&slot.cfg, table + &body).unwrap();
+                }
             }
             Fault::Pause => {
                 if pause_cli(&emu, &cfg, "pause") {
@@ -1973,7 +2030,7 @@ fn chaos_random_faults_keep_the_run_records_right() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let orphans_left = || {
         rt.block_on(async {
-            let store = emu.store(NAMESPACE).await;
+            let store = emu.open_store(NAMESPACE).await;
             let (Ok(running), Ok(nodes)) = (store.running_runs().await, store.nodes().await) else {
                 return usize::MAX; // the store is still coming back
             };
@@ -1994,7 +2051,7 @@ fn chaos_random_faults_keep_the_run_records_right() {
     // Every trigger and backfill was taken up and finished by some leader.
     let requests_left = || {
         rt.block_on(async {
-            let store = emu.store(NAMESPACE).await;
+            let store = emu.open_store(NAMESPACE).await;
             let jobs = ["ch_c".to_string(), "ch_d".to_string()];
             match store.leases(&jobs).await {
                 Ok(leases) => leases.values().filter(|l| !l.requests.is_empty()).count(),
@@ -2041,7 +2098,7 @@ fn chaos_random_faults_keep_the_run_records_right() {
     // 3. Every orphan of a killed node was closed within lease + poll (+ slack for a loaded
     //    machine and a store outage drawn meanwhile).
     let stored: Vec<cronlease::store::RunRecord> = rt.block_on(async {
-        let store = emu.store(NAMESPACE).await;
+        let store = emu.open_store(NAMESPACE).await;
         let mut all = Vec::new();
         for job in &checked {
             all.extend(store.runs(job).await.unwrap());
