@@ -1020,7 +1020,14 @@ fn a_jobs_name_opens_its_runs_durations_counts_and_next_fire_times() {
         5
     );
     browser.eval("document.getElementById('job-view').close(); return true");
-    assert_eq!(browser.eval("return location.hash"), "");
+    // A dialog's `close` event, which clears the hash, is dispatched as a task after close().
+    assert!(
+        wait_until(Duration::from_secs(5), || browser
+            .eval("return location.hash")
+            == ""),
+        "the hash stayed {}",
+        browser.eval("return location.hash")
+    );
 }
 
 /// The figures of the README's dashboard section (run by hand, about 4 minutes):

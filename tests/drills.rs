@@ -1772,7 +1772,8 @@ fn upstream_port(backend: &Backend) -> u16 {
     }
 }
 
-/// The store down for `down`, then back on its port with its data.
+/// The store down for `down` (the fault's drawn length: a sleep, not a wait for an event),
+/// then back on its port with its data.
 fn outage(backend: &mut Backend, down: Duration) {
     match backend {
         Backend::Datastore(emu) => {

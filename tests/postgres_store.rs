@@ -97,6 +97,12 @@ fn bad_input_says_which_and_what_to_do() {
             ],
         ),
         (
+            "TLS required of a server without it",
+            format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=require"),
+            "",
+            vec!["server does not support TLS", "enable ssl on the server"],
+        ),
+        (
             "no right to create a schema",
             format!("postgres://guest@127.0.0.1:{port}/postgres"),
             "schema = \"mine\"",

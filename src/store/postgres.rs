@@ -534,10 +534,11 @@ impl PostgresStore {
     /// (retrying would not change the server's certificate): said with what to do. Anything
     /// else stays unavailable.
     fn explain_tls(&self, m: String) -> StoreError {
-        let advice = if m.contains("certificate") {
+        // Matched on the errors' own words, never on the url the message also shows.
+        let advice = if m.contains("invalid peer certificate") {
             "check sslrootcert (the CA that signed the server's certificate) and, with \
              sslmode=verify-full, that the certificate names the host in the url"
-        } else if m.contains("does not support TLS") || m.contains("server does not support") {
+        } else if m.contains("server does not support TLS") {
             "enable ssl on the server, or use sslmode=prefer or disable on a trusted network"
         } else {
             return StoreError::Unavailable(m);
