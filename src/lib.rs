@@ -16,10 +16,12 @@
 //! | [`config::context`]   | what a job's process runs with: env, env_file, working_dir, user, limits, nice |
 //! | [`config::jitter`]    | a run's deterministic start delay; the schedule's shortest gap  |
 //! | [`config::http_action`] | the `http` action: URL, method, headers, body, expected statuses |
+//! | [`config::store`]     | `[store]`: the backend named or implied by the keys, each key checked against it |
 //!
 //! **Where it is kept** ([`store`]): the storage seam (one trait, storage only) and one file per
-//! backend (Datastore, file, Redis, ZooKeeper, PostgreSQL), a factory from config, a metering
-//! wrapper, and [`store::rules`], what every backend decides the same way (a claim's refusal).
+//! backend (Datastore, file, Redis, ZooKeeper, PostgreSQL, with [`store::postgres_tls`] for
+//! PostgreSQL's `sslmode`), a factory from config, a metering wrapper, and [`store::rules`],
+//! what every backend decides the same way (a claim's refusal).
 //!
 //! **The node** ([`node`]):
 //!
