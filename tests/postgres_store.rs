@@ -150,6 +150,16 @@ fn bad_input_says_which_and_what_to_do() {
     );
     let (code, stderr) = one_shot(&["status"], &guest);
     assert_eq!(code, Some(0), "a guest on a granted schema: {stderr}");
+
+    // A Unix socket (the host a path), with the default sslmode (prefer): no TLS is tried.
+    let socket = pg.socket_dir().display().to_string().replace('/', "%2F");
+    let local = config_for(
+        dir.path(),
+        &format!("postgres://postgres@{socket}:{port}/postgres"),
+        "",
+    );
+    let (code, stderr) = one_shot(&["status"], &local);
+    assert_eq!(code, Some(0), "over the Unix socket: {stderr}");
 }
 
 /// No server at the url: `status` says so and exits 1; `run` keeps trying, saying where, and

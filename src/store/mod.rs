@@ -585,10 +585,15 @@ pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let (authority, tail) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
+    // The credentials end at an `@`: the first one for tokio-postgres, the last one before
+    // the path for the `url` crate (Redis). A password may hold an unencoded `?`, `/` or `@`:
+    // the authority runs to the first `/` or `?` after the first `@`, and the password to its
+    // last `@`, so either reading's password is masked whole.
+    let end = match rest.find('@') {
+        Some(at) => rest[at..].find(['/', '?']).map_or(rest.len(), |i| at + i),
+        None => rest.find(['/', '?']).unwrap_or(rest.len()),
     };
+    let (authority, tail) = rest.split_at(end);
     let authority = match authority.rsplit_once('@') {
         Some((user, hosts)) => match user.split_once(':') {
             Some((name, _)) => format!("{name}:***@{hosts}"),

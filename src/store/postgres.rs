@@ -463,15 +463,17 @@ impl PostgresStore {
     /// are created, race-free: concurrent `CREATE ... IF NOT EXISTS` of the same object can
     /// fail with a duplicate (another node made it first), which is tried again.
     async fn setup(&self) -> StoreResult<()> {
+        // No row (a `meta` table left without one) is a schema to complete, not an outage.
         let version = self
             .call("setup", async |c: &mut Client| {
-                c.query_typed_one(&self.sql.version, &[])
-                    .await?
-                    .try_get::<_, i32>(0)
+                match c.query_typed_opt(&self.sql.version, &[]).await? {
+                    Some(row) => row.try_get::<_, i32>(0).map(Some),
+                    None => Ok(None),
+                }
             })
             .await;
         let version = match version {
-            Ok(v) if v >= SCHEMA_VERSION => v,
+            Ok(Some(v)) if v >= SCHEMA_VERSION => v,
             Err(StoreError::Other(m)) if !m.contains("(3F000)") && !m.contains("(42P01)") => {
                 return Err(self.explain_setup(StoreError::Other(m)));
             }
@@ -1294,6 +1296,19 @@ mod tests {
             "postgresql://app@db/jobs?password=***&sslmode=disable"
         );
         assert_eq!(redact("postgres://db/jobs"), "postgres://db/jobs");
+        // Unencoded `?`, `/` or `@` in a password: masked whole, however a parser reads it.
+        for url in [
+            "postgres://app:p?w@db/jobs",
+            "postgres://app:p/w@db/jobs",
+            "postgres://app:p@w@db/jobs",
+            "postgres://app:p?w@db/jobs?sslmode=require",
+        ] {
+            let shown = redact(url);
+            assert!(
+                shown.starts_with("postgres://app:***@db/jobs"),
+                "{url} → {shown}"
+            );
+        }
         assert_eq!(
             redact("postgres://a:b@h1:5432,h2:5432/db?target_session_attrs=read-write"),
             "postgres://a:***@h1:5432,h2:5432/db?target_session_attrs=read-write"

@@ -67,8 +67,11 @@ impl TlsSettings {
     /// root given twice, is an error (the message does not show the url: it may hold a
     /// password).
     pub fn from_url(url: &str) -> Result<TlsSettings, String> {
-        let (base, query) = match url.split_once('?') {
-            Some((b, q)) => (b, q),
+        // The query starts at the first `?` after the credentials, which end at the first `@`
+        // (tokio-postgres's reading: a password may hold an unencoded `?`).
+        let from = url.find('@').map_or(0, |i| i + 1);
+        let (base, query) = match url[from..].find('?') {
+            Some(i) => (&url[..from + i], &url[from + i + 1..]),
             None => (url, ""),
         };
         let mut mode = None;
@@ -116,6 +119,17 @@ impl TlsSettings {
                         "{key}: client certificates are not supported; authenticate with a \
                          password"
                     ))
+                }
+                "channel_binding" if decode(value)? == "require" => {
+                    return Err("channel_binding=require is not supported (SCRAM works \
+                                without it): use prefer or disable"
+                        .to_string())
+                }
+                "sslnegotiation" if decode(value)? == "direct" => {
+                    return Err(
+                        "sslnegotiation=direct is not supported: use the default (postgres)"
+                            .to_string(),
+                    )
                 }
                 _ => kept.push(pair),
             }
@@ -338,11 +352,11 @@ impl MakeTlsConnect<Socket> for Connector {
     type Error = io::Error;
 
     fn make_tls_connect(&mut self, host: &str) -> io::Result<Connect> {
-        let name = ServerName::try_from(host.to_string())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // A Unix socket's host is empty (or a path): no TLS is asked of it (the server
+        // answers a socket's TLS request with no), so only a handshake would need the name.
         Ok(Connect {
             config: self.0.clone(),
-            name,
+            name: ServerName::try_from(host.to_string()).ok(),
         })
     }
 }
@@ -350,7 +364,8 @@ impl MakeTlsConnect<Socket> for Connector {
 /// One TLS handshake to come.
 pub struct Connect {
     config: Arc<rustls::ClientConfig>,
-    name: ServerName<'static>,
+    /// `None`: the host is no DNS name or address (a Unix socket).
+    name: Option<ServerName<'static>>,
 }
 
 impl TlsConnect<Socket> for Connect {
@@ -360,8 +375,14 @@ impl TlsConnect<Socket> for Connect {
 
     fn connect(self, socket: Socket) -> Self::Future {
         Box::pin(async move {
+            let name = self.name.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "TLS needs a host name or address",
+                )
+            })?;
             tokio_rustls::TlsConnector::from(self.config)
-                .connect(self.name, socket)
+                .connect(name, socket)
                 .await
                 .map(|s| TlsStream(Box::new(s)))
         })
@@ -435,6 +456,13 @@ mod tests {
             settings("postgres://h/db?sslmode=verify-ca").roots,
             Roots::System
         );
+        // A `?` in a password is not the query's start (tokio-postgres reads the same way).
+        let s = settings("postgres://u:p?w@h/db?sslmode=require");
+        assert_eq!(s.mode, Mode::Require);
+        assert_eq!(s.url, "postgres://u:p?w@h/db?sslmode=require");
+        let s = settings("postgres://u:p?w@h/db");
+        assert_eq!(s.mode, Mode::Prefer);
+        assert_eq!(s.url, "postgres://u:p?w@h/db?sslmode=prefer");
         assert_eq!(
             settings("postgres://h/db?sslmode=verify-ca&sslrootcert=system").roots,
             Roots::System
@@ -452,10 +480,24 @@ mod tests {
                 "only read with",
             ),
             ("postgres://h/db?sslcert=/c.pem", "client certificates"),
+            ("postgres://h/db?channel_binding=require", "not supported"),
+            ("postgres://h/db?sslnegotiation=direct", "not supported"),
         ] {
             let e = TlsSettings::from_url(url).unwrap_err();
             assert!(e.contains(says), "{url}: {e}");
         }
+    }
+
+    #[test]
+    fn a_unix_socket_host_makes_a_connector_that_needs_no_name() {
+        let mut c = settings("postgres://u@h/db?sslmode=prefer")
+            .connector()
+            .unwrap()
+            .unwrap();
+        let connect = MakeTlsConnect::<Socket>::make_tls_connect(&mut c, "").unwrap();
+        assert!(connect.name.is_none());
+        let connect = MakeTlsConnect::<Socket>::make_tls_connect(&mut c, "db.internal").unwrap();
+        assert!(connect.name.is_some());
     }
 
     #[test]
