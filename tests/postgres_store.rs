@@ -1,9 +1,12 @@
-//! The PostgreSQL store against a real server of the test's own: what `cronlease` says for bad
-//! input (an unreachable server, wrong credentials, a database that does not exist, a schema it
-//! may not use), and a drill of faults of its own (a node's connections terminated with
-//! `pg_terminate_backend`, every connection terminated, a crash and restart of the server
-//! mid-run, the server read-only): no fire time is run twice and every run is closed; and a
-//! cluster behind PgBouncer in transaction mode.
+//! The PostgreSQL store against real servers of the test's own:
+//! - what `cronlease` says for bad input (an unreachable server, wrong credentials, a database
+//!   that does not exist, a schema it may not use, TLS the server lacks), and that a schema its
+//!   DBA made and a Unix socket work;
+//! - a drill of faults of its own (a node's connections terminated with `pg_terminate_backend`,
+//!   every connection terminated, a crash and restart of the server mid-run, the server
+//!   read-only): no fire time is run twice and every run is closed;
+//! - a failover across hosts (`target_session_attrs=read-write`), a node frozen inside an
+//!   acquisition, a cluster behind PgBouncer in transaction mode, and each `sslmode`.
 mod common;
 
 use std::path::Path;
