@@ -1763,15 +1763,6 @@ fn chaos_random_faults_keep_the_run_records_right_on_postgres() {
     chaos(Backend::postgres());
 }
 
-/// The port a node's proxy forwards to.
-fn upstream_port(backend: &Backend) -> u16 {
-    match backend {
-        Backend::Datastore(emu) => emu.port,
-        Backend::Postgres(pg) => pg.port,
-        _ => panic!("the chaos drill runs on Datastore and PostgreSQL"),
-    }
-}
-
 /// The store down for `down` (the fault's drawn length: a sleep, not a wait for an event),
 /// then back on its port with its data.
 fn outage(backend: &mut Backend, down: Duration) {
@@ -1787,23 +1778,6 @@ fn outage(backend: &mut Backend, down: Duration) {
             common::restart_on_port(pg);
         }
         _ => panic!("the chaos drill runs on Datastore and PostgreSQL"),
-    }
-}
-
-/// A node's `[store]` table through `proxy` (with `keys`), and its environment.
-fn through_proxy(backend: &Backend, proxy: &Proxy, keys: &str) -> (String, Vec<(String, String)>) {
-    match backend {
-        Backend::Postgres(_) => (
-            format!(
-                "[store]\nurl = \"postgres://postgres@{}/postgres\"\n{keys}\n\n",
-                proxy.host()
-            ),
-            Vec::new(),
-        ),
-        _ => (
-            format!("[store]\n{keys}\n\n"),
-            vec![("DATASTORE_EMULATOR_HOST".to_string(), proxy.host())],
-        ),
     }
 }
 
@@ -1858,11 +1832,11 @@ fn chaos(mut emu: Backend) {
     const NODES: usize = 4;
     let mut slots: Vec<Slot> = (0..NODES)
         .map(|i| {
-            let proxy = Proxy::start(upstream_port(&emu));
+            let proxy = Proxy::start(emu.upstream_port());
             let id = format!("chaos-{i}");
             let sub = dir.path().join(&id);
             std::fs::create_dir_all(&sub).unwrap();
-            let (table, env) = through_proxy(&emu, &proxy, store_keys);
+            let (table, env) = emu.through_proxy(&proxy.host(), store_keys);
             let slot_cfg = write_config(&sub, &(table + &body));
             let node = spawn_env(&emu, &slot_cfg, &id, &env);
             Slot {
@@ -1875,7 +1849,7 @@ fn chaos(mut emu: Backend) {
         })
         .collect();
     let spawn = |emu: &Backend, slot: &Slot, skew: Option<i64>| -> Node {
-        let (_, mut env) = through_proxy(emu, &slot.proxy, store_keys);
+        let (_, mut env) = emu.through_proxy(&slot.proxy.host(), store_keys);
         if let Some(s) = skew {
             env.extend(faked_env(&lib, ("FAKETIME", &format!("{s:+}"))));
         }
@@ -1965,7 +1939,7 @@ fn chaos(mut emu: Backend) {
                 let body = variant(reloads);
                 std::fs::write(&cfg, emu.store_table_with(store_keys) + &body).unwrap();
                 for slot in &slots {
-                    let (table, _) = through_proxy(&emu, &slot.proxy, store_keys);
+                    let (table, _) = emu.through_proxy(&slot.proxy.host(), store_keys);
                     std::fs::write(&slot.cfg, table + &body).unwrap();
                 }
             }

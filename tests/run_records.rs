@@ -233,37 +233,18 @@ fn on_lease_lost_stops_or_continues_the_run_and_records_it_on_postgres() {
     on_lease_lost(Backend::postgres);
 }
 
-/// A node of `emu` whose store is reached through `proxy`: the emulator's address in its
-/// environment, or the PostgreSQL url's port in its jobs file (`body` after the store table).
+/// A node of `emu` whose store is reached through `proxy`, on `body` after its store table.
 fn spawn_through(emu: &Backend, proxy: &Proxy, dir: &std::path::Path, body: &str) -> Node {
-    let (table, env) = match emu {
-        Backend::Datastore(_) => (
-            String::new(),
-            vec![("DATASTORE_EMULATOR_HOST", proxy.host())],
-        ),
-        Backend::Postgres(_) => (
-            format!(
-                "[store]\nurl = \"postgres://postgres@{}/postgres\"\n\n",
-                proxy.host()
-            ),
-            Vec::new(),
-        ),
-        _ => panic!("no proxy for this store"),
-    };
+    let (table, env) = emu.through_proxy(&proxy.host(), "");
     let cfg = write_config(dir, &(table + body));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Node::spawn_with_env(emu, &cfg, "cut-node", &env)
 }
 
 fn on_lease_lost(make: fn() -> Backend) {
     for (policy, expected) in [("", "stopped"), ("on_lease_lost = \"continue\"", "ok")] {
         let emu = make();
-        let upstream = match &emu {
-            Backend::Datastore(e) => e.port,
-            Backend::Postgres(pg) => pg.port,
-            _ => panic!("no proxy for this store"),
-        };
-        let proxy = Proxy::start(upstream);
+        let proxy = Proxy::start(emu.upstream_port());
         let dir = tempfile::tempdir().unwrap();
         let mut node = spawn_through(
             &emu,

@@ -1210,17 +1210,13 @@ impl Store for DatastoreStore {
             let pruned = self
                 .entity_of(&found, KIND_PRUNED, &run.job)
                 .and_then(|e| get_time(e, "fire_time"));
-            let facts = ClaimFacts {
-                fenced_ok: true,
-                requested: run.trigger.is_some(),
-                paused: lease.paused.is_some(),
-                pending: run
-                    .trigger
-                    .as_ref()
-                    .is_some_and(|t| lease.requests.has(&t.request)),
-                too_old: pruned.is_some_and(|p| run.fire_time <= p),
-                existed: run.trigger.is_some() && self.entity_of(&found, KIND_RUN, &name).is_some(),
-            };
+            let facts = ClaimFacts::of_holder(
+                run,
+                lease.paused.is_some(),
+                &lease.requests,
+                pruned.is_some_and(|p| run.fire_time <= p),
+                run.trigger.is_some() && self.entity_of(&found, KIND_RUN, &name).is_some(),
+            );
             if let Some(refused) = claim_refusal(&facts) {
                 self.rollback(tx).await;
                 return Ok(refused);

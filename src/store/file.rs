@@ -682,17 +682,13 @@ impl Store for FileStore {
             };
             // To the millisecond, as the run's file name and the watermark are.
             let at = run.fire_time.trunc_subsecs(3);
-            let facts = ClaimFacts {
-                fenced_ok: true,
-                requested: run.trigger.is_some(),
-                paused: lease.paused.is_some(),
-                pending: run
-                    .trigger
-                    .as_ref()
-                    .is_some_and(|t| lease.requests.has(&t.request)),
-                too_old: dir.pruned(&run.job)?.is_some_and(|p| at <= p),
+            let facts = ClaimFacts::of_holder(
+                &run,
+                lease.paused.is_some(),
+                &lease.requests,
+                dir.pruned(&run.job)?.is_some_and(|p| at <= p),
                 existed,
-            };
+            );
             // Under the lock, nobody else inserts: no refusal means this claim wins.
             if let Some(refused) = claim_refusal(&facts) {
                 return Ok(refused);

@@ -690,37 +690,27 @@ fn unavailable_code(code: Option<&SqlState>) -> bool {
 /// may have bound to another server connection by the time it is executed.
 type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 
-fn text(v: &(dyn ToSql + Sync)) -> Param<'_> {
-    (v, Type::TEXT)
+/// The helpers that type a parameter: `text(&x)` is `(&x, Type::TEXT)`.
+macro_rules! typed {
+    ($($name:ident => $ty:ident),* $(,)?) => {
+        $(
+            fn $name(v: &(dyn ToSql + Sync)) -> Param<'_> {
+                (v, Type::$ty)
+            }
+        )*
+    };
 }
 
-fn texts(v: &(dyn ToSql + Sync)) -> Param<'_> {
-    (v, Type::TEXT_ARRAY)
-}
-
-fn int8(v: &(dyn ToSql + Sync)) -> Param<'_> {
-    (v, Type::INT8)
-}
-
-fn int8s(v: &(dyn ToSql + Sync)) -> Param<'_> {
-    (v, Type::INT8_ARRAY)
-}
-
-fn jsonb(v: &(dyn ToSql + Sync)) -> Param<'_> {
-    (v, Type::JSONB)
-}
-
-fn stamp(v: &(dyn ToSql + Sync)) -> Param<'_> {
-    (v, Type::TIMESTAMPTZ)
-}
-
-fn stamps(v: &(dyn ToSql + Sync)) -> Param<'_> {
-    (v, Type::TIMESTAMPTZ_ARRAY)
-}
-
-fn boolean(v: &(dyn ToSql + Sync)) -> Param<'_> {
-    (v, Type::BOOL)
-}
+typed!(
+    text => TEXT,
+    texts => TEXT_ARRAY,
+    int8 => INT8,
+    int8s => INT8_ARRAY,
+    jsonb => JSONB,
+    stamp => TIMESTAMPTZ,
+    stamps => TIMESTAMPTZ_ARRAY,
+    boolean => BOOL,
+);
 
 fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).expect("records serialize")

@@ -1,7 +1,7 @@
 //! The rules every backend applies the same way, kept in one place so a backend states only
 //! how it reads and writes: which refusal a claim gets ([`claim_refusal`]). The compare of an
 //! acquisition is [`super::Observed::still`] and what it writes [`super::Acquire::record`].
-use super::Claim;
+use super::{Claim, Requests, RunRecord};
 
 /// What a claim found, read atomically with its insert (or with the decision not to insert).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -18,6 +18,30 @@ pub struct ClaimFacts {
     pub too_old: bool,
     /// A record of this fire time existed before the claim.
     pub existed: bool,
+}
+
+impl ClaimFacts {
+    /// The facts of a claim by the job's holder (the fence already passed), from the lease's
+    /// pause and pending requests as read with the claim.
+    pub fn of_holder(
+        run: &RunRecord,
+        paused: bool,
+        requests: &Requests,
+        too_old: bool,
+        existed: bool,
+    ) -> ClaimFacts {
+        ClaimFacts {
+            fenced_ok: true,
+            requested: run.trigger.is_some(),
+            paused,
+            pending: run
+                .trigger
+                .as_ref()
+                .is_some_and(|t| requests.has(&t.request)),
+            too_old,
+            existed,
+        }
+    }
 }
 
 /// Why a claim with these facts is refused, or `None` when it may insert its record. In this

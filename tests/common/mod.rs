@@ -751,6 +751,35 @@ impl Backend {
         }
     }
 
+    /// The port a TCP proxy in front of this store forwards to (Datastore and PostgreSQL).
+    pub fn upstream_port(&self) -> u16 {
+        match self {
+            Backend::Datastore(emu) => emu.port,
+            Backend::Postgres(pg) => pg.port,
+            _ => panic!("no proxy for this store"),
+        }
+    }
+
+    /// What a node reaching this store through a proxy at `host` (`127.0.0.1:PORT`) needs: its
+    /// `[store]` table (with the extra `keys`, whole lines) and its environment.
+    pub fn through_proxy(&self, host: &str, keys: &str) -> (String, Vec<(String, String)>) {
+        match self {
+            Backend::Datastore(_) if keys.is_empty() => (
+                String::new(),
+                vec![("DATASTORE_EMULATOR_HOST".to_string(), host.to_string())],
+            ),
+            Backend::Datastore(_) => (
+                format!("[store]\n{keys}\n\n"),
+                vec![("DATASTORE_EMULATOR_HOST".to_string(), host.to_string())],
+            ),
+            Backend::Postgres(_) => (
+                format!("[store]\nurl = \"postgres://postgres@{host}/postgres\"\n{keys}\n\n"),
+                Vec::new(),
+            ),
+            _ => panic!("no proxy for this store"),
+        }
+    }
+
     /// The environment a node needs to reach this store.
     pub fn env(&self) -> Vec<(String, String)> {
         match self {
