@@ -62,6 +62,7 @@ fn main() {
         "operate",
         "notify",
         "dashboard",
+        "https",
     ];
     if sections.is_empty() {
         sections = all.iter().map(|s| s.to_string()).collect();
@@ -95,6 +96,7 @@ fn main() {
             "operate" => bench.operate(),
             "notify" => bench.notify(),
             "dashboard" => bench.dashboard(),
+            "https" => bench.https(),
             other => panic!("unknown section {other}; sections: {all:?}"),
         };
         eprintln!("{text}");
@@ -134,6 +136,161 @@ impl Bench {
     }
 
     // ---- the dashboard: what open pages cost ---------------------------------------------------
+
+    /// What the HTTP interface's protection costs a request: plain HTTP without tokens, with
+    /// tokens, and HTTPS with tokens; on a kept connection and on a new one each (a TLS
+    /// handshake); and how cheaply a node turns away a flood of wrong tokens (429s).
+    fn https(&mut self) -> String {
+        let requests = if self.quick { 200 } else { 2000 };
+        let mut out = String::from("## The HTTP interface: what tokens and TLS cost\n\n");
+        let _ = writeln!(
+            out,
+            "One node, 10 jobs, default election. `GET /status` from one client on this machine, \
+             {requests} requests per row, one after the other (reqwest, rustls); the node's CPU \
+             from `/proc` over the row. \"kept\": one connection for all; \"new\": a connection \
+             (and for HTTPS a TLS handshake, ECDSA P-256) per request.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| interface | connection | p50 / p99 / max | node CPU per 1,000 requests |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|");
+        let dir = self.dir.path().join("https");
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = common::test_ca::TestCa::new(&dir, "bench");
+        let (cert, key) = ca.issue("node", "IP:127.0.0.1");
+        let tokens = dir.join("tokens");
+        std::fs::write(&tokens, "read bench-read-token-0123456789\n").unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let jobs: String = (0..10)
+            .map(|i| {
+                format!("\n[[job]]\nname = \"h{i}\"\nschedule = \"0 0 3 * * *\"\nsay = \"x\"\n")
+            })
+            .collect();
+        let cfg = write_config(&dir, &format!("{DEFAULTS}{jobs}"));
+        let token = "bench-read-token-0123456789";
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tokens_s, cert_s, key_s) = (
+            tokens.display().to_string(),
+            cert.display().to_string(),
+            key.display().to_string(),
+        );
+        let kinds: [(&str, Vec<&str>, bool); 3] = [
+            ("plain HTTP, no token", vec![], false),
+            (
+                "plain HTTP, read token",
+                vec!["--http-token-file", &tokens_s],
+                false,
+            ),
+            (
+                "HTTPS, read token",
+                vec![
+                    "--http-token-file",
+                    &tokens_s,
+                    "--http-tls-cert",
+                    &cert_s,
+                    "--http-tls-key",
+                    &key_s,
+                ],
+                true,
+            ),
+        ];
+        let mut flood_port = None;
+        let mut nodes = Vec::new();
+        for (i, (label, args, tls)) in kinds.into_iter().enumerate() {
+            let id = format!("https-{i}");
+            let (node, port) = Node::spawn_with_http_args(&self.emu, &cfg, &id, &[], &args);
+            let scheme = if tls { "https" } else { "http" };
+            let url = format!("{scheme}://127.0.0.1:{port}/status");
+            let pem = std::fs::read(ca.cert()).unwrap();
+            let client = |fresh: bool| {
+                let mut b = reqwest::Client::builder()
+                    .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).unwrap())
+                    .no_proxy();
+                if fresh {
+                    b = b.pool_max_idle_per_host(0);
+                }
+                b.build().unwrap()
+            };
+            let send = |c: &reqwest::Client| {
+                let t = Instant::now();
+                let status = rt.block_on(async {
+                    let mut r = c.get(&url);
+                    if !args.is_empty() {
+                        r = r.bearer_auth(token);
+                    }
+                    match r.send().await {
+                        Ok(a) => {
+                            let s = a.status().as_u16();
+                            let _ = a.bytes().await;
+                            s
+                        }
+                        Err(_) => 0,
+                    }
+                });
+                (status, t.elapsed().as_secs_f64() * 1000.0)
+            };
+            let warm = client(false);
+            assert!(wait_until(Duration::from_secs(30), || send(&warm).0 == 200));
+            for fresh in [false, true] {
+                let c = client(fresh);
+                let cpu0 = cpu_secs(node.pid);
+                let lat: Vec<f64> = (0..requests).map(|_| send(&c)).map(|(_, ms)| ms).collect();
+                let cpu = (cpu_secs(node.pid) - cpu0) * 1000.0 / requests as f64;
+                let _ = writeln!(
+                    out,
+                    "| {label} | {} | {} | {cpu:.2} s |",
+                    if fresh { "new" } else { "kept" },
+                    pct3(&lat)
+                );
+            }
+            if tls {
+                flood_port = Some(port);
+            }
+            nodes.push(node);
+        }
+        // Wrong tokens: the first ten are 401, the rest 429 without a look at the token.
+        if let Some(port) = flood_port {
+            let pem = std::fs::read(ca.cert()).unwrap();
+            let c = reqwest::Client::builder()
+                .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).unwrap())
+                .no_proxy()
+                .build()
+                .unwrap();
+            let url = format!("https://127.0.0.1:{port}/status");
+            let node = nodes.last().unwrap();
+            let cpu0 = cpu_secs(node.pid);
+            let mut lat = Vec::new();
+            let mut limited = 0;
+            for _ in 0..requests {
+                let t = Instant::now();
+                let s = rt.block_on(async {
+                    c.get(&url)
+                        .bearer_auth("wrong-wrong-wrong-wrong")
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0)
+                });
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                limited += usize::from(s == 429);
+            }
+            let cpu = (cpu_secs(node.pid) - cpu0) * 1000.0 / requests as f64;
+            let _ = writeln!(
+                out,
+                "| HTTPS, wrong tokens ({limited} of {requests} answered 429) | kept | {} | {cpu:.2} s |",
+                pct3(&lat)
+            );
+        }
+        out.push('\n');
+        out
+    }
 
     fn dashboard(&mut self) -> String {
         use std::sync::atomic::{AtomicBool, Ordering};

@@ -13,9 +13,9 @@
 #   HTTP_PORT=9200 scripts/demo.sh        # dashboards on 9200, 9201, ... (default 9101, ...)
 #
 # Each node serves its dashboard on 127.0.0.1 (HTTP_PORT + its index - 1, or another free port
-# when that one is taken); the script prints their URLs. The nodes share a token for the
-# dashboards' buttons (Pause, Resume, Run now): CRONLEASE_HTTP_TOKEN if set, else a random one
-# that the script prints.
+# when that one is taken); the script prints their URLs. The nodes share a token that opens
+# the dashboards and their buttons (Pause, Resume, Run now): CRONLEASE_HTTP_TOKEN if set, else
+# a random one that the script prints.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -127,8 +127,8 @@ done
 export DATASTORE_EMULATOR_HOST=127.0.0.1:$PORT
 export DATASTORE_PROJECT_ID=cronlease-dev
 
-# The dashboards' buttons need a token (at least 16 characters); the nodes read it from the
-# environment.
+# The dashboards ask for a token (at least 16 characters; an operate token: it also works the
+# buttons); the nodes read it from the environment.
 if [[ -z ${CRONLEASE_HTTP_TOKEN:-} ]]; then
     CRONLEASE_HTTP_TOKEN=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
     export CRONLEASE_HTTP_TOKEN
@@ -186,9 +186,9 @@ for ((i = 1; i <= NODES; i++)); do
     say "dashboard of node $i: http://127.0.0.1:${HTTP_PORTS[i - 1]}/"
 done
 if ((TOKEN_MADE)); then
-    say "token for the dashboards' buttons (Pause, Resume, Run now): $CRONLEASE_HTTP_TOKEN"
+    say "token the dashboards ask for (it also works Pause, Resume, Run now): $CRONLEASE_HTTP_TOKEN"
 else
-    say "the dashboards' buttons take the token in CRONLEASE_HTTP_TOKEN"
+    say "the dashboards ask for the token in CRONLEASE_HTTP_TOKEN"
 fi
 say "the cluster at a glance, from another terminal:"
 say "  DATASTORE_EMULATOR_HOST=$DATASTORE_EMULATOR_HOST $BIN status --config $CONFIG"

@@ -99,6 +99,59 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The HTTP interface of `cronlease run` (README: "Securing the HTTP interface").
+#[derive(clap::Args, Debug, Clone)]
+pub struct HttpArgs {
+    /// Serve the dashboard, /healthz, /readyz, /status, /metrics and run output on this
+    /// address, e.g. 127.0.0.1:9100. No listener without it. An address other than loopback
+    /// needs a token (or --http-public-read).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<std::net::SocketAddr>,
+    /// The tokens: lines `read TOKEN` and `operate TOKEN` (one bare line: an operate token);
+    /// else CRONLEASE_HTTP_TOKEN (an operate token). With tokens, every endpoint but health,
+    /// readiness and the dashboard's page needs one. Re-read on SIGHUP and when it changes.
+    #[arg(long, value_name = "PATH", requires = "http")]
+    pub http_token_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate (PEM, the chain after it); with --http-tls-key.
+    /// Re-read on SIGHUP and when it changes.
+    #[arg(long, value_name = "FILE", requires_all = ["http", "http_tls_key"])]
+    pub http_tls_cert: Option<PathBuf>,
+    /// The private key of --http-tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["http", "http_tls_cert"])]
+    pub http_tls_key: Option<PathBuf>,
+    /// Trust this CA (PEM) too when relaying another node's live output over HTTPS.
+    #[arg(long, value_name = "FILE", requires = "http")]
+    pub http_tls_ca: Option<PathBuf>,
+    /// Serve reads (status, runs, output) without a token, on purpose; writes still need an
+    /// operate token.
+    #[arg(long, requires = "http")]
+    pub http_public_read: bool,
+    /// Serve /metrics without a token (for a scraper that cannot send one).
+    #[arg(long, requires = "http")]
+    pub http_public_metrics: bool,
+    /// On a loopback --http: also serve requests whose Host is NAME (repeatable); others are
+    /// refused (DNS rebinding).
+    #[arg(long = "http-allowed-host", value_name = "NAME", requires = "http")]
+    pub http_allowed_hosts: Vec<String>,
+}
+
+impl HttpArgs {
+    pub fn options(self) -> crate::ops::http_options::HttpOptions {
+        crate::ops::http_options::HttpOptions {
+            addr: self.http,
+            token_file: self.http_token_file,
+            tls_cert: self.http_tls_cert,
+            tls_key: self.http_tls_key,
+            tls_ca: self.http_tls_ca,
+            access: crate::ops::http_auth::AccessOptions {
+                public_read: self.http_public_read,
+                public_metrics: self.http_public_metrics,
+                allowed_hosts: self.http_allowed_hosts,
+            },
+        }
+    }
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Run one node: take part in every job's election and run the ticks of the jobs it leads.
@@ -111,14 +164,8 @@ pub enum Command {
         /// Log format: human-readable lines, or one flat JSON object per line.
         #[arg(long, value_enum, default_value = "pretty")]
         log_format: LogFormat,
-        /// Serve /healthz, /readyz, /status and /metrics on this address, e.g. 127.0.0.1:9100.
-        /// No listener without it.
-        #[arg(long, value_name = "ADDR")]
-        http: Option<std::net::SocketAddr>,
-        /// A file whose first line is the bearer token that unlocks the HTTP write endpoints
-        /// (pause, resume, trigger); else CRONLEASE_HTTP_TOKEN; without either they answer 403.
-        #[arg(long, value_name = "PATH")]
-        http_token_file: Option<PathBuf>,
+        #[command(flatten)]
+        http: HttpArgs,
     },
     /// Validate the jobs file and print each job's next fire times.
     Check {
@@ -217,6 +264,13 @@ pub enum Command {
         /// ends, then print its outcome.
         #[arg(short, long, conflicts_with = "last")]
         follow: bool,
+        /// With --follow: the token to read the node with, from a token file (the first read
+        /// token, else the first operate token); else CRONLEASE_HTTP_TOKEN.
+        #[arg(long, value_name = "PATH", requires = "follow")]
+        http_token_file: Option<PathBuf>,
+        /// With --follow: trust this CA (PEM) too when the node serves HTTPS.
+        #[arg(long, value_name = "FILE", requires = "follow")]
+        http_tls_ca: Option<PathBuf>,
         #[command(flatten)]
         config: ConfigArg,
     },

@@ -55,15 +55,22 @@
 //! | [`ops::check`]        | `cronlease check`: the validated config and next fire times     |
 //! | [`ops::status`]       | `cronlease status`: leases, nodes and last runs, read from the store |
 //! | [`ops::control`]      | `cronlease pause`, `resume`, `trigger`, `backfill`: requests through the store |
-//! | [`ops::http`]         | `--http`: /healthz, /readyz, /status, /metrics                  |
+//! | [`ops::http`]         | `--http`: the routes; /healthz, /readyz, /status, /metrics, run output |
 //! | [`ops::metrics`]      | Prometheus counters and histograms of one node                  |
 //! | [`ops::logging`]      | the two log formats (pretty, flat JSON) and the stable field names |
 //! | [`ops::logs`]         | `cronlease logs`: a run's kept output with its header           |
 //! | [`ops::dashboard`]    | `--http` `/`: the live page (embedded HTML/CSS/JS) and `/api/cluster` |
 //! | [`ops::cluster_view`] | the node's cached `status` report: one refresh per poll for any number of pages |
-//! | [`ops::actions`]      | `--http` write endpoints (pause, resume, trigger) behind a bearer token |
+//! | [`ops::actions`]      | `--http` write endpoints (pause, resume, trigger), for operate tokens |
 //! | [`ops::run_detail`]   | `--http` one run for the page: its record and kept output, its live output from any node |
-//! | [`ops::token`]        | that token: from a file or the environment, compared in constant time |
+//! | [`ops::http_options`] | the `--http*` options, checked and loaded before the node starts |
+//! | [`ops::http_auth`]    | the guard before every endpoint: roles, Host check, security headers |
+//! | [`ops::token`]        | the read and operate tokens: a file or the environment, compared in constant time |
+//! | [`ops::auth_limit`]   | wrong tokens per address: 429 after ten a minute              |
+//! | [`ops::http_tls`]     | HTTPS: the certificate and key in force, the extra CA of clients |
+//! | [`ops::http_listener`] | plain or TLS connections, handshakes off the accept loop      |
+//! | [`ops::http_secrets`] | certificate, key and token file re-read on SIGHUP and on change |
+//! | [`ops::http_client`]  | reading another node: its URL from its record, the client with the CA |
 //! | [`ops::follow`]       | `cronlease logs --follow`: a running run's output, live from its node |
 //! | [`ops::sd_notify`]    | systemd's notify protocol: READY, RELOADING, STOPPING, STATUS, a watchdog fed by the node's loops |
 //!

@@ -84,8 +84,20 @@ fn main() -> ExitCode {
             fire_time,
             last,
             follow,
+            http_token_file,
+            http_tls_ca,
             config,
-        } => logs(&config.path(), &job, fire_time, last, follow),
+        } => {
+            let follow = match follow.then(|| follow_reader(http_token_file, http_tls_ca)) {
+                None => None,
+                Some(Ok(reader)) => Some(reader),
+                Some(Err(e)) => {
+                    err(&format!("error: {e}"));
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            logs(&config.path(), &job, fire_time, last, follow)
+        }
         Command::Watchdog => ExitCode::from(cronlease::node::watchdog::serve()),
         Command::Completions { shell } => {
             cronlease::cli::completions(shell, &mut std::io::stdout());
@@ -106,7 +118,6 @@ fn main() -> ExitCode {
             node_id,
             log_format,
             http,
-            http_token_file,
         } => {
             let config = config.path();
             let cfg = match cronlease::config::load(&config) {
@@ -132,11 +143,12 @@ fn main() -> ExitCode {
             }
             let node = node_id.unwrap_or_else(cronlease::node::app::random_node_id);
             cronlease::ops::logging::init(log_format, &node);
-            let token = match cronlease::ops::token::HttpToken::load(
-                http_token_file.as_deref(),
+            // Every --http* option checked and its files loaded before anything starts.
+            let http = match cronlease::ops::http_options::prepare(
+                http.options(),
                 std::env::var("CRONLEASE_HTTP_TOKEN").ok(),
             ) {
-                Ok(t) => t,
+                Ok(h) => h,
                 Err(e) => {
                     err(&format!("error: {e}"));
                     return ExitCode::from(EXIT_CONFIG);
@@ -159,7 +171,6 @@ fn main() -> ExitCode {
             let options = cronlease::node::app::RunOptions {
                 node,
                 http,
-                token,
                 sd_notify,
             };
             let code = match runtime.block_on(cronlease::node::app::run(cfg, options)) {
@@ -341,6 +352,27 @@ fn backfill(
     }
 }
 
+/// How `logs --follow` reads a node: its token (`--http-token-file`, else
+/// `CRONLEASE_HTTP_TOKEN`) and `--http-tls-ca`.
+fn follow_reader(
+    token_file: Option<std::path::PathBuf>,
+    tls_ca: Option<std::path::PathBuf>,
+) -> Result<cronlease::ops::follow::Reader, String> {
+    let tokens = cronlease::ops::token::Tokens::load(
+        token_file.as_deref(),
+        std::env::var("CRONLEASE_HTTP_TOKEN").ok(),
+    )
+    .map_err(|e| e.to_string())?;
+    let extra_roots = match tls_ca {
+        Some(path) => cronlease::ops::http_tls::extra_roots(&path).map_err(|e| e.to_string())?,
+        None => Vec::new(),
+    };
+    Ok(cronlease::ops::follow::Reader {
+        token: tokens.map(|t| t.for_client()),
+        extra_roots,
+    })
+}
+
 /// `cronlease logs`: exit 0 when the (last) run shown ended `ok`, 1 otherwise (or no such run,
 /// or a store error, or, with `--follow`, a run not seen to end), 2 for usage errors.
 fn logs(
@@ -348,21 +380,22 @@ fn logs(
     job: &str,
     fire_time: Option<chrono::DateTime<chrono::Utc>>,
     last: Option<usize>,
-    follow: bool,
+    follow: Option<cronlease::ops::follow::Reader>,
 ) -> ExitCode {
     use cronlease::ops::logs::{self, Which};
     let cfg = match load_config(config) {
         Ok(cfg) => cfg,
         Err(code) => return code,
     };
-    if follow {
+    if let Some(reader) = follow {
         let runtime = match one_shot_runtime() {
             Ok(rt) => rt,
             Err(code) => return code,
         };
         let mut stdout = std::io::stdout();
         let mut note = |line: &str| err(line);
-        let followed = cronlease::ops::follow::follow(&cfg, job, fire_time, &mut stdout, &mut note);
+        let followed =
+            cronlease::ops::follow::follow(&cfg, job, fire_time, &reader, &mut stdout, &mut note);
         return match runtime.block_on(followed) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,

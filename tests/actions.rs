@@ -1,7 +1,8 @@
 //! The HTTP write endpoints (pause, resume, trigger) on a real node against a real emulator:
 //! read-only (403) without a token; 401 without the right bearer token; with it, each acts
 //! through the store like its CLI counterpart and shows up in status and history with the
-//! caller; a bad token file stops the node from starting (exit 2).
+//! caller; a bad token file (short, readable by others, an unknown role) stops the node from
+//! starting (exit 2). Roles, TLS and the rest of the guard: tests/http_security.rs.
 mod common;
 
 use std::time::Duration;
@@ -67,6 +68,7 @@ fn with_a_token_pause_resume_and_trigger_act_like_the_cli() {
     let cfg = write_config(dir.path(), CONFIG);
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    set_mode(&token_file, 0o600);
     let port = common::free_port();
     let mut env = emu.env();
     env.push((
@@ -167,23 +169,46 @@ fn a_bad_token_file_stops_the_node_from_starting() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), CONFIG);
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "short\n").unwrap();
-    let mut node = Node::spawn_args(
-        "a",
-        &[
-            "run".into(),
-            "--config".into(),
-            cfg.display().to_string(),
-            "--http-token-file".into(),
-            token_file.display().to_string(),
-        ],
-        &emu.env(),
-    );
-    let status = node.wait_exit(Duration::from_secs(20)).expect("it exits");
-    assert_eq!(status.code(), Some(2));
-    assert!(
-        node.stderr_text().contains("at least 16"),
-        "{}",
-        node.stderr_text()
-    );
+    // Too short; other users may read it; a role that is not one.
+    for (text, mode, says) in [
+        ("short\n", 0o600, "at least 16"),
+        (
+            "s3cret-s3cret-s3cret\n",
+            0o644,
+            "other users can read or write it (mode 0644)",
+        ),
+        (
+            "admin s3cret-s3cret-s3cret\n",
+            0o600,
+            "\"admin\" is not a role",
+        ),
+    ] {
+        std::fs::write(&token_file, text).unwrap();
+        set_mode(&token_file, mode);
+        let mut node = Node::spawn_args(
+            "a",
+            &[
+                "run".into(),
+                "--config".into(),
+                cfg.display().to_string(),
+                "--http".into(),
+                "127.0.0.1:0".into(),
+                "--http-token-file".into(),
+                token_file.display().to_string(),
+            ],
+            &emu.env(),
+        );
+        let status = node.wait_exit(Duration::from_secs(20)).expect("it exits");
+        assert_eq!(status.code(), Some(2));
+        assert!(
+            node.stderr_text().contains(says),
+            "{says}: {}",
+            node.stderr_text()
+        );
+    }
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }

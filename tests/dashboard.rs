@@ -140,8 +140,14 @@ fn buttons_only_with_a_token_and_run_now_runs_the_job_once() {
     );
     let token = "page-token-0123456789";
     let (_plain, plain_port) = Node::spawn_with_http(&emu, &cfg, "a", &[]);
-    let (_locked, port) =
-        Node::spawn_with_http(&emu, &cfg, "b", &[("CRONLEASE_HTTP_TOKEN", token)]);
+    // Reads open to all (--http-public-read): the buttons show, and ask for the token.
+    let (_locked, port) = Node::spawn_with_http_args(
+        &emu,
+        &cfg,
+        "b",
+        &[("CRONLEASE_HTTP_TOKEN", token)],
+        &["--http-public-read"],
+    );
     let browser = Browser::start();
     let buttons = |browser: &Browser| -> usize {
         browser
@@ -372,7 +378,14 @@ fn a_pause_note_is_shown_as_text_the_token_stays_for_the_tab_and_a_lost_store_is
          [[job]]\nname = \"nightly\"\nschedule = \"0 0 3 * * *\"\nsay = \"n\"\n",
     );
     let token = "page-token-0123456789";
-    let (_node, port) = Node::spawn_with_http(&emu, &cfg, "a", &[("CRONLEASE_HTTP_TOKEN", token)]);
+    // Reads open to all (--http-public-read): the buttons show, and ask for the token.
+    let (_node, port) = Node::spawn_with_http_args(
+        &emu,
+        &cfg,
+        "a",
+        &[("CRONLEASE_HTTP_TOKEN", token)],
+        &["--http-public-read"],
+    );
     let browser = Browser::start();
     let url = format!("http://127.0.0.1:{port}/");
     browser.goto(&url);
@@ -514,7 +527,14 @@ fn on_a_phone_the_page_does_not_scroll_sideways_and_runs_open() {
          say = \"from the phone\"\n",
     );
     let token = "page-token-0123456789";
-    let (_node, port) = Node::spawn_with_http(&emu, &cfg, "a", &[("CRONLEASE_HTTP_TOKEN", token)]);
+    // Reads open to all (--http-public-read): the buttons show, and ask for the token.
+    let (_node, port) = Node::spawn_with_http_args(
+        &emu,
+        &cfg,
+        "a",
+        &[("CRONLEASE_HTTP_TOKEN", token)],
+        &["--http-public-read"],
+    );
     let browser = Browser::start();
     browser.set_viewport(390, 844);
     browser.goto(&format!("http://127.0.0.1:{port}/"));
@@ -594,7 +614,14 @@ fn a_focused_button_keeps_the_focus_when_its_row_moves() {
          shell = \"s=$(date -d \\\"$CRONLEASE_FIRE_TIME\\\" +%s); test $(( s / 2 % 2 )) -eq 0\"\n",
     );
     let token = "page-token-0123456789";
-    let (_node, port) = Node::spawn_with_http(&emu, &cfg, "a", &[("CRONLEASE_HTTP_TOKEN", token)]);
+    // Reads open to all (--http-public-read): the buttons show, and ask for the token.
+    let (_node, port) = Node::spawn_with_http_args(
+        &emu,
+        &cfg,
+        "a",
+        &[("CRONLEASE_HTTP_TOKEN", token)],
+        &["--http-public-read"],
+    );
     let browser = Browser::start();
     browser.goto(&format!("http://127.0.0.1:{port}/"));
     let button = "tr[data-job=\"flaky\"] button[data-action=\"trigger\"]";
@@ -1177,4 +1204,332 @@ fn the_page_at_10000_jobs() {
         browser.eval(marks)
     );
     assert_eq!(figures[4], 10_001, "{figures}");
+}
+
+/// A request to the node on `port`, with `Authorization: Bearer TOKEN` when given: (status,
+/// status line and headers, body).
+fn request(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Content-Length: 0\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+/// The value of the header `name` in `head` (status line and headers).
+fn header_of(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+/// Types `token` into the page's token field (replacing what it held) and presses Enter.
+fn log_in(browser: &Browser, token: &str) {
+    browser
+        .block_on(async {
+            let field = browser
+                .client
+                .find(fantoccini::Locator::Css("#token"))
+                .await?;
+            field.clear().await?;
+            field.send_keys(&format!("{token}\u{E007}")).await
+        })
+        .expect("type a token and press Enter");
+}
+
+/// The Content-Security-Policy violations the page has had since it loaded (the browser
+/// keeps its reports: an observer made now is given the earlier ones too).
+fn csp_violations(browser: &Browser) -> serde_json::Value {
+    browser.eval(
+        "return new Promise(done => { \
+           const seen = r => r.map(x => [x.body.effectiveDirective, x.body.blockedURL, x.body.sample]); \
+           const o = new ReportingObserver(r => done(seen(r)), { types: ['csp-violation'], buffered: true }); \
+           o.observe(); \
+           setTimeout(() => done(seen(o.takeRecords())), 500); })",
+    )
+}
+
+#[test]
+fn a_node_with_read_and_operate_tokens_asks_for_one_and_shows_buttons_to_operate_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[election]\nlease = \"3s\"\nrenew = \"500ms\"\npoll = \"250ms\"\n\n\
+         [[job]]\nname = \"nightly\"\nschedule = \"0 0 3 * * *\"\nsay = \"n\"\n\n\
+         [[job]]\nname = \"ticker\"\nschedule = \"*/5 * * * * *\"\n\
+         shell = \"for i in $(seq 1 12); do echo tick $i; sleep 0.3; done\"\n",
+    );
+    let (read, operate) = ("read-token-0123456789", "operate-token-0123456789");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("read {read}\noperate {operate}\n")).unwrap();
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (_node, port) = Node::spawn_with_http_args(
+        &emu,
+        &cfg,
+        "a",
+        &[],
+        &["--http-token-file", tokens.to_str().unwrap()],
+    );
+    assert!(wait_until(Duration::from_secs(20), || common::http(
+        port,
+        "GET",
+        "/readyz",
+        Duration::from_secs(2)
+    )
+    .is_ok_and(|(s, _)| s == 200)));
+    // The page is public and forbids anything inline; its data is not.
+    let (code, head, _) = request(port, "GET", "/", None);
+    assert_eq!(code, 200, "{head}");
+    assert_eq!(
+        header_of(&head, "content-security-policy").as_deref(),
+        Some(
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+             img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        ),
+        "{head}"
+    );
+    assert_eq!(request(port, "GET", "/api/cluster", None).0, 401);
+
+    // Without a token: the page asks for one, shows no row, and stops asking the node. A link
+    // to a job's view: the view waits for the token (closed: the form is behind it).
+    let browser = Browser::start();
+    let url = format!("http://127.0.0.1:{port}/");
+    browser.goto(&format!("{url}#job=nightly"));
+    assert!(
+        wait_until(Duration::from_secs(20), || browser
+            .text_of("#notice")
+            .is_some_and(|n| n.contains("needs a token to show its jobs"))),
+        "{}",
+        browser.text()
+    );
+    let rows = "return document.querySelectorAll('#jobs tbody tr').length";
+    let cluster_reads = "return performance.getEntriesByType('resource') \
+                         .filter(r => r.name.includes('/api/cluster')).length";
+    let asked = browser.eval(cluster_reads);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(browser.eval(cluster_reads), asked, "the page kept polling");
+    assert_eq!(browser.eval(rows), 0);
+    let view_open = "return document.getElementById('job-view').open";
+    assert_eq!(browser.eval(view_open), false);
+    let displayed = |css: &str| {
+        browser
+            .block_on(async {
+                browser
+                    .client
+                    .find(fantoccini::Locator::Css(css))
+                    .await?
+                    .is_displayed()
+                    .await
+            })
+            .unwrap_or(false)
+    };
+    assert!(displayed("#token"), "{}", browser.text());
+    let buttons = |browser: &Browser| {
+        browser.eval("return document.querySelectorAll('button[data-action]').length")
+    };
+
+    // The read token: the job's view, the rows, and no button.
+    log_in(&browser, read);
+    assert!(
+        wait_until(Duration::from_secs(10), || browser
+            .text_of("#job-schedule")
+            .is_some_and(|s| s.starts_with("0 0 3 * * * (UTC), say"))),
+        "{}",
+        browser.text()
+    );
+    assert_eq!(browser.eval("return location.hash"), "#job=nightly");
+    browser.click("#job-view form button").expect("Close");
+    assert!(wait_until(Duration::from_secs(5), || browser
+        .eval(view_open)
+        == serde_json::json!(false)));
+    assert!(
+        wait_until(Duration::from_secs(20), || browser
+            .text_of("tr[data-job=\"nightly\"] td.leader")
+            .is_some_and(|l| l == "a")),
+        "{}",
+        browser.text()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || browser
+            .text_of("#notice")
+            .is_some_and(|n| n.contains("can only read"))),
+        "{}",
+        browser.text()
+    );
+    assert_eq!(buttons(&browser), 0);
+    assert!(!displayed("#jobs th.actions"));
+    // The script ran under the policy, and nothing of the page broke it.
+    assert_eq!(csp_violations(&browser), serde_json::json!([]));
+    // An action with it (no button shows, so called as a button would): refused, and said.
+    browser.eval("act('nightly', 'resume'); return true");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            browser
+                .text_of("#notice")
+                .is_some_and(|n| n.starts_with("nightly: this token can only read"))
+        }),
+        "{}",
+        browser.text()
+    );
+
+    // A wrong token: refused, said, and nothing shown.
+    log_in(&browser, "not-a-token-of-this-node");
+    assert!(
+        wait_until(Duration::from_secs(10), || browser
+            .text_of("#notice")
+            .is_some_and(|n| n.starts_with("That token was refused"))),
+        "{}",
+        browser.text()
+    );
+    assert_eq!(browser.eval(rows), 0);
+
+    // The operate token: the buttons, and Pause works.
+    log_in(&browser, operate);
+    let pause = "tr[data-job=\"nightly\"] button[data-action=\"pause\"]";
+    assert!(
+        wait_until(Duration::from_secs(20), || displayed(pause)),
+        "{}",
+        browser.text()
+    );
+    browser
+        .block_on(async {
+            browser
+                .client
+                .find(fantoccini::Locator::Css(pause))
+                .await?
+                .click()
+                .await?;
+            browser.client.send_alert_text("from the test").await?;
+            browser.client.accept_alert().await
+        })
+        .expect("click Pause and give a note");
+    let mut report = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let (_, _, body) = request(port, "GET", "/api/cluster", Some(read));
+            report = serde_json::from_str(&body).unwrap_or_default();
+            report["jobs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|j| j["name"] == "nightly" && j["paused"]["note"] == "from the test")
+        }),
+        "{report}\n{}",
+        browser.text()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || browser
+            .text_of("tr[data-job=\"nightly\"] td.state")
+            .is_some_and(|s| s == "paused by http@127.0.0.1: from the test")),
+        "{}",
+        browser.text()
+    );
+
+    // A run's record, its live output (relayed with the page's token) and a job's view are
+    // read with the token; their Close buttons (forms of method "dialog") close them under
+    // the policy.
+    let running = "tr[data-job=\"ticker\"] button.run.running";
+    assert!(
+        wait_until(Duration::from_secs(20), || browser.click(running).is_ok()),
+        "{}",
+        browser.text()
+    );
+    // (Read at once: the header, the output and what the dialog says of the stream.)
+    let dialog = "return ['detail-head', 'detail-output', 'detail-live'] \
+                  .map(id => document.getElementById(id).textContent)";
+    let (mut seen_live, mut shown) = (false, serde_json::Value::Null);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            shown = browser.eval(dialog);
+            let text = |i: usize| shown[i].as_str().unwrap_or_default().to_string();
+            seen_live |= text(0).contains("running on a")
+                && text(1).contains("tick 2\n")
+                && text(2) == "following the run live…";
+            seen_live && text(0).contains(": ok") && text(1).contains("tick 12")
+        }),
+        "live {seen_live}: {shown}"
+    );
+    browser.click("#detail form button").expect("Close");
+    assert!(wait_until(Duration::from_secs(5), || browser
+        .eval("return document.getElementById('detail').open")
+        == serde_json::json!(false)));
+    browser
+        .click("tr[data-job=\"ticker\"] a.job")
+        .expect("the job's name");
+    assert!(
+        wait_until(Duration::from_secs(10), || browser
+            .text_of("#job-schedule")
+            .is_some_and(|s| s.starts_with("*/5 * * * * * (UTC), shell"))),
+        "{}",
+        browser.text()
+    );
+    browser.click("#job-view form button").expect("Close");
+    assert!(wait_until(Duration::from_secs(5), || browser
+        .eval("return document.getElementById('job-view').open")
+        == serde_json::json!(false)));
+
+    // The token stays for the tab: a reload shows the rows and the buttons at once.
+    browser.goto(&url);
+    let resume = "tr[data-job=\"nightly\"] button[data-action=\"resume\"]";
+    assert!(
+        wait_until(Duration::from_secs(20), || displayed(resume)),
+        "{}",
+        browser.text()
+    );
+    assert_eq!(csp_violations(&browser), serde_json::json!([]));
+
+    // Too many wrong tokens from this address: the page says for how long, and waits.
+    for _ in 0..10 {
+        request(
+            port,
+            "GET",
+            "/api/cluster",
+            Some("another-wrong-token-0123"),
+        );
+    }
+    let (code, head, _) = request(port, "GET", "/api/cluster", Some(operate));
+    assert_eq!(code, 429, "{head}");
+    let mut notice = String::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            notice = browser.text_of("#notice").unwrap_or_default();
+            notice.starts_with("Too many wrong tokens from this address")
+        }),
+        "{notice}\n{}",
+        browser.text()
+    );
+    // As many seconds as the node's Retry-After (a second may have passed between the two).
+    let secs: u64 = header_of(&head, "retry-after").unwrap().parse().unwrap();
+    let said: u64 = notice
+        .split("refuses every read for ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no seconds in {notice:?}"));
+    assert!(said.abs_diff(secs) <= 1 && said <= 60, "{notice} / {secs}");
+    let asked = browser.eval(cluster_reads);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(browser.eval(cluster_reads), asked, "the page kept polling");
+    // It keeps what it showed meanwhile.
+    assert!(displayed(resume));
 }

@@ -191,4 +191,40 @@ fn the_kubernetes_manifests_parse_and_hold_together() {
         mounted,
         "the ConfigMap is mounted where CRONLEASE_CONFIG points"
     );
+    // Bound beyond loopback: the node needs tokens (it refuses to start without), from a
+    // Secret mounted where --http-token-file points, not readable by others.
+    let args: Vec<&str> = container["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    let at = args
+        .iter()
+        .position(|a| *a == "--http-token-file")
+        .expect("--http-token-file");
+    let token_dir = std::path::Path::new(args[at + 1]).parent().unwrap();
+    let mount = container["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"].as_str() == token_dir.to_str())
+        .expect("the tokens' directory is mounted");
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("its volume");
+    // `0440`: octal as Kubernetes' YAML 1.1 reads it (a YAML 1.2 reader sees a string).
+    let mode = &volume["secret"]["defaultMode"];
+    let octal = match mode.as_u64() {
+        Some(n) => format!("{n:o}"),
+        None => mode
+            .as_str()
+            .expect("a Secret with a mode")
+            .trim_start_matches('0')
+            .to_string(),
+    };
+    assert_eq!(octal, "440", "{mode:?}");
 }

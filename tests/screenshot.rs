@@ -110,16 +110,22 @@ fn dashboard_screenshot_of_the_demo_cluster() {
     let mut jobs = job_names(&cfg);
     jobs.sort();
     let emu = Emulator::start();
-    // The last node has a token, so its page has the buttons; it serves the page.
+    // The last node has a token and serves reads to all (--http-public-read), so its page has
+    // the buttons (they ask for the token); it serves the page.
     let token = "demo-token-0123456789abcdef";
     let mut nodes = Vec::new();
     for (i, id) in NODES.iter().enumerate() {
-        let env: &[(&str, &str)] = if i == NODES.len() - 1 {
-            &[("CRONLEASE_HTTP_TOKEN", token)]
+        nodes.push(if i == NODES.len() - 1 {
+            Node::spawn_with_http_args(
+                &emu,
+                &cfg,
+                id,
+                &[("CRONLEASE_HTTP_TOKEN", token)],
+                &["--http-public-read"],
+            )
         } else {
-            &[]
-        };
-        nodes.push(Node::spawn_with_http(&emu, &cfg, id, env));
+            Node::spawn_with_http(&emu, &cfg, id, &[])
+        });
     }
     let port = nodes[NODES.len() - 1].1;
     let browser = Browser::start();

@@ -45,10 +45,8 @@ use crate::store::{self, metered::Metered, Requests, Store};
 pub struct RunOptions {
     /// This node's id.
     pub node: String,
-    /// Serve health, status and metrics here (`--http`); no listener without it.
-    pub http: Option<std::net::SocketAddr>,
-    /// Unlocks the HTTP write endpoints (`--http-token-file`, `CRONLEASE_HTTP_TOKEN`).
-    pub token: Option<crate::ops::token::HttpToken>,
+    /// The HTTP interface (`--http` and its options, checked); no listener without it.
+    pub http: Option<crate::ops::http_options::PreparedHttp>,
     /// What to tell systemd (`NOTIFY_SOCKET`; [`SdNotify::disabled`] for silence).
     pub sd_notify: SdNotify,
 }
@@ -302,17 +300,47 @@ pub async fn run(mut config: Config, options: RunOptions) -> anyhow::Result<()> 
         jobs: jobs.clone(),
         metrics: metrics.clone(),
         running: std::sync::OnceLock::new(),
-        token: options.token,
+        access: options
+            .http
+            .as_ref()
+            .map(|h| h.access.clone())
+            .unwrap_or_else(|| Arc::new(crate::ops::http_auth::HttpAccess::open())),
         poll: config.election.poll,
         stopping: shutdown.stop.clone(),
-        runs: crate::ops::run_detail::RunDetail::new(),
+        runs: crate::ops::run_detail::RunDetail::new(
+            options
+                .http
+                .as_ref()
+                .map(|h| h.extra_roots.clone())
+                .unwrap_or_default(),
+            options.http.as_ref().is_some_and(|h| h.tls.is_some()),
+        ),
     });
     let http_stop = CancellationToken::new();
     let http_server = match options.http {
-        Some(addr) => {
-            let (bound, task) = http::serve(addr, node_state.clone(), http_stop.clone()).await?;
-            info!(event = "http_listening", addr = %bound, "serving /healthz /readyz /status /metrics on http://{bound}");
-            Some((bound, task))
+        Some(prepared) => {
+            let tls = prepared.tls.as_ref().map(|(_, slot)| slot.server_config());
+            let (bound, task) =
+                http::serve(prepared.addr, tls, node_state.clone(), http_stop.clone()).await?;
+            let advertised = prepared.advertised(bound);
+            let scheme = if prepared.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            info!(event = "http_listening", addr = %bound, "serving the dashboard, /healthz /readyz /status /metrics on {scheme}://{bound}");
+            // Certificates and tokens rotate without a restart.
+            let secrets = crate::ops::http_secrets::Secrets {
+                tls: prepared.tls,
+                token_file: prepared.token_file,
+                access: prepared.access,
+            };
+            if secrets.any() {
+                let hangup =
+                    signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+                tokio::spawn(secrets.run(hangup, http_stop.clone()));
+            }
+            Some((advertised, task))
         }
         None => None,
     };
@@ -331,7 +359,7 @@ pub async fn run(mut config: Config, options: RunOptions) -> anyhow::Result<()> 
         node,
         metrics,
         node_state,
-        http_server.as_ref().map(|(a, _)| *a),
+        http_server.as_ref().map(|(a, _)| a.clone()),
         shutdown,
         systemd,
     )
@@ -353,7 +381,7 @@ async fn run_node(
     node: String,
     metrics: Arc<Metrics>,
     node_state: Arc<NodeState>,
-    http: Option<std::net::SocketAddr>,
+    http: Option<String>,
     shutdown: Shutdown,
     systemd: Arc<Systemd>,
 ) -> anyhow::Result<()> {
@@ -373,7 +401,7 @@ async fn run_node(
         node.clone(),
         store.clone(),
         config.election,
-        http.map(|a| a.to_string()),
+        http,
     ));
     let _ = systemd.session.set(session.clone());
     // This node's job definitions go to the store before its record names their digest

@@ -1,7 +1,7 @@
 //! Reload: re-read the jobs file on SIGHUP and when it changes on disk, and apply it as a diff.
 //!
 //! The file is watched with a cheap `stat` every [`CHECK_EVERY`] (device, inode, size, mtime,
-//! following symlinks): an in-place rewrite, a rename over it (editors, `sed -i`) and a
+//! ctime, following symlinks): an in-place rewrite, a rename over it (editors, `sed -i`) and a
 //! Kubernetes ConfigMap's symlink swap all change one of them. A change is applied once the
 //! file has stayed the same for one more check (debounce: an editor's several writes make one
 //! reload), and only if its bytes differ from the last file read.
@@ -47,17 +47,19 @@ pub const CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// What identifies one version of the file on disk, cheaply.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Stamp {
+pub(crate) enum Stamp {
     Missing,
     File {
         dev: u64,
         ino: u64,
         len: u64,
         mtime_ns: i128,
+        /// Also moves on `chmod` (a token file's mode matters: [`crate::ops::token`]).
+        ctime_ns: i128,
     },
 }
 
-fn stamp(path: &std::path::Path) -> Stamp {
+pub(crate) fn stamp(path: &std::path::Path) -> Stamp {
     use std::os::unix::fs::MetadataExt;
     match std::fs::metadata(path) {
         Ok(m) => Stamp::File {
@@ -65,6 +67,7 @@ fn stamp(path: &std::path::Path) -> Stamp {
             ino: m.ino(),
             len: m.len(),
             mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
         },
         Err(_) => Stamp::Missing,
     }

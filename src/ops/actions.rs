@@ -1,4 +1,4 @@
-//! The HTTP interface's write endpoints, behind the bearer token ([`crate::ops::token`]):
+//! The HTTP interface's write endpoints, for operate tokens ([`crate::ops::http_auth`]):
 //!
 //! | request | does | like |
 //! |---|---|---|
@@ -9,14 +9,15 @@
 //! Each goes through the store exactly as its CLI counterpart does (the same functions of
 //! [`crate::ops::control`]), so it shows up in the job's record and history the same way, with
 //! `by` = `http@<caller address>`; each is logged (`http_action`) with the caller's address.
-//! Answers: 200/202 with JSON; 403 when the node has no token (read-only); 401 without the
-//! right `Authorization: Bearer`; 404 for a job not in this node's file; 409 to trigger a
-//! disabled job; 503 before the node reached the store, or when the store does not answer.
+//! Answers: 200/202 with JSON; from the guard, 403 when the node has no token (read-only) or
+//! the token only reads, 401 without a right `Authorization: Bearer`; 404 for a job not in
+//! this node's file; 409 to trigger a disabled job; 503 before the node reached the store, or
+//! when the store does not answer.
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
@@ -27,6 +28,7 @@ use tracing::info;
 use crate::node::tick::rfc3339;
 use crate::ops::control::{self, ControlError, Outcome};
 use crate::ops::http::NodeState;
+use crate::ops::http_auth::Operate;
 use crate::store::Pause;
 
 /// How long a dashboard trigger waits for a leader before it is dropped.
@@ -46,39 +48,8 @@ fn error(code: StatusCode, message: impl Into<String>) -> Response {
     (code, Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// Refuse unless the node has a token and the request carries it.
-fn authorize(state: &NodeState, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let Some(token) = &state.token else {
-        return Err(Box::new(error(
-            StatusCode::FORBIDDEN,
-            "read-only: this node was started without --http-token-file or CRONLEASE_HTTP_TOKEN",
-        )));
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if token.accepts(given) {
-        Ok(())
-    } else {
-        let mut r = error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong Authorization: Bearer token",
-        );
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, "Bearer".parse().unwrap());
-        Err(Box::new(r))
-    }
-}
-
 /// A job's definition on this node, and the store to act through.
 pub(crate) type Target = (Arc<crate::config::Job>, Arc<dyn crate::store::Store>);
-
-/// A write allowed: the token checked, the job known, the store reached; or the answer that
-/// says why not.
-fn admit(state: &NodeState, headers: &HeaderMap, job: &str) -> Result<Target, Box<Response>> {
-    authorize(state, headers)?;
-    job_and_store(state, job)
-}
 
 /// The job's definition on this node, and the store; or the answer that says why not.
 pub(crate) fn job_and_store(state: &NodeState, job: &str) -> Result<Target, Box<Response>> {
@@ -115,13 +86,10 @@ fn caller(addr: SocketAddr) -> String {
 pub async fn pause(
     State(state): State<Arc<NodeState>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    _granted: axum::Extension<Operate>,
     Path(job): Path<String>,
-    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return *r;
-    }
     let body: PauseBody = if body.iter().all(u8::is_ascii_whitespace) {
         PauseBody::default()
     } else {
@@ -142,7 +110,7 @@ pub async fn pause(
             format!("the note is longer than {MAX_NOTE} characters"),
         );
     }
-    let (_, store) = match admit(&state, &headers, &job) {
+    let (_, store) = match job_and_store(&state, &job) {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -169,10 +137,10 @@ pub async fn pause(
 pub async fn resume(
     State(state): State<Arc<NodeState>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    _granted: axum::Extension<Operate>,
     Path(job): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    let (_, store) = match admit(&state, &headers, &job) {
+    let (_, store) = match job_and_store(&state, &job) {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -193,10 +161,10 @@ pub async fn resume(
 pub async fn trigger(
     State(state): State<Arc<NodeState>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    _granted: axum::Extension<Operate>,
     Path(job): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    let (def, store) = match admit(&state, &headers, &job) {
+    let (def, store) = match job_and_store(&state, &job) {
         Ok(x) => x,
         Err(r) => return *r,
     };

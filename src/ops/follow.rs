@@ -46,12 +46,30 @@ pub fn lost_wait(config: &Config) -> Duration {
     (config.election.lease * 3).max(Duration::from_secs(30))
 }
 
+/// How to read the running node: a token (`--http-token-file`, `CRONLEASE_HTTP_TOKEN`) and
+/// the CAs trusted besides the system's (`--http-tls-ca`).
+#[derive(Clone, Default)]
+pub struct Reader {
+    pub token: Option<String>,
+    pub extra_roots: Vec<reqwest::Certificate>,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("token", &self.token.as_ref().map(|_| ".."))
+            .field("extra_roots", &self.extra_roots.len())
+            .finish()
+    }
+}
+
 /// Follow the run of `job` at `at` (default: its newest run): write it to `out` as it goes,
 /// and notes on what happens to the stream to `note`. `Ok(true)` when the run ended `ok`.
 pub async fn follow(
     config: &Config,
     job: &str,
     at: Option<DateTime<Utc>>,
+    reader: &Reader,
     out: &mut dyn Write,
     note: &mut dyn FnMut(&str),
 ) -> Result<bool, ControlError> {
@@ -90,7 +108,7 @@ pub async fn follow(
             write(out, &logs::kept(&run));
             return Ok(false);
         }
-        Some(Some(addr)) => match stream(store, &run, addr, out, note).await {
+        Some(Some(addr)) => match stream(store, &run, addr, reader, out, note).await {
             Streamed::Ended(seen) => (seen, END_WAIT),
             Streamed::Broken(seen) => (seen, lost_wait(config)),
         },
@@ -144,29 +162,36 @@ async fn stream(
     store: &dyn Store,
     run: &RunRecord,
     addr: &str,
+    reader: &Reader,
     out: &mut dyn Write,
     note: &mut dyn FnMut(&str),
 ) -> Streamed {
     let node = &run.node;
-    let url = format!(
-        "http://{}/runs/{}/{}/output",
-        reachable(addr),
-        run.job,
-        store::time_key(run.fire_time)
-    );
-    let client = match reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        // Nodes are reached directly, as their records name them.
-        .no_proxy()
-        .build()
-    {
-        Ok(client) => client,
-        Err(e) => {
-            note(&format!("cannot make an HTTP client: {e}"));
+    let url = match crate::ops::http_client::output_url(
+        addr,
+        &run.job,
+        &store::time_key(run.fire_time),
+    ) {
+        Ok(url) => url,
+        Err(why) => {
+            note(&format!(
+                "node {node}: {why}; waiting for the store to close the run"
+            ));
             return Streamed::Broken(Seen::Nothing);
         }
     };
-    let mut response = match tokio::time::timeout(CONNECT_TIMEOUT, client.get(&url).send()).await {
+    let client = match crate::ops::http_client::client(CONNECT_TIMEOUT, &reader.extra_roots) {
+        Ok(client) => client,
+        Err(e) => {
+            note(&format!("cannot make an HTTP client: {}", chain(&e)));
+            return Streamed::Broken(Seen::Nothing);
+        }
+    };
+    let mut request = client.get(url.clone());
+    if let Some(token) = &reader.token {
+        request = request.bearer_auth(token);
+    }
+    let mut response = match tokio::time::timeout(CONNECT_TIMEOUT, request.send()).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             note(&format!(
@@ -190,8 +215,14 @@ async fn stream(
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
+        let hint = match (status.as_u16(), &reader.token) {
+            (401, None) => " (give a token: --http-token-file or CRONLEASE_HTTP_TOKEN)",
+            (401, Some(_)) => " (the node refused the token given: rotated, or another cluster's?)",
+            (429, _) => " (too many wrong tokens from this address: try again in a minute)",
+            _ => "",
+        };
         note(&format!(
-            "node {node} answered {status}: {}; waiting for the run's outcome in the store",
+            "node {node} answered {status}: {}{hint}; waiting for the run's outcome in the store",
             body.trim()
         ));
         return Streamed::Broken(Seen::Nothing);
@@ -259,7 +290,7 @@ async fn stream(
 }
 
 /// An error with its causes (reqwest's own message alone is vague: "error sending request").
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -7,12 +7,17 @@
 //! | `/status` | JSON: this node's view of every job (role, holder, term, next fire time, its last run) |
 //! | `/metrics` | Prometheus / OpenMetrics text, see [`crate::ops::metrics`] |
 //! | `/runs/{job}/{fire_time}/output` | a run going on this node: its kept output, then its lines as they come, until it ends (`text/plain`, chunked); 404 when no such run is going here |
-//! | `/` | the dashboard: a page that shows the cluster live, [`crate::ops::dashboard`] |
+//! | `/`, `/dashboard.js`, `/dashboard.css` | the dashboard: a page that shows the cluster live, [`crate::ops::dashboard`] |
 //! | `/api/cluster` | JSON: the report of `cronlease status --json`, refreshed at most once per poll; `?since=V`: only the job rows changed since version `V` ([`crate::ops::row_versions`]) |
 //! | `/api/jobs/{job}` | JSON: one job's view: its last 100 runs, counts per outcome, next fire times ([`crate::ops::job_view`]) |
 //! | `/api/runs/{job}/{fire_time}` | JSON: one run's record from the store, with its kept output: [`crate::ops::run_detail`] |
 //! | `/api/runs/{job}/{fire_time}/live` | a running run's output as it comes, from whichever node runs it |
-//! | `POST /api/jobs/{job}/{pause,resume,trigger}` | the control plane's writes, behind a bearer token: [`crate::ops::actions`] |
+//! | `POST /api/jobs/{job}/{pause,resume,trigger}` | the control plane's writes: [`crate::ops::actions`] |
+//!
+//! Every route is behind one guard ([`crate::ops::http_auth`]): tokens and their roles, the
+//! `Host` check of a loopback bind, the limit on wrong tokens, the security headers. With
+//! `--http-tls-cert` the same routes are served over TLS ([`crate::ops::http_listener`],
+//! [`crate::ops::http_tls`]).
 //!
 //! The output stream is what `cronlease logs --follow` reads (the node's address is in its
 //! record in the store). `fire_time` is RFC 3339 or a run key's unix seconds (`1800000000`, or
@@ -36,6 +41,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
@@ -49,6 +55,7 @@ use crate::node::jobs::JobTable;
 use crate::node::output::{cut_marker, lag_marker, Subscription};
 use crate::node::session::Session;
 use crate::node::tick::{rfc3339, LastRun, Ticks};
+use crate::ops::http_listener::HttpListener;
 use crate::ops::metrics::Metrics;
 
 /// What the endpoints read. The running parts are filled in once the node has registered.
@@ -59,8 +66,8 @@ pub struct NodeState {
     pub running: OnceLock<Running>,
     /// The election's poll: how often the dashboard refreshes.
     pub poll: std::time::Duration,
-    /// Unlocks the write endpoints ([`crate::ops::actions`]); `None`: read-only.
-    pub token: Option<crate::ops::token::HttpToken>,
+    /// Who may read and act: tokens, public reads, Host names ([`crate::ops::http_auth`]).
+    pub access: Arc<crate::ops::http_auth::HttpAccess>,
     /// Cancelled when the node starts its graceful stop.
     pub stopping: CancellationToken,
     /// The dashboard's run detail: finished records kept, live relays.
@@ -88,18 +95,20 @@ pub struct HttpError {
     source: std::io::Error,
 }
 
-/// Bind `addr` now; serve until `shutdown` fires. Returns the bound address (port 0 allowed)
-/// and the serving task.
+/// Bind `addr` now; serve until `shutdown` fires, over TLS with `tls`
+/// ([`crate::ops::http_tls`]). Returns the bound address (port 0 allowed) and the serving task.
 pub async fn serve(
     addr: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
     state: Arc<NodeState>,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), HttpError> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| HttpError { addr, source })?;
-    let bound = listener
-        .local_addr()
+    let listener = HttpListener::new(listener, tls, shutdown.clone())
+        .map_err(|source| HttpError { addr, source })?;
+    let bound = axum::serve::Listener::local_addr(&listener)
         .map_err(|source| HttpError { addr, source })?;
     let app = Router::new()
         .route("/healthz", get(healthz))
@@ -118,6 +127,8 @@ pub async fn serve(
             // must not wait for a compressor's buffer.
             Router::new()
                 .route("/", get(crate::ops::dashboard::page))
+                .route("/dashboard.js", get(crate::ops::dashboard::script))
+                .route("/dashboard.css", get(crate::ops::dashboard::style))
                 .route("/api/cluster", get(crate::ops::dashboard::cluster))
                 .route("/api/jobs/{job}", get(crate::ops::job_view::job))
                 .route(
@@ -136,11 +147,17 @@ pub async fn serve(
             "/api/jobs/{job}/trigger",
             post(crate::ops::actions::trigger),
         )
+        // Every route behind the one guard: tokens, roles, Host, the security headers.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::ops::http_auth::guard,
+        ))
         .with_state(state);
     let task = tokio::spawn(async move {
-        // The callers' addresses: the write endpoints log them.
+        // The callers' addresses: the guard limits by them, the write endpoints log them.
+        // (Through `tap_io`, axum gives a custom listener's `SocketAddr` as `ConnectInfo`.)
         let served = axum::serve(
-            listener,
+            listener.tap_io(|_| ()),
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -37,6 +37,7 @@
 //! | `cronlease_node_ready` | gauge | — (what `/readyz` says, at each scrape) |
 //! | `cronlease_output_bytes_written_total` | counter | — (output tails written with run records: outcomes and refreshes) |
 //! | `cronlease_notifications_total` | counter | sink, result (`sent`, `retried`, `gave_up`, `dropped`) |
+//! | `cronlease_http_auth_failures_total` | counter | reason (`missing`, `wrong`, `role`, `limited`) |
 //!
 //! The last-run and last-success gauges are seeded from the store's history when this node
 //! takes a job's lease and only ever move forward, so a failover does not reset them: take
@@ -81,6 +82,11 @@ struct SinkResult {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OpLabel {
     op: String,
 }
@@ -119,6 +125,7 @@ pub struct Metrics {
     claims_refused: Family<JobReason, Counter>,
     config_reloads: Family<ResultLabel, Counter>,
     notifications: Family<SinkResult, Counter>,
+    http_auth_failures: Family<ReasonLabel, Counter>,
     output_written: Counter,
     jobs_configured: Gauge,
     config_drift_jobs: Gauge,
@@ -175,6 +182,7 @@ impl Metrics {
             claims_refused: Family::default(),
             config_reloads: Family::default(),
             notifications: Family::default(),
+            http_auth_failures: Family::default(),
             output_written: Counter::default(),
             jobs_configured: Gauge::default(),
             config_drift_jobs: Gauge::default(),
@@ -198,6 +206,13 @@ impl Metrics {
              failed; tried again), gave_up (retry_for passed or the sink refused it), dropped \
              (queue full, or the node stopped first)",
             m.notifications.clone(),
+        );
+        m.registry.register(
+            "cronlease_http_auth_failures",
+            "Requests to the HTTP interface refused for their token, by reason: missing (none \
+             given), wrong (no such token), role (a read token for a write), limited (too many \
+             wrong tokens from the address: 429)",
+            m.http_auth_failures.clone(),
         );
         m.registry.register(
             "cronlease_jobs_configured",
@@ -521,6 +536,15 @@ impl Metrics {
         self.config_reloads
             .get_or_create(&ResultLabel {
                 result: result.into(),
+            })
+            .inc();
+    }
+
+    /// A request to the HTTP interface refused for its token ([`crate::ops::http_auth`]).
+    pub fn http_auth_failure(&self, reason: &str) {
+        self.http_auth_failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
             })
             .inc();
     }

@@ -13,7 +13,10 @@
 //!   page from. 404 once the run has ended (the page then reads the record again for the
 //!   outcome); 502 when the running node serves no HTTP, cannot be reached, or its address
 //!   leads to another node from here (a loopback address on another host: the answer's
-//!   [`NODE_HEADER`] tells); 503 beyond [`MAX_RELAYS`] at once.
+//!   [`NODE_HEADER`] tells), or refuses this node's token; 503 beyond [`MAX_RELAYS`] at once.
+//!   The relay reads with this node's own token (a read token when it has one): the caller
+//!   was let in here already, and is never forwarded; a node that serves HTTPS sends no token
+//!   to a node that serves plain HTTP.
 //!
 //! Relaying costs this node one store read per opened stream (the run), one connection for as
 //! long as the page follows the run, and one read of the run whenever the stream stays silent
@@ -53,22 +56,27 @@ pub struct RunDetail {
     finished: std::sync::Mutex<Kept>,
     relays: Arc<tokio::sync::Semaphore>,
     client: Option<reqwest::Client>,
+    /// This node serves HTTPS: it sends no token over plain HTTP to another node.
+    tls: bool,
 }
 
 impl RunDetail {
-    #[allow(clippy::new_without_default)]
-    pub fn new() -> RunDetail {
+    /// `extra_roots`: `--http-tls-ca`, for nodes that serve HTTPS with a private CA; `tls`:
+    /// this node serves HTTPS.
+    pub fn new(extra_roots: Vec<reqwest::Certificate>, tls: bool) -> RunDetail {
+        let client = crate::ops::http_client::client(RELAY_CONNECT, &extra_roots)
+            .inspect_err(|e| {
+                tracing::warn!(
+                    "cannot make the HTTP client that relays other nodes' live output: {}",
+                    crate::ops::follow::chain(e)
+                )
+            })
+            .ok();
         RunDetail {
             finished: Default::default(),
             relays: Arc::new(tokio::sync::Semaphore::new(MAX_RELAYS)),
-            // Nodes are reached directly, as their records name them; a redirect is not
-            // followed (a node never answers one).
-            client: reqwest::Client::builder()
-                .connect_timeout(RELAY_CONNECT)
-                .no_proxy()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .ok(),
+            client,
+            tls,
         }
     }
 }
@@ -224,10 +232,29 @@ pub async fn live(
         }
         Some(Some(addr)) => addr,
     };
+    // This node's own token (a read one when it has one): the caller was let in here, and a
+    // relay needs no more than reading. Never sent in the clear by a node that serves TLS.
+    let token = state.access.tokens().map(|t| t.for_client());
+    if token.is_some() && state.runs.tls && !addr.starts_with("https://") {
+        return error(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "node {} serves plain HTTP ({addr}); this node serves HTTPS and does not send \
+                 its token in the clear: give every node --http-tls-cert",
+                run.node
+            ),
+        );
+    }
+    let authorization = token.and_then(|t| {
+        let mut v = HeaderValue::from_str(&format!("Bearer {t}")).ok()?;
+        v.set_sensitive(true);
+        Some(v)
+    });
     let held = Relay {
         records: running.handle.clone(),
         client,
         permit,
+        authorization,
     };
     relay(held, &run, &addr, shutdown).await
 }
@@ -238,6 +265,8 @@ struct Relay {
     client: reqwest::Client,
     /// One of [`MAX_RELAYS`], given back when the stream ends or the page goes away.
     permit: tokio::sync::OwnedSemaphorePermit,
+    /// This node's token for the running node.
+    authorization: Option<HeaderValue>,
 }
 
 /// The relay's state between two chunks: the running node's answer, when the store said the
@@ -259,6 +288,7 @@ async fn relay(held: Relay, run: &RunRecord, addr: &str, shutdown: CancellationT
         records,
         client,
         permit,
+        authorization,
     } = held;
     let bad_gateway = |why: String| {
         error(
@@ -266,18 +296,21 @@ async fn relay(held: Relay, run: &RunRecord, addr: &str, shutdown: CancellationT
             format!("cannot follow the run on node {}: {why}", run.node),
         )
     };
-    let Ok(mut url) =
-        reqwest::Url::parse(&format!("http://{}/", crate::ops::follow::reachable(addr)))
-    else {
-        return bad_gateway(format!("its address {addr:?} is not one"));
+    let url = match crate::ops::http_client::output_url(
+        addr,
+        &run.job,
+        &store::time_key(run.fire_time),
+    ) {
+        Ok(url) => url,
+        Err(why) => return bad_gateway(why),
     };
-    if let Ok(mut path) = url.path_segments_mut() {
-        path.clear()
-            .extend(["runs", &run.job, &store::time_key(run.fire_time), "output"]);
+    let mut request = client.get(url);
+    if let Some(a) = authorization {
+        request = request.header(header::AUTHORIZATION, a);
     }
-    let response = match tokio::time::timeout(RELAY_CONNECT, client.get(url).send()).await {
+    let response = match tokio::time::timeout(RELAY_CONNECT, request.send()).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => return bad_gateway(format!("{addr}: {e}")),
+        Ok(Err(e)) => return bad_gateway(format!("{addr}: {}", crate::ops::follow::chain(&e))),
         Err(_) => return bad_gateway(format!("{addr} did not answer within {RELAY_CONNECT:?}")),
     };
     // Whoever answered must be the node that runs it: an address such as 127.0.0.1:9100 in
@@ -296,6 +329,16 @@ async fn relay(held: Relay, run: &RunRecord, addr: &str, shutdown: CancellationT
     }
     if response.status() == reqwest::StatusCode::NOT_FOUND {
         return error(StatusCode::NOT_FOUND, "the run ended".into());
+    }
+    if matches!(
+        response.status(),
+        reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN
+    ) {
+        return bad_gateway(format!(
+            "{addr} refused this node's token ({}): give the nodes of a cluster the same \
+             token file",
+            response.status()
+        ));
     }
     if !response.status().is_success() {
         return bad_gateway(format!("{addr} answered {}", response.status()));

@@ -36,6 +36,7 @@ pub mod postgres_server;
 pub mod proxy;
 pub mod redis_server;
 pub mod shared_emulator;
+pub mod test_ca;
 pub mod zookeeper_server;
 
 /// The emulator's index flags: the composite indexes of the repository's `index.yaml`, and
@@ -930,10 +931,22 @@ impl Node {
         id: &str,
         env: &[(&str, &str)],
     ) -> (Node, u16) {
+        Node::spawn_with_http_args(emu, config, id, env, &[])
+    }
+
+    /// Like [`Node::spawn_with_http`], with more `run` options (`--http-public-read`, TLS...).
+    pub fn spawn_with_http_args(
+        emu: &impl Target,
+        config: &Path,
+        id: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> (Node, u16) {
         let port = free_port();
         let mut all = emu.node_env();
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let http = ["--http".to_string(), format!("127.0.0.1:{port}")];
+        let mut http = vec!["--http".to_string(), format!("127.0.0.1:{port}")];
+        http.extend(args.iter().map(|a| a.to_string()));
         (Node::spawn_run_with(config, id, &http, &all), port)
     }
 

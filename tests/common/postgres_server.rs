@@ -157,28 +157,14 @@ impl PostgresServer {
     pub fn require_tls(&self) -> PathBuf {
         let dir = self.dir.path().join("tls");
         std::fs::create_dir_all(&dir).unwrap();
-        let sh = |script: &str| {
-            let out = Command::new("sh")
-                .arg("-ec")
-                .arg(script)
-                .current_dir(&dir)
-                .output()
-                .expect("run openssl");
-            assert!(
-                out.status.success(),
-                "{script}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-        sh(&format!(
-            "openssl req -x509 {ec} -keyout ca.key -out ca.crt -days 2 -subj '/CN=cronlease test CA'
-             openssl req {ec} -keyout server.key -out server.csr -subj '/CN=localhost'
-             printf 'subjectAltName=DNS:localhost\\nextendedKeyUsage=serverAuth\\n' > ext.cnf
-             openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
-               -out server.crt -days 2 -extfile ext.cnf
-             chown -R postgres:postgres . && chmod 600 server.key"
-        ));
+        let ca = super::test_ca::TestCa::new(&dir, "pg");
+        ca.issue("server", "DNS:localhost");
+        let chown = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .expect("run chown");
+        assert!(chown.success());
         let d = dir.display();
         self.psql("ALTER SYSTEM SET ssl = on");
         self.psql(&format!(
@@ -190,7 +176,7 @@ impl PostgresServer {
         // psql (over TCP, `PGSSLMODE=prefer`) goes on working; plain connections are refused.
         std::fs::write(&hba, format!("hostnossl all all all reject\n{old}")).unwrap();
         self.psql("SELECT pg_reload_conf()");
-        dir.join("ca.crt")
+        ca.cert()
     }
 
     fn spawn(&mut self) -> Startup {
