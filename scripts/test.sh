@@ -44,7 +44,8 @@ echo "emulator: $CRONLEASE_EMULATOR"
 step scripts/deps.sh
 step promtool check rules deploy/prometheus/alerts.yaml
 step promtool test rules deploy/prometheus/alerts_test.yaml
-step promtool check config deploy/prometheus/scrape.yaml
+# --syntax-only: the scrape config names a token file that exists only where it is deployed.
+step promtool check config --syntax-only deploy/prometheus/scrape.yaml
 step cargo fmt --all -- --check
 step cargo clippy --all-targets -- -D warnings
 step cargo build --all-targets
