@@ -122,6 +122,11 @@ pub struct HttpArgs {
     /// Trust this CA (PEM) too when relaying another node's live output over HTTPS.
     #[arg(long, value_name = "FILE", requires = "http")]
     pub http_tls_ca: Option<PathBuf>,
+    /// How the other nodes and `cronlease logs --follow` reach this node's --http, published
+    /// in its record, e.g. node1.internal:9100 or $(POD_IP):9100 (default: the --http
+    /// address). Over TLS, a name its certificate holds.
+    #[arg(long, value_name = "HOST:PORT", requires = "http")]
+    pub http_advertise: Option<String>,
     /// Serve reads (status, runs, output) without a token, on purpose; writes still need an
     /// operate token.
     #[arg(long, requires = "http")]
@@ -143,6 +148,7 @@ impl HttpArgs {
             tls_cert: self.http_tls_cert,
             tls_key: self.http_tls_key,
             tls_ca: self.http_tls_ca,
+            advertise: self.http_advertise,
             access: crate::ops::http_auth::AccessOptions {
                 public_read: self.http_public_read,
                 public_metrics: self.http_public_metrics,

@@ -204,6 +204,15 @@ fn the_kubernetes_manifests_parse_and_hold_together() {
         .position(|a| *a == "--http-token-file")
         .expect("--http-token-file");
     let token_dir = std::path::Path::new(args[at + 1]).parent().unwrap();
+    // Published at the pod's IP, so the other pods can relay its live output.
+    let advertise = args
+        .iter()
+        .position(|a| *a == "--http-advertise")
+        .expect("--http-advertise");
+    assert_eq!(args[advertise + 1], "$(POD_IP):9100");
+    assert!(container["env"].as_sequence().unwrap().iter().any(
+        |e| e["name"] == "POD_IP" && e["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    ));
     let mount = container["volumeMounts"]
         .as_sequence()
         .unwrap()

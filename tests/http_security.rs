@@ -1,7 +1,8 @@
 //! The HTTP interface on a network, through the real binary over HTTPS with certificates made
 //! here (`openssl`): every endpoint with no token, a wrong one, a read and an operate token;
 //! plain HTTP to the TLS port; certificate and token rotation on SIGHUP and on a file change;
-//! the output relay and `logs --follow` across two TLS nodes; the refusal to serve a network
+//! the output relay and `logs --follow` across two TLS nodes (one published by name with
+//! `--http-advertise`, its certificate holding only that name); the refusal to serve a network
 //! address without a token; a rebinding `Host` on loopback; the rate limit on wrong tokens.
 mod common;
 
@@ -54,6 +55,11 @@ impl Answer {
 
 impl Https {
     fn new(ca: &Path, port: u16) -> Https {
+        Https::named(ca, "127.0.0.1", port)
+    }
+
+    /// A client of `https://{host}:{port}`.
+    fn named(ca: &Path, host: &str, port: u16) -> Https {
         let pem = std::fs::read(ca).unwrap();
         let client = reqwest::Client::builder()
             .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).unwrap())
@@ -67,7 +73,7 @@ impl Https {
                 .build()
                 .unwrap(),
             client,
-            base: format!("https://127.0.0.1:{port}"),
+            base: format!("https://{host}:{port}"),
         }
     }
 
@@ -394,16 +400,29 @@ fn the_relay_and_logs_follow_read_a_run_across_two_tls_nodes() {
         "tokens",
         &format!("read {READ}\noperate {OPERATE}\n"),
     );
-    // b first: it leads every job; a follows and relays.
-    let (b, port_b) = tls_node(
+    // b first: it leads every job; a follows and relays. b's certificate names only
+    // `localhost`, which b publishes (--http-advertise): a and logs --follow check that name.
+    let port_b = common::free_port();
+    let (cert_b, key_b) = ca.issue("b", "DNS:localhost");
+    let advertised = format!("localhost:{port_b}");
+    let b = Node::spawn_with_http_on(
         &emu,
         &cfg,
         "b",
-        &ca.issue("b", "IP:127.0.0.1"),
-        &tokens,
         &[],
+        port_b,
+        &[
+            "--http-tls-cert",
+            cert_b.to_str().unwrap(),
+            "--http-tls-key",
+            key_b.to_str().unwrap(),
+            "--http-token-file",
+            tokens.to_str().unwrap(),
+            "--http-advertise",
+            &advertised,
+        ],
     );
-    let at_b = Https::new(&ca.cert(), port_b);
+    let at_b = Https::named(&ca.cert(), "localhost", port_b);
     wait_ready(&at_b, &b);
     assert!(
         wait_until(Duration::from_secs(20), || {
@@ -414,6 +433,11 @@ fn the_relay_and_logs_follow_read_a_run_across_two_tls_nodes() {
                 .is_some_and(|jobs| !jobs.is_empty() && jobs.iter().all(|j| j["role"] == "leader"))
         }),
         "b never led"
+    );
+    let status = common::cli(&emu, &cfg, &["status", "--json"]).stdout;
+    assert!(
+        status.contains(&format!("\"https://{advertised}\"")),
+        "b's record names its interface as published: {status}"
     );
     let ca_path = ca.cert();
     let (a, port_a) = tls_node(
@@ -569,6 +593,22 @@ fn a_network_address_without_a_token_refuses_to_start_unless_reads_are_public_on
     assert!(
         err.contains("--http-token-file") && err.contains("--http-public-read"),
         "{err}"
+    );
+
+    // An advertised address that is not HOST:PORT: exit 2, named.
+    let (mut advertise, _) = run(&[
+        "--http-public-read",
+        "--http-advertise",
+        "https://node1:9100",
+    ]);
+    assert_eq!(
+        advertise.wait_exit(Duration::from_secs(20)).unwrap().code(),
+        Some(2)
+    );
+    assert!(
+        advertise.stderr_text().contains("expected HOST:PORT"),
+        "{}",
+        advertise.stderr_text()
     );
 
     // A certificate without its key, or a key that is not PEM: exit 2, named.

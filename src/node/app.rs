@@ -328,7 +328,9 @@ pub async fn run(mut config: Config, options: RunOptions) -> anyhow::Result<()> 
             } else {
                 "http"
             };
-            info!(event = "http_listening", addr = %bound, "serving the dashboard, /healthz /readyz /status /metrics on {scheme}://{bound}");
+            info!(event = "http_listening", addr = %bound, advertised = %advertised,
+                "serving the dashboard, /healthz /readyz /status /metrics on {scheme}://{bound} \
+                 (published as {advertised})");
             // Certificates and tokens rotate without a restart.
             let secrets = crate::ops::http_secrets::Secrets {
                 tls: prepared.tls,

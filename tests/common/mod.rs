@@ -943,11 +943,26 @@ impl Node {
         args: &[&str],
     ) -> (Node, u16) {
         let port = free_port();
+        (
+            Node::spawn_with_http_on(emu, config, id, env, port, args),
+            port,
+        )
+    }
+
+    /// Like [`Node::spawn_with_http_args`] on a port chosen beforehand (to name it in `args`).
+    pub fn spawn_with_http_on(
+        emu: &impl Target,
+        config: &Path,
+        id: &str,
+        env: &[(&str, &str)],
+        port: u16,
+        args: &[&str],
+    ) -> Node {
         let mut all = emu.node_env();
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let mut http = vec!["--http".to_string(), format!("127.0.0.1:{port}")];
         http.extend(args.iter().map(|a| a.to_string()));
-        (Node::spawn_run_with(config, id, &http, &all), port)
+        Node::spawn_run_with(config, id, &http, &all)
     }
 
     /// `cronlease run` on `backend`, whose [`Backend::store_table`] `config` starts with.
