@@ -640,6 +640,39 @@ fn a_network_address_without_a_token_refuses_to_start_unless_reads_are_public_on
         bad.stderr_text()
     );
 
+    // An encrypted key: exit 2, saying so.
+    let ca = TestCa::new(dir.path(), "n");
+    let (cert, key) = ca.issue("n", "IP:127.0.0.1");
+    let encrypted = dir.path().join("encrypted.key");
+    let out = std::process::Command::new("openssl")
+        .args(["pkey", "-aes256", "-passout", "pass:secret", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&encrypted)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (mut locked, _) = run(&[
+        "--http-public-read",
+        "--http-tls-cert",
+        cert.to_str().unwrap(),
+        "--http-tls-key",
+        encrypted.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        locked.wait_exit(Duration::from_secs(20)).unwrap().code(),
+        Some(2)
+    );
+    assert!(
+        locked.stderr_text().contains("it is encrypted"),
+        "{}",
+        locked.stderr_text()
+    );
+
     // On purpose: reads open, writes refused; a wrong token is still refused (and counted).
     let tokens = token_file(dir.path(), "tokens", &format!("operate {OPERATE}\n"));
     let (with_tokens, tport) = run(&[

@@ -86,7 +86,11 @@ impl CertFiles {
         let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|_| TlsError::Missing {
             flag: "--http-tls-key",
             path: self.key.display().to_string(),
-            what: "private key",
+            what: if pem.windows(9).any(|w| w == b"ENCRYPTED") {
+                "unencrypted private key (it is encrypted: `openssl pkey -in KEY -out PLAIN`)"
+            } else {
+                "private key"
+            },
         })?;
         let pair_error = |e: rustls::Error| TlsError::Pair {
             cert: self.cert.display().to_string(),
