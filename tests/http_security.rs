@@ -849,3 +849,52 @@ fn a_loopback_node_serves_only_its_own_names_and_slows_wrong_tokens() {
     assert_eq!(node.events_named("http_auth_limited").len(), 1);
     assert!(!node.output_text().contains(WRONG));
 }
+
+#[test]
+fn one_address_holds_a_bounded_number_of_connections() {
+    use std::io::Read;
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), CONFIG);
+    let (node, port) = Node::spawn_with_http(&emu, &cfg, "a", &[]);
+    assert!(
+        wait_until(Duration::from_secs(20), || common::http(
+            port,
+            "GET",
+            "/readyz",
+            Duration::from_secs(2)
+        )
+        .is_ok_and(|(s, _)| s == 200)),
+        "{}",
+        node.stderr_text()
+    );
+    // Connections that send nothing (a slow client's), up to the bound: each held open.
+    let held: Vec<std::net::TcpStream> = (0..256)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    // One more is closed at once: end of stream, no answer.
+    let closed_at_once = wait_until(Duration::from_secs(10), || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut byte = [0u8; 1];
+        matches!(s.read(&mut byte), Ok(0))
+            || s.read(&mut byte)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset)
+    });
+    assert!(
+        closed_at_once,
+        "a connection beyond the bound was kept open"
+    );
+    // Given back as they close.
+    drop(held);
+    assert!(
+        wait_until(Duration::from_secs(10), || common::http(
+            port,
+            "GET",
+            "/healthz",
+            Duration::from_secs(2)
+        )
+        .is_ok_and(|(s, _)| s == 200)),
+        "the address's connections were not given back"
+    );
+}

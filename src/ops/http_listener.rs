@@ -4,14 +4,20 @@
 //! TLS handshakes run in tasks of their own (at most [`MAX_HANDSHAKES`] at once, at most
 //! [`HANDSHAKES_PER_ADDRESS`] of them from one address, each given [`HANDSHAKE_TIMEOUT`]), so
 //! a slow or silent client cannot hold up the others; the finished connections are handed to
-//! the server in order of completion. (After the handshake, a client that sends its request
-//! slowly holds only its own connection: there is no timeout on reading a request's head.) A client that speaks plain
-//! HTTP to a TLS port fails the handshake and gets no page (rustls answers a TLS alert, which
-//! `curl` reports as a protocol error).
-use std::net::SocketAddr;
-use std::sync::Arc;
+//! the server in order of completion. One address holds at most
+//! [`CONNECTIONS_PER_ADDRESS`] open connections; more from it are closed at once (a client
+//! that opens connections and sends its requests slowly holds no more than that: there is no
+//! timeout on reading a request's head). A client that speaks plain HTTP to a TLS port fails
+//! the handshake and gets no page (rustls answers a TLS alert, which `curl` reports as a
+//! protocol error).
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
@@ -25,9 +31,63 @@ pub const MAX_HANDSHAKES: usize = 64;
 pub const HANDSHAKES_PER_ADDRESS: usize = 8;
 /// How long a client has to finish its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections open at once from one address (a browser opens at most 6 per page and node);
+/// more from it are closed at once.
+pub const CONNECTIONS_PER_ADDRESS: usize = 256;
 
-/// A connection, plain or TLS.
-pub type Conn = Either<TcpStream, TlsStream<TcpStream>>;
+/// A connection, plain or TLS, counted against its address while it is open.
+pub struct Conn {
+    io: Either<TcpStream, TlsStream<TcpStream>>,
+    _counted: Counted,
+}
+
+/// How many of something each address has going, bounded.
+#[derive(Clone)]
+struct PerAddress {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    limit: usize,
+}
+
+/// One of an address's [`PerAddress`] slots, given back when dropped.
+struct Counted {
+    of: PerAddress,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    fn new(limit: usize) -> PerAddress {
+        PerAddress {
+            counts: Arc::default(),
+            limit,
+        }
+    }
+
+    /// A slot for `ip`, or `None` when it has `limit` already.
+    fn take(&self, ip: IpAddr) -> Option<Counted> {
+        let mut counts = self.counts.lock().unwrap();
+        let n = counts.entry(ip).or_default();
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(Counted {
+            of: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut counts = self.of.counts.lock().unwrap();
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// What [`axum::serve`] accepts connections from.
 pub struct HttpListener {
@@ -56,10 +116,8 @@ async fn accept_loop(
     stop: CancellationToken,
 ) {
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-    let per_address = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
-        std::net::IpAddr,
-        usize,
-    >::new()));
+    let shaking = PerAddress::new(HANDSHAKES_PER_ADDRESS);
+    let open = PerAddress::new(CONNECTIONS_PER_ADDRESS);
     loop {
         // A permit before the accept: beyond MAX_HANDSHAKES, connections wait in the backlog.
         // The loop ends with the server too (`tx` closed), not only on `stop`.
@@ -81,49 +139,82 @@ async fn accept_loop(
                 }
             },
         };
+        let Some(counted) = open.take(peer.ip()) else {
+            tracing::debug!(%peer, "{CONNECTIONS_PER_ADDRESS} connections from it already: closed");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
-        match &tls {
-            None => {
-                drop(permit);
-                if tx.send((Either::Left(tcp), peer)).await.is_err() {
-                    return;
-                }
+        let Some(acceptor) = &tls else {
+            drop(permit);
+            let conn = Conn {
+                io: Either::Left(tcp),
+                _counted: counted,
+            };
+            if tx.send((conn, peer)).await.is_err() {
+                return;
             }
-            Some(acceptor) => {
-                {
-                    let mut going = per_address.lock().unwrap();
-                    let n = going.entry(peer.ip()).or_default();
-                    if *n >= HANDSHAKES_PER_ADDRESS {
-                        tracing::debug!(%peer, "too many TLS handshakes from it at once: closed");
-                        continue;
-                    }
-                    *n += 1;
+            continue;
+        };
+        let Some(shake) = shaking.take(peer.ip()) else {
+            tracing::debug!(%peer, "too many TLS handshakes from it at once: closed");
+            continue;
+        };
+        let (acceptor, tx) = (acceptor.clone(), tx.clone());
+        tokio::spawn(async move {
+            let shaken = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+            drop((permit, shake));
+            match shaken {
+                Ok(Ok(stream)) => {
+                    let conn = Conn {
+                        io: Either::Right(stream),
+                        _counted: counted,
+                    };
+                    let _ = tx.send((conn, peer)).await;
                 }
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                let per_address = per_address.clone();
-                tokio::spawn(async move {
-                    let shaken =
-                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
-                    drop(permit);
-                    {
-                        let mut going = per_address.lock().unwrap();
-                        if let Some(n) = going.get_mut(&peer.ip()) {
-                            *n -= 1;
-                            if *n == 0 {
-                                going.remove(&peer.ip());
-                            }
-                        }
-                    }
-                    match shaken {
-                        Ok(Ok(stream)) => {
-                            let _ = tx.send((Either::Right(stream), peer)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
+                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
-        }
+        });
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 }
 
@@ -141,5 +232,27 @@ impl axum::serve::Listener for HttpListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_has_its_own_bounded_slots_given_back_when_dropped() {
+        let per = PerAddress::new(2);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = per.take(a).unwrap();
+        let _second = per.take(a).unwrap();
+        assert!(per.take(a).is_none());
+        assert!(per.take(b).is_some(), "another address has its own");
+        drop(first);
+        assert!(per.take(a).is_some());
+        drop(_second);
+        assert!(
+            per.counts.lock().unwrap().is_empty(),
+            "no entry is kept for nothing"
+        );
     }
 }
