@@ -1326,6 +1326,8 @@ fn a_node_with_read_and_operate_tokens_asks_for_one_and_shows_buttons_to_operate
     let cluster_reads = "return performance.getEntriesByType('resource') \
                          .filter(r => r.name.includes('/api/cluster')).length";
     let asked = browser.eval(cluster_reads);
+    // An absence, not a wait for something: four of the page's polls (250 ms), in which a
+    // page that kept polling would have read the cluster again.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(browser.eval(cluster_reads), asked, "the page kept polling");
     assert_eq!(browser.eval(rows), 0);
@@ -1528,6 +1530,7 @@ fn a_node_with_read_and_operate_tokens_asks_for_one_and_shows_buttons_to_operate
         .unwrap_or_else(|| panic!("no seconds in {notice:?}"));
     assert!(said.abs_diff(secs) <= 1 && said <= 60, "{notice} / {secs}");
     let asked = browser.eval(cluster_reads);
+    // An absence again: four polls' time without a read.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(browser.eval(cluster_reads), asked, "the page kept polling");
     // It keeps what it showed meanwhile.

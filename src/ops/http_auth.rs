@@ -287,9 +287,9 @@ fn admit(
         return Err(Box::new(refusal(
             StatusCode::FORBIDDEN,
             &format!(
-                "Host {name:?} is not a name of this node (it binds loopback: a page of \
-                 another site could be reading it); to serve it under that name, start the \
-                 node with --http-allowed-host {name}"
+                "Host {name:?} is not a name of this node (a page of another site whose name \
+                 leads here could be reading it); to serve it under that name, start the node \
+                 with --http-allowed-host {name}"
             ),
         )));
     }
