@@ -144,6 +144,21 @@ fn tls_node(
     Node::spawn_with_http_args(emu, cfg, id, &[], &args)
 }
 
+/// Wait until `path` answers 200 over plain HTTP on `port`.
+fn wait_answering(port: u16, path: &str, node: &Node) {
+    assert!(
+        wait_until(Duration::from_secs(20), || common::http(
+            port,
+            "GET",
+            path,
+            Duration::from_secs(2)
+        )
+        .is_ok_and(|(s, _)| s == 200)),
+        "{path} never answered: {}",
+        node.stderr_text()
+    );
+}
+
 fn wait_ready(https: &Https, node: &Node) {
     assert!(
         wait_until(Duration::from_secs(30), || https
@@ -584,60 +599,40 @@ fn a_network_address_without_a_token_refuses_to_start_unless_reads_are_public_on
         args.extend(extra.iter().map(|s| s.to_string()));
         (Node::spawn_args("n", &args, &emu.env()), port)
     };
-    let (mut refused, _) = run(&[]);
-    let status = refused
-        .wait_exit(Duration::from_secs(20))
-        .expect("it exits");
-    assert_eq!(status.code(), Some(2));
-    let err = refused.stderr_text();
-    assert!(
-        err.contains("--http-token-file") && err.contains("--http-public-read"),
-        "{err}"
-    );
+    // Exit 2, the stderr saying each of `says`.
+    let refused = |extra: &[&str], says: &[&str]| {
+        let (mut node, _) = run(extra);
+        let status = node.wait_exit(Duration::from_secs(20)).expect("it exits");
+        assert_eq!(status.code(), Some(2), "{extra:?}");
+        let err = node.stderr_text();
+        assert!(says.iter().all(|s| err.contains(s)), "{extra:?}: {err}");
+    };
+    refused(&[], &["--http-token-file", "--http-public-read"]);
 
     // An advertised address that is not HOST:PORT: exit 2, named.
-    let (mut advertise, _) = run(&[
-        "--http-public-read",
-        "--http-advertise",
-        "https://node1:9100",
-    ]);
-    assert_eq!(
-        advertise.wait_exit(Duration::from_secs(20)).unwrap().code(),
-        Some(2)
-    );
-    assert!(
-        advertise.stderr_text().contains("expected HOST:PORT"),
-        "{}",
-        advertise.stderr_text()
+    refused(
+        &[
+            "--http-public-read",
+            "--http-advertise",
+            "https://node1:9100",
+        ],
+        &["expected HOST:PORT"],
     );
 
     // A certificate without its key, or a key that is not PEM: exit 2, named.
     let junk = dir.path().join("junk.pem");
     std::fs::write(&junk, "junk").unwrap();
-    let (mut half, _) = run(&[
-        "--http-public-read",
-        "--http-tls-cert",
-        junk.to_str().unwrap(),
-    ]);
-    assert_eq!(
-        half.wait_exit(Duration::from_secs(20)).unwrap().code(),
-        Some(2)
-    );
-    let (mut bad, _) = run(&[
-        "--http-public-read",
-        "--http-tls-cert",
-        junk.to_str().unwrap(),
-        "--http-tls-key",
-        junk.to_str().unwrap(),
-    ]);
-    assert_eq!(
-        bad.wait_exit(Duration::from_secs(20)).unwrap().code(),
-        Some(2)
-    );
-    assert!(
-        bad.stderr_text().contains("no PEM certificate"),
-        "{}",
-        bad.stderr_text()
+    let junk = junk.to_str().unwrap();
+    refused(&["--http-public-read", "--http-tls-cert", junk], &[]);
+    refused(
+        &[
+            "--http-public-read",
+            "--http-tls-cert",
+            junk,
+            "--http-tls-key",
+            junk,
+        ],
+        &["no PEM certificate"],
     );
 
     // An encrypted key: exit 2, saying so.
@@ -656,21 +651,15 @@ fn a_network_address_without_a_token_refuses_to_start_unless_reads_are_public_on
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (mut locked, _) = run(&[
-        "--http-public-read",
-        "--http-tls-cert",
-        cert.to_str().unwrap(),
-        "--http-tls-key",
-        encrypted.to_str().unwrap(),
-    ]);
-    assert_eq!(
-        locked.wait_exit(Duration::from_secs(20)).unwrap().code(),
-        Some(2)
-    );
-    assert!(
-        locked.stderr_text().contains("it is encrypted"),
-        "{}",
-        locked.stderr_text()
+    refused(
+        &[
+            "--http-public-read",
+            "--http-tls-cert",
+            cert.to_str().unwrap(),
+            "--http-tls-key",
+            encrypted.to_str().unwrap(),
+        ],
+        &["it is encrypted"],
     );
 
     // On purpose: reads open, writes refused; a wrong token is still refused (and counted).
@@ -680,17 +669,7 @@ fn a_network_address_without_a_token_refuses_to_start_unless_reads_are_public_on
         "--http-token-file",
         tokens.to_str().unwrap(),
     ]);
-    assert!(
-        wait_until(Duration::from_secs(20), || common::http(
-            tport,
-            "GET",
-            "/status",
-            Duration::from_secs(2)
-        )
-        .is_ok_and(|(s, _)| s == 200)),
-        "{}",
-        with_tokens.stderr_text()
-    );
+    wait_answering(tport, "/status", &with_tokens);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -721,17 +700,7 @@ fn a_network_address_without_a_token_refuses_to_start_unless_reads_are_public_on
         open_read.1
     );
     let (open, port) = run(&["--http-public-read"]);
-    assert!(
-        wait_until(Duration::from_secs(20), || common::http(
-            port,
-            "GET",
-            "/status",
-            Duration::from_secs(2)
-        )
-        .is_ok_and(|(s, _)| s == 200)),
-        "{}",
-        open.stderr_text()
-    );
+    wait_answering(port, "/status", &open);
     let (status, body) = common::http(
         port,
         "POST",
@@ -779,17 +748,7 @@ fn a_loopback_node_serves_only_its_own_names_and_slows_wrong_tokens() {
             "--http-public-metrics",
         ],
     );
-    assert!(
-        wait_until(Duration::from_secs(20), || common::http(
-            port,
-            "GET",
-            "/readyz",
-            Duration::from_secs(2)
-        )
-        .is_ok_and(|(s, _)| s == 200)),
-        "{}",
-        node.stderr_text()
-    );
+    wait_answering(port, "/readyz", &node);
     // DNS rebinding: a page of another site whose name resolves to 127.0.0.1.
     assert_eq!(
         get_with_host(port, "/healthz", &format!("evil.example:{port}")),
@@ -857,17 +816,7 @@ fn one_address_holds_a_bounded_number_of_connections() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), CONFIG);
     let (node, port) = Node::spawn_with_http(&emu, &cfg, "a", &[]);
-    assert!(
-        wait_until(Duration::from_secs(20), || common::http(
-            port,
-            "GET",
-            "/readyz",
-            Duration::from_secs(2)
-        )
-        .is_ok_and(|(s, _)| s == 200)),
-        "{}",
-        node.stderr_text()
-    );
+    wait_answering(port, "/readyz", &node);
     // Connections that send nothing (a slow client's), up to the bound: each held open.
     let held: Vec<std::net::TcpStream> = (0..256)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())

@@ -47,7 +47,7 @@ pub const CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// What identifies one version of the file on disk, cheaply.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Stamp {
+enum Stamp {
     Missing,
     File {
         dev: u64,
@@ -59,7 +59,7 @@ pub(crate) enum Stamp {
     },
 }
 
-pub(crate) fn stamp(path: &std::path::Path) -> Stamp {
+fn stamp(path: &std::path::Path) -> Stamp {
     use std::os::unix::fs::MetadataExt;
     match std::fs::metadata(path) {
         Ok(m) => Stamp::File {
@@ -70,6 +70,47 @@ pub(crate) fn stamp(path: &std::path::Path) -> Stamp {
             ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
         },
         Err(_) => Stamp::Missing,
+    }
+}
+
+/// Files watched by their stamps, checked every [`CHECK_EVERY`]: a change is reported once
+/// the files have stayed the same for one more check (an editor's several writes, or a
+/// certificate and its key written one after the other, make one report), and only while
+/// every file is there. The jobs file ([`Reloader`]) and the HTTP interface's certificate,
+/// key and token file ([`crate::ops::http_secrets`]) are watched this way.
+pub(crate) struct Watched {
+    paths: Vec<PathBuf>,
+    seen: Vec<Stamp>,
+    /// A change seen and not yet reported.
+    settling: bool,
+}
+
+impl Watched {
+    pub(crate) fn new(paths: Vec<PathBuf>) -> Watched {
+        let seen = paths.iter().map(|p| stamp(p)).collect();
+        Watched {
+            paths,
+            seen,
+            settling: false,
+        }
+    }
+
+    /// The files were just read (SIGHUP): changes seen so far are not to be reported.
+    pub(crate) fn reset(&mut self) {
+        self.seen = self.paths.iter().map(|p| stamp(p)).collect();
+        self.settling = false;
+    }
+
+    /// One check: whether a change has settled and the files are worth reading.
+    pub(crate) fn settled(&mut self) -> bool {
+        let now: Vec<Stamp> = self.paths.iter().map(|p| stamp(p)).collect();
+        if now != self.seen {
+            self.seen = now;
+            self.settling = true;
+            return false;
+        }
+        let settled = std::mem::take(&mut self.settling);
+        settled && !now.contains(&Stamp::Missing)
     }
 }
 
@@ -187,11 +228,9 @@ impl Reloader {
 
     /// Watch for SIGHUP and for changes of the file until `stop`.
     pub async fn run(&self, mut hangup: Signal, stop: CancellationToken) {
-        let mut seen = stamp(&self.path);
+        let mut watched = Watched::new(vec![self.path.clone()]);
         // Changed since it was read at start (the store may have taken a while to answer)?
         self.reload("file_changed", false);
-        // A change seen and not yet applied: applied once the stamp holds for one more check.
-        let mut settling = false;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -200,20 +239,12 @@ impl Reloader {
                         return;
                     }
                     info!(event = "signal", signal = "SIGHUP", "reloading {}", self.path.display());
-                    seen = stamp(&self.path);
-                    settling = false;
+                    watched.reset();
                     self.reload("sighup", true);
                 }
                 _ = tokio::time::sleep(CHECK_EVERY) => {
-                    let now = stamp(&self.path);
-                    if now != seen {
-                        seen = now;
-                        settling = true;
-                    } else if settling {
-                        settling = false;
-                        if now != Stamp::Missing {
-                            self.reload("file_changed", false);
-                        }
+                    if watched.settled() {
+                        self.reload("file_changed", false);
                     }
                 }
             }
@@ -362,5 +393,31 @@ impl Reloader {
             removed: names(&diff.removed),
             changed: names(&diff.changed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_is_reported_once_it_holds_for_one_more_check_and_while_every_file_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, "1").unwrap();
+        std::fs::write(&b, "1").unwrap();
+        let mut watched = Watched::new(vec![a.clone(), b.clone()]);
+        assert!(!watched.settled(), "nothing changed");
+        std::fs::write(&a, "22").unwrap();
+        assert!(!watched.settled(), "changed: wait one more check");
+        assert!(watched.settled(), "held: report it");
+        assert!(!watched.settled(), "reported once");
+        std::fs::write(&b, "333").unwrap();
+        watched.reset();
+        assert!(!watched.settled(), "read already (SIGHUP)");
+        assert!(!watched.settled());
+        std::fs::remove_file(&b).unwrap();
+        assert!(!watched.settled());
+        assert!(!watched.settled(), "a file is missing: nothing to read");
     }
 }

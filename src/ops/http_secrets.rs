@@ -15,7 +15,7 @@ use tokio::signal::unix::Signal;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::node::reload::{stamp, Stamp, CHECK_EVERY};
+use crate::node::reload::{Watched, CHECK_EVERY};
 use crate::ops::http_auth::HttpAccess;
 use crate::ops::http_tls::{CertFiles, CertSlot};
 use crate::ops::token::Tokens;
@@ -31,15 +31,6 @@ impl Secrets {
     /// Whether there is anything to watch.
     pub fn any(&self) -> bool {
         self.tls.is_some() || self.token_file.is_some()
-    }
-
-    /// The stamps of the pair's files, and of the token file.
-    fn stamps(&self) -> (Vec<Stamp>, Option<Stamp>) {
-        let tls = match &self.tls {
-            Some((files, _)) => vec![stamp(&files.cert), stamp(&files.key)],
-            None => Vec::new(),
-        };
-        (tls, self.token_file.as_deref().map(stamp))
     }
 
     /// Read the pair again and serve it if it is good.
@@ -88,9 +79,11 @@ impl Secrets {
     /// Watch for SIGHUP (everything is read again) and for changes of the files (what changed
     /// is read again) until `stop`.
     pub async fn run(self, mut hangup: Signal, stop: CancellationToken) {
-        let (mut tls_seen, mut tokens_seen) = self.stamps();
-        // Changes seen and not yet applied: applied once the stamps hold for one more check.
-        let (mut tls_settling, mut tokens_settling) = (false, false);
+        let mut tls = self
+            .tls
+            .as_ref()
+            .map(|(f, _)| Watched::new(vec![f.cert.clone(), f.key.clone()]));
+        let mut tokens = self.token_file.clone().map(|p| Watched::new(vec![p]));
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -98,30 +91,16 @@ impl Secrets {
                     if s.is_none() {
                         return;
                     }
-                    (tls_seen, tokens_seen) = self.stamps();
-                    (tls_settling, tokens_settling) = (false, false);
+                    tls.iter_mut().chain(tokens.iter_mut()).for_each(Watched::reset);
                     self.reload_tls("sighup");
                     self.reload_tokens("sighup");
                 }
                 _ = tokio::time::sleep(CHECK_EVERY) => {
-                    let (tls_now, tokens_now) = self.stamps();
-                    if tls_now != tls_seen {
-                        tls_seen = tls_now;
-                        tls_settling = true;
-                    } else if tls_settling {
-                        tls_settling = false;
-                        if !tls_now.contains(&Stamp::Missing) {
-                            self.reload_tls("file_changed");
-                        }
+                    if tls.as_mut().is_some_and(Watched::settled) {
+                        self.reload_tls("file_changed");
                     }
-                    if tokens_now != tokens_seen {
-                        tokens_seen = tokens_now;
-                        tokens_settling = true;
-                    } else if tokens_settling {
-                        tokens_settling = false;
-                        if tokens_now != Some(Stamp::Missing) {
-                            self.reload_tokens("file_changed");
-                        }
+                    if tokens.as_mut().is_some_and(Watched::settled) {
+                        self.reload_tokens("file_changed");
                     }
                 }
             }
